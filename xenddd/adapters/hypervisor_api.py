@@ -1,0 +1,119 @@
+"""What the core needs from a hypervisor toolstack, independent of whether libvirt or the simulator serves it.
+
+The libvirt adapter (`xenddd.adapters.hypervisor`) implements this on real Xen; `xenddd.sim.hypervisor`
+implements it on the simulated host, so the daemon runs unchanged against either.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from xenddd.config import DriverDomainSpec
+from xenddd.model import DeviceKind, VbdParams, VifParams
+
+
+class DomainState(enum.Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """A domain as the toolstack sees it now. `domid` is None while it is not running.
+
+    Xen never reuses a domid until the 15-bit space wraps, so (name, domid) identifies one *instance* of a
+    domain: a late event about an older domid must not be mistaken for the current one.
+    """
+
+    name: str
+    uuid: str
+    domid: int | None
+    state: DomainState
+    memory_kib: int
+    vcpus: int
+    cpu_time_ns: int = 0
+
+
+class LifecycleKind(enum.Enum):
+    DEFINED = "defined"
+    UNDEFINED = "undefined"
+    STARTED = "started"
+    SUSPENDED = "suspended"
+    RESUMED = "resumed"
+    SHUTDOWN = "shutdown"  # stopped from inside the domain
+    DESTROYED = "destroyed"  # stopped by a toolstack (xenddd itself, or somebody else's `xl destroy`)
+    CRASHED = "crashed"
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """A hint from the toolstack; the reconciler re-reads real state rather than trusting it."""
+
+    name: str
+    uuid: str
+    kind: LifecycleKind
+    domid: int | None = None
+
+
+@dataclass(frozen=True)
+class GuestDevice:
+    """A vif or vbd of a guest as the toolstack's live definition lists it, and the domain serving it."""
+
+    kind: DeviceKind
+    devid: int | None
+    params: VifParams | VbdParams
+    backend_name: str | None
+
+
+class Hypervisor(Protocol):
+    def domains(self) -> list[DomainInfo]:
+        """Every domain the toolstack knows, running or defined."""
+        ...
+
+    def domain(self, name: str) -> DomainInfo | None: ...
+
+    def define(self, spec: DriverDomainSpec) -> None:
+        """Define (or update the persistent definition of) a driver domain; does not start it."""
+        ...
+
+    def start(self, name: str) -> DomainInfo: ...
+
+    def destroy(self, name: str) -> None:
+        """Stop the domain at once; a domain that is not running is not an error."""
+        ...
+
+    def manages(self, guest: str) -> bool:
+        """True if `guest` is a domain of this toolstack; else `xl` created it and must attach its devices."""
+        ...
+
+    def guest_devices(self, guest: str) -> list[GuestDevice]: ...
+
+    def attach(
+        self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
+    ) -> None:
+        """Attach a frontend to `guest` served by driver domain `backend`, keeping devid/MAC/vdev."""
+        ...
+
+    def detach(self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams) -> None:
+        """Detach a frontend; a device that is already gone is not an error."""
+        ...
+
+    def iommu_available(self) -> bool:
+        """Whether Xen can pass PCI devices through (hvm_directio); without it libxl fails late."""
+        ...
+
+    def watch_lifecycle(
+        self, handler: Callable[[LifecycleEvent], None], on_reconnect: Callable[[], None]
+    ) -> None:
+        """Deliver lifecycle events to `handler` (from the adapter's own thread); call `on_reconnect` after a
+        lost connection came back, since events during the gap are lost and state must be re-read."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,79 @@
+"""The `xenddd` group: global options, error handling, and the registration of every subcommand."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from xenddd.cli.config_cmd import config_group
+from xenddd.cli.context import CliContext
+from xenddd.cli.demo_cmd import demo
+from xenddd.cli.devices_cmd import block_list, network_list
+from xenddd.cli.domains_cmd import create, destroy, list_domains, restart
+from xenddd.cli.pci_cmd import pci_assignable_add, pci_assignable_list, pci_assignable_remove
+from xenddd.cli.service_cmd import daemon, events, status
+from xenddd.cli.sim_cmd import sim
+from xenddd.config import config_path
+from xenddd.errors import XendddError
+
+
+class XendddGroup(click.Group):
+    """Turns every expected failure into one line on stderr and its exit status: no tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except XendddError as exc:
+            click.echo(f"xenddd: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=XendddGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable, versioned schema).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file [default: $XENDDD_CONFIG or /etc/xenddd/xenddd.toml].",
+)
+@click.version_option(package_name="xenddd")
+@click.pass_context
+def cli(ctx: click.Context, as_json: bool, config_file: str | None) -> None:
+    """xenddd — the Xen driver-domain daemon and its xl-style command line.
+
+    Hides PCI devices from dom0 for driver domains, creates and monitors the driver domains through
+    libvirt's Xen driver, keeps a registry of which guest frontend each driver domain serves, and restarts
+    crashed driver domains and reattaches their guests' frontends.
+
+    \b
+    Exit status: 0 success, 1 the operation failed, 2 invalid input (nothing changed).
+    """
+    ctx.obj = CliContext(as_json=as_json, config_path=config_path(config_file))
+
+
+for command in (
+    daemon,
+    list_domains,
+    create,
+    destroy,
+    restart,
+    status,
+    events,
+    pci_assignable_add,
+    pci_assignable_remove,
+    pci_assignable_list,
+    network_list,
+    block_list,
+    config_group,
+    demo,
+    sim,
+):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="xenddd")
+    sys.exit(0)

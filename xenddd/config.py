@@ -1,0 +1,364 @@
+"""The operator's declarative TOML config, parsed into frozen dataclasses or rejected with one clear line.
+
+Everything is validated here, at the boundary, so that the rest of xenddd can trust a `Config`: an unknown
+key, a wrong type, a bad BDF, a duplicate name or a `depends_on` cycle is a `ConfigError` naming the file, the
+key path and, where it can be found, the line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from xenddd.config_reader import TableReader, locate_line
+from xenddd.errors import ConfigError, InputError
+from xenddd.model import Bdf, DriverDomainKind, validate_domain_name
+
+DEFAULT_CONFIG_PATH = Path("/etc/xenddd/xenddd.toml")
+EXAMPLE_CONFIG_PATH = Path(__file__).with_name("example.toml")
+
+Policy = Literal["strict", "relaxed"]
+_POLICIES: tuple[Policy, ...] = ("strict", "relaxed")
+Virt = Literal["pv", "hvm"]
+OnCrash = Literal["destroy", "preserve"]
+ReadinessCondition = Literal["xenstore-key", "backend-initwait", "running"]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Host-wide settings; defaults are where Debian's Xen and libvirt packages put things."""
+
+    libvirt_uri: str = "xen:///system"
+    xenstore_socket: Path = Path("/run/xenstored/socket")
+    state_dir: Path = Path("/var/lib/xenddd")
+    control_socket: Path = Path("/run/xenddd/control.sock")
+    control_group: str | None = None
+    sysfs_root: Path = Path("/sys")
+    log_level: str = "info"
+    metrics_textfile: Path | None = None
+    max_parallel_reattach: int = 8
+
+
+@dataclass(frozen=True)
+class PciDeviceSpec:
+    """A PCI device handed to a driver domain, with the passthrough options libxl knows."""
+
+    bdf: Bdf
+    permissive: bool = False
+    rdm_policy: Policy = "strict"
+    reset: Policy = "strict"
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """A disk of the driver domain itself (its root filesystem), served by dom0."""
+
+    path: Path
+    vdev: str = "xvda"
+    format: str = "raw"
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How hard xenddd tries to bring a crashed driver domain back before declaring it failed."""
+
+    max_restarts: int = 5
+    window_seconds: float = 600.0
+    backoff_base_seconds: float = 1.0
+    backoff_cap_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """When a (re)started driver domain can serve, i.e. when it is safe to reattach frontends to it.
+
+    `xenstore-key`: the DD writes `key` (relative to /local/domain/<domid>) with `value` once its backends and
+    `xl devd` run; `backend-initwait`: its first backend reaches InitWait; `running`: libvirt says running.
+    """
+
+    condition: ReadinessCondition = "xenstore-key"
+    key: str = "data/ready"
+    value: str = "1"
+    timeout_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class DriverDomainSpec:
+    """One driver domain as the operator declared it: the desired state the reconciler converges to."""
+
+    name: str
+    kinds: frozenset[DriverDomainKind]
+    virt: Virt = "pv"
+    kernel: Path | None = None
+    initrd: Path | None = None
+    cmdline: str = ""
+    memory_mib: int = 256
+    vcpus: int = 1
+    disks: tuple[DiskSpec, ...] = ()
+    pci: tuple[PciDeviceSpec, ...] = ()
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    readiness: Readiness = field(default_factory=Readiness)
+    depends_on: tuple[str, ...] = ()
+    on_crash: OnCrash = "destroy"
+
+
+@dataclass(frozen=True)
+class SimGuestSpec:
+    """A guest the simulated host creates (`xenddd demo`, `daemon --simulate`); ignored on real Xen."""
+
+    name: str
+    vif: tuple[str, ...] = ()
+    vbd: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    settings: Settings
+    driver_domains: tuple[DriverDomainSpec, ...]
+    sim_guests: tuple[SimGuestSpec, ...] = ()
+    source: Path | None = None
+
+    def driver_domain(self, name: str) -> DriverDomainSpec:
+        for spec in self.driver_domains:
+            if spec.name == name:
+                return spec
+        raise InputError(f"no driver domain named {name!r} in {self.source or 'the config'}")
+
+    def start_order(self) -> tuple[DriverDomainSpec, ...]:
+        """Driver domains so that each comes after everything it depends on (validated acyclic)."""
+        by_name = {spec.name: spec for spec in self.driver_domains}
+        ordered: list[DriverDomainSpec] = []
+        seen: set[str] = set()
+
+        def visit(spec: DriverDomainSpec) -> None:
+            if spec.name in seen:
+                return
+            seen.add(spec.name)
+            for dep in spec.depends_on:
+                visit(by_name[dep])
+            ordered.append(spec)
+
+        for spec in self.driver_domains:
+            visit(spec)
+        return tuple(ordered)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """--config wins, then $XENDDD_CONFIG, then /etc/xenddd/xenddd.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("XENDDD_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate `path`; every problem is a ConfigError naming file, key path and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        config = _build(TableReader(document, ""), path)
+    except ConfigError as exc:
+        line = locate_line(text, exc.key_path) if exc.key_path else None
+        where = f"{path}:{line}" if line else f"{path}"
+        raise ConfigError(f"{where}: {exc}") from None
+    return config
+
+
+def _build(root: TableReader, path: Path) -> Config:
+    settings = _settings(root.table("xenddd"))
+    domains = tuple(_driver_domain(t) for t in root.tables("driver_domain"))
+    guests = tuple(_sim_guest(t) for t in root.table("simulation").tables("guest"))
+    root.finish()
+    _check_names(domains, guests)
+    return Config(settings, domains, guests, path)
+
+
+def _settings(t: TableReader) -> Settings:
+    d = Settings()
+    sysfs_env = os.environ.get("XENDDD_SYSFS_ROOT")
+    settings = Settings(
+        libvirt_uri=t.string("libvirt_uri", d.libvirt_uri),
+        xenstore_socket=t.path("xenstore_socket", d.xenstore_socket),
+        state_dir=t.path("state_dir", d.state_dir),
+        control_socket=t.path("control_socket", d.control_socket),
+        control_group=t.optional_string("control_group"),
+        sysfs_root=Path(sysfs_env) if sysfs_env else t.path("sysfs_root", d.sysfs_root),
+        log_level=t.choice("log_level", LOG_LEVELS, d.log_level),
+        metrics_textfile=t.optional_path("metrics_textfile"),
+        max_parallel_reattach=t.integer("max_parallel_reattach", d.max_parallel_reattach, minimum=1),
+    )
+    t.finish()
+    return settings
+
+
+def _driver_domain(t: TableReader) -> DriverDomainSpec:
+    name = t.checked("name", validate_domain_name, required=True)
+    kinds = frozenset(DriverDomainKind(k) for k in t.string_list("kind", ("network", "block"), required=True))
+    virt = t.choice("type", ("pv", "hvm"), "pv")
+    disks = tuple(_disk(d) for d in t.tables("disk"))
+    spec = DriverDomainSpec(
+        name=name,
+        kinds=kinds,
+        virt=virt,  # type: ignore[arg-type]  # checked by choice()
+        kernel=t.optional_path("kernel"),
+        initrd=t.optional_path("initrd"),
+        cmdline=t.string("cmdline", ""),
+        memory_mib=t.integer("memory", 256, minimum=32, maximum=1 << 20),
+        vcpus=t.integer("vcpus", 1, minimum=1, maximum=512),
+        disks=disks,
+        pci=tuple(_pci(p) for p in t.tables("pci")),
+        restart=_restart(t.table("restart")),
+        readiness=_readiness(t.table("readiness")),
+        depends_on=tuple(t.string_list("depends_on", None)),
+        on_crash=t.choice("on_crash", ("destroy", "preserve"), "destroy"),  # type: ignore[arg-type]
+    )
+    if virt == "pv" and spec.kernel is None:
+        raise t.error("kernel", "a PV driver domain needs a kernel")
+    if virt == "hvm" and not disks:
+        raise t.error("disk", "an HVM driver domain needs at least one [[driver_domain.disk]] to boot from")
+    if not kinds:
+        raise t.error("kind", "must name at least one of 'network', 'block'")
+    bdfs = [p.bdf for p in spec.pci]
+    if len(set(bdfs)) != len(bdfs):
+        raise t.error("pci", "the same PCI device is listed twice")
+    t.finish()
+    return spec
+
+
+def _disk(t: TableReader) -> DiskSpec:
+    disk = DiskSpec(
+        path=t.path("path", None, required=True),
+        vdev=t.string("vdev", "xvda"),
+        format=t.choice("format", ("raw", "qcow2", "vhd"), "raw"),
+        readonly=t.boolean("readonly", False),
+    )
+    t.finish()
+    return disk
+
+
+def _pci(t: TableReader) -> PciDeviceSpec:
+    spec = PciDeviceSpec(
+        bdf=t.checked("bdf", Bdf.parse, required=True),
+        permissive=t.boolean("permissive", False),
+        rdm_policy=t.choice("rdm_policy", _POLICIES, "strict"),  # type: ignore[arg-type]
+        reset=t.choice("reset", _POLICIES, "strict"),  # type: ignore[arg-type]
+    )
+    t.finish()
+    return spec
+
+
+def _restart(t: TableReader) -> RestartPolicy:
+    d = RestartPolicy()
+    policy = RestartPolicy(
+        max_restarts=t.integer("max_restarts", d.max_restarts, minimum=0, maximum=1000),
+        window_seconds=t.number("window", d.window_seconds, minimum=1.0),
+        backoff_base_seconds=t.number("backoff_base", d.backoff_base_seconds, minimum=0.0),
+        backoff_cap_seconds=t.number("backoff_cap", d.backoff_cap_seconds, minimum=0.0),
+    )
+    if policy.backoff_cap_seconds < policy.backoff_base_seconds:
+        raise t.error("backoff_cap", "must not be smaller than backoff_base")
+    t.finish()
+    return policy
+
+
+def _readiness(t: TableReader) -> Readiness:
+    d = Readiness()
+    readiness = Readiness(
+        condition=t.choice("condition", ("xenstore-key", "backend-initwait", "running"), d.condition),  # type: ignore[arg-type]
+        key=t.checked("key", _relative_xenstore_key, default=d.key),
+        value=t.string("value", d.value),
+        timeout_seconds=t.number("timeout", d.timeout_seconds, minimum=0.1),
+    )
+    t.finish()
+    return readiness
+
+
+def _sim_guest(t: TableReader) -> SimGuestSpec:
+    guest = SimGuestSpec(
+        name=t.checked("name", validate_domain_name, required=True),
+        vif=tuple(t.string_list("vif", None)),
+        vbd=tuple(t.string_list("vbd", None)),
+    )
+    t.finish()
+    return guest
+
+
+def _relative_xenstore_key(value: object) -> str:
+    if not isinstance(value, str) or not value or value.startswith("/") or "//" in value or "\0" in value:
+        raise InputError(f"{value!r} is not a relative xenstore path such as 'data/ready'")
+    return value
+
+
+def _check_names(domains: tuple[DriverDomainSpec, ...], guests: tuple[SimGuestSpec, ...]) -> None:
+    names = [d.name for d in domains]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise _located(f"driver_domain[{i}].name", f"duplicate driver domain name {name!r}")
+    known = set(names)
+    for i, spec in enumerate(domains):
+        for dep in spec.depends_on:
+            if dep not in known:
+                raise _located(f"driver_domain[{i}].depends_on", f"{dep!r} is not a configured driver domain")
+            if dep == spec.name:
+                raise _located(f"driver_domain[{i}].depends_on", f"{spec.name!r} depends on itself")
+    cycle = _find_cycle({d.name: d.depends_on for d in domains})
+    if cycle:
+        index = names.index(cycle[0])
+        raise _located(f"driver_domain[{index}].depends_on", "dependency cycle: " + " -> ".join(cycle))
+    for i, guest in enumerate(guests):
+        for kind, backends in (("vif", guest.vif), ("vbd", guest.vbd)):
+            for backend in backends:
+                if backend not in known:
+                    raise _located(
+                        f"simulation.guest[{i}].{kind}", f"{backend!r} is not a configured driver domain"
+                    )
+        if guest.name in known or guest.name in [g.name for g in guests[:i]]:
+            raise _located(f"simulation.guest[{i}].name", f"duplicate domain name {guest.name!r}")
+
+
+def _find_cycle(graph: Mapping[str, tuple[str, ...]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def _located(key_path: str, message: str) -> ConfigError:
+    return ConfigError(f"{key_path}: {message}", key_path)

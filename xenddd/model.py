@@ -1,0 +1,144 @@
+"""The domain model every part of xenddd speaks: PCI addresses, driver domains, frontends, xenbus states.
+
+These types are the boundary between hostile or quirky outside data (TOML, xenstore bytes, sysfs strings,
+libvirt XML) and the core. A value of one of these types has already been validated, so the core never
+re-checks strings it receives from adapters.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+from xenddd.errors import InputError
+
+_BDF_RE = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-9a-fA-F])$")
+_DOMAIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
+
+
+@dataclass(frozen=True, order=True)
+class Bdf:
+    """A PCI address, domain:bus:device.function, as Linux names devices under /sys/bus/pci/devices."""
+
+    domain: int
+    bus: int
+    device: int
+    function: int
+
+    @classmethod
+    def parse(cls, text: str) -> Bdf:
+        """Parse `dddd:bb:dd.f` or the short `bb:dd.f` (PCI domain 0000), as `xl` accepts them."""
+        match = _BDF_RE.match(text.strip()) if isinstance(text, str) else None
+        if match is None:
+            raise InputError(f"{text!r} is not a PCI address (expected dddd:bb:dd.f or bb:dd.f, hexadecimal)")
+        domain = int(match.group(1) or "0", 16)
+        bus, device, function = (int(match.group(i), 16) for i in (2, 3, 4))
+        if device > 0x1F:
+            raise InputError(f"{text!r} is not a PCI address (device must be 00-1f)")
+        if function > 7:
+            raise InputError(f"{text!r} is not a PCI address (function must be 0-7)")
+        return cls(domain, bus, device, function)
+
+    def __str__(self) -> str:
+        return f"{self.domain:04x}:{self.bus:02x}:{self.device:02x}.{self.function:x}"
+
+
+def validate_domain_name(name: object) -> str:
+    """Domain names as libvirt and xl both accept them; anything else cannot name a driver domain."""
+    if not isinstance(name, str) or not _DOMAIN_NAME_RE.match(name):
+        raise InputError(f"{name!r} is not a valid domain name (letters, digits, '_', '.', '-'; at most 64)")
+    return name
+
+
+def normalise_mac(text: str) -> str:
+    """Return the MAC in the lower-case colon form libxl writes to xenstore, or raise InputError."""
+    mac = text.strip().lower() if isinstance(text, str) else ""
+    if not _MAC_RE.match(mac):
+        raise InputError(f"{text!r} is not a MAC address (expected xx:xx:xx:xx:xx:xx)")
+    return mac
+
+
+class DriverDomainKind(enum.Enum):
+    """What a driver domain serves; decides which backend trees xenddd watches in it."""
+
+    NETWORK = "network"
+    BLOCK = "block"
+
+
+class DeviceKind(enum.Enum):
+    """The two frontend device classes xenddd reattaches, named as in xenstore paths."""
+
+    VIF = "vif"
+    VBD = "vbd"
+
+
+class XenbusState(enum.IntEnum):
+    """xen/include/public/io/xenbus.h; both ends of a split driver walk these in xenstore `state` nodes."""
+
+    UNKNOWN = 0
+    INITIALISING = 1
+    INIT_WAIT = 2
+    INITIALISED = 3
+    CONNECTED = 4
+    CLOSING = 5
+    CLOSED = 6
+    RECONFIGURING = 7
+    RECONFIGURED = 8
+
+
+@dataclass(frozen=True)
+class VifParams:
+    """What it takes to recreate a network frontend with the same identity on another backend."""
+
+    mac: str
+    bridge: str | None = None
+    script: str | None = None
+    type: str | None = None
+    ip: str | None = None
+    rate: str | None = None
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class VbdParams:
+    """What it takes to recreate a block frontend with the same identity on another backend."""
+
+    vdev: str
+    target: str
+    mode: str = "w"
+    device_type: str = "disk"
+    format: str | None = None
+
+
+@dataclass(frozen=True)
+class FrontendKey:
+    """Identifies one guest device independent of which driver domain serves it (survives DD restarts)."""
+
+    guest_uuid: str
+    kind: DeviceKind
+    devid: int
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """One guest device served by a driver domain, as recorded by the registry."""
+
+    guest_domid: int
+    guest_name: str
+    guest_uuid: str
+    kind: DeviceKind
+    devid: int
+    backend_name: str
+    backend_domid: int
+    params: VifParams | VbdParams
+    backend_state: XenbusState = XenbusState.UNKNOWN
+    frontend_state: XenbusState = XenbusState.UNKNOWN
+    hotplug_status: str | None = None
+    orphaned: bool = False
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> FrontendKey:
+        return FrontendKey(self.guest_uuid, self.kind, self.devid)

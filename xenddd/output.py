@@ -1,0 +1,62 @@
+"""How list-type commands print: an aligned table like `xl list`, or JSON with a stable, versioned schema.
+
+JSON output is `{"version": 1, "kind": <what>, "items": [...]}` (or `"item": {...}` for single records), so a
+script can check the version before relying on the field names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+JSON_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    key: str
+    right_align: bool = False
+
+
+def render_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Columns padded to their widest cell; numbers right-aligned as xl does; `None` shows as `-`."""
+    cells = [[_cell(row.get(col.key)) for col in columns] for row in rows]
+    widths = [max([len(col.header)] + [len(r[i]) for r in cells]) for i, col in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if col.right_align else v.ljust(w)
+            for v, w, col in zip(values, widths, columns, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line([c.header for c in columns])] + [line(r) for r in cells])
+
+
+def emit_list(as_json: bool, kind: str, columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> None:
+    if as_json:
+        click.echo(json.dumps({"version": JSON_SCHEMA_VERSION, "kind": kind, "items": list(rows)}, indent=2))
+    else:
+        click.echo(render_table(columns, rows))
+
+
+def emit_record(as_json: bool, kind: str, record: Mapping[str, Any], text: str) -> None:
+    if as_json:
+        click.echo(json.dumps({"version": JSON_SCHEMA_VERSION, "kind": kind, "item": dict(record)}, indent=2))
+    else:
+        click.echo(text)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_cell(v) for v in value) or "-"
+    return str(value)
