@@ -1,0 +1,48 @@
+"""Hints that wake the reconciler. They carry no authority: each says only "look again at this".
+
+Event sources (libvirt lifecycle, xenstore watches, udev, reconnects, the control socket) put hints on the
+daemon's one queue; the reconciler drains it, coalesces, and re-reads real state before acting, so a
+missed, duplicated or reordered hint cannot change the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DomainHint:
+    """Something happened to a domain (libvirt lifecycle event, @introduceDomain/@releaseDomain)."""
+
+    source: str
+    name: str | None = None
+    domid: int | None = None
+
+
+@dataclass(frozen=True)
+class XenstoreHint:
+    """A watched xenstore subtree changed (or a watch fired spuriously): re-read `path`."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class ResyncHint:
+    """Re-read everything: daemon start, a reconnect to xenstored or libvirtd, a config reload, a timer."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class ControlRequest:
+    """An operator request from the control socket, executed on the reconciler's thread so that planned
+    operations (destroy, restart, create) never race with recovery; `reply` is called exactly once."""
+
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+    reply: Callable[[dict[str, Any]], None] = field(default=lambda _: None, compare=False)
+
+
+Hint = DomainHint | XenstoreHint | ResyncHint | ControlRequest
