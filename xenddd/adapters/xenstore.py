@@ -1,0 +1,548 @@
+"""xenstore over pyxs, with pyxs 0.4.1's defects contained here so that no other module ever meets them.
+
+pyxs gives us the wire format (`Packet`, `Op`), the Unix-socket transport and a router thread that matches
+replies to requests. What it gets wrong, and what this module does instead:
+
+- A request in flight when the connection drops waits forever: the router thread dies and `RVar.get()` has
+  no timeout. Here every call waits on the reply with a deadline, and the router announces its own death
+  (`_Router.__call__`) by failing every pending request at once and waking the watch stream.
+- `Router.terminate()` joins the router without a timeout and cannot interrupt a half-read reply; we shut
+  the socket down instead, which makes the router's `recv` fail, and join with a bound.
+- Request ids come from a process-wide counter that is not wrapped at 2**32 (`struct.error` after that);
+  each connection here numbers its own requests modulo 2**32.
+- `check_watch_path` rejects `@releaseDomain/<domid>`, `execute_command` rejects empty values, and a
+  `Client` holds one transaction id for all threads: requests are built and sent directly, bypassing them.
+- There is no RESET_WATCHES: after a reconnect the server has forgotten our watches anyway, so all of them
+  are registered again and the stream yields `Reconnected` (events during the gap are lost: resync).
+
+A call that times out leaves the connection in an unknown state (xenstored answers in order, so a hung reply
+blocks every later one): the connection is dropped and the next call or the watch stream reconnects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import queue
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pyxs import Router
+from pyxs._internal import Event, Op, Packet
+from pyxs.connection import UnixSocketConnection
+from pyxs.exceptions import PyXSError
+
+from xenddd.errors import XendddError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_PAYLOAD = 4096
+_NUL = b"\0"
+_COMPONENT_RE = re.compile(r"^[A-Za-z0-9_@-]+$")
+_ERRNO_BY_NAME = {name: code for code, name in errno.errorcode.items()}
+_PIPELINE_WINDOW = 256
+
+
+class XenstoreError(XendddError):
+    """xenstored refused a request; `errno` is the POSIX code it named (ENOENT, EACCES, EAGAIN...)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+class XenstoreUnavailable(XenstoreError):
+    """No connection to xenstored, or it was lost while the request was in flight."""
+
+
+class XenstoreTimeout(XenstoreUnavailable):
+    """xenstored did not answer within the call's deadline; the connection has been dropped."""
+
+
+class XenstoreConflict(XenstoreError):
+    """A transaction kept failing with EAGAIN (concurrent writers) and the retry bound was reached."""
+
+
+class InvalidXenstorePath(ValueError):
+    """A path component that xenstored would not accept (or that would escape its parent)."""
+
+
+def xs_join(base: str, *components: str | int) -> str:
+    """Join `components` below `base`, refusing any component xenstored's node-name rules would reject.
+
+    Components often come from directory listings written by another domain; checking them here is what
+    stops a hostile name like `..` or `a/b` from addressing a node outside the intended subtree.
+    """
+    parts = [base.rstrip("/")]
+    for component in components:
+        text = str(component)
+        if not _COMPONENT_RE.match(text):
+            raise InvalidXenstorePath(f"{text!r} is not a xenstore node name")
+        parts.append(text)
+    return "/".join(parts)
+
+
+def split_path(path: str) -> list[str]:
+    """The components of an absolute path (`/local/domain/3` → `['local', 'domain', '3']`)."""
+    return [part for part in path.split("/") if part]
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """A watch fired: `path` changed (or the watch fired spuriously), below the registered `watched`."""
+
+    path: str
+    watched: str
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """The connection was re-established and all watches registered again; anything may have changed."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
+class _Lost:
+    router_id: int
+
+
+class _ConnectionLostMarker:
+    """Set into pending RVars when the router dies, so that their waiters wake at once."""
+
+
+_LOST_REPLY: Any = _ConnectionLostMarker()
+
+
+class _EventSink:
+    """What pyxs's router expects of a subscriber: an `events` queue it puts `Event`s into."""
+
+    def __init__(self, events: queue.Queue[object]) -> None:
+        self.events = events
+
+
+class _Router(Router):  # type: ignore[misc]
+    """pyxs's router, made to report its death instead of leaving callers waiting forever."""
+
+    def __init__(self, connection: UnixSocketConnection, on_exit: Callable[[_Router], None]) -> None:
+        super().__init__(connection)
+        self.thread.name = "xenddd-xenstore-router"
+        self._on_exit = on_exit
+        self.dead = False
+
+    def __call__(self) -> None:
+        try:
+            super().__call__()
+        except Exception as exc:  # thread boundary: the reason is logged, the death is reported below
+            log.debug("xenstore router stopped: %r", exc)
+        finally:
+            self.dead = True
+            for rvar in list(self.rvars.values()):
+                rvar.set(_LOST_REPLY)
+            self.rvars.clear()
+            self._on_exit(self)
+
+    def shutdown(self, join_timeout: float = 1.0) -> None:
+        transport = self.connection.transport
+        sock = getattr(transport, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if self.thread.is_alive():
+            self.thread.join(join_timeout)
+
+
+class Xenstore:
+    """A thread-safe xenstore connection with deadlines, reconnection and a watch stream.
+
+    Values are `bytes` (whatever a domain wrote); paths are `str` built with `xs_join`. Reads of absent
+    nodes return None rather than raising, since absence is the normal answer in a world of vanishing
+    domains. `next_event()` is the watch stream; only one thread should consume it.
+    """
+
+    def __init__(
+        self,
+        socket_path: Path | str,
+        *,
+        call_timeout: float = 5.0,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 5.0,
+    ) -> None:
+        self.socket_path = str(socket_path)
+        self.call_timeout = call_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.requests_sent = 0
+        self._lock = threading.RLock()
+        self._router: _Router | None = None
+        self._generation = 0
+        self._rq_ids = itertools.count(1)
+        self._events: queue.Queue[object] = queue.Queue()
+        self._sink = _EventSink(self._events)
+        self._watches: dict[str, str] = {}  # token -> path
+        self._tokens = itertools.count(1)
+        self._closed = threading.Event()
+        self._backoff = backoff_initial
+
+    # -- connection ------------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect now (calls connect lazily anyway); raises XenstoreUnavailable if xenstored is not there."""
+        self._connected_router()
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            router, self._router = self._router, None
+        if router is not None:
+            router.shutdown()
+
+    def __enter__(self) -> Xenstore:
+        self.connect()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def set_next_request_id(self, rq_id: int) -> None:
+        """Where this connection's request numbering continues (tests use it to cross the 2**32 wrap)."""
+        with self._lock:
+            self._rq_ids = itertools.count(rq_id)
+
+    def _connected_router(self) -> _Router:
+        with self._lock:
+            if self._closed.is_set():
+                raise XenstoreUnavailable("the xenstore connection is closed")
+            router = self._router
+            if router is not None and not router.dead:
+                return router
+            return self._reconnect_locked()
+
+    def _reconnect_locked(self) -> _Router:
+        previous = self._router
+        router = _Router(UnixSocketConnection(self.socket_path), self._router_exited)
+        try:
+            router.start()
+        except (PyXSError, OSError) as exc:
+            raise XenstoreUnavailable(f"cannot connect to xenstored at {self.socket_path}: {exc}") from None
+        self._router = router
+        self._generation += 1
+        self._rq_ids = itertools.count(1)
+        try:
+            for token, path in self._watches.items():
+                router.subscribe(token.encode(), self._sink)
+                self._ack(router, Op.WATCH, path.encode() + _NUL + token.encode() + _NUL, 0)
+        except XenstoreError:
+            router.shutdown()
+            raise
+        if previous is not None:
+            log.info(
+                "reconnected to xenstored at %s; %d watches re-registered",
+                self.socket_path,
+                len(self._watches),
+            )
+            self._events.put(Reconnected(self._generation))
+        self._backoff = self.backoff_initial
+        return router
+
+    def _router_exited(self, router: _Router) -> None:
+        self._events.put(_Lost(id(router)))
+
+    def _drop(self, router: _Router) -> None:
+        with self._lock:
+            if self._router is router and not router.dead:
+                log.warning("dropping the xenstore connection to %s", self.socket_path)
+            router.dead = True
+        router.shutdown(join_timeout=0.2)
+
+    # -- requests --------------------------------------------------------------------------------------
+
+    def _next_rq_id(self) -> int:
+        with self._lock:
+            return next(self._rq_ids) & 0xFFFFFFFF
+
+    def _send(self, router: _Router, op: int, payload: bytes, tx_id: int) -> Any:
+        if len(payload) > MAX_PAYLOAD:
+            raise XenstoreError(
+                f"xenstore request of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit"
+            )
+        packet = Packet(op, payload, self._next_rq_id(), tx_id)
+        try:
+            rvar = router.send(packet)
+        except (PyXSError, OSError) as exc:
+            self._drop(router)
+            raise XenstoreUnavailable(f"lost the connection to xenstored: {exc}") from None
+        self.requests_sent += 1
+        return rvar
+
+    def _wait(self, router: _Router, rvar: Any, op: int, deadline: float) -> bytes:
+        with rvar.condition:
+            while rvar.target is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                rvar.condition.wait(min(remaining, 0.5))
+                if rvar.target is None and router.dead:
+                    rvar.target = _LOST_REPLY
+        reply = rvar.target
+        if reply is None:
+            self._drop(router)
+            raise XenstoreTimeout(f"xenstored did not answer within {self.call_timeout:g} s")
+        if reply is _LOST_REPLY:
+            raise XenstoreUnavailable("lost the connection to xenstored during a request")
+        payload: bytes = reply.payload
+        if reply.op == Op.ERROR:
+            name = payload.rstrip(_NUL).decode("ascii", "replace")
+            raise XenstoreError(f"xenstored: {name}", _ERRNO_BY_NAME.get(name, 0))
+        if reply.op != op:
+            self._drop(router)
+            raise XenstoreUnavailable(f"xenstored answered op {reply.op} to op {op}")
+        return payload
+
+    def _call(self, op: int, payload: bytes, tx_id: int = 0) -> bytes:
+        router = self._connected_router()
+        rvar = self._send(router, op, payload, tx_id)
+        return self._wait(router, rvar, op, time.monotonic() + self.call_timeout)
+
+    def _ack(self, router: _Router, op: int, payload: bytes, tx_id: int) -> None:
+        rvar = self._send(router, op, payload, tx_id)
+        self._wait(router, rvar, op, time.monotonic() + self.call_timeout)
+
+    def _pipeline(self, requests: Sequence[tuple[int, bytes]], tx_id: int = 0) -> list[bytes | XenstoreError]:
+        """Send many requests before waiting for the first reply: a scan costs one latency, not N."""
+        router = self._connected_router()
+        deadline = time.monotonic() + self.call_timeout
+        results: list[bytes | XenstoreError] = []
+        for start in range(0, len(requests), _PIPELINE_WINDOW):
+            window = requests[start : start + _PIPELINE_WINDOW]
+            rvars = [self._send(router, op, payload, tx_id) for op, payload in window]
+            for (op, _payload), rvar in zip(window, rvars, strict=True):
+                try:
+                    results.append(self._wait(router, rvar, op, deadline))
+                except XenstoreUnavailable:
+                    raise
+                except XenstoreError as exc:
+                    results.append(exc)
+        return results
+
+    # -- operations ------------------------------------------------------------------------------------
+
+    def read(self, path: str, tx_id: int = 0) -> bytes | None:
+        return _absent_as_none(lambda: self._call(Op.READ, _path(path), tx_id))
+
+    def read_many(self, paths: Sequence[str], tx_id: int = 0) -> list[bytes | None]:
+        results = self._pipeline([(Op.READ, _path(p)) for p in paths], tx_id)
+        return [_value_or_none(r) for r in results]
+
+    def directory(self, path: str, tx_id: int = 0) -> list[str] | None:
+        payload = _absent_as_none(lambda: self._call(Op.DIRECTORY, _path(path), tx_id))
+        return None if payload is None else _names(payload)
+
+    def directory_many(self, paths: Sequence[str], tx_id: int = 0) -> list[list[str] | None]:
+        results = self._pipeline([(Op.DIRECTORY, _path(p)) for p in paths], tx_id)
+        listings: list[list[str] | None] = []
+        for result in results:
+            payload = _value_or_none(result)
+            listings.append(None if payload is None else _names(payload))
+        return listings
+
+    def write(self, path: str, value: bytes | str, tx_id: int = 0) -> None:
+        data = value.encode() if isinstance(value, str) else value
+        self._call(Op.WRITE, _path(path) + data, tx_id)
+
+    def mkdir(self, path: str, tx_id: int = 0) -> None:
+        self._call(Op.MKDIR, _path(path), tx_id)
+
+    def rm(self, path: str, tx_id: int = 0) -> None:
+        """Remove `path` and its children; removing what is already gone is not an error."""
+        _absent_as_none(lambda: self._call(Op.RM, _path(path), tx_id))
+
+    def get_perms(self, path: str, tx_id: int = 0) -> list[str] | None:
+        payload = _absent_as_none(lambda: self._call(Op.GET_PERMS, _path(path), tx_id))
+        return None if payload is None else _names(payload)
+
+    def set_perms(self, path: str, perms: Sequence[str], tx_id: int = 0) -> None:
+        """`perms` as xenstored spells them: owner first, e.g. `['n0', 'r5']` (w/r/b/n + domid)."""
+        for perm in perms:
+            if not re.fullmatch(r"[wrbn][0-9]{1,5}", perm):
+                raise ValueError(f"{perm!r} is not a xenstore permission")
+        self._call(Op.SET_PERMS, _path(path) + b"".join(p.encode() + _NUL for p in perms), tx_id)
+
+    def transaction(self, body: Callable[[Transaction], T], *, attempts: int = 8) -> T:
+        """Run `body` in a transaction, again from the start when the commit fails with EAGAIN.
+
+        `body` must be safe to repeat: it sees a fresh snapshot on every attempt. After `attempts`
+        conflicts XenstoreConflict is raised; an exception from `body` aborts the transaction.
+        """
+        for attempt in range(attempts):
+            tx_id = int(self._call(Op.TRANSACTION_START, _NUL).rstrip(_NUL) or b"0")
+            try:
+                result = body(Transaction(self, tx_id))
+            except XenstoreError as exc:
+                self._end(tx_id, commit=False)
+                if exc.errno != errno.EAGAIN:
+                    raise
+                continue
+            except BaseException:
+                self._end(tx_id, commit=False)
+                raise
+            try:
+                self._call(Op.TRANSACTION_END, b"T" + _NUL, tx_id)
+                return result
+            except XenstoreUnavailable:
+                raise
+            except XenstoreError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
+            log.debug("xenstore transaction conflict, attempt %d of %d", attempt + 1, attempts)
+            self._closed.wait(min(0.001 * 2**attempt, 0.1))
+        raise XenstoreConflict(
+            f"xenstore transaction still conflicting after {attempts} attempts", errno.EAGAIN
+        )
+
+    def _end(self, tx_id: int, *, commit: bool) -> None:
+        try:
+            self._call(Op.TRANSACTION_END, (b"T" if commit else b"F") + _NUL, tx_id)
+        except XenstoreError as exc:
+            log.debug("ending xenstore transaction %d: %s", tx_id, exc)
+
+    # -- watches ---------------------------------------------------------------------------------------
+
+    def watch(self, path: str) -> None:
+        """Watch `path` (or `@introduceDomain` / `@releaseDomain`); kept across reconnects until unwatched."""
+        with self._lock:
+            if path in self._watches.values():
+                return
+            router = self._connected_router()
+            token = f"xenddd-{next(self._tokens)}"
+            self._watches[token] = path
+            router.subscribe(token.encode(), self._sink)
+            try:
+                self._ack(router, Op.WATCH, path.encode() + _NUL + token.encode() + _NUL, 0)
+            except XenstoreUnavailable:
+                return  # kept: the reconnect registers it
+            except XenstoreError:
+                del self._watches[token]
+                raise
+
+    def unwatch(self, path: str) -> None:
+        with self._lock:
+            tokens = [t for t, p in self._watches.items() if p == path]
+            for token in tokens:
+                del self._watches[token]
+        for token in tokens:
+            try:
+                self._call(Op.UNWATCH, path.encode() + _NUL + token.encode() + _NUL)
+            except XenstoreUnavailable:
+                return  # the server forgot it with the connection; nothing is re-registered for it
+            except XenstoreError as exc:
+                log.debug("unwatch %s: %s", path, exc)
+
+    @property
+    def watched(self) -> list[str]:
+        with self._lock:
+            return sorted(self._watches.values())
+
+    def next_event(self, timeout: float | None = None) -> WatchEvent | Reconnected | None:
+        """The next watch event, `Reconnected` after a lost connection came back, or None on timeout.
+
+        When the connection is found dead, this reconnects with exponential backoff (bounded by
+        `backoff_max`) for as long as `timeout` allows; close() interrupts the wait.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed.is_set():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._events.get(timeout=remaining)
+            except queue.Empty:
+                return None
+            if isinstance(item, Event):
+                path = item.path.decode("ascii", "replace")
+                watched = self._watches.get(item.token.decode("ascii", "replace"))
+                if watched is not None:
+                    return WatchEvent(path, watched)
+            elif isinstance(item, Reconnected):
+                return item
+            elif isinstance(item, _Lost) and self._router is not None and id(self._router) == item.router_id:
+                if self._reconnect_with_backoff(deadline):
+                    continue
+                return None
+        return None
+
+    def _reconnect_with_backoff(self, deadline: float | None) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._connected_router()
+                return True
+            except XenstoreUnavailable as exc:
+                log.warning("xenstored unreachable (%s); retrying in %.2f s", exc, self._backoff)
+            delay = self._backoff
+            self._backoff = min(self._backoff * 2, self.backoff_max)
+            if deadline is not None and time.monotonic() + delay > deadline:
+                self._events.put(_Lost(id(self._router)))
+                self._closed.wait(max(0.0, deadline - time.monotonic()))
+                return False
+            self._closed.wait(delay)
+        return False
+
+
+class Transaction:
+    """The operations of one xenstore transaction; created by `Xenstore.transaction`."""
+
+    def __init__(self, xenstore: Xenstore, tx_id: int) -> None:
+        self._xs = xenstore
+        self.tx_id = tx_id
+
+    def read(self, path: str) -> bytes | None:
+        return self._xs.read(path, self.tx_id)
+
+    def directory(self, path: str) -> list[str] | None:
+        return self._xs.directory(path, self.tx_id)
+
+    def write(self, path: str, value: bytes | str) -> None:
+        self._xs.write(path, value, self.tx_id)
+
+    def mkdir(self, path: str) -> None:
+        self._xs.mkdir(path, self.tx_id)
+
+    def rm(self, path: str) -> None:
+        self._xs.rm(path, self.tx_id)
+
+
+def _path(path: str) -> bytes:
+    if not path or "\0" in path or not path.isascii() or len(path) > 3072:
+        raise InvalidXenstorePath(f"{path[:80]!r} is not a xenstore path")
+    return path.encode() + _NUL
+
+
+def _names(payload: bytes) -> list[str]:
+    return [name.decode("ascii", "replace") for name in payload.split(_NUL) if name]
+
+
+def _absent_as_none(call: Callable[[], bytes]) -> bytes | None:
+    try:
+        return call()
+    except XenstoreUnavailable:
+        raise
+    except XenstoreError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+
+
+def _value_or_none(result: bytes | XenstoreError) -> bytes | None:
+    if isinstance(result, XenstoreError):
+        if result.errno == errno.ENOENT:
+            return None
+        raise result
+    return result
