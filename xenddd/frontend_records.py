@@ -1,0 +1,461 @@
+"""Judging one backend entry of a driver domain: parse hostile xenstore bytes into a trusted `Frontend`.
+
+Who writes what decides what we believe. `/local/domain/<dd>/backend/...` is written by the driver domain and
+`/local/domain/<guest>/device/...` by the guest; either may be compromised. `/libxl/<guest>/device/...` is
+written only by dom0's toolstack. So a backend entry exists for us only if the toolstack record of that guest
+device names exactly this backend path; identity parameters (MAC, disk target, vdev) come from the toolstack
+copy when it has them, and only otherwise from the backend; a driver domain disagreeing with the toolstack is
+reported, and its value ignored. Live status (states, hotplug-status) is always the domains' own word and is
+therefore only displayed, never acted upon.
+
+Everything here is pure and total: any bytes in, a `Frontend` or a `Rejection` out, never an exception.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from xenddd.errors import InputError
+from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState, normalise_mac
+
+S = TypeVar("S")
+
+MAX_VALUE_BYTES = 4096
+MAX_DEVID = 2**31 - 1
+DOMID_FIRST_RESERVED = 0x7FF0
+
+_DECIMAL_RE = re.compile(r"^(0|[1-9][0-9]{0,9})$")
+_UUID_VM_RE = re.compile(
+    r"^/vm/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:-[0-9]{1,5})?$"
+)
+_BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+_SCRIPT_RE = re.compile(r"^[A-Za-z0-9_./+-]{1,255}$")
+_WORD_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_RATE_RE = re.compile(r"^[0-9]{1,20},[0-9]{1,10}$")
+_VDEV_RE = re.compile(r"^(?:(?:xvd|hd|sd)[a-z]{1,4}[0-9]{0,3}|d[0-9]{1,3}(?:p[0-9]{1,3})?)$")
+_FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed", "aio")
+
+VIF_PARAM_KEYS = ("mac", "bridge", "script", "type", "ip", "rate", "mtu")
+VBD_PARAM_KEYS = ("params", "dev", "mode", "device-type", "type", "script")
+BACKEND_STATUS_KEYS = ("frontend", "frontend-id", "state", "hotplug-status")
+FRONTEND_KEYS = ("backend", "backend-id", "state")
+TOOLSTACK_KEYS = ("frontend", "backend")
+
+
+class _Invalid(Exception):
+    """Internal: one field failed validation; `str(exc)` is the operator-readable reason."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a backend entry is not believed; logged once and shown by `rejected()`."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class BackendLocation:
+    """Where a path sits below `/local/domain/<dd>/backend/<kind>`; deeper parts are None when absent."""
+
+    driver_domid: int
+    kind: DeviceKind
+    guest_domid: int | None = None
+    devid: int | None = None
+
+
+@dataclass(frozen=True)
+class DeviceNodes:
+    """The raw nodes read for one device, by owner: toolstack (dom0), backend (DD), frontend (guest)."""
+
+    toolstack: Mapping[str, bytes | None]
+    backend: Mapping[str, bytes | None]
+    frontend: Mapping[str, bytes | None]
+
+
+@dataclass(frozen=True)
+class GuestIdentity:
+    name: str
+    uuid: str
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The accepted frontend plus field-level complaints (logged once; the entry is still trusted)."""
+
+    frontend: Frontend
+    warnings: tuple[str, ...] = field(default=())
+
+
+def backend_path(driver_domid: int, kind: DeviceKind, guest_domid: int, devid: int) -> str:
+    return f"/local/domain/{driver_domid}/backend/{kind.value}/{guest_domid}/{devid}"
+
+
+def frontend_path(guest_domid: int, kind: DeviceKind, devid: int) -> str:
+    return f"/local/domain/{guest_domid}/device/{kind.value}/{devid}"
+
+
+def toolstack_path(guest_domid: int, kind: DeviceKind, devid: int) -> str:
+    return f"/libxl/{guest_domid}/device/{kind.value}/{devid}"
+
+
+def parse_domid(raw: bytes | str | None) -> int | None:
+    """A domid as xenstore spells it (canonical ASCII decimal, below the reserved range), else None."""
+    text = _ascii(raw)
+    if text is None or not _DECIMAL_RE.match(text):
+        return None
+    value = int(text)
+    return value if value < DOMID_FIRST_RESERVED else None
+
+
+def parse_devid(raw: bytes | str | None) -> int | None:
+    text = _ascii(raw)
+    if text is None or not _DECIMAL_RE.match(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_DEVID else None
+
+
+def parse_state(raw: bytes | None) -> XenbusState | None:
+    """A xenbus state between Initialising (1) and Closed (6); anything else is not a state."""
+    text = _ascii(raw)
+    if text is None or not re.fullmatch(r"[1-6]", text):
+        return None
+    return XenbusState(int(text))
+
+
+def parse_backend_path(path: str | bytes) -> BackendLocation | None:
+    """Locate `path` in a driver domain's backend tree, or None if it is not inside one."""
+    text = _ascii(path)
+    if text is None:
+        return None
+    parts = text.split("/")
+    if len(parts) < 6 or parts[:3] != ["", "local", "domain"] or parts[4] != "backend":
+        return None
+    driver_domid = parse_domid(parts[3])
+    kind = {"vif": DeviceKind.VIF, "vbd": DeviceKind.VBD}.get(parts[5])
+    if driver_domid is None or kind is None:
+        return None
+    guest = parse_domid(parts[6]) if len(parts) > 6 else None
+    devid = parse_devid(parts[7]) if len(parts) > 7 and guest is not None else None
+    return BackendLocation(driver_domid, kind, guest, devid)
+
+
+def parse_guest_identity(name: bytes | None, vm_path: bytes | None) -> GuestIdentity | None:
+    """Name and UUID from dom0-owned `/local/domain/<id>/{name,vm}`; None if either is unusable."""
+    try:
+        text_name = _text(name, "name", 256)
+        vm = _text(vm_path, "vm", 256)
+    except _Invalid:
+        return None
+    match = _UUID_VM_RE.match(vm or "")
+    if not text_name or match is None:
+        return None
+    return GuestIdentity(text_name, match.group(1))
+
+
+def judge_device(
+    driver_name: str,
+    driver_domid: int,
+    kind: DeviceKind,
+    guest_domid: int,
+    devid: int,
+    guest: GuestIdentity,
+    nodes: DeviceNodes,
+) -> Judgement | Rejection:
+    """Believe the backend entry only as far as the toolstack record supports it."""
+    try:
+        return _judge(driver_name, driver_domid, kind, guest_domid, devid, guest, nodes)
+    except _Invalid as exc:
+        return Rejection(str(exc))
+
+
+def _judge(
+    driver_name: str,
+    driver_domid: int,
+    kind: DeviceKind,
+    guest_domid: int,
+    devid: int,
+    guest: GuestIdentity,
+    nodes: DeviceNodes,
+) -> Judgement:
+    if guest_domid == driver_domid:
+        raise _Invalid("a driver domain cannot be the frontend of its own backend")
+    expected_backend = backend_path(driver_domid, kind, guest_domid, devid)
+    expected_frontend = frontend_path(guest_domid, kind, devid)
+    where = toolstack_path(guest_domid, kind, devid)
+    recorded_backend = _text(nodes.toolstack.get("backend"), f"{where}/backend", 256)
+    if recorded_backend is None:
+        raise _Invalid(f"no toolstack record {where}: not created by dom0's toolstack")
+    if recorded_backend != expected_backend:
+        raise _Invalid(f"toolstack record {where} names backend {recorded_backend}, not this one")
+    if _text(nodes.toolstack.get("frontend"), f"{where}/frontend", 256) != expected_frontend:
+        raise _Invalid(f"toolstack record {where} names another frontend")
+
+    warnings: list[str] = []
+    values = _identity_values(kind, nodes, warnings)
+    params: VifParams | VbdParams = _vif_params(values) if kind is DeviceKind.VIF else _vbd_params(values)
+    extra = _extra(kind, values)
+
+    backend_state = _status(nodes.backend.get("state"), parse_state, "backend state", warnings)
+    frontend_state = _status(nodes.frontend.get("state"), parse_state, "frontend state", warnings)
+    hotplug = _status(nodes.backend.get("hotplug-status"), _hotplug, "hotplug-status", warnings)
+    _complain_if_differs(nodes.backend, "frontend", expected_frontend, "backend's frontend node", warnings)
+    _complain_if_differs(nodes.backend, "frontend-id", str(guest_domid), "backend's frontend-id", warnings)
+    _complain_if_differs(nodes.frontend, "backend", expected_backend, "frontend's backend node", warnings)
+    _complain_if_differs(nodes.frontend, "backend-id", str(driver_domid), "frontend's backend-id", warnings)
+
+    frontend = Frontend(
+        guest_domid=guest_domid,
+        guest_name=guest.name,
+        guest_uuid=guest.uuid,
+        kind=kind,
+        devid=devid,
+        backend_name=driver_name,
+        backend_domid=driver_domid,
+        params=params,
+        backend_state=backend_state or XenbusState.UNKNOWN,
+        frontend_state=frontend_state or XenbusState.UNKNOWN,
+        hotplug_status=hotplug,
+        extra=extra,
+    )
+    return Judgement(frontend, tuple(warnings))
+
+
+def _identity_values(kind: DeviceKind, nodes: DeviceNodes, warnings: list[str]) -> dict[str, str]:
+    """Parameter values, the toolstack's copy winning; a driver domain that disagrees is reported."""
+    keys = VIF_PARAM_KEYS if kind is DeviceKind.VIF else VBD_PARAM_KEYS
+    values: dict[str, str] = {}
+    for key in keys:
+        trusted = _text(nodes.toolstack.get(key), f"toolstack {key}")
+        try:
+            claimed = _text(nodes.backend.get(key), f"backend {key}")
+        except _Invalid as exc:
+            if trusted is None:
+                raise
+            warnings.append(str(exc))
+            claimed = None
+        if trusted is not None:
+            values[key] = trusted
+            if claimed is not None and claimed != trusted:
+                warnings.append(f"driver domain's {key} {claimed[:64]!r} differs from the toolstack's")
+        elif claimed is not None:
+            values[key] = claimed
+    return values
+
+
+def _vif_params(values: Mapping[str, str]) -> VifParams:
+    try:
+        mac = normalise_mac(values.get("mac", ""))
+    except InputError:
+        raise _Invalid(f"mac {values.get('mac', '')[:64]!r} is not a MAC address") from None
+    return VifParams(
+        mac=mac,
+        bridge=_optional(values, "bridge", _BRIDGE_RE),
+        script=_optional(values, "script", _SCRIPT_RE),
+        type=_optional(values, "type", _WORD_RE),
+        ip=_ip_list(values.get("ip")),
+        rate=_optional(values, "rate", _RATE_RE),
+        mtu=_mtu(values.get("mtu")),
+    )
+
+
+def _vbd_params(values: Mapping[str, str]) -> VbdParams:
+    vdev = values.get("dev", "")
+    if not _VDEV_RE.match(vdev):
+        raise _Invalid(f"vdev {vdev[:64]!r} is not a virtual disk name")
+    mode = values.get("mode", "w")
+    if mode not in ("r", "w"):
+        raise _Invalid(f"mode {mode[:16]!r} is neither r nor w")
+    device_type = values.get("device-type", "disk")
+    if device_type not in ("disk", "cdrom"):
+        raise _Invalid(f"device-type {device_type[:16]!r} is neither disk nor cdrom")
+    target, disk_format = _split_params(values.get("params", ""))
+    if not target and device_type != "cdrom":
+        raise _Invalid("a disk without params (target) cannot be recreated")
+    return VbdParams(vdev=vdev, target=target, mode=mode, device_type=device_type, format=disk_format)
+
+
+def _extra(kind: DeviceKind, values: Mapping[str, str]) -> dict[str, str]:
+    if kind is DeviceKind.VBD:
+        extra = {}
+        if _optional(values, "type", _WORD_RE):
+            extra["backend-type"] = values["type"]
+        if _optional(values, "script", _SCRIPT_RE):
+            extra["script"] = values["script"]
+        return extra
+    return {}
+
+
+def _split_params(params: str) -> tuple[str, str | None]:
+    """libxl writes `params` as `<format>:<target>` for qdisk backends and as the bare target otherwise."""
+    prefix, sep, rest = params.partition(":")
+    if sep and prefix in _FORMATS:
+        return rest, prefix
+    return params, None
+
+
+def _optional(values: Mapping[str, str], key: str, pattern: re.Pattern[str]) -> str | None:
+    value = values.get(key)
+    if value is None or value == "":
+        return None
+    if not pattern.match(value):
+        raise _Invalid(f"{key} {value[:64]!r} is malformed")
+    return value
+
+
+def _ip_list(value: str | None) -> str | None:
+    if not value:
+        return None
+    for token in value.split(" "):
+        try:
+            ipaddress.ip_interface(token)
+        except ValueError:
+            raise _Invalid(f"ip {value[:64]!r} is not a list of IP addresses") from None
+    return value
+
+
+def _mtu(value: str | None) -> int | None:
+    if not value:
+        return None
+    if not _DECIMAL_RE.match(value) or not 68 <= int(value) <= 65535:
+        raise _Invalid(f"mtu {value[:16]!r} is not between 68 and 65535")
+    return int(value)
+
+
+def _hotplug(raw: bytes | None) -> str | None:
+    text = _ascii(raw)
+    return text if text is not None and _WORD_RE.match(text) else None
+
+
+def _status(
+    raw: bytes | None, parse: Callable[[bytes | None], S | None], what: str, warnings: list[str]
+) -> S | None:
+    if raw is None:
+        return None
+    value = parse(raw)
+    if value is None:
+        warnings.append(f"{what} {raw[:32]!r} is malformed")
+    return value
+
+
+def _complain_if_differs(
+    nodes: Mapping[str, bytes | None], key: str, expected: str, what: str, warnings: list[str]
+) -> None:
+    raw = nodes.get(key)
+    if raw is not None and raw != expected.encode():
+        warnings.append(f"{what} is {raw[:80]!r}, expected {expected!r}")
+
+
+def _ascii(raw: bytes | str | None) -> str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        try:
+            return raw.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    return raw if raw.isascii() else None
+
+
+def _text(raw: bytes | None, what: str, limit: int = MAX_VALUE_BYTES) -> str | None:
+    """A value as text, refusing NULs, control characters, invalid UTF-8 and more than `limit` bytes."""
+    if raw is None:
+        return None
+    if len(raw) > limit:
+        raise _Invalid(f"{what} is {len(raw)} bytes long (limit {limit})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Invalid(f"{what} is not valid UTF-8") from None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise _Invalid(f"{what} contains control characters")
+    return text
+
+
+def frontend_to_json(frontend: Frontend) -> dict[str, object]:
+    """The persisted form of an entry: durable identity only. Live states are re-read, never remembered."""
+    params = frontend.params
+    if isinstance(params, VifParams):
+        param_json: dict[str, object] = {
+            "mac": params.mac,
+            "bridge": params.bridge,
+            "script": params.script,
+            "type": params.type,
+            "ip": params.ip,
+            "rate": params.rate,
+            "mtu": params.mtu,
+        }
+    else:
+        param_json = {
+            "vdev": params.vdev,
+            "target": params.target,
+            "mode": params.mode,
+            "device_type": params.device_type,
+            "format": params.format,
+        }
+    return {
+        "guest_uuid": frontend.guest_uuid,
+        "guest_name": frontend.guest_name,
+        "guest_domid": frontend.guest_domid,
+        "kind": frontend.kind.value,
+        "devid": frontend.devid,
+        "backend_name": frontend.backend_name,
+        "backend_domid": frontend.backend_domid,
+        "orphaned": frontend.orphaned,
+        "params": param_json,
+        "extra": dict(frontend.extra),
+    }
+
+
+def frontend_from_json(item: object) -> Frontend | None:
+    """An entry from the state file, re-validated (a hand-edited file is input too); None if unusable."""
+    try:
+        return _frontend_from_json(item)
+    except (_Invalid, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _frontend_from_json(item: object) -> Frontend:
+    if not isinstance(item, dict):
+        raise _Invalid("not an object")
+    kind = DeviceKind(item["kind"])
+    raw = item["params"]
+    if not isinstance(raw, dict):
+        raise _Invalid("params is not an object")
+    strings = {k: v for k, v in raw.items() if isinstance(v, str)}
+    params: VifParams | VbdParams
+    if kind is DeviceKind.VIF:
+        mtu = raw.get("mtu")
+        strings.update({} if mtu is None else {"mtu": str(int(mtu))})
+        params = _vif_params(strings)
+    else:
+        strings.update({"dev": strings.get("vdev", ""), "device-type": strings.get("device_type", "disk")})
+        fmt = strings.get("format")
+        strings["params"] = f"{fmt}:{strings.get('target', '')}" if fmt else strings.get("target", "")
+        params = _vbd_params(strings)
+    guest_domid, devid, backend_domid = item["guest_domid"], item["devid"], item["backend_domid"]
+    if parse_domid(str(guest_domid)) is None or parse_domid(str(backend_domid)) is None:
+        raise _Invalid("bad domid")
+    if parse_devid(str(devid)) is None:
+        raise _Invalid("bad devid")
+    identity = parse_guest_identity(str(item["guest_name"]).encode(), f"/vm/{item['guest_uuid']}".encode())
+    backend_name = item["backend_name"]
+    extra = item.get("extra", {})
+    if identity is None or not isinstance(backend_name, str) or not isinstance(extra, dict):
+        raise _Invalid("bad identity")
+    return Frontend(
+        guest_domid=int(guest_domid),
+        guest_name=identity.name,
+        guest_uuid=identity.uuid,
+        kind=kind,
+        devid=int(devid),
+        backend_name=backend_name,
+        backend_domid=int(backend_domid),
+        params=params,
+        orphaned=bool(item.get("orphaned", False)),
+        extra={str(k): str(v) for k, v in extra.items()},
+    )

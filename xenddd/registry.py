@@ -1,0 +1,467 @@
+"""The frontend registry: which guest device each driver domain serves, remembered across crashes.
+
+This is the memory that makes reattachment possible: when a driver domain dies its xenstore subtree vanishes
+with it, so what it served must have been recorded before. Entries are judged by `frontend_records` (hostile
+input, cross-checked with dom0's toolstack records and, when given, libvirt's live definition), kept in memory
+and persisted atomically in the state directory whenever a durable field changes.
+
+Life of an entry: created when a judged backend appears; updated on every re-read; marked `orphaned` while
+the driver domain instance that served it is gone (crash, destroy, restart under a new domid) and un-marked
+once a backend of the current instance serves it again; removed only when the guest instance is gone or
+dom0's toolstack record of the device is gone (detached). A driver domain can thus never erase our memory of
+its clients by deleting its own nodes.
+
+Thread-safety: all methods may be called from any thread; reads of xenstore happen outside the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from xenddd import state
+from xenddd.adapters.hypervisor_api import GuestDevice
+from xenddd.adapters.xenstore import Xenstore
+from xenddd.errors import XendddError
+from xenddd.frontend_records import (
+    BACKEND_STATUS_KEYS,
+    FRONTEND_KEYS,
+    TOOLSTACK_KEYS,
+    VBD_PARAM_KEYS,
+    VIF_PARAM_KEYS,
+    DeviceNodes,
+    GuestIdentity,
+    Judgement,
+    Rejection,
+    backend_path,
+    frontend_from_json,
+    frontend_path,
+    frontend_to_json,
+    judge_device,
+    parse_backend_path,
+    parse_devid,
+    parse_domid,
+    parse_guest_identity,
+    toolstack_path,
+)
+from xenddd.model import DeviceKind, Frontend, FrontendKey, VbdParams, VifParams, XenbusState
+
+log = logging.getLogger(__name__)
+
+REGISTRY_FILE = "registry.json"
+FILE_VERSION = 1
+_MAX_REMEMBERED_REJECTIONS = 10_000
+
+LibvirtDevices = Callable[[str], Sequence[GuestDevice] | None]
+"""Guest name → libvirt's live devices of it, or None when libvirt does not manage that guest."""
+
+_Device = tuple[int, int]  # (guest domid, devid)
+
+
+class DomainDirectory:
+    """Running domains by domid: name and UUID from dom0-owned `/local/domain/<id>/{name,vm}`.
+
+    Cached because a domid's name and UUID do not change during its life; `refresh()` lists
+    `/local/domain` and reads only domids not seen before, so @introduceDomain costs O(new domains).
+    """
+
+    def __init__(self, xenstore: Xenstore) -> None:
+        self._xs = xenstore
+        self._lock = threading.Lock()
+        self._by_domid: dict[int, GuestIdentity | None] = {}
+
+    def refresh(self, *, reread: bool = False) -> None:
+        listing = self._xs.directory("/local/domain") or []
+        domids = {d for d in (parse_domid(name) for name in listing) if d is not None}
+        with self._lock:
+            known = set() if reread else set(self._by_domid)
+        new = sorted(domids - known)
+        paths = [p for d in new for p in (f"/local/domain/{d}/name", f"/local/domain/{d}/vm")]
+        values = self._xs.read_many(paths) if paths else []
+        with self._lock:
+            for domid in set(self._by_domid) - domids:
+                del self._by_domid[domid]
+            for i, domid in enumerate(new):
+                self._by_domid[domid] = parse_guest_identity(values[2 * i], values[2 * i + 1])
+
+    def identity(self, domid: int) -> GuestIdentity | None:
+        with self._lock:
+            return self._by_domid.get(domid)
+
+    def is_running(self, domid: int) -> bool:
+        with self._lock:
+            return domid in self._by_domid
+
+    def domid_of(self, name: str) -> int | None:
+        """The running domain called `name`; the newest domid if a dying instance still lingers."""
+        with self._lock:
+            matches = [d for d, ident in self._by_domid.items() if ident is not None and ident.name == name]
+        return max(matches) if matches else None
+
+
+class FrontendRegistry:
+    """The frontends served by the configured driver domains, verified, persisted, and kept up to date.
+
+    `state_dir=None` keeps the registry in memory only (the CLI's read-only view).
+    """
+
+    def __init__(
+        self,
+        xenstore: Xenstore,
+        driver_domains: Iterable[str],
+        *,
+        state_dir: Path | None = None,
+        libvirt_devices: LibvirtDevices | None = None,
+        domains: DomainDirectory | None = None,
+    ) -> None:
+        self._xs = xenstore
+        self.driver_domains = tuple(driver_domains)
+        self.domains = domains or DomainDirectory(xenstore)
+        self._path = state_dir / REGISTRY_FILE if state_dir is not None else None
+        self._libvirt_devices = libvirt_devices
+        self._lock = threading.Condition()
+        self._entries: dict[FrontendKey, Frontend] = {}
+        self._rejected: dict[str, str] = {}
+        self._warned: set[str] = set()
+        self._persisted: Any = None
+        self.generation = 0
+
+    # -- queries ---------------------------------------------------------------------------------------
+
+    def frontends(
+        self, kind: DeviceKind | None = None, *, guest: str | None = None, backend: str | None = None
+    ) -> list[Frontend]:
+        """Entries sorted by guest, kind, devid; filter by kind, guest name, or serving driver domain."""
+        with self._lock:
+            selected = [
+                f
+                for f in self._entries.values()
+                if (kind is None or f.kind is kind)
+                and (guest is None or f.guest_name == guest)
+                and (backend is None or f.backend_name == backend)
+            ]
+        return sorted(selected, key=lambda f: (f.guest_name, f.kind.value, f.devid))
+
+    def served_by(self, driver_domain: str) -> list[Frontend]:
+        """What `driver_domain` serves or served (orphaned entries included): what recovery reattaches."""
+        return self.frontends(backend=driver_domain)
+
+    def rejected(self) -> dict[str, str]:
+        """Backend paths currently not believed, with the reason."""
+        with self._lock:
+            return dict(self._rejected)
+
+    def wait_for(self, predicate: Callable[[FrontendRegistry], bool], timeout: float) -> bool:
+        """Block until `predicate(self)` holds after some update, or `timeout` passes; True if it held."""
+        with self._lock:
+            return self._lock.wait_for(lambda: predicate(self), timeout)
+
+    # -- updates ---------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read the persisted registry (after a daemon restart); `resync()` then reconciles it."""
+        if self._path is None:
+            return
+        document = state.read_json(self._path, default=None)
+        if document is None:
+            return
+        if not isinstance(document, dict) or document.get("version") != FILE_VERSION:
+            raise XendddError(f"{self._path}: unknown registry format; move it aside to start afresh")
+        loaded: dict[FrontendKey, Frontend] = {}
+        for item in document.get("frontends", []):
+            frontend = frontend_from_json(item)
+            if frontend is None:
+                log.warning("%s: ignoring a malformed entry: %.200r", self._path, item)
+                continue
+            loaded[frontend.key] = frontend
+        with self._lock:
+            self._entries = loaded
+            self._persisted = document
+            self._changed()
+
+    def resync(self) -> None:
+        """Re-read everything: at start, after a reconnect to xenstored, and whenever in doubt."""
+        self.domains.refresh(reread=True)
+        for name in self.driver_domains:
+            domid = self.domains.domid_of(name)
+            if domid is None:
+                continue
+            for kind in DeviceKind:
+                self._scan(name, domid, kind, None)
+        self._settle()
+
+    def refresh(self, path: str) -> None:
+        """Re-read what a xenstore hint points at: a backend subtree, or `@introduceDomain` and the like."""
+        if path.startswith("@"):
+            self.domains.refresh()
+            self._settle()
+            return
+        location = parse_backend_path(path)
+        if location is None:
+            return
+        name = self._driver_name(location.driver_domid)
+        if name is None:
+            self.domains.refresh()
+            name = self._driver_name(location.driver_domid)
+            if name is None:
+                return
+        devices = None
+        if location.guest_domid is not None:
+            if not self.domains.is_running(location.guest_domid):
+                self.domains.refresh()
+            base = f"/local/domain/{location.driver_domid}/backend/{location.kind.value}"
+            if location.devid is not None:
+                devices = [(location.guest_domid, location.devid)]
+            else:
+                listing = self._xs.directory(f"{base}/{location.guest_domid}") or []
+                devices = self._devids(base, location.guest_domid, listing)
+            self._scan(
+                name, location.driver_domid, location.kind, devices, location.guest_domid, location.devid
+            )
+        else:
+            self._scan(name, location.driver_domid, location.kind, None)
+        self._settle()
+
+    # -- scanning --------------------------------------------------------------------------------------
+
+    def _driver_name(self, domid: int) -> str | None:
+        identity = self.domains.identity(domid)
+        if identity is None or identity.name not in self.driver_domains:
+            return None
+        return identity.name if self.domains.domid_of(identity.name) == domid else None
+
+    def _scan(
+        self,
+        name: str,
+        dd_domid: int,
+        kind: DeviceKind,
+        devices: list[_Device] | None,
+        scope_guest: int | None = None,
+        scope_devid: int | None = None,
+    ) -> None:
+        """Judge the given devices (all of this driver domain's `kind` if None) in four pipelined batches."""
+        base = f"/local/domain/{dd_domid}/backend/{kind.value}"
+        if devices is None:
+            guests = self._guests(base, self._xs.directory(base) or [])
+            listings = self._xs.directory_many([f"{base}/{g}" for g in guests])
+            devices = [
+                d for g, names in zip(guests, listings, strict=True) for d in self._devids(base, g, names)
+            ]
+        if any(not self.domains.is_running(g) for g, _ in devices):
+            self.domains.refresh()
+        nodes = self._read_nodes(dd_domid, kind, devices)
+        judged: dict[_Device, Judgement] = {}
+        for (guest_domid, devid), device_nodes in zip(devices, nodes, strict=True):
+            path = backend_path(dd_domid, kind, guest_domid, devid)
+            if device_nodes is None:
+                continue  # the backend vanished between listing and reading
+            verdict = self._judge(name, dd_domid, kind, guest_domid, devid, device_nodes)
+            if isinstance(verdict, Rejection):
+                self._reject(path, verdict.reason)
+            else:
+                self._accept(path, verdict)
+                judged[(guest_domid, devid)] = verdict
+        self._apply(name, dd_domid, kind, judged, scope_guest, scope_devid)
+
+    def _guests(self, base: str, names: Iterable[str]) -> list[int]:
+        guests = []
+        for raw in names:
+            domid = parse_domid(raw)
+            if domid is None:
+                self._reject(f"{base}/{raw}", "not a guest domid")
+            else:
+                guests.append(domid)
+        return guests
+
+    def _devids(self, base: str, guest: int, names: Iterable[str] | None) -> list[_Device]:
+        found = []
+        for raw in names or []:
+            devid = parse_devid(raw)
+            if devid is None:
+                self._reject(f"{base}/{guest}/{raw}", "not a device id")
+            else:
+                found.append((guest, devid))
+        return found
+
+    def _read_nodes(
+        self, dd_domid: int, kind: DeviceKind, devices: list[_Device]
+    ) -> list[DeviceNodes | None]:
+        """Two batches: list each device's backend and toolstack directories, then read the wanted keys."""
+        param_keys = VIF_PARAM_KEYS if kind is DeviceKind.VIF else VBD_PARAM_KEYS
+        bases = [
+            (backend_path(dd_domid, kind, g, d), toolstack_path(g, kind, d), frontend_path(g, kind, d))
+            for g, d in devices
+        ]
+        listings = self._xs.directory_many([p for b, t, _ in bases for p in (b, t)])
+        plan: list[tuple[int, str, str]] = []  # (device index, owner, key)
+        for i, (_b, _t, _f) in enumerate(bases):
+            backend_keys = set(listings[2 * i] or ())
+            toolstack_keys = set(listings[2 * i + 1] or ())
+            if listings[2 * i] is None:
+                continue
+            plan += [(i, "toolstack", k) for k in (*TOOLSTACK_KEYS, *param_keys) if k in toolstack_keys]
+            plan += [(i, "backend", k) for k in (*BACKEND_STATUS_KEYS, *param_keys) if k in backend_keys]
+            plan += [(i, "frontend", k) for k in FRONTEND_KEYS]
+        owners = {"backend": 0, "toolstack": 1, "frontend": 2}
+        values = self._xs.read_many([f"{bases[i][owners[o]]}/{k}" for i, o, k in plan])
+        collected: list[dict[str, dict[str, bytes | None]] | None] = [
+            None if listings[2 * i] is None else {"toolstack": {}, "backend": {}, "frontend": {}}
+            for i in range(len(devices))
+        ]
+        for (i, owner, key), value in zip(plan, values, strict=True):
+            record = collected[i]
+            if record is not None:
+                record[owner][key] = value
+        return [
+            None if c is None else DeviceNodes(c["toolstack"], c["backend"], c["frontend"]) for c in collected
+        ]
+
+    def _judge(
+        self, name: str, dd_domid: int, kind: DeviceKind, guest_domid: int, devid: int, nodes: DeviceNodes
+    ) -> Judgement | Rejection:
+        guest = self.domains.identity(guest_domid)
+        if guest is None:
+            return Rejection(f"guest domain {guest_domid} is not running (or has no valid name and vm)")
+        verdict = judge_device(name, dd_domid, kind, guest_domid, devid, guest, nodes)
+        if isinstance(verdict, Rejection) or self._libvirt_devices is None:
+            return verdict
+        return _libvirt_agrees(self._libvirt_devices, verdict)
+
+    def _reject(self, path: str, reason: str) -> None:
+        with self._lock:
+            if self._rejected.get(path) == reason:
+                return
+            if len(self._rejected) < _MAX_REMEMBERED_REJECTIONS:
+                self._rejected[path] = reason
+        log.warning("not trusting backend %s: %s", path, reason)
+
+    def _accept(self, path: str, verdict: Judgement) -> None:
+        with self._lock:
+            self._rejected.pop(path, None)
+            fresh = [w for w in verdict.warnings if f"{path}: {w}" not in self._warned]
+            self._warned.update(
+                f"{path}: {w}" for w in fresh[: max(0, _MAX_REMEMBERED_REJECTIONS - len(self._warned))]
+            )
+        for warning in fresh:
+            log.warning("backend %s: %s", path, warning)
+
+    def _apply(
+        self,
+        name: str,
+        dd_domid: int,
+        kind: DeviceKind,
+        judged: dict[_Device, Judgement],
+        scope_guest: int | None,
+        scope_devid: int | None,
+    ) -> None:
+        """Merge a scan: judged devices are (re)recorded; previously recorded ones of this instance that the
+        scan no longer finds stay while dom0's toolstack record still names their backend."""
+        with self._lock:
+            for verdict in judged.values():
+                self._entries[verdict.frontend.key] = verdict.frontend
+            missing = [
+                f
+                for f in self._entries.values()
+                if f.backend_name == name
+                and f.backend_domid == dd_domid
+                and f.kind is kind
+                and (f.guest_domid, f.devid) not in judged
+                and scope_guest in (None, f.guest_domid)
+                and scope_devid in (None, f.devid)
+            ]
+        if not missing:
+            return
+        records = self._xs.read_many(
+            [f"{toolstack_path(f.guest_domid, kind, f.devid)}/backend" for f in missing]
+        )
+        with self._lock:
+            for frontend, recorded in zip(missing, records, strict=True):
+                expected = backend_path(dd_domid, kind, frontend.guest_domid, frontend.devid)
+                if recorded == expected.encode():
+                    self._entries[frontend.key] = replace(
+                        frontend, backend_state=XenbusState.UNKNOWN, hotplug_status=None
+                    )
+                else:
+                    self._entries.pop(frontend.key, None)
+                    log.info("%s %s %d of %s is gone", name, kind.value, frontend.devid, frontend.guest_name)
+
+    def _settle(self) -> None:
+        """Drop entries of vanished guest instances, (un)mark orphans, persist changes, wake waiters."""
+        with self._lock:
+            for key, frontend in list(self._entries.items()):
+                identity = self.domains.identity(frontend.guest_domid)
+                if identity is None or identity.uuid != frontend.guest_uuid:
+                    del self._entries[key]
+                    log.info(
+                        "forgetting %s %s %d: the guest is gone",
+                        frontend.guest_name,
+                        key.kind.value,
+                        key.devid,
+                    )
+                    continue
+                orphaned = self.domains.domid_of(frontend.backend_name) != frontend.backend_domid
+                if orphaned != frontend.orphaned:
+                    self._entries[key] = replace(frontend, orphaned=orphaned)
+                    if orphaned:
+                        log.warning(
+                            "%s %s %d is orphaned: %s (domid %d) is gone",
+                            frontend.guest_name,
+                            key.kind.value,
+                            key.devid,
+                            frontend.backend_name,
+                            frontend.backend_domid,
+                        )
+            document = {
+                "version": FILE_VERSION,
+                "frontends": [frontend_to_json(f) for f in sorted(self._entries.values(), key=_order)],
+            }
+            if document != self._persisted and self._path is not None:
+                state.write_json(self._path, document)
+                self._persisted = document
+            self._changed()
+
+    def _changed(self) -> None:
+        self.generation += 1
+        self._lock.notify_all()
+
+
+def _libvirt_agrees(libvirt_devices: LibvirtDevices, verdict: Judgement) -> Judgement | Rejection:
+    frontend = verdict.frontend
+    try:
+        devices = libvirt_devices(frontend.guest_name)
+    except XendddError as exc:
+        log.warning(
+            "cannot cross-check %s with libvirt (%s); trusting dom0's record", frontend.guest_name, exc
+        )
+        return verdict
+    if devices is None:
+        return verdict
+    for device in devices:
+        if device.kind is not frontend.kind:
+            continue
+        if device.devid is None and _identity(device.params) != _identity(frontend.params):
+            continue
+        if device.devid is not None and device.devid != frontend.devid:
+            continue
+        if device.backend_name not in (None, frontend.backend_name):
+            return Rejection(
+                f"libvirt says {frontend.guest_name}'s device is served by {device.backend_name}"
+            )
+        if _identity(device.params) != _identity(frontend.params):
+            return Rejection(
+                f"libvirt's {frontend.kind.value} {frontend.devid} of {frontend.guest_name} differs"
+            )
+        return verdict
+    return Rejection(f"libvirt's live definition of {frontend.guest_name} has no such {frontend.kind.value}")
+
+
+def _identity(params: VifParams | VbdParams) -> str:
+    return params.mac if isinstance(params, VifParams) else params.vdev
+
+
+def _order(frontend: Frontend) -> tuple[str, str, int]:
+    return (frontend.guest_uuid, frontend.kind.value, frontend.devid)
