@@ -1,0 +1,220 @@
+"""Everything a driver domain or a guest writes is hostile: the judging functions take any bytes and
+answer with a trusted Frontend or a Rejection, never an exception, and never believe a backend that dom0's
+toolstack did not create."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xenddd.frontend_records import (
+    DeviceNodes,
+    GuestIdentity,
+    Judgement,
+    Rejection,
+    frontend_from_json,
+    frontend_to_json,
+    judge_device,
+    parse_backend_path,
+    parse_devid,
+    parse_domid,
+    parse_guest_identity,
+    parse_state,
+)
+from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState
+
+GUEST = GuestIdentity("web1", "0f0e0d0c-0b0a-0908-0706-050403020100")
+DD, G, DEVID = 3, 7, 0
+NODE_KEYS = st.sampled_from(
+    [
+        "frontend",
+        "backend",
+        "frontend-id",
+        "backend-id",
+        "state",
+        "hotplug-status",
+        "mac",
+        "bridge",
+        "script",
+        "type",
+        "ip",
+        "rate",
+        "mtu",
+        "params",
+        "dev",
+        "mode",
+        "device-type",
+    ]
+)
+HOSTILE_NODES = st.dictionaries(NODE_KEYS, st.one_of(st.none(), st.binary(max_size=5000)), max_size=12)
+
+
+def toolstack(kind: DeviceKind = DeviceKind.VIF, dd: int = DD, **extra: bytes) -> dict[str, bytes | None]:
+    return {
+        "backend": f"/local/domain/{dd}/backend/{kind.value}/{G}/{DEVID}".encode(),
+        "frontend": f"/local/domain/{G}/device/{kind.value}/{DEVID}".encode(),
+        **extra,
+    }
+
+
+def vif_backend(**overrides: bytes) -> dict[str, bytes | None]:
+    nodes: dict[str, bytes | None] = {
+        "frontend": f"/local/domain/{G}/device/vif/{DEVID}".encode(),
+        "frontend-id": str(G).encode(),
+        "state": b"4",
+        "hotplug-status": b"connected",
+        "mac": b"00:16:3E:5A:01:02",
+        "bridge": b"xenbr0",
+        "script": b"vif-bridge",
+        "type": b"vif",
+    }
+    nodes.update(overrides)
+    return nodes
+
+
+def judge(kind: DeviceKind, nodes: DeviceNodes) -> Judgement | Rejection:
+    return judge_device("netdd", DD, kind, G, DEVID, GUEST, nodes)
+
+
+@given(st.one_of(st.binary(max_size=40), st.text(max_size=40), st.none()))
+def test_domid_devid_and_state_parsers_accept_only_canonical_values(raw: bytes | str | None) -> None:
+    domid, devid = parse_domid(raw), parse_devid(raw)
+    state = parse_state(raw if not isinstance(raw, str) else raw.encode("utf-8", "replace"))
+    assert domid is None or (0 <= domid < 0x7FF0 and str(domid).encode() in (raw, str(raw).encode()))
+    assert devid is None or 0 <= devid < 2**31
+    assert state is None or XenbusState.INITIALISING <= state <= XenbusState.CLOSED
+
+
+@given(st.one_of(st.binary(max_size=120), st.text(max_size=120)))
+def test_any_path_is_located_in_a_backend_tree_or_not_at_all(path: bytes | str) -> None:
+    location = parse_backend_path(path)
+    if location is not None:
+        text = path.decode() if isinstance(path, bytes) else path
+        assert text.startswith(f"/local/domain/{location.driver_domid}/backend/{location.kind.value}")
+
+
+def test_a_device_path_and_deeper_paths_locate_the_device() -> None:
+    location = parse_backend_path("/local/domain/3/backend/vbd/7/51712/state")
+    assert location is not None
+    assert (location.driver_domid, location.kind, location.guest_domid, location.devid) == (
+        3,
+        DeviceKind.VBD,
+        7,
+        51712,
+    )
+
+
+@given(st.one_of(st.none(), st.binary(max_size=300)), st.one_of(st.none(), st.binary(max_size=300)))
+def test_guest_identity_is_read_only_from_a_well_formed_name_and_vm_path(
+    name: bytes | None, vm: bytes | None
+) -> None:
+    identity = parse_guest_identity(name, vm)
+    if identity is not None:
+        assert vm is not None and identity.uuid.encode() in vm
+
+
+@given(HOSTILE_NODES, HOSTILE_NODES, HOSTILE_NODES, st.sampled_from(DeviceKind))
+def test_judging_arbitrary_nodes_never_raises(
+    ts: dict[str, bytes | None], be: dict[str, bytes | None], fe: dict[str, bytes | None], kind: DeviceKind
+) -> None:
+    verdict = judge(kind, DeviceNodes(ts, be, fe))
+    assert isinstance(verdict, (Judgement, Rejection))
+
+
+@given(HOSTILE_NODES, HOSTILE_NODES, st.sampled_from(DeviceKind))
+def test_hostile_backend_and_frontend_nodes_can_never_make_a_backend_without_a_toolstack_record_trusted(
+    be: dict[str, bytes | None], fe: dict[str, bytes | None], kind: DeviceKind
+) -> None:
+    assert isinstance(judge(kind, DeviceNodes({}, be, fe)), Rejection)
+
+
+def test_a_vif_created_by_the_toolstack_is_recorded_with_what_it_takes_to_recreate_it() -> None:
+    verdict = judge(DeviceKind.VIF, DeviceNodes(toolstack(), vif_backend(), {"state": b"4"}))
+    assert isinstance(verdict, Judgement), verdict
+    frontend = verdict.frontend
+    assert frontend.params == VifParams(
+        mac="00:16:3e:5a:01:02", bridge="xenbr0", script="vif-bridge", type="vif"
+    )
+    assert (frontend.guest_name, frontend.guest_uuid, frontend.backend_name) == ("web1", GUEST.uuid, "netdd")
+    assert (frontend.backend_state, frontend.frontend_state) == (XenbusState.CONNECTED, XenbusState.CONNECTED)
+    assert frontend.hotplug_status == "connected"
+    assert verdict.warnings == ()
+
+
+def test_a_driver_domain_inventing_a_backend_for_another_driver_domains_device_is_rejected() -> None:
+    verdict = judge(DeviceKind.VIF, DeviceNodes(toolstack(dd=4), vif_backend(), {}))
+    assert isinstance(verdict, Rejection)
+    assert "/local/domain/4/backend" in verdict.reason
+
+
+def test_the_toolstack_copy_of_a_parameter_wins_over_the_driver_domains_and_the_clash_is_reported() -> None:
+    nodes = DeviceNodes(toolstack(mac=b"00:16:3e:00:00:01"), vif_backend(mac=b"00:16:3e:66:66:66"), {})
+    verdict = judge(DeviceKind.VIF, nodes)
+    assert isinstance(verdict, Judgement)
+    assert isinstance(verdict.frontend.params, VifParams)
+    assert verdict.frontend.params.mac == "00:16:3e:00:00:01"
+    assert any("mac" in w for w in verdict.warnings)
+
+
+def test_oversized_or_nul_carrying_identity_values_are_rejected_if_only_the_driver_domain_has_them() -> None:
+    for forged in (b"00:16:3e:00:00:01" + b"x" * 5000, b"00:16:3e:00:00:01\0", b"not-a-mac"):
+        verdict = judge(DeviceKind.VIF, DeviceNodes(toolstack(), vif_backend(mac=forged), {}))
+        assert isinstance(verdict, Rejection), forged
+
+
+def test_a_guest_writing_a_nonsense_state_only_loses_its_displayed_state() -> None:
+    verdict = judge(DeviceKind.VIF, DeviceNodes(toolstack(), vif_backend(), {"state": b"99"}))
+    assert isinstance(verdict, Judgement)
+    assert verdict.frontend.frontend_state is XenbusState.UNKNOWN
+    assert any("frontend state" in w for w in verdict.warnings)
+
+
+def test_a_qdisk_vbd_keeps_its_format_target_vdev_and_mode() -> None:
+    ts = toolstack(DeviceKind.VBD, params=b"qcow2:/srv/web1.qcow2", dev=b"xvda", mode=b"r", type=b"qdisk") | {
+        "device-type": b"disk"
+    }
+    verdict = judge(DeviceKind.VBD, DeviceNodes(ts, {"state": b"4"}, {}))
+    assert isinstance(verdict, Judgement), verdict
+    assert verdict.frontend.params == VbdParams(
+        vdev="xvda", target="/srv/web1.qcow2", mode="r", device_type="disk", format="qcow2"
+    )
+    assert verdict.frontend.extra == {"backend-type": "qdisk"}
+
+
+def test_a_persisted_entry_round_trips() -> None:
+    verdict = judge(DeviceKind.VIF, DeviceNodes(toolstack(), vif_backend(ip=b"10.0.0.2", mtu=b"1400"), {}))
+    assert isinstance(verdict, Judgement)
+    restored = frontend_from_json(json.loads(json.dumps(frontend_to_json(verdict.frontend))))
+    assert restored is not None
+    assert restored.key == verdict.frontend.key
+    assert restored.params == verdict.frontend.params
+
+
+VALID_ENTRY = {
+    "guest_uuid": GUEST.uuid,
+    "guest_name": "web1",
+    "guest_domid": G,
+    "kind": "vbd",
+    "devid": 51712,
+    "backend_name": "blkdd",
+    "backend_domid": DD,
+    "orphaned": True,
+    "params": {"vdev": "xvda", "target": "/dev/vg/web1", "mode": "w", "device_type": "disk", "format": None},
+    "extra": {},
+}
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.sampled_from(sorted(VALID_ENTRY)), JSON)
+def test_a_corrupted_state_file_entry_is_ignored_not_raised(field: str, junk: object) -> None:
+    restored = frontend_from_json(VALID_ENTRY | {field: junk})
+    assert restored is None or isinstance(restored, Frontend)
+    assert frontend_from_json(junk) is None
