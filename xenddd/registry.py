@@ -106,7 +106,8 @@ class DomainDirectory:
 class FrontendRegistry:
     """The frontends served by the configured driver domains, verified, persisted, and kept up to date.
 
-    `state_dir=None` keeps the registry in memory only (the CLI's read-only view).
+    `state_dir=None` keeps the registry in memory only; `read_only` loads it from `state_dir` but never
+    writes (the CLI's view while the daemon owns the file).
     """
 
     def __init__(
@@ -117,8 +118,10 @@ class FrontendRegistry:
         state_dir: Path | None = None,
         libvirt_devices: LibvirtDevices | None = None,
         domains: DomainDirectory | None = None,
+        read_only: bool = False,
     ) -> None:
         self._xs = xenstore
+        self._read_only = read_only
         self.driver_domains = tuple(driver_domains)
         self.domains = domains or DomainDirectory(xenstore)
         self._path = state_dir / REGISTRY_FILE if state_dir is not None else None
@@ -419,7 +422,7 @@ class FrontendRegistry:
                 "version": FILE_VERSION,
                 "frontends": [frontend_to_json(f) for f in sorted(self._entries.values(), key=_order)],
             }
-            if document != self._persisted and self._path is not None:
+            if document != self._persisted and self._path is not None and not self._read_only:
                 state.write_json(self._path, document)
                 self._persisted = document
             self._changed()

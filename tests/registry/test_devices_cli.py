@@ -1,0 +1,87 @@
+"""`network-list` / `block-list`: xl-style views of the registry that change nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from xenddd import state
+from xenddd.cli.main import cli
+
+UUID = "0f0e0d0c-0b0a-0908-0706-050403020100"
+
+
+def write_config(tmp_path: Path, socket: Path) -> Path:
+    config = tmp_path / "xenddd.toml"
+    config.write_text(
+        f"""
+[xenddd]
+xenstore_socket = "{socket}"
+state_dir = "{tmp_path / "state"}"
+
+[[driver_domain]]
+name = "netdd"
+kind = "network"
+kernel = "/boot/vmlinuz"
+
+[[driver_domain]]
+name = "blkdd"
+kind = "block"
+kernel = "/boot/vmlinuz"
+"""
+    )
+    return config
+
+
+def recorded_entry(kind: str, devid: int, backend: str, params: dict[str, object]) -> dict[str, object]:
+    return {
+        "guest_uuid": UUID,
+        "guest_name": "web1",
+        "guest_domid": 7,
+        "kind": kind,
+        "devid": devid,
+        "backend_name": backend,
+        "backend_domid": 3,
+        "orphaned": True,
+        "params": params,
+        "extra": {},
+    }
+
+
+def test_without_xenstored_the_last_recorded_registry_is_shown_with_a_warning(tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "no-xenstored.sock")
+    vif = recorded_entry("vif", 0, "netdd", {"mac": "00:16:3e:00:00:01", "bridge": "xenbr0"})
+    vbd = recorded_entry("vbd", 51712, "blkdd", {"vdev": "xvda", "target": "/dev/vg/web1"})
+    state.write_json(tmp_path / "state" / "registry.json", {"version": 1, "frontends": [vif, vbd]})
+
+    result = CliRunner().invoke(cli, ["--json", "--config", str(config), "network-list"])
+
+    assert result.exit_code == 0, result.output
+    assert "showing the last recorded registry" in result.stderr
+    document = json.loads(result.stdout)
+    assert document["kind"] == "vif-list"
+    assert [(i["guest"], i["devid"], i["mac"], i["status"]) for i in document["items"]] == [
+        ("web1", 0, "00:16:3e:00:00:01", "orphaned")
+    ]
+
+
+def test_block_list_table_shows_the_vdev_and_the_serving_driver_domain(tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "no-xenstored.sock")
+    vbd = recorded_entry("vbd", 51712, "blkdd", {"vdev": "xvda", "target": "/dev/vg/web1"})
+    state.write_json(tmp_path / "state" / "registry.json", {"version": 1, "frontends": [vbd]})
+
+    result = CliRunner().invoke(cli, ["--config", str(config), "block-list", "--backend", "blkdd"])
+
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["Guest", "Idx", "BE", "Vdev", "BE-state", "FE-state", "Hotplug", "Status"]
+    assert row.split() == ["web1", "51712", "blkdd/3", "xvda", "-", "-", "-", "orphaned"]
+
+
+def test_an_unknown_backend_is_invalid_input(tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "no-xenstored.sock")
+    result = CliRunner().invoke(cli, ["--config", str(config), "network-list", "--backend", "nosuch"])
+    assert result.exit_code == 2
+    assert "not a configured driver domain" in result.stderr
