@@ -21,7 +21,6 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from xenddd import state
 from xenddd.adapters.hypervisor_api import GuestDevice
@@ -130,7 +129,7 @@ class FrontendRegistry:
         self._entries: dict[FrontendKey, Frontend] = {}
         self._rejected: dict[str, str] = {}
         self._warned: set[str] = set()
-        self._persisted: Any = None
+        self._dirty = False
         self.generation = 0
 
     # -- queries ---------------------------------------------------------------------------------------
@@ -183,7 +182,6 @@ class FrontendRegistry:
             loaded[frontend.key] = frontend
         with self._lock:
             self._entries = loaded
-            self._persisted = document
             self._changed()
 
     def resync(self) -> None:
@@ -365,7 +363,7 @@ class FrontendRegistry:
         scan no longer finds stay while dom0's toolstack record still names their backend."""
         with self._lock:
             for verdict in judged.values():
-                self._entries[verdict.frontend.key] = verdict.frontend
+                self._store(verdict.frontend)
             missing = [
                 f
                 for f in self._entries.values()
@@ -390,15 +388,18 @@ class FrontendRegistry:
                     )
                 else:
                     self._entries.pop(frontend.key, None)
+                    self._dirty = True
                     log.info("%s %s %d of %s is gone", name, kind.value, frontend.devid, frontend.guest_name)
 
     def _settle(self) -> None:
         """Drop entries of vanished guest instances, (un)mark orphans, persist changes, wake waiters."""
+        driver_domids = {name: self.domains.domid_of(name) for name in self.driver_domains}
         with self._lock:
             for key, frontend in list(self._entries.items()):
                 identity = self.domains.identity(frontend.guest_domid)
                 if identity is None or identity.uuid != frontend.guest_uuid:
                     del self._entries[key]
+                    self._dirty = True
                     log.info(
                         "forgetting %s %s %d: the guest is gone",
                         frontend.guest_name,
@@ -406,9 +407,10 @@ class FrontendRegistry:
                         key.devid,
                     )
                     continue
-                orphaned = self.domains.domid_of(frontend.backend_name) != frontend.backend_domid
+                orphaned = driver_domids.get(frontend.backend_name) != frontend.backend_domid
                 if orphaned != frontend.orphaned:
                     self._entries[key] = replace(frontend, orphaned=orphaned)
+                    self._dirty = True
                     if orphaned:
                         log.warning(
                             "%s %s %d is orphaned: %s (domid %d) is gone",
@@ -418,14 +420,21 @@ class FrontendRegistry:
                             frontend.backend_name,
                             frontend.backend_domid,
                         )
-            document = {
-                "version": FILE_VERSION,
-                "frontends": [frontend_to_json(f) for f in sorted(self._entries.values(), key=_order)],
-            }
-            if document != self._persisted and self._path is not None and not self._read_only:
+            if self._dirty and self._path is not None and not self._read_only:
+                document = {
+                    "version": FILE_VERSION,
+                    "frontends": [frontend_to_json(f) for f in sorted(self._entries.values(), key=_order)],
+                }
                 state.write_json(self._path, document)
-                self._persisted = document
+            self._dirty = False
             self._changed()
+
+    def _store(self, frontend: Frontend) -> None:
+        """Record `frontend`; only a change of a durable field makes the state file worth rewriting."""
+        previous = self._entries.get(frontend.key)
+        if previous is None or frontend_to_json(previous) != frontend_to_json(frontend):
+            self._dirty = True
+        self._entries[frontend.key] = frontend
 
     def _changed(self) -> None:
         self.generation += 1
