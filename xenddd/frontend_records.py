@@ -41,8 +41,8 @@ _FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed", "aio")
 
 VIF_PARAM_KEYS = ("mac", "bridge", "script", "type", "ip", "rate", "mtu")
 VBD_PARAM_KEYS = ("params", "dev", "mode", "device-type", "type", "script")
-BACKEND_STATUS_KEYS = ("frontend", "frontend-id", "state", "hotplug-status")
-FRONTEND_KEYS = ("backend", "backend-id", "state")
+BACKEND_STATUS_KEYS = ("frontend", "state", "hotplug-status")
+FRONTEND_KEYS = ("backend", "state")
 TOOLSTACK_KEYS = ("frontend", "backend")
 
 

@@ -148,6 +148,10 @@ class FrontendRegistry:
             ]
         return sorted(selected, key=lambda f: (f.guest_name, f.kind.value, f.devid))
 
+    def get(self, key: FrontendKey) -> Frontend | None:
+        with self._lock:
+            return self._entries.get(key)
+
     def served_by(self, driver_domain: str) -> list[Frontend]:
         """What `driver_domain` serves or served (orphaned entries included): what recovery reattaches."""
         return self.frontends(backend=driver_domain)
@@ -291,34 +295,37 @@ class FrontendRegistry:
     def _read_nodes(
         self, dd_domid: int, kind: DeviceKind, devices: list[_Device]
     ) -> list[DeviceNodes | None]:
-        """Two batches: list each device's backend and toolstack directories, then read the wanted keys."""
+        """Two pipelined batches: list each device's toolstack record, then read the keys worth reading.
+
+        The driver domain's copy of a parameter is read only where the toolstack record lacks it, plus
+        the identity key (MAC, params) to report a driver domain that disagrees: ~13 requests per device.
+        None marks a backend that has vanished.
+        """
         param_keys = VIF_PARAM_KEYS if kind is DeviceKind.VIF else VBD_PARAM_KEYS
+        identity_key = param_keys[0]
         bases = [
             (backend_path(dd_domid, kind, g, d), toolstack_path(g, kind, d), frontend_path(g, kind, d))
             for g, d in devices
         ]
-        listings = self._xs.directory_many([p for b, t, _ in bases for p in (b, t)])
-        plan: list[tuple[int, str, str]] = []  # (device index, owner, key)
-        for i, (_b, _t, _f) in enumerate(bases):
-            backend_keys = set(listings[2 * i] or ())
-            toolstack_keys = set(listings[2 * i + 1] or ())
-            if listings[2 * i] is None:
+        listings = self._xs.directory_many([t for _b, t, _f in bases])
+        plan: list[tuple[int, int, str]] = []  # (device index, owner: 0 backend 1 toolstack 2 frontend, key)
+        for i, listing in enumerate(listings):
+            if listing is None:  # no toolstack record: rejected, unless the backend is already gone
+                plan.append((i, 0, "frontend"))
                 continue
-            plan += [(i, "toolstack", k) for k in (*TOOLSTACK_KEYS, *param_keys) if k in toolstack_keys]
-            plan += [(i, "backend", k) for k in (*BACKEND_STATUS_KEYS, *param_keys) if k in backend_keys]
-            plan += [(i, "frontend", k) for k in FRONTEND_KEYS]
-        owners = {"backend": 0, "toolstack": 1, "frontend": 2}
-        values = self._xs.read_many([f"{bases[i][owners[o]]}/{k}" for i, o, k in plan])
-        collected: list[dict[str, dict[str, bytes | None]] | None] = [
-            None if listings[2 * i] is None else {"toolstack": {}, "backend": {}, "frontend": {}}
-            for i in range(len(devices))
-        ]
+            present = set(listing)
+            plan += [(i, 1, k) for k in (*TOOLSTACK_KEYS, *param_keys) if k in present]
+            wanted = [k for k in param_keys if k not in present or k == identity_key]
+            plan += [(i, 0, k) for k in (*BACKEND_STATUS_KEYS, *wanted)]
+            plan += [(i, 2, k) for k in FRONTEND_KEYS]
+        values = self._xs.read_many([f"{bases[i][owner]}/{k}" for i, owner, k in plan])
+        collected: list[tuple[dict[str, bytes | None], ...]] = [({}, {}, {}) for _ in devices]
         for (i, owner, key), value in zip(plan, values, strict=True):
-            record = collected[i]
-            if record is not None:
-                record[owner][key] = value
+            if value is not None:
+                collected[i][owner][key] = value
         return [
-            None if c is None else DeviceNodes(c["toolstack"], c["backend"], c["frontend"]) for c in collected
+            DeviceNodes(toolstack, backend, frontend) if backend else None
+            for backend, toolstack, frontend in collected
         ]
 
     def _judge(

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyxs import Router
 from pyxs._internal import Event, Op, Packet
+from pyxs.client import Router, RVar
 from pyxs.connection import UnixSocketConnection
 from pyxs.exceptions import PyXSError
 
@@ -51,6 +51,7 @@ _NUL = b"\0"
 _COMPONENT_RE = re.compile(r"^[A-Za-z0-9_@-]+$")
 _ERRNO_BY_NAME = {name: code for code, name in errno.errorcode.items()}
 _PIPELINE_WINDOW = 256
+_HEADER = Packet._struct
 
 
 class XenstoreError(XendddError):
@@ -267,23 +268,40 @@ class Xenstore:
 
     # -- requests --------------------------------------------------------------------------------------
 
-    def _next_rq_id(self) -> int:
-        with self._lock:
-            return next(self._rq_ids) & 0xFFFFFFFF
-
     def _send(self, router: _Router, op: int, payload: bytes, tx_id: int) -> Any:
-        if len(payload) > MAX_PAYLOAD:
-            raise XenstoreError(
-                f"xenstore request of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit"
-            )
-        packet = Packet(op, payload, self._next_rq_id(), tx_id)
+        return self._send_many(router, [(op, payload)], tx_id)[0]
+
+    def _send_many(self, router: _Router, requests: Sequence[tuple[int, bytes]], tx_id: int) -> list[Any]:
+        """Register a reply slot per request and send them all in one write.
+
+        Same protocol as pyxs's `Router.send` (slot registered before sending, under its send lock) but
+        one `sendall` for the whole batch instead of two per request: pipelined scans are CPU-bound.
+        """
+        for _op, payload in requests:
+            if len(payload) > MAX_PAYLOAD:
+                raise XenstoreError(f"xenstore request of {len(payload)} bytes exceeds {MAX_PAYLOAD} bytes")
+        with self._lock:
+            rq_ids = [next(self._rq_ids) & 0xFFFFFFFF for _ in requests]
+        packets = [
+            Packet(op, payload, rq_id, tx_id) for (op, payload), rq_id in zip(requests, rq_ids, strict=True)
+        ]
+        data = b"".join(_HEADER.pack(p.op, p.rq_id, p.tx_id, p.size) + p.payload for p in packets)
+        rvars = []
         try:
-            rvar = router.send(packet)
+            with router.send_lock:
+                for packet in packets:
+                    rvar = RVar()
+                    router.rvars[packet.rq_id] = rvar
+                    rvars.append(rvar)
+                transport = router.connection.transport
+                if transport is None:
+                    raise XenstoreUnavailable("the connection to xenstored is closed")
+                transport.send(data)
         except (PyXSError, OSError) as exc:
             self._drop(router)
             raise XenstoreUnavailable(f"lost the connection to xenstored: {exc}") from None
-        self.requests_sent += 1
-        return rvar
+        self.requests_sent += len(packets)
+        return rvars
 
     def _wait(self, router: _Router, rvar: Any, op: int, deadline: float) -> bytes:
         with rvar.condition:
@@ -325,7 +343,7 @@ class Xenstore:
         results: list[bytes | XenstoreError] = []
         for start in range(0, len(requests), _PIPELINE_WINDOW):
             window = requests[start : start + _PIPELINE_WINDOW]
-            rvars = [self._send(router, op, payload, tx_id) for op, payload in window]
+            rvars = self._send_many(router, window, tx_id)
             for (op, _payload), rvar in zip(window, rvars, strict=True):
                 try:
                     results.append(self._wait(router, rvar, op, deadline))
@@ -359,6 +377,13 @@ class Xenstore:
     def write(self, path: str, value: bytes | str, tx_id: int = 0) -> None:
         data = value.encode() if isinstance(value, str) else value
         self._call(Op.WRITE, _path(path) + data, tx_id)
+
+    def write_many(self, items: Sequence[tuple[str, bytes | str]], tx_id: int = 0) -> None:
+        """Write many nodes pipelined (one latency for all); the first refusal is raised after all replies."""
+        requests = [(Op.WRITE, _path(p) + (v.encode() if isinstance(v, str) else v)) for p, v in items]
+        for result in self._pipeline(requests, tx_id):
+            if isinstance(result, XenstoreError):
+                raise result
 
     def mkdir(self, path: str, tx_id: int = 0) -> None:
         self._call(Op.MKDIR, _path(path), tx_id)
