@@ -310,8 +310,7 @@ class FrontendRegistry:
         listings = self._xs.directory_many([t for _b, t, _f in bases])
         plan: list[tuple[int, int, str]] = []  # (device index, owner: 0 backend 1 toolstack 2 frontend, key)
         for i, listing in enumerate(listings):
-            if listing is None:  # no toolstack record: rejected, unless the backend is already gone
-                plan.append((i, 0, "frontend"))
+            if listing is None:  # no toolstack record: rejected below, unless the backend is already gone
                 continue
             present = set(listing)
             plan += [(i, 1, k) for k in (*TOOLSTACK_KEYS, *param_keys) if k in present]
@@ -323,6 +322,11 @@ class FrontendRegistry:
         for (i, owner, key), value in zip(plan, values, strict=True):
             if value is not None:
                 collected[i][owner][key] = value
+        unrecorded = [i for i, listing in enumerate(listings) if listing is None]
+        backend_listings = self._xs.directory_many([bases[i][0] for i in unrecorded]) if unrecorded else []
+        for i, backend_listing in zip(unrecorded, backend_listings, strict=True):
+            if backend_listing is not None:
+                collected[i][0]["exists"] = b""
         return [
             DeviceNodes(toolstack, backend, frontend) if backend else None
             for backend, toolstack, frontend in collected
