@@ -1,0 +1,259 @@
+"""The reconciler: desired state (config) against observed state (toolstack + xenstore), one pass at a time.
+
+Every pass re-reads the toolstack's view of each driver domain and compares the running instance's domid
+with the one recorded: a domain that is gone, or running under a domid xenddd did not start, opened an
+incident (see `recovery`). Hints only say when to look; a missed, duplicated or late event changes nothing,
+because what is acted on is always what is observed now. All calls happen on one thread (the daemon's), so
+planned operations from the control socket never race a recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, Hypervisor
+from xenddd.config import Config, DriverDomainSpec
+from xenddd.errors import InputError, XendddError
+from xenddd.guest_view import GuestView
+from xenddd.hints import ControlRequest, Hint
+from xenddd.history import History
+from xenddd.intent import DomainRecord, Incident, IntentLog, Phase
+from xenddd.recovery import PrepareDomain, Recovery
+from xenddd.registry import FrontendRegistry
+
+log = logging.getLogger(__name__)
+
+_ALIVE = (DomainState.RUNNING, DomainState.PAUSED, DomainState.OTHER)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: Config,
+        hypervisor: Hypervisor,
+        registry: FrontendRegistry,
+        history: History,
+        *,
+        guests: GuestView,
+        intents: IntentLog,
+        prepare: PrepareDomain,
+        watch: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._hv = hypervisor
+        self._registry = registry
+        self._history = history
+        self._intents = intents
+        self._prepare = prepare
+        self._clock = clock
+        self._recovery = Recovery(
+            hypervisor,
+            guests,
+            history,
+            intents,
+            prepare=prepare,
+            watch=watch,
+            clock=clock,
+            max_parallel=config.settings.max_parallel_reattach,
+            rng=rng,
+        )
+        self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
+        self.last_pass_seconds: float | None = None
+
+    # -- the interface the daemon uses ----------------------------------------------------------------
+
+    def reconcile(self, hints: Sequence[Hint] = ()) -> float | None:
+        """One level-triggered pass over every configured driver domain, in dependency order."""
+        started = time.monotonic()
+        for hint in hints:
+            if isinstance(hint, ControlRequest):
+                self.handle(hint)
+        observed = {d.name: d for d in self._hv.domains()}
+        self._registry.resync()
+        wake: float | None = None
+        for spec in self.config.start_order():
+            try:
+                delay = self._reconcile_domain(spec, observed.get(spec.name))
+            except XendddError as exc:
+                log.error("%s: %s", spec.name, exc)
+                delay = 5.0
+            if delay is not None:
+                wake = delay if wake is None else min(wake, delay)
+        self.last_pass_seconds = time.monotonic() - started
+        return wake
+
+    def handle(self, request: ControlRequest) -> None:
+        """Planned operations and queries; replies exactly once, with `ok` and either data or an error."""
+        try:
+            reply = self._dispatch(request)
+        except XendddError as exc:
+            request.reply({"ok": False, "error": str(exc), "exit_code": exc.exit_code})
+            return
+        request.reply({"ok": True, **reply})
+
+    def snapshot(self) -> dict[str, Any]:
+        observed = {d.name: d for d in self._hv.domains()}
+        domains = []
+        for spec in self.config.driver_domains:
+            record = self._records[spec.name]
+            info = observed.get(spec.name)
+            incident = record.incident
+            domains.append(
+                {
+                    "name": spec.name,
+                    "domid": info.domid if info else None,
+                    "state": _state(record, info),
+                    "memory_mib": (info.memory_kib // 1024) if info else spec.memory_mib,
+                    "vcpus": info.vcpus if info else spec.vcpus,
+                    "cpu_time_s": round(info.cpu_time_ns / 1e9, 1) if info else None,
+                    "restarts": record.restarts,
+                    "crashes": record.crashes,
+                    "failed": record.failed,
+                    "frontends": len(self._registry.served_by(spec.name)),
+                    "reattach_failures": record.reattach_failures,
+                    "incident": None
+                    if incident is None
+                    else {
+                        "id": incident.id,
+                        "phase": incident.phase.value,
+                        "waiting": len(incident.frontends),
+                    },
+                    "last_incident": record.last_incident,
+                }
+            )
+        return {"driver_domains": domains, "last_reconcile_seconds": self.last_pass_seconds}
+
+    # -- per domain ------------------------------------------------------------------------------------
+
+    def _reconcile_domain(self, spec: DriverDomainSpec, info: DomainInfo | None) -> float | None:
+        record = self._records[spec.name]
+        running = info.domid if info is not None and info.domid is not None and info.state in _ALIVE else None
+        if record.incident is not None:
+            return self._recovery.advance(spec, record, running)
+        if record.stopped_by_request or record.failed:
+            return None
+        if running is not None and record.domid in (None, running):
+            if record.domid is None:
+                record.domid = running
+                self._intents.save(record)
+            return None
+        if running is None and record.domid is None:
+            self._start(spec, record)
+            return None
+        # The instance xenddd knew is gone (crashed, destroyed or shut down behind its back, perhaps already
+        # replaced by someone else's start): that is an incident, whatever the events did or did not say.
+        reason = "gone" if running is None else f"replaced by domid {running}"
+        frontends = [
+            f for f in self._registry.served_by(spec.name) if f.backend_domid == record.domid or f.orphaned
+        ]
+        incident = Incident.new(record.domid, self._clock(), reason, frontends)
+        if running is not None:
+            incident.new_domid = running
+        record.domid = running
+        record.crashes += 1
+        record.incident = incident
+        self._intents.save(record)
+        self._history.record(
+            "detected",
+            driver_domain=spec.name,
+            incident=incident.id,
+            domid=incident.dead_domid,
+            reason=reason,
+            frontends=len(frontends),
+        )
+        log.warning(
+            "%s: domid %s %s; recovering %d frontends", spec.name, incident.dead_domid, reason, len(frontends)
+        )
+        return self._recovery.advance(spec, record, running)
+
+    def _start(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
+        self._prepare(spec)
+        self._hv.define(spec)
+        info = self._hv.start(spec.name)
+        record.domid = info.domid
+        self._intents.save(record)
+        self._history.record("started", driver_domain=spec.name, domid=info.domid)
+        log.info("%s: started as domid %s", spec.name, info.domid)
+
+    # -- planned operations ----------------------------------------------------------------------------
+
+    def _dispatch(self, request: ControlRequest) -> dict[str, Any]:
+        op = request.op
+        if op in ("status", "list"):
+            return self.snapshot()
+        name = request.args.get("name")
+        if not isinstance(name, str):
+            raise InputError(f"'{op}' needs a driver domain name")
+        spec = self.config.driver_domain(name)
+        record = self._records[spec.name]
+        if op == "create":
+            record.stopped_by_request = False
+            record.failed = False
+            self._intents.save(record)
+            info = self._hv.domain(name)
+            if info is None or info.domid is None:
+                record.domid = None
+                self._start(spec, record)
+            return {"name": name}
+        if op == "destroy":
+            return self._destroy(spec, record, force=bool(request.args.get("force")))
+        if op == "restart":
+            return self._restart(spec, record)
+        raise InputError(f"unknown operation {op!r}")
+
+    def _destroy(self, spec: DriverDomainSpec, record: DomainRecord, force: bool) -> dict[str, Any]:
+        served = self._registry.served_by(spec.name)
+        if served and not force:
+            guests = sorted({f.guest_name for f in served})
+            raise XendddError(
+                f"{spec.name} serves {len(served)} frontend(s) of {', '.join(guests)}; "
+                "detach them first or use --force"
+            )
+        record.stopped_by_request = True
+        record.incident = None
+        self._intents.save(record)
+        for frontend in served:
+            self._hv.detach(frontend.guest_name, frontend.kind, frontend.devid, frontend.params)
+        self._hv.destroy(spec.name)
+        record.domid = None
+        self._intents.save(record)
+        self._history.record("destroyed", driver_domain=spec.name, detached=len(served), by="operator")
+        return {"name": spec.name, "detached": len(served)}
+
+    def _restart(self, spec: DriverDomainSpec, record: DomainRecord) -> dict[str, Any]:
+        """A planned restart: same phases as a recovery, but no restart-policy accounting or backoff."""
+        record.failed = False
+        record.stopped_by_request = False
+        record.restart_times.clear()
+        if record.incident is not None and record.incident.phase is Phase.FAILED:
+            record.incident.phase = Phase.WAITING_RESTART
+            record.incident.not_before = self._clock()
+        elif record.incident is None:
+            frontends = self._registry.served_by(spec.name)
+            incident = Incident.new(record.domid, self._clock(), "restart requested", frontends)
+            incident.planned = True
+            record.incident = incident
+            self._intents.save(record)
+            self._history.record(
+                "restart-requested", driver_domain=spec.name, incident=incident.id, frontends=len(frontends)
+            )
+            self._hv.destroy(spec.name)
+            record.domid = None
+        self._intents.save(record)
+        return {"name": spec.name}
+
+
+def _state(record: DomainRecord, info: DomainInfo | None) -> str:
+    if record.failed:
+        return "failed"
+    if record.incident is not None:
+        return f"recovering ({record.incident.phase.value})"
+    if record.stopped_by_request:
+        return "stopped"
+    return info.state.value if info is not None else "undefined"

@@ -1,0 +1,43 @@
+"""When to restart a crashed driver domain, and when to stop trying.
+
+Exponential backoff (base · 2^n, capped) with ±20 % jitter so that several driver domains that died together
+do not restart in lock-step; at most `max_restarts` within a sliding `window`, after which the domain is
+`failed` until an operator runs `xenddd restart NAME` (a crash loop must not eat the host).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from xenddd.config import RestartPolicy
+
+JITTER = 0.2
+
+
+@dataclass(frozen=True)
+class RestartDecision:
+    """`delay` seconds from now, or `failed` (no more automatic restarts)."""
+
+    failed: bool
+    delay: float = 0.0
+
+
+def decide_restart(
+    policy: RestartPolicy, previous_restarts: Sequence[float], now: float, rng: random.Random | None = None
+) -> RestartDecision:
+    """Decide on one more restart, given the times of earlier automatic restarts (same clock as `now`)."""
+    recent = [t for t in previous_restarts if now - t < policy.window_seconds]
+    if len(recent) >= policy.max_restarts:
+        return RestartDecision(failed=True)
+    return RestartDecision(failed=False, delay=backoff_delay(policy, len(recent), rng))
+
+
+def backoff_delay(policy: RestartPolicy, attempt: int, rng: random.Random | None = None) -> float:
+    """The wait before restart number `attempt` (0-based) within the window, jittered, never above the cap."""
+    if policy.backoff_base_seconds <= 0:
+        return 0.0
+    raw = min(policy.backoff_cap_seconds, policy.backoff_base_seconds * float(2 ** min(attempt, 32)))
+    factor = 1.0 + JITTER * (2 * (rng or random).random() - 1)
+    return min(policy.backoff_cap_seconds, raw * factor)
