@@ -1,0 +1,207 @@
+"""The control socket: newline-delimited JSON between the CLI and the running daemon.
+
+Every connection's peer is identified with SO_PEERCRED before a byte is read: root, the daemon's own uid, or a
+member of the configured group may talk, nobody else. A request is one line of at most MAX_REQUEST bytes and
+must arrive within REQUEST_TIMEOUT; each connection has its own thread, so a malformed, oversized or slow
+client costs one thread for a bounded time and never blocks the daemon or other clients.
+
+Request:  {"version": 1, "op": "status", "args": {...}}
+Response: {"version": 1, "ok": true, ...}  or  {"version": 1, "ok": false, "error": "...", "exit_code": N}
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from xenddd.errors import DaemonNotRunning, XendddError
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+MAX_REQUEST = 64 * 1024
+REQUEST_TIMEOUT = 5.0
+MAX_CONNECTIONS = 32
+
+Handler = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+class ControlServer:
+    """Accepts connections on `path` and answers each request with `handler(op, args)`."""
+
+    def __init__(self, path: Path, handler: Handler, *, group: str | None = None) -> None:
+        self.path = path
+        self._handler = handler
+        self._gid = grp.getgrnam(group).gr_gid if group else None
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old_umask = os.umask(0o177 if self._gid is None else 0o117)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old_umask)
+        if self._gid is not None:
+            os.chown(self.path, -1, self._gid)
+        sock.listen(16)
+        sock.settimeout(0.5)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._accept_loop, name="xenddd-control", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        if self._sock is not None:
+            self._sock.close()
+        self.path.unlink(missing_ok=True)
+
+    def _accept_loop(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not self._slots.acquire(blocking=False):
+                _send(conn, {"ok": False, "error": "too many control connections", "exit_code": 1})
+                conn.close()
+                continue
+            threading.Thread(
+                target=self._serve, args=(conn,), name="xenddd-control-conn", daemon=True
+            ).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                conn.settimeout(REQUEST_TIMEOUT)
+                uid, gid = peer_credentials(conn)
+                if not self._allowed(uid, gid):
+                    log.warning("control socket: refused uid %d", uid)
+                    _send(conn, {"ok": False, "error": f"uid {uid} may not control xenddd", "exit_code": 1})
+                    return
+                line = _read_line(conn)
+                if line is None:
+                    return
+                _send(conn, self._answer(line))
+        except OSError as exc:
+            log.debug("control connection: %s", exc)
+        finally:
+            self._slots.release()
+
+    def _allowed(self, uid: int, gid: int) -> bool:
+        if uid in (0, os.getuid()):
+            return True
+        if self._gid is None:
+            return False
+        if gid == self._gid:
+            return True
+        try:
+            import pwd
+
+            return pwd.getpwuid(uid).pw_name in grp.getgrgid(self._gid).gr_mem
+        except KeyError:
+            return False
+
+    def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": "request is not JSON", "exit_code": 2}
+        if not isinstance(request, dict) or request.get("version") != PROTOCOL_VERSION:
+            return {"ok": False, "error": f"expected protocol version {PROTOCOL_VERSION}", "exit_code": 2}
+        op, args = request.get("op"), request.get("args", {})
+        if not isinstance(op, str) or not isinstance(args, dict):
+            return {"ok": False, "error": "request needs 'op' (string) and 'args' (object)", "exit_code": 2}
+        try:
+            return self._handler(op, args)
+        except XendddError as exc:
+            return {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+        except Exception:  # a bug answering one request must not take the daemon down
+            log.exception("control request %r failed", op)
+            return {
+                "ok": False,
+                "error": f"internal error handling {op!r} (see the daemon's log)",
+                "exit_code": 1,
+            }
+
+
+def request(path: Path, op: str, args: dict[str, Any] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    """Send one request to the daemon and return its answer; DaemonNotRunning when nobody listens."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
+    with sock:
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
+                raise DaemonNotRunning(
+                    f"the xenddd daemon is not running (no one listens on {path})"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise XendddError(
+                    f"permission denied on {path}: run as root or a member of its group"
+                ) from None
+            raise XendddError(f"cannot reach the daemon at {path}: {exc.strerror}") from None
+        sock.sendall(json.dumps({"version": PROTOCOL_VERSION, "op": op, "args": args or {}}).encode() + b"\n")
+        try:
+            line = _read_line(sock, limit=64 * 1024 * 1024)
+        except TimeoutError:
+            raise XendddError(f"the daemon did not answer {op!r} within {timeout:.0f} s") from None
+    if line is None:
+        raise XendddError("the daemon closed the control connection without answering")
+    answer: dict[str, Any] = json.loads(line)
+    return answer
+
+
+def answer_or_raise(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer of a successful request; the daemon's error as a XendddError otherwise."""
+    if not answer.get("ok"):
+        error = XendddError(str(answer.get("error", "the daemon refused the request")))
+        error.exit_code = int(answer.get("exit_code", 1))
+        raise error
+    return answer
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int]:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, gid = struct.unpack("3i", creds)
+    return uid, gid
+
+
+def _read_line(conn: socket.socket, limit: int = MAX_REQUEST) -> bytes | None:
+    buffer = bytearray()
+    while b"\n" not in buffer:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return bytes(buffer) if buffer else None
+        buffer += chunk
+        if len(buffer) > limit:
+            _send(conn, {"ok": False, "error": f"request larger than {limit} bytes", "exit_code": 2})
+            return None
+    return bytes(buffer[: buffer.index(b"\n")])
+
+
+def _send(conn: socket.socket, answer: dict[str, Any]) -> None:
+    try:
+        conn.sendall(json.dumps({"version": PROTOCOL_VERSION, **answer}).encode() + b"\n")
+    except OSError as exc:
+        log.debug("control reply not delivered: %s", exc)

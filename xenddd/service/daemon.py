@@ -1,0 +1,300 @@
+"""`xenddd daemon`: connects the adapters, feeds every event source into one queue, and runs the reconciler.
+
+Threads, not asyncio: pyxs, libvirt-python's event loop and pyudev are all blocking, thread-based libraries;
+wrapping each in an executor would add a second concurrency model without removing a thread. Each event
+source has its own thread and does nothing but put hints on the queue; the reconciler runs on the main
+thread, the only one that changes the host, so no two actions ever race. WATCHDOG=1 is sent from that loop
+itself: if the reconciler wedges, systemd notices and restarts the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from xenddd.adapters.hypervisor_api import Hypervisor, LifecycleEvent
+from xenddd.adapters.systemd import Notifier, watchdog_interval
+from xenddd.adapters.xenstore import Xenstore, XenstoreError
+from xenddd.backend_watcher import BackendWatcher
+from xenddd.config import Config, load_config
+from xenddd.errors import XendddError
+from xenddd.guest_view import GuestView
+from xenddd.hints import ControlRequest, DomainHint, Hint, ResyncHint
+from xenddd.history import History
+from xenddd.intent import IntentLog
+from xenddd.metrics import write_metrics
+from xenddd.reconciler import Reconciler
+from xenddd.recovery import PrepareDomain
+from xenddd.registry import FrontendRegistry
+from xenddd.service.control import ControlServer
+
+log = logging.getLogger(__name__)
+
+SAFETY_RESYNC = 30.0  # look at everything at least this often, whatever the events said
+CONTROL_TIMEOUT = 120.0
+
+
+@dataclass
+class Runtime:
+    """The connected adapters a daemon runs on: real Xen (libvirt + xenstored) or the simulated host."""
+
+    xenstore: Xenstore
+    hypervisor: Hypervisor
+    prepare: PrepareDomain
+    after_ready: Callable[[], None] = lambda: None
+    close: Callable[[], None] = lambda: None
+    description: str = "Xen"
+
+
+@dataclass
+class _Wiring:
+    registry: FrontendRegistry
+    watcher: BackendWatcher
+    reconciler: Reconciler
+
+
+@dataclass
+class Daemon:
+    config: Config
+    runtime: Runtime
+    config_path: Path | None = None
+    notifier: Notifier = field(default_factory=Notifier)
+    hints: queue.Queue[Hint] = field(default_factory=queue.Queue)
+    started_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.history = History(self.config.settings.state_dir)
+        self._wiring: _Wiring | None = None
+        self._control: ControlServer | None = None
+        self.last_error: str | None = None
+
+    # -- life cycle ------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (returns 0) or an unexpected error (returns 1)."""
+        self._install_signal_handlers()
+        self.notifier.status("starting: connecting to xenstored")
+        self.runtime.hypervisor.watch_lifecycle(self._on_lifecycle, self._on_libvirt_reconnect)
+        self._wiring = self._wire(self.config)
+        self._control = ControlServer(
+            self.config.settings.control_socket, self._on_control, group=self.config.settings.control_group
+        )
+        self._control.start()
+        try:
+            self.notifier.status("initial reconcile: hiding PCI devices, starting driver domains")
+            wake = self._reconcile([ResyncHint("daemon start")])
+            self.history.record("daemon-started", mode=self.runtime.description, pid=os.getpid())
+            self.notifier.ready(self._status_line())
+            log.info("ready: %s", self._status_line())
+            self.runtime.after_ready()
+            self._serve(wake)
+        except Exception:
+            log.exception("xenddd daemon failed")
+            return 1
+        finally:
+            self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.hints.put(ResyncHint("stopping"))
+
+    def _serve(self, wake: float | None) -> None:
+        interval = watchdog_interval()
+        while not self._stop.is_set():
+            timeout = min(t for t in (wake, interval, SAFETY_RESYNC) if t is not None)
+            hints = self._drain(max(0.0, timeout))
+            if self._stop.is_set():
+                break
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_config()
+                hints.append(ResyncHint("config reloaded"))
+            wake = self._reconcile(hints or [ResyncHint("timer")])
+            self.notifier.watchdog()
+            self.notifier.status(self._status_line())
+
+    def _reconcile(self, hints: list[Hint]) -> float | None:
+        assert self._wiring is not None
+        try:
+            wake = self._wiring.reconciler.reconcile(hints)
+            self.last_error = None
+        except XendddError as exc:
+            # Expected trouble (xenstored or libvirtd restarting): say it once per pass, try again soon.
+            self.last_error = str(exc)
+            log.error("reconcile: %s", exc)
+            for hint in hints:
+                if isinstance(hint, ControlRequest):
+                    hint.reply({"ok": False, "error": str(exc), "exit_code": 1})
+            wake = 2.0
+        self._write_metrics()
+        return wake
+
+    def _drain(self, timeout: float) -> list[Hint]:
+        try:
+            first = self.hints.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        batch = [first]
+        while True:
+            try:
+                batch.append(self.hints.get_nowait())
+            except queue.Empty:
+                return batch
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        if self._control is not None:
+            self._control.stop()
+        if self._wiring is not None:
+            self._wiring.watcher.stop()
+        self.history.record("daemon-stopped", driver_domains="left running")
+        self.runtime.close()
+        log.info("stopped; driver domains are left running")
+
+    # -- wiring ----------------------------------------------------------------------------------------
+
+    def _wire(self, config: Config) -> _Wiring:
+        xs = self.runtime.xenstore
+        names = [spec.name for spec in config.driver_domains]
+        registry = FrontendRegistry(xs, names, state_dir=config.settings.state_dir)
+        registry.load()
+        watcher = BackendWatcher(xs, names, self.hints.put, domains=registry.domains)
+        watcher.start()
+        reconciler = Reconciler(
+            config,
+            self.runtime.hypervisor,
+            registry,
+            self.history,
+            guests=GuestView(xs, registry.domains),
+            intents=IntentLog(config.settings.state_dir),
+            prepare=self.runtime.prepare,
+            watch=self._watch,
+        )
+        return _Wiring(registry, watcher, reconciler)
+
+    def _watch(self, path: str) -> None:
+        try:
+            self.runtime.xenstore.watch(path)
+        except XenstoreError as exc:
+            log.warning("cannot watch %s: %s", path, exc)
+
+    def _reload_config(self) -> None:
+        if self.config_path is None:
+            return
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except XendddError as exc:
+            log.error("SIGHUP: keeping the running configuration: %s", exc)
+            return
+        old_names = {d.name for d in self.config.driver_domains}
+        new_names = {d.name for d in new.driver_domains}
+        for gone in sorted(old_names - new_names):
+            log.warning("%s is no longer configured: left running, no longer managed", gone)
+        assert self._wiring is not None
+        self._wiring.watcher.stop()
+        self.config = new
+        self._wiring = self._wire(new)
+        self.history.record(
+            "config-reloaded", added=sorted(new_names - old_names), removed=sorted(old_names - new_names)
+        )
+
+    # -- event sources (their own threads: only enqueue) ----------------------------------------------
+
+    def _on_lifecycle(self, event: LifecycleEvent) -> None:
+        self.hints.put(DomainHint("libvirt", name=event.name, domid=event.domid))
+
+    def _on_libvirt_reconnect(self) -> None:
+        self.hints.put(ResyncHint("reconnected to libvirt; lifecycle events may have been lost"))
+
+    def _on_control(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        if op == "events":
+            return self._events(args)
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        done = threading.Event()
+        answer: dict[str, Any] = {}
+
+        def reply(result: dict[str, Any]) -> None:
+            answer.update(result)
+            done.set()
+
+        self.hints.put(ControlRequest(op, args, reply))
+        if not done.wait(CONTROL_TIMEOUT):
+            return {"ok": False, "error": f"the daemon is busy; {op!r} not answered in time", "exit_code": 1}
+        if op == "status" and answer.get("ok"):
+            answer["daemon"] = self._health()
+        return answer
+
+    def _events(self, args: dict[str, Any]) -> dict[str, Any]:
+        since = args.get("since")
+        after = args.get("after_seq", 0)
+        wait = args.get("wait", 0)
+        if not isinstance(after, int) or not isinstance(wait, (int, float)):
+            return {"ok": False, "error": "after_seq must be an integer and wait a number", "exit_code": 2}
+        if wait:
+            records = self.history.wait_after(after, min(float(wait), 30.0))
+        else:
+            records = self.history.since(float(since) if isinstance(since, (int, float)) else None, after)
+        return {"ok": True, "events": records}
+
+    def _install_signal_handlers(self) -> None:
+        def on_term(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: stopping (driver domains stay up)", signum)
+            self.stop()
+
+        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+            self._reload.set()
+            self.hints.put(ResyncHint("SIGHUP"))
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_term)
+            signal.signal(signal.SIGINT, on_term)
+            signal.signal(signal.SIGHUP, on_hup)
+
+    # -- reporting -------------------------------------------------------------------------------------
+
+    def _health(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "mode": self.runtime.description,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "xenstore": "connected" if self.last_error is None else f"trouble: {self.last_error}",
+            "last_error": self.last_error,
+        }
+
+    def _status_line(self) -> str:
+        if self._wiring is None:
+            return "starting"
+        snapshot = self._wiring.reconciler.snapshot()
+        domains = snapshot["driver_domains"]
+        failed = [d["name"] for d in domains if d["failed"]]
+        recovering = [d["name"] for d in domains if d["incident"]]
+        text = f"{len(domains)} driver domain(s)"
+        if recovering:
+            text += f", recovering {','.join(recovering)}"
+        if failed:
+            text += f", FAILED {','.join(failed)}"
+        return text
+
+    def _write_metrics(self) -> None:
+        target = self.config.settings.metrics_textfile
+        if target is None or self._wiring is None:
+            return
+        try:
+            write_metrics(target, self._wiring.reconciler.snapshot(), self.history)
+        except (OSError, XendddError) as exc:
+            log.warning("metrics not written to %s: %s", target, exc)
+
