@@ -1,0 +1,277 @@
+"""The simulated host's toolstack: domains and their split devices, written into xenstore the way libxl does.
+
+Domain life cycle (create, pause, shutdown, destroy, crash) writes and removes `/local/domain/<id>`,
+`/vm/<uuid>` and `/libxl/<id>` and fires @introduceDomain / @releaseDomain. Devices with a backend in a
+driver domain get the backend, frontend and dom0-only `/libxl/<guest>/device/...` nodes with libxl's
+permissions. Domids grow and are never reused, as Xen's are until the 15-bit space wraps.
+
+Lifecycle listeners hear what libvirt's libxl driver would report: started, shutdown, destroyed, crashed,
+suspended, resumed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from xenddd.sim.kernels import BackendKernel, FrontendKernel, Kernel
+from xenddd.sim.store import XsError
+from xenddd.sim.xenstored import DomainClient, Xenstored
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, "SimDomain"], None]
+
+
+@dataclass
+class SimDevice:
+    """A guest device as the toolstack's live definition lists it (kept, like libvirt, after its backend
+    died, until it is detached)."""
+
+    guest: str
+    kind: str  # vif | vbd
+    devid: int
+    backend: str
+    params: dict[str, str]
+    backend_domid: int
+
+
+@dataclass
+class SimDomain:
+    name: str
+    uuid: str
+    driver: bool
+    memory_kib: int = 262144
+    vcpus: int = 1
+    domid: int | None = None
+    state: str = "shutoff"  # running | paused | shutoff | crashed
+    kernel: Kernel | None = None
+    devices: list[SimDevice] = field(default_factory=list)
+
+
+class SimHost:
+    def __init__(self, engine: Xenstored, *, boot_delay: float = 0.0) -> None:
+        self.engine = engine
+        self.dom0 = DomainClient(engine, 0)
+        self.boot_delay = boot_delay
+        self.domains: dict[str, SimDomain] = {}
+        self._domids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self.stall_initwait: set[str] = set()  # driver domains whose backends never reach InitWait
+        self._timers: list[threading.Timer] = []
+
+    # -- life cycle ------------------------------------------------------------------------------------
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def define(self, name: str, *, driver: bool, memory_kib: int = 262144, vcpus: int = 1) -> SimDomain:
+        with self._lock:
+            domain = self.domains.get(name)
+            if domain is None:
+                domain = SimDomain(name, str(uuidlib.uuid4()), driver, memory_kib, vcpus)
+                self.domains[name] = domain
+            domain.memory_kib, domain.vcpus = memory_kib, vcpus
+            return domain
+
+    def start(self, name: str) -> SimDomain:
+        with self._lock:
+            domain = self.domains[name]
+            if domain.domid is not None:
+                return domain
+            domid = next(self._domids)
+            domain.domid, domain.state = domid, "running"
+            self._write_domain(domain)
+            kernel: Kernel = (
+                BackendKernel(self.engine, domid) if domain.driver else FrontendKernel(self.engine, domid)
+            )
+            if isinstance(kernel, BackendKernel):
+                kernel.stall_initwait = name in self.stall_initwait
+            kernel.start()  # type: ignore[attr-defined]
+            domain.kernel = kernel
+            self.engine.introduce(domid)
+        if isinstance(kernel, BackendKernel):
+            self._after(self.boot_delay, kernel.announce_ready)
+        self._emit("started", domain)
+        return domain
+
+    def create_guest(self, name: str, *, vif: tuple[str, ...] = (), vbd: tuple[str, ...] = ()) -> SimDomain:
+        """A guest with one vif per entry of `vif` and one vbd per entry of `vbd` (driver domain names)."""
+        self.define(name, driver=False)
+        guest = self.start(name)
+        for devid, backend in enumerate(vif):
+            self.attach(name, "vif", devid, backend, {"mac": _mac(guest.uuid, devid), "bridge": "xenbr0"})
+        for index, backend in enumerate(vbd):
+            vdev = f"xvd{chr(ord('a') + index)}"
+            self.attach(
+                name, "vbd", 51712 + 16 * index, backend, {"dev": vdev, "params": f"/dev/vg/{name}-{vdev}"}
+            )
+        return guest
+
+    def stop(self, name: str, how: str) -> None:
+        """`how`: "destroyed" (xl/virsh destroy), "crashed" (kernel panic), "shutdown" (from inside)."""
+        with self._lock:
+            domain = self.domains[name]
+            if domain.domid is None:
+                return
+            domid = domain.domid
+            if domain.kernel is not None:
+                domain.kernel.stop()
+                domain.kernel = None
+            if not domain.driver:
+                self._destroy_devices_of(domain)
+            for path in (f"/local/domain/{domid}", f"/vm/{domain.uuid}", f"/libxl/{domid}"):
+                self.dom0.rm(path)
+            domain.domid, domain.state = None, "crashed" if how == "crashed" else "shutoff"
+            self.engine.release(domid)
+        self._emit(how, domain)
+
+    def crash(self, name: str) -> None:
+        self.stop(name, "crashed")
+
+    def destroy(self, name: str) -> None:
+        self.stop(name, "destroyed")
+
+    def pause(self, name: str) -> None:
+        domain = self.domains[name]
+        if domain.kernel is not None:
+            domain.kernel.pause()
+        domain.state = "paused"
+        self._emit("suspended", domain)
+
+    def unpause(self, name: str) -> None:
+        domain = self.domains[name]
+        domain.state = "running"
+        if domain.kernel is not None:
+            domain.kernel.unpause()
+        self._emit("resumed", domain)
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        for domain in self.domains.values():
+            if domain.kernel is not None:
+                domain.kernel.stop()
+        self.dom0.close()
+
+    # -- devices ---------------------------------------------------------------------------------------
+
+    def attach(
+        self, guest_name: str, kind: str, devid: int, backend_name: str, params: dict[str, str]
+    ) -> SimDevice:
+        """libxl's device add for a backend in a driver domain; raises XsError("EEXIST") for a used devid."""
+        with self._lock:
+            guest, backend = self.domains[guest_name], self.domains.get(backend_name)
+            if guest.domid is None:
+                raise XsError("ENOENT")
+            if backend is None or backend.domid is None:
+                raise XsError("ENODEV")
+            g, b = guest.domid, backend.domid
+            front = f"/local/domain/{g}/device/{kind}/{devid}"
+            back = f"/local/domain/{b}/backend/{kind}/{g}/{devid}"
+            if self.dom0.read(f"{front}/state") is not None:
+                raise XsError("EEXIST")
+            back_nodes = {
+                "frontend": front,
+                "frontend-id": str(g),
+                "online": "1",
+                "state": "1",
+                "handle": str(devid),
+            }
+            if kind == "vif":
+                back_nodes |= {"script": "vif-bridge", "type": "vif", **params}
+                front_nodes = {"handle": str(devid), "mac": params["mac"]}
+            else:
+                back_nodes |= {"mode": "w", "device-type": "disk", "type": "phy", "removable": "0", **params}
+                front_nodes = {"virtual-device": str(devid), "device-type": "disk"}
+            front_nodes |= {"backend": back, "backend-id": str(b), "state": "1"}
+            self.dom0.mkdir(back)
+            self.dom0.set_perms(back, [f"n{b}", f"r{g}"])
+            self.dom0.mkdir(front)
+            self.dom0.set_perms(front, [f"n{g}", f"r{b}"])
+            for key, value in front_nodes.items():
+                self.dom0.write(f"{front}/{key}", value.encode())
+            for key, value in back_nodes.items():
+                self.dom0.write(f"{back}/{key}", value.encode())
+            self.dom0.write(f"/libxl/{g}/device/{kind}/{devid}/frontend", front)
+            self.dom0.write(f"/libxl/{g}/device/{kind}/{devid}/backend", back)
+            device = SimDevice(guest_name, kind, devid, backend_name, dict(params), b)
+            guest.devices = [d for d in guest.devices if not (d.kind == kind and d.devid == devid)]
+            guest.devices.append(device)
+            return device
+
+    def detach(self, guest_name: str, kind: str, devid: int) -> None:
+        """libxl's device remove; with the backend gone it cleans up the frontend only. Absent: no error."""
+        with self._lock:
+            guest = self.domains.get(guest_name)
+            if guest is None:
+                return
+            guest.devices = [d for d in guest.devices if not (d.kind == kind and d.devid == devid)]
+            if guest.domid is None:
+                return
+            g = guest.domid
+            front = f"/local/domain/{g}/device/{kind}/{devid}"
+            back = (self.dom0.read(f"/libxl/{g}/device/{kind}/{devid}/backend") or b"").decode()
+            if back and self.dom0.read(f"{back}/state") is not None:
+                self.dom0.write(f"{back}/online", b"0")
+                self.dom0.write(f"{back}/state", b"5")
+                self.dom0.rm(back)
+            self.dom0.rm(front)
+            self.dom0.rm(f"/libxl/{g}/device/{kind}/{devid}")
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _write_domain(self, domain: SimDomain) -> None:
+        assert domain.domid is not None
+        d = domain.domid
+        home = f"/local/domain/{d}"
+        self.dom0.write(f"{home}/name", domain.name.encode())
+        self.dom0.write(f"{home}/vm", f"/vm/{domain.uuid}".encode())
+        self.dom0.write(f"{home}/domid", str(d).encode())
+        self.dom0.set_perms(home, ["n0", f"r{d}"])
+        for sub in ("device", "data", "control", "error", "drivers", "attr", "memory"):
+            self.dom0.mkdir(f"{home}/{sub}")
+            self.dom0.set_perms(f"{home}/{sub}", [f"n{d}"])
+        if domain.driver:
+            self.dom0.mkdir(f"{home}/backend")
+            self.dom0.set_perms(f"{home}/backend", [f"n{d}"])
+        self.dom0.write(f"/vm/{domain.uuid}/uuid", domain.uuid.encode())
+        self.dom0.write(f"/vm/{domain.uuid}/name", domain.name.encode())
+        self.dom0.write(f"/libxl/{d}/type", b"pv")
+
+    def _destroy_devices_of(self, guest: SimDomain) -> None:
+        """Destroying a guest removes its backends too (libxl__devices_destroy), not only its own nodes."""
+        assert guest.domid is not None
+        for kind in self.dom0.directory(f"/libxl/{guest.domid}/device"):
+            for devid in self.dom0.directory(f"/libxl/{guest.domid}/device/{kind}"):
+                back = (self.dom0.read(f"/libxl/{guest.domid}/device/{kind}/{devid}/backend") or b"").decode()
+                if back:
+                    self.dom0.rm(back)
+        guest.devices.clear()
+
+    def _after(self, delay: float, action: Callable[[], None]) -> None:
+        if delay <= 0:
+            action()
+            return
+        timer = threading.Timer(delay, action)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _emit(self, what: str, domain: SimDomain) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(what, domain)
+            except Exception:
+                log.exception("sim lifecycle listener failed")
+
+
+def _mac(guest_uuid: str, devid: int) -> str:
+    """Stable per guest and device, in Xen's OUI 00:16:3e like libxl's generated MACs."""
+    digits = guest_uuid.replace("-", "")
+    return f"00:16:3e:{digits[0:2]}:{digits[2:4]}:{(int(digits[4:6], 16) + devid) % 256:02x}"

@@ -1,0 +1,143 @@
+"""The Hypervisor protocol on the simulated host, so the daemon runs unchanged without Xen.
+
+It behaves like libvirt's libxl driver where the difference matters to xenddd: lifecycle events arrive on a
+separate thread (libvirt's event loop), a crash is STOPPED/CRASHED and an external destroy STOPPED/DESTROYED,
+a guest keeps a device in its live definition after the backend died until it is detached, and attaching a
+device whose backend domain is not running fails.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, GuestDevice, LifecycleEvent, LifecycleKind
+from xenddd.config import DriverDomainSpec
+from xenddd.errors import XendddError
+from xenddd.model import DeviceKind, VbdParams, VifParams, normalise_mac
+from xenddd.sim.host import SimDomain, SimHost
+from xenddd.sim.store import XsError
+
+_KINDS = {
+    "started": LifecycleKind.STARTED,
+    "crashed": LifecycleKind.CRASHED,
+    "destroyed": LifecycleKind.DESTROYED,
+    "shutdown": LifecycleKind.SHUTDOWN,
+    "suspended": LifecycleKind.SUSPENDED,
+    "resumed": LifecycleKind.RESUMED,
+}
+_STATES = {
+    "running": DomainState.RUNNING,
+    "paused": DomainState.PAUSED,
+    "shutoff": DomainState.SHUTOFF,
+    "crashed": DomainState.CRASHED,
+}
+
+
+class SimHypervisor:
+    def __init__(self, host: SimHost, *, iommu: bool = True) -> None:
+        self.host = host
+        self._iommu = iommu
+        self._events: queue.Queue[LifecycleEvent | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        host.listen(self._on_host_event)
+
+    def domains(self) -> list[DomainInfo]:
+        return [_info(d) for d in list(self.host.domains.values())]
+
+    def domain(self, name: str) -> DomainInfo | None:
+        domain = self.host.domains.get(name)
+        return _info(domain) if domain is not None else None
+
+    def define(self, spec: DriverDomainSpec) -> None:
+        self.host.define(spec.name, driver=True, memory_kib=spec.memory_mib * 1024, vcpus=spec.vcpus)
+
+    def start(self, name: str) -> DomainInfo:
+        if name not in self.host.domains:
+            raise XendddError(f"{name}: not defined")
+        return _info(self.host.start(name))
+
+    def destroy(self, name: str) -> None:
+        if name in self.host.domains:
+            self.host.destroy(name)
+
+    def manages(self, guest: str) -> bool:
+        return guest in self.host.domains
+
+    def guest_devices(self, guest: str) -> list[GuestDevice]:
+        domain = self.host.domains.get(guest)
+        if domain is None:
+            return []
+        devices = []
+        for device in domain.devices:
+            params: VifParams | VbdParams
+            if device.kind == "vif":
+                params = VifParams(mac=device.params["mac"], bridge=device.params.get("bridge"))
+                kind = DeviceKind.VIF
+            else:
+                params = VbdParams(vdev=device.params["dev"], target=device.params["params"])
+                kind = DeviceKind.VBD
+            devices.append(GuestDevice(kind, device.devid, params, device.backend))
+        return devices
+
+    def attach(
+        self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
+    ) -> None:
+        values: dict[str, str]
+        if isinstance(params, VifParams):
+            values = {"mac": normalise_mac(params.mac)}
+            values |= {k: v for k, v in (("bridge", params.bridge), ("script", params.script)) if v}
+        else:
+            values = {"dev": params.vdev, "params": params.target, "mode": params.mode}
+        try:
+            self.host.attach(guest, kind.value, devid, backend, values)
+        except KeyError:
+            raise XendddError(f"{guest}: no such domain") from None
+        except XsError as exc:
+            raise XendddError(
+                f"attaching {kind.value} {devid} to {guest} via {backend}: {exc.errno_name}"
+            ) from None
+
+    def detach(self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams) -> None:
+        try:
+            self.host.detach(guest, kind.value, devid)
+        except XsError as exc:
+            raise XendddError(f"detaching {kind.value} {devid} from {guest}: {exc.errno_name}") from None
+
+    def iommu_available(self) -> bool:
+        return self._iommu
+
+    def watch_lifecycle(
+        self, handler: Callable[[LifecycleEvent], None], on_reconnect: Callable[[], None]
+    ) -> None:
+        def loop() -> None:
+            while True:
+                event = self._events.get()
+                if event is None:
+                    return
+                handler(event)
+
+        self._thread = threading.Thread(target=loop, name="sim-libvirt-events", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._events.put(None)
+        if self._thread is not None:
+            self._thread.join(2.0)
+
+    def _on_host_event(self, what: str, domain: SimDomain) -> None:
+        kind = _KINDS.get(what)
+        if kind is not None:
+            self._events.put(LifecycleEvent(domain.name, domain.uuid, kind, domain.domid))
+
+
+def _info(domain: SimDomain) -> DomainInfo:
+    return DomainInfo(
+        name=domain.name,
+        uuid=domain.uuid,
+        domid=domain.domid,
+        state=_STATES.get(domain.state, DomainState.OTHER),
+        memory_kib=domain.memory_kib,
+        vcpus=domain.vcpus,
+    )

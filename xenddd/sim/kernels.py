@@ -1,0 +1,144 @@
+"""Simulated domain kernels: netback/blkback (+ `xl devd` hotplug) in driver domains, netfront/blkfront in
+guests, each a watch-driven state machine on the simulated xenstore acting as its own domain.
+
+They walk XenbusState as Linux's drivers do: backend 1 → (hotplug-status=connected) → 2 InitWait; frontend
+1 → 3 Initialised once the backend waits; backend → 4 Connected once the frontend is initialised and the
+hotplug script ran; frontend → 4 once the backend is connected; `online=0` / state 5 closes both to 6.
+Like real netfront, a frontend whose backend vanishes (the driver domain died) stays Connected: it only
+reads its backend at probe time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from xenddd.sim.store import XsError
+from xenddd.sim.xenstored import DomainClient, Xenstored
+
+log = logging.getLogger(__name__)
+
+INITIALISING, INIT_WAIT, INITIALISED, CONNECTED, CLOSING, CLOSED = 1, 2, 3, 4, 5, 6
+
+
+class Kernel:
+    """Common part: a DomainClient, a lock serialising the state machine, and pause handling."""
+
+    def __init__(self, engine: Xenstored, domid: int) -> None:
+        self.domid = domid
+        self.xs = DomainClient(engine, domid)
+        self.home = f"/local/domain/{domid}"
+        self._lock = threading.Lock()
+        self.paused = False
+        self.alive = True
+
+    def stop(self) -> None:
+        self.alive = False
+        self.xs.close()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def unpause(self) -> None:
+        self.paused = False
+        self.rescan()
+
+    def rescan(self) -> None:
+        raise NotImplementedError
+
+    def _state(self, path: str) -> int | None:
+        raw = self.xs.read(f"{path}/state")
+        return int(raw) if raw is not None and raw.isdigit() else None
+
+    def _guarded(self, path: str) -> None:
+        if not self.alive or self.paused:
+            return
+        with self._lock:
+            try:
+                self.rescan()
+            except XsError as exc:
+                log.debug("sim dom%d: %s while handling %s", self.domid, exc.errno_name, path)
+
+
+class BackendKernel(Kernel):
+    """netback + blkback + `xl devd` of a driver domain. `stall_initwait` keeps backends at state 1
+    (fault injection: a driver domain whose hotplug machinery never runs)."""
+
+    def __init__(self, engine: Xenstored, domid: int) -> None:
+        super().__init__(engine, domid)
+        self.stall_initwait = False
+        self._watched: set[str] = set()
+
+    def start(self) -> None:
+        self.xs.watch(f"{self.home}/backend", self._guarded)
+
+    def announce_ready(self) -> None:
+        """What the driver-domain image does once netback, blkback and `xl devd` run."""
+        if self.alive:
+            self.xs.write(f"{self.home}/data/ready", b"1")
+
+    def rescan(self) -> None:
+        for kind in self.xs.directory(f"{self.home}/backend"):
+            for guest in self.xs.directory(f"{self.home}/backend/{kind}"):
+                for devid in self.xs.directory(f"{self.home}/backend/{kind}/{guest}"):
+                    self._step(f"{self.home}/backend/{kind}/{guest}/{devid}", kind)
+
+    def _step(self, path: str, kind: str) -> None:
+        state = self._state(path)
+        frontend = (self.xs.read(f"{path}/frontend") or b"").decode("ascii", "replace")
+        if frontend and frontend not in self._watched and frontend.startswith("/local/domain/"):
+            self._watched.add(frontend)
+            self.xs.watch(f"{frontend}/state", self._guarded)
+        online = self.xs.read(f"{path}/online")
+        if state in (CLOSING,) or (online == b"0" and state not in (CLOSED, None)):
+            self.xs.write(f"{path}/state", str(CLOSED))
+            return
+        if state == INITIALISING and not self.stall_initwait:
+            if kind == "vbd":
+                self.xs.write(f"{path}/physical-device", b"fe:0")
+            self.xs.write(f"{path}/hotplug-status", b"connected")
+            self.xs.write(f"{path}/state", str(INIT_WAIT))
+            return
+        if state == INIT_WAIT and frontend:
+            front_state = self._state(frontend)
+            if (
+                front_state in (INITIALISED, CONNECTED)
+                and self.xs.read(f"{path}/hotplug-status") == b"connected"
+            ):
+                self.xs.write(f"{path}/state", str(CONNECTED))
+
+
+class FrontendKernel(Kernel):
+    """netfront + blkfront of a guest."""
+
+    def __init__(self, engine: Xenstored, domid: int) -> None:
+        super().__init__(engine, domid)
+        self._watched: set[str] = set()
+
+    def start(self) -> None:
+        self.xs.watch(f"{self.home}/device", self._guarded)
+
+    def rescan(self) -> None:
+        for kind in self.xs.directory(f"{self.home}/device"):
+            for devid in self.xs.directory(f"{self.home}/device/{kind}"):
+                self._step(f"{self.home}/device/{kind}/{devid}")
+
+    def _step(self, path: str) -> None:
+        state = self._state(path)
+        backend = (self.xs.read(f"{path}/backend") or b"").decode("ascii", "replace")
+        if not backend.startswith("/local/domain/"):
+            return
+        if backend not in self._watched:
+            self._watched.add(backend)
+            self.xs.watch(f"{backend}/state", self._guarded)
+        back_state = self._state(backend)
+        if back_state is None:
+            return  # backend vanished: netfront keeps its last state, as on real Xen
+        if back_state in (CLOSING, CLOSED) and state not in (CLOSED, None):
+            self.xs.write(f"{path}/state", str(CLOSED))
+        elif state == INITIALISING and back_state == INIT_WAIT:
+            self.xs.write(f"{path}/tx-ring-ref", b"8")
+            self.xs.write(f"{path}/event-channel", b"12")
+            self.xs.write(f"{path}/state", str(INITIALISED))
+        elif state == INITIALISED and back_state == CONNECTED:
+            self.xs.write(f"{path}/state", str(CONNECTED))
