@@ -149,6 +149,7 @@ class Xenstored:
         live = tree or self.store.tree
         for conn in list(self.connections):
             for watch in conn.watches:
+                sent: set[str] = set()
                 for path in changed:
                     if not watch_matches(watch.path, path):
                         continue
@@ -156,7 +157,9 @@ class Xenstored:
                         continue
                     # a removed ancestor is reported as the watched node itself, as C xenstored does
                     event = watch.path if watch.path.startswith(path.rstrip("/") + "/") else path
-                    conn.sink(_relative(event, watch, conn), watch.token)
+                    if event not in sent:
+                        sent.add(event)
+                        conn.sink(_relative(event, watch, conn), watch.token)
 
     def fire_special(self, name: str) -> None:
         for conn in list(self.connections):
@@ -260,7 +263,8 @@ def _mutate(
         tx.dirty.update(changed)
         tx.dirty.update(parent_of(p) for p in changed if p != "/")
     elif changed:
-        xs.fire(changed, removed_perms=before)
+        # a removal is one event per watch (for the removed node), as C xenstored fires it
+        xs.fire([path] if removing else changed, removed_perms=before)
 
 
 def _up_to_existing(tree: Tree, path: str) -> list[str]:

@@ -1,0 +1,1 @@
+pytest_plugins = ("xenddd.sim.pytest_plugin",)

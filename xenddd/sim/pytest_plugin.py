@@ -1,0 +1,42 @@
+"""pytest fixtures for the simulated host: one per test, on a temporary socket, torn down cleanly.
+
+Registered by tests/conftest.py. `sim_xenstored` is a bare xenstored (engine + socket server);
+`sim_host` adds the toolstack and the Hypervisor adapter.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xenddd.sim.runtime import SimulatedHost
+from xenddd.sim.xenstored import SocketServer, Xenstored
+
+
+@pytest.fixture
+def sim_xenstored(tmp_path: Path) -> Iterator[SocketServer]:
+    server = SocketServer(Xenstored(), tmp_path / "xenstored.sock")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sim_host(tmp_path: Path) -> Iterator[SimulatedHost]:
+    before = set(threading.enumerate())
+    simulated = SimulatedHost.start(tmp_path / "xenstored.sock")
+    yield simulated
+    simulated.stop()
+    _assert_no_leaked_threads(before)
+
+
+def _assert_no_leaked_threads(before: set[threading.Thread], timeout: float = 3.0) -> None:
+    """Simulator threads must end with their host: a leak would slowly poison the whole test run."""
+    leaked = [t for t in threading.enumerate() if t not in before and t.name.startswith("sim-")]
+    for thread in leaked:
+        thread.join(timeout)
+    alive = [t.name for t in leaked if t.is_alive()]
+    assert not alive, f"simulator threads outlived their host: {alive}"
