@@ -72,6 +72,7 @@ class DomainDirectory:
         self._xs = xenstore
         self._lock = threading.Lock()
         self._by_domid: dict[int, GuestIdentity | None] = {}
+        self.version = 0  # bumped whenever the set of domains (or their identities) may have changed
 
     def refresh(self, *, reread: bool = False) -> None:
         listing = self._xs.directory("/local/domain") or []
@@ -82,10 +83,13 @@ class DomainDirectory:
         paths = [p for d in new for p in (f"/local/domain/{d}/name", f"/local/domain/{d}/vm")]
         values = self._xs.read_many(paths) if paths else []
         with self._lock:
-            for domid in set(self._by_domid) - domids:
+            gone = set(self._by_domid) - domids
+            for domid in gone:
                 del self._by_domid[domid]
             for i, domid in enumerate(new):
                 self._by_domid[domid] = parse_guest_identity(values[2 * i], values[2 * i + 1])
+            if gone or new:
+                self.version += 1
 
     def identity(self, domid: int) -> GuestIdentity | None:
         with self._lock:
@@ -127,6 +131,9 @@ class FrontendRegistry:
         self._libvirt_devices = libvirt_devices
         self._lock = threading.Condition()
         self._entries: dict[FrontendKey, Frontend] = {}
+        self._keys_at: dict[tuple[int, DeviceKind, int, int], FrontendKey] = {}  # backend location → key
+        self._touched: set[FrontendKey] = set()
+        self._settled_version = -1
         self._rejected: dict[str, str] = {}
         self._warned: set[str] = set()
         self._dirty = False
@@ -185,7 +192,11 @@ class FrontendRegistry:
                 continue
             loaded[frontend.key] = frontend
         with self._lock:
-            self._entries = loaded
+            self._entries, self._keys_at = {}, {}
+            for frontend in loaded.values():
+                self._store(frontend)
+            self._dirty = False
+            self._settled_version = -1
             self._changed()
 
     def resync(self) -> None:
@@ -375,9 +386,14 @@ class FrontendRegistry:
         with self._lock:
             for verdict in judged.values():
                 self._store(verdict.frontend)
+            if scope_guest is not None and scope_devid is not None:
+                key = self._keys_at.get((dd_domid, kind, scope_guest, scope_devid))
+                candidates = [self._entries[key]] if key is not None else []
+            else:
+                candidates = list(self._entries.values())
             missing = [
                 f
-                for f in self._entries.values()
+                for f in candidates
                 if f.backend_name == name
                 and f.backend_domid == dd_domid
                 and f.kind is kind
@@ -394,23 +410,27 @@ class FrontendRegistry:
             for frontend, recorded in zip(missing, records, strict=True):
                 expected = backend_path(dd_domid, kind, frontend.guest_domid, frontend.devid)
                 if recorded == expected.encode():
-                    self._entries[frontend.key] = replace(
-                        frontend, backend_state=XenbusState.UNKNOWN, hotplug_status=None
-                    )
+                    self._store(replace(frontend, backend_state=XenbusState.UNKNOWN, hotplug_status=None))
                 else:
-                    self._entries.pop(frontend.key, None)
-                    self._dirty = True
+                    self._remove(frontend.key)
                     log.info("%s %s %d of %s is gone", name, kind.value, frontend.devid, frontend.guest_name)
 
     def _settle(self) -> None:
         """Drop entries of vanished guest instances, (un)mark orphans, persist changes, wake waiters."""
         driver_domids = {name: self.domains.domid_of(name) for name in self.driver_domains}
+        version = self.domains.version
         with self._lock:
-            for key, frontend in list(self._entries.items()):
+            # Only a change of the domain set can orphan or obsolete an untouched entry.
+            keys = list(self._entries) if version != self._settled_version else list(self._touched)
+            self._settled_version = version
+            self._touched.clear()
+            for key in keys:
+                frontend = self._entries.get(key)
+                if frontend is None:
+                    continue
                 identity = self.domains.identity(frontend.guest_domid)
                 if identity is None or identity.uuid != frontend.guest_uuid:
-                    del self._entries[key]
-                    self._dirty = True
+                    self._remove(key)
                     log.info(
                         "forgetting %s %s %d: the guest is gone",
                         frontend.guest_name,
@@ -420,8 +440,7 @@ class FrontendRegistry:
                     continue
                 orphaned = driver_domids.get(frontend.backend_name) != frontend.backend_domid
                 if orphaned != frontend.orphaned:
-                    self._entries[key] = replace(frontend, orphaned=orphaned)
-                    self._dirty = True
+                    self._store(replace(frontend, orphaned=orphaned))
                     if orphaned:
                         log.warning(
                             "%s %s %d is orphaned: %s (domid %d) is gone",
@@ -445,7 +464,17 @@ class FrontendRegistry:
         previous = self._entries.get(frontend.key)
         if previous is None or frontend_to_json(previous) != frontend_to_json(frontend):
             self._dirty = True
+        if previous is not None:
+            self._keys_at.pop(_location(previous), None)
         self._entries[frontend.key] = frontend
+        self._keys_at[_location(frontend)] = frontend.key
+        self._touched.add(frontend.key)
+
+    def _remove(self, key: FrontendKey) -> None:
+        previous = self._entries.pop(key, None)
+        if previous is not None:
+            self._keys_at.pop(_location(previous), None)
+            self._dirty = True
 
     def _changed(self) -> None:
         self.generation += 1
@@ -484,6 +513,10 @@ def _libvirt_agrees(libvirt_devices: LibvirtDevices, verdict: Judgement) -> Judg
 
 def _identity(params: VifParams | VbdParams) -> str:
     return params.mac if isinstance(params, VifParams) else params.vdev
+
+
+def _location(frontend: Frontend) -> tuple[int, DeviceKind, int, int]:
+    return (frontend.backend_domid, frontend.kind, frontend.guest_domid, frontend.devid)
 
 
 def _order(frontend: Frontend) -> tuple[str, str, int]:
