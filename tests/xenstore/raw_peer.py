@@ -1,7 +1,8 @@
 """A scripted xenstored peer over a real Unix socket, for faults the simulator cannot stage on demand.
 
 It speaks only the framing (xsd_sockmsg header + payload); `respond(op, payload)` decides per request:
-bytes → reply with the same op, `HANG` → never answer, `CLOSE` → drop the connection.
+bytes → reply with the same op, (op, bytes) → reply with that op, `HANG` → never answer,
+`CLOSE` → drop the connection.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ class RawPeer:
                     conn.shutdown(socket.SHUT_RDWR)
                     conn.close()
                     return
-                assert isinstance(answer, bytes)
-                conn.sendall(HEADER.pack(op, rq_id, tx_id, len(answer)) + answer)
+                reply_op, reply = answer if isinstance(answer, tuple) else (op, answer)
+                assert isinstance(reply, bytes)
+                conn.sendall(HEADER.pack(reply_op, rq_id, tx_id, len(reply)) + reply)
         except OSError:
             return
 

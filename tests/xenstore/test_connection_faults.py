@@ -76,3 +76,39 @@ def test_no_server_is_an_unavailable_error_naming_the_socket(socket_path: Path) 
     xs = Xenstore(socket_path, call_timeout=1)
     with pytest.raises(XenstoreUnavailable, match=r"xenstored\.sock"):
         xs.read("/local")
+
+
+def test_a_listing_too_long_for_one_reply_is_fetched_in_parts(socket_path: Path) -> None:
+    names = b"".join(f"{domid}\0".encode() for domid in range(1, 1500))
+    generation = b"42"
+    parts_asked: list[int] = []
+
+    def respond(op: int, payload: bytes) -> object:
+        if op == 1:
+            return (16, b"E2BIG\0")  # what xenstored answers when the listing exceeds 4096 bytes
+        assert op == 22
+        offset = int(payload.split(b"\0")[1])
+        parts_asked.append(offset)
+        chunk = names[offset : offset + 2000]
+        last = offset + 2000 >= len(names)
+        return generation + b"\0" + chunk + (b"\0" if last else b"")
+
+    peer = RawPeer(socket_path, respond)
+    xs = Xenstore(socket_path, call_timeout=3600)
+    try:
+        assert xs.directory("/local/domain") == [str(d) for d in range(1, 1500)]
+        assert len(parts_asked) > 1
+    finally:
+        xs.close()
+        peer.close()
+
+
+def test_an_oversized_reply_from_a_lenient_server_does_not_kill_the_connection(socket_path: Path) -> None:
+    peer = RawPeer(socket_path, lambda op, payload: b"x" * 10000)
+    xs = Xenstore(socket_path, call_timeout=3600)
+    try:
+        assert xs.read("/big") == b"x" * 10000
+        assert xs.read("/big") == b"x" * 10000
+    finally:
+        xs.close()
+        peer.close()

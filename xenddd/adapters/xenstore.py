@@ -33,11 +33,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pyxs._internal import Event, Op, Packet
 from pyxs.client import Router, RVar
 from pyxs.connection import UnixSocketConnection
+from pyxs.exceptions import ConnectionError as PyXSConnectionError
 from pyxs.exceptions import PyXSError
 
 from xenddd.errors import XendddError
@@ -52,6 +53,34 @@ _COMPONENT_RE = re.compile(r"^[A-Za-z0-9_@-]+$")
 _ERRNO_BY_NAME = {name: code for code, name in errno.errorcode.items()}
 _PIPELINE_WINDOW = 256
 _HEADER = Packet._struct
+_MAX_REPLY = 1 << 20
+DIRECTORY_PART = 22  # Xen >= 4.15; not in pyxs's Op table
+
+
+class _Reply(NamedTuple):
+    op: int
+    rq_id: int
+    tx_id: int
+    size: int
+    payload: bytes
+
+
+class _Connection(UnixSocketConnection):  # type: ignore[misc]
+    """pyxs's connection, minus its reply validation: `Packet` refuses ops it does not know (such as
+    DIRECTORY_PART's reply) and payloads above 4096 bytes, and a refusal there kills the router thread."""
+
+    def recv(self) -> _Reply:
+        if not self.is_connected:
+            raise PyXSConnectionError("not connected")
+        try:
+            op, rq_id, tx_id, size = _HEADER.unpack(self.transport.recv(_HEADER.size))
+            if size > _MAX_REPLY:
+                raise OSError(f"a {size}-byte reply is not xenstore")
+            payload = self.transport.recv(size) if size else b""
+        except OSError as exc:
+            self.close()
+            raise PyXSConnectionError(f"reading from {self.path}: {exc}") from None
+        return _Reply(op, rq_id, tx_id, size, payload)
 
 
 class XenstoreError(XendddError):
@@ -231,7 +260,7 @@ class Xenstore:
 
     def _reconnect_locked(self) -> _Router:
         previous = self._router
-        router = _Router(UnixSocketConnection(self.socket_path), self._router_exited)
+        router = _Router(_Connection(self.socket_path), self._router_exited)
         try:
             router.start()
         except (PyXSError, OSError) as exc:
@@ -282,9 +311,8 @@ class Xenstore:
                 raise XenstoreError(f"xenstore request of {len(payload)} bytes exceeds {MAX_PAYLOAD} bytes")
         with self._lock:
             rq_ids = [next(self._rq_ids) & 0xFFFFFFFF for _ in requests]
-        packets = [
-            Packet(op, payload, rq_id, tx_id) for (op, payload), rq_id in zip(requests, rq_ids, strict=True)
-        ]
+        pairs = zip(requests, rq_ids, strict=True)
+        packets = [_Reply(op, rq_id, tx_id, len(payload), payload) for (op, payload), rq_id in pairs]
         data = b"".join(_HEADER.pack(p.op, p.rq_id, p.tx_id, p.size) + p.payload for p in packets)
         rvars = []
         try:
@@ -363,16 +391,38 @@ class Xenstore:
         return [_value_or_none(r) for r in results]
 
     def directory(self, path: str, tx_id: int = 0) -> list[str] | None:
-        payload = _absent_as_none(lambda: self._call(Op.DIRECTORY, _path(path), tx_id))
-        return None if payload is None else _names(payload)
+        return self.directory_many([path], tx_id)[0]
 
     def directory_many(self, paths: Sequence[str], tx_id: int = 0) -> list[list[str] | None]:
+        """Listings of `paths` (None where absent); one too long for a reply is fetched in parts."""
         results = self._pipeline([(Op.DIRECTORY, _path(p)) for p in paths], tx_id)
         listings: list[list[str] | None] = []
-        for result in results:
+        for path, result in zip(paths, results, strict=True):
+            if isinstance(result, XenstoreError) and result.errno == errno.E2BIG:
+                result = self._directory_in_parts(path, tx_id)
             payload = _value_or_none(result)
             listings.append(None if payload is None else _names(payload))
         return listings
+
+    def _directory_in_parts(self, path: str, tx_id: int, attempts: int = 8) -> bytes:
+        """DIRECTORY_PART: byte ranges of the child list, restarted if the node's generation changes.
+
+        A part ending in an extra NUL (an empty name) is the last one.
+        """
+        for _attempt in range(attempts):
+            offset, parts, generation = 0, [], None
+            while True:
+                reply = self._call(DIRECTORY_PART, _path(path) + str(offset).encode() + _NUL, tx_id)
+                current, _sep, part = reply.partition(_NUL)
+                if generation is not None and current != generation:
+                    break  # the directory changed between parts: start again
+                generation = current
+                if part in (b"", _NUL) or part.endswith(_NUL + _NUL):
+                    parts.append(part[:-1] if part else part)
+                    return b"".join(parts)
+                parts.append(part)
+                offset += len(part)
+        raise XenstoreConflict(f"{path} kept changing while being listed", errno.EAGAIN)
 
     def write(self, path: str, value: bytes | str, tx_id: int = 0) -> None:
         data = value.encode() if isinstance(value, str) else value
