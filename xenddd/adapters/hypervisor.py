@@ -1,0 +1,343 @@
+"""The Hypervisor protocol on libvirt-python: libvirt's Xen driver (libxl underneath) on a real host.
+
+Quirks contained here:
+- Events need `virEventRegisterDefaultImpl()` before the connection is opened and a thread looping
+  `virEventRunDefaultImpl()`; lifecycle callbacks run on that thread and only hand a hint on.
+- A lost connection (libvirtd restarted) is noticed by the close callback or the next failing call; the
+  adapter reconnects with backoff, re-registers its callbacks and calls `on_reconnect`, since events of the
+  gap are lost.
+- After a backend domain dies, libvirt keeps the guest's device in its live definition (qubes-issues#1426):
+  the stale device must be detached through libvirt before the same device can be attached again, and
+  "device not found" on detach means "already gone", not failure.
+- Guests that `xl` created are not libvirt's; their devices are attached and detached with `xl`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+
+from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, GuestDevice, LifecycleEvent, LifecycleKind
+from xenddd.adapters.xl import Xl
+from xenddd.config import DriverDomainSpec
+from xenddd.domain_xml import driver_domain_xml, frontend_device_xml
+from xenddd.errors import XendddError
+from xenddd.model import DeviceKind, VbdParams, VifParams
+
+log = logging.getLogger(__name__)
+
+_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: DomainState.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
+}
+_GONE = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID}
+_event_impl_lock = threading.Lock()
+_event_impl_registered = False
+
+
+def _register_event_impl() -> None:
+    """Once per process, before any connection: libvirt dispatches events only through a registered loop."""
+    global _event_impl_registered
+    with _event_impl_lock:
+        if not _event_impl_registered:
+            libvirt.virEventRegisterDefaultImpl()
+            threading.Thread(target=_run_event_loop, name="xenddd-libvirt-events", daemon=True).start()
+            _event_impl_registered = True
+
+
+def _run_event_loop() -> None:
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except libvirt.libvirtError as exc:  # pragma: no cover - libvirt's loop itself failing
+            log.error("libvirt event loop: %s", exc)
+            time.sleep(1)
+
+
+class LibvirtHypervisor:
+    def __init__(
+        self, uri: str, *, xl: Xl | None = None, backoff_initial: float = 0.5, backoff_max: float = 30.0
+    ) -> None:
+        _register_event_impl()
+        self.uri = uri
+        self._xl = xl or Xl()
+        self._lock = threading.RLock()
+        self._conn: Any = None
+        self._handler: Callable[[LifecycleEvent], None] | None = None
+        self._on_reconnect: Callable[[], None] | None = None
+        self._backoff_initial, self._backoff_max = backoff_initial, backoff_max
+        self._closed = False
+        self._connect()
+
+    # -- connection ------------------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise XendddError(f"cannot connect to libvirt at {self.uri}: {_message(exc)}") from None
+        conn.registerCloseCallback(self._closed_by_libvirt, None)
+        if self._handler is not None:
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None)
+        self._conn = conn
+        return conn
+
+    def connection(self) -> Any:
+        """The live connection, reconnecting (with backoff, bounded) if libvirtd went away."""
+        with self._lock:
+            if self._conn is not None and self._conn.isAlive():
+                return self._conn
+            self._conn = None
+            delay = self._backoff_initial
+            deadline = time.monotonic() + self._backoff_max * 2
+            while True:
+                try:
+                    conn = self._connect()
+                    break
+                except XendddError:
+                    if time.monotonic() + delay > deadline or self._closed:
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, self._backoff_max)
+        log.info("reconnected to libvirt at %s", self.uri)
+        if self._on_reconnect is not None:
+            self._on_reconnect()
+        return conn
+
+    def _closed_by_libvirt(self, _conn: Any, reason: int, _opaque: Any) -> None:
+        log.warning("libvirt connection closed (reason %d); reconnecting", reason)
+        with self._lock:
+            self._conn = None
+        if not self._closed:
+            threading.Thread(
+                target=self._reconnect_quietly, name="xenddd-libvirt-reconnect", daemon=True
+            ).start()
+
+    def _reconnect_quietly(self) -> None:
+        try:
+            self.connection()
+        except XendddError as exc:
+            log.error("%s", exc)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.unregisterCloseCallback()
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+
+    # -- queries ---------------------------------------------------------------------------------------
+
+    def domains(self) -> list[DomainInfo]:
+        try:
+            return [_info(d) for d in self.connection().listAllDomains()]
+        except libvirt.libvirtError as exc:
+            raise XendddError(f"listing domains: {_message(exc)}") from None
+
+    def domain(self, name: str) -> DomainInfo | None:
+        dom = self._lookup(name)
+        return _info(dom) if dom is not None else None
+
+    def manages(self, guest: str) -> bool:
+        return self._lookup(guest) is not None
+
+    def guest_devices(self, guest: str) -> list[GuestDevice]:
+        dom = self._lookup(guest)
+        if dom is None:
+            return []
+        try:
+            return parse_guest_devices(dom.XMLDesc(0))
+        except libvirt.libvirtError as exc:
+            raise XendddError(f"{guest}: reading its definition: {_message(exc)}") from None
+
+    def iommu_available(self) -> bool:
+        return self._xl.iommu_available()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def define(self, spec: DriverDomainSpec) -> None:
+        try:
+            self.connection().defineXML(driver_domain_xml(spec))
+        except libvirt.libvirtError as exc:
+            raise XendddError(f"{spec.name}: defining the domain failed: {_message(exc)}") from None
+
+    def start(self, name: str) -> DomainInfo:
+        dom = self._lookup(name)
+        if dom is None:
+            raise XendddError(f"{name}: not defined in libvirt")
+        try:
+            if not dom.isActive():
+                dom.create()
+        except libvirt.libvirtError as exc:
+            raise XendddError(f"{name}: start failed: {_message(exc)}") from None
+        return _info(dom)
+
+    def destroy(self, name: str) -> None:
+        dom = self._lookup(name)
+        if dom is None:
+            return
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in _GONE:
+                raise XendddError(f"{name}: destroy failed: {_message(exc)}") from None
+
+    # -- devices ---------------------------------------------------------------------------------------
+
+    def attach(
+        self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
+    ) -> None:
+        dom = self._lookup(guest)
+        if dom is None:
+            self._xl.attach(guest, kind, params, backend)
+            return
+        try:
+            dom.attachDeviceFlags(frontend_device_xml(kind, params, backend), _flags(dom))
+        except libvirt.libvirtError as exc:
+            raise XendddError(
+                f"{guest}: attaching {kind.value} {devid} via {backend}: {_message(exc)}"
+            ) from None
+
+    def detach(self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams) -> None:
+        dom = self._lookup(guest)
+        if dom is None:
+            self._xl.detach(guest, kind, devid)
+            return
+        current = [d for d in parse_guest_devices(dom.XMLDesc(0)) if _same_device(d, kind, params)]
+        if not current:
+            return  # already gone
+        try:
+            dom.detachDeviceFlags(
+                frontend_device_xml(kind, current[0].params, current[0].backend_name or ""), _flags(dom)
+            )
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_DEVICE_MISSING, libvirt.VIR_ERR_NO_DOMAIN):
+                return
+            raise XendddError(f"{guest}: detaching stale {kind.value} {devid}: {_message(exc)}") from None
+
+    def watch_lifecycle(
+        self, handler: Callable[[LifecycleEvent], None], on_reconnect: Callable[[], None]
+    ) -> None:
+        self._handler, self._on_reconnect = handler, on_reconnect
+        try:
+            self.connection().domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None
+            )
+        except libvirt.libvirtError as exc:
+            raise XendddError(f"registering for libvirt events: {_message(exc)}") from None
+
+    def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+        kind = translate_lifecycle(event, detail)
+        if kind is None or self._handler is None:
+            return
+        domid = dom.ID()
+        self._handler(LifecycleEvent(dom.name(), dom.UUIDString(), kind, domid if domid >= 0 else None))
+
+    def _lookup(self, name: str) -> Any:
+        try:
+            return self.connection().lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise XendddError(f"{name}: looking it up in libvirt: {_message(exc)}") from None
+
+
+def translate_lifecycle(event: int, detail: int) -> LifecycleKind | None:
+    """libvirt's (event, detail) → what xenddd cares about; a stop is told apart by its detail."""
+    if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+        return {
+            libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: LifecycleKind.CRASHED,
+            libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: LifecycleKind.SHUTDOWN,
+        }.get(detail, LifecycleKind.DESTROYED)
+    return {
+        libvirt.VIR_DOMAIN_EVENT_DEFINED: LifecycleKind.DEFINED,
+        libvirt.VIR_DOMAIN_EVENT_UNDEFINED: LifecycleKind.UNDEFINED,
+        libvirt.VIR_DOMAIN_EVENT_STARTED: LifecycleKind.STARTED,
+        libvirt.VIR_DOMAIN_EVENT_SUSPENDED: LifecycleKind.SUSPENDED,
+        libvirt.VIR_DOMAIN_EVENT_RESUMED: LifecycleKind.RESUMED,
+        libvirt.VIR_DOMAIN_EVENT_CRASHED: LifecycleKind.CRASHED,
+    }.get(event)
+
+
+def parse_guest_devices(xml_text: str) -> list[GuestDevice]:
+    """A guest's vifs and vbds from its live XML, with the driver domain serving each (if any)."""
+    root = ET.fromstring(xml_text)
+    devices: list[GuestDevice] = []
+    for interface in root.iterfind("./devices/interface"):
+        mac = interface.find("mac")
+        if mac is None or not mac.get("address"):
+            continue
+        source = interface.find("source")
+        backend = interface.find("backenddomain")
+        params = VifParams(
+            mac=mac.get("address", "").lower(), bridge=source.get("bridge") if source is not None else None
+        )
+        devices.append(
+            GuestDevice(DeviceKind.VIF, None, params, backend.get("name") if backend is not None else None)
+        )
+    for disk in root.iterfind("./devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is None or source is None:
+            continue
+        backend = disk.find("backenddomain")
+        params_vbd = VbdParams(
+            vdev=target.get("dev", ""),
+            target=source.get("dev") or source.get("file") or "",
+            mode="r" if disk.find("readonly") is not None else "w",
+            device_type=disk.get("device", "disk"),
+        )
+        devices.append(
+            GuestDevice(
+                DeviceKind.VBD, None, params_vbd, backend.get("name") if backend is not None else None
+            )
+        )
+    return devices
+
+
+def _same_device(device: GuestDevice, kind: DeviceKind, params: VifParams | VbdParams) -> bool:
+    if device.kind is not kind:
+        return False
+    if isinstance(params, VifParams) and isinstance(device.params, VifParams):
+        return device.params.mac == params.mac.lower()
+    if isinstance(params, VbdParams) and isinstance(device.params, VbdParams):
+        return device.params.vdev == params.vdev
+    return False
+
+
+def _flags(dom: Any) -> int:
+    flags: int = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    if dom.isPersistent():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    return flags
+
+
+def _info(dom: Any) -> DomainInfo:
+    state, max_kib, memory_kib, vcpus, cpu_time = dom.info()
+    domid = dom.ID()
+    return DomainInfo(
+        name=dom.name(),
+        uuid=dom.UUIDString(),
+        domid=domid if domid >= 0 else None,
+        state=_STATES.get(state, DomainState.OTHER),
+        memory_kib=memory_kib or max_kib,
+        vcpus=vcpus,
+        cpu_time_ns=cpu_time,
+    )
+
+
+def _message(exc: Any) -> str:
+    return str(exc.get_error_message() or exc).strip()

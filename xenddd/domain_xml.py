@@ -1,0 +1,118 @@
+"""libvirt domain and device XML for driver domains and their guests' frontends, built with ElementTree.
+
+Decisions recorded here because the XML is where they show:
+- PCI devices are `<hostdev managed='no'>`: xenddd's own PCI module hides them through xen-pciback first
+  (recording the original driver, refusing devices dom0 needs, rolling back on failure). With
+  managed='yes' libvirt would detach them from their dom0 driver itself and rebind them on every stop,
+  undoing that work and racing xenddd's records.
+- `permissive` maps to `<source writeFiltering='no'>`, libvirt's name for pciback's permissive mode.
+  libvirt exposes no per-device rdm_policy; libxl's default applies (`rdm_policy` is kept in the config
+  for xl-created domains and documented as such).
+- `<on_crash>` is `destroy` (or `preserve` to keep a crashed domain for debugging): xenddd, not libvirt,
+  owns restarts, because only xenddd knows the guests' frontends must be reattached afterwards.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from xenddd.config import DiskSpec, DriverDomainSpec, PciDeviceSpec
+from xenddd.model import DeviceKind, VbdParams, VifParams
+
+
+def driver_domain_xml(spec: DriverDomainSpec) -> str:
+    domain = ET.Element("domain", type="xen")
+    ET.SubElement(domain, "name").text = spec.name
+    ET.SubElement(domain, "memory", unit="MiB").text = str(spec.memory_mib)
+    ET.SubElement(domain, "vcpu").text = str(spec.vcpus)
+    os_element = ET.SubElement(domain, "os")
+    if spec.virt == "pv":
+        ET.SubElement(os_element, "type", arch="x86_64", machine="xenpv").text = "linux"
+        if spec.kernel is not None:
+            ET.SubElement(os_element, "kernel").text = str(spec.kernel)
+        if spec.initrd is not None:
+            ET.SubElement(os_element, "initrd").text = str(spec.initrd)
+        if spec.cmdline:
+            ET.SubElement(os_element, "cmdline").text = spec.cmdline
+    else:
+        ET.SubElement(os_element, "type", arch="x86_64", machine="xenfv").text = "hvm"
+        ET.SubElement(os_element, "boot", dev="hd")
+        features = ET.SubElement(domain, "features")
+        for feature in ("acpi", "apic", "pae"):
+            ET.SubElement(features, feature)
+    ET.SubElement(domain, "on_poweroff").text = "destroy"
+    ET.SubElement(domain, "on_reboot").text = "restart"
+    ET.SubElement(domain, "on_crash").text = spec.on_crash
+    devices = ET.SubElement(domain, "devices")
+    for disk in spec.disks:
+        devices.append(_disk(disk, hvm=spec.virt == "hvm"))
+    for pci in spec.pci:
+        devices.append(_hostdev(pci))
+    console = ET.SubElement(devices, "console", type="pty")
+    ET.SubElement(console, "target", type="xen" if spec.virt == "pv" else "serial", port="0")
+    return _text(domain)
+
+
+def frontend_device_xml(kind: DeviceKind, params: VifParams | VbdParams, backend: str) -> str:
+    """A vif (`<interface>`) or vbd (`<disk>`) served by driver domain `backend` (`<backenddomain>`)."""
+    if kind is DeviceKind.VIF:
+        assert isinstance(params, VifParams)
+        interface = ET.Element("interface", type="bridge")
+        ET.SubElement(interface, "mac", address=params.mac)
+        ET.SubElement(interface, "source", bridge=params.bridge or "xenbr0")
+        if params.script:
+            ET.SubElement(interface, "script", path=params.script)
+        ET.SubElement(interface, "backenddomain", name=backend)
+        if params.mtu:
+            ET.SubElement(interface, "mtu", size=str(params.mtu))
+        return _text(interface)
+    assert isinstance(params, VbdParams)
+    block = params.target.startswith("/dev/")
+    disk = ET.Element(
+        "disk", type="block" if block else "file", device="cdrom" if params.device_type == "cdrom" else "disk"
+    )
+    driver = {"name": "phy"} if block else {"name": "qemu", "type": params.format or "raw"}
+    ET.SubElement(disk, "driver", driver)
+    ET.SubElement(disk, "source", {"dev": params.target} if block else {"file": params.target})
+    ET.SubElement(disk, "backenddomain", name=backend)
+    ET.SubElement(disk, "target", dev=params.vdev, bus="xen")
+    if params.mode == "r":
+        ET.SubElement(disk, "readonly")
+    return _text(disk)
+
+
+def _disk(disk: DiskSpec, hvm: bool) -> ET.Element:
+    block = str(disk.path).startswith("/dev/")
+    element = ET.Element("disk", type="block" if block else "file", device="disk")
+    if block:
+        ET.SubElement(element, "driver", name="phy")
+        ET.SubElement(element, "source", dev=str(disk.path))
+    else:
+        ET.SubElement(element, "driver", name="qemu", type=disk.format)
+        ET.SubElement(element, "source", file=str(disk.path))
+    target = disk.vdev if not hvm or not disk.vdev.startswith("xvd") else disk.vdev.replace("xvd", "hd", 1)
+    ET.SubElement(element, "target", dev=target, bus="xen" if not hvm else "ide")
+    if disk.readonly:
+        ET.SubElement(element, "readonly")
+    return element
+
+
+def _hostdev(pci: PciDeviceSpec) -> ET.Element:
+    hostdev = ET.Element("hostdev", mode="subsystem", type="pci", managed="no")
+    ET.SubElement(hostdev, "driver", name="xen")
+    source = ET.SubElement(hostdev, "source", {"writeFiltering": "no"} if pci.permissive else {})
+    bdf = pci.bdf
+    ET.SubElement(
+        source,
+        "address",
+        domain=f"0x{bdf.domain:04x}",
+        bus=f"0x{bdf.bus:02x}",
+        slot=f"0x{bdf.device:02x}",
+        function=f"0x{bdf.function:x}",
+    )
+    return hostdev
+
+
+def _text(element: ET.Element) -> str:
+    ET.indent(element)
+    return ET.tostring(element, encoding="unicode") + "\n"
