@@ -8,7 +8,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from xenddd import state
+from xenddd.adapters.xenstore import Xenstore
 from xenddd.cli.main import cli
+from xenddd.sim.runtime import SimulatedHost
 
 UUID = "0f0e0d0c-0b0a-0908-0706-050403020100"
 
@@ -85,3 +87,42 @@ def test_an_unknown_backend_is_invalid_input(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--config", str(config), "network-list", "--backend", "nosuch"])
     assert result.exit_code == 2
     assert "not a configured driver domain" in result.stderr
+
+
+def wait_until_connected(socket: Path, backend: str, frontend: str) -> None:
+    """Both ends Connected, waited for on xenstore watches (the simulated kernels connect asynchronously)."""
+    xs = Xenstore(socket)
+    try:
+        xs.watch(backend)
+        xs.watch(frontend)
+        while xs.read_many([f"{backend}/state", f"{frontend}/state"]) != [b"4", b"4"]:
+            assert xs.next_event(timeout=20) is not None, "the device never connected"
+    finally:
+        xs.close()
+
+
+def test_network_list_shows_live_states_from_the_simulated_host(
+    tmp_path: Path, sim_host: SimulatedHost
+) -> None:
+    for name in ("netdd", "blkdd"):
+        sim_host.host.define(name, driver=True)
+        sim_host.host.start(name)
+    guest = sim_host.host.create_guest("web", vif=("netdd",), vbd=("blkdd",))
+    netdd = sim_host.host.domains["netdd"].domid
+    wait_until_connected(
+        sim_host.server.path,
+        f"/local/domain/{netdd}/backend/vif/{guest.domid}/0",
+        f"/local/domain/{guest.domid}/device/vif/0",
+    )
+    config = write_config(tmp_path, sim_host.server.path)
+
+    result = CliRunner().invoke(cli, ["--json", "--config", str(config), "network-list", "web"])
+
+    assert result.exit_code == 0, result.output
+    items = json.loads(result.stdout)["items"]
+    mac = guest.devices[0].params["mac"]
+    assert [(i["guest"], i["be"], i["mac"], i["hotplug_status"], i["status"]) for i in items] == [
+        ("web", f"netdd/{netdd}", mac, "connected", "ok")
+    ]
+    assert (items[0]["be_state"], items[0]["fe_state"]) == ("4:connected", "4:connected")
+    assert not (tmp_path / "state" / "registry.json").exists()  # the CLI never writes the daemon's file
