@@ -168,7 +168,12 @@ class Reconciler:
             frontends=len(frontends),
         )
         log.warning(
-            "%s: domid %s %s; recovering %d frontends", spec.name, incident.dead_domid, reason, len(frontends)
+            "%s: domid %s %s; recovering %d frontends (rejected backends: %s)",
+            spec.name,
+            incident.dead_domid,
+            reason,
+            len(frontends),
+            self._registry.rejected() or "none",
         )
         return self._recovery.advance(spec, record, running)
 

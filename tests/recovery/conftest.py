@@ -1,0 +1,150 @@
+"""A running daemon on a simulated host, for end-to-end recovery tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from xenddd.config import Config, parse_config
+from xenddd.service.daemon import Daemon
+from xenddd.sim.host import SimDomain
+from xenddd.sim.runtime import SimulatedHost
+
+TOPOLOGY = """
+[xenddd]
+state_dir = "{tmp}/state"
+control_socket = "{tmp}/control.sock"
+
+[[driver_domain]]
+name = "domnet"
+kind = "network"
+kernel = "/boot/dd"
+[driver_domain.restart]
+max_restarts = {max_restarts}
+window = 600
+backoff_base = 0.05
+backoff_cap = 0.2
+
+[[driver_domain]]
+name = "domstore"
+kind = "block"
+kernel = "/boot/dd"
+[driver_domain.restart]
+backoff_base = 0.05
+backoff_cap = 0.2
+
+[[simulation.guest]]
+name = "web"
+vif = ["domnet"]
+vbd = ["domstore"]
+
+[[simulation.guest]]
+name = "db"
+vif = ["domnet"]
+vbd = ["domstore"]
+
+[[simulation.guest]]
+name = "cache"
+vif = ["domnet"]
+"""
+
+
+@dataclass
+class RunningDaemon:
+    sim: SimulatedHost
+    config: Config
+    daemon: Daemon
+    thread: threading.Thread
+
+    def settled(self, count: int) -> bool:
+        """All `count` frontends connected AND known to the daemon's registry: the steady state a crash
+        is meant to interrupt (a device attached in the very instant its backend dies is another story)."""
+        wiring = self.daemon._wiring
+        return (
+            all_connected(self.sim, count)
+            and wiring is not None
+            and len(wiring.registry.frontends()) == count
+        )
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "the daemon did not stop"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def frontends(sim: SimulatedHost) -> dict[tuple[str, str, str], dict[str, str | None]]:
+    """Every guest device as the guest's own xenstore nodes show it: identity, backend and both states."""
+    dom0 = sim.host.dom0
+    seen: dict[tuple[str, str, str], dict[str, str | None]] = {}
+    for guest in ("web", "db", "cache"):
+        domain = sim.host.domains.get(guest)
+        if domain is None or domain.domid is None:
+            continue
+        for kind in ("vif", "vbd"):
+            for devid in dom0.directory(f"/local/domain/{domain.domid}/device/{kind}"):
+                path = f"/local/domain/{domain.domid}/device/{kind}/{devid}"
+                backend = (dom0.read(f"{path}/backend") or b"").decode()
+                seen[(guest, kind, devid)] = {
+                    "state": _text(dom0.read(f"{path}/state")),
+                    "backend_id": _text(dom0.read(f"{path}/backend-id")),
+                    "backend_state": _text(dom0.read(f"{backend}/state")) if backend else None,
+                    "mac": _text(dom0.read(f"{path}/mac")),
+                    "vdev": _text(dom0.read(f"{backend}/dev")) if kind == "vbd" and backend else None,
+                }
+    return seen
+
+
+def all_connected(sim: SimulatedHost, count: int) -> bool:
+    devices = frontends(sim)
+    return len(devices) == count and all(
+        d["state"] == "4" and d["backend_state"] == "4" for d in devices.values()
+    )
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode() if raw is not None else None
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
+    running: list[RunningDaemon] = []
+    hosts: list[SimulatedHost] = []
+
+    def start(max_restarts: int = 5, sim: SimulatedHost | None = None) -> RunningDaemon:
+        config = parse_config(
+            TOPOLOGY.format(tmp=tmp_path, max_restarts=max_restarts), tmp_path / "xenddd.toml"
+        )
+        if sim is None:
+            sim = SimulatedHost.start(tmp_path / "xenstored.sock")
+            hosts.append(sim)
+        daemon = Daemon(config, sim.runtime(config))
+        thread = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
+        thread.start()
+        handle = RunningDaemon(sim, config, daemon, thread)
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        if handle.thread.is_alive():
+            handle.stop()
+    for sim in hosts:
+        sim.stop()
+
+
+def domid(domain: SimDomain) -> int:
+    assert domain.domid is not None
+    return domain.domid

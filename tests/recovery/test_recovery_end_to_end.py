@@ -1,0 +1,163 @@
+"""End to end on the simulated host with the real daemon: crashed driver domains come back with every
+frontend reattached with the same identity, and nothing is lost or duplicated whatever happens meanwhile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.recovery.conftest import RunningDaemon, all_connected, frontends, wait_until
+
+FIVE_DEVICES = 5  # web: vif+vbd, db: vif+vbd, cache: vif
+
+
+def events(handle: RunningDaemon, name: str) -> list[dict[str, object]]:
+    return [r for r in handle.daemon.history.since() if r["event"] == name]
+
+
+def test_crashed_network_and_block_domains_get_all_five_frontends_back(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES), what="guests connected at start")
+    before = frontends(sim)
+    old_net, old_store = sim.host.domains["domnet"].domid, sim.host.domains["domstore"].domid
+
+    sim.host.crash("domnet")
+    sim.host.crash("domstore")
+
+    wait_until(lambda: len(events(handle, "recovered")) == 2, what="two recoveries")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="all five frontends connected again")
+    after = frontends(sim)
+    assert after.keys() == before.keys()
+    for key, device in after.items():
+        assert device["mac"] == before[key]["mac"]
+        assert device["vdev"] == before[key]["vdev"]
+    new_net, new_store = sim.host.domains["domnet"].domid, sim.host.domains["domstore"].domid
+    assert new_net not in (None, old_net) and new_store not in (None, old_store)
+    assert {d["backend_id"] for k, d in after.items() if k[1] == "vif"} == {str(new_net)}
+    assert {d["backend_id"] for k, d in after.items() if k[1] == "vbd"} == {str(new_store)}
+    assert len(events(handle, "reattached")) == FIVE_DEVICES
+
+
+def test_an_external_destroy_is_recovered_like_a_crash(start_daemon: Callable[..., RunningDaemon]) -> None:
+    handle = start_daemon()
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    handle.sim.host.destroy("domnet")
+    wait_until(lambda: len(events(handle, "recovered")) == 1)
+    wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES))
+
+
+def test_a_crash_loop_ends_in_failed_and_an_operator_restart_clears_it(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    handle = start_daemon(max_restarts=2)
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    for crash in range(3):
+        wait_until(
+            lambda: sim.host.domains["domnet"].domid is not None, what=f"domnet up before crash {crash}"
+        )
+        sim.host.crash("domnet")
+        if crash < 2:
+            wait_until(lambda n=crash: len(events(handle, "restarted")) == n + 1, what="restart")
+    wait_until(lambda: len(events(handle, "failed")) == 1, what="failed state")
+    snapshot = handle.daemon._wiring.reconciler.snapshot()  # type: ignore[union-attr]
+    domnet = next(d for d in snapshot["driver_domains"] if d["name"] == "domnet")
+    assert domnet["failed"] and domnet["state"] == "failed"
+    assert sim.host.domains["domnet"].domid is None
+
+    answers: list[dict[str, object]] = []
+    from xenddd.hints import ControlRequest
+
+    handle.daemon.hints.put(ControlRequest("restart", {"name": "domnet"}, answers.append))
+    wait_until(
+        lambda: bool(answers) and sim.host.domains["domnet"].domid is not None, what="operator restart"
+    )
+    assert answers[0]["ok"] is True
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="frontends back after the operator's restart")
+
+
+def test_a_guest_destroyed_during_the_outage_is_dropped_not_lost(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    sim.host.boot_delay = 1.0  # the new instance takes a while to be ready, so the outage lasts
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "restarted")) == 1)
+    sim.host.destroy("cache")
+    wait_until(lambda: len(events(handle, "recovered")) == 1, timeout=30)
+    dropped = events(handle, "dropped")
+    assert [d["guest"] for d in dropped] == ["cache"]
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES - 1))
+
+
+def test_a_paused_guest_is_reattached_when_it_resumes(start_daemon: Callable[..., RunningDaemon]) -> None:
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    sim.host.pause("db")
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "reattached")) == 2, what="the running guests' vifs")
+    assert not events(handle, "recovered")
+    sim.host.unpause("db")
+    wait_until(lambda: len(events(handle, "recovered")) == 1, what="recovery completed after resume")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+
+
+def test_a_daemon_restart_mid_recovery_finishes_without_duplicates(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    first = start_daemon()
+    sim = first.sim
+    wait_until(lambda: first.settled(FIVE_DEVICES))
+    sim.host.boot_delay = 1.0
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(first, "restarted")) == 1)
+    first.stop()  # the recovery is in "waiting-ready" with its intent on disk
+    assert not events(first, "ready")
+
+    second = start_daemon(sim=sim)
+    wait_until(lambda: len(events(second, "recovered")) == 1, timeout=30)
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+    assert len(frontends(sim)) == FIVE_DEVICES
+
+
+def test_a_missed_crash_event_is_found_by_the_next_resync(start_daemon: Callable[..., RunningDaemon]) -> None:
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    sim.engine.faults.drop_events = True  # xenstore watch events are lost
+    sim.hypervisor._events = __import__("queue").Queue()  # and libvirt's event is never delivered
+    sim.host.crash("domnet")
+    sim.engine.faults.drop_events = False
+    from xenddd.hints import ResyncHint
+
+    handle.daemon.hints.put(ResyncHint("test: periodic resync"))
+    wait_until(lambda: len(events(handle, "recovered")) == 1)
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+
+
+def test_a_planned_destroy_refuses_while_serving_and_does_not_restart(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    from xenddd.hints import ControlRequest
+
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    answers: list[dict[str, object]] = []
+    handle.daemon.hints.put(ControlRequest("destroy", {"name": "domstore"}, answers.append))
+    wait_until(lambda: len(answers) == 1)
+    assert answers[0]["ok"] is False and "serves 2 frontend(s)" in str(answers[0]["error"])
+    handle.daemon.hints.put(ControlRequest("destroy", {"name": "domstore", "force": True}, answers.append))
+    wait_until(lambda: len(answers) == 2)
+    assert answers[1]["ok"] is True
+    assert sim.host.domains["domstore"].domid is None
+    assert not [k for k in frontends(sim) if k[1] == "vbd"]
+    handle.daemon.hints.put(ControlRequest("status", {}, answers.append))
+    wait_until(lambda: len(answers) == 3)
+    assert sim.host.domains["domstore"].domid is None
+    assert not events(handle, "detected")
