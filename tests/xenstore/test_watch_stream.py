@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from xenddd.adapters.xenstore import Reconnected, WatchEvent, Xenstore
+from xenddd.adapters.xenstore import Reconnected, Transaction, WatchEvent, Xenstore, XenstoreConflict
 from xenddd.sim.xenstored import SocketServer
 
 
@@ -43,10 +43,9 @@ def test_a_watch_fires_once_when_set_and_again_on_each_change_below_it(xs: Xenst
 
 
 def test_a_transaction_commits_what_its_body_wrote(xs: Xenstore) -> None:
-    def body(tx: object) -> str:
-        assert hasattr(tx, "write")
-        tx.write("/local/domain/3/data/x", "1")  # type: ignore[attr-defined]
-        tx.write("/local/domain/3/data/y", "2")  # type: ignore[attr-defined]
+    def body(tx: Transaction) -> str:
+        tx.write("/local/domain/3/data/x", "1")
+        tx.write("/local/domain/3/data/y", "2")
         return "done"
 
     assert xs.transaction(body) == "done"
@@ -54,12 +53,13 @@ def test_a_transaction_commits_what_its_body_wrote(xs: Xenstore) -> None:
 
 
 def test_an_exception_in_the_transaction_body_aborts_it(xs: Xenstore) -> None:
-    def body(tx: object) -> None:
-        tx.write("/local/domain/3/data/z", "1")  # type: ignore[attr-defined]
+    def body(tx: Transaction) -> None:
+        tx.write("/local/domain/3/data/z", "1")
         raise RuntimeError("changed my mind")
 
     with pytest.raises(RuntimeError):
         xs.transaction(body)
+    assert xs.read("/local/domain/3/data/z") is None
 
 
 def test_after_xenstored_restarts_watches_are_registered_again_and_a_resync_is_signalled(
@@ -77,3 +77,48 @@ def test_after_xenstored_restarts_watches_are_registered_again_and_a_resync_is_s
             break
     xs.write("/local/domain/3/backend/vbd/7/51712/state", "4")
     assert next_watch_event(xs, "/local/domain/3/backend/vbd/7/51712/state")
+
+
+def test_a_transaction_that_races_another_writer_is_run_again_from_the_start(
+    xs: Xenstore, xenstored: SocketServer
+) -> None:
+    other = Xenstore(xenstored.path, call_timeout=10)
+    xs.write("/local/domain/3/data/counter", "1")
+    attempts: list[bytes | None] = []
+
+    def increment(tx: Transaction) -> None:
+        value = tx.read("/local/domain/3/data/counter")
+        attempts.append(value)
+        if len(attempts) == 1:
+            other.write("/local/domain/3/data/counter", "5")  # a concurrent writer commits first
+        tx.write("/local/domain/3/data/counter", str(int(value or b"0") + 1))
+
+    try:
+        xs.transaction(increment)
+    finally:
+        other.close()
+    assert attempts == [b"1", b"5"]
+    assert xs.read("/local/domain/3/data/counter") == b"6"
+
+
+def test_a_transaction_that_always_conflicts_gives_up_after_its_bound(
+    xs: Xenstore, xenstored: SocketServer
+) -> None:
+    other = Xenstore(xenstored.path, call_timeout=10)
+    xs.write("/local/domain/3/data/hot", "0")
+    attempts = 0
+
+    def always_raced(tx: Transaction) -> None:
+        nonlocal attempts
+        attempts += 1
+        tx.read("/local/domain/3/data/hot")
+        other.write("/local/domain/3/data/hot", str(attempts))
+        tx.write("/local/domain/3/data/hot", "mine")
+
+    try:
+        with pytest.raises(XenstoreConflict):
+            xs.transaction(always_raced, attempts=3)
+    finally:
+        other.close()
+    assert attempts == 3
+    assert xs.read("/local/domain/3/data/hot") == b"3"
