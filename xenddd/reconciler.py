@@ -167,14 +167,12 @@ class Reconciler:
             reason=reason,
             frontends=len(frontends),
         )
+        rejected = self._registry.rejected()
         log.warning(
-            "%s: domid %s %s; recovering %d frontends (rejected backends: %s)",
-            spec.name,
-            incident.dead_domid,
-            reason,
-            len(frontends),
-            self._registry.rejected() or "none",
-        )
+            "%s: domid %s %s; recovering %d frontends%s",
+            spec.name, incident.dead_domid, reason, len(frontends),
+            f" (not trusted, ignored: {', '.join(sorted(rejected))})" if rejected else "",
+        )  # fmt: skip
         return self._recovery.advance(spec, record, running)
 
     def _start(self, spec: DriverDomainSpec, record: DomainRecord) -> None:

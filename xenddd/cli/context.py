@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
-from xenddd.config import Config, load_config
+from xenddd.config import DEFAULT_CONFIG_PATH, Config, Settings, load_config
 from xenddd.errors import NotImplementedYet
 
 
@@ -22,6 +23,14 @@ class CliContext:
         if self._config is None:
             self._config = load_config(self.config_path)
         return self._config
+
+    def settings(self) -> Settings:
+        """The config's settings; the defaults when the default config file does not exist, so that
+        host commands (pci-assignable-*) work on a dom0 where xenddd is not configured yet."""
+        if self.config_path == DEFAULT_CONFIG_PATH and not self.config_path.exists():
+            sysfs = os.environ.get("XENDDD_SYSFS_ROOT")
+            return Settings(sysfs_root=Path(sysfs)) if sysfs else Settings()
+        return self.config().settings
 
 
 pass_cli = click.make_pass_decorator(CliContext)

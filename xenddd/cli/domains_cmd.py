@@ -1,10 +1,42 @@
-"""Driver-domain lifecycle commands: `list`, `create`, `destroy`, `restart` (issue #5)."""
+"""Driver-domain lifecycle commands: `list`, `create`, `destroy`, `restart` (issue #5).
+
+While the daemon runs, these go through its control socket, so a planned operation never races a
+recovery; without it, `list`, `create` and `destroy` talk to libvirt directly, and `restart` (which must
+reattach frontends afterwards) asks for the daemon.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import click
 
-from xenddd.cli.context import CliContext, not_implemented, pass_cli
+from xenddd.cli.context import CliContext, pass_cli
+from xenddd.errors import DaemonNotRunning
+from xenddd.output import Column, emit_list
+from xenddd.service.control import answer_or_raise, request
+
+_COLUMNS = (
+    Column("Name", "name"),
+    Column("ID", "domid", right_align=True),
+    Column("Mem", "memory_mib", right_align=True),
+    Column("VCPUs", "vcpus", right_align=True),
+    Column("State", "state"),
+    Column("Time(s)", "cpu_time_s", right_align=True),
+    Column("Restarts", "restarts", right_align=True),
+    Column("Frontends", "frontends", right_align=True),
+    Column("Last crash", "last_crash"),
+)
+
+
+def _daemon(cli: CliContext, op: str, **args: Any) -> dict[str, Any] | None:
+    """The daemon's answer, or None when it is not running."""
+    try:
+        answer = request(cli.config().settings.control_socket, op, args, timeout=300.0)
+    except DaemonNotRunning:
+        return None
+    return answer_or_raise(answer)
 
 
 @click.command("list")
@@ -12,40 +44,127 @@ from xenddd.cli.context import CliContext, not_implemented, pass_cli
 def list_domains(cli: CliContext) -> None:
     """List the configured driver domains, like `xl list`, with xenddd's view of each.
 
-    Changes nothing. Exit status: 0 ok, 1 the toolstack could not be asked, 2 invalid config.
+    Name, ID, Mem (MiB), VCPUs, State, Time(s) as `xl list` shows them, plus restarts, frontends served
+    and the last crash, as the daemon knows them (`-` when the daemon is not running). Changes nothing.
+
+    \b
+    Exit status: 0 ok, 1 the toolstack could not be asked, 2 invalid config.
     """
-    raise not_implemented("list", 5)
+    answer = _daemon(cli, "list")
+    if answer is not None:
+        rows = [
+            {**d, "last_crash": _when((d.get("last_incident") or {}).get("detected_at"))}
+            for d in answer["driver_domains"]
+        ]
+    else:
+        rows = _list_from_libvirt(cli)
+    emit_list(cli.as_json, "driver-domains", _COLUMNS, rows)
+
+
+def _list_from_libvirt(cli: CliContext) -> list[dict[str, Any]]:
+    from xenddd.adapters.hypervisor import LibvirtHypervisor
+
+    config = cli.config()
+    hypervisor = LibvirtHypervisor(config.settings.libvirt_uri)
+    try:
+        rows = []
+        for spec in config.driver_domains:
+            info = hypervisor.domain(spec.name)
+            rows.append(
+                {
+                    "name": spec.name,
+                    "domid": info.domid if info else None,
+                    "memory_mib": info.memory_kib // 1024 if info else spec.memory_mib,
+                    "vcpus": info.vcpus if info else spec.vcpus,
+                    "state": info.state.value if info else "undefined",
+                    "cpu_time_s": round(info.cpu_time_ns / 1e9, 1) if info else None,
+                    "restarts": None,
+                    "frontends": None,
+                    "last_crash": None,
+                }
+            )
+        return rows
+    finally:
+        hypervisor.close()
 
 
 @click.command()
 @click.argument("name")
 @pass_cli
 def create(cli: CliContext, name: str) -> None:
-    """Define (or update) and start the configured driver domain NAME through libvirt.
+    """Define (or update the definition of) and start the configured driver domain NAME through libvirt.
 
-    Hides its PCI devices from dom0 first. Exit status: 0 started, 1 failed, 2 unknown NAME or bad config.
+    Hides its PCI devices from dom0 first (refusing without IOMMU passthrough). Through the daemon when it
+    runs, which then also clears a planned stop.
+
+    \b
+    Exit status: 0 started, 1 failed, 2 unknown NAME or bad config.
     """
-    raise not_implemented("create", 5)
+    config = cli.config()
+    spec = config.driver_domain(name)
+    if _daemon(cli, "create", name=name) is None:
+        from xenddd.adapters.hypervisor import LibvirtHypervisor
+        from xenddd.adapters.pci import PciSysfs
+        from xenddd.adapters.udev import PyudevUevents
+        from xenddd.pci_assignment import PciAssigner
+
+        hypervisor = LibvirtHypervisor(config.settings.libvirt_uri)
+        try:
+            pci = PciAssigner(
+                PciSysfs(config.settings.sysfs_root), PyudevUevents(), config.settings.state_dir
+            )
+            pci.prepare_domain(spec, hypervisor.iommu_available)
+            hypervisor.define(spec)
+            info = hypervisor.start(name)
+        finally:
+            hypervisor.close()
+        click.echo(f"{name}: started (domid {info.domid})")
+        return
+    click.echo(f"{name}: started")
 
 
 @click.command()
 @click.argument("name")
-@click.option("--force", is_flag=True, help="Stop it even while guests are attached through it.")
+@click.option(
+    "--force", is_flag=True, help="Stop it even while guests are attached through it (detaching them)."
+)
 @pass_cli
 def destroy(cli: CliContext, name: str, force: bool) -> None:
-    """Stop driver domain NAME (a planned stop: xenddd does not restart it).
+    """Stop driver domain NAME: a planned stop, so xenddd does not restart it.
 
+    Refuses while it serves guest frontends unless --force, which detaches them cleanly first.
+
+    \b
     Exit status: 0 stopped, 1 failed or refused, 2 unknown NAME.
     """
-    raise not_implemented("destroy", 5)
+    cli.config().driver_domain(name)
+    answer = _daemon(cli, "destroy", name=name, force=force)
+    if answer is None:
+        raise DaemonNotRunning(
+            f"the xenddd daemon is not running; stop {name} with `virsh destroy {name}` "
+            "(its guests' frontends are then left stale)"
+        )
+    click.echo(f"{name}: destroyed ({answer.get('detached', 0)} frontend(s) detached)")
 
 
 @click.command()
 @click.argument("name")
 @pass_cli
 def restart(cli: CliContext, name: str) -> None:
-    """Restart driver domain NAME and reattach its guests' frontends (also clears a `failed` state).
+    """Restart driver domain NAME and reattach its guests' frontends; also clears a `failed` state.
 
-    Exit status: 0 restarted, 1 failed, 2 unknown NAME.
+    Returns once the restart is under way; follow it with `xenddd events --follow`.
+
+    \b
+    Exit status: 0 restart begun, 1 failed or the daemon is not running, 2 unknown NAME.
     """
-    raise not_implemented("restart", 5)
+    cli.config().driver_domain(name)
+    if _daemon(cli, "restart", name=name) is None:
+        raise DaemonNotRunning("the xenddd daemon is not running: it is what reattaches the frontends")
+    click.echo(f"{name}: restart begun (xenddd events --follow shows the recovery)")
+
+
+def _when(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")

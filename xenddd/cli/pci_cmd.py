@@ -4,7 +4,45 @@ from __future__ import annotations
 
 import click
 
-from xenddd.cli.context import CliContext, not_implemented, pass_cli
+from xenddd.adapters.pci import PciSysfs
+from xenddd.adapters.udev import PyudevUevents
+from xenddd.adapters.xenstore import Xenstore, XenstoreError
+from xenddd.cli.context import CliContext, pass_cli
+from xenddd.config import DEFAULT_CONFIG_PATH, PciDeviceSpec
+from xenddd.errors import InputError
+from xenddd.model import Bdf
+from xenddd.output import Column, emit_list
+from xenddd.pci_assignment import PciAssigner, UsersOf, xenstore_pci_users
+
+
+def _assigner(cli: CliContext, *, need_users: bool) -> PciAssigner:
+    settings = cli.settings()
+    users: UsersOf = lambda _bdf: []  # noqa: E731
+    if need_users:
+        try:
+            xenstore = Xenstore(settings.xenstore_socket, call_timeout=5.0)
+            xenstore.connect()
+            users = xenstore_pci_users(xenstore)
+        except XenstoreError:
+
+            def users(bdf: Bdf) -> list[str]:
+                raise InputError(
+                    f"cannot tell whether a domain uses {bdf}: xenstored is unreachable at "
+                    f"{settings.xenstore_socket} (use --force to give it back anyway)"
+                )
+
+    return PciAssigner(PciSysfs(settings.sysfs_root), PyudevUevents(), settings.state_dir, users_of=users)
+
+
+def _configured_spec(cli: CliContext, bdf: Bdf) -> tuple[str | None, PciDeviceSpec | None]:
+    """The device's options and driver domain from the config, if it names this device."""
+    if cli.config_path == DEFAULT_CONFIG_PATH and not cli.config_path.exists():
+        return None, None
+    for domain in cli.config().driver_domains:
+        for device in domain.pci:
+            if device.bdf == bdf:
+                return domain.name, device
+    return None, None
 
 
 @click.command("pci-assignable-add")
@@ -13,11 +51,26 @@ from xenddd.cli.context import CliContext, not_implemented, pass_cli
 @click.option("--force", is_flag=True, help="Hide it even if dom0 appears to depend on it.")
 @pass_cli
 def pci_assignable_add(cli: CliContext, bdf: str, name: str | None, force: bool) -> None:
-    """Hide PCI device BDF from dom0 by binding it to xen-pciback.
+    """Hide PCI device BDF (dddd:bb:dd.f or bb:dd.f) from dom0 by binding it to xen-pciback.
 
-    Exit status: 0 hidden (or already), 1 failed (rolled back), 2 invalid BDF or refused.
+    Records the device's current driver in the state directory first, then unbinds it, points it at
+    pciback (driver_override, or pciback's slot list on older kernels), binds it and waits for the
+    kernel's bind event. Any failure rolls everything back. Refuses, changing nothing, a device dom0
+    depends on (root or mounted disk controller, a NIC carrying dom0's routes, the boot VGA, or a device
+    sharing an IOMMU group with one of those) unless --force. Options (permissive, reset policy) come
+    from the config when it lists the device.
+
+    \b
+    Exit status: 0 hidden (or already hidden), 1 failed and rolled back, 2 invalid BDF or refused.
     """
-    raise not_implemented("pci-assignable-add", 4)
+    address = Bdf.parse(bdf)
+    configured_name, spec = _configured_spec(cli, address)
+    changed = _assigner(cli, need_users=False).hide(
+        address, force=force, name=name or configured_name, spec=spec
+    )
+    click.echo(
+        f"{address}: {'hidden from dom0 (bound to pciback)' if changed else 'already bound to pciback'}"
+    )
 
 
 @click.command("pci-assignable-remove")
@@ -26,15 +79,46 @@ def pci_assignable_add(cli: CliContext, bdf: str, name: str | None, force: bool)
 @click.option("--force", is_flag=True, help="Even if a running domain has it assigned.")
 @pass_cli
 def pci_assignable_remove(cli: CliContext, bdf: str, rebind: bool, force: bool) -> None:
-    """Give PCI device BDF back to dom0 (unbind from xen-pciback).
+    """Give PCI device BDF back to dom0: unbind it from xen-pciback and remove its slot.
 
+    With --rebind, binds the driver recorded when it was hidden and waits for the kernel's bind event.
+    Refuses, changing nothing, while a running domain has the device assigned (xenstore backend/pci),
+    unless --force.
+
+    \b
     Exit status: 0 done, 1 failed, 2 invalid BDF or refused.
     """
-    raise not_implemented("pci-assignable-remove", 4)
+    address = Bdf.parse(bdf)
+    _assigner(cli, need_users=not force).give_back(address, rebind=rebind, force=force)
+    click.echo(f"{address}: given back to dom0{' and rebound' if rebind else ''}")
 
 
 @click.command("pci-assignable-list")
 @pass_cli
 def pci_assignable_list(cli: CliContext) -> None:
-    """List the PCI devices bound to xen-pciback. Changes nothing."""
-    raise not_implemented("pci-assignable-list", 4)
+    """List the PCI devices bound to xen-pciback (or recorded by xenddd), with their names, original
+    driver, IOMMU group, reset methods and the domain using each. Changes nothing.
+
+    \b
+    Exit status: 0 ok, 1 sysfs could not be read.
+    """
+    rows = (
+        _assigner(cli, need_users=True).list()
+        if _xenstore_reachable(cli)
+        else _assigner(cli, need_users=False).list()
+    )
+    columns = (
+        Column("BDF", "bdf"),
+        Column("Device", "name"),
+        Column("Driver", "driver"),
+        Column("Original", "original_driver"),
+        Column("For", "for"),
+        Column("IOMMU", "iommu_group", right_align=True),
+        Column("Reset", "reset_methods"),
+        Column("Used by", "used_by"),
+    )
+    emit_list(cli.as_json, "pci-assignable", columns, rows)
+
+
+def _xenstore_reachable(cli: CliContext) -> bool:
+    return cli.settings().xenstore_socket.exists()

@@ -297,4 +297,3 @@ class Daemon:
             write_metrics(target, self._wiring.reconciler.snapshot(), self.history)
         except (OSError, XendddError) as exc:
             log.warning("metrics not written to %s: %s", target, exc)
-
