@@ -1,0 +1,120 @@
+"""The control socket never lets a bad, big, slow or unauthorised client block or crash the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xenddd.errors import DaemonNotRunning
+from xenddd.service.control import MAX_REQUEST, ControlServer, request
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ControlServer]:
+    calls: list[str] = []
+
+    def handler(op: str, args: dict[str, Any]) -> dict[str, Any]:
+        calls.append(op)
+        if op == "boom":
+            raise RuntimeError("bug")
+        return {"ok": True, "op": op, "args": args}
+
+    control = ControlServer(tmp_path / "control.sock", handler)
+    control.start()
+    yield control
+    control.stop()
+
+
+def raw(path: Path, payload: bytes, shutdown: bool = True) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(payload)
+        if shutdown:
+            sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)  # type: ignore[no-any-return]
+
+
+def test_the_socket_is_private_to_root(server: ControlServer) -> None:
+    assert stat.S_IMODE(server.path.stat().st_mode) == 0o600
+
+
+def test_a_request_gets_a_versioned_answer(server: ControlServer) -> None:
+    answer = request(server.path, "status", {"x": 1})
+    assert answer == {"version": 1, "ok": True, "op": "status", "args": {"x": 1}}
+
+
+def test_garbage_oversized_and_wrong_version_requests_get_errors(server: ControlServer) -> None:
+    assert raw(server.path, b"not json\n")["error"] == "request is not JSON"
+    assert "protocol version" in raw(server.path, b'{"version": 9, "op": "status"}\n')["error"]
+    assert "larger than" in raw(server.path, b"x" * (MAX_REQUEST + 10), shutdown=False)["error"]
+    answer = raw(server.path, b'{"version": 1, "op": "boom", "args": {}}\n')
+    assert answer["ok"] is False and "internal error" in answer["error"]
+    assert request(server.path, "status")["ok"] is True  # still serving
+
+
+def test_a_silent_client_does_not_block_others(server: ControlServer) -> None:
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(str(server.path))
+    try:
+        results: list[dict[str, Any]] = []
+        worker = threading.Thread(target=lambda: results.append(request(server.path, "status", timeout=5)))
+        worker.start()
+        worker.join(10)
+        assert results and results[0]["ok"]
+    finally:
+        silent.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another uid")
+@pytest.mark.skipif(
+    not os.path.exists("/usr/bin/python3"), reason="needs a system python3 that uid 65534 can run"
+)
+def test_another_uid_is_refused_by_peer_credentials() -> None:
+    public = Path(tempfile.mkdtemp(prefix="xenddd-peercred-"))
+    public.chmod(0o755)  # so that uid 65534 can reach the socket: then only SO_PEERCRED stands in the way
+    control = ControlServer(public / "control.sock", lambda op, args: {"ok": True})
+    control.start()
+    try:
+        os.chmod(control.path, 0o666)
+        script = (
+            "import json,os,socket;os.setgid(65534);os.setuid(65534);s=socket.socket(socket.AF_UNIX);"
+            f"s.connect({str(control.path)!r});"
+            's.sendall(b\'{"version":1,"op":"status","args":{}}\\n\');print(s.recv(4096).decode())'
+        )
+        result = subprocess.run(
+            ["/usr/bin/python3", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+            cwd="/",
+        )
+        assert result.returncode == 0, result.stderr
+        answer = json.loads(result.stdout)
+        assert answer["ok"] is False and answer["error"] == "uid 65534 may not control xenddd"
+    finally:
+        control.stop()
+        shutil.rmtree(public)
+
+
+def test_no_daemon_is_reported_as_such(tmp_path: Path) -> None:
+    with pytest.raises(DaemonNotRunning, match="not running"):
+        request(tmp_path / "absent.sock", "status")
