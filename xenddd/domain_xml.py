@@ -20,9 +20,12 @@ from xenddd.config import DiskSpec, DriverDomainSpec, PciDeviceSpec
 from xenddd.model import DeviceKind, VbdParams, VifParams
 
 
-def driver_domain_xml(spec: DriverDomainSpec) -> str:
+def driver_domain_xml(spec: DriverDomainSpec, uuid: str | None = None) -> str:
+    """`uuid` keeps an existing definition's identity, so that defining again updates it."""
     domain = ET.Element("domain", type="xen")
     ET.SubElement(domain, "name").text = spec.name
+    if uuid is not None:
+        ET.SubElement(domain, "uuid").text = uuid
     ET.SubElement(domain, "memory", unit="MiB").text = str(spec.memory_mib)
     ET.SubElement(domain, "vcpu").text = str(spec.vcpus)
     os_element = ET.SubElement(domain, "os")

@@ -95,7 +95,7 @@ class LibvirtHypervisor:
     def connection(self) -> Any:
         """The live connection, reconnecting (with backoff, bounded) if libvirtd went away."""
         with self._lock:
-            if self._conn is not None and self._conn.isAlive():
+            if self._conn is not None and _alive(self._conn):
                 return self._conn
             self._conn = None
             delay = self._backoff_initial
@@ -133,12 +133,12 @@ class LibvirtHypervisor:
         self._closed = True
         with self._lock:
             conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is not None and _alive(conn):
             try:
                 conn.unregisterCloseCallback()
                 conn.close()
-            except libvirt.libvirtError:
-                pass
+            except libvirt.libvirtError as exc:
+                log.debug("closing the libvirt connection: %s", _message(exc))
 
     # -- queries ---------------------------------------------------------------------------------------
 
@@ -170,8 +170,10 @@ class LibvirtHypervisor:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def define(self, spec: DriverDomainSpec) -> None:
+        existing = self._lookup(spec.name)
         try:
-            self.connection().defineXML(driver_domain_xml(spec))
+            uuid = existing.UUIDString() if existing is not None else None
+            self.connection().defineXML(driver_domain_xml(spec, uuid))
         except libvirt.libvirtError as exc:
             raise XendddError(f"{spec.name}: defining the domain failed: {_message(exc)}") from None
 
@@ -337,6 +339,14 @@ def _info(dom: Any) -> DomainInfo:
         vcpus=vcpus,
         cpu_time_ns=cpu_time,
     )
+
+
+def _alive(conn: Any) -> bool:
+    """A connection closed under us answers isAlive() with an error rather than False."""
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
 
 
 def _message(exc: Any) -> str:

@@ -1,0 +1,84 @@
+"""Domain and device XML against golden files (regenerate with XENDDD_REGOLD=1 after a deliberate change)."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from xenddd.config import DiskSpec, DriverDomainSpec, PciDeviceSpec
+from xenddd.domain_xml import driver_domain_xml, frontend_device_xml
+from xenddd.model import Bdf, DeviceKind, DriverDomainKind, VbdParams, VifParams
+
+GOLDEN = Path(__file__).with_name("golden")
+NET = frozenset({DriverDomainKind.NETWORK})
+
+CASES = {
+    "pv_network_dd_with_pci": driver_domain_xml(
+        DriverDomainSpec(
+            "domnet",
+            NET,
+            kernel=Path("/var/lib/xenddd/dd-vmlinuz"),
+            initrd=Path("/var/lib/xenddd/dd-initrd"),
+            cmdline="console=hvc0",
+            memory_mib=256,
+            vcpus=1,
+            pci=(
+                PciDeviceSpec(Bdf.parse("00:10.0"), permissive=True),
+                PciDeviceSpec(Bdf.parse("0000:03:00.1")),
+            ),
+        )
+    ),
+    "hvm_block_dd_preserve_on_crash": driver_domain_xml(
+        DriverDomainSpec(
+            "domstore",
+            frozenset({DriverDomainKind.BLOCK}),
+            virt="hvm",
+            memory_mib=512,
+            vcpus=2,
+            disks=(
+                DiskSpec(Path("/var/lib/xenddd/domstore.img")),
+                DiskSpec(Path("/dev/vg/data"), vdev="xvdb"),
+            ),
+            on_crash="preserve",
+        )
+    ),
+    "vif_with_backenddomain": frontend_device_xml(
+        DeviceKind.VIF, VifParams(mac="00:16:3e:00:00:02", bridge="br0"), "domnet"
+    ),
+    "vbd_file_readonly": frontend_device_xml(
+        DeviceKind.VBD,
+        VbdParams(vdev="xvdb", target="/srv/images/data.img", mode="r", format="raw"),
+        "domstore",
+    ),
+    "vbd_block_device": frontend_device_xml(
+        DeviceKind.VBD, VbdParams(vdev="xvda", target="/dev/vg/web"), "domstore"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_xml_matches_its_golden_file(name: str) -> None:
+    path = GOLDEN / f"{name}.xml"
+    if os.environ.get("XENDDD_REGOLD"):
+        path.write_text(CASES[name])
+    assert CASES[name] == path.read_text()
+    ET.fromstring(CASES[name])  # well-formed
+
+
+def test_pci_devices_are_unmanaged_and_permissive_maps_to_write_filtering() -> None:
+    root = ET.fromstring(CASES["pv_network_dd_with_pci"])
+    hostdevs = root.findall("./devices/hostdev")
+    assert [h.get("managed") for h in hostdevs] == ["no", "no"]
+    assert hostdevs[0].find("source").get("writeFiltering") == "no"  # type: ignore[union-attr]
+    assert hostdevs[1].find("source").get("writeFiltering") is None  # type: ignore[union-attr]
+    assert root.findtext("on_crash") == "destroy"
+
+
+def test_names_cannot_inject_xml() -> None:
+    xml = frontend_device_xml(
+        DeviceKind.VIF, VifParams(mac="00:16:3e:00:00:02", bridge="br0'/><evil/>"), "dd"
+    )
+    assert ET.fromstring(xml).find("evil") is None
