@@ -76,7 +76,7 @@ def test_a_closed_connection_is_reopened_and_reported(hypervisor: LibvirtHypervi
 
 
 def test_errors_are_one_operator_line(hypervisor: LibvirtHypervisor) -> None:
-    with pytest.raises(XendddError, match="^nothere: not defined in libvirt$"):
+    with pytest.raises(XendddError, match=r"^nothere: not defined in libvirt$"):
         hypervisor.start("nothere")
     bad = LibvirtHypervisor.__new__(LibvirtHypervisor)
     with pytest.raises(XendddError, match="cannot connect to libvirt at test:///nonexistent"):
