@@ -19,7 +19,7 @@ from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, Hypervisor
 from xenddd.config import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
 from xenddd.guest_view import GuestView
-from xenddd.hints import ControlRequest, Hint
+from xenddd.hints import ControlRequest, Hint, XenstoreHint
 from xenddd.history import History
 from xenddd.intent import DomainRecord, Incident, IntentLog, Phase
 from xenddd.recovery import PrepareDomain, Recovery
@@ -75,7 +75,7 @@ class Reconciler:
             if isinstance(hint, ControlRequest):
                 self.handle(hint)
         observed = {d.name: d for d in self._hv.domains()}
-        self._registry.resync()
+        self._refresh_registry(hints)
         wake: float | None = None
         for spec in self.config.start_order():
             try:
@@ -87,6 +87,16 @@ class Reconciler:
                 wake = delay if wake is None else min(wake, delay)
         self.last_pass_seconds = time.monotonic() - started
         return wake
+
+    def _refresh_registry(self, hints: Sequence[Hint]) -> None:
+        """Re-read only what xenstore hints point at; everything on a resync or a domain event (cheap
+        enough then, and what makes a missed watch event harmless)."""
+        paths = [h.path for h in hints if isinstance(h, XenstoreHint)]
+        if not hints or len(paths) < len(hints) - sum(isinstance(h, ControlRequest) for h in hints):
+            self._registry.resync()
+            return
+        for path in dict.fromkeys(paths):
+            self._registry.refresh(path)
 
     def handle(self, request: ControlRequest) -> None:
         """Planned operations and queries; replies exactly once, with `ok` and either data or an error."""
