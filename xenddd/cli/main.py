@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from xenddd import __version__
 from xenddd.cli.config_cmd import config_group
 from xenddd.cli.context import CliContext
 from xenddd.cli.demo_cmd import demo
@@ -39,7 +40,7 @@ class XendddGroup(click.Group):
     default=None,
     help="Config file [default: $XENDDD_CONFIG or /etc/xenddd/xenddd.toml].",
 )
-@click.version_option(package_name="xenddd")
+@click.version_option(version=__version__, prog_name="xenddd")
 @click.pass_context
 def cli(ctx: click.Context, as_json: bool, config_file: str | None) -> None:
     """xenddd — the Xen driver-domain daemon and its xl-style command line.
