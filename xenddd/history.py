@@ -2,11 +2,15 @@
 
 Every record is a flat JSON object with a sequence number and a wall-clock timestamp; recoveries are
 recorded phase by phase under one `incident` id, so the time from `detected` to the last `reattached` (MTTR)
-can be read per incident. The newest `limit` records are kept, persisted atomically after each append.
+can be read per incident. Records are appended to a JSON-lines file (one write per record, so a recovery of
+hundreds of frontends does not rewrite the history hundreds of times); when the file holds twice `limit`
+records it is rewritten atomically with the newest `limit`. A torn last line (power loss mid-append) is
+skipped on load.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +19,7 @@ from typing import Any
 
 from xenddd import state
 
-HISTORY_FILE = "history.json"
+HISTORY_FILE = "history.jsonl"
 DEFAULT_LIMIT = 2000
 
 Record = dict[str, Any]
@@ -26,8 +30,8 @@ class History:
         self._path = state_dir / HISTORY_FILE if state_dir is not None else None
         self._limit = limit
         self._lock = threading.Condition()
-        loaded = state.read_json(self._path, default=[]) if self._path else []
-        self._records: list[Record] = [r for r in loaded if isinstance(r, dict)][-limit:]
+        self._records: list[Record] = _load(self._path)[-limit:] if self._path else []
+        self._lines_on_disk = len(self._records)
         self._seq = max((int(r.get("seq", 0)) for r in self._records), default=0)
         self._listeners: list[Callable[[Record], None]] = []
 
@@ -38,12 +42,24 @@ class History:
             self._records.append(entry)
             del self._records[: -self._limit]
             if self._path is not None:
-                state.write_json(self._path, self._records)
+                self._persist(entry)
             listeners = list(self._listeners)
             self._lock.notify_all()
         for listener in listeners:
             listener(entry)
         return entry
+
+    def _persist(self, entry: Record) -> None:
+        assert self._path is not None
+        if self._lines_on_disk >= 2 * self._limit:
+            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self._records)
+            state.write_text(self._path, text)
+            self._lines_on_disk = len(self._records)
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        self._lines_on_disk += 1
 
     def since(self, ts: float | None = None, after_seq: int = 0) -> list[Record]:
         with self._lock:
@@ -67,6 +83,22 @@ class History:
                 if "incident" in r:
                     grouped.setdefault(str(r["incident"]), []).append(dict(r))
         return grouped
+
+
+def _load(path: Path) -> list[Record]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn append
+        if isinstance(record, dict) and isinstance(record.get("seq"), int):
+            records.append(record)
+    return records
 
 
 def mttr(records: list[Record]) -> float | None:

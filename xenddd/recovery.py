@@ -93,13 +93,15 @@ class Recovery:
     # -- phases ----------------------------------------------------------------------------------------
 
     def _detach(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
+        """The incident (with every frontend) was saved before this; detaching is tolerant of "already
+        gone", so progress is saved once at the end rather than after each device."""
         self._guests.refresh()
-        for pending in incident.frontends:
+        for pending in list(incident.frontends):
             if pending.detached:
                 continue
             frontend = pending.frontend
             if self._guests.current_domid(frontend) is None:
-                self._drop(record, incident, pending, "guest is gone")
+                self._drop(record, incident, pending, "guest is gone", save=False)
                 continue
             try:
                 self._hv.detach(frontend.guest_name, frontend.kind, frontend.devid, frontend.params)
@@ -109,8 +111,6 @@ class Recovery:
                 self._save(record)
                 return
             pending.detached = True
-            self._save(record)
-        incident.frontends = [p for p in incident.frontends if p.detached]
         self._event("detached", spec.name, incident, frontends=len(incident.frontends))
         if record.domid is not None and incident.new_domid == record.domid:
             # Somebody else already started a new instance: no restart of ours, go straight to readiness.
@@ -198,10 +198,12 @@ class Recovery:
         now = self._clock()
         due: list[PendingFrontend] = []
         wake: float | None = None
+        changed = False
         for pending in list(incident.frontends):
             guest = self._guests.current_domid(pending.frontend)
             if guest is None:
-                self._drop(record, incident, pending, "guest is gone")
+                self._drop(record, incident, pending, "guest is gone", save=False)
+                changed = True
                 continue
             if pending.attached:
                 if self._guests.connected(incident.new_domid, guest, pending.frontend):
@@ -209,7 +211,7 @@ class Recovery:
                     self._event(
                         "reattached", spec.name, incident, **_fields(pending), attempts=pending.attempts
                     )
-                    self._save(record)
+                    changed = True
                 else:
                     wake = _earliest(wake, CONFIRM_RECHECK)
                 continue
@@ -219,6 +221,8 @@ class Recovery:
                 wake = _earliest(wake, pending.not_before - now)
                 continue
             due.append(pending)
+        if changed:
+            self._save(record)  # confirmations are not destructive: one save per pass is enough
         if due:
             self._attach_all(spec, record, incident, due)
             wake = _earliest(wake, 0.0)
@@ -359,11 +363,14 @@ class Recovery:
         self._save(record)
         log.info("%s: recovered in %.2f s (incident %s)", spec.name, now - incident.detected_at, incident.id)
 
-    def _drop(self, record: DomainRecord, incident: Incident, pending: PendingFrontend, why: str) -> None:
+    def _drop(
+        self, record: DomainRecord, incident: Incident, pending: PendingFrontend, why: str, save: bool = True
+    ) -> None:
         incident.frontends.remove(pending)
         incident.dropped.append(_describe(pending))
         self._event("dropped", record.name, incident, **_fields(pending), reason=why)
-        self._save(record)
+        if save:
+            self._save(record)
 
     def _event(self, event: str, dd: str, incident: Incident, **fields: object) -> dict[str, object]:
         return self._history.record(event, driver_domain=dd, incident=incident.id, **fields)

@@ -46,6 +46,10 @@ class Kernel:
     def rescan(self) -> None:
         raise NotImplementedError
 
+    def handle(self, path: str) -> None:
+        """React to a watch event on `path`: by default look at every device again."""
+        self.rescan()
+
     def _state(self, path: str) -> int | None:
         raw = self.xs.read(f"{path}/state")
         return int(raw) if raw is not None and raw.isdigit() else None
@@ -55,7 +59,7 @@ class Kernel:
             return
         with self._lock:
             try:
-                self.rescan()
+                self.handle(path)
             except XsError as exc:
                 log.debug("sim dom%d: %s while handling %s", self.domid, exc.errno_name, path)
 
@@ -70,7 +74,23 @@ class BackendKernel(Kernel):
         self._watched: set[str] = set()
 
     def start(self) -> None:
+        self._by_frontend: dict[str, tuple[str, str]] = {}
         self.xs.watch(f"{self.home}/backend", self._guarded)
+
+    def handle(self, path: str) -> None:
+        """Only the device the event is about: a rescan per event would make N devices cost N² (the real
+        netback's per-device watches behave the same way)."""
+        parts = path.split("/")
+        base = self.home.split("/")
+        if path.startswith(self.home + "/backend/") and len(parts) >= len(base) + 4:
+            kind = parts[len(base) + 1]
+            self._step("/".join(parts[: len(base) + 4]), kind)
+            return
+        for frontend, (device, kind) in list(self._by_frontend.items()):
+            if path == frontend or path.startswith(frontend + "/"):
+                self._step(device, kind)
+                return
+        self.rescan()
 
     def announce_ready(self) -> None:
         """What the driver-domain image does once netback, blkback and `xl devd` run."""
@@ -88,6 +108,7 @@ class BackendKernel(Kernel):
         frontend = (self.xs.read(f"{path}/frontend") or b"").decode("ascii", "replace")
         if frontend and frontend not in self._watched and frontend.startswith("/local/domain/"):
             self._watched.add(frontend)
+            self._by_frontend[frontend] = (path, kind)
             self.xs.watch(f"{frontend}/state", self._guarded)
         online = self.xs.read(f"{path}/online")
         if state in (CLOSING,) or (online == b"0" and state not in (CLOSED, None)):
@@ -116,7 +137,20 @@ class FrontendKernel(Kernel):
         self._watched: set[str] = set()
 
     def start(self) -> None:
+        self._by_backend: dict[str, str] = {}
         self.xs.watch(f"{self.home}/device", self._guarded)
+
+    def handle(self, path: str) -> None:
+        parts = path.split("/")
+        base = self.home.split("/")
+        if path.startswith(self.home + "/device/") and len(parts) >= len(base) + 3:
+            self._step("/".join(parts[: len(base) + 3]))
+            return
+        for backend, device in list(self._by_backend.items()):
+            if path == backend or path.startswith(backend + "/"):
+                self._step(device)
+                return
+        self.rescan()
 
     def rescan(self) -> None:
         for kind in self.xs.directory(f"{self.home}/device"):
@@ -130,6 +164,7 @@ class FrontendKernel(Kernel):
             return
         if backend not in self._watched:
             self._watched.add(backend)
+            self._by_backend[backend] = path
             self.xs.watch(f"{backend}/state", self._guarded)
         back_state = self._state(backend)
         if back_state is None:

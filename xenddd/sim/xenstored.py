@@ -92,6 +92,7 @@ class Xenstored:
         self.connections: list[Connection] = []
         self.introduced: set[int] = {0}
         self.faults = Faults()
+        self._index: dict[str, list[tuple[Connection, Watch]]] | None = None
         self._tx_ids = iter(range(1, 1 << 31))
         self.store.write(self.store.tree, PRIVILEGED, "/local/domain/0/name", b"Domain-0")
         self.store.mkdir(self.store.tree, PRIVILEGED, "/tool/xenstored")
@@ -108,6 +109,7 @@ class Xenstored:
         with self.lock:
             if conn in self.connections:
                 self.connections.remove(conn)
+                self.watches_changed()
 
     # -- requests --------------------------------------------------------------------------------------
 
@@ -147,6 +149,9 @@ class Xenstored:
         if self.faults.drop_events:
             return
         live = tree or self.store.tree
+        if not removed_perms:
+            self._fire_indexed(changed, live)
+            return
         for conn in list(self.connections):
             for watch in conn.watches:
                 sent: set[str] = set()
@@ -160,6 +165,34 @@ class Xenstored:
                     if event not in sent:
                         sent.add(event)
                         conn.sink(_relative(event, watch, conn), watch.token)
+
+    def _fire_indexed(self, changed: list[str], live: Tree) -> None:
+        """Writes (the hot path) look up watches on the changed paths and their ancestors only."""
+        index = self._watch_index()
+        sent: set[tuple[int, str]] = set()
+        for path in changed:
+            candidate = path
+            while True:
+                for conn, watch in index.get(candidate, ()):
+                    key = (id(watch), path)
+                    if key not in sent and self._may_see(conn, path, live, None):
+                        sent.add(key)
+                        conn.sink(_relative(path, watch, conn), watch.token)
+                if candidate == "/":
+                    break
+                candidate = parent_of(candidate)
+
+    def watches_changed(self) -> None:
+        self._index = None
+
+    def _watch_index(self) -> dict[str, list[tuple[Connection, Watch]]]:
+        if self._index is None:
+            index: dict[str, list[tuple[Connection, Watch]]] = {}
+            for conn in self.connections:
+                for watch in conn.watches:
+                    index.setdefault(watch.path, []).append((conn, watch))
+            self._index = index
+        return self._index
 
     def fire_special(self, name: str) -> None:
         for conn in list(self.connections):
@@ -195,6 +228,7 @@ class Xenstored:
                 if conn.domid == domid:
                     conn.watches.clear()
                     conn.transactions.clear()
+            self.watches_changed()
             self.fire_special("@releaseDomain")
 
 
@@ -329,6 +363,7 @@ def _watch(
         raise XsError("E2BIG")
     watch = Watch(given, path, token)
     conn.watches.append(watch)
+    xs.watches_changed()
     conn.sink(given, token)  # the initial event every WATCH fires
     return _ok()
 
@@ -343,6 +378,7 @@ def _unwatch(
     for watch in conn.watches:
         if watch.path == path and watch.token == token:
             conn.watches.remove(watch)
+            xs.watches_changed()
             return _ok()
     raise XsError("ENOENT")
 
@@ -420,6 +456,7 @@ def _reset_watches(
 ) -> bytes:
     conn.watches.clear()
     conn.transactions.clear()
+    xs.watches_changed()
     return _ok()
 
 
