@@ -50,7 +50,7 @@ def measure(frontends: int, repeat: int) -> tuple[list[float], list[float]]:
         seen = len(daemon.history.since())
         crashed_at = time.time()
         sim.host.crash("domnet")
-        wait(lambda: any(r["event"] == "recovered" for r in daemon.history.since()[seen:]), 300)
+        wait(lambda seen=seen: any(r["event"] == "recovered" for r in daemon.history.since()[seen:]), 300)
         records = daemon.history.since()[seen:]
         detected = next(r["ts"] for r in records if r["event"] == "detected")
         recovered = next(r["ts"] for r in records if r["event"] == "recovered")
@@ -79,9 +79,8 @@ def main() -> None:
     print(f"{'frontends':>9}  {'detection median (ms)':>22}  {'MTTR median (s)':>15}  {'MTTR max (s)':>12}")
     for size in (int(s) for s in args.sizes.split(",")):
         detections, mttrs = measure(size, args.repeat)
-        print(
-            f"{size:>9}  {statistics.median(detections):>22.1f}  {statistics.median(mttrs):>15.3f}  {max(mttrs):>12.3f}"
-        )
+        detection, mttr = statistics.median(detections), statistics.median(mttrs)
+        print(f"{size:>9}  {detection:>22.1f}  {mttr:>15.3f}  {max(mttrs):>12.3f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Round-trips per second from one pyxs client to the simulated xenstored (a benchmark: prints, asserts nothing).
+"""Round-trips per second from one pyxs client to the simulated xenstored (prints, asserts nothing).
 
 Run: .venv/bin/python bench/xenstore_ops.py [--seconds N]
 The simulated xenstored runs in a separate process so that client and server do not share the GIL,
