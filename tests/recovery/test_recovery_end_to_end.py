@@ -161,3 +161,28 @@ def test_a_planned_destroy_refuses_while_serving_and_does_not_restart(
     wait_until(lambda: len(answers) == 3)
     assert sim.host.domains["domstore"].domid is None
     assert not events(handle, "detected")
+
+
+def test_a_hostile_driver_domain_forging_a_backend_gets_nothing_attached(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    from xenddd.sim.xenstored import DomainClient
+
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    net, store = sim.host.domains["domnet"], sim.host.domains["domstore"]
+    cache = sim.host.domains["cache"]
+    # domnet, acting as itself, invents a backend for cache's (non-existent) disk 51712
+    hostile = DomainClient(sim.engine, net.domid)  # type: ignore[arg-type]
+    forged = f"/local/domain/{net.domid}/backend/vbd/{cache.domid}/51712"
+    hostile.write(f"{forged}/frontend", f"/local/domain/{cache.domid}/device/vbd/51712")
+    hostile.write(f"{forged}/params", "/dev/vg/web-xvda")
+    hostile.write(f"{forged}/state", "4")
+    wait_until(lambda: any(forged in path for path in handle.daemon._wiring.registry.rejected()))  # type: ignore[union-attr]
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "recovered")) == 1)
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+    assert ("cache", "vbd", "51712") not in frontends(sim)
+    assert store.domid is not None and len(events(handle, "reattached")) == 3
+    hostile.close()
