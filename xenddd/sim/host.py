@@ -190,16 +190,25 @@ class SimHost:
                 back_nodes |= {"mode": "w", "device-type": "disk", "type": "phy", "removable": "0", **params}
                 front_nodes = {"virtual-device": str(devid), "device-type": "disk"}
             front_nodes |= {"backend": back, "backend-id": str(b), "state": "1"}
-            self.dom0.mkdir(back)
-            self.dom0.set_perms(back, [f"n{b}", f"r{g}"])
-            self.dom0.mkdir(front)
-            self.dom0.set_perms(front, [f"n{g}", f"r{b}"])
-            for key, value in front_nodes.items():
-                self.dom0.write(f"{front}/{key}", value.encode())
-            for key, value in back_nodes.items():
-                self.dom0.write(f"{back}/{key}", value.encode())
-            self.dom0.write(f"/libxl/{g}/device/{kind}/{devid}/frontend", front)
-            self.dom0.write(f"/libxl/{g}/device/{kind}/{devid}/backend", back)
+            toolstack = f"/libxl/{g}/device/{kind}/{devid}"
+
+            def add(tx: int) -> None:
+                # libxl__device_generic_add: one transaction, so a watcher never sees half a device
+                self.dom0.mkdir(back, tx)
+                self.dom0.set_perms(back, [f"n{b}", f"r{g}"], tx)
+                self.dom0.mkdir(front, tx)
+                self.dom0.set_perms(front, [f"n{g}", f"r{b}"], tx)
+                for key, value in front_nodes.items():
+                    self.dom0.write(f"{front}/{key}", value, tx)
+                for key, value in back_nodes.items():
+                    self.dom0.write(f"{back}/{key}", value, tx)
+                # dom0's own copy: the device's parameters, and where its two ends live
+                for key, value in back_nodes.items():
+                    if key not in ("state", "online", "frontend-id"):
+                        self.dom0.write(f"{toolstack}/{key}", value, tx)
+                self.dom0.write(f"{toolstack}/backend", back, tx)
+
+            self.dom0.transaction(add)
             device = SimDevice(guest_name, kind, devid, backend_name, dict(params), b)
             guest.devices = [d for d in guest.devices if not (d.kind == kind and d.devid == devid)]
             guest.devices.append(device)

@@ -652,39 +652,56 @@ class DomainClient:
     def _call(self, op: int, payload: bytes, tx_id: int = 0) -> bytes:
         return self.engine.execute(self.conn, op, tx_id, payload)
 
-    def read(self, path: str) -> bytes | None:
+    def read(self, path: str, tx: int = 0) -> bytes | None:
         try:
-            return self._call(READ, path.encode() + b"\0")
+            return self._call(READ, path.encode() + b"\0", tx)
         except XsError as exc:
             if exc.errno_name == "ENOENT":
                 return None
             raise
 
-    def write(self, path: str, value: bytes | str) -> None:
+    def write(self, path: str, value: bytes | str, tx: int = 0) -> None:
         data = value.encode() if isinstance(value, str) else value
-        self._call(WRITE, path.encode() + b"\0" + data)
+        self._call(WRITE, path.encode() + b"\0" + data, tx)
 
-    def mkdir(self, path: str) -> None:
-        self._call(MKDIR, path.encode() + b"\0")
+    def mkdir(self, path: str, tx: int = 0) -> None:
+        self._call(MKDIR, path.encode() + b"\0", tx)
 
-    def rm(self, path: str) -> None:
-        self._call(RM, path.encode() + b"\0")
+    def rm(self, path: str, tx: int = 0) -> None:
+        self._call(RM, path.encode() + b"\0", tx)
 
-    def directory(self, path: str) -> list[str]:
+    def directory(self, path: str, tx: int = 0) -> list[str]:
         try:
-            raw = self._call(DIRECTORY, path.encode() + b"\0")
+            raw = self._call(DIRECTORY, path.encode() + b"\0", tx)
         except XsError as exc:
             if exc.errno_name == "ENOENT":
                 return []
             raise
         return [name.decode() for name in raw.split(b"\0") if name]
 
-    def set_perms(self, path: str, perms: list[str]) -> None:
-        self._call(SET_PERMS, path.encode() + b"\0" + b"".join(p.encode() + b"\0" for p in perms))
+    def set_perms(self, path: str, perms: list[str], tx: int = 0) -> None:
+        self._call(SET_PERMS, path.encode() + b"\0" + b"".join(p.encode() + b"\0" for p in perms), tx)
 
     def get_perms(self, path: str) -> list[str]:
         raw = self._call(GET_PERMS, path.encode() + b"\0")
         return [p.decode() for p in raw.split(b"\0") if p]
+
+    def transaction(self, body: Callable[[int], None], attempts: int = 16) -> None:
+        """Run `body(tx_id)` in a transaction, again from the start when the commit meets EAGAIN."""
+        for _ in range(attempts):
+            tx = int(self._call(TRANSACTION_START, b"\0").rstrip(b"\0"))
+            try:
+                body(tx)
+            except BaseException:
+                self._call(TRANSACTION_END, b"F\0", tx)
+                raise
+            try:
+                self._call(TRANSACTION_END, b"T\0", tx)
+                return
+            except XsError as exc:
+                if exc.errno_name != "EAGAIN":
+                    raise
+        raise XsError("EAGAIN")
 
     def watch(self, path: str, callback: Callable[[str], None]) -> None:
         token = f"sim-{len(self._callbacks)}-{path}"
