@@ -108,3 +108,18 @@ def test_removing_a_domain_tree_fires_watches_below_it_and_release_fires_the_spe
     assert events.get(timeout=5) == "/local/domain/7/backend/vif"
     engine.release(7)
     assert events.get(timeout=5) == "@releaseDomain"
+
+
+def test_long_listings_are_refused_whole_and_served_in_parts_to_the_adapter(
+    sim_xenstored: SocketServer,
+) -> None:
+    from xenddd.adapters.xenstore import Xenstore
+
+    dom0 = DomainClient(sim_xenstored.engine, 0)
+    names = [f"guest-with-a-rather-long-name-{i:04d}" for i in range(300)]  # ~11 KB of names
+    for name in names:
+        dom0.write(f"/many/{name}", "1")
+    with pytest.raises(XsError, match="E2BIG"):
+        dom0.directory("/many")
+    with Xenstore(sim_xenstored.path) as xenstore:
+        assert xenstore.directory("/many") == sorted(names)

@@ -47,6 +47,7 @@ HEADER = struct.Struct("<IIII")
  GET_DOMAIN_PATH, WRITE, MKDIR, RM, SET_PERMS, WATCH_EVENT, ERROR, IS_DOMAIN_INTRODUCED, RESUME, SET_TARGET
  ) = range(20)  # fmt: skip
 RESET_WATCHES = 21
+DIRECTORY_PART = 22
 OP_NAMES = {
     v: k for k, v in globals().items() if isinstance(v, int) and k.isupper() and k not in ("PRIVILEGED",)
 }
@@ -253,7 +254,33 @@ def _directory(
     node = xs.store.read(tree, conn.domid, path)
     if tx is not None:
         tx.depend([path])
-    return b"".join(name.encode() + b"\0" for name in sorted(node.children))
+    listing = b"".join(name.encode() + b"\0" for name in sorted(node.children))
+    if len(listing) > PAYLOAD_MAX:
+        raise XsError("E2BIG")  # the client must use DIRECTORY_PART, as with C xenstored
+    return listing
+
+
+def _directory_part(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    """`<generation>\0` then whole child names from byte `offset`; an extra NUL marks the last part."""
+    path = xs.path_arg(conn, args)
+    if len(args) < 2 or not args[1].isdigit():
+        raise XsError("EINVAL")
+    node = xs.store.read(tree, conn.domid, path)
+    if tx is not None:
+        tx.depend([path])
+    listing = b"".join(name.encode() + b"\0" for name in sorted(node.children))
+    offset = int(args[1])
+    if offset > len(listing):
+        raise XsError("EINVAL")
+    head = str(node.gen).encode() + b"\0"
+    room = PAYLOAD_MAX - len(head) - 1
+    chunk = listing[offset:]
+    if len(chunk) > room:
+        chunk = chunk[: chunk.rfind(b"\0", 0, room) + 1]
+        return head + chunk
+    return head + chunk + b"\0"
 
 
 def _read(
@@ -489,6 +516,7 @@ _HANDLERS: dict[
     RESUME: _privileged_ok,
     SET_TARGET: _privileged_ok,
     RESET_WATCHES: _reset_watches,
+    DIRECTORY_PART: _directory_part,
 }
 
 
