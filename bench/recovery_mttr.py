@@ -40,6 +40,7 @@ def measure(frontends: int, repeat: int) -> tuple[list[float], list[float]]:
     guests = "".join(f'\n[[simulation.guest]]\nname = "g{i}"\nvif = ["domnet"]\n' for i in range(frontends))
     config = parse_config(CONFIG.format(tmp=tmp) + guests, tmp / "bench.toml")
     sim = SimulatedHost.start(tmp / "xs.sock")
+    sim.engine.watch_quota = 4 * frontends + 128  # as an operator raises xenstored's --watch-nb
     daemon = Daemon(config, sim.runtime(config))
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()

@@ -93,6 +93,9 @@ class Xenstored:
         self.connections: list[Connection] = []
         self.introduced: set[int] = {0}
         self.faults = Faults()
+        # xenstored's --watch-nb; a driver domain serving more than ~120 devices needs it raised, on real
+        # Xen as here, since its backends watch every frontend's state
+        self.watch_quota = WATCHES_PER_DOMAIN_QUOTA
         self._index: dict[str, list[tuple[Connection, Watch]]] | None = None
         self._tx_ids = iter(range(1, 1 << 31))
         self.store.write(self.store.tree, PRIVILEGED, "/local/domain/0/name", b"Domain-0")
@@ -386,7 +389,7 @@ def _watch(
     token = args[1].decode("ascii", "replace")
     if any(w.path == path and w.token == token for w in conn.watches):
         raise XsError("EEXIST")
-    if conn.domid != PRIVILEGED and len(conn.watches) >= WATCHES_PER_DOMAIN_QUOTA:
+    if conn.domid != PRIVILEGED and len(conn.watches) >= xs.watch_quota:
         raise XsError("E2BIG")
     watch = Watch(given, path, token)
     conn.watches.append(watch)
