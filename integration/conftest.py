@@ -87,6 +87,7 @@ def boot(images: Path) -> XenRun:
         for line in process.stdout:
             elapsed = time.monotonic() - started
             serial.write(f"[{elapsed:8.2f}] {line}")
+            serial.flush()
             if "XENDDD-IT" in line:
                 marker = line.strip()
                 run.markers.append(f"[{elapsed:7.1f}s] {marker}")

@@ -334,8 +334,8 @@ def _hotplug(raw: bytes | None) -> str | None:
 def _status(
     raw: bytes | None, parse: Callable[[bytes | None], S | None], what: str, warnings: list[str]
 ) -> S | None:
-    if raw is None:
-        return None
+    if raw is None or raw == b"":
+        return None  # not written yet (xl devd creates hotplug-status empty before the script runs)
     value = parse(raw)
     if value is None:
         warnings.append(f"{what} {raw[:32]!r} is malformed")

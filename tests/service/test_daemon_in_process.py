@@ -44,3 +44,46 @@ kernel = "/k"
         assert "xenddd_mttr_seconds_count 0" in metrics and metrics.endswith("# EOF\n")
     finally:
         sim.stop()
+
+
+def test_a_toolstack_that_fails_to_describe_a_dying_domain_does_not_stop_the_daemon(tmp_path: Path) -> None:
+    """Seen on real Xen: libxl_domain_info fails for a domain that is being torn down after a crash."""
+    from xenddd.adapters.hypervisor_api import DomainInfo
+    from xenddd.errors import XendddError
+    from xenddd.sim.hypervisor import SimHypervisor
+
+    class DyingDomainHypervisor(SimHypervisor):
+        failures = 0
+
+        def domains(self) -> list[DomainInfo]:
+            if self.failures:
+                self.failures -= 1
+                raise XendddError("listing domains: internal error: libxl_domain_info failed for domain '1'")
+            return super().domains()
+
+    config = parse_config(
+        f'[xenddd]\nstate_dir = "{tmp_path}/state"\ncontrol_socket = "{tmp_path}/c.sock"\n'
+        '[[driver_domain]]\nname = "domnet"\nkind = "network"\nkernel = "/k"\n'
+        "[driver_domain.restart]\nbackoff_base = 0.05\nbackoff_cap = 0.1\n",
+        tmp_path / "x.toml",
+    )
+    sim = SimulatedHost.start(tmp_path / "xs.sock")
+    sim.hypervisor = DyingDomainHypervisor(sim.host)
+    try:
+        daemon = Daemon(config, sim.runtime(config))
+        thread = threading.Thread(target=daemon.run)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while sim.host.domains.get("domnet") is None or sim.host.domains["domnet"].domid is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        sim.hypervisor.failures = 6
+        sim.host.crash("domnet")
+        while not any(r["event"] == "recovered" for r in daemon.history.since()):
+            assert thread.is_alive(), "the daemon died"
+            assert time.monotonic() < deadline + 20, "no recovery"
+            time.sleep(0.02)
+        daemon.stop()
+        thread.join(20)
+    finally:
+        sim.stop()

@@ -278,7 +278,11 @@ class Daemon:
     def _status_line(self) -> str:
         if self._wiring is None:
             return "starting"
-        snapshot = self._wiring.reconciler.snapshot()
+        try:
+            snapshot = self._wiring.reconciler.snapshot()
+        except XendddError as exc:
+            # e.g. libxl failing to describe a domain that is dying: a status line must not stop the daemon
+            return f"status unavailable: {exc}"
         domains = snapshot["driver_domains"]
         failed = [d["name"] for d in domains if d["failed"]]
         recovering = [d["name"] for d in domains if d["incident"]]
