@@ -6,9 +6,20 @@ import threading
 import time
 from pathlib import Path
 
-from xenddd.config import parse_config
+from xenddd.config import Config, parse_config
 from xenddd.service.daemon import Daemon
 from xenddd.sim.runtime import SimulatedHost
+
+
+def start_with_domnet_running(config: Config, sim: SimulatedHost) -> tuple[Daemon, threading.Thread]:
+    daemon = Daemon(config, sim.runtime(config))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while sim.host.domains.get("domnet") is None or sim.host.domains["domnet"].domid is None:
+        assert time.monotonic() < deadline, "domnet never started"
+        time.sleep(0.02)
+    return daemon, thread
 
 
 def test_stopping_the_daemon_leaves_driver_domains_running_and_metrics_written(tmp_path: Path) -> None:
@@ -27,13 +38,7 @@ kernel = "/k"
     )
     sim = SimulatedHost.start(tmp_path / "xs.sock")
     try:
-        daemon = Daemon(config, sim.runtime(config))
-        thread = threading.Thread(target=daemon.run)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while sim.host.domains.get("domnet") is None or sim.host.domains["domnet"].domid is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        daemon, thread = start_with_domnet_running(config, sim)
         domid = sim.host.domains["domnet"].domid
         daemon.stop()
         thread.join(20)
@@ -70,13 +75,8 @@ def test_a_toolstack_that_fails_to_describe_a_dying_domain_does_not_stop_the_dae
     sim = SimulatedHost.start(tmp_path / "xs.sock")
     sim.hypervisor = DyingDomainHypervisor(sim.host)
     try:
-        daemon = Daemon(config, sim.runtime(config))
-        thread = threading.Thread(target=daemon.run)
-        thread.start()
+        daemon, thread = start_with_domnet_running(config, sim)
         deadline = time.monotonic() + 20
-        while sim.host.domains.get("domnet") is None or sim.host.domains["domnet"].domid is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
         sim.hypervisor.failures = 6
         sim.host.crash("domnet")
         while not any(r["event"] == "recovered" for r in daemon.history.since()):

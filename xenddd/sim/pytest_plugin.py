@@ -1,7 +1,8 @@
 """pytest fixtures for the simulated host: one per test, on a temporary socket, torn down cleanly.
 
 Registered by tests/conftest.py. `sim_xenstored` is a bare xenstored (engine + socket server);
-`sim_host` adds the toolstack and the Hypervisor adapter.
+`sim_host` adds the toolstack and the Hypervisor adapter; `xs` is xenddd's own xenstore adapter connected
+to `sim_xenstored` as dom0 (`xenstored` is the same server under the name the adapter tests use).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from xenddd.adapters.xenstore import Xenstore
 from xenddd.sim.runtime import SimulatedHost
 from xenddd.sim.xenstored import SocketServer, Xenstored
 
@@ -22,6 +24,18 @@ def sim_xenstored(tmp_path: Path) -> Iterator[SocketServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def xenstored(sim_xenstored: SocketServer) -> SocketServer:
+    return sim_xenstored
+
+
+@pytest.fixture
+def xs(sim_xenstored: SocketServer) -> Iterator[Xenstore]:
+    client = Xenstore(sim_xenstored.path, call_timeout=10, backoff_initial=0.01, backoff_max=0.2)
+    yield client
+    client.close()
 
 
 @pytest.fixture
