@@ -1,13 +1,25 @@
-"""(c) network driver domain: a guest's vif through domnet survives domnet's kernel crash, same MAC."""
+"""(c) network driver domain: guests' vifs through domnet (one guest made by libvirt, one by xl) survive a
+kernel crash of domnet and an external `xl destroy` of it, with the same MAC."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import domid, run, say, wait_until, xenddd_json, xs_read
 
 MAC = "00:16:3e:00:00:02"
+XL_MAC = "00:16:3e:00:00:03"
+XL_GUEST_CFG = f"""name = "fe2"
+type = "pv"
+kernel = "/boot/vmlinuz"
+ramdisk = "/boot/fe-initrd.gz"
+extra = "console=hvc0"
+memory = 96
+vcpus = 1
+vif = [ "mac={XL_MAC},bridge=br0,backend=domnet" ]
+"""
 GUEST_XML = f"""<domain type='xen'>
   <name>fe</name>
   <memory unit='MiB'>128</memory>
@@ -30,8 +42,8 @@ GUEST_XML = f"""<domain type='xen'>
 """
 
 
-def vif_connected_to(dd: int) -> bool:
-    guest = domid("fe")
+def vif_connected_to(dd: int, name: str = "fe") -> bool:
+    guest = domid(name)
     return (
         guest is not None
         and xs_read(f"/local/domain/{guest}/device/vif/0/state") == "4"
@@ -53,28 +65,51 @@ def test_a_guest_vif_served_by_domnet_connects() -> None:
     assert vif["mac"] == MAC
 
 
+def test_a_guest_made_by_xl_gets_a_vif_through_domnet_too() -> None:
+    dd = domid("domnet")
+    assert dd is not None
+    config = Path("/tmp/fe2.cfg")
+    config.write_text(XL_GUEST_CFG)
+    run("xl", "create", str(config))
+    wait_until(lambda: vif_connected_to(dd, "fe2"), 300, "fe2's vif Connected through domnet")
+    wait_until(lambda: xenddd_json("network-list", "fe2")["items"], 60, "fe2 in xenddd's registry")
+
+
 def test_a_crashed_domnet_is_restarted_and_the_vif_reattached_with_the_same_mac() -> None:
+    recover_from(lambda dd: run("xenstore-write", f"/local/domain/{dd}/data/crash", "1"), "kernel crash")
+
+
+def test_an_external_xl_destroy_of_domnet_is_recovered_too() -> None:
+    recover_from(lambda dd: run("xl", "destroy", str(dd)), "xl destroy")
+
+
+def recover_from(kill: Callable[[int], object], how: str) -> None:
     old = domid("domnet")
     assert old is not None
+    seen = len(xenddd_json("events")["items"])
     started = time.monotonic()
-    run("xenstore-write", f"/local/domain/{old}/data/crash", "1")  # the DD panics (sysrq c)
+    kill(old)
     new = wait_until(lambda: (d := domid("domnet")) not in (None, old) and d, 300, "a new domnet")
-    wait_until(lambda: vif_connected_to(new), 600, "fe's vif Connected through the new domnet", every=2)
+    for name in ("fe", "fe2"):
+        wait_until(
+            lambda n=name: vif_connected_to(new, n),
+            600,
+            f"{name}'s vif Connected through the new domnet",
+            every=2,
+        )
     elapsed = time.monotonic() - started
-    guest = domid("fe")
-    assert xs_read(f"/local/domain/{guest}/device/vif/0/mac") == MAC
+    assert xs_read(f"/local/domain/{domid('fe')}/device/vif/0/mac") == MAC
+    assert xs_read(f"/local/domain/{domid('fe2')}/device/vif/0/mac") == XL_MAC
     xml = run("virsh", "-c", "xen:///system", "dumpxml", "fe").stdout
     assert xml.count("<interface") == 1 and MAC in xml
-    events = xenddd_json("events")["items"]
-    phases = {e["event"]: e["ts"] for e in events if e.get("driver_domain") == "domnet"}
-    assert "recovered" in phases
+    assert len(run("xl", "network-list", "fe2").stdout.strip().splitlines()) == 2  # header + one vif
+    events = [e for e in xenddd_json("events")["items"][seen:] if e.get("driver_domain") == "domnet"]
+    phases = {e["event"]: e["ts"] for e in events}
+    assert "recovered" in phases, [e["event"] for e in events]
     detected = phases["detected"]
-    say(
-        "MTTR domnet crash: "
-        + " ".join(
-            f"{p}=+{phases[p] - detected:.1f}s"
-            for p in ("detached", "restarted", "ready", "recovered")
-            if p in phases
-        )
-        + f" (observed {elapsed:.1f}s)"
+    shown = " ".join(
+        f"{p}=+{phases[p] - detected:.1f}s"
+        for p in ("detached", "restarted", "ready", "recovered")
+        if p in phases
     )
+    say(f"MTTR domnet {how}: {shown} (observed {elapsed:.1f}s)")

@@ -4,6 +4,9 @@ frontend reattached with the same identity, and nothing is lost or duplicated wh
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from tests.recovery.conftest import RunningDaemon, all_connected, frontends, wait_until
 
@@ -186,3 +189,56 @@ def test_a_hostile_driver_domain_forging_a_backend_gets_nothing_attached(
     assert ("cache", "vbd", "51712") not in frontends(sim)
     assert store.domid is not None and len(events(handle, "reattached")) == 3
     hostile.close()
+
+
+@pytest.mark.parametrize("killed_after", ["detach", "start", "attach"])
+def test_a_daemon_killed_right_after_any_step_is_finished_by_the_next_one_without_duplicates(
+    start_daemon: Callable[..., RunningDaemon], killed_after: str
+) -> None:
+    """The first daemon freezes for good right after performing a step, before it could record it — as
+    a SIGKILL there would leave things. A second daemon on the same state directory finishes the job."""
+    import threading
+
+    from xenddd.sim.hypervisor import SimHypervisor
+
+    first = start_daemon()
+    sim = first.sim
+    wait_until(lambda: first.settled(FIVE_DEVICES))
+    frozen, release = threading.Event(), threading.Event()
+
+    class FreezingHypervisor(SimHypervisor):
+        def _freeze(self, step: str) -> None:
+            if step == killed_after and threading.current_thread() is not threading.main_thread():
+                frozen.set()
+                release.wait()
+
+        def detach(self, *args: Any, **kwargs: Any) -> None:
+            super().detach(*args, **kwargs)
+            self._freeze("detach")
+
+        def start(self, name: str) -> Any:
+            info = super().start(name)
+            self._freeze("start")
+            return info
+
+        def attach(self, *args: Any, **kwargs: Any) -> None:
+            super().attach(*args, **kwargs)
+            self._freeze("attach")
+
+    first.daemon.runtime.hypervisor = FreezingHypervisor(sim.host)
+    first.daemon._wiring.reconciler._hv = first.daemon.runtime.hypervisor  # type: ignore[union-attr]
+    first.daemon._wiring.reconciler._recovery._hv = first.daemon.runtime.hypervisor  # type: ignore[union-attr]
+    sim.host.crash("domnet")
+    wait_until(frozen.is_set, what=f"the first daemon to freeze after {killed_after}")
+
+    second = start_daemon(sim=sim)
+    try:
+        wait_until(
+            lambda: len(events(second, "recovered")) == 1, timeout=30, what="the second daemon's recovery"
+        )
+        wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+        assert not events(second, "reattach-failed")  # nothing attached twice (a second attach would fail)
+        assert sum(1 for d in sim.host.domains.values() if d.driver and d.domid is not None) == 2
+    finally:
+        second.stop()
+        release.set()
