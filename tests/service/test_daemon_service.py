@@ -129,6 +129,9 @@ def test_sighup_reloads_the_config_and_adds_a_driver_domain(daemon) -> None:  # 
     config.write_text(config.read_text() + EXTRA_DOMAIN)
     process.send_signal(signal.SIGHUP)
     notifications.wait_for("RELOADING", "1")
+    notifications.wait_for(
+        "READY", "1"
+    )  # else systemd keeps the unit "reloading" and `systemctl reload` hangs
     deadline = time.monotonic() + 20
     while True:
         names = {d["name"]: d for d in request(config.parent / "control.sock", "status")["driver_domains"]}

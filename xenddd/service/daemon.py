@@ -191,11 +191,19 @@ class Daemon:
             log.warning("cannot watch %s: %s", path, exc)
 
     def _reload_config(self) -> None:
+        """systemd holds the unit in "reloading" (and `systemctl reload` waits) from RELOADING=1 until the
+        next READY=1, so READY=1 follows whatever the reload's outcome."""
         if self.config_path is None:
             return
         self.notifier.reloading()
         try:
-            new = load_config(self.config_path)
+            self._apply_new_config(self.config_path)
+        finally:
+            self.notifier.ready(self._status_line())
+
+    def _apply_new_config(self, path: Path) -> None:
+        try:
+            new = load_config(path)
         except XendddError as exc:
             log.error("SIGHUP: keeping the running configuration: %s", exc)
             return
