@@ -8,6 +8,12 @@ Decisions recorded here because the XML is where they show:
 - `permissive` maps to `<source writeFiltering='no'>`, libvirt's name for pciback's permissive mode.
   libvirt exposes no per-device rdm_policy; libxl's default applies (`rdm_policy` is kept in the config
   for xl-created domains and documented as such).
+- Only devices with the strict reset policy are `<hostdev>`s: libvirt resets every hostdev itself and
+  refuses one it cannot reset ("no FLR, PM reset or bus reset available"), which is exactly the strict
+  policy. Devices with the relaxed policy are passed through by libxl after the domain starts (see
+  adapters/hypervisor.py), which resets through pciback when it can and proceeds when it cannot, as
+  `xl create` does; the domain is created with `<passthrough state='on'/>` so that Xen sets up its
+  IOMMU context for them.
 - `<on_crash>` is `destroy` (or `preserve` to keep a crashed domain for debugging): xenddd, not libvirt,
   owns restarts, because only xenddd knows the guests' frontends must be reattached afterwards.
 """
@@ -40,9 +46,13 @@ def driver_domain_xml(spec: DriverDomainSpec, uuid: str | None = None) -> str:
     else:
         ET.SubElement(os_element, "type", arch="x86_64", machine="xenfv").text = "hvm"
         ET.SubElement(os_element, "boot", dev="hd")
+    if spec.virt == "hvm" or libxl_pci(spec):
         features = ET.SubElement(domain, "features")
-        for feature in ("acpi", "apic", "pae"):
-            ET.SubElement(features, feature)
+        if spec.virt == "hvm":
+            for feature in ("acpi", "apic", "pae"):
+                ET.SubElement(features, feature)
+        if libxl_pci(spec):
+            ET.SubElement(ET.SubElement(features, "xen"), "passthrough", state="on")
     ET.SubElement(domain, "on_poweroff").text = "destroy"
     ET.SubElement(domain, "on_reboot").text = "restart"
     ET.SubElement(domain, "on_crash").text = spec.on_crash
@@ -50,10 +60,16 @@ def driver_domain_xml(spec: DriverDomainSpec, uuid: str | None = None) -> str:
     for disk in spec.disks:
         devices.append(_disk(disk, hvm=spec.virt == "hvm"))
     for pci in spec.pci:
-        devices.append(_hostdev(pci))
+        if pci not in libxl_pci(spec):
+            devices.append(_hostdev(pci))
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="xen" if spec.virt == "pv" else "serial", port="0")
     return _text(domain)
+
+
+def libxl_pci(spec: DriverDomainSpec) -> tuple[PciDeviceSpec, ...]:
+    """The devices libxl, not libvirt, passes through: those whose reset policy is relaxed."""
+    return tuple(pci for pci in spec.pci if pci.reset == "relaxed")
 
 
 def frontend_device_xml(kind: DeviceKind, params: VifParams | VbdParams, backend: str) -> str:

@@ -117,10 +117,14 @@ class PciAssigner:
             return
         if spec.reset == "strict":
             raise InputError(
-                f"{bdf} has no reset method (no FLR, PM or bus reset) and its reset policy is 'strict'; "
-                'set reset = "relaxed" for it to pass it through anyway'
+                f"{bdf} has no reset method (no FLR, PM or bus reset) and its reset policy is 'strict': "
+                'refusing to pass it through; set reset = "relaxed" for it to pass it through anyway'
             )
-        log.warning("%s has no reset method; passing it through anyway (reset policy 'relaxed')", bdf)
+        log.warning(
+            "%s has no reset method (no FLR, PM or bus reset); reset policy 'relaxed': libxl passes it "
+            "through without a reset, so state left by its previous user may survive",
+            bdf,
+        )
 
     def _apply_options(self, bdf: Bdf, spec: PciDeviceSpec | None) -> None:
         if spec is not None and spec.permissive:
@@ -218,8 +222,8 @@ class PciAssigner:
             return
         if not iommu_available():
             raise XendddError(
-                f"{spec.name}: Xen has no IOMMU passthrough (hvm_directio missing from `xl info` virt_caps); "
-                "a driver domain with PCI devices cannot start"
+                f"{spec.name}: Xen has no IOMMU passthrough (neither pv_directio nor hvm_directio in "
+                "`xl info` virt_caps); a driver domain with PCI devices cannot start"
             )
         for device in spec.pci:
             self.hide(device.bdf, name=spec.name, spec=device)

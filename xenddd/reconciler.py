@@ -65,6 +65,7 @@ class Reconciler:
         )
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
         self.last_pass_seconds: float | None = None
+        self._errors: dict[str, str] = {}  # driver domain → the error its last failed pass ended with
 
     # -- the interface the daemon uses ----------------------------------------------------------------
 
@@ -81,12 +82,22 @@ class Reconciler:
             try:
                 delay = self._reconcile_domain(spec, observed.get(spec.name))
             except XendddError as exc:
-                log.error("%s: %s", spec.name, exc)
+                self._failed_pass(spec.name, str(exc))
                 delay = 5.0
+            else:
+                self._errors.pop(spec.name, None)
             if delay is not None:
                 wake = delay if wake is None else min(wake, delay)
         self.last_pass_seconds = time.monotonic() - started
         return wake
+
+    def _failed_pass(self, name: str, error: str) -> None:
+        """Retried on every pass; said once per distinct error (an event, an error line, `status`), not
+        every five seconds while the operator fixes the config."""
+        if self._errors.get(name) != error:
+            self._errors[name] = error
+            log.error("%s: %s", name, error)
+            self._history.record("error", driver_domain=name, error=error)
 
     def _refresh_registry(self, hints: Sequence[Hint]) -> None:
         """Re-read only what xenstore hints point at; everything on a resync or a domain event (cheap
@@ -135,6 +146,7 @@ class Reconciler:
                         "waiting": len(incident.frontends),
                     },
                     "last_incident": record.last_incident,
+                    "error": self._errors.get(spec.name),
                 }
             )
         return {"driver_domains": domains, "last_reconcile_seconds": self.last_pass_seconds}
@@ -149,7 +161,9 @@ class Reconciler:
         if record.stopped_by_request or record.failed:
             return None
         if running is not None and record.domid in (None, running):
-            if record.domid is None:
+            if record.domid is None:  # running, but not started by xenddd as far as its records go
+                self._prepare(spec)
+                self._hv.ensure_passthrough(spec)
                 record.domid = running
                 self._intents.save(record)
             return None

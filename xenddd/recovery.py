@@ -139,6 +139,13 @@ class Recovery:
             log.error("%s: restart failed: %s", spec.name, exc)
             self._schedule_restart(spec, record, incident, planned=False)
             return 0.0 if incident.phase is Phase.WAITING_RESTART else None
+        if info.domid == incident.dead_domid:  # Xen never reuses a domid at once: that is the dead one
+            log.warning(
+                "%s: the toolstack still reports dead domid %s as running; retrying", spec.name, info.domid
+            )
+            record.restart_times.pop()  # not a restart: it must not count towards the crash-loop limit
+            self._save(record)
+            return 1.0
         record.restarts += 1
         self._event("restarted", spec.name, incident, domid=info.domid)
         if info.domid is None:

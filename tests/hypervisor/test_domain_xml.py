@@ -31,6 +31,18 @@ CASES = {
             ),
         )
     ),
+    "pv_network_dd_with_relaxed_pci": driver_domain_xml(
+        DriverDomainSpec(
+            "domnet",
+            NET,
+            kernel=Path("/var/lib/xenddd/dd-vmlinuz"),
+            memory_mib=256,
+            pci=(
+                PciDeviceSpec(Bdf.parse("00:10.0"), reset="relaxed"),
+                PciDeviceSpec(Bdf.parse("0000:03:00.1")),
+            ),
+        )
+    ),
     "hvm_block_dd_preserve_on_crash": driver_domain_xml(
         DriverDomainSpec(
             "domstore",
@@ -75,6 +87,14 @@ def test_pci_devices_are_unmanaged_and_permissive_maps_to_write_filtering() -> N
     assert hostdevs[0].find("source").get("writeFiltering") == "no"  # type: ignore[union-attr]
     assert hostdevs[1].find("source").get("writeFiltering") is None  # type: ignore[union-attr]
     assert root.findtext("on_crash") == "destroy"
+
+
+def test_relaxed_pci_devices_are_left_to_libxl_in_a_passthrough_enabled_domain() -> None:
+    root = ET.fromstring(CASES["pv_network_dd_with_relaxed_pci"])
+    addresses = [h.find("source/address").get("bus") for h in root.findall("./devices/hostdev")]  # type: ignore[union-attr]
+    assert addresses == ["0x03"]  # only the strict device is libvirt's (which resets it, or refuses)
+    assert root.find("./features/xen/passthrough").get("state") == "on"  # type: ignore[union-attr]
+    assert ET.fromstring(CASES["pv_network_dd_with_pci"]).find("./features") is None
 
 
 def test_names_cannot_inject_xml() -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import libvirt
@@ -11,9 +14,10 @@ import pytest
 
 from xenddd.adapters.hypervisor import LibvirtHypervisor, parse_guest_devices, translate_lifecycle
 from xenddd.adapters.hypervisor_api import DomainState, LifecycleEvent, LifecycleKind
-from xenddd.config import DriverDomainSpec
+from xenddd.adapters.xl import Xl
+from xenddd.config import DriverDomainSpec, PciDeviceSpec
 from xenddd.errors import XendddError
-from xenddd.model import DeviceKind, DriverDomainKind, VifParams
+from xenddd.model import Bdf, DeviceKind, DriverDomainKind, VifParams
 
 SPEC = DriverDomainSpec(
     "domnet", frozenset({DriverDomainKind.NETWORK}), kernel=Path("/boot/vmlinuz"), memory_mib=128
@@ -106,3 +110,122 @@ def test_defining_again_updates_the_existing_definition(hypervisor: LibvirtHyper
     assert hypervisor.domain("domnet").uuid == uuid  # type: ignore[union-attr]
     xml = hypervisor.connection().lookupByName("domnet").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     assert "196608" in xml  # 192 MiB in KiB
+
+
+RELAXED = replace(SPEC, pci=(PciDeviceSpec(Bdf.parse("0000:00:10.0"), reset="relaxed", permissive=True),))
+
+
+def recording_xl(tmp_path: Path, body: str) -> tuple[Xl, Path]:
+    """An `xl` that appends its arguments to the returned file, then runs the shell `body`: libvirt's test
+    driver has no libxl underneath."""
+    calls = tmp_path / "xl-calls"
+    script = tmp_path / "xl"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n{body}\n')
+    script.chmod(0o755)
+    return Xl(str(script)), calls
+
+
+@contextmanager
+def defined_with_fake_xl(tmp_path: Path, exit_code: int) -> Iterator[tuple[LibvirtHypervisor, Path]]:
+    """domnet with a relaxed PCI device, defined with an `xl` that exits with `exit_code`."""
+    xl, calls = recording_xl(tmp_path, f'echo "libxl: error: simulated" >&2; exit {exit_code}')
+    adapter = LibvirtHypervisor("test:///default", xl=xl)
+    adapter.destroy("domnet")  # test:///default is one state per process, shared with the other tests
+    try:
+        adapter.define(RELAXED)
+        yield adapter, calls
+    finally:
+        adapter.destroy("domnet")
+        adapter.close()
+
+
+def test_relaxed_pci_devices_are_passed_through_by_libxl_after_the_start(tmp_path: Path) -> None:
+    with defined_with_fake_xl(tmp_path, 0) as (adapter, calls):
+        assert adapter.start("domnet").state is DomainState.RUNNING
+        assert calls.read_text().splitlines() == ["pci-attach domnet 0000:00:10.0,permissive=1"]
+        adapter.start("domnet")  # already running: nothing is passed through twice
+        assert len(calls.read_text().splitlines()) == 1
+
+
+def test_a_failed_libxl_passthrough_destroys_the_domain_again(tmp_path: Path) -> None:
+    with defined_with_fake_xl(tmp_path, 1) as (adapter, calls):
+        with pytest.raises(
+            XendddError, match=r"domnet: destroyed again, passing 0000:00:10.0 through failed"
+        ):
+            adapter.start("domnet")
+        assert adapter.domain("domnet").state is DomainState.SHUTOFF  # type: ignore[union-attr]
+        assert calls.read_text().splitlines() == ["pci-attach domnet 0000:00:10.0,permissive=1"]
+
+
+@pytest.mark.parametrize(
+    ("virt_caps", "available"),
+    [
+        ("pv pv_directio shadow iommu_hap_pt_share gnttab-v1 gnttab-v2", True),  # Xen under QEMU TCG + VT-d
+        ("pv hvm hvm_directio pv_directio hap shadow", True),
+        ("pv hvm hap shadow gnttab-v1", False),
+        ("pv nodirectio_at_all", False),
+    ],
+)
+def test_iommu_passthrough_is_read_from_xl_info_virt_caps(
+    tmp_path: Path, virt_caps: str, available: bool
+) -> None:
+    xl, _ = recording_xl(
+        tmp_path, f"echo 'nr_cpus                : 2'; echo 'virt_caps              : {virt_caps}'"
+    )
+    assert xl.iommu_available() is available
+
+
+@pytest.mark.parametrize(("listed", "attached"), [("", True), ("00.0 0000:00:10.0", False)])
+def test_an_adopted_driver_domain_gets_the_passthrough_it_is_missing(
+    tmp_path: Path, listed: str, attached: bool
+) -> None:
+    """A daemon killed between the start and the passthrough: the next one passes through what is missing."""
+    xl, calls = recording_xl(tmp_path, f'[ "$1" = pci-list ] && printf "Vdev Device\\n{listed}\\n"; exit 0')
+    adapter = LibvirtHypervisor("test:///default", xl=xl)
+    try:
+        adapter.ensure_passthrough(RELAXED)
+        adapter.ensure_passthrough(SPEC)  # no relaxed devices: xl is not even asked
+    finally:
+        adapter.close()
+    expected = ["pci-list domnet"] + (["pci-attach domnet 0000:00:10.0,permissive=1"] if attached else [])
+    assert calls.read_text().splitlines() == expected
+
+
+class DyingDomain:
+    """What libvirt hands back in the moment after a crash: still active, state crashed, old domid."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.domid = 7
+
+    def isActive(self) -> bool:
+        return self.domid == 7 and "destroy" not in self.calls
+
+    def info(self) -> list[int]:
+        state = libvirt.VIR_DOMAIN_CRASHED if self.isActive() else libvirt.VIR_DOMAIN_RUNNING
+        return [state, 131072, 131072, 1, 0]
+
+    def ID(self) -> int:
+        return self.domid
+
+    def name(self) -> str:
+        return "domnet"
+
+    def UUIDString(self) -> str:
+        return "00000000-0000-0000-0000-000000000001"
+
+    def destroy(self) -> None:
+        self.calls.append("destroy")
+
+    def create(self) -> None:
+        self.calls.append("create")
+        self.domid = 8
+
+
+def test_starting_a_domain_libvirt_has_not_cleaned_up_after_its_crash_starts_a_new_instance(
+    hypervisor: LibvirtHypervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dying = DyingDomain()
+    monkeypatch.setattr(hypervisor, "_lookup", lambda name: dying)
+    info = hypervisor.start("domnet")
+    assert dying.calls == ["destroy", "create"] and info.domid == 8 and info.state is DomainState.RUNNING

@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from xenddd.config import Config, parse_config
+from xenddd.config import Config, DriverDomainSpec, parse_config
 from xenddd.service.daemon import Daemon
 from xenddd.sim.host import SimDomain
 from xenddd.sim.runtime import SimulatedHost
@@ -123,14 +123,24 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
     running: list[RunningDaemon] = []
     hosts: list[SimulatedHost] = []
 
-    def start(max_restarts: int = 5, sim: SimulatedHost | None = None) -> RunningDaemon:
+    def start(
+        max_restarts: int = 5,
+        sim: SimulatedHost | None = None,
+        prepare: Callable[[DriverDomainSpec], None] | None = None,
+        guests: bool = True,
+    ) -> RunningDaemon:
         config = parse_config(
             TOPOLOGY.format(tmp=tmp_path, max_restarts=max_restarts), tmp_path / "xenddd.toml"
         )
         if sim is None:
             sim = SimulatedHost.start(tmp_path / "xenstored.sock")
             hosts.append(sim)
-        daemon = Daemon(config, sim.runtime(config))
+        runtime = sim.runtime(config)
+        if prepare is not None:
+            runtime = replace(runtime, prepare=prepare)
+        if not guests:
+            runtime = replace(runtime, after_ready=lambda: None)
+        daemon = Daemon(config, runtime)
         thread = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
         thread.start()
         handle = RunningDaemon(sim, config, daemon, thread)

@@ -3,12 +3,18 @@ frontend reattached with the same identity, and nothing is lost or duplicated wh
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from tests.recovery.conftest import RunningDaemon, all_connected, frontends, wait_until
+from xenddd.adapters.hypervisor_api import DomainInfo
+from xenddd.config import DriverDomainSpec
+from xenddd.errors import InputError
+from xenddd.hints import ResyncHint
 
 FIVE_DEVICES = 5  # web: vif+vbd, db: vif+vbd, cache: vif
 
@@ -242,3 +248,86 @@ def test_a_daemon_killed_right_after_any_step_is_finished_by_the_next_one_withou
     finally:
         second.stop()
         release.set()
+
+
+def test_a_driver_domain_that_cannot_start_says_why_once_and_starts_once_it_can(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    refusal = "0000:00:10.0 has no reset method (no FLR, PM or bus reset) and its reset policy is 'strict'"
+    refusing = threading.Event()
+    refusing.set()
+    attempts: list[str] = []
+
+    def prepare(spec: DriverDomainSpec) -> None:
+        attempts.append(spec.name)
+        if spec.name == "domnet" and refusing.is_set():
+            raise InputError(refusal)
+
+    handle = start_daemon(prepare=prepare, guests=False)  # the simulated guests would need domnet
+    sim = handle.sim
+    wait_until(lambda: handle.daemon._wiring is not None, what="the daemon wired")
+    reconciler = handle.daemon._wiring.reconciler  # type: ignore[union-attr]
+
+    def domnet() -> dict[str, Any]:
+        return next(d for d in reconciler.snapshot()["driver_domains"] if d["name"] == "domnet")
+
+    for _ in range(3):  # every pass tries again ...
+        tried = attempts.count("domnet")
+        handle.daemon.hints.put(ResyncHint("test"))
+        wait_until(lambda t=tried: attempts.count("domnet") > t, what="another attempt to start domnet")
+    assert [e["error"] for e in events(handle, "error")] == [refusal]  # ... but says so once
+    assert domnet()["error"] == refusal and "domnet" not in sim.host.domains  # refused before libvirt
+    assert sim.host.domains["domstore"].domid is not None  # the other driver domain is not held up
+
+    refusing.clear()
+    handle.daemon.hints.put(ResyncHint("test"))
+    wait_until(lambda: getattr(sim.host.domains.get("domnet"), "domid", None) is not None, what="domnet up")
+    wait_until(lambda: domnet()["error"] is None, what="the error cleared")
+
+
+def test_a_running_driver_domain_without_a_record_is_adopted_with_its_devices_not_restarted(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """As a daemon killed between a start and the passthrough after it leaves things: the next daemon
+    adopts the running domain, hides its devices and passes through what is missing, and does not
+    restart it."""
+    first = start_daemon(guests=False)
+    sim = first.sim
+    wait_until(lambda: getattr(sim.host.domains.get("domnet"), "domid", None) is not None, what="domnet up")
+    domid = sim.host.domains["domnet"].domid
+    first.stop()
+    (first.config.settings.state_dir / "domains" / "domnet.json").unlink()  # no record of that start
+    prepared: list[str] = []
+    ensured: list[str] = []
+    sim.hypervisor.ensure_passthrough = lambda spec: ensured.append(spec.name)  # type: ignore[method-assign]
+
+    second = start_daemon(sim=sim, prepare=lambda spec: prepared.append(spec.name), guests=False)
+    wait_until(lambda: "domnet" in ensured, what="domnet's passthrough ensured")
+    assert "domnet" in prepared and ensured == ["domnet"]  # domstore has its record: nothing to adopt
+    assert sim.host.domains["domnet"].domid == domid and not events(second, "restarted")
+
+
+def test_a_start_that_hands_back_the_dead_domid_is_not_taken_for_a_restart(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """Right after a crash the toolstack may still report the dead instance as running; frontends must
+    not be attached to its remains."""
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    dead = sim.host.domains["domstore"].domid
+    real_start = sim.hypervisor.start
+    stale: list[int] = []
+
+    def start(name: str) -> DomainInfo:
+        if name == "domstore" and not stale:
+            stale.append(1)
+            return replace(real_start(name), domid=dead)  # the first answer names the dead instance
+        return real_start(name)
+
+    sim.hypervisor.start = start  # type: ignore[method-assign]
+    sim.host.crash("domstore")
+    wait_until(lambda: len(events(handle, "recovered")) == 1, timeout=30)
+    assert stale and [e["domid"] for e in events(handle, "restarted")] != [dead]
+    assert all(e["domid"] != dead for e in events(handle, "restarted") + events(handle, "ready"))
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))

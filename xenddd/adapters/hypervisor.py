@@ -25,8 +25,8 @@ import libvirt
 
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, GuestDevice, LifecycleEvent, LifecycleKind
 from xenddd.adapters.xl import Xl
-from xenddd.config import DriverDomainSpec
-from xenddd.domain_xml import driver_domain_xml, frontend_device_xml
+from xenddd.config import DriverDomainSpec, PciDeviceSpec
+from xenddd.domain_xml import driver_domain_xml, frontend_device_xml, libxl_pci
 from xenddd.errors import XendddError
 from xenddd.model import DeviceKind, VbdParams, VifParams
 
@@ -77,6 +77,7 @@ class LibvirtHypervisor:
         self._on_reconnect: Callable[[], None] | None = None
         self._backoff_initial, self._backoff_max = backoff_initial, backoff_max
         self._closed = False
+        self._libxl_pci: dict[str, tuple[PciDeviceSpec, ...]] = {}
         self._connect()
 
     # -- connection ------------------------------------------------------------------------------------
@@ -170,6 +171,7 @@ class LibvirtHypervisor:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def define(self, spec: DriverDomainSpec) -> None:
+        self._libxl_pci[spec.name] = libxl_pci(spec)
         existing = self._lookup(spec.name)
         try:
             uuid = existing.UUIDString() if existing is not None else None
@@ -182,11 +184,56 @@ class LibvirtHypervisor:
         if dom is None:
             raise XendddError(f"{name}: not defined in libvirt")
         try:
-            if not dom.isActive():
-                dom.create()
+            if dom.isActive():
+                info = _info(dom)
+                if info.state not in (DomainState.CRASHED, DomainState.SHUTDOWN):
+                    return info
+                # The instance that just died, which libvirt has not cleaned up yet: "starting" it would
+                # hand back the dead domid (and guests' frontends would be attached to its remains).
+                log.info(
+                    "%s: domid %s is %s, not yet cleaned up: destroying it",
+                    name,
+                    info.domid,
+                    info.state.value,
+                )
+                dom.destroy()
+            dom.create()
         except libvirt.libvirtError as exc:
-            raise XendddError(f"{name}: start failed: {_message(exc)}") from None
+            message = _message(exc)
+            if "Unable to reset PCI device" in message:
+                raise XendddError(
+                    f"{name}: not started: libvirt cannot reset one of its PCI devices ({message}) and its "
+                    'reset policy is strict; reset = "relaxed" lets libxl pass it through without a reset'
+                ) from None
+            raise XendddError(f"{name}: start failed: {message}") from None
+        self._pass_through_with_libxl(name, dom)
         return _info(dom)
+
+    def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
+        self._libxl_pci[spec.name] = libxl_pci(spec)
+        attached = self._xl.pci_list(spec.name) if self._libxl_pci[spec.name] else []
+        for pci in self._libxl_pci[spec.name]:
+            if pci.bdf not in attached:
+                log.warning("%s: running without %s; passing it through now", spec.name, pci.bdf)
+                self._xl.pci_attach(spec.name, pci)
+
+    def _pass_through_with_libxl(self, name: str, dom: Any) -> None:
+        """The relaxed-policy devices, right after the start; a failure destroys the domain again rather
+        than leave a driver domain running without its hardware."""
+        for pci in self._libxl_pci.get(name, ()):
+            try:
+                self._xl.pci_attach(name, pci)
+            except XendddError as exc:
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError as destroy_exc:
+                    log.error(
+                        "%s: destroying it after the failed passthrough: %s", name, _message(destroy_exc)
+                    )
+                raise XendddError(
+                    f"{name}: destroyed again, passing {pci.bdf} through failed: {exc}"
+                ) from None
+            log.info("%s: %s passed through by libxl (reset policy relaxed)", name, pci.bdf)
 
     def destroy(self, name: str) -> None:
         dom = self._lookup(name)

@@ -106,7 +106,12 @@ class Hypervisor(Protocol):
         ...
 
     def iommu_available(self) -> bool:
-        """Whether Xen can pass PCI devices through (hvm_directio); without it libxl fails late."""
+        """Whether Xen can pass PCI devices through (pv_ or hvm_directio); without it libxl fails late."""
+        ...
+
+    def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
+        """For a running driver domain xenddd has no record of starting (a daemon killed between the
+        start and the passthrough that follows it): pass through whatever the start would have."""
         ...
 
     def watch_lifecycle(

@@ -1,4 +1,5 @@
-"""`xl` for what libvirt cannot do: devices of guests that `xl` created, and Xen's capabilities.
+"""`xl` for what libvirt cannot do: devices of guests that `xl` created, PCI devices libvirt would refuse
+to pass through without resetting them, and Xen's capabilities.
 
 Guests created with `xl create` are not libvirt's, so their frontends are detached and reattached with
 `xl network-detach/-attach` and `xl block-detach/-attach`, which also do libxl's "cleanup frontend only"
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import subprocess
 
-from xenddd.errors import XendddError
-from xenddd.model import DeviceKind, VbdParams, VifParams
+from xenddd.config import PciDeviceSpec
+from xenddd.errors import InputError, XendddError
+from xenddd.model import Bdf, DeviceKind, VbdParams, VifParams
 
 XL_TIMEOUT = 120.0  # xl network-attach took 6.3 s under emulation; allow for a slow, loaded dom0
 
@@ -20,7 +22,8 @@ class Xl:
         self.command = command
 
     def iommu_available(self) -> bool:
-        """`xl info` lists `hvm_directio` in virt_caps when Xen can pass PCI devices through."""
+        """`xl info` lists `pv_directio` and/or `hvm_directio` in virt_caps when Xen can pass PCI devices
+        through (a host without VMX/SVM, like an emulated one, has only the PV one)."""
         try:
             output = self._run("info")
         except XendddError:
@@ -28,7 +31,7 @@ class Xl:
         for line in output.splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "virt_caps":
-                return "directio" in value
+                return bool({"pv_directio", "hvm_directio"} & set(value.split()))
         return False
 
     def attach(self, guest: str, kind: DeviceKind, params: VifParams | VbdParams, backend: str) -> None:
@@ -42,6 +45,25 @@ class Xl:
                 spec += f",format={params.format}"
             spec += f",devtype={params.device_type},target={params.target}"
             self._run("block-attach", guest, spec)
+
+    def pci_attach(self, domain: str, pci: PciDeviceSpec) -> None:
+        """libxl resets the device through pciback (do_flr) when it has a way to, and proceeds when not."""
+        options = (["permissive=1"] if pci.permissive else []) + (
+            ["rdm_policy=relaxed"] if pci.rdm_policy == "relaxed" else []  # libxl's default is strict
+        )
+        self._run("pci-attach", domain, ",".join([str(pci.bdf), *options]))
+
+    def pci_list(self, domain: str) -> list[Bdf]:
+        """The host devices passed through to `domain` (`xl pci-list`: a header, then "vslot BDF")."""
+        devices = []
+        for line in self._run("pci-list", domain).splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 2:
+                try:
+                    devices.append(Bdf.parse(fields[1]))
+                except InputError:
+                    raise XendddError(f"xl pci-list {domain}: unexpected line {line!r}") from None
+        return devices
 
     def detach(self, guest: str, kind: DeviceKind, devid: int) -> None:
         verb = "network-detach" if kind is DeviceKind.VIF else "block-detach"

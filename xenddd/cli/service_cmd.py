@@ -105,6 +105,7 @@ def status(cli: CliContext) -> None:
         for d in domains
     ]
     lines.append(render_table(_STATUS_COLUMNS, rows))
+    lines += [f"{d['name']}: {d['error']}" for d in domains if d.get("error")]
     emit_record(cli.as_json, "status", record, "\n".join(lines))
 
 

@@ -108,6 +108,9 @@ class SimHypervisor:
     def iommu_available(self) -> bool:
         return self._iommu
 
+    def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
+        """The simulated host has no PCI devices to pass through."""
+
     def watch_lifecycle(
         self, handler: Callable[[LifecycleEvent], None], on_reconnect: Callable[[], None]
     ) -> None:
