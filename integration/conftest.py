@@ -1,8 +1,11 @@
-"""Host side of the integration suite: build (or reuse) the image, boot Xen once under QEMU, run every
-scenario inside dom0, and hand each scenario's outcome to the host test of the same name."""
+"""Host side of the integration suite: build (or reuse) the image, boot Xen under QEMU once per machine
+variant, run that variant's scenarios inside dom0, and hand each scenario's outcome to the host test of the
+same name. Variants: `pc` (no IOMMU: everything but passthrough) and `vtd` (q35 with QEMU's emulated VT-d,
+Xen iommu=1: PCI passthrough into a driver domain)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,12 +23,32 @@ collect_ignore = ["scenarios", "image", "results"]  # scenarios run inside dom0,
 
 TOP = Path(__file__).resolve().parents[1]
 RESULTS = TOP / "integration/results"
+HISTORY = RESULTS / "mttr-history.tsv"
 BOOT_TIMEOUT = float(os.environ.get("XENDDD_IT_TIMEOUT", "2700"))
 XEN_ARGS = (
     "dom0_mem=1024M,max:1024M dom0_max_vcpus=2 console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all "
     "noreboot xpti=false pv-l1tf=false spec-ctrl=no"
 )
 DOM0_ARGS = "root=/dev/vda rw console=hvc0 xenddd.it=dom0"
+STORE_DISK_MIB = 64
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One QEMU machine variant of the test bed; `first` goes before every other device (intel-iommu
+    must be created before the PCI devices it translates for)."""
+
+    name: str
+    first: tuple[str, ...]
+    xen_args: str = ""
+
+
+MACHINES = {
+    "pc": Machine("pc", ("-machine", "pc")),
+    "vtd": Machine(
+        "vtd", ("-machine", "q35", "-device", "intel-iommu,intremap=on,caching-mode=on"), "iommu=1"
+    ),
+}
 
 
 @dataclass
@@ -54,25 +77,35 @@ def build_image() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def boot(images: Path) -> XenRun:
-    shutil.rmtree(RESULTS, ignore_errors=True)
-    RESULTS.mkdir(parents=True)
+def boot(images: Path, machine: Machine) -> XenRun:
+    results = RESULTS / machine.name
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
+    store = results / "store-disk.img"  # the block driver domain's data disk, fresh for every boot
+    with open(store, "wb") as disk:
+        disk.truncate(STORE_DISK_MIB << 20)
+    rootfs = images / "rootfs.img"
     qemu = [
-        "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "Westmere", "-machine", "pc",
+        "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "Westmere", *machine.first,
         "-m", "4096", "-smp", "2", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-        "-kernel", str(images / "xen"), "-append", XEN_ARGS,
-        "-initrd", f"{images / 'vmlinuz'} {DOM0_ARGS},{images / 'initrd.img'}",
-        "-drive", f"file={images / 'rootfs.img'},if=virtio,format=raw,snapshot=on",
-        "-drive", f"file={images / 'rootfs.img'},if=virtio,format=raw,snapshot=on,file.locking=off",
+        "-kernel", str(images / "xen"), "-append", f"{XEN_ARGS} {machine.xen_args}".strip(),
+        "-initrd", f"{images / 'vmlinuz'} {DOM0_ARGS} xenddd.machine={machine.name},{images / 'initrd.img'}",
+        # dom0's root (vda), then the root disks of domnet (vdb) and domstore (vdc): one cached image,
+        # each opened as its own throw-away snapshot; domstore's data disk (vdd)
+        "-drive", f"file={rootfs},if=virtio,format=raw,snapshot=on",
+        "-drive", f"file={rootfs},if=virtio,format=raw,snapshot=on,file.locking=off",
+        "-drive", f"file={rootfs},if=virtio,format=raw,snapshot=on,file.locking=off",
+        "-drive", f"file={store},if=virtio,format=raw",
         "-virtfs", f"local,path={TOP},mount_tag=xenddd,security_model=none,id=xenddd",
         "-nic", "none",
-        # the NIC scenario (b) hides from dom0: an e1000 at a fixed address, on an isolated user network
+        # the NIC that scenario (b) hides from dom0 and (f) passes through: an e1000 at a fixed address,
+        # on an isolated user network
         "-netdev", "user,id=pt0,restrict=on", "-device", "e1000,netdev=pt0,addr=0x10",
     ]  # fmt: skip
     started = time.monotonic()
     run = XenRun(returncode=None)
     with (
-        open(RESULTS / "serial.log", "w") as serial,
+        open(results / "serial.log", "w") as serial,
         subprocess.Popen(
             qemu,
             stdin=subprocess.DEVNULL,
@@ -98,11 +131,13 @@ def boot(images: Path) -> XenRun:
             if time.monotonic() > deadline:
                 process.kill()
                 pytest.fail(
-                    f"the Xen test bed did not finish within {BOOT_TIMEOUT:.0f} s (see {RESULTS}/serial.log)"
+                    f"the {machine.name} test bed did not finish within {BOOT_TIMEOUT:.0f} s "
+                    f"(see {results}/serial.log)"
                 )
         process.wait(60)
     run.seconds = time.monotonic() - started
-    junit = RESULTS / "junit.xml"
+    store.unlink()
+    junit = results / "junit.xml"
     if junit.exists():
         for case in ET.parse(junit).getroot().iter("testcase"):
             name = f"{Path(case.get('classname', '').replace('.', '/')).name}::{case.get('name')}"
@@ -117,13 +152,74 @@ def boot(images: Path) -> XenRun:
     return run
 
 
+class TestBed:
+    """Boots each machine variant at most once per session, when its first scenario asks for it."""
+
+    def __init__(self) -> None:
+        self._images: Path | None = None
+        self._runs: dict[str, XenRun] = {}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for old in RESULTS.iterdir():  # the previous run's results; the MTTR history is kept
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.name != HISTORY.name:
+                old.unlink()
+
+    def run(self, machine: str) -> XenRun:
+        if machine not in self._runs:
+            if self._images is None:
+                if shutil.which("qemu-system-x86_64") is None:
+                    subprocess.run(
+                        ["apt-get", "install", "-y", "-qq", "qemu-system-x86"], check=False, timeout=900
+                    )
+                self._images = build_image()
+            run = boot(self._images, MACHINES[machine])
+            (RESULTS / machine / "summary.txt").write_text(
+                f"boot+suite {run.seconds:.0f} s, dom0 rc={run.returncode}\n" + "\n".join(run.markers) + "\n"
+            )
+            write_mttr_table(machine)
+            self._runs[machine] = run
+        return self._runs[machine]
+
+
+def write_mttr_table(machine: str) -> None:
+    """The phases every recovery scenario measured (results/<machine>/mttr.jsonl, written in dom0), as
+    this run's table (results/mttr.tsv) and appended to a history kept across runs (results/
+    mttr-history.tsv), to compare MTTR across changes."""
+    source = RESULTS / machine / "mttr.jsonl"
+    if not source.exists():
+        return
+    commit = subprocess.run(
+        ["git", "-C", str(TOP), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    columns = ("detached", "restarted", "ready", "recovered", "observed")
+    header = "\t".join(("when", "commit", "machine", "driver_domain", "how", *columns))
+    rows = []
+    for line in source.read_text().splitlines():
+        entry = json.loads(line)
+        phases = [f"{entry[c]:.1f}" if isinstance(entry.get(c), float | int) else "-" for c in columns]
+        rows.append(
+            "\t".join(
+                (
+                    time.strftime("%Y-%m-%dT%H:%M"),
+                    commit or "?",
+                    machine,
+                    entry["driver_domain"],
+                    entry["how"],
+                    *phases,
+                )
+            )
+        )
+    for path in (RESULTS / "mttr.tsv", HISTORY):
+        if not path.exists():
+            path.write_text(header + "\n")
+        with open(path, "a") as out:
+            out.write("".join(row + "\n" for row in rows))
+
+
 @pytest.fixture(scope="session")
-def xen_run() -> Iterator[XenRun]:
-    if not Path("/usr/bin/qemu-system-x86_64").exists() and shutil.which("qemu-system-x86_64") is None:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "qemu-system-x86"], check=False, timeout=900)
-    images = build_image()
-    run = boot(images)
-    (RESULTS / "summary.txt").write_text(
-        f"boot+suite {run.seconds:.0f} s, dom0 rc={run.returncode}\n" + "\n".join(run.markers) + "\n"
-    )
-    yield run
+def test_bed() -> Iterator[TestBed]:
+    yield TestBed()

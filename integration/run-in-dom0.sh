@@ -1,16 +1,18 @@
 #!/bin/bash
 # Runs inside the Xen dom0 of the test bed (started by integration/image/xenddd-it-run): installs the
-# checkout's xenddd as an operator would, runs the scenarios with pytest, and collects the logs.
+# checkout's xenddd as an operator would, runs this machine variant's scenarios with pytest, and collects
+# the logs. XENDDD_IT_MACHINE names the variant (pc, vtd); XENDDD_IT_RESULTS is where results go.
 set -u
 H=/mnt/host
-R=$H/integration/results
-export PYTHONDONTWRITEBYTECODE=1
+M=${XENDDD_IT_MACHINE:-pc}
+R=${XENDDD_IT_RESULTS:-$H/integration/results/$M}
+export XENDDD_IT_MACHINE=$M XENDDD_IT_RESULTS=$R PYTHONDONTWRITEBYTECODE=1
 say() { echo "XENDDD-IT: $*" > /dev/console; }
 mkdir -p "$R"
 bash "$H/scripts/install" --no-apt
-install -m 0644 "$H/integration/scenarios/xenddd.toml" /etc/xenddd/xenddd.toml
+install -m 0644 "$H/integration/scenarios/xenddd-$M.toml" /etc/xenddd/xenddd.toml
 systemctl daemon-reload
-say "xenddd installed; scenarios start"
+say "xenddd installed; scenarios for machine $M start"
 python3 -m pytest -v -p no:cacheprovider --rootdir="$H/integration/scenarios" \
   -c "$H/integration/scenarios/pytest.ini" --junitxml="$R/junit.xml" "$H/integration/scenarios"
 rc=$?
@@ -21,4 +23,12 @@ journalctl -b --no-pager | tail -300 > "$R/journal-tail.txt" 2>&1
 cp -r /var/log/libvirt "$R/libvirt-logs" 2>/dev/null
 cp -r /var/log/xen "$R/xen-logs" 2>/dev/null
 cp -r /var/lib/xenddd "$R/xenddd-state" 2>/dev/null
+# the driver domains' own logs (xl devd, hotplug scripts) from their root disks, once they are gone
+systemctl stop xenddd
+for domain in $(xl list | awk 'NR > 2 { print $1 }'); do xl destroy "$domain"; done
+for disk in vdb vdc; do
+  mkdir -p "/mnt/$disk" && mount -o ro,noload "/dev/$disk" "/mnt/$disk" 2>/dev/null || continue
+  cp -r "/mnt/$disk/var/log/xen" "$R/dd-logs-$disk" 2>/dev/null
+  umount "/mnt/$disk"
+done
 exit $rc

@@ -1,14 +1,31 @@
-"""Helpers for the scenarios that run inside the test bed's dom0 (Debian's python3 and pytest)."""
+"""Helpers for the scenarios that run inside the test bed's dom0 (Debian's python3 and pytest).
+
+Each boot runs the scenarios of one machine variant (XENDDD_IT_MACHINE): a scenario module names its
+variant with `MACHINE = "..."`, default "pc"; the others are deselected.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+MACHINE_NOW = os.environ.get("XENDDD_IT_MACHINE", "pc")
+RESULTS = Path(os.environ.get("XENDDD_IT_RESULTS", "/tmp"))
+CONSOLE_LOGS = Path("/var/log/xen/console")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    other = [i for i in items if getattr(getattr(i, "module", None), "MACHINE", "pc") != MACHINE_NOW]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [i for i in items if i not in other]
 
 
 def run(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -42,6 +59,77 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
+
+
+def busybox_guest(name: str, cmdline: str, devices: str, memory_mib: int = 96) -> Path:
+    """libvirt XML for one of the test bed's busybox guests (see integration/image/fe-init), written to a
+    file for `virsh create`."""
+    path = Path(f"/tmp/{name}.xml")
+    path.write_text(f"""<domain type='xen'>
+  <name>{name}</name>
+  <memory unit='MiB'>{memory_mib}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='xenpv'>linux</type>
+    <kernel>/boot/vmlinuz</kernel>
+    <initrd>/boot/fe-initrd.gz</initrd>
+    <cmdline>console=hvc0 {cmdline}</cmdline>
+  </os>
+  <devices>
+    {devices.strip()}
+    <console type='pty'><target type='xen' port='0'/></console>
+  </devices>
+</domain>
+""")
+    return path
+
+
+class Console:
+    """A guest's console as xenconsoled logs it in dom0 (the guests and driver domains of the test bed
+    report on it what they see), read from a mark on: `mark()` now, `lines()` what came after it."""
+
+    def __init__(self, guest: str) -> None:
+        self.path = CONSOLE_LOGS / f"guest-{guest}.log"
+        self.offset = 0
+
+    def mark(self) -> Console:
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+        return self
+
+    def lines(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as log:
+            log.seek(self.offset)
+            return log.read().decode(errors="replace").splitlines()
+
+    def find(self, needle: str) -> str | None:
+        return next((line for line in self.lines() if needle in line), None)
+
+
+def recovery_phases(driver_domain: str, seen: int) -> dict[str, float]:
+    """The phases of the recovery xenddd recorded after its first `seen` events, relative to detection;
+    `recovered` is recorded on the reconcile pass after the one that saw every frontend Connected."""
+
+    def phases() -> dict[str, float] | None:
+        events = xenddd_json("events")["items"][seen:]
+        found = {e["event"]: e["ts"] for e in events if e.get("driver_domain") == driver_domain}
+        return found if "recovered" in found else None
+
+    found = wait_until(phases, 60, f"xenddd to record the recovery of {driver_domain}")
+    return {
+        p: found[p] - found["detected"] for p in ("detached", "restarted", "ready", "recovered") if p in found
+    }
+
+
+def report_mttr(driver_domain: str, how: str, phases: dict[str, float], observed: float) -> None:
+    """On the console for the log, and in results/<machine>/mttr.jsonl for the host's MTTR table."""
+    shown = " ".join(f"{p}=+{t:.1f}s" for p, t in phases.items())
+    say(f"MTTR {driver_domain} {how}: {shown} (observed {observed:.1f}s)")
+    with open(RESULTS / "mttr.jsonl", "a") as out:
+        out.write(
+            json.dumps({"driver_domain": driver_domain, "how": how, **phases, "observed": observed}) + "\n"
+        )
 
 
 def say(text: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import domid, run, wait_until, xenddd_json, xs_read
+import time
+
+from conftest import domid, recovery_phases, report_mttr, run, wait_until, xenddd_json, xs_read
 
 MAC = "00:16:3e:00:00:02"
 
@@ -11,6 +13,7 @@ def test_sigkill_during_recovery_is_finished_by_the_restarted_daemon() -> None:
     old = domid("domnet")
     assert old is not None and domid("fe") is not None, "needs scenario c's domnet and guest"
     seen = len(xenddd_json("events")["items"])
+    started = time.monotonic()
     run("xenstore-write", f"/local/domain/{old}/data/crash", "1")
     wait_until(
         lambda: any(e["event"] == "restarted" for e in xenddd_json("events")["items"][seen:]),
@@ -37,6 +40,8 @@ def test_sigkill_during_recovery_is_finished_by_the_restarted_daemon() -> None:
         ) == str(domid("domnet"))
 
     wait_until(reattached, 600, "fe's vif reattached by the restarted daemon", every=2)
+    elapsed = time.monotonic() - started
     assert xs_read(f"/local/domain/{guest}/device/vif/0/mac") == MAC
     xml = run("virsh", "-c", "xen:///system", "dumpxml", "fe").stdout
     assert xml.count("<interface") == 1
+    report_mttr("domnet", "kernel crash, daemon SIGKILLed", recovery_phases("domnet", seen), elapsed)
