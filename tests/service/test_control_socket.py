@@ -94,10 +94,19 @@ def test_another_uid_is_refused_by_peer_credentials() -> None:
     control.start()
     try:
         os.chmod(control.path, 0o666)
-        script = (
-            "import json,os,socket;os.setgid(65534);os.setuid(65534);s=socket.socket(socket.AF_UNIX);"
-            f"s.connect({str(control.path)!r});"
-            's.sendall(b\'{"version":1,"op":"status","args":{}}\\n\');print(s.recv(4096).decode())'
+        # like xenddd's own client: the refusal may come (and the socket close) before the request is sent
+        script = "\n".join(
+            [
+                "import os, socket",
+                "os.setgid(65534); os.setuid(65534)",
+                "s = socket.socket(socket.AF_UNIX)",
+                f"s.connect({str(control.path)!r})",
+                "try:",
+                '    s.sendall(b\'{"version": 1, "op": "status", "args": {}}\\n\')',
+                "except BrokenPipeError:",
+                "    pass",
+                "print(s.recv(4096).decode())",
+            ]
         )
         result = subprocess.run(
             ["/usr/bin/python3", "-c", script],
@@ -113,6 +122,29 @@ def test_another_uid_is_refused_by_peer_credentials() -> None:
     finally:
         control.stop()
         shutil.rmtree(public)
+
+
+def test_an_answer_sent_before_the_request_was_read_still_reaches_the_client(tmp_path: Path) -> None:
+    """A refusal is sent and the connection closed without reading the request: a request too big for the
+    socket buffers then fails to send (EPIPE), and the client must still read and return the answer."""
+    path = tmp_path / "control.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b'{"version": 1, "ok": false, "error": "uid 1000 may not control xenddd"}\n')
+
+    thread = threading.Thread(target=refuse)
+    thread.start()
+    try:
+        answer = request(path, "status", {"padding": "x" * (8 * 1024 * 1024)}, timeout=20)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert answer["ok"] is False and answer["error"] == "uid 1000 may not control xenddd"
 
 
 def test_no_daemon_is_reported_as_such(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ Response: {"version": 1, "ok": true, ...}  or  {"version": 1, "ok": false, "erro
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import json
@@ -161,7 +162,12 @@ def request(path: Path, op: str, args: dict[str, Any] | None = None, timeout: fl
                     f"permission denied on {path}: run as root or a member of its group"
                 ) from None
             raise XendddError(f"cannot reach the daemon at {path}: {exc.strerror}") from None
-        sock.sendall(json.dumps({"version": PROTOCOL_VERSION, "op": op, "args": args or {}}).encode() + b"\n")
+        # A refusal (or "too many connections") is answered before the request is read, and the daemon
+        # may close before it is sent: the send then fails, but the answer is there to read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(
+                json.dumps({"version": PROTOCOL_VERSION, "op": op, "args": args or {}}).encode() + b"\n"
+            )
         try:
             line = _read_line(sock, limit=64 * 1024 * 1024)
         except TimeoutError:
