@@ -80,12 +80,15 @@ class Readiness:
 
     `xenstore-key`: the DD writes `key` (relative to /local/domain/<domid>) with `value` once its backends and
     `xl devd` run; `backend-initwait`: its first backend reaches InitWait; `running`: libvirt says running.
+    `reattach_timeout`: how long a reattached frontend may take to reach Connected before xenddd detaches
+    and attaches it again (a handshake that stalls, e.g. a guest kernel that did not probe the new device).
     """
 
     condition: ReadinessCondition = "xenstore-key"
     key: str = "data/ready"
     value: str = "1"
     timeout_seconds: float = 120.0
+    reattach_timeout_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,7 @@ def _readiness(t: TableReader) -> Readiness:
         key=t.checked("key", _relative_xenstore_key, default=d.key),
         value=t.string("value", d.value),
         timeout_seconds=t.number("timeout", d.timeout_seconds, minimum=0.1),
+        reattach_timeout_seconds=t.number("reattach_timeout", d.reattach_timeout_seconds, minimum=0.1),
     )
     t.finish()
     return readiness

@@ -35,7 +35,8 @@ class Phase(enum.Enum):
 
 @dataclass
 class PendingFrontend:
-    """One frontend of an incident and how far it got; `not_before` backs off failed attaches."""
+    """One frontend of an incident and how far it got; `not_before` backs off failed attaches, and
+    `confirm_deadline` bounds the handshake of a successful one."""
 
     frontend: Frontend
     detached: bool = False
@@ -43,6 +44,7 @@ class PendingFrontend:
     attempts: int = 0
     not_before: float = 0.0
     last_error: str | None = None
+    confirm_deadline: float = 0.0  # once attached: when a handshake still not Connected counts as failed
 
     @property
     def key(self) -> FrontendKey:
@@ -143,6 +145,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
                     "attempts": p.attempts,
                     "not_before": p.not_before,
                     "last_error": p.last_error,
+                    "confirm_deadline": p.confirm_deadline,
                 }
                 for p in incident.frontends
             ],
@@ -177,6 +180,7 @@ def _record_from_json(name: str, doc: dict[str, Any]) -> DomainRecord:
                     attempts=int(item.get("attempts", 0)),
                     not_before=float(item.get("not_before", 0.0)),
                     last_error=item.get("last_error"),
+                    confirm_deadline=float(item.get("confirm_deadline", 0.0)),
                 )
             )
         record.incident = Incident(

@@ -22,6 +22,7 @@ from xenddd.guest_view import GuestView
 from xenddd.hints import ControlRequest, Hint, XenstoreHint
 from xenddd.history import History
 from xenddd.intent import DomainRecord, Incident, IntentLog, Phase
+from xenddd.model import Frontend
 from xenddd.recovery import PrepareDomain, Recovery
 from xenddd.registry import FrontendRegistry
 
@@ -58,6 +59,7 @@ class Reconciler:
             history,
             intents,
             prepare=prepare,
+            served_by=self._served_by,
             watch=watch,
             clock=clock,
             max_parallel=config.settings.max_parallel_reattach,
@@ -173,9 +175,7 @@ class Reconciler:
         # The instance xenddd knew is gone (crashed, destroyed or shut down behind its back, perhaps already
         # replaced by someone else's start): that is an incident, whatever the events did or did not say.
         reason = "gone" if running is None else f"replaced by domid {running}"
-        frontends = [
-            f for f in self._registry.served_by(spec.name) if f.backend_domid == record.domid or f.orphaned
-        ]
+        frontends = self._served_by(spec.name, record.domid)
         incident = Incident.new(record.domid, self._clock(), reason, frontends)
         if running is not None:
             incident.new_domid = running
@@ -198,6 +198,10 @@ class Reconciler:
             f" (not trusted, ignored: {', '.join(sorted(rejected))})" if rejected else "",
         )  # fmt: skip
         return self._recovery.advance(spec, record, running)
+
+    def _served_by(self, name: str, domid: int | None) -> list[Frontend]:
+        """What instance `domid` of driver domain `name` served: what its death leaves to recover."""
+        return [f for f in self._registry.served_by(name) if f.backend_domid == domid or f.orphaned]
 
     def _start(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
         self._prepare(spec)

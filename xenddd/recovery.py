@@ -25,7 +25,7 @@ from xenddd.errors import XendddError
 from xenddd.guest_view import GuestView
 from xenddd.history import History
 from xenddd.intent import DomainRecord, Incident, IntentLog, PendingFrontend, Phase
-from xenddd.model import XenbusState
+from xenddd.model import Frontend, XenbusState
 from xenddd.restart_policy import decide_restart
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ ATTACH_RETRY_CAP = 60.0
 PrepareDomain = Callable[[DriverDomainSpec], None]
 """Called before each (re)start: re-hide the driver domain's PCI devices (and reset them per policy)."""
 
+ServedBy = Callable[[str, int | None], list[Frontend]]
+"""The registry's frontends of a driver domain's instance (by domid), orphaned ones included."""
+
 
 class Recovery:
     def __init__(
@@ -47,6 +50,7 @@ class Recovery:
         intents: IntentLog,
         *,
         prepare: PrepareDomain,
+        served_by: ServedBy,
         watch: Callable[[str], None],
         clock: Callable[[], float],
         max_parallel: int,
@@ -57,6 +61,7 @@ class Recovery:
         self._history = history
         self._intents = intents
         self._prepare = prepare
+        self._served_by = served_by
         self._watch = watch
         self._clock = clock
         self._max_parallel = max_parallel
@@ -219,6 +224,9 @@ class Recovery:
                         "reattached", spec.name, incident, **_fields(pending), attempts=pending.attempts
                     )
                     changed = True
+                elif now >= pending.confirm_deadline:
+                    self._handshake_stalled(spec, record, incident, pending, guest)
+                    wake = _earliest(wake, 0.0 if not pending.attached else CONFIRM_RECHECK)
                 else:
                     wake = _earliest(wake, CONFIRM_RECHECK)
                 continue
@@ -247,10 +255,12 @@ class Recovery:
         assert incident.new_domid is not None
         new_domid = incident.new_domid
         todo = []
+        deadline = self._clock() + spec.readiness.reattach_timeout_seconds
         for pending in due:
             guest = self._guests.current_domid(pending.frontend)
             if guest is not None and self._guests.frontend_backend_id(guest, pending.frontend) == new_domid:
                 pending.attached = True  # done before a daemon restart: never attach twice
+                pending.confirm_deadline = deadline
             else:
                 pending.attempts += 1
                 todo.append(pending)
@@ -263,26 +273,61 @@ class Recovery:
             if error is None:
                 pending.attached = True
                 pending.last_error = None
+                pending.confirm_deadline = self._clock() + spec.readiness.reattach_timeout_seconds
                 guest = self._guests.current_domid(pending.frontend)
                 if guest is not None:
                     self._watch(
                         f"/local/domain/{guest}/device/{pending.frontend.kind.value}/{pending.frontend.devid}/state"
                     )
             else:
-                record.reattach_failures += 1
-                pending.last_error = error
-                delay = min(ATTACH_RETRY_CAP, ATTACH_RETRY_BASE * 2 ** min(pending.attempts - 1, 16))
-                pending.not_before = self._clock() + delay
-                self._event(
-                    "reattach-failed", spec.name, incident, **_fields(pending), error=error, retry_in=delay
-                )
-                log.error(
-                    "%s: reattaching %s failed (retry in %.0f s): %s",
-                    spec.name,
-                    _describe(pending),
-                    delay,
-                    error,
-                )
+                self._attach_failed(spec, record, incident, pending, error)
+        self._save(record)
+
+    def _attach_failed(
+        self,
+        spec: DriverDomainSpec,
+        record: DomainRecord,
+        incident: Incident,
+        pending: PendingFrontend,
+        error: str,
+    ) -> None:
+        record.reattach_failures += 1
+        pending.last_error = error
+        delay = _retry_delay(pending)
+        pending.not_before = self._clock() + delay
+        self._event("reattach-failed", spec.name, incident, **_fields(pending), error=error, retry_in=delay)
+        log.error(
+            "%s: reattaching %s failed (retry in %.0f s): %s", spec.name, _describe(pending), delay, error
+        )
+
+    def _handshake_stalled(
+        self,
+        spec: DriverDomainSpec,
+        record: DomainRecord,
+        incident: Incident,
+        pending: PendingFrontend,
+        guest: int,
+    ) -> None:
+        """Attached, but not Connected in time: a stalled handshake is not waited on forever (nothing
+        would ever finish the recovery); the device is detached and, backing off, attached again."""
+        assert incident.new_domid is not None
+        front = self._guests.frontend_state(guest, pending.frontend)
+        back = self._guests.backend_state(incident.new_domid, guest, pending.frontend)
+        error = (
+            f"not Connected within {spec.readiness.reattach_timeout_seconds:.0f} s "
+            f"(frontend {_state_name(front)}, backend {_state_name(back)})"
+        )
+        frontend = pending.frontend
+        try:
+            self._hv.detach(frontend.guest_name, frontend.kind, frontend.devid, frontend.params)
+        except XendddError as exc:
+            pending.last_error = f"{error}; detaching it to attach it again: {exc}"
+            pending.confirm_deadline = self._clock() + _retry_delay(pending)
+            log.warning("%s: %s %s", spec.name, _describe(pending), pending.last_error)
+            self._save(record)
+            return
+        pending.attached = False
+        self._attach_failed(spec, record, incident, pending, error)
         self._save(record)
 
     def _attach_one(self, spec: DriverDomainSpec, pending: PendingFrontend) -> str | None:
@@ -343,11 +388,22 @@ class Recovery:
     def _died_again(
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, running_domid: int | None
     ) -> None:
+        """Every frontend of the incident points at the dead instance again, and so do those already
+        confirmed on it (no longer in the incident): all of them are detached and reattached anew."""
         record.crashes += 1
-        self._event("crashed-again", spec.name, incident, domid=incident.new_domid)
         for pending in incident.frontends:
-            pending.attached = False  # their new frontends point at the dead instance again
+            pending.attached = False
             pending.detached = False
+        known = {pending.key for pending in incident.frontends}
+        confirmed = [f for f in self._served_by(spec.name, incident.new_domid) if f.key not in known]
+        incident.frontends.extend(PendingFrontend(f) for f in confirmed)
+        self._event(
+            "crashed-again",
+            spec.name,
+            incident,
+            domid=incident.new_domid,
+            frontends=len(incident.frontends),
+        )
         incident.dead_domid, incident.new_domid = incident.new_domid, running_domid
         incident.phase = Phase.DETACHING
         record.domid = running_domid
@@ -394,6 +450,14 @@ def _describe(pending: PendingFrontend) -> str:
 def _fields(pending: PendingFrontend) -> dict[str, object]:
     f = pending.frontend
     return {"guest": f.guest_name, "kind": f.kind.value, "devid": f.devid}
+
+
+def _retry_delay(pending: PendingFrontend) -> float:
+    return min(ATTACH_RETRY_CAP, ATTACH_RETRY_BASE * 2.0 ** min(max(pending.attempts, 1) - 1, 16))
+
+
+def _state_name(state: XenbusState | None) -> str:
+    return "absent" if state is None else state.name
 
 
 def _earliest(current: float | None, candidate: float) -> float:

@@ -30,6 +30,9 @@ window = 600
 backoff_base = 0.05
 backoff_cap = 0.2
 
+[driver_domain.readiness]
+reattach_timeout = {reattach_timeout}
+
 [[driver_domain]]
 name = "domstore"
 kind = "block"
@@ -125,12 +128,14 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
 
     def start(
         max_restarts: int = 5,
+        reattach_timeout: float = 60.0,
         sim: SimulatedHost | None = None,
         prepare: Callable[[DriverDomainSpec], None] | None = None,
         guests: bool = True,
     ) -> RunningDaemon:
         config = parse_config(
-            TOPOLOGY.format(tmp=tmp_path, max_restarts=max_restarts), tmp_path / "xenddd.toml"
+            TOPOLOGY.format(tmp=tmp_path, max_restarts=max_restarts, reattach_timeout=reattach_timeout),
+            tmp_path / "xenddd.toml",
         )
         if sim is None:
             sim = SimulatedHost.start(tmp_path / "xenstored.sock")

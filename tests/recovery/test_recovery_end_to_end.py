@@ -116,6 +116,51 @@ def test_a_paused_guest_is_reattached_when_it_resumes(start_daemon: Callable[...
     wait_until(lambda: all_connected(sim, FIVE_DEVICES))
 
 
+def test_a_reattached_vif_whose_handshake_stalls_is_detached_and_attached_again(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """cache's netfront does not probe its new vif (its kernel stalls, the domain keeps running): the
+    attach succeeded, but the recovery must not wait on that handshake forever."""
+    handle = start_daemon(reattach_timeout=0.3)
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    cache = sim.host.domains["cache"].kernel
+    assert cache is not None
+    cache.pause()
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "reattach-failed"), what="the stalled handshake given up")
+    (stalled, *_) = events(handle, "reattach-failed")
+    assert stalled["guest"] == "cache" and "not Connected within" in str(stalled["error"])
+    assert "frontend INITIALISING" in str(stalled["error"])
+    assert not events(handle, "recovered")
+    cache.unpause()
+    wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery completed")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every frontend connected again")
+    (reattached,) = [e for e in events(handle, "reattached") if e["guest"] == "cache"]
+    assert int(str(reattached["attempts"])) >= 2
+    assert len(frontends(sim)) == FIVE_DEVICES
+
+
+def test_a_second_crash_before_the_recovery_ends_takes_back_the_frontends_already_reattached(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """web's and db's vifs are confirmed on the second domnet while paused cache holds the incident open;
+    when that instance dies too they are served by a dead backend again and must be recovered with it."""
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    sim.host.pause("cache")
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "reattached")) == 2, what="web's and db's vifs on the new domnet")
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "restarted")) == 2, what="the second restart")
+    sim.host.unpause("cache")
+    wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery completed")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every frontend connected again")
+    newest = str(sim.host.domains["domnet"].domid)
+    assert {d["backend_id"] for k, d in frontends(sim).items() if k[1] == "vif"} == {newest}
+
+
 def test_a_daemon_restart_mid_recovery_finishes_without_duplicates(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:
