@@ -49,16 +49,50 @@ def xenddd_json(*args: str) -> Any:
     return json.loads(run("xenddd", "--json", *args).stdout)
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
-    """Deadline-based: under emulation one process spawn costs ~70 ms, so never count loop turns."""
+def wait_until(
+    condition: Callable[[], Any],
+    timeout: float,
+    what: str,
+    every: float = 1.0,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Deadline-based: under emulation one process spawn costs ~70 ms, so never count loop turns.
+    `explain` adds what the state was at the deadline to the failure (CI shows only that message)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            detail = ""
+            if explain is not None:
+                try:
+                    detail = f"\n{explain()}"
+                except (AssertionError, OSError, ValueError, subprocess.SubprocessError) as exc:
+                    detail = f"\n(the state could not be read: {exc})"
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
         time.sleep(every)
+
+
+def recovery_state(seen: int, devices: dict[str, str]) -> str:
+    """xenddd's events since the first `seen` and its status, and each guest device's xenstore view
+    (`devices`: guest name → "vif/0"): what a recovery that did not finish was stuck on."""
+    lines = [
+        " ".join(f"{k}={v}" for k, v in event.items() if k not in ("seq", "incident"))
+        for event in xenddd_json("events")["items"][seen:]
+    ]
+    lines.append(run("xenddd", "status", check=False).stdout.strip())
+    for guest, device in devices.items():
+        gid = domid(guest)
+        front = f"/local/domain/{gid}/device/{device}"
+        backend = xs_read(f"{front}/backend")
+        lines.append(
+            f"{guest} (domid {gid}) {device}: state={xs_read(f'{front}/state')} "
+            f"backend-id={xs_read(f'{front}/backend-id')} backend={backend} "
+            f"backend state={xs_read(f'{backend}/state') if backend else None} "
+            f"hotplug-status={xs_read(f'{backend}/hotplug-status') if backend else None}"
+        )
+    return "\n".join(lines)
 
 
 def busybox_guest(name: str, cmdline: str, devices: str, memory_mib: int = 96) -> Path:
@@ -116,7 +150,12 @@ def recovery_phases(driver_domain: str, seen: int) -> dict[str, float]:
         found = {e["event"]: e["ts"] for e in events if e.get("driver_domain") == driver_domain}
         return found if "recovered" in found else None
 
-    found = wait_until(phases, 60, f"xenddd to record the recovery of {driver_domain}")
+    found = wait_until(
+        phases,
+        60,
+        f"xenddd to record the recovery of {driver_domain}",
+        explain=lambda: recovery_state(seen, {}),
+    )
     return {
         p: found[p] - found["detected"] for p in ("detached", "restarted", "ready", "recovered") if p in found
     }

@@ -13,6 +13,7 @@ from conftest import (
     busybox_guest,
     domid,
     recovery_phases,
+    recovery_state,
     report_mttr,
     run,
     wait_until,
@@ -97,6 +98,7 @@ def recover_from(kill: Callable[[int], object], how: str) -> None:
             600,
             f"{name}'s vif Connected through the new domnet",
             every=2,
+            explain=lambda: recovery_state(seen, {"fe": "vif/0", "fe2": "vif/0"}),
         )
     elapsed = time.monotonic() - started
     assert xs_read(f"/local/domain/{domid('fe')}/device/vif/0/mac") == MAC

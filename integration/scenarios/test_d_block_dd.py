@@ -11,6 +11,7 @@ from conftest import (
     busybox_guest,
     domid,
     recovery_phases,
+    recovery_state,
     report_mttr,
     run,
     wait_until,
@@ -65,7 +66,13 @@ def test_a_crashed_domstore_is_restarted_and_the_data_reads_back_through_the_rea
     started = time.monotonic()
     run("xenstore-write", f"/local/domain/{old}/data/crash", "1")
     new = wait_until(lambda: (d := domid("domstore")) not in (None, old) and d, 300, "a new domstore")
-    wait_until(lambda: vbd_connected_to(new), 600, "feblk's vbd Connected through the new domstore", every=2)
+    wait_until(
+        lambda: vbd_connected_to(new),
+        600,
+        "feblk's vbd Connected through the new domstore",
+        every=2,
+        explain=lambda: recovery_state(seen, {"feblk": "vbd/51728"}),
+    )
     elapsed = time.monotonic() - started
     report_mttr("domstore", "kernel crash", recovery_phases("domstore", seen), elapsed)
     xml = run("virsh", "-c", "xen:///system", "dumpxml", "feblk").stdout

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import time
 
-from conftest import domid, recovery_phases, report_mttr, run, wait_until, xenddd_json, xs_read
+from conftest import (
+    domid,
+    recovery_phases,
+    recovery_state,
+    report_mttr,
+    run,
+    wait_until,
+    xenddd_json,
+    xs_read,
+)
 
 MAC = "00:16:3e:00:00:02"
 
@@ -39,7 +48,13 @@ def test_sigkill_during_recovery_is_finished_by_the_restarted_daemon() -> None:
             f"/local/domain/{guest}/device/vif/0/backend-id"
         ) == str(domid("domnet"))
 
-    wait_until(reattached, 600, "fe's vif reattached by the restarted daemon", every=2)
+    wait_until(
+        reattached,
+        600,
+        "fe's vif reattached by the restarted daemon",
+        every=2,
+        explain=lambda: recovery_state(seen, {"fe": "vif/0", "fe2": "vif/0"}),
+    )
     elapsed = time.monotonic() - started
     assert xs_read(f"/local/domain/{guest}/device/vif/0/mac") == MAC
     xml = run("virsh", "-c", "xen:///system", "dumpxml", "fe").stdout
