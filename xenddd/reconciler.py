@@ -43,10 +43,14 @@ class Reconciler:
         intents: IntentLog,
         prepare: PrepareDomain,
         watch: Callable[[str], None],
+        progress: Callable[[str], None] = lambda _name: None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
+        """`progress(name)` is called before each driver domain's turn in a pass: one pass that starts
+        several of them on a slow host takes long without anything being stuck (see the daemon)."""
         self.config = config
+        self._progress = progress
         self._hv = hypervisor
         self._registry = registry
         self._history = history
@@ -81,6 +85,7 @@ class Reconciler:
         self._refresh_registry(hints)
         wake: float | None = None
         for spec in self.config.start_order():
+            self._progress(spec.name)
             try:
                 delay = self._reconcile_domain(spec, observed.get(spec.name))
             except XendddError as exc:

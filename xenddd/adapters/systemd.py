@@ -52,6 +52,10 @@ class Notifier:
     def watchdog(self) -> None:
         self.notify(watchdog=1)
 
+    def extend_timeout(self, seconds: float, status: str) -> None:
+        """While starting: "still working, give me `seconds` more" (systemd 236+), each time it progresses."""
+        self.notify(extend_timeout_usec=int(seconds * 1_000_000), status=status)
+
     def stopping(self) -> None:
         self.notify(stopping=1, status="stopping")
 

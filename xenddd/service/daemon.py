@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 SAFETY_RESYNC = 30.0  # look at everything at least this often, whatever the events said
 CONTROL_TIMEOUT = 120.0
+STEP_TIMEOUT = (
+    300.0  # what one driver domain's turn in the first pass may take (libvirt create, xl pci-attach)
+)
 
 
 @dataclass
@@ -78,6 +81,8 @@ class Daemon:
         self._wiring: _Wiring | None = None
         self._control: ControlServer | None = None
         self.last_error: str | None = None
+        self._ready = False
+        self._last_ping = 0.0
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -96,6 +101,7 @@ class Daemon:
             wake = self._reconcile([ResyncHint("daemon start")])
             self.history.record("daemon-started", mode=self.runtime.description, pid=os.getpid())
             self.notifier.ready(self._status_line())
+            self._ready = True
             log.info("ready: %s", self._status_line())
             self.runtime.after_ready()
             self._serve(wake)
@@ -122,7 +128,7 @@ class Daemon:
                 self._reload_config()
                 hints.append(ResyncHint("config reloaded"))
             wake = self._reconcile(hints or [ResyncHint("timer")])
-            self.notifier.watchdog()
+            self._ping_watchdog()
             self.notifier.status(self._status_line())
 
     def _reconcile(self, hints: list[Hint]) -> float | None:
@@ -181,8 +187,24 @@ class Daemon:
             intents=IntentLog(config.settings.state_dir),
             prepare=self.runtime.prepare,
             watch=self._watch,
+            progress=self._progress,
         )
         return _Wiring(registry, watcher, reconciler)
+
+    def _progress(self, driver_domain: str) -> None:
+        """Between driver domains within a pass. Starting one can take a minute on a loaded or emulated
+        host, so a pass over several may outlast TimeoutStartSec (the first pass) or WatchdogSec while
+        making progress: extend the start timeout per domain, and ping the watchdog once ready."""
+        if self._ready:
+            interval = watchdog_interval()
+            if interval is not None and time.monotonic() - self._last_ping >= interval:
+                self._ping_watchdog()
+        else:
+            self.notifier.extend_timeout(STEP_TIMEOUT, f"initial reconcile: {driver_domain}")
+
+    def _ping_watchdog(self) -> None:
+        self.notifier.watchdog()
+        self._last_ping = time.monotonic()
 
     def _watch(self, path: str) -> None:
         try:
