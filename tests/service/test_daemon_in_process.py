@@ -6,6 +6,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from xenddd.adapters.systemd import Notifier
 from xenddd.config import Config, parse_config
 from xenddd.service.daemon import Daemon
 from xenddd.sim.runtime import SimulatedHost
@@ -87,3 +90,31 @@ def test_a_toolstack_that_fails_to_describe_a_dying_domain_does_not_stop_the_dae
         thread.join(20)
     finally:
         sim.stop()
+
+
+def test_each_driver_domain_of_a_pass_extends_the_start_timeout_then_pings_the_watchdog_once_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass that starts several driver domains on a slow host is progress, not a hang: before READY=1
+    each domain's turn extends the start timeout; after it, a turn pings the watchdog if one is due."""
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")  # a ping due every second
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    sent: list[dict[str, str | int]] = []
+
+    class Recording(Notifier):
+        def notify(self, **fields: str | int) -> None:
+            sent.append(fields)
+
+    config = parse_config(
+        f'[xenddd]\nstate_dir = "{tmp_path}/state"\n[[driver_domain]]\nname = "domnet"\nkind = "network"\n'
+        'kernel = "/k"\n',
+        tmp_path / "x.toml",
+    )
+    daemon = Daemon(config, runtime=None, notifier=Recording(""))  # type: ignore[arg-type]
+    daemon._progress("domnet")
+    assert sent == [{"extend_timeout_usec": 300_000_000, "status": "initial reconcile: domnet"}]
+
+    daemon._ready = True
+    daemon._progress("domnet")
+    daemon._progress("domstore")  # within the second: not due again
+    assert sent[1:] == [{"watchdog": 1}]
