@@ -64,6 +64,7 @@ class Reconciler:
             intents,
             prepare=prepare,
             served_by=self._served_by,
+            progress=progress,
             watch=watch,
             clock=clock,
             max_parallel=config.settings.max_parallel_reattach,

@@ -51,6 +51,7 @@ class Recovery:
         *,
         prepare: PrepareDomain,
         served_by: ServedBy,
+        progress: Callable[[str], None],
         watch: Callable[[str], None],
         clock: Callable[[], float],
         max_parallel: int,
@@ -62,6 +63,7 @@ class Recovery:
         self._intents = intents
         self._prepare = prepare
         self._served_by = served_by
+        self._progress = progress  # between slow toolstack calls of one pass (see the daemon's watchdog)
         self._watch = watch
         self._clock = clock
         self._max_parallel = max_parallel
@@ -108,6 +110,7 @@ class Recovery:
             if self._guests.current_domid(frontend) is None:
                 self._drop(record, incident, pending, "guest is gone", save=False)
                 continue
+            self._progress(spec.name)
             try:
                 self._hv.detach(frontend.guest_name, frontend.kind, frontend.devid, frontend.params)
             except XendddError as exc:
