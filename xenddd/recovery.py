@@ -227,11 +227,10 @@ class Recovery:
                         "reattached", spec.name, incident, **_fields(pending), attempts=pending.attempts
                     )
                     changed = True
-                elif now >= pending.confirm_deadline:
+                    continue
+                if now >= pending.confirm_deadline:
                     self._handshake_stalled(spec, record, incident, pending, guest)
-                    wake = _earliest(wake, 0.0 if not pending.attached else CONFIRM_RECHECK)
-                else:
-                    wake = _earliest(wake, CONFIRM_RECHECK)
+                wake = _earliest(wake, CONFIRM_RECHECK)
                 continue
             if self._paused(pending):
                 continue  # a paused guest is reattached when it resumes (its RESUMED event wakes us)

@@ -41,9 +41,8 @@ log = logging.getLogger(__name__)
 
 SAFETY_RESYNC = 30.0  # look at everything at least this often, whatever the events said
 CONTROL_TIMEOUT = 120.0
-STEP_TIMEOUT = (
-    300.0  # what one driver domain's turn in the first pass may take (libvirt create, xl pci-attach)
-)
+# What one driver domain's turn in the first pass may take (prepare, libvirt create, xl pci-attach).
+STEP_TIMEOUT = 300.0
 
 
 @dataclass
