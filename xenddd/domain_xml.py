@@ -46,12 +46,13 @@ def driver_domain_xml(spec: DriverDomainSpec, uuid: str | None = None) -> str:
     else:
         ET.SubElement(os_element, "type", arch="x86_64", machine="xenfv").text = "hvm"
         ET.SubElement(os_element, "boot", dev="hd")
-    if spec.virt == "hvm" or libxl_pci(spec):
+    by_libxl = libxl_pci(spec)
+    if spec.virt == "hvm" or by_libxl:
         features = ET.SubElement(domain, "features")
         if spec.virt == "hvm":
             for feature in ("acpi", "apic", "pae"):
                 ET.SubElement(features, feature)
-        if libxl_pci(spec):
+        if by_libxl:
             ET.SubElement(ET.SubElement(features, "xen"), "passthrough", state="on")
     ET.SubElement(domain, "on_poweroff").text = "destroy"
     ET.SubElement(domain, "on_reboot").text = "restart"
@@ -60,7 +61,7 @@ def driver_domain_xml(spec: DriverDomainSpec, uuid: str | None = None) -> str:
     for disk in spec.disks:
         devices.append(_disk(disk, hvm=spec.virt == "hvm"))
     for pci in spec.pci:
-        if pci not in libxl_pci(spec):
+        if pci not in by_libxl:
             devices.append(_hostdev(pci))
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="xen" if spec.virt == "pv" else "serial", port="0")
