@@ -14,9 +14,10 @@ import threading
 import time
 from pathlib import Path
 
-from xenddd.config import parse_config
+from xenddd.config.loader import parse_config
 from xenddd.service.daemon import Daemon
-from xenddd.sim.runtime import SimulatedHost
+from xenddd.service.simulated import simulated_runtime
+from xenddd.sim.socket_host import SimulatedHost
 
 CONFIG = """
 [xenddd]
@@ -41,7 +42,7 @@ def measure(frontends: int, repeat: int) -> tuple[list[float], list[float]]:
     config = parse_config(CONFIG.format(tmp=tmp) + guests, tmp / "bench.toml")
     sim = SimulatedHost.start(tmp / "xs.sock")
     sim.engine.watch_quota = 4 * frontends + 128  # as an operator raises xenstored's --watch-nb
-    daemon = Daemon(config, sim.runtime(config))
+    daemon = Daemon(config, simulated_runtime(sim, config))
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     registry = lambda: daemon._wiring.registry.frontends() if daemon._wiring else []  # noqa: E731

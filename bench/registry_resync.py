@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xenddd.adapters.xenstore import Xenstore
-from xenddd.backend_watcher import BackendWatcher
+from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.hints import Hint, ResyncHint, XenstoreHint
 from xenddd.model import DeviceKind, FrontendKey
-from xenddd.registry import FrontendRegistry
+from xenddd.registry.backend_watcher import BackendWatcher
+from xenddd.registry.frontends import FrontendRegistry
 
 NET_DD, BLK_DD = 1, 2
 FIRST_GUEST = 10

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from xenddd.cli.main import cli
-from xenddd.config import EXAMPLE_CONFIG_PATH
+from xenddd.config.loader import EXAMPLE_CONFIG_PATH
 
 SUBCOMMANDS = [
     ["daemon"],

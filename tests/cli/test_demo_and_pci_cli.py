@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.pci.fake_kernel import FakeKernel
-from xenddd.adapters.pci import PCIBACK
+from xenddd.adapters.pci_sysfs import PCIBACK
 from xenddd.cli.main import cli
 
 

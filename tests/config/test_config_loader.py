@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xenddd.config import EXAMPLE_CONFIG_PATH, config_path, load_config, parse_config
+from xenddd.config.loader import EXAMPLE_CONFIG_PATH, config_path, load_config, parse_config
 from xenddd.errors import ConfigError
 from xenddd.model import Bdf, DriverDomainKind
 

@@ -8,7 +8,7 @@ import errno
 import os
 from pathlib import Path
 
-from xenddd.adapters.pci import PCIBACK, PciSysfs
+from xenddd.adapters.pci_sysfs import PCIBACK, PciSysfs
 from xenddd.adapters.udev import QueueUevents, Uevent
 
 

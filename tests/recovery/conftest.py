@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from xenddd.config import Config, DriverDomainSpec, parse_config
+from xenddd.config.loader import Config, DriverDomainSpec, parse_config
 from xenddd.service.daemon import Daemon
+from xenddd.service.simulated import simulated_runtime
 from xenddd.sim.host import SimDomain
-from xenddd.sim.runtime import SimulatedHost
+from xenddd.sim.socket_host import SimulatedHost
 
 TOPOLOGY = """
 [xenddd]
@@ -140,7 +141,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
         if sim is None:
             sim = SimulatedHost.start(tmp_path / "xenstored.sock")
             hosts.append(sim)
-        runtime = sim.runtime(config)
+        runtime = simulated_runtime(sim, config)
         if prepare is not None:
             runtime = replace(runtime, prepare=prepare)
         if not guests:

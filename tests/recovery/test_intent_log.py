@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xenddd.history import History, mttr
-from xenddd.intent import DomainRecord, Incident, IntentLog, Phase
 from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams
+from xenddd.recovery.history import History, mttr
+from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, Phase
 
 VIF = Frontend(
     3,

@@ -12,7 +12,7 @@ import pytest
 
 from tests.recovery.conftest import RunningDaemon, all_connected, frontends, wait_until
 from xenddd.adapters.hypervisor_api import DomainInfo
-from xenddd.config import DriverDomainSpec
+from xenddd.config.loader import DriverDomainSpec
 from xenddd.errors import InputError
 from xenddd.hints import ResyncHint
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 
-from xenddd.adapters.xenstore import Xenstore
+from xenddd.adapters.xenstore.client import Xenstore
 
 
 def create_domain(xs: Xenstore, domid: int, name: str) -> str:

@@ -9,7 +9,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xenddd.frontend_records import (
+from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState
+from xenddd.registry.records import (
     DeviceNodes,
     GuestIdentity,
     Judgement,
@@ -23,7 +24,6 @@ from xenddd.frontend_records import (
     parse_guest_identity,
     parse_state,
 )
-from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState
 
 GUEST = GuestIdentity("web1", "0f0e0d0c-0b0a-0908-0706-050403020100")
 DD, G, DEVID = 3, 7, 0

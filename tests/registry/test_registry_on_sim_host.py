@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from xenddd.adapters.xenstore import Xenstore, XenstoreTimeout
-from xenddd.backend_watcher import BackendWatcher
+from xenddd.adapters.xenstore.client import Xenstore, XenstoreTimeout
 from xenddd.hints import Hint, ResyncHint, XenstoreHint
 from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState
-from xenddd.registry import FrontendRegistry
-from xenddd.sim.runtime import SimulatedHost
+from xenddd.registry.backend_watcher import BackendWatcher
+from xenddd.registry.frontends import FrontendRegistry
+from xenddd.sim.socket_host import SimulatedHost
 from xenddd.sim.xenstored import READ, DomainClient
 
 DEADLINE = 20.0

@@ -11,9 +11,9 @@ import pytest
 
 from tests.registry.libxl_nodes import add_vbd, add_vif, create_domain, destroy_domain, remove_device
 from xenddd.adapters.hypervisor_api import GuestDevice
-from xenddd.adapters.xenstore import Xenstore
+from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import DeviceKind, FrontendKey, VbdParams, VifParams, XenbusState
-from xenddd.registry import FrontendRegistry
+from xenddd.registry.frontends import FrontendRegistry
 
 NETDD, BLKDD = 1, 2
 
@@ -140,7 +140,7 @@ def test_a_backend_forged_for_another_guests_disk_is_rejected_and_logged_once(
         ]
     )
     reg = registry(host.xs, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="xenddd.registry"):
+    with caplog.at_level(logging.WARNING, logger="xenddd.registry.frontends"):
         reg.resync()
         reg.refresh(forged)
         reg.resync()

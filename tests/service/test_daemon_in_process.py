@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from xenddd.adapters.systemd import Notifier
-from xenddd.config import Config, parse_config
+from xenddd.config.loader import Config, parse_config
 from xenddd.service.daemon import Daemon
-from xenddd.sim.runtime import SimulatedHost
+from xenddd.service.simulated import simulated_runtime
+from xenddd.sim.socket_host import SimulatedHost
 
 
 def start_with_domnet_running(config: Config, sim: SimulatedHost) -> tuple[Daemon, threading.Thread]:
-    daemon = Daemon(config, sim.runtime(config))
+    daemon = Daemon(config, simulated_runtime(sim, config))
     thread = threading.Thread(target=daemon.run)
     thread.start()
     deadline = time.monotonic() + 20

@@ -113,7 +113,7 @@ def test_removing_a_domain_tree_fires_watches_below_it_and_release_fires_the_spe
 def test_long_listings_are_refused_whole_and_served_in_parts_to_the_adapter(
     sim_xenstored: SocketServer,
 ) -> None:
-    from xenddd.adapters.xenstore import Xenstore
+    from xenddd.adapters.xenstore.client import Xenstore
 
     dom0 = DomainClient(sim_xenstored.engine, 0)
     names = [f"guest-with-a-rather-long-name-{i:04d}" for i in range(300)]  # ~11 KB of names

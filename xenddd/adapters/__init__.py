@@ -1,0 +1,10 @@
+"""The edges: the only code that talks to libvirt, xl, xenstored, sysfs, udev and systemd.
+
+Owns: libvirt and the domain XML it is given (`hypervisor`, `domain_xml`, with the `hypervisor_api`
+protocol the core and the simulator share), `xl` (`xl`), xenstored (`xenstore/`), pciback sysfs
+(`pci_sysfs`), uevents (`udev`), the notify socket and journal (`systemd`). Library quirks stay here; the
+core sees typed objects.
+May import: `xenddd.config`, `xenddd.model`, `xenddd.errors`, and the third-party libraries (pyxs,
+libvirt, pyudev) — the only package allowed to.
+Must not import: registry, pci, recovery, service, sim, cli.
+"""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.output import emit_record
+from xenddd.cli.output import emit_record
 
 
 @click.group("config")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from xenddd.config import DEFAULT_CONFIG_PATH, Config, Settings, load_config
+from xenddd.config.loader import DEFAULT_CONFIG_PATH, Config, Settings, load_config
 from xenddd.errors import NotImplementedYet
 
 

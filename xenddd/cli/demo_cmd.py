@@ -8,7 +8,7 @@ import sys
 import click
 
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.output import Column, render_table
+from xenddd.cli.output import Column, render_table
 
 
 @click.command()
@@ -26,7 +26,7 @@ def demo(cli: CliContext) -> None:
     \b
     Exit status: 0 every frontend came back, 1 a frontend was lost.
     """
-    from xenddd.demo import run_demo
+    from xenddd.cli.demo import run_demo
 
     say = (lambda _line: None) if cli.as_json else (lambda line: click.echo(line))
     summaries = run_demo(say)

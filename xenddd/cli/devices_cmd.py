@@ -11,13 +11,13 @@ from typing import Any
 
 import click
 
-from xenddd.adapters.xenstore import Xenstore, XenstoreUnavailable
+from xenddd.adapters.xenstore.client import Xenstore, XenstoreUnavailable
 from xenddd.cli.context import CliContext, pass_cli
+from xenddd.cli.output import Column, emit_list
 from xenddd.errors import InputError
-from xenddd.frontend_records import frontend_to_json
 from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState
-from xenddd.output import Column, emit_list
-from xenddd.registry import FrontendRegistry
+from xenddd.registry.frontends import FrontendRegistry
+from xenddd.registry.records import frontend_to_json
 
 
 @click.command("network-list")

@@ -13,8 +13,8 @@ from typing import Any
 import click
 
 from xenddd.cli.context import CliContext, pass_cli
+from xenddd.cli.output import Column, emit_list
 from xenddd.errors import DaemonNotRunning
-from xenddd.output import Column, emit_list
 from xenddd.service.control import answer_or_raise, request
 
 _COLUMNS = (
@@ -104,9 +104,9 @@ def create(cli: CliContext, name: str) -> None:
     spec = config.driver_domain(name)
     if _daemon(cli, "create", name=name) is None:
         from xenddd.adapters.hypervisor import LibvirtHypervisor
-        from xenddd.adapters.pci import PciSysfs
+        from xenddd.adapters.pci_sysfs import PciSysfs
         from xenddd.adapters.udev import PyudevUevents
-        from xenddd.pci_assignment import PciAssigner
+        from xenddd.pci.assignment import PciAssigner
 
         hypervisor = LibvirtHypervisor(config.settings.libvirt_uri)
         try:

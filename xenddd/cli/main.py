@@ -16,7 +16,7 @@ from xenddd.cli.domains_cmd import create, destroy, list_domains, restart
 from xenddd.cli.pci_cmd import pci_assignable_add, pci_assignable_list, pci_assignable_remove
 from xenddd.cli.service_cmd import daemon, events, status
 from xenddd.cli.sim_cmd import sim
-from xenddd.config import config_path
+from xenddd.config.loader import config_path
 from xenddd.errors import XendddError
 
 

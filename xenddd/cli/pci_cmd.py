@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from xenddd.adapters.pci import PciSysfs
+from xenddd.adapters.pci_sysfs import PciSysfs
 from xenddd.adapters.udev import PyudevUevents
-from xenddd.adapters.xenstore import Xenstore, XenstoreError
+from xenddd.adapters.xenstore.client import Xenstore, XenstoreError
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.config import DEFAULT_CONFIG_PATH, PciDeviceSpec
+from xenddd.cli.output import Column, emit_list
+from xenddd.config.loader import DEFAULT_CONFIG_PATH, PciDeviceSpec
 from xenddd.errors import InputError
 from xenddd.model import Bdf
-from xenddd.output import Column, emit_list
-from xenddd.pci_assignment import PciAssigner, UsersOf, xenstore_pci_users
+from xenddd.pci.assignment import PciAssigner, UsersOf, xenstore_pci_users
 
 
 def _assigner(cli: CliContext, *, need_users: bool) -> PciAssigner:

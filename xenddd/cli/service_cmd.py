@@ -13,9 +13,9 @@ import click
 
 from xenddd.adapters.systemd import Notifier, configure_logging
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.config import Config
+from xenddd.cli.output import Column, emit_list, emit_record, render_table
+from xenddd.config.loader import Config
 from xenddd.errors import InputError
-from xenddd.output import Column, emit_list, emit_record, render_table
 from xenddd.service.control import answer_or_raise, request
 
 
@@ -55,9 +55,10 @@ def daemon(cli: CliContext, simulate: bool) -> None:
 def _run_simulated(cli: CliContext, config: Config) -> int:
     from dataclasses import replace
 
-    from xenddd.config import Settings
+    from xenddd.config.loader import Settings
     from xenddd.service.daemon import Daemon
-    from xenddd.sim.runtime import SimulatedHost
+    from xenddd.service.simulated import simulated_runtime
+    from xenddd.sim.socket_host import SimulatedHost
 
     scratch = Path(tempfile.mkdtemp(prefix="xenddd-sim-"))
     defaults = Settings()
@@ -73,7 +74,7 @@ def _run_simulated(cli: CliContext, config: Config) -> int:
         err=True,
     )
     try:
-        return Daemon(config, sim.runtime(config), config_path=cli.config_path).run()
+        return Daemon(config, simulated_runtime(sim, config), config_path=cli.config_path).run()
     finally:
         sim.stop()
 

@@ -8,7 +8,7 @@ import threading
 import click
 
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.config import DEFAULT_CONFIG_PATH
+from xenddd.config.loader import DEFAULT_CONFIG_PATH
 
 
 @click.command()
@@ -29,7 +29,7 @@ def sim(cli: CliContext, socket_path: str) -> None:
     """
     from pathlib import Path
 
-    from xenddd.sim.runtime import SimulatedHost
+    from xenddd.sim.socket_host import SimulatedHost
 
     config = None if cli.config_path == DEFAULT_CONFIG_PATH and not cli.config_path.exists() else cli.config()
     host = SimulatedHost.start(Path(socket_path))

@@ -23,19 +23,19 @@ from typing import Any
 
 from xenddd.adapters.hypervisor_api import Hypervisor, LifecycleEvent
 from xenddd.adapters.systemd import Notifier, watchdog_interval
-from xenddd.adapters.xenstore import Xenstore, XenstoreError
-from xenddd.backend_watcher import BackendWatcher
-from xenddd.config import Config, load_config
+from xenddd.adapters.xenstore.client import Xenstore, XenstoreError
+from xenddd.config.loader import Config, load_config
 from xenddd.errors import XendddError
-from xenddd.guest_view import GuestView
 from xenddd.hints import ControlRequest, DomainHint, Hint, ResyncHint
-from xenddd.history import History
-from xenddd.intent import IntentLog
-from xenddd.metrics import write_metrics
-from xenddd.reconciler import Reconciler
-from xenddd.recovery import PrepareDomain
-from xenddd.registry import FrontendRegistry
+from xenddd.recovery.history import History
+from xenddd.recovery.intent import IntentLog
+from xenddd.recovery.phases import PrepareDomain
+from xenddd.recovery.reconciler import Reconciler
+from xenddd.registry.backend_watcher import BackendWatcher
+from xenddd.registry.frontends import FrontendRegistry
+from xenddd.registry.guest_view import GuestView
 from xenddd.service.control import ControlServer
+from xenddd.service.metrics import write_metrics
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from xenddd.adapters.hypervisor import LibvirtHypervisor
-from xenddd.adapters.pci import PciSysfs
+from xenddd.adapters.pci_sysfs import PciSysfs
 from xenddd.adapters.systemd import Notifier
 from xenddd.adapters.udev import PyudevUevents
-from xenddd.adapters.xenstore import Xenstore
-from xenddd.config import Config, DriverDomainSpec
+from xenddd.adapters.xenstore.client import Xenstore
+from xenddd.config.loader import Config, DriverDomainSpec
 from xenddd.errors import XendddError
-from xenddd.pci_assignment import PciAssigner, xenstore_pci_users
+from xenddd.pci.assignment import PciAssigner, xenstore_pci_users
 from xenddd.service.daemon import Runtime
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from xenddd.adapters.xenstore import Xenstore
-from xenddd.sim.runtime import SimulatedHost
+from xenddd.adapters.xenstore.client import Xenstore
+from xenddd.sim.socket_host import SimulatedHost
 from xenddd.sim.xenstored import SocketServer, Xenstored
 
 

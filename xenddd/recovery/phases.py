@@ -20,13 +20,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from xenddd.adapters.hypervisor_api import DomainState, Hypervisor
-from xenddd.config import DriverDomainSpec
+from xenddd.config.loader import DriverDomainSpec
 from xenddd.errors import XendddError
-from xenddd.guest_view import GuestView
-from xenddd.history import History
-from xenddd.intent import DomainRecord, Incident, IntentLog, PendingFrontend, Phase
 from xenddd.model import Frontend, XenbusState
-from xenddd.restart_policy import decide_restart
+from xenddd.recovery.history import History
+from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend, Phase
+from xenddd.recovery.restart_policy import decide_restart
+from xenddd.registry.guest_view import GuestView
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from xenddd.adapters.pci import PCIBACK, PciSysfs
+from xenddd.adapters.pci_sysfs import PCIBACK, PciSysfs
 from xenddd.model import Bdf
 
 _PCI_BRIDGE_CLASS = 0x0604

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from xenddd import state
-from xenddd.frontend_records import frontend_from_json, frontend_to_json
 from xenddd.model import Frontend, FrontendKey
+from xenddd.registry.records import frontend_from_json, frontend_to_json
 
 RECORD_DIR = "domains"
 _FILE_VERSION = 1

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.xenstore.raw_peer import CLOSE, HANG, RawPeer
-from xenddd.adapters.xenstore import Xenstore, XenstoreTimeout, XenstoreUnavailable
+from tests.adapters.xenstore.raw_peer import CLOSE, HANG, RawPeer
+from xenddd.adapters.xenstore.client import Xenstore, XenstoreTimeout, XenstoreUnavailable
 
 READ = 2
 

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from xenddd import state
-from xenddd.adapters.pci import PCIBACK, PciSysfs
+from xenddd.adapters.pci_sysfs import PCIBACK, PciSysfs
 from xenddd.adapters.udev import UeventSource, wait_for_bind
-from xenddd.adapters.xenstore import Xenstore
-from xenddd.config import DriverDomainSpec, PciDeviceSpec
+from xenddd.adapters.xenstore.client import Xenstore
+from xenddd.config.loader import DriverDomainSpec, PciDeviceSpec
 from xenddd.errors import InputError, XendddError
 from xenddd.model import Bdf
-from xenddd.pci_names import PciNames
-from xenddd.pci_safety import dom0_dependencies
+from xenddd.pci.names import PciNames
+from xenddd.pci.safety import dom0_dependencies
 
 log = logging.getLogger(__name__)
 

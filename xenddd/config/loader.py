@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from xenddd.config_reader import TableReader, locate_line
+from xenddd.config.toml_reader import TableReader, locate_line
 from xenddd.errors import ConfigError, InputError
 from xenddd.model import Bdf, DriverDomainKind, validate_domain_name
 

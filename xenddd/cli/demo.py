@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from xenddd.adapters.systemd import configure_logging
-from xenddd.config import Config, load_config
-from xenddd.history import Record
+from xenddd.config.loader import Config, load_config
+from xenddd.recovery.history import Record
 from xenddd.service.daemon import Daemon
-from xenddd.sim.runtime import SimulatedHost
+from xenddd.service.simulated import simulated_runtime
+from xenddd.sim.socket_host import SimulatedHost
 
-DEMO_CONFIG = Path(__file__).with_name("sim") / "demo.toml"
+DEMO_CONFIG = Path(__file__).with_name("demo.toml")
 RECOVERY_TIMEOUT = 60.0
 
 DeviceKey = tuple[str, str, str]  # guest, kind, devid
@@ -60,7 +61,7 @@ def run_demo(say: Callable[[str], None], config_path: Path = DEMO_CONFIG) -> lis
     )
     configure_logging(config.settings.log_level)
     sim = SimulatedHost.start(scratch / "xenstored.sock")
-    daemon = Daemon(config, sim.runtime(config))
+    daemon = Daemon(config, simulated_runtime(sim, config))
     daemon.history.subscribe(lambda record: say(_live_line(record)))
     thread = threading.Thread(target=daemon.run, name="xenddd-demo-daemon", daemon=True)
     say(f"simulated host up; xenstored on {sim.server.path}; starting the daemon")

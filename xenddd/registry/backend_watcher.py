@@ -17,10 +17,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from xenddd.adapters.xenstore import Reconnected, WatchEvent, Xenstore, XenstoreError, split_path
+from xenddd.adapters.xenstore.client import Reconnected, WatchEvent, Xenstore, XenstoreError, split_path
 from xenddd.hints import DomainHint, Hint, ResyncHint, XenstoreHint
 from xenddd.model import DeviceKind
-from xenddd.registry import DomainDirectory
+from xenddd.registry.frontends import DomainDirectory
 
 log = logging.getLogger(__name__)
 

@@ -16,15 +16,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, Hypervisor
-from xenddd.config import Config, DriverDomainSpec
+from xenddd.config.loader import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
-from xenddd.guest_view import GuestView
 from xenddd.hints import ControlRequest, Hint, XenstoreHint
-from xenddd.history import History
-from xenddd.intent import DomainRecord, Incident, IntentLog, Phase
 from xenddd.model import Frontend
-from xenddd.recovery import PrepareDomain, Recovery
-from xenddd.registry import FrontendRegistry
+from xenddd.recovery.history import History
+from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, Phase
+from xenddd.recovery.phases import PrepareDomain, Recovery
+from xenddd.registry.frontends import FrontendRegistry
+from xenddd.registry.guest_view import GuestView
 
 log = logging.getLogger(__name__)
 

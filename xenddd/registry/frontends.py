@@ -24,9 +24,10 @@ from pathlib import Path
 
 from xenddd import state
 from xenddd.adapters.hypervisor_api import GuestDevice
-from xenddd.adapters.xenstore import Xenstore
+from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.errors import XendddError
-from xenddd.frontend_records import (
+from xenddd.model import DeviceKind, Frontend, FrontendKey, VbdParams, VifParams, XenbusState
+from xenddd.registry.records import (
     BACKEND_STATUS_KEYS,
     FRONTEND_KEYS,
     TOOLSTACK_KEYS,
@@ -47,7 +48,6 @@ from xenddd.frontend_records import (
     parse_guest_identity,
     toolstack_path,
 )
-from xenddd.model import DeviceKind, Frontend, FrontendKey, VbdParams, VifParams, XenbusState
 
 log = logging.getLogger(__name__)
 

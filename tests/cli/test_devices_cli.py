@@ -8,9 +8,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from xenddd import state
-from xenddd.adapters.xenstore import Xenstore
+from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.cli.main import cli
-from xenddd.sim.runtime import SimulatedHost
+from xenddd.sim.socket_host import SimulatedHost
 
 UUID = "0f0e0d0c-0b0a-0908-0706-050403020100"
 

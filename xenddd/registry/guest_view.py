@@ -7,10 +7,10 @@ value simply reads as "not connected", which can delay a confirmation but never 
 
 from __future__ import annotations
 
-from xenddd.adapters.xenstore import Xenstore
-from xenddd.frontend_records import backend_path, frontend_path, parse_domid, parse_state
+from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import Frontend, XenbusState
-from xenddd.registry import DomainDirectory
+from xenddd.registry.frontends import DomainDirectory
+from xenddd.registry.records import backend_path, frontend_path, parse_domid, parse_state
 
 
 class GuestView:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from xenddd.adapters.xenstore import Reconnected, Transaction, WatchEvent, Xenstore, XenstoreConflict
+from xenddd.adapters.xenstore.client import Reconnected, Transaction, WatchEvent, Xenstore, XenstoreConflict
 from xenddd.sim.xenstored import SocketServer
 
 

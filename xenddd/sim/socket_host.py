@@ -1,0 +1,38 @@
+"""A complete simulated host: xenstored on a socket, the toolstack and its Hypervisor adapter — what
+`xenddd daemon --simulate`, `xenddd sim` and `xenddd demo` run on (`service.simulated` wires the daemon
+to it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from xenddd.config.loader import Config
+from xenddd.sim.host import SimHost
+from xenddd.sim.hypervisor import SimHypervisor
+from xenddd.sim.xenstored import SocketServer, Xenstored
+
+
+@dataclass
+class SimulatedHost:
+    engine: Xenstored
+    server: SocketServer
+    host: SimHost
+    hypervisor: SimHypervisor
+
+    @classmethod
+    def start(cls, socket_path: Path, *, boot_delay: float = 0.0) -> SimulatedHost:
+        engine = Xenstored()
+        server = SocketServer(engine, socket_path)
+        server.start()
+        host = SimHost(engine, boot_delay=boot_delay)
+        return cls(engine, server, host, SimHypervisor(host))
+
+    def create_guests(self, config: Config) -> None:
+        for guest in config.sim_guests:
+            if self.host.domains.get(guest.name) is None or self.host.domains[guest.name].domid is None:
+                self.host.create_guest(guest.name, vif=guest.vif, vbd=guest.vbd)
+
+    def stop(self) -> None:
+        self.host.close()
+        self.server.stop()
