@@ -38,7 +38,8 @@ FIRST_GUEST = 10
 _SERVER = """
 import sys, threading
 from pathlib import Path
-from xenddd.sim.xenstored import SocketServer, Xenstored
+from xenddd.sim.xenstored_socket import SocketServer
+from xenddd.sim.xenstored import Xenstored
 server = SocketServer(Xenstored(), Path(sys.argv[1]))
 server.start()
 print("ready", flush=True)

@@ -17,7 +17,8 @@ from pyxs import Client
 
 
 def serve(path: str, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
-    from xenddd.sim.xenstored import SocketServer, Xenstored
+    from xenddd.sim.xenstored import Xenstored
+    from xenddd.sim.xenstored_socket import SocketServer
 
     server = SocketServer(Xenstored(), Path(path))
     server.start()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from xenddd.adapters.domain_xml import driver_domain_xml, frontend_device_xml
-from xenddd.config.loader import DiskSpec, DriverDomainSpec, PciDeviceSpec
+from xenddd.config.spec import DiskSpec, DriverDomainSpec, PciDeviceSpec
 from xenddd.model import Bdf, DeviceKind, DriverDomainKind, VbdParams, VifParams
 
 GOLDEN = Path(__file__).with_name("golden")

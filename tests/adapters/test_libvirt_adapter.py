@@ -15,7 +15,7 @@ import pytest
 from xenddd.adapters.hypervisor import LibvirtHypervisor, parse_guest_devices, translate_lifecycle
 from xenddd.adapters.hypervisor_api import DomainState, LifecycleEvent, LifecycleKind
 from xenddd.adapters.xl import Xl
-from xenddd.config.loader import DriverDomainSpec, PciDeviceSpec
+from xenddd.config.spec import DriverDomainSpec, PciDeviceSpec
 from xenddd.errors import XendddError
 from xenddd.model import Bdf, DeviceKind, DriverDomainKind, VifParams
 

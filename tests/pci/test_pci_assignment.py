@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests.pci.fake_kernel import FakeKernel
 from xenddd.adapters.pci_sysfs import PCIBACK
-from xenddd.config.loader import PciDeviceSpec
+from xenddd.config.spec import PciDeviceSpec
 from xenddd.errors import InputError, XendddError
 from xenddd.model import Bdf
 from xenddd.pci.assignment import PciAssigner
@@ -186,7 +186,7 @@ def test_strict_reset_policy_refuses_a_device_without_reset(kernel: FakeKernel, 
 
 
 def test_no_iommu_refuses_a_driver_domain_with_pci_devices(kernel: FakeKernel, tmp_path: Path) -> None:
-    from xenddd.config.loader import DriverDomainSpec
+    from xenddd.config.spec import DriverDomainSpec
     from xenddd.model import DriverDomainKind
 
     bdf = Bdf.parse(NIC)

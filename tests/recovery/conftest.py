@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from xenddd.config.loader import Config, DriverDomainSpec, parse_config
+from xenddd.config.loader import parse_config
+from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.service.daemon import Daemon
 from xenddd.service.simulated import simulated_runtime
 from xenddd.sim.host import SimDomain

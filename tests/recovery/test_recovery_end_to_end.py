@@ -12,7 +12,7 @@ import pytest
 
 from tests.recovery.conftest import RunningDaemon, all_connected, frontends, wait_until
 from xenddd.adapters.hypervisor_api import DomainInfo
-from xenddd.config.loader import DriverDomainSpec
+from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import InputError
 from xenddd.hints import ResyncHint
 
@@ -220,7 +220,7 @@ def test_a_planned_destroy_refuses_while_serving_and_does_not_restart(
 def test_a_hostile_driver_domain_forging_a_backend_gets_nothing_attached(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:
-    from xenddd.sim.xenstored import DomainClient
+    from xenddd.sim.domain_client import DomainClient
 
     handle = start_daemon()
     sim = handle.sim

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from xenddd.config.loader import RestartPolicy
+from xenddd.config.spec import RestartPolicy
 from xenddd.recovery.restart_policy import JITTER, backoff_delay, decide_restart
 
 POLICY = RestartPolicy(max_restarts=3, window_seconds=60.0, backoff_base_seconds=1.0, backoff_cap_seconds=4.0)

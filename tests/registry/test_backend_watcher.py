@@ -12,7 +12,7 @@ from tests.registry.libxl_nodes import add_vif, create_domain, destroy_domain
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.hints import DomainHint, Hint, ResyncHint, XenstoreHint
 from xenddd.registry.backend_watcher import BackendWatcher, device_subtree
-from xenddd.sim.xenstored import SocketServer
+from xenddd.sim.xenstored_socket import SocketServer
 
 
 @pytest.fixture

@@ -10,13 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState
+from xenddd.registry.persistence import frontend_from_json, frontend_to_json
 from xenddd.registry.records import (
     DeviceNodes,
     GuestIdentity,
     Judgement,
     Rejection,
-    frontend_from_json,
-    frontend_to_json,
     judge_device,
     parse_backend_path,
     parse_devid,

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from xenddd.adapters.xenstore.client import Xenstore, XenstoreTimeout
+from xenddd.adapters.xenstore.client import Xenstore
+from xenddd.adapters.xenstore.errors import XenstoreTimeout
 from xenddd.hints import Hint, ResyncHint, XenstoreHint
 from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState
 from xenddd.registry.backend_watcher import BackendWatcher
 from xenddd.registry.frontends import FrontendRegistry
+from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.socket_host import SimulatedHost
-from xenddd.sim.xenstored import READ, DomainClient
+from xenddd.sim.xenstored_ops import READ
 
 DEADLINE = 20.0
 

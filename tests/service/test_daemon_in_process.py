@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from xenddd.adapters.systemd import Notifier
-from xenddd.config.loader import Config, parse_config
+from xenddd.config.loader import parse_config
+from xenddd.config.spec import Config
 from xenddd.service.daemon import Daemon
 from xenddd.service.simulated import simulated_runtime
 from xenddd.sim.socket_host import SimulatedHost

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xenddd.sim.xenstored import SocketServer
+from xenddd.sim.xenstored_socket import SocketServer
 
 pytestmark = pytest.mark.skipif(shutil.which("xenstore-read") is None, reason="xenstore-utils not installed")
 

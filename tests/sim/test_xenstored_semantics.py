@@ -8,16 +8,11 @@ import pytest
 from pyxs import Client
 from pyxs.exceptions import PyXSError
 
+from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.store import ENTRY_SIZE_QUOTA, WATCHES_PER_DOMAIN_QUOTA, XsError
-from xenddd.sim.xenstored import (
-    READ,
-    TRANSACTION_END,
-    TRANSACTION_START,
-    WRITE,
-    DomainClient,
-    SocketServer,
-    Xenstored,
-)
+from xenddd.sim.xenstored import Xenstored
+from xenddd.sim.xenstored_ops import READ, TRANSACTION_END, TRANSACTION_START, WRITE
+from xenddd.sim.xenstored_socket import SocketServer
 
 
 def test_pyxs_round_trip_transactions_and_domain_paths(sim_xenstored: SocketServer) -> None:

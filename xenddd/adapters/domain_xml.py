@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from xenddd.config.loader import DiskSpec, DriverDomainSpec, PciDeviceSpec
+from xenddd.config.spec import DiskSpec, DriverDomainSpec, PciDeviceSpec
 from xenddd.model import DeviceKind, VbdParams, VifParams
 
 

@@ -26,7 +26,7 @@ import libvirt
 from xenddd.adapters.domain_xml import driver_domain_xml, frontend_device_xml, libxl_pci
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, GuestDevice, LifecycleEvent, LifecycleKind
 from xenddd.adapters.xl import Xl
-from xenddd.config.loader import DriverDomainSpec, PciDeviceSpec
+from xenddd.config.spec import DriverDomainSpec, PciDeviceSpec
 from xenddd.errors import XendddError
 from xenddd.model import DeviceKind, VbdParams, VifParams
 

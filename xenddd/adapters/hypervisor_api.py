@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from xenddd.config.loader import DriverDomainSpec
+from xenddd.config.spec import DriverDomainSpec
 from xenddd.model import DeviceKind, VbdParams, VifParams
 
 

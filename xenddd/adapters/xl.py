@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 
-from xenddd.config.loader import PciDeviceSpec
+from xenddd.config.spec import PciDeviceSpec
 from xenddd.errors import InputError, XendddError
 from xenddd.model import Bdf, DeviceKind, VbdParams, VifParams
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from xenddd.config.loader import DEFAULT_CONFIG_PATH, Config, Settings, load_config
+from xenddd.config.loader import DEFAULT_CONFIG_PATH, load_config
+from xenddd.config.spec import Config, Settings
 from xenddd.errors import NotImplementedYet
 
 

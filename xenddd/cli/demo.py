@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from xenddd.adapters.systemd import configure_logging
-from xenddd.config.loader import Config, load_config
+from xenddd.config.loader import load_config
+from xenddd.config.spec import Config
 from xenddd.recovery.history import Record
 from xenddd.service.daemon import Daemon
 from xenddd.service.simulated import simulated_runtime

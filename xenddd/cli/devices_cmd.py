@@ -11,13 +11,14 @@ from typing import Any
 
 import click
 
-from xenddd.adapters.xenstore.client import Xenstore, XenstoreUnavailable
+from xenddd.adapters.xenstore.client import Xenstore
+from xenddd.adapters.xenstore.errors import XenstoreUnavailable
 from xenddd.cli.context import CliContext, pass_cli
 from xenddd.cli.output import Column, emit_list
 from xenddd.errors import InputError
 from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState
 from xenddd.registry.frontends import FrontendRegistry
-from xenddd.registry.records import frontend_to_json
+from xenddd.registry.persistence import frontend_to_json
 
 
 @click.command("network-list")

@@ -6,10 +6,12 @@ import click
 
 from xenddd.adapters.pci_sysfs import PciSysfs
 from xenddd.adapters.udev import PyudevUevents
-from xenddd.adapters.xenstore.client import Xenstore, XenstoreError
+from xenddd.adapters.xenstore.client import Xenstore
+from xenddd.adapters.xenstore.errors import XenstoreError
 from xenddd.cli.context import CliContext, pass_cli
 from xenddd.cli.output import Column, emit_list
-from xenddd.config.loader import DEFAULT_CONFIG_PATH, PciDeviceSpec
+from xenddd.config.loader import DEFAULT_CONFIG_PATH
+from xenddd.config.spec import PciDeviceSpec
 from xenddd.errors import InputError
 from xenddd.model import Bdf
 from xenddd.pci.assignment import PciAssigner, UsersOf, xenstore_pci_users

@@ -14,7 +14,7 @@ import click
 from xenddd.adapters.systemd import Notifier, configure_logging
 from xenddd.cli.context import CliContext, pass_cli
 from xenddd.cli.output import Column, emit_list, emit_record, render_table
-from xenddd.config.loader import Config
+from xenddd.config.spec import Config
 from xenddd.errors import InputError
 from xenddd.service.control import answer_or_raise, request
 
@@ -55,7 +55,7 @@ def daemon(cli: CliContext, simulate: bool) -> None:
 def _run_simulated(cli: CliContext, config: Config) -> int:
     from dataclasses import replace
 
-    from xenddd.config.loader import Settings
+    from xenddd.config.spec import Settings
     from xenddd.service.daemon import Daemon
     from xenddd.service.simulated import simulated_runtime
     from xenddd.sim.socket_host import SimulatedHost

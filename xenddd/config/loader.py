@@ -10,10 +10,19 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from xenddd.config.spec import (
+    Config,
+    DiskSpec,
+    DriverDomainSpec,
+    PciDeviceSpec,
+    Policy,
+    Readiness,
+    RestartPolicy,
+    Settings,
+    SimGuestSpec,
+)
 from xenddd.config.toml_reader import TableReader, locate_line
 from xenddd.errors import ConfigError, InputError
 from xenddd.model import Bdf, DriverDomainKind, validate_domain_name
@@ -21,135 +30,8 @@ from xenddd.model import Bdf, DriverDomainKind, validate_domain_name
 DEFAULT_CONFIG_PATH = Path("/etc/xenddd/xenddd.toml")
 EXAMPLE_CONFIG_PATH = Path(__file__).with_name("example.toml")
 
-Policy = Literal["strict", "relaxed"]
 _POLICIES: tuple[Policy, ...] = ("strict", "relaxed")
-Virt = Literal["pv", "hvm"]
-OnCrash = Literal["destroy", "preserve"]
-ReadinessCondition = Literal["xenstore-key", "backend-initwait", "running"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Host-wide settings; defaults are where Debian's Xen and libvirt packages put things."""
-
-    libvirt_uri: str = "xen:///system"
-    xenstore_socket: Path = Path("/run/xenstored/socket")
-    state_dir: Path = Path("/var/lib/xenddd")
-    control_socket: Path = Path("/run/xenddd/control.sock")
-    control_group: str | None = None
-    sysfs_root: Path = Path("/sys")
-    log_level: str = "info"
-    metrics_textfile: Path | None = None
-    max_parallel_reattach: int = 8
-
-
-@dataclass(frozen=True)
-class PciDeviceSpec:
-    """A PCI device handed to a driver domain, with the passthrough options libxl knows."""
-
-    bdf: Bdf
-    permissive: bool = False
-    rdm_policy: Policy = "strict"
-    reset: Policy = "strict"
-
-
-@dataclass(frozen=True)
-class DiskSpec:
-    """A disk of the driver domain itself (its root filesystem), served by dom0."""
-
-    path: Path
-    vdev: str = "xvda"
-    format: str = "raw"
-    readonly: bool = False
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """How hard xenddd tries to bring a crashed driver domain back before declaring it failed."""
-
-    max_restarts: int = 5
-    window_seconds: float = 600.0
-    backoff_base_seconds: float = 1.0
-    backoff_cap_seconds: float = 60.0
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """When a (re)started driver domain can serve, i.e. when it is safe to reattach frontends to it.
-
-    `xenstore-key`: the DD writes `key` (relative to /local/domain/<domid>) with `value` once its backends and
-    `xl devd` run; `backend-initwait`: its first backend reaches InitWait; `running`: libvirt says running.
-    `reattach_timeout`: how long a reattached frontend may take to reach Connected before xenddd detaches
-    and attaches it again (a handshake that stalls, e.g. a guest kernel that did not probe the new device).
-    """
-
-    condition: ReadinessCondition = "xenstore-key"
-    key: str = "data/ready"
-    value: str = "1"
-    timeout_seconds: float = 120.0
-    reattach_timeout_seconds: float = 120.0
-
-
-@dataclass(frozen=True)
-class DriverDomainSpec:
-    """One driver domain as the operator declared it: the desired state the reconciler converges to."""
-
-    name: str
-    kinds: frozenset[DriverDomainKind]
-    virt: Virt = "pv"
-    kernel: Path | None = None
-    initrd: Path | None = None
-    cmdline: str = ""
-    memory_mib: int = 256
-    vcpus: int = 1
-    disks: tuple[DiskSpec, ...] = ()
-    pci: tuple[PciDeviceSpec, ...] = ()
-    restart: RestartPolicy = field(default_factory=RestartPolicy)
-    readiness: Readiness = field(default_factory=Readiness)
-    depends_on: tuple[str, ...] = ()
-    on_crash: OnCrash = "destroy"
-
-
-@dataclass(frozen=True)
-class SimGuestSpec:
-    """A guest the simulated host creates (`xenddd demo`, `daemon --simulate`); ignored on real Xen."""
-
-    name: str
-    vif: tuple[str, ...] = ()
-    vbd: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Config:
-    settings: Settings
-    driver_domains: tuple[DriverDomainSpec, ...]
-    sim_guests: tuple[SimGuestSpec, ...] = ()
-    source: Path | None = None
-
-    def driver_domain(self, name: str) -> DriverDomainSpec:
-        for spec in self.driver_domains:
-            if spec.name == name:
-                return spec
-        raise InputError(f"no driver domain named {name!r} in {self.source or 'the config'}")
-
-    def start_order(self) -> tuple[DriverDomainSpec, ...]:
-        """Driver domains so that each comes after everything it depends on (validated acyclic)."""
-        by_name = {spec.name: spec for spec in self.driver_domains}
-        ordered: list[DriverDomainSpec] = []
-        seen: set[str] = set()
-
-        def visit(spec: DriverDomainSpec) -> None:
-            if spec.name in seen:
-                return
-            seen.add(spec.name)
-            for dep in spec.depends_on:
-                visit(by_name[dep])
-            ordered.append(spec)
-
-        for spec in self.driver_domains:
-            visit(spec)
-        return tuple(ordered)
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:

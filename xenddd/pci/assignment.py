@@ -23,7 +23,7 @@ from xenddd import state
 from xenddd.adapters.pci_sysfs import PCIBACK, PciSysfs
 from xenddd.adapters.udev import UeventSource, wait_for_bind
 from xenddd.adapters.xenstore.client import Xenstore
-from xenddd.config.loader import DriverDomainSpec, PciDeviceSpec
+from xenddd.config.spec import DriverDomainSpec, PciDeviceSpec
 from xenddd.errors import InputError, XendddError
 from xenddd.model import Bdf
 from xenddd.pci.names import PciNames

@@ -18,11 +18,14 @@ from typing import Any
 
 from xenddd import state
 from xenddd.model import Frontend, FrontendKey
-from xenddd.registry.records import frontend_from_json, frontend_to_json
+from xenddd.registry.persistence import frontend_from_json, frontend_to_json
 
 RECORD_DIR = "domains"
 _FILE_VERSION = 1
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+ATTACH_RETRY_BASE = 1.0
+ATTACH_RETRY_CAP = 60.0
 
 
 class Phase(enum.Enum):
@@ -49,6 +52,18 @@ class PendingFrontend:
     @property
     def key(self) -> FrontendKey:
         return self.frontend.key
+
+    def describe(self) -> str:
+        f = self.frontend
+        return f"{f.guest_name} {f.kind.value} {f.devid}"
+
+    def event_fields(self) -> dict[str, object]:
+        f = self.frontend
+        return {"guest": f.guest_name, "kind": f.kind.value, "devid": f.devid}
+
+    def retry_delay(self) -> float:
+        """Backoff before the next attach after a failure: doubling from 1 s, at most a minute."""
+        return min(ATTACH_RETRY_CAP, ATTACH_RETRY_BASE * 2.0 ** min(max(self.attempts, 1) - 1, 16))
 
 
 @dataclass

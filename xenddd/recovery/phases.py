@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from xenddd.adapters.hypervisor_api import DomainState, Hypervisor
-from xenddd.config.loader import DriverDomainSpec
+from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import XendddError
 from xenddd.model import Frontend, XenbusState
 from xenddd.recovery.history import History
@@ -31,8 +31,6 @@ from xenddd.registry.guest_view import GuestView
 log = logging.getLogger(__name__)
 
 CONFIRM_RECHECK = 0.5  # frontend state changes are not watched; re-look this often while confirming
-ATTACH_RETRY_BASE = 1.0
-ATTACH_RETRY_CAP = 60.0
 
 PrepareDomain = Callable[[DriverDomainSpec], None]
 """Called before each (re)start: re-hide the driver domain's PCI devices (and reset them per policy)."""
@@ -115,7 +113,7 @@ class Recovery:
                 self._hv.detach(frontend.guest_name, frontend.kind, frontend.devid, frontend.params)
             except XendddError as exc:
                 pending.last_error = str(exc)
-                log.warning("%s: detaching stale %s: %s", spec.name, _describe(pending), exc)
+                log.warning("%s: detaching stale %s: %s", spec.name, pending.describe(), exc)
                 self._save(record)
                 return
             pending.detached = True
@@ -224,7 +222,7 @@ class Recovery:
                 if self._guests.connected(incident.new_domid, guest, pending.frontend):
                     incident.frontends.remove(pending)
                     self._event(
-                        "reattached", spec.name, incident, **_fields(pending), attempts=pending.attempts
+                        "reattached", spec.name, incident, **pending.event_fields(), attempts=pending.attempts
                     )
                     changed = True
                     continue
@@ -295,11 +293,13 @@ class Recovery:
     ) -> None:
         record.reattach_failures += 1
         pending.last_error = error
-        delay = _retry_delay(pending)
+        delay = pending.retry_delay()
         pending.not_before = self._clock() + delay
-        self._event("reattach-failed", spec.name, incident, **_fields(pending), error=error, retry_in=delay)
+        self._event(
+            "reattach-failed", spec.name, incident, **pending.event_fields(), error=error, retry_in=delay
+        )
         log.error(
-            "%s: reattaching %s failed (retry in %.0f s): %s", spec.name, _describe(pending), delay, error
+            "%s: reattaching %s failed (retry in %.0f s): %s", spec.name, pending.describe(), delay, error
         )
 
     def _handshake_stalled(
@@ -324,8 +324,8 @@ class Recovery:
             self._hv.detach(frontend.guest_name, frontend.kind, frontend.devid, frontend.params)
         except XendddError as exc:
             pending.last_error = f"{error}; detaching it to attach it again: {exc}"
-            pending.confirm_deadline = self._clock() + _retry_delay(pending)
-            log.warning("%s: %s %s", spec.name, _describe(pending), pending.last_error)
+            pending.confirm_deadline = self._clock() + pending.retry_delay()
+            log.warning("%s: %s %s", spec.name, pending.describe(), pending.last_error)
             self._save(record)
             return
         pending.attached = False
@@ -432,8 +432,8 @@ class Recovery:
         self, record: DomainRecord, incident: Incident, pending: PendingFrontend, why: str, save: bool = True
     ) -> None:
         incident.frontends.remove(pending)
-        incident.dropped.append(_describe(pending))
-        self._event("dropped", record.name, incident, **_fields(pending), reason=why)
+        incident.dropped.append(pending.describe())
+        self._event("dropped", record.name, incident, **pending.event_fields(), reason=why)
         if save:
             self._save(record)
 
@@ -442,20 +442,6 @@ class Recovery:
 
     def _save(self, record: DomainRecord) -> None:
         self._intents.save(record)
-
-
-def _describe(pending: PendingFrontend) -> str:
-    f = pending.frontend
-    return f"{f.guest_name} {f.kind.value} {f.devid}"
-
-
-def _fields(pending: PendingFrontend) -> dict[str, object]:
-    f = pending.frontend
-    return {"guest": f.guest_name, "kind": f.kind.value, "devid": f.devid}
-
-
-def _retry_delay(pending: PendingFrontend) -> float:
-    return min(ATTACH_RETRY_CAP, ATTACH_RETRY_BASE * 2.0 ** min(max(pending.attempts, 1) - 1, 16))
 
 
 def _state_name(state: XenbusState | None) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, Hypervisor
-from xenddd.config.loader import Config, DriverDomainSpec
+from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
 from xenddd.hints import ControlRequest, Hint, XenstoreHint
 from xenddd.model import Frontend

@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from xenddd.config.loader import RestartPolicy
+from xenddd.config.spec import RestartPolicy
 
 JITTER = 0.2
 

@@ -17,10 +17,12 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from xenddd.adapters.xenstore.client import Reconnected, WatchEvent, Xenstore, XenstoreError, split_path
+from xenddd.adapters.xenstore.client import Reconnected, WatchEvent, Xenstore
+from xenddd.adapters.xenstore.errors import XenstoreError
+from xenddd.adapters.xenstore.paths import split_path
 from xenddd.hints import DomainHint, Hint, ResyncHint, XenstoreHint
 from xenddd.model import DeviceKind
-from xenddd.registry.frontends import DomainDirectory
+from xenddd.registry.domain_directory import DomainDirectory
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
 from xenddd import state
-from xenddd.adapters.hypervisor_api import GuestDevice
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.errors import XendddError
-from xenddd.model import DeviceKind, Frontend, FrontendKey, VbdParams, VifParams, XenbusState
+from xenddd.model import DeviceKind, Frontend, FrontendKey, XenbusState
+from xenddd.registry.domain_directory import DomainDirectory
+from xenddd.registry.libvirt_check import LibvirtDevices, libvirt_agrees
+from xenddd.registry.persistence import frontend_from_json, frontend_to_json
 from xenddd.registry.records import (
     BACKEND_STATUS_KEYS,
     FRONTEND_KEYS,
@@ -34,18 +36,14 @@ from xenddd.registry.records import (
     VBD_PARAM_KEYS,
     VIF_PARAM_KEYS,
     DeviceNodes,
-    GuestIdentity,
     Judgement,
     Rejection,
     backend_path,
-    frontend_from_json,
     frontend_path,
-    frontend_to_json,
     judge_device,
     parse_backend_path,
     parse_devid,
     parse_domid,
-    parse_guest_identity,
     toolstack_path,
 )
 
@@ -55,55 +53,8 @@ REGISTRY_FILE = "registry.json"
 FILE_VERSION = 1
 _MAX_REMEMBERED_REJECTIONS = 10_000
 
-LibvirtDevices = Callable[[str], Sequence[GuestDevice] | None]
-"""Guest name → libvirt's live devices of it, or None when libvirt does not manage that guest."""
 
 _Device = tuple[int, int]  # (guest domid, devid)
-
-
-class DomainDirectory:
-    """Running domains by domid: name and UUID from dom0-owned `/local/domain/<id>/{name,vm}`.
-
-    Cached because a domid's name and UUID do not change during its life; `refresh()` lists
-    `/local/domain` and reads only domids not seen before, so @introduceDomain costs O(new domains).
-    """
-
-    def __init__(self, xenstore: Xenstore) -> None:
-        self._xs = xenstore
-        self._lock = threading.Lock()
-        self._by_domid: dict[int, GuestIdentity | None] = {}
-        self.version = 0  # bumped whenever the set of domains (or their identities) may have changed
-
-    def refresh(self, *, reread: bool = False) -> None:
-        listing = self._xs.directory("/local/domain") or []
-        domids = {d for d in (parse_domid(name) for name in listing) if d is not None}
-        with self._lock:
-            known = set() if reread else set(self._by_domid)
-        new = sorted(domids - known)
-        paths = [p for d in new for p in (f"/local/domain/{d}/name", f"/local/domain/{d}/vm")]
-        values = self._xs.read_many(paths) if paths else []
-        with self._lock:
-            gone = set(self._by_domid) - domids
-            for domid in gone:
-                del self._by_domid[domid]
-            for i, domid in enumerate(new):
-                self._by_domid[domid] = parse_guest_identity(values[2 * i], values[2 * i + 1])
-            if gone or new:
-                self.version += 1
-
-    def identity(self, domid: int) -> GuestIdentity | None:
-        with self._lock:
-            return self._by_domid.get(domid)
-
-    def is_running(self, domid: int) -> bool:
-        with self._lock:
-            return domid in self._by_domid
-
-    def domid_of(self, name: str) -> int | None:
-        """The running domain called `name`; the newest domid if a dying instance still lingers."""
-        with self._lock:
-            matches = [d for d, ident in self._by_domid.items() if ident is not None and ident.name == name]
-        return max(matches) if matches else None
 
 
 class FrontendRegistry:
@@ -352,7 +303,7 @@ class FrontendRegistry:
         verdict = judge_device(name, dd_domid, kind, guest_domid, devid, guest, nodes)
         if isinstance(verdict, Rejection) or self._libvirt_devices is None:
             return verdict
-        return _libvirt_agrees(self._libvirt_devices, verdict)
+        return libvirt_agrees(self._libvirt_devices, verdict)
 
     def _reject(self, path: str, reason: str) -> None:
         with self._lock:
@@ -479,40 +430,6 @@ class FrontendRegistry:
     def _changed(self) -> None:
         self.generation += 1
         self._lock.notify_all()
-
-
-def _libvirt_agrees(libvirt_devices: LibvirtDevices, verdict: Judgement) -> Judgement | Rejection:
-    frontend = verdict.frontend
-    try:
-        devices = libvirt_devices(frontend.guest_name)
-    except XendddError as exc:
-        log.warning(
-            "cannot cross-check %s with libvirt (%s); trusting dom0's record", frontend.guest_name, exc
-        )
-        return verdict
-    if devices is None:
-        return verdict
-    for device in devices:
-        if device.kind is not frontend.kind:
-            continue
-        if device.devid is None and _identity(device.params) != _identity(frontend.params):
-            continue
-        if device.devid is not None and device.devid != frontend.devid:
-            continue
-        if device.backend_name not in (None, frontend.backend_name):
-            return Rejection(
-                f"libvirt says {frontend.guest_name}'s device is served by {device.backend_name}"
-            )
-        if _identity(device.params) != _identity(frontend.params):
-            return Rejection(
-                f"libvirt's {frontend.kind.value} {frontend.devid} of {frontend.guest_name} differs"
-            )
-        return verdict
-    return Rejection(f"libvirt's live definition of {frontend.guest_name} has no such {frontend.kind.value}")
-
-
-def _identity(params: VifParams | VbdParams) -> str:
-    return params.mac if isinstance(params, VifParams) else params.vdev
 
 
 def _location(frontend: Frontend) -> tuple[int, DeviceKind, int, int]:

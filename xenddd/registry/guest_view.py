@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import Frontend, XenbusState
-from xenddd.registry.frontends import DomainDirectory
+from xenddd.registry.domain_directory import DomainDirectory
 from xenddd.registry.records import backend_path, frontend_path, parse_domid, parse_state
 
 

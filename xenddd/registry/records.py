@@ -46,8 +46,8 @@ FRONTEND_KEYS = ("backend", "state")
 TOOLSTACK_KEYS = ("frontend", "backend")
 
 
-class _Invalid(Exception):
-    """Internal: one field failed validation; `str(exc)` is the operator-readable reason."""
+class InvalidValue(Exception):
+    """One field failed validation; `str(exc)` is the operator-readable reason."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def parse_guest_identity(name: bytes | None, vm_path: bytes | None) -> GuestIden
     try:
         text_name = _text(name, "name", 256)
         vm = _text(vm_path, "vm", 256)
-    except _Invalid:
+    except InvalidValue:
         return None
     match = _UUID_VM_RE.match(vm or "")
     if not text_name or match is None:
@@ -169,7 +169,7 @@ def judge_device(
     """Believe the backend entry only as far as the toolstack record supports it."""
     try:
         return _judge(driver_name, driver_domid, kind, guest_domid, devid, guest, nodes)
-    except _Invalid as exc:
+    except InvalidValue as exc:
         return Rejection(str(exc))
 
 
@@ -183,21 +183,21 @@ def _judge(
     nodes: DeviceNodes,
 ) -> Judgement:
     if guest_domid == driver_domid:
-        raise _Invalid("a driver domain cannot be the frontend of its own backend")
+        raise InvalidValue("a driver domain cannot be the frontend of its own backend")
     expected_backend = backend_path(driver_domid, kind, guest_domid, devid)
     expected_frontend = frontend_path(guest_domid, kind, devid)
     where = toolstack_path(guest_domid, kind, devid)
     recorded_backend = _text(nodes.toolstack.get("backend"), f"{where}/backend", 256)
     if recorded_backend is None:
-        raise _Invalid(f"no toolstack record {where}: not created by dom0's toolstack")
+        raise InvalidValue(f"no toolstack record {where}: not created by dom0's toolstack")
     if recorded_backend != expected_backend:
-        raise _Invalid(f"toolstack record {where} names backend {recorded_backend}, not this one")
+        raise InvalidValue(f"toolstack record {where} names backend {recorded_backend}, not this one")
     if _text(nodes.toolstack.get("frontend"), f"{where}/frontend", 256) != expected_frontend:
-        raise _Invalid(f"toolstack record {where} names another frontend")
+        raise InvalidValue(f"toolstack record {where} names another frontend")
 
     warnings: list[str] = []
     values = _identity_values(kind, nodes, warnings)
-    params: VifParams | VbdParams = _vif_params(values) if kind is DeviceKind.VIF else _vbd_params(values)
+    params: VifParams | VbdParams = vif_params(values) if kind is DeviceKind.VIF else vbd_params(values)
     extra = _extra(kind, values)
 
     backend_state = _status(nodes.backend.get("state"), parse_state, "backend state", warnings)
@@ -233,7 +233,7 @@ def _identity_values(kind: DeviceKind, nodes: DeviceNodes, warnings: list[str]) 
         trusted = _text(nodes.toolstack.get(key), f"toolstack {key}")
         try:
             claimed = _text(nodes.backend.get(key), f"backend {key}")
-        except _Invalid as exc:
+        except InvalidValue as exc:
             if trusted is None:
                 raise
             warnings.append(str(exc))
@@ -247,11 +247,11 @@ def _identity_values(kind: DeviceKind, nodes: DeviceNodes, warnings: list[str]) 
     return values
 
 
-def _vif_params(values: Mapping[str, str]) -> VifParams:
+def vif_params(values: Mapping[str, str]) -> VifParams:
     try:
         mac = normalise_mac(values.get("mac", ""))
     except InputError:
-        raise _Invalid(f"mac {values.get('mac', '')[:64]!r} is not a MAC address") from None
+        raise InvalidValue(f"mac {values.get('mac', '')[:64]!r} is not a MAC address") from None
     return VifParams(
         mac=mac,
         bridge=_optional(values, "bridge", _BRIDGE_RE),
@@ -263,19 +263,19 @@ def _vif_params(values: Mapping[str, str]) -> VifParams:
     )
 
 
-def _vbd_params(values: Mapping[str, str]) -> VbdParams:
+def vbd_params(values: Mapping[str, str]) -> VbdParams:
     vdev = values.get("dev", "")
     if not _VDEV_RE.match(vdev):
-        raise _Invalid(f"vdev {vdev[:64]!r} is not a virtual disk name")
+        raise InvalidValue(f"vdev {vdev[:64]!r} is not a virtual disk name")
     mode = values.get("mode", "w")
     if mode not in ("r", "w"):
-        raise _Invalid(f"mode {mode[:16]!r} is neither r nor w")
+        raise InvalidValue(f"mode {mode[:16]!r} is neither r nor w")
     device_type = values.get("device-type", "disk")
     if device_type not in ("disk", "cdrom"):
-        raise _Invalid(f"device-type {device_type[:16]!r} is neither disk nor cdrom")
+        raise InvalidValue(f"device-type {device_type[:16]!r} is neither disk nor cdrom")
     target, disk_format = _split_params(values.get("params", ""))
     if not target and device_type != "cdrom":
-        raise _Invalid("a disk without params (target) cannot be recreated")
+        raise InvalidValue("a disk without params (target) cannot be recreated")
     return VbdParams(vdev=vdev, target=target, mode=mode, device_type=device_type, format=disk_format)
 
 
@@ -303,7 +303,7 @@ def _optional(values: Mapping[str, str], key: str, pattern: re.Pattern[str]) -> 
     if value is None or value == "":
         return None
     if not pattern.match(value):
-        raise _Invalid(f"{key} {value[:64]!r} is malformed")
+        raise InvalidValue(f"{key} {value[:64]!r} is malformed")
     return value
 
 
@@ -314,7 +314,7 @@ def _ip_list(value: str | None) -> str | None:
         try:
             ipaddress.ip_interface(token)
         except ValueError:
-            raise _Invalid(f"ip {value[:64]!r} is not a list of IP addresses") from None
+            raise InvalidValue(f"ip {value[:64]!r} is not a list of IP addresses") from None
     return value
 
 
@@ -322,7 +322,7 @@ def _mtu(value: str | None) -> int | None:
     if not value:
         return None
     if not _DECIMAL_RE.match(value) or not 68 <= int(value) <= 65535:
-        raise _Invalid(f"mtu {value[:16]!r} is not between 68 and 65535")
+        raise InvalidValue(f"mtu {value[:16]!r} is not between 68 and 65535")
     return int(value)
 
 
@@ -366,96 +366,11 @@ def _text(raw: bytes | None, what: str, limit: int = MAX_VALUE_BYTES) -> str | N
     if raw is None:
         return None
     if len(raw) > limit:
-        raise _Invalid(f"{what} is {len(raw)} bytes long (limit {limit})")
+        raise InvalidValue(f"{what} is {len(raw)} bytes long (limit {limit})")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Invalid(f"{what} is not valid UTF-8") from None
+        raise InvalidValue(f"{what} is not valid UTF-8") from None
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-        raise _Invalid(f"{what} contains control characters")
+        raise InvalidValue(f"{what} contains control characters")
     return text
-
-
-def frontend_to_json(frontend: Frontend) -> dict[str, object]:
-    """The persisted form of an entry: durable identity only. Live states are re-read, never remembered."""
-    params = frontend.params
-    if isinstance(params, VifParams):
-        param_json: dict[str, object] = {
-            "mac": params.mac,
-            "bridge": params.bridge,
-            "script": params.script,
-            "type": params.type,
-            "ip": params.ip,
-            "rate": params.rate,
-            "mtu": params.mtu,
-        }
-    else:
-        param_json = {
-            "vdev": params.vdev,
-            "target": params.target,
-            "mode": params.mode,
-            "device_type": params.device_type,
-            "format": params.format,
-        }
-    return {
-        "guest_uuid": frontend.guest_uuid,
-        "guest_name": frontend.guest_name,
-        "guest_domid": frontend.guest_domid,
-        "kind": frontend.kind.value,
-        "devid": frontend.devid,
-        "backend_name": frontend.backend_name,
-        "backend_domid": frontend.backend_domid,
-        "orphaned": frontend.orphaned,
-        "params": param_json,
-        "extra": dict(frontend.extra),
-    }
-
-
-def frontend_from_json(item: object) -> Frontend | None:
-    """An entry from the state file, re-validated (a hand-edited file is input too); None if unusable."""
-    try:
-        return _frontend_from_json(item)
-    except (_Invalid, KeyError, TypeError, ValueError, AttributeError):
-        return None
-
-
-def _frontend_from_json(item: object) -> Frontend:
-    if not isinstance(item, dict):
-        raise _Invalid("not an object")
-    kind = DeviceKind(item["kind"])
-    raw = item["params"]
-    if not isinstance(raw, dict):
-        raise _Invalid("params is not an object")
-    strings = {k: v for k, v in raw.items() if isinstance(v, str)}
-    params: VifParams | VbdParams
-    if kind is DeviceKind.VIF:
-        mtu = raw.get("mtu")
-        strings.update({} if mtu is None else {"mtu": str(int(mtu))})
-        params = _vif_params(strings)
-    else:
-        strings.update({"dev": strings.get("vdev", ""), "device-type": strings.get("device_type", "disk")})
-        fmt = strings.get("format")
-        strings["params"] = f"{fmt}:{strings.get('target', '')}" if fmt else strings.get("target", "")
-        params = _vbd_params(strings)
-    guest_domid, devid, backend_domid = item["guest_domid"], item["devid"], item["backend_domid"]
-    if parse_domid(str(guest_domid)) is None or parse_domid(str(backend_domid)) is None:
-        raise _Invalid("bad domid")
-    if parse_devid(str(devid)) is None:
-        raise _Invalid("bad devid")
-    identity = parse_guest_identity(str(item["guest_name"]).encode(), f"/vm/{item['guest_uuid']}".encode())
-    backend_name = item["backend_name"]
-    extra = item.get("extra", {})
-    if identity is None or not isinstance(backend_name, str) or not isinstance(extra, dict):
-        raise _Invalid("bad identity")
-    return Frontend(
-        guest_domid=int(guest_domid),
-        guest_name=identity.name,
-        guest_uuid=identity.uuid,
-        kind=kind,
-        devid=int(devid),
-        backend_name=backend_name,
-        backend_domid=int(backend_domid),
-        params=params,
-        orphaned=bool(item.get("orphaned", False)),
-        extra={str(k): str(v) for k, v in extra.items()},
-    )

@@ -23,8 +23,10 @@ from typing import Any
 
 from xenddd.adapters.hypervisor_api import Hypervisor, LifecycleEvent
 from xenddd.adapters.systemd import Notifier, watchdog_interval
-from xenddd.adapters.xenstore.client import Xenstore, XenstoreError
-from xenddd.config.loader import Config, load_config
+from xenddd.adapters.xenstore.client import Xenstore
+from xenddd.adapters.xenstore.errors import XenstoreError
+from xenddd.config.loader import load_config
+from xenddd.config.spec import Config
 from xenddd.errors import XendddError
 from xenddd.hints import ControlRequest, DomainHint, Hint, ResyncHint
 from xenddd.recovery.history import History

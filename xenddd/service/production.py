@@ -17,7 +17,7 @@ from xenddd.adapters.pci_sysfs import PciSysfs
 from xenddd.adapters.systemd import Notifier
 from xenddd.adapters.udev import PyudevUevents
 from xenddd.adapters.xenstore.client import Xenstore
-from xenddd.config.loader import Config, DriverDomainSpec
+from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import XendddError
 from xenddd.pci.assignment import PciAssigner, xenstore_pci_users
 from xenddd.service.daemon import Runtime

@@ -8,7 +8,7 @@ domain's PCI list is accepted and nothing is hidden.
 from __future__ import annotations
 
 from xenddd.adapters.xenstore.client import Xenstore
-from xenddd.config.loader import Config, DriverDomainSpec
+from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.service.daemon import Runtime
 from xenddd.sim.socket_host import SimulatedHost
 

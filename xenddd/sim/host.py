@@ -18,9 +18,10 @@ import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.kernels import BackendKernel, FrontendKernel, Kernel
 from xenddd.sim.store import XsError
-from xenddd.sim.xenstored import DomainClient, Xenstored
+from xenddd.sim.xenstored import Xenstored
 
 log = logging.getLogger(__name__)
 

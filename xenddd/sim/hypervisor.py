@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, GuestDevice, LifecycleEvent, LifecycleKind
-from xenddd.config.loader import DriverDomainSpec
+from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import XendddError
 from xenddd.model import DeviceKind, VbdParams, VifParams, normalise_mac
 from xenddd.sim.host import SimDomain, SimHost

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 
+from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.store import XsError
-from xenddd.sim.xenstored import DomainClient, Xenstored
+from xenddd.sim.xenstored import Xenstored
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ import pytest
 
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.sim.socket_host import SimulatedHost
-from xenddd.sim.xenstored import SocketServer, Xenstored
+from xenddd.sim.xenstored import Xenstored
+from xenddd.sim.xenstored_socket import SocketServer
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from xenddd.config.loader import Config
+from xenddd.config.spec import Config
 from xenddd.sim.host import SimHost
 from xenddd.sim.hypervisor import SimHypervisor
-from xenddd.sim.xenstored import SocketServer, Xenstored
+from xenddd.sim.xenstored import Xenstored
+from xenddd.sim.xenstored_socket import SocketServer
 
 
 @dataclass

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.adapters.xenstore.raw_peer import CLOSE, HANG, RawPeer
-from xenddd.adapters.xenstore.client import Xenstore, XenstoreTimeout, XenstoreUnavailable
+from xenddd.adapters.xenstore.client import Xenstore
+from xenddd.adapters.xenstore.errors import XenstoreTimeout, XenstoreUnavailable
 
 READ = 2
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xenddd.adapters.xenstore.client import InvalidXenstorePath, split_path, xs_join
+from xenddd.adapters.xenstore.paths import InvalidXenstorePath, split_path, xs_join
 
 
 @pytest.mark.parametrize("hostile", ["..", ".", "a/b", "", "x\0y", "név", "a b", "/etc"])

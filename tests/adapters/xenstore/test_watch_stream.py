@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from xenddd.adapters.xenstore.client import Reconnected, Transaction, WatchEvent, Xenstore, XenstoreConflict
-from xenddd.sim.xenstored import SocketServer
+from xenddd.adapters.xenstore.client import Reconnected, WatchEvent, Xenstore
+from xenddd.adapters.xenstore.errors import XenstoreConflict
+from xenddd.adapters.xenstore.transaction import Transaction
+from xenddd.sim.xenstored_socket import SocketServer
 
 
 def next_watch_event(xs: Xenstore, path: str) -> WatchEvent:

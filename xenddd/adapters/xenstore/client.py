@@ -1,130 +1,56 @@
-"""xenstore over pyxs, with pyxs 0.4.1's defects contained here so that no other module ever meets them.
+"""xenddd's xenstore client: thread-safe calls with deadlines, pipelining, transactions and a watch stream.
 
-pyxs gives us the wire format (`Packet`, `Op`), the Unix-socket transport and a router thread that matches
-replies to requests. What it gets wrong, and what this module does instead:
-
-- A request in flight when the connection drops waits forever: the router thread dies and `RVar.get()` has
-  no timeout. Here every call waits on the reply with a deadline, and the router announces its own death
-  (`_Router.__call__`) by failing every pending request at once and waking the watch stream.
-- `Router.terminate()` joins the router without a timeout and cannot interrupt a half-read reply; we shut
-  the socket down instead, which makes the router's `recv` fail, and join with a bound.
-- Request ids come from a process-wide counter that is not wrapped at 2**32 (`struct.error` after that);
-  each connection here numbers its own requests modulo 2**32.
-- `check_watch_path` rejects `@releaseDomain/<domid>`, `execute_command` rejects empty values, and a
-  `Client` holds one transaction id for all threads: requests are built and sent directly, bypassing them.
-- There is no RESET_WATCHES: after a reconnect the server has forgotten our watches anyway, so all of them
-  are registered again and the stream yields `Reconnected` (events during the gap are lost: resync).
-
-A call that times out leaves the connection in an unknown state (xenstored answers in order, so a hung reply
-blocks every later one): the connection is dropped and the next call or the watch stream reconnects.
+Built on `wire` (pyxs's transport and router with their defects contained; its docstring lists them). A
+call that times out leaves the connection in an unknown state (xenstored answers in order, so a hung reply
+blocks every later one): the connection is dropped and the next call or the watch stream reconnects. After
+a reconnect every watch is registered again and the stream yields `Reconnected` (events during the gap are
+lost: the caller resyncs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import itertools
 import logging
 import queue
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
-from pyxs._internal import Event, Op, Packet
-from pyxs.client import Router, RVar
-from pyxs.connection import UnixSocketConnection
-from pyxs.exceptions import ConnectionError as PyXSConnectionError
+from pyxs._internal import Event, Op
 from pyxs.exceptions import PyXSError
 
-from xenddd.errors import XendddError
+from xenddd.adapters.xenstore.errors import (
+    XenstoreConflict,
+    XenstoreError,
+    XenstoreTimeout,
+    XenstoreUnavailable,
+)
+from xenddd.adapters.xenstore.paths import decode_names, encode_path
+from xenddd.adapters.xenstore.transaction import Transaction
+from xenddd.adapters.xenstore.wire import (
+    DIRECTORY_PART,
+    ERRNO_BY_NAME,
+    HEADER,
+    LOST_REPLY,
+    MAX_PAYLOAD,
+    NUL,
+    EventSink,
+    Lost,
+    Reply,
+    ReplyConnection,
+    XenstoreRouter,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_PAYLOAD = 4096
-_NUL = b"\0"
-_COMPONENT_RE = re.compile(r"^[A-Za-z0-9_@-]+$")
-_ERRNO_BY_NAME = {name: code for code, name in errno.errorcode.items()}
 _PIPELINE_WINDOW = 256
-_HEADER = Packet._struct
-_MAX_REPLY = 1 << 20
-DIRECTORY_PART = 22  # Xen >= 4.15; not in pyxs's Op table
-
-
-class _Reply(NamedTuple):
-    op: int
-    rq_id: int
-    tx_id: int
-    size: int
-    payload: bytes
-
-
-class _Connection(UnixSocketConnection):  # type: ignore[misc]
-    """pyxs's connection, minus its reply validation: `Packet` refuses ops it does not know (such as
-    DIRECTORY_PART's reply) and payloads above 4096 bytes, and a refusal there kills the router thread."""
-
-    def recv(self) -> _Reply:
-        if not self.is_connected:
-            raise PyXSConnectionError("not connected")
-        try:
-            op, rq_id, tx_id, size = _HEADER.unpack(self.transport.recv(_HEADER.size))
-            if size > _MAX_REPLY:
-                raise OSError(f"a {size}-byte reply is not xenstore")
-            payload = self.transport.recv(size) if size else b""
-        except OSError as exc:
-            self.close()
-            raise PyXSConnectionError(f"reading from {self.path}: {exc}") from None
-        return _Reply(op, rq_id, tx_id, size, payload)
-
-
-class XenstoreError(XendddError):
-    """xenstored refused a request; `errno` is the POSIX code it named (ENOENT, EACCES, EAGAIN...)."""
-
-    def __init__(self, message: str, code: int = 0) -> None:
-        super().__init__(message)
-        self.errno = code
-
-
-class XenstoreUnavailable(XenstoreError):
-    """No connection to xenstored, or it was lost while the request was in flight."""
-
-
-class XenstoreTimeout(XenstoreUnavailable):
-    """xenstored did not answer within the call's deadline; the connection has been dropped."""
-
-
-class XenstoreConflict(XenstoreError):
-    """A transaction kept failing with EAGAIN (concurrent writers) and the retry bound was reached."""
-
-
-class InvalidXenstorePath(ValueError):
-    """A path component that xenstored would not accept (or that would escape its parent)."""
-
-
-def xs_join(base: str, *components: str | int) -> str:
-    """Join `components` below `base`, refusing any component xenstored's node-name rules would reject.
-
-    Components often come from directory listings written by another domain; checking them here is what
-    stops a hostile name like `..` or `a/b` from addressing a node outside the intended subtree.
-    """
-    parts = [base.rstrip("/")]
-    for component in components:
-        text = str(component)
-        if not _COMPONENT_RE.match(text):
-            raise InvalidXenstorePath(f"{text!r} is not a xenstore node name")
-        parts.append(text)
-    return "/".join(parts)
-
-
-def split_path(path: str) -> list[str]:
-    """The components of an absolute path (`/local/domain/3` → `['local', 'domain', '3']`)."""
-    return [part for part in path.split("/") if part]
 
 
 @dataclass(frozen=True)
@@ -140,56 +66,6 @@ class Reconnected:
     """The connection was re-established and all watches registered again; anything may have changed."""
 
     generation: int
-
-
-@dataclass(frozen=True)
-class _Lost:
-    router_id: int
-
-
-class _ConnectionLostMarker:
-    """Set into pending RVars when the router dies, so that their waiters wake at once."""
-
-
-_LOST_REPLY: Any = _ConnectionLostMarker()
-
-
-class _EventSink:
-    """What pyxs's router expects of a subscriber: an `events` queue it puts `Event`s into."""
-
-    def __init__(self, events: queue.Queue[object]) -> None:
-        self.events = events
-
-
-class _Router(Router):  # type: ignore[misc]
-    """pyxs's router, made to report its death instead of leaving callers waiting forever."""
-
-    def __init__(self, connection: UnixSocketConnection, on_exit: Callable[[_Router], None]) -> None:
-        super().__init__(connection)
-        self.thread.name = "xenddd-xenstore-router"
-        self._on_exit = on_exit
-        self.dead = False
-
-    def __call__(self) -> None:
-        try:
-            super().__call__()
-        except Exception as exc:  # thread boundary: the reason is logged, the death is reported below
-            log.debug("xenstore router stopped: %r", exc)
-        finally:
-            self.dead = True
-            for rvar in list(self.rvars.values()):
-                rvar.set(_LOST_REPLY)
-            self.rvars.clear()
-            self._on_exit(self)
-
-    def shutdown(self, join_timeout: float = 1.0) -> None:
-        transport = self.connection.transport
-        sock = getattr(transport, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        if self.thread.is_alive():
-            self.thread.join(join_timeout)
 
 
 class Xenstore:
@@ -214,11 +90,11 @@ class Xenstore:
         self.backoff_max = backoff_max
         self.requests_sent = 0
         self._lock = threading.RLock()
-        self._router: _Router | None = None
+        self._router: XenstoreRouter | None = None
         self._generation = 0
         self._rq_ids = itertools.count(1)
         self._events: queue.Queue[object] = queue.Queue()
-        self._sink = _EventSink(self._events)
+        self._sink = EventSink(self._events)
         self._watches: dict[str, str] = {}  # token -> path
         self._tokens = itertools.count(1)
         self._closed = threading.Event()
@@ -249,7 +125,7 @@ class Xenstore:
         with self._lock:
             self._rq_ids = itertools.count(rq_id)
 
-    def _connected_router(self) -> _Router:
+    def _connected_router(self) -> XenstoreRouter:
         with self._lock:
             if self._closed.is_set():
                 raise XenstoreUnavailable("the xenstore connection is closed")
@@ -258,9 +134,9 @@ class Xenstore:
                 return router
             return self._reconnect_locked()
 
-    def _reconnect_locked(self) -> _Router:
+    def _reconnect_locked(self) -> XenstoreRouter:
         previous = self._router
-        router = _Router(_Connection(self.socket_path), self._router_exited)
+        router = XenstoreRouter(ReplyConnection(self.socket_path), self._router_exited)
         try:
             router.start()
         except (PyXSError, OSError) as exc:
@@ -271,7 +147,7 @@ class Xenstore:
         try:
             for token, path in self._watches.items():
                 router.subscribe(token.encode(), self._sink)
-                self._ack(router, Op.WATCH, path.encode() + _NUL + token.encode() + _NUL, 0)
+                self._ack(router, Op.WATCH, path.encode() + NUL + token.encode() + NUL, 0)
         except XenstoreError:
             router.shutdown()
             raise
@@ -285,10 +161,10 @@ class Xenstore:
         self._backoff = self.backoff_initial
         return router
 
-    def _router_exited(self, router: _Router) -> None:
-        self._events.put(_Lost(id(router)))
+    def _router_exited(self, router: XenstoreRouter) -> None:
+        self._events.put(Lost(id(router)))
 
-    def _drop(self, router: _Router) -> None:
+    def _drop(self, router: XenstoreRouter) -> None:
         with self._lock:
             if self._router is router and not router.dead:
                 log.warning("dropping the xenstore connection to %s", self.socket_path)
@@ -297,59 +173,40 @@ class Xenstore:
 
     # -- requests --------------------------------------------------------------------------------------
 
-    def _send(self, router: _Router, op: int, payload: bytes, tx_id: int) -> Any:
+    def _send(self, router: XenstoreRouter, op: int, payload: bytes, tx_id: int) -> Any:
         return self._send_many(router, [(op, payload)], tx_id)[0]
 
-    def _send_many(self, router: _Router, requests: Sequence[tuple[int, bytes]], tx_id: int) -> list[Any]:
-        """Register a reply slot per request and send them all in one write.
-
-        Same protocol as pyxs's `Router.send` (slot registered before sending, under its send lock) but
-        one `sendall` for the whole batch instead of two per request: pipelined scans are CPU-bound.
-        """
+    def _send_many(
+        self, router: XenstoreRouter, requests: Sequence[tuple[int, bytes]], tx_id: int
+    ) -> list[Any]:
+        """Number the requests on this connection and send them as one batch (`XenstoreRouter.send_batch`)."""
         for _op, payload in requests:
             if len(payload) > MAX_PAYLOAD:
                 raise XenstoreError(f"xenstore request of {len(payload)} bytes exceeds {MAX_PAYLOAD} bytes")
         with self._lock:
             rq_ids = [next(self._rq_ids) & 0xFFFFFFFF for _ in requests]
         pairs = zip(requests, rq_ids, strict=True)
-        packets = [_Reply(op, rq_id, tx_id, len(payload), payload) for (op, payload), rq_id in pairs]
-        data = b"".join(_HEADER.pack(p.op, p.rq_id, p.tx_id, p.size) + p.payload for p in packets)
-        rvars = []
+        packets = [Reply(op, rq_id, tx_id, len(payload), payload) for (op, payload), rq_id in pairs]
+        data = b"".join(HEADER.pack(p.op, p.rq_id, p.tx_id, p.size) + p.payload for p in packets)
         try:
-            with router.send_lock:
-                for packet in packets:
-                    rvar = RVar()
-                    router.rvars[packet.rq_id] = rvar
-                    rvars.append(rvar)
-                transport = router.connection.transport
-                if transport is None:
-                    raise XenstoreUnavailable("the connection to xenstored is closed")
-                transport.send(data)
+            rvars = router.send_batch([p.rq_id for p in packets], data)
         except (PyXSError, OSError) as exc:
             self._drop(router)
             raise XenstoreUnavailable(f"lost the connection to xenstored: {exc}") from None
         self.requests_sent += len(packets)
         return rvars
 
-    def _wait(self, router: _Router, rvar: Any, op: int, deadline: float) -> bytes:
-        with rvar.condition:
-            while rvar.target is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                rvar.condition.wait(min(remaining, 0.5))
-                if rvar.target is None and router.dead:
-                    rvar.target = _LOST_REPLY
-        reply = rvar.target
+    def _wait(self, router: XenstoreRouter, rvar: Any, op: int, deadline: float) -> bytes:
+        reply = router.wait(rvar, deadline)
         if reply is None:
             self._drop(router)
             raise XenstoreTimeout(f"xenstored did not answer within {self.call_timeout:g} s")
-        if reply is _LOST_REPLY:
+        if reply is LOST_REPLY:
             raise XenstoreUnavailable("lost the connection to xenstored during a request")
         payload: bytes = reply.payload
         if reply.op == Op.ERROR:
-            name = payload.rstrip(_NUL).decode("ascii", "replace")
-            raise XenstoreError(f"xenstored: {name}", _ERRNO_BY_NAME.get(name, 0))
+            name = payload.rstrip(NUL).decode("ascii", "replace")
+            raise XenstoreError(f"xenstored: {name}", ERRNO_BY_NAME.get(name, 0))
         if reply.op != op:
             self._drop(router)
             raise XenstoreUnavailable(f"xenstored answered op {reply.op} to op {op}")
@@ -360,7 +217,7 @@ class Xenstore:
         rvar = self._send(router, op, payload, tx_id)
         return self._wait(router, rvar, op, time.monotonic() + self.call_timeout)
 
-    def _ack(self, router: _Router, op: int, payload: bytes, tx_id: int) -> None:
+    def _ack(self, router: XenstoreRouter, op: int, payload: bytes, tx_id: int) -> None:
         rvar = self._send(router, op, payload, tx_id)
         self._wait(router, rvar, op, time.monotonic() + self.call_timeout)
 
@@ -384,10 +241,10 @@ class Xenstore:
     # -- operations ------------------------------------------------------------------------------------
 
     def read(self, path: str, tx_id: int = 0) -> bytes | None:
-        return _absent_as_none(lambda: self._call(Op.READ, _path(path), tx_id))
+        return _absent_as_none(lambda: self._call(Op.READ, encode_path(path), tx_id))
 
     def read_many(self, paths: Sequence[str], tx_id: int = 0) -> list[bytes | None]:
-        results = self._pipeline([(Op.READ, _path(p)) for p in paths], tx_id)
+        results = self._pipeline([(Op.READ, encode_path(p)) for p in paths], tx_id)
         return [_value_or_none(r) for r in results]
 
     def directory(self, path: str, tx_id: int = 0) -> list[str] | None:
@@ -395,13 +252,13 @@ class Xenstore:
 
     def directory_many(self, paths: Sequence[str], tx_id: int = 0) -> list[list[str] | None]:
         """Listings of `paths` (None where absent); one too long for a reply is fetched in parts."""
-        results = self._pipeline([(Op.DIRECTORY, _path(p)) for p in paths], tx_id)
+        results = self._pipeline([(Op.DIRECTORY, encode_path(p)) for p in paths], tx_id)
         listings: list[list[str] | None] = []
         for path, result in zip(paths, results, strict=True):
             if isinstance(result, XenstoreError) and result.errno == errno.E2BIG:
                 result = self._directory_in_parts(path, tx_id)
             payload = _value_or_none(result)
-            listings.append(None if payload is None else _names(payload))
+            listings.append(None if payload is None else decode_names(payload))
         return listings
 
     def _directory_in_parts(self, path: str, tx_id: int, attempts: int = 8) -> bytes:
@@ -412,12 +269,12 @@ class Xenstore:
         for _attempt in range(attempts):
             offset, parts, generation = 0, [], None
             while True:
-                reply = self._call(DIRECTORY_PART, _path(path) + str(offset).encode() + _NUL, tx_id)
-                current, _sep, part = reply.partition(_NUL)
+                reply = self._call(DIRECTORY_PART, encode_path(path) + str(offset).encode() + NUL, tx_id)
+                current, _sep, part = reply.partition(NUL)
                 if generation is not None and current != generation:
                     break  # the directory changed between parts: start again
                 generation = current
-                if part in (b"", _NUL) or part.endswith(_NUL + _NUL):
+                if part in (b"", NUL) or part.endswith(NUL + NUL):
                     parts.append(part[:-1] if part else part)
                     return b"".join(parts)
                 parts.append(part)
@@ -426,32 +283,32 @@ class Xenstore:
 
     def write(self, path: str, value: bytes | str, tx_id: int = 0) -> None:
         data = value.encode() if isinstance(value, str) else value
-        self._call(Op.WRITE, _path(path) + data, tx_id)
+        self._call(Op.WRITE, encode_path(path) + data, tx_id)
 
     def write_many(self, items: Sequence[tuple[str, bytes | str]], tx_id: int = 0) -> None:
         """Write many nodes pipelined (one latency for all); the first refusal is raised after all replies."""
-        requests = [(Op.WRITE, _path(p) + (v.encode() if isinstance(v, str) else v)) for p, v in items]
+        requests = [(Op.WRITE, encode_path(p) + (v.encode() if isinstance(v, str) else v)) for p, v in items]
         for result in self._pipeline(requests, tx_id):
             if isinstance(result, XenstoreError):
                 raise result
 
     def mkdir(self, path: str, tx_id: int = 0) -> None:
-        self._call(Op.MKDIR, _path(path), tx_id)
+        self._call(Op.MKDIR, encode_path(path), tx_id)
 
     def rm(self, path: str, tx_id: int = 0) -> None:
         """Remove `path` and its children; removing what is already gone is not an error."""
-        _absent_as_none(lambda: self._call(Op.RM, _path(path), tx_id))
+        _absent_as_none(lambda: self._call(Op.RM, encode_path(path), tx_id))
 
     def get_perms(self, path: str, tx_id: int = 0) -> list[str] | None:
-        payload = _absent_as_none(lambda: self._call(Op.GET_PERMS, _path(path), tx_id))
-        return None if payload is None else _names(payload)
+        payload = _absent_as_none(lambda: self._call(Op.GET_PERMS, encode_path(path), tx_id))
+        return None if payload is None else decode_names(payload)
 
     def set_perms(self, path: str, perms: Sequence[str], tx_id: int = 0) -> None:
         """`perms` as xenstored spells them: owner first, e.g. `['n0', 'r5']` (w/r/b/n + domid)."""
         for perm in perms:
             if not re.fullmatch(r"[wrbn][0-9]{1,5}", perm):
                 raise ValueError(f"{perm!r} is not a xenstore permission")
-        self._call(Op.SET_PERMS, _path(path) + b"".join(p.encode() + _NUL for p in perms), tx_id)
+        self._call(Op.SET_PERMS, encode_path(path) + b"".join(p.encode() + NUL for p in perms), tx_id)
 
     def transaction(self, body: Callable[[Transaction], T], *, attempts: int = 8) -> T:
         """Run `body` in a transaction, again from the start when the commit fails with EAGAIN.
@@ -460,7 +317,7 @@ class Xenstore:
         conflicts XenstoreConflict is raised; an exception from `body` aborts the transaction.
         """
         for attempt in range(attempts):
-            tx_id = int(self._call(Op.TRANSACTION_START, _NUL).rstrip(_NUL) or b"0")
+            tx_id = int(self._call(Op.TRANSACTION_START, NUL).rstrip(NUL) or b"0")
             try:
                 result = body(Transaction(self, tx_id))
             except XenstoreError as exc:
@@ -472,7 +329,7 @@ class Xenstore:
                 self._end(tx_id, commit=False)
                 raise
             try:
-                self._call(Op.TRANSACTION_END, b"T" + _NUL, tx_id)
+                self._call(Op.TRANSACTION_END, b"T" + NUL, tx_id)
                 return result
             except XenstoreUnavailable:
                 raise
@@ -487,7 +344,7 @@ class Xenstore:
 
     def _end(self, tx_id: int, *, commit: bool) -> None:
         try:
-            self._call(Op.TRANSACTION_END, (b"T" if commit else b"F") + _NUL, tx_id)
+            self._call(Op.TRANSACTION_END, (b"T" if commit else b"F") + NUL, tx_id)
         except XenstoreError as exc:
             log.debug("ending xenstore transaction %d: %s", tx_id, exc)
 
@@ -503,7 +360,7 @@ class Xenstore:
             self._watches[token] = path
             router.subscribe(token.encode(), self._sink)
             try:
-                self._ack(router, Op.WATCH, path.encode() + _NUL + token.encode() + _NUL, 0)
+                self._ack(router, Op.WATCH, path.encode() + NUL + token.encode() + NUL, 0)
             except XenstoreUnavailable:
                 return  # kept: the reconnect registers it
             except XenstoreError:
@@ -517,7 +374,7 @@ class Xenstore:
                 del self._watches[token]
         for token in tokens:
             try:
-                self._call(Op.UNWATCH, path.encode() + _NUL + token.encode() + _NUL)
+                self._call(Op.UNWATCH, path.encode() + NUL + token.encode() + NUL)
             except XenstoreUnavailable:
                 return  # the server forgot it with the connection; nothing is re-registered for it
             except XenstoreError as exc:
@@ -548,7 +405,7 @@ class Xenstore:
                     return WatchEvent(path, watched)
             elif isinstance(item, Reconnected):
                 return item
-            elif isinstance(item, _Lost) and self._router is not None and id(self._router) == item.router_id:
+            elif isinstance(item, Lost) and self._router is not None and id(self._router) == item.router_id:
                 if self._reconnect_with_backoff(deadline):
                     continue
                 return None
@@ -564,44 +421,11 @@ class Xenstore:
             delay = self._backoff
             self._backoff = min(self._backoff * 2, self.backoff_max)
             if deadline is not None and time.monotonic() + delay > deadline:
-                self._events.put(_Lost(id(self._router)))
+                self._events.put(Lost(id(self._router)))
                 self._closed.wait(max(0.0, deadline - time.monotonic()))
                 return False
             self._closed.wait(delay)
         return False
-
-
-class Transaction:
-    """The operations of one xenstore transaction; created by `Xenstore.transaction`."""
-
-    def __init__(self, xenstore: Xenstore, tx_id: int) -> None:
-        self._xs = xenstore
-        self.tx_id = tx_id
-
-    def read(self, path: str) -> bytes | None:
-        return self._xs.read(path, self.tx_id)
-
-    def directory(self, path: str) -> list[str] | None:
-        return self._xs.directory(path, self.tx_id)
-
-    def write(self, path: str, value: bytes | str) -> None:
-        self._xs.write(path, value, self.tx_id)
-
-    def mkdir(self, path: str) -> None:
-        self._xs.mkdir(path, self.tx_id)
-
-    def rm(self, path: str) -> None:
-        self._xs.rm(path, self.tx_id)
-
-
-def _path(path: str) -> bytes:
-    if not path or "\0" in path or not path.isascii() or len(path) > 3072:
-        raise InvalidXenstorePath(f"{path[:80]!r} is not a xenstore path")
-    return path.encode() + _NUL
-
-
-def _names(payload: bytes) -> list[str]:
-    return [name.decode("ascii", "replace") for name in payload.split(_NUL) if name]
 
 
 def _absent_as_none(call: Callable[[], bytes]) -> bytes | None:

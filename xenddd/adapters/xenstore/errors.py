@@ -1,0 +1,25 @@
+"""What a xenstore request can fail with, as typed errors every caller may catch."""
+
+from __future__ import annotations
+
+from xenddd.errors import XendddError
+
+
+class XenstoreError(XendddError):
+    """xenstored refused a request; `errno` is the POSIX code it named (ENOENT, EACCES, EAGAIN...)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
+class XenstoreUnavailable(XenstoreError):
+    """No connection to xenstored, or it was lost while the request was in flight."""
+
+
+class XenstoreTimeout(XenstoreUnavailable):
+    """xenstored did not answer within the call's deadline; the connection has been dropped."""
+
+
+class XenstoreConflict(XenstoreError):
+    """A transaction kept failing with EAGAIN (concurrent writers) and the retry bound was reached."""

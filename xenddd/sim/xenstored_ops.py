@@ -1,0 +1,335 @@
+"""The simulated xenstored's operations: one handler per wire op, run under the engine's lock as the
+connection's domain, with C xenstored's permission checks, quotas and error names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from xenddd.sim.store import (
+    PAYLOAD_MAX,
+    PRIVILEGED,
+    TRANSACTIONS_PER_DOMAIN_QUOTA,
+    Perm,
+    Transaction,
+    Tree,
+    XsError,
+    normalise,
+    parent_of,
+)
+from xenddd.sim.xenstored_conn import Connection, Watch
+
+if TYPE_CHECKING:
+    from xenddd.sim.xenstored import Xenstored
+
+log = logging.getLogger(__name__)
+
+
+(CONTROL, DIRECTORY, READ, GET_PERMS, WATCH, UNWATCH, TRANSACTION_START, TRANSACTION_END, INTRODUCE, RELEASE,
+ GET_DOMAIN_PATH, WRITE, MKDIR, RM, SET_PERMS, WATCH_EVENT, ERROR, IS_DOMAIN_INTRODUCED, RESUME, SET_TARGET
+ ) = range(20)  # fmt: skip
+RESET_WATCHES = 21
+DIRECTORY_PART = 22
+OP_NAMES = {
+    CONTROL: "CONTROL",
+    DIRECTORY: "DIRECTORY",
+    READ: "READ",
+    GET_PERMS: "GET_PERMS",
+    WATCH: "WATCH",
+    UNWATCH: "UNWATCH",
+    TRANSACTION_START: "TRANSACTION_START",
+    TRANSACTION_END: "TRANSACTION_END",
+    INTRODUCE: "INTRODUCE",
+    RELEASE: "RELEASE",
+    GET_DOMAIN_PATH: "GET_DOMAIN_PATH",
+    WRITE: "WRITE",
+    MKDIR: "MKDIR",
+    RM: "RM",
+    SET_PERMS: "SET_PERMS",
+    WATCH_EVENT: "WATCH_EVENT",
+    ERROR: "ERROR",
+    IS_DOMAIN_INTRODUCED: "IS_DOMAIN_INTRODUCED",
+    RESUME: "RESUME",
+    SET_TARGET: "SET_TARGET",
+    RESET_WATCHES: "RESET_WATCHES",
+    DIRECTORY_PART: "DIRECTORY_PART",
+}
+
+
+def _ok() -> bytes:
+    return b"OK\0"
+
+
+def _directory(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    path = xs.path_arg(conn, args)
+    node = xs.store.read(tree, conn.domid, path)
+    if tx is not None:
+        tx.depend([path])
+    listing = b"".join(name.encode() + b"\0" for name in sorted(node.children))
+    if len(listing) > PAYLOAD_MAX:
+        raise XsError("E2BIG")  # the client must use DIRECTORY_PART, as with C xenstored
+    return listing
+
+
+def _directory_part(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    """`<generation>\0` then whole child names from byte `offset`; an extra NUL marks the last part."""
+    path = xs.path_arg(conn, args)
+    if len(args) < 2 or not args[1].isdigit():
+        raise XsError("EINVAL")
+    node = xs.store.read(tree, conn.domid, path)
+    if tx is not None:
+        tx.depend([path])
+    listing = b"".join(name.encode() + b"\0" for name in sorted(node.children))
+    offset = int(args[1])
+    if offset > len(listing):
+        raise XsError("EINVAL")
+    head = str(node.gen).encode() + b"\0"
+    room = PAYLOAD_MAX - len(head) - 1
+    chunk = listing[offset:]
+    if len(chunk) > room:
+        chunk = chunk[: chunk.rfind(b"\0", 0, room) + 1]
+        return head + chunk
+    return head + chunk + b"\0"
+
+
+def _read(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    path = xs.path_arg(conn, args)
+    if tx is not None:
+        tx.depend([path])
+    return xs.store.read(tree, conn.domid, path).value
+
+
+def _get_perms(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    path = xs.path_arg(conn, args)
+    node = xs.store.read(tree, conn.domid, path)
+    return b"".join(str(p).encode() + b"\0" for p in node.perms)
+
+
+def _mutate(
+    xs: Xenstored,
+    conn: Connection,
+    tx: Transaction | None,
+    tree: Tree,
+    path: str,
+    action: Callable[[], list[str]],
+    removing: bool = False,
+) -> None:
+    """Run a change; in a transaction, first note every node it can touch (for conflict detection)."""
+    exists = tree.get(path) is not None
+    before = {p: tree.nodes[p].perms for p in tree.subtree(path)} if removing and exists else {}
+    if tx is not None:
+        touched = [path]
+        if removing:
+            touched += [*before, parent_of(path)]
+        elif not exists:
+            touched += list(_up_to_existing(tree, path))
+        tx.depend(touched)
+    changed = action()
+    if tx is not None:
+        tx.dirty.update(changed)
+        tx.dirty.update(parent_of(p) for p in changed if p != "/")
+    elif changed:
+        # a removal is one event per watch (for the removed node), as C xenstored fires it
+        xs.fire([path] if removing else changed, removed_perms=before)
+
+
+def _up_to_existing(tree: Tree, path: str) -> list[str]:
+    """The missing ancestors a creation adds, and the existing one whose children change."""
+    chain = []
+    while path != "/":
+        path = parent_of(path)
+        chain.append(path)
+        if tree.get(path) is not None:
+            break
+    return chain
+
+
+def _write(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], payload: bytes
+) -> bytes:
+    path = xs.path_arg(conn, args)
+    value = payload[payload.index(b"\0") + 1 :] if b"\0" in payload else b""
+    _mutate(xs, conn, tx, tree, path, lambda: xs.store.write(tree, conn.domid, path, value))
+    return _ok()
+
+
+def _mkdir(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    path = xs.path_arg(conn, args)
+    _mutate(xs, conn, tx, tree, path, lambda: xs.store.mkdir(tree, conn.domid, path))
+    return _ok()
+
+
+def _rm(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    path = xs.path_arg(conn, args)
+    _mutate(xs, conn, tx, tree, path, lambda: xs.store.rm(tree, conn.domid, path), removing=True)
+    return _ok()
+
+
+def _set_perms(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    path = xs.path_arg(conn, args)
+    try:
+        perms = tuple(Perm.parse(a.decode("ascii")) for a in args[1:] if a)
+    except UnicodeDecodeError:
+        raise XsError("EINVAL") from None
+    _mutate(xs, conn, tx, tree, path, lambda: xs.store.set_perms(tree, conn.domid, path, perms))
+    return _ok()
+
+
+def _watch(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    if len(args) < 2 or not args[0]:
+        raise XsError("EINVAL")
+    given = args[0].decode("ascii", "replace")
+    path = normalise(given, conn.domid)
+    token = args[1].decode("ascii", "replace")
+    if any(w.path == path and w.token == token for w in conn.watches):
+        raise XsError("EEXIST")
+    if conn.domid != PRIVILEGED and len(conn.watches) >= xs.watch_quota:
+        raise XsError("E2BIG")
+    watch = Watch(given, path, token)
+    conn.watches.append(watch)
+    xs.watches_changed()
+    conn.sink(given, token)  # the initial event every WATCH fires
+    return _ok()
+
+
+def _unwatch(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    if len(args) < 2:
+        raise XsError("EINVAL")
+    path = normalise(args[0].decode("ascii", "replace"), conn.domid)
+    token = args[1].decode("ascii", "replace")
+    for watch in conn.watches:
+        if watch.path == path and watch.token == token:
+            conn.watches.remove(watch)
+            xs.watches_changed()
+            return _ok()
+    raise XsError("ENOENT")
+
+
+def _tx_start(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    if tx is not None:
+        raise XsError("EBUSY")
+    if conn.domid != PRIVILEGED and len(conn.transactions) >= TRANSACTIONS_PER_DOMAIN_QUOTA:
+        raise XsError("ENOSPC")
+    tx_id = next(xs._tx_ids)
+    conn.transactions[tx_id] = Transaction(tx_id, conn.domid, xs.store.tree.copy())
+    return str(tx_id).encode() + b"\0"
+
+
+def _tx_end(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    if tx is None:
+        raise XsError("EINVAL")
+    del conn.transactions[tx.id]
+    if args[0] == b"F":
+        return _ok()
+    if args[0] != b"T":
+        raise XsError("EINVAL")
+    if tx.conflicts(xs.store.tree):
+        raise XsError("EAGAIN")
+    tx.apply(xs.store)
+    xs.fire(sorted(tx.dirty))
+    return _ok()
+
+
+def _domid_arg(args: list[bytes]) -> int:
+    if not args or not args[0].isdigit() or len(args[0]) > 5:
+        raise XsError("EINVAL")
+    return int(args[0])
+
+
+def _introduce(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    if conn.domid != PRIVILEGED:
+        raise XsError("EACCES")
+    xs.introduce(_domid_arg(args))
+    return _ok()
+
+
+def _release(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    if conn.domid != PRIVILEGED:
+        raise XsError("EACCES")
+    domid = _domid_arg(args)
+    if domid not in xs.introduced:
+        raise XsError("ENOENT")
+    xs.release(domid)
+    return _ok()
+
+
+def _get_domain_path(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    return f"/local/domain/{_domid_arg(args)}".encode() + b"\0"
+
+
+def _is_introduced(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    return b"T\0" if _domid_arg(args) in xs.introduced else b"F\0"
+
+
+def _reset_watches(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    conn.watches.clear()
+    conn.transactions.clear()
+    xs.watches_changed()
+    return _ok()
+
+
+def _privileged_ok(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    if conn.domid != PRIVILEGED:
+        raise XsError("EACCES")
+    return _ok()
+
+
+HANDLERS: dict[
+    int, Callable[[Xenstored, Connection, Transaction | None, Tree, list[bytes], bytes], bytes]
+] = {
+    DIRECTORY: _directory,
+    READ: _read,
+    GET_PERMS: _get_perms,
+    WATCH: _watch,
+    UNWATCH: _unwatch,
+    TRANSACTION_START: _tx_start,
+    TRANSACTION_END: _tx_end,
+    INTRODUCE: _introduce,
+    RELEASE: _release,
+    GET_DOMAIN_PATH: _get_domain_path,
+    WRITE: _write,
+    MKDIR: _mkdir,
+    RM: _rm,
+    SET_PERMS: _set_perms,
+    IS_DOMAIN_INTRODUCED: _is_introduced,
+    RESUME: _privileged_ok,
+    SET_TARGET: _privileged_ok,
+    RESET_WATCHES: _reset_watches,
+    DIRECTORY_PART: _directory_part,
+}
