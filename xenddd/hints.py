@@ -36,6 +36,14 @@ class ResyncHint:
 
 
 @dataclass(frozen=True)
+class CallReturned:
+    """A recovery's toolstack call (start, attach, detach) returned on its worker: advance the recovery.
+    Nothing in xenstore is implied, so the registry is not re-read for it."""
+
+    what: str = "toolstack call"
+
+
+@dataclass(frozen=True)
 class ControlRequest:
     """An operator request from the control socket, executed on the reconciler's thread so that planned
     operations (destroy, restart, create) never race with recovery; `reply` is called exactly once."""
@@ -45,4 +53,4 @@ class ControlRequest:
     reply: Callable[[dict[str, Any]], None] = field(default=lambda _: None, compare=False)
 
 
-Hint = DomainHint | XenstoreHint | ResyncHint | ControlRequest
+Hint = DomainHint | XenstoreHint | ResyncHint | CallReturned | ControlRequest

@@ -14,7 +14,8 @@ from xenddd.config.loader import parse_config
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.service.daemon import Daemon
 from xenddd.service.simulated import simulated_runtime
-from xenddd.sim.host import SimDomain
+from xenddd.sim.host import SimDomain, SimHost
+from xenddd.sim.hypervisor import SimHypervisor
 from xenddd.sim.socket_host import SimulatedHost
 
 TOPOLOGY = """
@@ -31,6 +32,7 @@ max_restarts = {max_restarts}
 window = 600
 backoff_base = 0.05
 backoff_cap = 0.2
+healthy_uptime = {healthy_uptime}
 
 [driver_domain.readiness]
 reattach_timeout = {reattach_timeout}
@@ -94,7 +96,7 @@ def frontends(sim: SimulatedHost) -> dict[tuple[str, str, str], dict[str, str | 
     """Every guest device as the guest's own xenstore nodes show it: identity, backend and both states."""
     dom0 = sim.host.dom0
     seen: dict[tuple[str, str, str], dict[str, str | None]] = {}
-    for guest in ("web", "db", "cache"):
+    for guest in [d.name for d in list(sim.host.domains.values()) if not d.driver]:
         domain = sim.host.domains.get(guest)
         if domain is None or domain.domid is None:
             continue
@@ -134,9 +136,18 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
         sim: SimulatedHost | None = None,
         prepare: Callable[[DriverDomainSpec], None] | None = None,
         guests: bool = True,
+        healthy_uptime: float = 60.0,
+        hypervisor: Callable[[SimHost], SimHypervisor] | None = None,
+        topology: str = TOPOLOGY,
     ) -> RunningDaemon:
+        """`hypervisor`: a SimHypervisor subclass standing in for the toolstack (slow or failing calls)."""
         config = parse_config(
-            TOPOLOGY.format(tmp=tmp_path, max_restarts=max_restarts, reattach_timeout=reattach_timeout),
+            topology.format(
+                tmp=tmp_path,
+                max_restarts=max_restarts,
+                reattach_timeout=reattach_timeout,
+                healthy_uptime=healthy_uptime,
+            ),
             tmp_path / "xenddd.toml",
         )
         if sim is None:
@@ -147,6 +158,9 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
             runtime = replace(runtime, prepare=prepare)
         if not guests:
             runtime = replace(runtime, after_ready=lambda: None)
+        if hypervisor is not None:
+            standing_in, close = hypervisor(sim.host), runtime.close
+            runtime = replace(runtime, hypervisor=standing_in, close=lambda: (standing_in.close(), close()))
         daemon = Daemon(config, runtime)
         thread = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
         thread.start()

@@ -247,7 +247,9 @@ def test_a_daemon_killed_right_after_any_step_is_finished_by_the_next_one_withou
     start_daemon: Callable[..., RunningDaemon], killed_after: str
 ) -> None:
     """The first daemon freezes for good right after performing a step, before it could record it — as
-    a SIGKILL there would leave things. A second daemon on the same state directory finishes the job."""
+    a SIGKILL there would leave things: the worker that made the call never returns, and every later
+    toolstack call of that daemon (its loop's next look at the domains included) blocks for good.
+    A second daemon on the same state directory finishes the job."""
     import threading
 
     from xenddd.sim.hypervisor import SimHypervisor
@@ -258,27 +260,43 @@ def test_a_daemon_killed_right_after_any_step_is_finished_by_the_next_one_withou
     frozen, release = threading.Event(), threading.Event()
 
     class FreezingHypervisor(SimHypervisor):
+        def _gate(self) -> None:
+            if frozen.is_set():
+                release.wait()
+
         def _freeze(self, step: str) -> None:
-            if step == killed_after and threading.current_thread() is not threading.main_thread():
+            if step == killed_after:
                 frozen.set()
                 release.wait()
 
+        def domains(self) -> Any:
+            self._gate()
+            return super().domains()
+
+        def domain(self, name: str) -> Any:
+            self._gate()
+            return super().domain(name)
+
         def detach(self, *args: Any, **kwargs: Any) -> None:
+            self._gate()
             super().detach(*args, **kwargs)
             self._freeze("detach")
 
         def start(self, name: str) -> Any:
+            self._gate()
             info = super().start(name)
             self._freeze("start")
             return info
 
         def attach(self, *args: Any, **kwargs: Any) -> None:
+            self._gate()
             super().attach(*args, **kwargs)
             self._freeze("attach")
 
-    first.daemon.runtime.hypervisor = FreezingHypervisor(sim.host)
-    first.daemon._wiring.reconciler._hv = first.daemon.runtime.hypervisor  # type: ignore[union-attr]
-    first.daemon._wiring.reconciler._recovery._hv = first.daemon.runtime.hypervisor  # type: ignore[union-attr]
+    freezing = FreezingHypervisor(sim.host)
+    reconciler = first.daemon._wiring.reconciler  # type: ignore[union-attr]
+    first.daemon.runtime.hypervisor = freezing
+    reconciler._hv = reconciler._recovery._hv = reconciler._recovery._steps._hv = freezing
     sim.host.crash("domnet")
     wait_until(frozen.is_set, what=f"the first daemon to freeze after {killed_after}")
 

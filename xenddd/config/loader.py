@@ -157,6 +157,7 @@ def _restart(t: TableReader) -> RestartPolicy:
         window_seconds=t.number("window", d.window_seconds, minimum=1.0),
         backoff_base_seconds=t.number("backoff_base", d.backoff_base_seconds, minimum=0.0),
         backoff_cap_seconds=t.number("backoff_cap", d.backoff_cap_seconds, minimum=0.0),
+        healthy_uptime_seconds=t.number("healthy_uptime", d.healthy_uptime_seconds, minimum=0.0),
     )
     if policy.backoff_cap_seconds < policy.backoff_base_seconds:
         raise t.error("backoff_cap", "must not be smaller than backoff_base")

@@ -56,12 +56,17 @@ class DiskSpec:
 
 @dataclass(frozen=True)
 class RestartPolicy:
-    """How hard xenddd tries to bring a crashed driver domain back before declaring it failed."""
+    """How hard xenddd tries to bring a crashed driver domain back before declaring it failed.
+
+    A crash after `healthy_uptime` of running ends any crash loop: that domain is restarted at once, and
+    only restarts since then count. Backoff and the `max_restarts`-in-`window` limit are for crash loops.
+    """
 
     max_restarts: int = 5
     window_seconds: float = 600.0
     backoff_base_seconds: float = 1.0
     backoff_cap_seconds: float = 60.0
+    healthy_uptime_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ ATTACH_RETRY_CAP = 60.0
 
 
 class Phase(enum.Enum):
-    DETACHING = "detaching"  # removing the dead backend's stale frontends from the guests
-    WAITING_RESTART = "waiting-restart"  # backoff before the next start
+    DETECTED = "detected"  # the restart not decided yet (stale frontends are detached in every phase)
+    WAITING_RESTART = "waiting-restart"  # backoff before the next start, or the start under way
     WAITING_READY = "waiting-ready"  # started; waiting for the readiness condition
     REATTACHING = "reattaching"  # attaching and confirming the frontends on the new instance
     FAILED = "failed"  # restart policy exhausted; waits for `xenddd restart NAME`
@@ -81,16 +81,26 @@ class Incident:
     ready_deadline: float = 0.0
     new_domid: int | None = None
     dropped: list[str] = field(default_factory=list)
+    dead_uptime: float | None = None  # how long the dead instance ran (None: unknown); decides the backoff
+    detached_reported: bool = False
 
     @classmethod
-    def new(cls, dead_domid: int | None, now: float, reason: str, frontends: list[Frontend]) -> Incident:
+    def new(
+        cls,
+        dead_domid: int | None,
+        now: float,
+        reason: str,
+        frontends: list[Frontend],
+        dead_uptime: float | None = None,
+    ) -> Incident:
         return cls(
             id=uuid.uuid4().hex[:12],
             dead_domid=dead_domid,
             detected_at=now,
-            phase=Phase.DETACHING,
+            phase=Phase.DETECTED,
             reason=reason,
             frontends=[PendingFrontend(f) for f in frontends],
+            dead_uptime=dead_uptime,
         )
 
 
@@ -101,6 +111,7 @@ class DomainRecord:
     stopped_by_request: bool = False
     failed: bool = False
     restart_times: list[float] = field(default_factory=list)
+    started_at: float | None = None  # when xenddd started the running instance (None: not by xenddd)
     crashes: int = 0
     restarts: int = 0
     reattach_failures: int = 0
@@ -135,6 +146,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
         "stopped_by_request": record.stopped_by_request,
         "failed": record.failed,
         "restart_times": record.restart_times,
+        "started_at": record.started_at,
         "crashes": record.crashes,
         "restarts": record.restarts,
         "reattach_failures": record.reattach_failures,
@@ -152,6 +164,8 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
             "ready_deadline": incident.ready_deadline,
             "new_domid": incident.new_domid,
             "dropped": incident.dropped,
+            "dead_uptime": incident.dead_uptime,
+            "detached_reported": incident.detached_reported,
             "frontends": [
                 {
                     "frontend": frontend_to_json(p.frontend),
@@ -175,6 +189,7 @@ def _record_from_json(name: str, doc: dict[str, Any]) -> DomainRecord:
         stopped_by_request=bool(doc.get("stopped_by_request")),
         failed=bool(doc.get("failed")),
         restart_times=[float(t) for t in doc.get("restart_times", []) if isinstance(t, (int, float))],
+        started_at=_opt_float(doc.get("started_at")),
         crashes=int(doc.get("crashes", 0)),
         restarts=int(doc.get("restarts", 0)),
         reattach_failures=int(doc.get("reattach_failures", 0)),
@@ -202,7 +217,7 @@ def _record_from_json(name: str, doc: dict[str, Any]) -> DomainRecord:
             id=str(raw.get("id", uuid.uuid4().hex[:12])),
             dead_domid=_opt_int(raw.get("dead_domid")),
             detected_at=float(raw.get("detected_at", 0.0)),
-            phase=Phase(raw.get("phase", Phase.DETACHING.value)),
+            phase=_phase(raw.get("phase")),
             reason=str(raw.get("reason", "")),
             planned=bool(raw.get("planned")),
             frontends=pending,
@@ -210,8 +225,19 @@ def _record_from_json(name: str, doc: dict[str, Any]) -> DomainRecord:
             ready_deadline=float(raw.get("ready_deadline", 0.0)),
             new_domid=_opt_int(raw.get("new_domid")),
             dropped=[str(d) for d in raw.get("dropped", [])],
+            dead_uptime=_opt_float(raw.get("dead_uptime")),
+            detached_reported=bool(raw.get("detached_reported")),
         )
     return record
+
+
+def _phase(value: object) -> Phase:
+    """A record saved before detaches ran beside the restart says "detaching" for "detected"."""
+    return Phase.DETECTED if value in (None, "detaching") else Phase(value)
+
+
+def _opt_float(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _opt_int(value: object) -> int | None:

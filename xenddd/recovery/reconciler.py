@@ -15,20 +15,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, Hypervisor
+from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
-from xenddd.hints import ControlRequest, Hint, XenstoreHint
+from xenddd.hints import CallReturned, ControlRequest, Hint, XenstoreHint
 from xenddd.model import Frontend
 from xenddd.recovery.history import History
 from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, Phase
-from xenddd.recovery.phases import PrepareDomain, Recovery
+from xenddd.recovery.phases import PrepareDomain, Recovery, running_domid
+from xenddd.recovery.toolstack_calls import ToolstackCalls
 from xenddd.registry.frontends import FrontendRegistry
 from xenddd.registry.guest_view import GuestView
 
 log = logging.getLogger(__name__)
-
-_ALIVE = (DomainState.RUNNING, DomainState.PAUSED, DomainState.OTHER)
 
 
 class Reconciler:
@@ -43,12 +42,15 @@ class Reconciler:
         intents: IntentLog,
         prepare: PrepareDomain,
         watch: Callable[[str], None],
+        unwatch: Callable[[str], None] = lambda _path: None,
+        wake: Callable[[], None] = lambda: None,
         progress: Callable[[str], None] = lambda _name: None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
-        """`progress(name)` is called before each driver domain's turn in a pass: one pass that starts
-        several of them on a slow host takes long without anything being stuck (see the daemon)."""
+        """`progress(name)` is called before each driver domain's turn in a pass: the first pass starts
+        them one by one, which on a slow host takes long without anything being stuck (see the daemon).
+        `wake()` is called from a worker thread when a recovery's toolstack call returns."""
         self.config = config
         self._progress = progress
         self._hv = hypervisor
@@ -57,17 +59,20 @@ class Reconciler:
         self._intents = intents
         self._prepare = prepare
         self._clock = clock
+        parallel = config.settings.max_parallel_reattach
+        self.calls = ToolstackCalls(wake, workers=len(config.driver_domains) * (parallel + 1))
         self._recovery = Recovery(
             hypervisor,
             guests,
             history,
             intents,
+            self.calls,
             prepare=prepare,
             served_by=self._served_by,
-            progress=progress,
             watch=watch,
+            unwatch=unwatch,
             clock=clock,
-            max_parallel=config.settings.max_parallel_reattach,
+            max_parallel=parallel,
             rng=rng,
         )
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
@@ -111,7 +116,8 @@ class Reconciler:
         """Re-read only what xenstore hints point at; everything on a resync or a domain event (cheap
         enough then, and what makes a missed watch event harmless)."""
         paths = [h.path for h in hints if isinstance(h, XenstoreHint)]
-        if not hints or len(paths) < len(hints) - sum(isinstance(h, ControlRequest) for h in hints):
+        quiet = sum(isinstance(h, ControlRequest | CallReturned) for h in hints)
+        if not hints or len(paths) < len(hints) - quiet:
             self._registry.resync()
             return
         for path in dict.fromkeys(paths):
@@ -163,16 +169,16 @@ class Reconciler:
 
     def _reconcile_domain(self, spec: DriverDomainSpec, info: DomainInfo | None) -> float | None:
         record = self._records[spec.name]
-        running = info.domid if info is not None and info.domid is not None and info.state in _ALIVE else None
+        running = running_domid(info)
         if record.incident is not None:
-            return self._recovery.advance(spec, record, running)
+            return self._recovery.advance(spec, record, info)
         if record.stopped_by_request or record.failed:
             return None
         if running is not None and record.domid in (None, running):
             if record.domid is None:  # running, but not started by xenddd as far as its records go
                 self._prepare(spec)
                 self._hv.ensure_passthrough(spec)
-                record.domid = running
+                record.domid, record.started_at = running, None
                 self._intents.save(record)
             return None
         if running is None and record.domid is None:
@@ -180,13 +186,19 @@ class Reconciler:
             return None
         # The instance xenddd knew is gone (crashed, destroyed or shut down behind its back, perhaps already
         # replaced by someone else's start): that is an incident, whatever the events did or did not say.
-        reason = "gone" if running is None else f"replaced by domid {running}"
+        now = self._clock()
         frontends = self._served_by(spec.name, record.domid)
-        incident = Incident.new(record.domid, self._clock(), reason, frontends)
+        if running is not None and not frontends:
+            self._adopt_replacement(spec, record, running)
+            return None
+        reason = "gone" if running is None else f"replaced by domid {running}"
+        uptime = None if record.started_at is None else now - record.started_at
+        incident = Incident.new(record.domid, now, reason, frontends, dead_uptime=uptime)
         if running is not None:
             incident.new_domid = running
+        else:
+            record.crashes += 1  # a replaced instance may have been stopped cleanly: not counted
         record.domid = running
-        record.crashes += 1
         record.incident = incident
         self._intents.save(record)
         self._history.record(
@@ -203,7 +215,19 @@ class Reconciler:
             spec.name, incident.dead_domid, reason, len(frontends),
             f" (not trusted, ignored: {', '.join(sorted(rejected))})" if rejected else "",
         )  # fmt: skip
-        return self._recovery.advance(spec, record, running)
+        return self._recovery.advance(spec, record, info)
+
+    def _adopt_replacement(self, spec: DriverDomainSpec, record: DomainRecord, running: int) -> None:
+        """Somebody else restarted it while xenddd was not looking, and it served nobody then: nothing
+        to recover, and no crash to count — the new instance is simply the one supervised from now on."""
+        self._prepare(spec)
+        self._hv.ensure_passthrough(spec)
+        self._history.record("adopted", driver_domain=spec.name, domid=running, replaced=record.domid)
+        log.info(
+            "%s: domid %s replaced by domid %s (serving nobody): adopted", spec.name, record.domid, running
+        )
+        record.domid, record.started_at = running, None
+        self._intents.save(record)
 
     def _served_by(self, name: str, domid: int | None) -> list[Frontend]:
         """What instance `domid` of driver domain `name` served: what its death leaves to recover."""
@@ -213,7 +237,7 @@ class Reconciler:
         self._prepare(spec)
         self._hv.define(spec)
         info = self._hv.start(spec.name)
-        record.domid = info.domid
+        record.domid, record.started_at = info.domid, self._clock()
         self._intents.save(record)
         self._history.record("started", driver_domain=spec.name, domid=info.domid)
         log.info("%s: started as domid %s", spec.name, info.domid)

@@ -28,7 +28,7 @@ from xenddd.adapters.xenstore.errors import XenstoreError
 from xenddd.config.loader import load_config
 from xenddd.config.spec import Config
 from xenddd.errors import XendddError
-from xenddd.hints import ControlRequest, DomainHint, Hint, ResyncHint
+from xenddd.hints import CallReturned, ControlRequest, DomainHint, Hint, ResyncHint
 from xenddd.recovery.history import History
 from xenddd.recovery.intent import IntentLog
 from xenddd.recovery.phases import PrepareDomain
@@ -45,6 +45,7 @@ SAFETY_RESYNC = 30.0  # look at everything at least this often, whatever the eve
 CONTROL_TIMEOUT = 120.0
 # What one driver domain's turn in the first pass may take (prepare, libvirt create, xl pci-attach).
 STEP_TIMEOUT = 300.0
+STALLED_CALL = 120.0  # xl's own limit for a device operation: a toolstack call this old is hung
 
 
 @dataclass
@@ -166,6 +167,7 @@ class Daemon:
             self._control.stop()
         if self._wiring is not None:
             self._wiring.watcher.stop()
+            self._wiring.reconciler.calls.close()
         self.history.record("daemon-stopped", driver_domains="left running")
         self.runtime.close()
         log.info("stopped; driver domains are left running")
@@ -188,6 +190,8 @@ class Daemon:
             intents=IntentLog(config.settings.state_dir),
             prepare=self.runtime.prepare,
             watch=self._watch,
+            unwatch=self._unwatch,
+            wake=lambda: self.hints.put(CallReturned()),
             progress=self._progress,
         )
         return _Wiring(registry, watcher, reconciler)
@@ -204,6 +208,15 @@ class Daemon:
             self.notifier.extend_timeout(STEP_TIMEOUT, f"initial reconcile: {driver_domain}")
 
     def _ping_watchdog(self) -> None:
+        """Passes no longer wait for the toolstack (its calls run on workers), so a pass that returns
+        proves only the loop alive: a toolstack call hung beyond STALLED_CALL stops the pings, and systemd
+        restarts the daemon, which takes the recovery up again from its intent log."""
+        oldest = self._wiring.reconciler.calls.oldest() if self._wiring is not None else None
+        if oldest is not None and oldest[1] > STALLED_CALL:
+            if self.last_error is None or "hung" not in self.last_error:
+                log.error("toolstack call %r hung for %.0f s; no longer pinging the watchdog", *oldest)
+            self.last_error = f"toolstack call {oldest[0]!r} hung for {oldest[1]:.0f} s"
+            return
         self.notifier.watchdog()
         self._last_ping = time.monotonic()
 
@@ -212,6 +225,12 @@ class Daemon:
             self.runtime.xenstore.watch(path)
         except XenstoreError as exc:
             log.warning("cannot watch %s: %s", path, exc)
+
+    def _unwatch(self, path: str) -> None:
+        try:
+            self.runtime.xenstore.unwatch(path)
+        except XenstoreError as exc:
+            log.warning("cannot remove the watch on %s: %s", path, exc)
 
     def _reload_config(self) -> None:
         """systemd holds the unit in "reloading" (and `systemctl reload` waits) from RELOADING=1 until the
@@ -236,6 +255,7 @@ class Daemon:
             log.warning("%s is no longer configured: left running, no longer managed", gone)
         assert self._wiring is not None
         self._wiring.watcher.stop()
+        self._wiring.reconciler.calls.close()  # calls under way finish; the new wiring reads their effects
         self.config = new
         self._wiring = self._wire(new)
         self.history.record(

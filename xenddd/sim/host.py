@@ -64,6 +64,11 @@ class SimHost:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self.stall_initwait: set[str] = set()  # driver domains whose backends never reach InitWait
+        # How long a crashed domain stays dying — listed as crashed, its nodes in place — before the
+        # toolstack destroys it (libvirt's cleanup of a crash); a detach of a device it served fails
+        # meanwhile, as libxl's does ("failed to detach network device").
+        self.cleanup_delay = 0.0
+        self.dying: set[int] = set()
         self._timers: list[threading.Timer] = []
 
     # -- life cycle ------------------------------------------------------------------------------------
@@ -83,6 +88,8 @@ class SimHost:
     def start(self, name: str) -> SimDomain:
         with self._lock:
             domain = self.domains[name]
+            if domain.domid is not None and domain.domid in self.dying:
+                self.stop(name, "cleaned-up")  # what libvirt's start of a crashed, uncleaned domain does
             if domain.domid is not None:
                 return domain
             domid = next(self._domids)
@@ -124,13 +131,21 @@ class SimHost:
             if domain.kernel is not None:
                 domain.kernel.stop()
                 domain.kernel = None
+            if how == "crashed" and self.cleanup_delay > 0 and domid not in self.dying:
+                self.dying.add(domid)
+                domain.state = "crashed"
+                self._after(self.cleanup_delay, lambda: self.stop(name, "cleaned-up"))
+                self._emit("crashed", domain)
+                return
+            self.dying.discard(domid)
             if not domain.driver:
                 self._destroy_devices_of(domain)
             for path in (f"/local/domain/{domid}", f"/vm/{domain.uuid}", f"/libxl/{domid}"):
                 self.dom0.rm(path)
-            domain.domid, domain.state = None, "crashed" if how == "crashed" else "shutoff"
+            domain.domid, domain.state = None, "crashed" if how in ("crashed", "cleaned-up") else "shutoff"
             self.engine.release(domid)
-        self._emit(how, domain)
+        if how != "cleaned-up":
+            self._emit(how, domain)
 
     def crash(self, name: str) -> None:
         self.stop(name, "crashed")
@@ -216,17 +231,24 @@ class SimHost:
             return device
 
     def detach(self, guest_name: str, kind: str, devid: int) -> None:
-        """libxl's device remove; with the backend gone it cleans up the frontend only. Absent: no error."""
+        """libxl's device remove; with the backend gone it cleans up the frontend only. Absent: no error.
+        A backend whose domain is still dying makes it fail (EBUSY), as libxl's remove does then."""
         with self._lock:
             guest = self.domains.get(guest_name)
             if guest is None:
                 return
-            guest.devices = [d for d in guest.devices if not (d.kind == kind and d.devid == devid)]
-            if guest.domid is None:
-                return
             g = guest.domid
+            back = (
+                ""
+                if g is None
+                else (self.dom0.read(f"/libxl/{g}/device/{kind}/{devid}/backend") or b"").decode()
+            )
+            if _domid_of_backend(back) in self.dying:
+                raise XsError("EBUSY")
+            guest.devices = [d for d in guest.devices if not (d.kind == kind and d.devid == devid)]
+            if g is None:
+                return
             front = f"/local/domain/{g}/device/{kind}/{devid}"
-            back = (self.dom0.read(f"/libxl/{g}/device/{kind}/{devid}/backend") or b"").decode()
             if back and self.dom0.read(f"{back}/state") is not None:
                 self.dom0.write(f"{back}/online", b"0")
                 self.dom0.write(f"{back}/state", b"5")
@@ -279,6 +301,12 @@ class SimHost:
                 listener(what, domain)
             except Exception:
                 log.exception("sim lifecycle listener failed")
+
+
+def _domid_of_backend(path: str) -> int | None:
+    """`/local/domain/<domid>/backend/...` → domid."""
+    parts = path.split("/")
+    return int(parts[3]) if len(parts) > 4 and parts[3].isdigit() else None
 
 
 def _mac(guest_uuid: str, devid: int) -> str:

@@ -1,0 +1,164 @@
+"""The recovery is pipelined: the restart does not wait for the stale frontends' detaches, a detach waits
+for the toolstack's cleanup of the dead instance instead of failing against it, a healthy domain is
+restarted at once, and driver domains that die together are restarted together."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.recovery.conftest import RunningDaemon, all_connected, wait_until
+from xenddd.errors import XendddError
+from xenddd.sim.host import SimHost
+from xenddd.sim.hypervisor import SimHypervisor
+
+FIVE_DEVICES = 5
+
+
+def events(handle: RunningDaemon, name: str) -> list[dict[str, Any]]:
+    return [r for r in handle.daemon.history.since() if r["event"] == name]
+
+
+def test_the_restart_begins_while_the_stale_frontends_are_still_being_detached(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    detaching = threading.Event()
+    release = threading.Event()
+
+    class SlowDetach(SimHypervisor):
+        def detach(self, *args: Any, **kwargs: Any) -> None:
+            detaching.set()
+            release.wait(20)
+            super().detach(*args, **kwargs)
+
+    handle = start_daemon(hypervisor=SlowDetach)
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    handle.sim.host.crash("domnet")
+    wait_until(detaching.is_set, what="a detach under way")
+    wait_until(lambda: events(handle, "restarted"), what="the restart, while the detaches hang")
+    assert not events(handle, "detached")
+    release.set()
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES))
+
+
+def test_a_failing_detach_is_retried_without_holding_the_restart(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    failures = {"left": 2}
+
+    class FlakyDetach(SimHypervisor):
+        def detach(self, *args: Any, **kwargs: Any) -> None:
+            if failures["left"] > 0:
+                failures["left"] -= 1
+                raise XendddError("libxenlight failed to detach network device")
+            super().detach(*args, **kwargs)
+
+    handle = start_daemon(hypervisor=FlakyDetach)
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    handle.sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    restarted, detached = events(handle, "restarted")[0], events(handle, "detached")[0]
+    assert failures["left"] == 0
+    assert restarted["seq"] < detached["seq"]  # the retries came after the restart was already done
+    wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES))
+
+
+def test_stale_frontends_are_detached_after_the_toolstack_cleaned_up_the_dead_instance_not_before(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    detach_errors: list[str] = []
+
+    class CountingDetach(SimHypervisor):
+        def detach(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                super().detach(*args, **kwargs)
+            except XendddError as exc:
+                detach_errors.append(str(exc))
+                raise
+
+    handle = start_daemon(hypervisor=CountingDetach, max_restarts=1)
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    handle.sim.host.cleanup_delay = 0.5
+    handle.sim.host.crash("domstore")
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES))
+    assert detach_errors == []
+
+
+def test_a_healthy_domain_is_restarted_at_once_and_a_crash_loop_backs_off(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    handle = start_daemon(healthy_uptime=0.5, max_restarts=10)
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    time.sleep(0.6)  # domnet has now run healthy
+    for crash in range(3):
+        handle.sim.host.crash("domnet")
+        wait_until(lambda n=crash: len(events(handle, "recovered")) == n + 1, what=f"recovery {crash}")
+    delays = [e["delay"] for e in events(handle, "restart-scheduled")]
+    assert delays[0] == 0.0  # after a healthy run
+    assert delays[1] > 0.0  # it crashed again within healthy_uptime: a loop
+    assert delays[2] > delays[1] * 0.6  # and the loop's backoff grows (within jitter)
+
+
+def many_domains(count: int) -> str:
+    head = '[xenddd]\nstate_dir = "{tmp}/state"\ncontrol_socket = "{tmp}/control.sock"\n'
+    domain = (
+        '\n[[driver_domain]]\nname = "dd{n}"\nkind = "network"\nkernel = "/boot/dd"\n'
+        "[driver_domain.restart]\nmax_restarts = {{max_restarts}}\nhealthy_uptime = {{healthy_uptime}}\n"
+        "[driver_domain.readiness]\nreattach_timeout = {{reattach_timeout}}\n"
+    )
+    guests = "".join(f'\n[[simulation.guest]]\nname = "g{n}"\nvif = ["dd{n}"]\n' for n in range(count))
+    return head + "".join(domain.format(n=n) for n in range(count)) + guests
+
+
+def concurrent_starts(count: int) -> Callable[[SimHost], SimHypervisor]:
+    """A toolstack whose restarts wait for each other: they only all return if they all run at once."""
+    barrier = threading.Barrier(count, timeout=10)
+    armed = threading.Event()
+
+    class Concurrent(SimHypervisor):
+        def start(self, name: str) -> Any:
+            if armed.is_set():
+                barrier.wait()
+            return super().start(name)
+
+    Concurrent.armed = armed  # type: ignore[attr-defined]
+    return Concurrent
+
+
+@pytest.mark.parametrize("count", [2, 8])
+def test_driver_domains_that_crash_together_are_restarted_together(
+    start_daemon: Callable[..., RunningDaemon], count: int
+) -> None:
+    factory = concurrent_starts(count)
+    handle = start_daemon(topology=many_domains(count), hypervisor=factory)
+    wait_until(lambda: handle.settled(count), what=f"{count} guests connected")
+    factory.armed.set()  # type: ignore[attr-defined]
+    for n in range(count):
+        handle.sim.host.crash(f"dd{n}")
+    wait_until(lambda: len(events(handle, "recovered")) == count, timeout=30, what=f"{count} recoveries")
+    assert not events(handle, "restart-failed")  # a start that waited alone would break the barrier
+    wait_until(lambda: all_connected(handle.sim, count))
+
+
+def test_a_domain_restarted_by_someone_else_while_xenddd_was_down_is_adopted_not_counted_as_a_crash(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    first = start_daemon(guests=False)
+    wait_until(lambda: events(first, "daemon-started"), what="the first daemon ready")
+    old = first.sim.host.domains["domnet"].domid
+    first.stop()
+    first.sim.host.destroy("domnet")
+    first.sim.host.start("domnet")
+    second = start_daemon(sim=first.sim, guests=False)
+    wait_until(lambda: events(second, "adopted"), what="the new instance adopted")
+    (adopted,) = events(second, "adopted")
+    assert adopted["replaced"] == old and adopted["domid"] == first.sim.host.domains["domnet"].domid
+    assert not events(second, "detected")
+    record = second.daemon._wiring.reconciler._records["domnet"]  # type: ignore[union-attr]
+    assert record.crashes == 0 and record.incident is None

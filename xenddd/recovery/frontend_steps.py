@@ -1,0 +1,351 @@
+"""The frontends of one incident: detach from the dead backend, attach to the new one, confirm — each
+device's toolstack call on a worker of its own (`ToolstackCalls`), a bounded number at a time.
+
+A stale frontend is detached as soon as the toolstack has finished with the dead instance (libvirt's
+cleanup of a crashed domain still holds its devices: a detach before that fails, and would cost a retry);
+that runs beside the restart, not before it. A frontend is attached once it is detached and the new
+instance is ready, and is confirmed only when both ends are Connected — seen through a watch on the
+frontend's state (the backend's is watched with the driver domain's backend tree), set for the handshake
+and removed after it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from functools import partial
+
+from xenddd.adapters.hypervisor_api import DomainState, Hypervisor
+from xenddd.config.spec import DriverDomainSpec
+from xenddd.model import FrontendKey, XenbusState
+from xenddd.recovery.history import History
+from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend
+from xenddd.recovery.toolstack_calls import CallResult, ToolstackCalls
+from xenddd.registry.guest_view import GuestView
+
+log = logging.getLogger(__name__)
+
+CONFIRM_RECHECK = 5.0  # a handshake is watched; this only bounds what a lost watch event can cost
+DETACH_RETRY = 1.0
+
+
+class FrontendSteps:
+    def __init__(
+        self,
+        hypervisor: Hypervisor,
+        guests: GuestView,
+        history: History,
+        intents: IntentLog,
+        calls: ToolstackCalls,
+        *,
+        watch: Callable[[str], None],
+        unwatch: Callable[[str], None],
+        clock: Callable[[], float],
+        max_parallel: int,
+    ) -> None:
+        self._hv = hypervisor
+        self._guests = guests
+        self._history = history
+        self._intents = intents
+        self._calls = calls
+        self._watch = watch
+        self._unwatch = unwatch
+        self._clock = clock
+        self._max_parallel = max_parallel
+        self._what: dict[Hashable, tuple[str, int | None]] = {}  # call key → (step, new domid then)
+
+    # -- results ---------------------------------------------------------------------------------------
+
+    def collect(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
+        """Take every finished device call of this driver domain and record what it did."""
+        changed = False
+        by_key = {p.key: p for p in incident.frontends}
+        for key in self._calls.keys(lambda k: _is_device_call(k, spec.name)):
+            result = self._calls.take(key)
+            if result is None:
+                continue
+            step, domid = self._what.pop(key, ("", None))
+            assert isinstance(key, tuple)
+            pending = by_key.get(key[2])
+            if pending is None:
+                continue  # dropped meanwhile (its guest is gone)
+            changed = True
+            if step == "detach":
+                self._detached(spec, pending, result)
+            elif domid != incident.new_domid:
+                continue  # about an instance that died since: the next detach covers it
+            elif step == "attach":
+                self._attached(spec, record, incident, pending, result)
+            else:
+                self._redetached(spec, record, incident, pending, result)
+        if changed:
+            self._save(record)
+        if not incident.detached_reported and self.all_detached(spec, incident):
+            incident.detached_reported = True
+            self._event("detached", spec.name, incident, frontends=len(incident.frontends))
+            self._save(record)
+
+    def all_detached(self, spec: DriverDomainSpec, incident: Incident) -> bool:
+        return all(p.detached or p.attached for p in incident.frontends) and not self._busy(spec, incident)
+
+    # -- steps -----------------------------------------------------------------------------------------
+
+    def detach_stale(
+        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, dead_present: bool
+    ) -> float | None:
+        """Submit the detaches that are due; None, or seconds until a failed one may be tried again."""
+        if dead_present or all(p.detached or p.attached for p in incident.frontends):
+            return None  # the toolstack's cleanup of the dead instance wakes us (a lifecycle event)
+        self._guests.refresh()
+        now = self._clock()
+        wake: float | None = None
+        for pending in list(incident.frontends):
+            if pending.detached or pending.attached or self._calls.busy(self._key(spec, pending)):
+                continue
+            if self._guests.current_domid(pending.frontend) is None:
+                self._drop(record, incident, pending, "guest is gone")
+                continue
+            if pending.not_before > now:
+                wake = earliest(wake, pending.not_before - now)
+                continue
+            if self._in_flight(spec) >= self._max_parallel:
+                break
+            f = pending.frontend
+            self._submit(
+                spec,
+                pending,
+                "detach",
+                None,
+                partial(self._hv.detach, f.guest_name, f.kind, f.devid, f.params),
+            )
+        return wake
+
+    def reattach(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> float | None:
+        """Confirm what is attached, attach what is due; None once nothing is left (or only calls run)."""
+        assert incident.new_domid is not None
+        self._guests.refresh()
+        now = self._clock()
+        due: list[PendingFrontend] = []
+        wake: float | None = None
+        changed = False
+        for pending in list(incident.frontends):
+            if self._calls.busy(self._key(spec, pending)):
+                continue
+            guest = self._guests.current_domid(pending.frontend)
+            if guest is None:
+                self._drop(record, incident, pending, "guest is gone")
+                continue
+            if pending.attached:
+                if self._guests.connected(incident.new_domid, guest, pending.frontend):
+                    incident.frontends.remove(pending)
+                    self._unwatch(_state_path(guest, pending))
+                    self._event(
+                        "reattached", spec.name, incident, **pending.event_fields(), attempts=pending.attempts
+                    )
+                    changed = True
+                elif now >= pending.confirm_deadline:
+                    self._handshake_stalled(spec, incident, pending, guest)
+                else:
+                    wake = earliest(wake, min(pending.confirm_deadline - now, CONFIRM_RECHECK))
+                continue
+            if not pending.detached or self._paused(pending):
+                continue  # still being detached; a paused guest is reattached when it resumes (an event)
+            if pending.not_before > now:
+                wake = earliest(wake, pending.not_before - now)
+                continue
+            due.append(pending)
+        if changed:
+            self._save(record)  # confirmations are not destructive: one save per pass is enough
+        self.attach(spec, record, incident, due)
+        return wake
+
+    def attach(
+        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, due: list[PendingFrontend]
+    ) -> None:
+        """Submit attaches (bounded); a device the new instance already serves is not attached twice.
+        Attempts are saved before the calls: a daemon killed meanwhile knows they were made."""
+        new_domid = incident.new_domid
+        assert new_domid is not None
+        todo: list[PendingFrontend] = []
+        for pending in due:
+            guest = self._guests.current_domid(pending.frontend)
+            if guest is not None and self._guests.frontend_backend_id(guest, pending.frontend) == new_domid:
+                pending.attached = True  # done before a daemon restart: never attach twice
+                pending.confirm_deadline = self._clock() + spec.readiness.reattach_timeout_seconds
+                self._watch(_state_path(guest, pending))
+            elif self._in_flight(spec) + len(todo) < self._max_parallel:
+                pending.attempts += 1
+                todo.append(pending)
+        if not due:
+            return
+        self._save(record)
+        for pending in todo:
+            f = pending.frontend
+            attach = partial(self._hv.attach, f.guest_name, f.kind, f.devid, f.params, spec.name)
+            self._submit(spec, pending, "attach", new_domid, attach)
+
+    def backend_waiting(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> bool:
+        """`backend-initwait` readiness: attach one frontend and call the domain ready once its backend
+        reaches InitWait — the earliest proof that netback/blkback and the hotplug machinery run in it."""
+        assert incident.new_domid is not None
+        if not incident.frontends:
+            return True
+        first = next((p for p in incident.frontends if p.attached), None)
+        if first is None:
+            candidates = [p for p in incident.frontends if p.detached]
+            if candidates and not self._calls.busy(self._key(spec, candidates[0])):
+                self.attach(spec, record, incident, candidates[:1])
+            return False
+        guest = self._guests.current_domid(first.frontend)
+        if guest is None:
+            return True
+        state = self._guests.backend_state(incident.new_domid, guest, first.frontend)
+        return state is not None and XenbusState.INIT_WAIT <= state <= XenbusState.CONNECTED
+
+    def forget_watches(self, incident: Incident) -> None:
+        """The handshake watches of frontends that are about to be detached and attached anew."""
+        for pending in incident.frontends:
+            if pending.attached:
+                guest = self._guests.current_domid(pending.frontend)
+                if guest is not None:
+                    self._unwatch(_state_path(guest, pending))
+
+    # -- what a finished call means --------------------------------------------------------------------
+
+    def _detached(self, spec: DriverDomainSpec, pending: PendingFrontend, result: CallResult) -> None:
+        if result.error is None:
+            pending.detached = True
+            pending.last_error = None
+            return
+        pending.last_error = str(result.error)
+        pending.not_before = self._clock() + DETACH_RETRY
+        log.warning("%s: detaching stale %s: %s", spec.name, pending.describe(), result.error)
+
+    def _attached(
+        self,
+        spec: DriverDomainSpec,
+        record: DomainRecord,
+        incident: Incident,
+        pending: PendingFrontend,
+        result: CallResult,
+    ) -> None:
+        if result.error is not None:
+            self._attach_failed(spec, record, incident, pending, str(result.error))
+            return
+        pending.attached = True
+        pending.last_error = None
+        pending.confirm_deadline = self._clock() + spec.readiness.reattach_timeout_seconds
+        guest = self._guests.current_domid(pending.frontend)
+        if guest is not None:
+            self._watch(_state_path(guest, pending))
+
+    def _redetached(
+        self,
+        spec: DriverDomainSpec,
+        record: DomainRecord,
+        incident: Incident,
+        pending: PendingFrontend,
+        result: CallResult,
+    ) -> None:
+        error = pending.last_error or "handshake stalled"
+        if result.error is not None:
+            pending.last_error = f"{error}; detaching it to attach it again: {result.error}"
+            pending.confirm_deadline = self._clock() + pending.retry_delay()
+            log.warning("%s: %s %s", spec.name, pending.describe(), pending.last_error)
+            return
+        pending.attached = False
+        self._attach_failed(spec, record, incident, pending, error)
+
+    def _handshake_stalled(
+        self, spec: DriverDomainSpec, incident: Incident, pending: PendingFrontend, guest: int
+    ) -> None:
+        """Attached, but not Connected in time: a stalled handshake is not waited on forever (nothing
+        would ever finish the recovery); the device is detached and, backing off, attached again."""
+        assert incident.new_domid is not None
+        front = self._guests.frontend_state(guest, pending.frontend)
+        back = self._guests.backend_state(incident.new_domid, guest, pending.frontend)
+        pending.last_error = (
+            f"not Connected within {spec.readiness.reattach_timeout_seconds:.0f} s "
+            f"(frontend {_state_name(front)}, backend {_state_name(back)})"
+        )
+        self._unwatch(_state_path(guest, pending))
+        f = pending.frontend
+        detach = partial(self._hv.detach, f.guest_name, f.kind, f.devid, f.params)
+        self._submit(spec, pending, "redetach", incident.new_domid, detach)
+
+    def _attach_failed(
+        self,
+        spec: DriverDomainSpec,
+        record: DomainRecord,
+        incident: Incident,
+        pending: PendingFrontend,
+        error: str,
+    ) -> None:
+        record.reattach_failures += 1
+        pending.last_error = error
+        delay = pending.retry_delay()
+        pending.not_before = self._clock() + delay
+        self._event(
+            "reattach-failed", spec.name, incident, **pending.event_fields(), error=error, retry_in=delay
+        )
+        log.error(
+            "%s: reattaching %s failed (retry in %.0f s): %s", spec.name, pending.describe(), delay, error
+        )
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _submit(
+        self,
+        spec: DriverDomainSpec,
+        pending: PendingFrontend,
+        step: str,
+        new_domid: int | None,
+        call: Callable[[], object],
+    ) -> None:
+        key = self._key(spec, pending)
+        self._what[key] = (step, new_domid)
+        self._calls.submit(key, f"{spec.name}: {step} {pending.describe()}", call)
+
+    def _key(self, spec: DriverDomainSpec, pending: PendingFrontend) -> tuple[str, str, FrontendKey]:
+        return (spec.name, "frontend", pending.key)
+
+    def _in_flight(self, spec: DriverDomainSpec) -> int:
+        return len(self._calls.keys(lambda k: _is_device_call(k, spec.name)))
+
+    def _busy(self, spec: DriverDomainSpec, incident: Incident) -> bool:
+        return any(self._calls.busy(self._key(spec, p)) for p in incident.frontends)
+
+    def _paused(self, pending: PendingFrontend) -> bool:
+        info = self._hv.domain(pending.frontend.guest_name)
+        return info is not None and info.state is DomainState.PAUSED
+
+    def _drop(self, record: DomainRecord, incident: Incident, pending: PendingFrontend, why: str) -> None:
+        incident.frontends.remove(pending)
+        incident.dropped.append(pending.describe())
+        self._event("dropped", record.name, incident, **pending.event_fields(), reason=why)
+        self._save(record)
+
+    def _event(self, event: str, dd: str, incident: Incident, **fields: object) -> dict[str, object]:
+        return self._history.record(event, driver_domain=dd, incident=incident.id, **fields)
+
+    def _save(self, record: DomainRecord) -> None:
+        self._intents.save(record)
+
+
+def earliest(current: float | None, candidate: float | None) -> float | None:
+    if candidate is None:
+        return current
+    return candidate if current is None else min(current, candidate)
+
+
+def _is_device_call(key: Hashable, driver_domain: str) -> bool:
+    return isinstance(key, tuple) and key[:2] == (driver_domain, "frontend")
+
+
+def _state_path(guest: int, pending: PendingFrontend) -> str:
+    f = pending.frontend
+    return f"/local/domain/{guest}/device/{f.kind.value}/{f.devid}/state"
+
+
+def _state_name(state: XenbusState | None) -> str:
+    return "absent" if state is None else state.name

@@ -1,0 +1,103 @@
+"""Toolstack calls that take seconds (start, attach, detach) run on worker threads, never on the loop.
+
+A libvirt start of a driver domain can take seconds, a detach as long; run on the reconciler's thread, one
+domain's call would hold every other domain's recovery, and a restart would wait for the detaches before
+it. Here each call runs on a worker; the reconciler submits it under a key, goes on, and takes the result
+on a later pass (the worker's `wake` puts a hint on the daemon's queue when the call returns).
+
+Nothing here is remembered across a daemon restart, and nothing needs to be: every destructive call's
+intent is saved before it is submitted, and a call lost with its daemon is judged again from what the
+toolstack shows (the recovery's steps are idempotent).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from xenddd.errors import XendddError
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What a finished call returned, or the toolstack error it raised."""
+
+    value: Any = None
+    error: XendddError | None = None
+
+
+@dataclass(frozen=True)
+class _Running:
+    what: str
+    since: float
+
+
+class ToolstackCalls:
+    def __init__(
+        self, wake: Callable[[], None], workers: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._wake = wake
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="xenddd-toolstack")
+        self._lock = threading.Lock()
+        self._running: dict[Hashable, _Running] = {}
+        self._done: dict[Hashable, CallResult | BaseException] = {}
+
+    def submit(self, key: Hashable, what: str, call: Callable[[], Any]) -> None:
+        """Run `call` on a worker; `what` names it in `oldest()`. A key is used once until taken."""
+        with self._lock:
+            if key in self._running or key in self._done:
+                raise RuntimeError(f"a toolstack call for {key!r} is already under way")
+            self._running[key] = _Running(what, self._clock())
+        self._pool.submit(self._run, key, call)
+
+    def busy(self, key: Hashable) -> bool:
+        """Submitted and not yet taken (running, or finished and waiting to be taken)."""
+        with self._lock:
+            return key in self._running or key in self._done
+
+    def take(self, key: Hashable) -> CallResult | None:
+        """The result of a finished call (forgetting it), or None while it runs or if there is none.
+
+        An unexpected exception (a bug, not a toolstack refusal) is raised here, on the reconciler's
+        thread, as it would have been had the call run there.
+        """
+        with self._lock:
+            outcome = self._done.pop(key, None)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def keys(self, belongs: Callable[[Hashable], bool]) -> list[Hashable]:
+        """Keys of the calls submitted and not yet taken for which `belongs(key)` holds."""
+        with self._lock:
+            return [k for k in (*self._running, *self._done) if belongs(k)]
+
+    def oldest(self) -> tuple[str, float] | None:
+        """The call running longest and for how many seconds: what a watchdog should look at."""
+        with self._lock:
+            if not self._running:
+                return None
+            first = min(self._running.values(), key=lambda r: r.since)
+        return first.what, self._clock() - first.since
+
+    def close(self) -> None:
+        """Stop taking calls; running ones finish on their own (a toolstack call cannot be interrupted)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self, key: Hashable, call: Callable[[], Any]) -> None:
+        outcome: CallResult | BaseException
+        try:
+            outcome = CallResult(value=call())
+        except XendddError as exc:
+            outcome = CallResult(error=exc)
+        except Exception as exc:  # thread boundary: handed to the reconciler's thread by take()
+            outcome = exc
+        with self._lock:
+            self._running.pop(key, None)
+            self._done[key] = outcome
+        self._wake()
