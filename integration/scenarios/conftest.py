@@ -161,14 +161,25 @@ def recovery_phases(driver_domain: str, seen: int) -> dict[str, float]:
     }
 
 
-def report_mttr(driver_domain: str, how: str, phases: dict[str, float], observed: float) -> None:
-    """On the console for the log, and in results/<machine>/mttr.jsonl for the host's MTTR table."""
+def report_mttr(
+    driver_domain: str,
+    how: str,
+    phases: dict[str, float],
+    observed: float,
+    *,
+    method: str = "xenddd",
+    dd_ready: float | None = None,
+) -> None:
+    """On the console for the log, and in results/<machine>/mttr.jsonl for the host's MTTR table.
+    `method`: who recovered (xenddd, or the peers' method); `dd_ready`: the driver domain's own
+    restart-to-ready (its uptime when it wrote its readiness key), where the scenario measured it."""
     shown = " ".join(f"{p}=+{t:.1f}s" for p, t in phases.items())
-    say(f"MTTR {driver_domain} {how}: {shown} (observed {observed:.1f}s)")
+    say(f"MTTR {method} {driver_domain} {how}: {shown} (observed {observed:.1f}s)")
+    entry = {"method": method, "driver_domain": driver_domain, "how": how, **phases, "observed": observed}
+    if dd_ready is not None:
+        entry["dd_ready"] = dd_ready
     with open(RESULTS / "mttr.jsonl", "a") as out:
-        out.write(
-            json.dumps({"driver_domain": driver_domain, "how": how, **phases, "observed": observed}) + "\n"
-        )
+        out.write(json.dumps(entry) + "\n")
 
 
 def say(text: str) -> None:

@@ -1,0 +1,99 @@
+"""(c, against the peers) The same kernel crashes of domnet, in one boot, recovered first by what an operator
+would run instead of xenddd — libvirt's `<on_crash>restart</on_crash>` and a poller that reattaches the
+stale vifs once the new domnet is ready (peer_poller.py) — and then by xenddd. Each round's MTTR (crash →
+both guests' vifs Connected through the new domnet, polled the same way for both), the driver domain's own
+restart-to-ready (its kernel's uptime when it wrote its readiness key) and the overhead beyond it go to
+mttr.jsonl with the method; the host prints the medians and their ratio.
+
+Runs after test_c_network_dd (its guests fe, a libvirt guest, and fe2, an xl guest, are reused)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import Console, domid, recovery_phases, report_mttr, run, say, wait_until, xenddd_json, xs_read
+from test_c_network_dd import MAC, XL_MAC, vif_connected_to
+
+ROUNDS = 3
+HEALTHY = 65.0  # each crash comes after domnet ran this long: xenddd's default healthy_uptime is 60 s
+POLLER = Path(__file__).with_name("peer_poller.py")
+GUESTS = ("fe", "fe2")
+BORN: dict[int, float] = {}  # domid of domnet → when this scenario first saw it running
+
+
+def test_the_peers_method_recovers_domnet_three_times() -> None:
+    run("systemctl", "stop", "xenddd")  # driver domains are left running
+    set_on_crash("restart")
+    poller = subprocess.Popen(
+        ["python3", str(POLLER), "domnet", f"fe,virsh,{MAC},br0", f"fe2,xl,{XL_MAC},br0"],
+        stdout=open("/tmp/peer-poller.log", "w"),  # noqa: SIM115 (lives as long as the poller)
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # libvirt applies on_crash to the live definition from the next start: restart domnet once
+        old = domid("domnet")
+        run("virsh", "-c", "xen:///system", "destroy", "domnet")
+        run("virsh", "-c", "xen:///system", "start", "domnet")
+        wait_for_both_vifs(old, "the poller's first reattach")
+        for round_no in range(1, ROUNDS + 1):
+            crash_and_measure("peers", round_no)
+    finally:
+        poller.terminate()
+        poller.wait(30)
+        set_on_crash("destroy")
+
+
+def test_xenddd_recovers_the_same_crashes_in_the_same_boot() -> None:
+    old = domid("domnet")
+    run("virsh", "-c", "xen:///system", "destroy", "domnet")  # drops the live on_crash=restart
+    run("systemctl", "start", "xenddd")
+    wait_for_both_vifs(old, "xenddd's recovery of the peers' domnet")
+    for round_no in range(1, ROUNDS + 1):
+        crash_and_measure("xenddd", round_no)
+
+
+def set_on_crash(action: str) -> None:
+    xml = run("virsh", "-c", "xen:///system", "dumpxml", "--inactive", "domnet").stdout
+    path = Path("/tmp/domnet-peers.xml")
+    path.write_text(re.sub(r"<on_crash>\w+</on_crash>", f"<on_crash>{action}</on_crash>", xml))
+    run("virsh", "-c", "xen:///system", "define", str(path))
+
+
+def new_domnet(old: int | None, what: str, every: float = 1.0) -> int:
+    new: int = wait_until(lambda: (d := domid("domnet")) not in (None, old) and d, 300, what, every=every)
+    BORN.setdefault(new, time.monotonic())
+    return new
+
+
+def wait_for_both_vifs(old: int | None, what: str) -> int:
+    new = new_domnet(old, f"a new domnet ({what})")
+    for guest in GUESTS:
+        wait_until(lambda g=guest: vif_connected_to(new, g), 300, f"{guest}'s vif through domnet ({what})")
+    return new
+
+
+def crash_and_measure(method: str, round_no: int) -> None:
+    dd = domid("domnet")
+    assert dd is not None
+    time.sleep(max(0.0, BORN.get(dd, 0.0) + HEALTHY - time.monotonic()))  # domnet has run healthy
+    seen = len(xenddd_json("events")["items"]) if method == "xenddd" else 0
+    console = Console("domnet").mark()
+    started = time.monotonic()
+    run("xenstore-write", f"/local/domain/{dd}/data/crash", "1")
+    new = new_domnet(dd, f"a new domnet (round {round_no})", every=0.5)
+    for guest in GUESTS:
+        wait_until(
+            lambda g=guest: vif_connected_to(new, g), 600, f"{guest}'s vif (round {round_no})", every=0.5
+        )
+    observed = time.monotonic() - started
+    assert xs_read(f"/local/domain/{domid('fe')}/device/vif/0/mac") == MAC
+    line = wait_until(lambda: console.find(f"ready domid={new} "), 60, "domnet's readiness line")
+    ready_uptime = float(line.rsplit("uptime=", 1)[1].split()[0])
+    phases = recovery_phases("domnet", seen) if method == "xenddd" else {}
+    report_mttr(
+        "domnet", f"kernel crash, round {round_no}", phases, observed, method=method, dd_ready=ready_uptime
+    )
+    say(f"{method} round {round_no}: MTTR {observed:.1f}s, DD ready after {ready_uptime:.1f}s of uptime")
