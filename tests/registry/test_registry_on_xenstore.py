@@ -14,6 +14,7 @@ from xenddd.adapters.hypervisor_api import GuestDevice
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import DeviceKind, FrontendKey, VbdParams, VifParams, XenbusState
 from xenddd.registry.frontends import FrontendRegistry
+from xenddd.state import Damage
 
 NETDD, BLKDD = 1, 2
 
@@ -108,6 +109,27 @@ def test_a_restarted_daemon_reloads_the_registry_even_if_the_driver_domain_died_
         VifParams(mac=f"00:16:3e:00:00:0{g}", bridge="xenbr0", script="vif-bridge", type="vif")
         for g in (5, 6, 7)
     ]
+
+
+def test_a_damaged_registry_file_is_moved_aside_by_the_daemon_and_rebuilt_from_xenstore(
+    host: Host, tmp_path: Path
+) -> None:
+    registry(host.xs, tmp_path).resync()
+    path = tmp_path / "registry.json"
+    damaged = path.read_bytes()[:100]
+    path.write_bytes(damaged)
+
+    viewer = registry(host.xs, tmp_path, read_only=True)  # the CLI while the daemon runs: only warns
+    viewer.load()
+    assert viewer.frontends() == [] and path.read_bytes() == damaged
+
+    reports: list[Damage] = []
+    restarted = registry(host.xs, tmp_path, on_damage=reports.append)
+    restarted.load()
+    restarted.resync()
+    assert [d.path for d in reports] == [path] and reports[0].moved_to is not None
+    assert reports[0].moved_to.read_bytes() == damaged
+    assert len(restarted.frontends()) == 6 and path.exists()
 
 
 def test_entries_follow_a_driver_domain_restarted_under_a_new_domid(host: Host, tmp_path: Path) -> None:

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from xenddd import state
 from xenddd.adapters.xenstore.client import Xenstore
-from xenddd.errors import XendddError
 from xenddd.model import DeviceKind, Frontend, FrontendKey, XenbusState
 from xenddd.registry.domain_directory import DomainDirectory
 from xenddd.registry.libvirt_check import LibvirtDevices, libvirt_agrees
@@ -61,7 +60,8 @@ class FrontendRegistry:
     """The frontends served by the configured driver domains, verified, persisted, and kept up to date.
 
     `state_dir=None` keeps the registry in memory only; `read_only` loads it from `state_dir` but never
-    writes (the CLI's view while the daemon owns the file).
+    writes, nor moves a damaged file aside (the CLI's view while the daemon owns the file); `on_damage`
+    hears of a damaged file (the daemon records it in the history).
     """
 
     def __init__(
@@ -73,8 +73,10 @@ class FrontendRegistry:
         libvirt_devices: LibvirtDevices | None = None,
         domains: DomainDirectory | None = None,
         read_only: bool = False,
+        on_damage: state.DamageReport | None = None,
     ) -> None:
         self._xs = xenstore
+        self._on_damage = on_damage
         self._read_only = read_only
         self.driver_domains = tuple(driver_domains)
         self.domains = domains or DomainDirectory(xenstore)
@@ -127,16 +129,19 @@ class FrontendRegistry:
     # -- updates ---------------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Read the persisted registry (after a daemon restart); `resync()` then reconciles it."""
+        """Read the persisted registry (after a daemon restart); `resync()` then reconciles it.
+
+        A damaged file is moved aside and reported (`state.read_json_or_quarantine`; only warned about
+        when `read_only`): the registry starts empty and `resync()` rebuilds what xenstore still shows.
+        Single malformed entries of a sound file are skipped with a warning.
+        """
         if self._path is None:
             return
-        document = state.read_json(self._path, default=None)
-        if document is None:
-            return
-        if not isinstance(document, dict) or document.get("version") != FILE_VERSION:
-            raise XendddError(f"{self._path}: unknown registry format; move it aside to start afresh")
+        items = state.read_json_or_quarantine(
+            self._path, _persisted_items, on_damage=self._on_damage, move_aside=not self._read_only
+        )
         loaded: dict[FrontendKey, Frontend] = {}
-        for item in document.get("frontends", []):
+        for item in items or []:
             frontend = frontend_from_json(item)
             if frontend is None:
                 log.warning("%s: ignoring a malformed entry: %.200r", self._path, item)
@@ -430,6 +435,16 @@ class FrontendRegistry:
     def _changed(self) -> None:
         self.generation += 1
         self._lock.notify_all()
+
+
+def _persisted_items(document: object) -> list[object]:
+    """The entries of a registry file; ValueError if it is not one (see `load`)."""
+    if not isinstance(document, dict) or document.get("version") != FILE_VERSION:
+        raise ValueError(f"not a version {FILE_VERSION} registry")
+    items = document.get("frontends", [])
+    if not isinstance(items, list):
+        raise ValueError("frontends is not a list")
+    return items
 
 
 def _location(frontend: Frontend) -> tuple[int, DeviceKind, int, int]:
