@@ -22,7 +22,7 @@ from xenddd.registry.persistence import frontend_from_json, frontend_to_json
 
 RECORD_DIR = "domains"
 _FILE_VERSION = 1
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 ATTACH_RETRY_BASE = 1.0
 ATTACH_RETRY_CAP = 60.0
