@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from xenddd.errors import InputError
 
-_BDF_RE = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-9a-fA-F])$")
-_DOMAIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
+_BDF_RE = re.compile(r"(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-9a-fA-F])")
+_DOMAIN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
 @dataclass(frozen=True, order=True)
@@ -30,7 +30,7 @@ class Bdf:
     @classmethod
     def parse(cls, text: str) -> Bdf:
         """Parse `dddd:bb:dd.f` or the short `bb:dd.f` (PCI domain 0000), as `xl` accepts them."""
-        match = _BDF_RE.match(text.strip()) if isinstance(text, str) else None
+        match = _BDF_RE.fullmatch(text.strip()) if isinstance(text, str) else None
         if match is None:
             raise InputError(f"{text!r} is not a PCI address (expected dddd:bb:dd.f or bb:dd.f, hexadecimal)")
         domain = int(match.group(1) or "0", 16)
@@ -47,7 +47,7 @@ class Bdf:
 
 def validate_domain_name(name: object) -> str:
     """Domain names as libvirt and xl both accept them; anything else cannot name a driver domain."""
-    if not isinstance(name, str) or not _DOMAIN_NAME_RE.match(name):
+    if not isinstance(name, str) or not _DOMAIN_NAME_RE.fullmatch(name):
         raise InputError(f"{name!r} is not a valid domain name (letters, digits, '_', '.', '-'; at most 64)")
     return name
 
@@ -55,7 +55,7 @@ def validate_domain_name(name: object) -> str:
 def normalise_mac(text: str) -> str:
     """Return the MAC in the lower-case colon form libxl writes to xenstore, or raise InputError."""
     mac = text.strip().lower() if isinstance(text, str) else ""
-    if not _MAC_RE.match(mac):
+    if not _MAC_RE.fullmatch(mac):
         raise InputError(f"{text!r} is not a MAC address (expected xx:xx:xx:xx:xx:xx)")
     return mac
 

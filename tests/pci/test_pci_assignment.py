@@ -154,6 +154,20 @@ def test_a_daemon_killed_between_unbind_and_bind_rolls_back_on_the_next_start(
     assert kernel.driver_of(NIC) == "e1000" and kernel.override_of(NIC) == "(null)"
 
 
+def test_a_damaged_device_record_is_moved_aside_and_the_start_goes_on(
+    kernel: FakeKernel, tmp_path: Path
+) -> None:
+    pci = assigner(kernel, tmp_path)
+    pci.hide(Bdf.parse(NIC))
+    record = tmp_path / "state/pci" / f"{NIC}.json"
+    record.write_bytes(b'{"original_driver": 7, "step": "hid')
+
+    assert pci.finish_interrupted() == []
+    assert pci.hide(Bdf.parse(NIC)) is False  # still hidden; a fresh record says it was already
+    assert kernel.driver_of(NIC) == PCIBACK
+    assert len(list(record.parent.glob(f"{NIC}.json.corrupt-*"))) == 1
+
+
 def test_give_back_refuses_a_device_in_use_and_rebinds_the_original_driver(
     kernel: FakeKernel, tmp_path: Path
 ) -> None:

@@ -69,3 +69,20 @@ def test_history_is_bounded_persisted_and_gives_mttr(tmp_path: Path) -> None:
     full.record("recovered", incident="b")
     duration = mttr(full.incidents()["b"])
     assert duration is not None and duration >= 0
+
+
+def test_an_incident_saved_by_the_previous_version_in_its_detaching_phase_resumes_as_detected(
+    tmp_path: Path,
+) -> None:
+    """Before detaches ran beside the restart, a new incident was "detaching"; a daemon upgraded in the
+    middle of one must take it up, not call the record damaged."""
+    log = IntentLog(tmp_path)
+    record = DomainRecord("domnet", domid=None, started_at=5.0)
+    record.incident = Incident.new(1, 30.0, "gone", [VIF], dead_uptime=25.0)
+    log.save(record)
+    path = tmp_path / "domains" / "domnet.json"
+    path.write_text(path.read_text().replace('"phase": "detected"', '"phase": "detaching"'))
+    loaded = log.load("domnet")
+    assert loaded.incident is not None
+    assert loaded.incident.phase is Phase.DETECTED
+    assert loaded.incident.dead_uptime == 25.0 and loaded.started_at == 5.0

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState
+from xenddd.adapters.xenstore.paths import InvalidXenstorePath, xs_join
+from xenddd.errors import InputError
+from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState, validate_domain_name
 from xenddd.registry.persistence import frontend_from_json, frontend_to_json
 from xenddd.registry.records import (
+    BackendLocation,
     DeviceNodes,
     GuestIdentity,
+    InvalidValue,
     Judgement,
     Rejection,
     judge_device,
@@ -22,6 +27,8 @@ from xenddd.registry.records import (
     parse_domid,
     parse_guest_identity,
     parse_state,
+    vbd_params,
+    vif_params,
 )
 
 GUEST = GuestIdentity("web1", "0f0e0d0c-0b0a-0908-0706-050403020100")
@@ -217,3 +224,58 @@ def test_a_corrupted_state_file_entry_is_ignored_not_raised(field: str, junk: ob
     restored = frontend_from_json(VALID_ENTRY | {field: junk})
     assert restored is None or isinstance(restored, Frontend)
     assert frontend_from_json(junk) is None
+
+
+# A `$`-anchored pattern also matches before a final newline: "5\n" was domid 5. Every validator of
+# hostile input must refuse a value with anything around it.
+AROUND = st.sampled_from(["\n", " ", "\r\n", "\t", "\x00"])
+
+
+@given(st.integers(0, 32751), AROUND)
+def test_a_domid_or_devid_with_a_trailing_character_is_refused(number: int, suffix: str) -> None:
+    assert parse_domid(str(number)) == number and parse_devid(str(number)) == number
+    for text in (str(number) + suffix, suffix + str(number)):
+        assert parse_domid(text) is None and parse_domid(text.encode()) is None
+        assert parse_devid(text) is None and parse_devid(text.encode()) is None
+
+
+GOOD_VIF = {"mac": "00:16:3e:00:00:01", "bridge": "xenbr0", "script": "vif-bridge", "type": "vif",
+            "rate": "100,50", "mtu": "1500"}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", sorted(GOOD_VIF))
+@pytest.mark.parametrize("suffix", ["\n", " "])
+def test_a_vif_parameter_with_a_trailing_character_is_refused(key: str, suffix: str) -> None:
+    vif_params(GOOD_VIF)
+    with pytest.raises(InvalidValue):
+        vif_params({**GOOD_VIF, key: GOOD_VIF[key] + suffix})
+
+
+@pytest.mark.parametrize("suffix", ["\n", " "])
+def test_a_vdev_with_a_trailing_character_is_refused(suffix: str) -> None:
+    good = {"dev": "xvda", "params": "/dev/vg/web"}
+    vbd_params(good)
+    with pytest.raises(InvalidValue):
+        vbd_params({**good, "dev": "xvda" + suffix})
+
+
+def test_a_backend_path_or_guest_identity_with_a_trailing_newline_is_refused() -> None:
+    assert parse_backend_path("/local/domain/1/backend/vif/5/0") == BackendLocation(1, DeviceKind.VIF, 5, 0)
+    # not devid 0: a hint for the whole guest directory, whose listing is then judged name by name
+    assert parse_backend_path("/local/domain/1/backend/vif/5/0\n") == BackendLocation(1, DeviceKind.VIF, 5)
+    assert parse_backend_path("/local/domain/1\n/backend/vif") is None
+    vm = b"/vm/0a6b1c1e-1d2b-4c57-9a47-6e1d1c3b5a01"
+    assert parse_guest_identity(b"web", vm) is not None
+    assert parse_guest_identity(b"web", vm + b"\n") is None
+
+
+@pytest.mark.parametrize("component", ["5\n", "backend\n", "vif "])
+def test_a_xenstore_path_component_with_a_trailing_character_is_refused(component: str) -> None:
+    with pytest.raises(InvalidXenstorePath):
+        xs_join("/local/domain", component)
+
+
+def test_a_domain_name_with_a_trailing_newline_is_refused() -> None:
+    assert validate_domain_name("domnet") == "domnet"
+    with pytest.raises(InputError):
+        validate_domain_name("domnet\n")

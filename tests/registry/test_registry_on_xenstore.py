@@ -13,7 +13,9 @@ from tests.registry.libxl_nodes import add_vbd, add_vif, create_domain, destroy_
 from xenddd.adapters.hypervisor_api import GuestDevice
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import DeviceKind, FrontendKey, VbdParams, VifParams, XenbusState
+from xenddd.registry.complaints import BURST
 from xenddd.registry.frontends import FrontendRegistry
+from xenddd.state import Damage
 
 NETDD, BLKDD = 1, 2
 
@@ -110,6 +112,27 @@ def test_a_restarted_daemon_reloads_the_registry_even_if_the_driver_domain_died_
     ]
 
 
+def test_a_damaged_registry_file_is_moved_aside_by_the_daemon_and_rebuilt_from_xenstore(
+    host: Host, tmp_path: Path
+) -> None:
+    registry(host.xs, tmp_path).resync()
+    path = tmp_path / "registry.json"
+    damaged = path.read_bytes()[:100]
+    path.write_bytes(damaged)
+
+    viewer = registry(host.xs, tmp_path, read_only=True)  # the CLI while the daemon runs: only warns
+    viewer.load()
+    assert viewer.frontends() == [] and path.read_bytes() == damaged
+
+    reports: list[Damage] = []
+    restarted = registry(host.xs, tmp_path, on_damage=reports.append)
+    restarted.load()
+    restarted.resync()
+    assert [d.path for d in reports] == [path] and reports[0].moved_to is not None
+    assert reports[0].moved_to.read_bytes() == damaged
+    assert len(restarted.frontends()) == 6 and path.exists()
+
+
 def test_entries_follow_a_driver_domain_restarted_under_a_new_domid(host: Host, tmp_path: Path) -> None:
     reg = registry(host.xs, tmp_path)
     reg.resync()
@@ -148,6 +171,32 @@ def test_a_backend_forged_for_another_guests_disk_is_rejected_and_logged_once(
     assert all(f.backend_name == "blkdd" for f in reg.frontends(DeviceKind.VBD))
     assert "no toolstack record" in reg.rejected()[forged]
     assert sum(forged in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_driver_domain_rewriting_a_mac_thousands_of_times_costs_a_burst_of_warnings(
+    host: Host, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reg = registry(host.xs, tmp_path)
+    reg.resync()
+    mac = f"/local/domain/{NETDD}/backend/vif/5/0/mac"
+    with caplog.at_level(logging.WARNING, logger="xenddd.registry.frontends"):
+        for i in range(300):
+            host.xs.write(mac, f"00:16:3e:00:{i // 256:02x}:{i % 256:02x}")
+            reg.refresh(mac)
+    assert len(caplog.records) == BURST
+    assert reg.frontends(DeviceKind.VIF)[0].params.mac == "00:16:3e:00:00:05"  # the toolstack's copy
+
+
+def test_rejections_of_nodes_that_are_gone_are_forgotten_on_resync(host: Host, tmp_path: Path) -> None:
+    junk = [f"/local/domain/{NETDD}/backend/vif/junk{i}" for i in range(50)]
+    host.xs.write_many([(f"{path}/0/state", "4") for path in junk])
+    reg = registry(host.xs, tmp_path)
+    reg.resync()
+    assert set(reg.rejected()) == set(junk)
+    for path in junk:
+        host.xs.rm(path)
+    reg.resync()
+    assert reg.rejected() == {}
 
 
 def test_oversized_malformed_and_misplaced_backend_nodes_are_rejected(host: Host, tmp_path: Path) -> None:

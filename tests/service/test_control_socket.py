@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import socket
 import stat
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from typing import Any
 import pytest
 
 from xenddd.errors import DaemonNotRunning
-from xenddd.service.control import MAX_REQUEST, ControlServer, request
+from xenddd.service import control
+from xenddd.service.control import MAX_CONNECTIONS, MAX_REQUEST, ControlServer, request
 
 
 @pytest.fixture
@@ -81,6 +84,76 @@ def test_a_silent_client_does_not_block_others(server: ControlServer) -> None:
         assert results and results[0]["ok"]
     finally:
         silent.close()
+
+
+def trickle(
+    path: Path, payload: bytes, pause: float, connected: threading.Barrier | None = None
+) -> tuple[dict[str, Any] | None, float]:
+    """Send `payload` a byte at a time, `pause` apart, as long as the daemon listens; its answer (None
+    if it closed without one) and when it came."""
+    started = time.monotonic()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        if connected is not None:
+            connected.wait()
+        for byte in payload:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            readable, _, _ = select.select([sock], [], [], pause)
+            if readable:
+                break
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return (json.loads(data) if data else None), time.monotonic() - started
+
+
+def test_a_client_trickling_its_request_is_cut_off_at_one_deadline_per_request(
+    server: ControlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.5)
+    answer, after = trickle(server.path, b'{"version": 1, "op": "status"}\n', pause=0.1)  # 3 s in all
+    assert answer == {"version": 1, "ok": False, "error": "request not received within 0.5 s", "exit_code": 2}
+    assert after < 1.5
+
+
+def test_every_connection_slot_held_by_trickling_clients_locks_the_cli_out_for_one_deadline_at_most(
+    server: ControlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.5)
+    payload = b'{"version": 1, "op": "status"}\n'
+    connected = threading.Barrier(MAX_CONNECTIONS + 1)
+    slow = [
+        threading.Thread(target=trickle, args=(server.path, payload, 0.1, connected), daemon=True)
+        for _ in range(MAX_CONNECTIONS)
+    ]
+    for client in slow:
+        client.start()
+    connected.wait()
+    time.sleep(0.1)  # for the server to accept them all
+    started = time.monotonic()
+    while request(server.path, "status").get("ok") is not True:
+        assert time.monotonic() - started < 2.0, "the CLI stayed locked out"
+        time.sleep(0.05)
+    for client in slow:
+        client.join(10)
+
+
+def test_a_deeply_nested_request_gets_an_error_answer(server: ControlServer) -> None:
+    nested = b'{"version": 1, "op": "status", "args": {"a": ' + b"[" * 30_000 + b"]" * 30_000 + b"}}\n"
+    assert raw(server.path, nested) == {
+        "version": 1,
+        "ok": False,
+        "error": "request nested too deeply",
+        "exit_code": 2,
+    }
+    assert request(server.path, "status")["ok"] is True
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another uid")

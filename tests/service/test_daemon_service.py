@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from xenddd.errors import XendddError
 from xenddd.service.control import request
 
 CONFIG = """
@@ -143,6 +144,46 @@ def test_sighup_reloads_the_config_and_adds_a_driver_domain(daemon) -> None:  # 
         assert time.monotonic() < deadline, f"domstore never started after SIGHUP: {names}"
         time.sleep(0.05)
     assert names["domnet"]["restarts"] == 0  # the unchanged domain was not touched
+
+
+def answers_ping(control_socket: Path, pid: int) -> bool:
+    try:
+        return request(control_socket, "ping", timeout=5).get("pid") == pid
+    except XendddError:
+        return False
+
+
+def test_a_second_daemon_exits_1_naming_the_first_and_a_killed_ones_lock_blocks_nobody(daemon) -> None:  # type: ignore[no-untyped-def]
+    process, notifications, config = daemon
+    notifications.wait_for("READY", "1")
+
+    second = cli(config, "daemon", "--simulate")
+    assert second.returncode == 1
+    assert second.stderr == (
+        f"xenddd: another xenddd daemon is running (pid {process.pid}) "
+        f"and holds {config.parent}/state/daemon.lock\n"
+    )
+    assert request(config.parent / "control.sock", "ping") == {"version": 1, "ok": True, "pid": process.pid}
+
+    process.kill()  # SIGKILL: the lock file stays behind, naming a dead pid
+    process.wait(timeout=10)
+    # the third runs on a fresh simulated host: without the guest, which the first one's host had
+    config.write_text(config.read_text().split("[[simulation.guest]]")[0])
+    third = subprocess.Popen(
+        [sys.executable, "-m", "xenddd", "--config", str(config), "daemon", "--simulate"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not answers_ping(config.parent / "control.sock", third.pid):
+            assert third.poll() is None, "the third daemon exited"
+            assert time.monotonic() < deadline, "the third daemon never answered"
+            time.sleep(0.05)
+        assert (config.parent / "state/daemon.lock").read_text() == f"{third.pid}\n"
+    finally:
+        third.terminate()
+        assert third.wait(timeout=20) == 0
 
 
 def test_an_invalid_config_refuses_to_start_with_exit_2(tmp_path: Path) -> None:

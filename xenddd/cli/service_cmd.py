@@ -17,6 +17,7 @@ from xenddd.cli.output import Column, emit_list, emit_record, render_table
 from xenddd.config.spec import Config
 from xenddd.errors import InputError
 from xenddd.service.control import answer_or_raise, request
+from xenddd.service.lock import daemon_lock
 
 
 @click.command()
@@ -36,38 +37,50 @@ def daemon(cli: CliContext, simulate: bool) -> None:
     domains and [[simulation.guest]] entries; the control socket and state directory then default to a
     temporary directory unless the config sets them.
 
+    One daemon per state directory: a second one exits 1 naming the running one's pid.
+
     \b
-    Exit status: 0 stopped by a signal, 1 failed, 2 invalid config.
+    Exit status: 0 stopped by a signal, 1 failed (or another daemon runs), 2 invalid config.
     """
     config = cli.config()
     configure_logging(config.settings.log_level)
-    if simulate:
-        sys.exit(_run_simulated(cli, config))
-    from xenddd.service.production import production_runtime
+    scratch = Path(tempfile.mkdtemp(prefix="xenddd-sim-")) if simulate else None
+    if scratch is not None:
+        config = _simulation_settings(config, scratch)
+    # Before anything is touched: a second daemon must not finish PCI steps or take the control socket.
+    with daemon_lock(config.settings.state_dir):
+        if scratch is not None:
+            sys.exit(_run_simulated(cli, config, scratch))
+        from xenddd.service.production import production_runtime
 
-    notifier = Notifier()
-    runtime = production_runtime(config, notifier)
-    from xenddd.service.daemon import Daemon
+        notifier = Notifier()
+        runtime = production_runtime(config, notifier)
+        from xenddd.service.daemon import Daemon
 
-    sys.exit(Daemon(config, runtime, config_path=cli.config_path, notifier=notifier).run())
+        sys.exit(Daemon(config, runtime, config_path=cli.config_path, notifier=notifier).run())
 
 
-def _run_simulated(cli: CliContext, config: Config) -> int:
+def _simulation_settings(config: Config, scratch: Path) -> Config:
+    """The state directory and control socket in `scratch` unless the config sets them."""
     from dataclasses import replace
 
     from xenddd.config.spec import Settings
-    from xenddd.service.daemon import Daemon
-    from xenddd.service.simulated import simulated_runtime
-    from xenddd.sim.socket_host import SimulatedHost
 
-    scratch = Path(tempfile.mkdtemp(prefix="xenddd-sim-"))
     defaults = Settings()
     settings = config.settings
     if settings.state_dir == defaults.state_dir:
         settings = replace(settings, state_dir=scratch / "state")
     if settings.control_socket == defaults.control_socket:
         settings = replace(settings, control_socket=scratch / "control.sock")
-    config = replace(config, settings=settings)
+    return replace(config, settings=settings)
+
+
+def _run_simulated(cli: CliContext, config: Config, scratch: Path) -> int:
+    from xenddd.service.daemon import Daemon
+    from xenddd.service.simulated import simulated_runtime
+    from xenddd.sim.socket_host import SimulatedHost
+
+    settings = config.settings
     sim = SimulatedHost.start(scratch / "xenstored.sock")
     click.echo(
         f"xenddd: simulated host: xenstored at {sim.server.path}, control socket {settings.control_socket}",

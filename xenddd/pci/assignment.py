@@ -266,11 +266,22 @@ class PciAssigner:
         return self._records / f"{bdf}.json"
 
     def _record(self, bdf: Bdf) -> dict[str, Any] | None:
-        record = state.read_json(self._path(bdf), default=None)
-        return record if isinstance(record, dict) else None
+        """The device's record; a damaged one is moved aside (kept for the operator, who may need its
+        original driver) and the device treated as one xenddd has no record of."""
+        return state.read_json_or_quarantine(self._path(bdf), _pci_record)
 
     def _save(self, bdf: Bdf, record: dict[str, Any]) -> None:
         state.write_json(self._path(bdf), {"bdf": str(bdf), **record})
+
+
+def _pci_record(document: object) -> dict[str, Any]:
+    """A device record as saved; ValueError (damage) if it is not one."""
+    if not isinstance(document, dict):
+        raise ValueError("not a PCI device record")
+    for key in ("original_driver", "step", "name"):
+        if not isinstance(document.get(key), (str, type(None))):
+            raise ValueError(f"{key} is not a string")
+    return document
 
 
 def xenstore_pci_users(xenstore: Xenstore) -> UsersOf:

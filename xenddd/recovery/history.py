@@ -4,13 +4,14 @@ Every record is a flat JSON object with a sequence number and a wall-clock times
 recorded phase by phase under one `incident` id, so the time from `detected` to the last `reattached` (MTTR)
 can be read per incident. Records are appended to a JSON-lines file (one write per record, so a recovery of
 hundreds of frontends does not rewrite the history hundreds of times); when the file holds twice `limit`
-records it is rewritten atomically with the newest `limit`. A torn last line (power loss mid-append) is
-skipped on load.
+records it is rewritten atomically with the newest `limit`. A torn last line (power loss mid-append) or a
+damaged one is skipped on load.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from xenddd import state
+
+log = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.jsonl"
 DEFAULT_LIMIT = 2000
@@ -86,19 +89,39 @@ class History:
 
 
 def _load(path: Path) -> list[Record]:
+    """The records of the history file. A line that is not a record — torn by a power loss mid-append,
+    or damaged (a byte that is not UTF-8, a bad sector) — is skipped: the rest of the history is still
+    worth having, and a history must never keep the daemon from starting. Damage beyond a torn last line
+    is said once."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_bytes().splitlines()
     except FileNotFoundError:
         return []
     records = []
-    for line in lines:
+    damaged = 0
+    for number, line in enumerate(lines, 1):
         try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a torn append
-        if isinstance(record, dict) and isinstance(record.get("seq"), int):
+            record = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError):
+            damaged += number < len(lines)  # a torn last append is expected after a power loss
+            continue
+        if _well_formed(record):
             records.append(record)
+        else:
+            damaged += 1
+    if damaged:
+        log.warning("%s: skipped %d damaged line(s) of the history", path, damaged)
     return records
+
+
+def _well_formed(record: object) -> bool:
+    """What readers of a record rely on: an integer seq, a numeric ts, a string event."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("seq"), int)
+        and isinstance(record.get("ts"), (int, float))
+        and isinstance(record.get("event"), str)
+    )
 
 
 def mttr(records: list[Record]) -> float | None:

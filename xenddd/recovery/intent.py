@@ -22,7 +22,7 @@ from xenddd.registry.persistence import frontend_from_json, frontend_to_json
 
 RECORD_DIR = "domains"
 _FILE_VERSION = 1
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 ATTACH_RETRY_BASE = 1.0
 ATTACH_RETRY_CAP = 60.0
@@ -120,18 +120,24 @@ class DomainRecord:
 
 
 class IntentLog:
-    """Loads and atomically saves the DomainRecord of each driver domain (one JSON file per domain)."""
+    """Loads and atomically saves the DomainRecord of each driver domain (one JSON file per domain).
 
-    def __init__(self, state_dir: Path | None) -> None:
+    A damaged record is moved aside and reported through `on_damage` (see `state.read_json_or_quarantine`);
+    the domain then starts with no record, as a domain xenddd never ran: the reconciler adopts the running
+    instance, or starts one.
+    """
+
+    def __init__(self, state_dir: Path | None, *, on_damage: state.DamageReport | None = None) -> None:
         self._dir = state_dir / RECORD_DIR if state_dir is not None else None
+        self._on_damage = on_damage
 
     def load(self, name: str) -> DomainRecord:
-        if self._dir is None or not _SAFE_NAME.match(name):
+        if self._dir is None or not _SAFE_NAME.fullmatch(name):
             return DomainRecord(name)
-        document = state.read_json(self._dir / f"{name}.json", default=None)
-        if not isinstance(document, dict) or document.get("version") != _FILE_VERSION:
-            return DomainRecord(name)
-        return _record_from_json(name, document)
+        record = state.read_json_or_quarantine(
+            self._dir / f"{name}.json", lambda doc: _record_from_json(name, doc), on_damage=self._on_damage
+        )
+        return record if record is not None else DomainRecord(name)
 
     def save(self, record: DomainRecord) -> None:
         if self._dir is not None:
@@ -182,63 +188,109 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
     }
 
 
-def _record_from_json(name: str, doc: dict[str, Any]) -> DomainRecord:
+def _record_from_json(name: str, doc: object) -> DomainRecord:
+    """The record as saved; ValueError for anything else (a wrong version, type or phase), which the
+    caller treats as damage. A field of the wrong type is damage, not a default: the record is then not
+    what xenddd wrote, and acting on half of it could restart a domain or skip a guest."""
+    if not isinstance(doc, dict) or doc.get("version") != _FILE_VERSION:
+        raise ValueError(f"not a version {_FILE_VERSION} domain record")
+    last_incident = doc.get("last_incident")
+    if last_incident is not None and not isinstance(last_incident, dict):
+        raise ValueError("last_incident is not an object")
     record = DomainRecord(
         name=name,
-        domid=_opt_int(doc.get("domid")),
-        stopped_by_request=bool(doc.get("stopped_by_request")),
-        failed=bool(doc.get("failed")),
-        restart_times=[float(t) for t in doc.get("restart_times", []) if isinstance(t, (int, float))],
-        started_at=_opt_float(doc.get("started_at")),
-        crashes=int(doc.get("crashes", 0)),
-        restarts=int(doc.get("restarts", 0)),
-        reattach_failures=int(doc.get("reattach_failures", 0)),
-        last_incident=doc.get("last_incident") if isinstance(doc.get("last_incident"), dict) else None,
+        domid=_opt_int(doc, "domid"),
+        stopped_by_request=_bool(doc, "stopped_by_request"),
+        failed=_bool(doc, "failed"),
+        restart_times=[_number(t, "restart_times") for t in _list(doc, "restart_times")],
+        started_at=_opt_number(doc, "started_at"),
+        crashes=_int(doc, "crashes"),
+        restarts=_int(doc, "restarts"),
+        reattach_failures=_int(doc, "reattach_failures"),
+        last_incident=last_incident,
     )
     raw = doc.get("incident")
-    if isinstance(raw, dict):
-        pending = []
-        for item in raw.get("frontends", []):
-            frontend = frontend_from_json(item.get("frontend")) if isinstance(item, dict) else None
-            if frontend is None:
-                continue
-            pending.append(
-                PendingFrontend(
-                    frontend,
-                    detached=bool(item.get("detached")),
-                    attached=bool(item.get("attached")),
-                    attempts=int(item.get("attempts", 0)),
-                    not_before=float(item.get("not_before", 0.0)),
-                    last_error=item.get("last_error"),
-                    confirm_deadline=float(item.get("confirm_deadline", 0.0)),
-                )
+    if raw is None:
+        return record
+    if not isinstance(raw, dict):
+        raise ValueError("incident is not an object")
+    pending = []
+    for item in _list(raw, "frontends"):
+        frontend = frontend_from_json(item.get("frontend")) if isinstance(item, dict) else None
+        if frontend is None:
+            raise ValueError(f"incident frontend {item!r:.100} is not valid")
+        last_error = item.get("last_error")
+        if last_error is not None and not isinstance(last_error, str):
+            raise ValueError("last_error is not a string")
+        pending.append(
+            PendingFrontend(
+                frontend,
+                detached=_bool(item, "detached"),
+                attached=_bool(item, "attached"),
+                attempts=_int(item, "attempts"),
+                not_before=_number(item.get("not_before", 0.0), "not_before"),
+                last_error=last_error,
+                confirm_deadline=_number(item.get("confirm_deadline", 0.0), "confirm_deadline"),
             )
-        record.incident = Incident(
-            id=str(raw.get("id", uuid.uuid4().hex[:12])),
-            dead_domid=_opt_int(raw.get("dead_domid")),
-            detected_at=float(raw.get("detected_at", 0.0)),
-            phase=_phase(raw.get("phase")),
-            reason=str(raw.get("reason", "")),
-            planned=bool(raw.get("planned")),
-            frontends=pending,
-            not_before=float(raw.get("not_before", 0.0)),
-            ready_deadline=float(raw.get("ready_deadline", 0.0)),
-            new_domid=_opt_int(raw.get("new_domid")),
-            dropped=[str(d) for d in raw.get("dropped", [])],
-            dead_uptime=_opt_float(raw.get("dead_uptime")),
-            detached_reported=bool(raw.get("detached_reported")),
         )
+    record.incident = Incident(
+        id=str(raw.get("id", uuid.uuid4().hex[:12])),
+        dead_domid=_opt_int(raw, "dead_domid"),
+        detected_at=_number(raw.get("detected_at", 0.0), "detected_at"),
+        phase=_phase(raw.get("phase")),
+        reason=str(raw.get("reason", "")),
+        planned=_bool(raw, "planned"),
+        frontends=pending,
+        not_before=_number(raw.get("not_before", 0.0), "not_before"),
+        ready_deadline=_number(raw.get("ready_deadline", 0.0), "ready_deadline"),
+        new_domid=_opt_int(raw, "new_domid"),
+        dropped=[str(d) for d in _list(raw, "dropped")],
+        dead_uptime=_opt_number(raw, "dead_uptime"),
+        detached_reported=_bool(raw, "detached_reported"),
+    )
     return record
 
 
 def _phase(value: object) -> Phase:
-    """A record saved before detaches ran beside the restart says "detaching" for "detected"."""
+    """A record saved before detaches ran beside the restart says "detaching" for "detected"; any other
+    unknown phase is damage (ValueError)."""
     return Phase.DETECTED if value in (None, "detaching") else Phase(value)
 
 
-def _opt_float(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _opt_number(doc: dict[str, Any], key: str) -> float | None:
+    value = doc.get(key)
+    return None if value is None else _number(value, key)
 
 
-def _opt_int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _opt_int(doc: dict[str, Any], key: str) -> int | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{key} is not an integer")
+    return value
+
+
+def _int(doc: dict[str, Any], key: str) -> int:
+    value = _opt_int(doc, key)
+    return 0 if value is None else value
+
+
+def _bool(doc: dict[str, Any], key: str) -> bool:
+    value = doc.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} is not true or false")
+    return value
+
+
+def _number(value: object, what: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{what} is not a number")
+    return float(value)
+
+
+def _list(doc: dict[str, Any], key: str) -> list[Any]:
+    value = doc.get(key, [])
+    if not isinstance(value, list):
+        raise ValueError(f"{key} is not a list")
+    return value

@@ -209,11 +209,9 @@ class Reconciler:
             reason=reason,
             frontends=len(frontends),
         )
-        rejected = self._registry.rejected()
         log.warning(
             "%s: domid %s %s; recovering %d frontends%s",
-            spec.name, incident.dead_domid, reason, len(frontends),
-            f" (not trusted, ignored: {', '.join(sorted(rejected))})" if rejected else "",
+            spec.name, incident.dead_domid, reason, len(frontends), _ignored(self._registry.rejected()),
         )  # fmt: skip
         return self._recovery.advance(spec, record, info)
 
@@ -308,6 +306,16 @@ class Reconciler:
             record.domid = None
         self._intents.save(record)
         return {"name": spec.name}
+
+
+def _ignored(rejected: dict[str, str], shown: int = 5) -> str:
+    """The backends not trusted, for one log line: a few named, the rest counted (a hostile driver domain
+    can make thousands, and once made a single line of 340 KB)."""
+    if not rejected:
+        return ""
+    paths = sorted(rejected)
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return f" (not trusted, ignored: {', '.join(paths[:shown])}{more})"
 
 
 def _state(record: DomainRecord, info: DomainInfo | None) -> str:

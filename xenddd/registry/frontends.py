@@ -24,8 +24,8 @@ from pathlib import Path
 
 from xenddd import state
 from xenddd.adapters.xenstore.client import Xenstore
-from xenddd.errors import XendddError
 from xenddd.model import DeviceKind, Frontend, FrontendKey, XenbusState
+from xenddd.registry.complaints import Complaints
 from xenddd.registry.domain_directory import DomainDirectory
 from xenddd.registry.libvirt_check import LibvirtDevices, libvirt_agrees
 from xenddd.registry.persistence import frontend_from_json, frontend_to_json
@@ -61,7 +61,8 @@ class FrontendRegistry:
     """The frontends served by the configured driver domains, verified, persisted, and kept up to date.
 
     `state_dir=None` keeps the registry in memory only; `read_only` loads it from `state_dir` but never
-    writes (the CLI's view while the daemon owns the file).
+    writes, nor moves a damaged file aside (the CLI's view while the daemon owns the file); `on_damage`
+    hears of a damaged file (the daemon records it in the history).
     """
 
     def __init__(
@@ -73,8 +74,10 @@ class FrontendRegistry:
         libvirt_devices: LibvirtDevices | None = None,
         domains: DomainDirectory | None = None,
         read_only: bool = False,
+        on_damage: state.DamageReport | None = None,
     ) -> None:
         self._xs = xenstore
+        self._on_damage = on_damage
         self._read_only = read_only
         self.driver_domains = tuple(driver_domains)
         self.domains = domains or DomainDirectory(xenstore)
@@ -86,7 +89,9 @@ class FrontendRegistry:
         self._touched: set[FrontendKey] = set()
         self._settled_version = -1
         self._rejected: dict[str, str] = {}
-        self._warned: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()  # (backend path, warning) already said
+        self._seen: set[str] | None = None  # during a resync: every backend path judged
+        self._complaints = Complaints(log)
         self._dirty = False
         self.generation = 0
 
@@ -127,16 +132,19 @@ class FrontendRegistry:
     # -- updates ---------------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Read the persisted registry (after a daemon restart); `resync()` then reconciles it."""
+        """Read the persisted registry (after a daemon restart); `resync()` then reconciles it.
+
+        A damaged file is moved aside and reported (`state.read_json_or_quarantine`; only warned about
+        when `read_only`): the registry starts empty and `resync()` rebuilds what xenstore still shows.
+        Single malformed entries of a sound file are skipped with a warning.
+        """
         if self._path is None:
             return
-        document = state.read_json(self._path, default=None)
-        if document is None:
-            return
-        if not isinstance(document, dict) or document.get("version") != FILE_VERSION:
-            raise XendddError(f"{self._path}: unknown registry format; move it aside to start afresh")
+        items = state.read_json_or_quarantine(
+            self._path, _persisted_items, on_damage=self._on_damage, move_aside=not self._read_only
+        )
         loaded: dict[FrontendKey, Frontend] = {}
-        for item in document.get("frontends", []):
+        for item in items or []:
             frontend = frontend_from_json(item)
             if frontend is None:
                 log.warning("%s: ignoring a malformed entry: %.200r", self._path, item)
@@ -151,14 +159,26 @@ class FrontendRegistry:
             self._changed()
 
     def resync(self) -> None:
-        """Re-read everything: at start, after a reconnect to xenstored, and whenever in doubt."""
+        """Re-read everything: at start, after a reconnect to xenstored, and whenever in doubt.
+
+        Rejections and warnings remembered for backend paths this pass did not find are forgotten: the
+        nodes are gone, and a domain must not fill dom0's memory by creating and deleting them.
+        """
         self.domains.refresh(reread=True)
-        for name in self.driver_domains:
-            domid = self.domains.domid_of(name)
-            if domid is None:
-                continue
-            for kind in DeviceKind:
-                self._scan(name, domid, kind, None)
+        with self._lock:
+            self._seen = set()
+        try:
+            for name in self.driver_domains:
+                domid = self.domains.domid_of(name)
+                if domid is None:
+                    continue
+                for kind in DeviceKind:
+                    self._scan(name, domid, kind, None)
+        finally:
+            with self._lock:
+                seen, self._seen = self._seen, None
+        self._forget_all_but(seen)
+        self._complaints.flush()
         self._settle()
 
     def refresh(self, path: str) -> None:
@@ -185,7 +205,7 @@ class FrontendRegistry:
                 devices = [(location.guest_domid, location.devid)]
             else:
                 listing = self._xs.directory(f"{base}/{location.guest_domid}") or []
-                devices = self._devids(base, location.guest_domid, listing)
+                devices = self._devids(location.driver_domid, base, location.guest_domid, listing)
             self._scan(
                 name, location.driver_domid, location.kind, devices, location.guest_domid, location.devid
             )
@@ -213,10 +233,12 @@ class FrontendRegistry:
         """Judge the given devices (all of this driver domain's `kind` if None) in four pipelined batches."""
         base = f"/local/domain/{dd_domid}/backend/{kind.value}"
         if devices is None:
-            guests = self._guests(base, self._xs.directory(base) or [])
+            guests = self._guests(dd_domid, base, self._xs.directory(base) or [])
             listings = self._xs.directory_many([f"{base}/{g}" for g in guests])
             devices = [
-                d for g, names in zip(guests, listings, strict=True) for d in self._devids(base, g, names)
+                d
+                for g, names in zip(guests, listings, strict=True)
+                for d in self._devids(dd_domid, base, g, names)
             ]
         if any(not self.domains.is_running(g) for g, _ in devices):
             self.domains.refresh()
@@ -227,29 +249,30 @@ class FrontendRegistry:
             if device_nodes is None:
                 continue  # the backend vanished between listing and reading
             verdict = self._judge(name, dd_domid, kind, guest_domid, devid, device_nodes)
+            source = guest_domid if self.domains.is_running(guest_domid) else dd_domid
             if isinstance(verdict, Rejection):
-                self._reject(path, verdict.reason)
+                self._reject(source, path, verdict.reason)
             else:
-                self._accept(path, verdict)
+                self._accept(source, path, verdict)
                 judged[(guest_domid, devid)] = verdict
         self._apply(name, dd_domid, kind, judged, scope_guest, scope_devid)
 
-    def _guests(self, base: str, names: Iterable[str]) -> list[int]:
+    def _guests(self, dd_domid: int, base: str, names: Iterable[str]) -> list[int]:
         guests = []
         for raw in names:
             domid = parse_domid(raw)
             if domid is None:
-                self._reject(f"{base}/{raw}", "not a guest domid")
+                self._reject(dd_domid, f"{base}/{raw}", "not a guest domid")
             else:
                 guests.append(domid)
         return guests
 
-    def _devids(self, base: str, guest: int, names: Iterable[str] | None) -> list[_Device]:
+    def _devids(self, dd_domid: int, base: str, guest: int, names: Iterable[str] | None) -> list[_Device]:
         found = []
         for raw in names or []:
             devid = parse_devid(raw)
             if devid is None:
-                self._reject(f"{base}/{guest}/{raw}", "not a device id")
+                self._reject(dd_domid, f"{base}/{guest}/{raw}", "not a device id")
             else:
                 found.append((guest, devid))
         return found
@@ -305,23 +328,34 @@ class FrontendRegistry:
             return verdict
         return libvirt_agrees(self._libvirt_devices, verdict)
 
-    def _reject(self, path: str, reason: str) -> None:
+    def _reject(self, source: int, path: str, reason: str) -> None:
+        """Remember why `path` is not believed; say so once per reason, within domain `source`'s budget
+        of complaints (the domain whose nodes these are: the guest, or a driver domain inventing one)."""
         with self._lock:
+            if self._seen is not None:
+                self._seen.add(path)
             if self._rejected.get(path) == reason:
                 return
             if len(self._rejected) < _MAX_REMEMBERED_REJECTIONS:
                 self._rejected[path] = reason
-        log.warning("not trusting backend %s: %s", path, reason)
+        self._complaints.warn(source, "not trusting backend %s: %s", path, reason)
 
-    def _accept(self, path: str, verdict: Judgement) -> None:
+    def _accept(self, source: int, path: str, verdict: Judgement) -> None:
         with self._lock:
+            if self._seen is not None:
+                self._seen.add(path)
             self._rejected.pop(path, None)
-            fresh = [w for w in verdict.warnings if f"{path}: {w}" not in self._warned]
+            fresh = [w for w in verdict.warnings if (path, w) not in self._warned]
             self._warned.update(
-                f"{path}: {w}" for w in fresh[: max(0, _MAX_REMEMBERED_REJECTIONS - len(self._warned))]
+                (path, w) for w in fresh[: max(0, _MAX_REMEMBERED_REJECTIONS - len(self._warned))]
             )
         for warning in fresh:
-            log.warning("backend %s: %s", path, warning)
+            self._complaints.warn(source, "backend %s: %s", path, warning)
+
+    def _forget_all_but(self, seen: set[str]) -> None:
+        with self._lock:
+            self._rejected = {p: reason for p, reason in self._rejected.items() if p in seen}
+            self._warned = {(p, w) for p, w in self._warned if p in seen}
 
     def _apply(
         self,
@@ -430,6 +464,16 @@ class FrontendRegistry:
     def _changed(self) -> None:
         self.generation += 1
         self._lock.notify_all()
+
+
+def _persisted_items(document: object) -> list[object]:
+    """The entries of a registry file; ValueError if it is not one (see `load`)."""
+    if not isinstance(document, dict) or document.get("version") != FILE_VERSION:
+        raise ValueError(f"not a version {FILE_VERSION} registry")
+    items = document.get("frontends", [])
+    if not isinstance(items, list):
+        raise ValueError("frontends is not a list")
+    return items
 
 
 def _location(frontend: Frontend) -> tuple[int, DeviceKind, int, int]:

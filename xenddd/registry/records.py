@@ -28,15 +28,15 @@ MAX_VALUE_BYTES = 4096
 MAX_DEVID = 2**31 - 1
 DOMID_FIRST_RESERVED = 0x7FF0
 
-_DECIMAL_RE = re.compile(r"^(0|[1-9][0-9]{0,9})$")
+_DECIMAL_RE = re.compile(r"(0|[1-9][0-9]{0,9})")
 _UUID_VM_RE = re.compile(
-    r"^/vm/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:-[0-9]{1,5})?$"
+    r"/vm/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:-[0-9]{1,5})?"
 )
-_BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
-_SCRIPT_RE = re.compile(r"^[A-Za-z0-9_./+-]{1,255}$")
-_WORD_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_RATE_RE = re.compile(r"^[0-9]{1,20},[0-9]{1,10}$")
-_VDEV_RE = re.compile(r"^(?:(?:xvd|hd|sd)[a-z]{1,4}[0-9]{0,3}|d[0-9]{1,3}(?:p[0-9]{1,3})?)$")
+_BRIDGE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+_SCRIPT_RE = re.compile(r"[A-Za-z0-9_./+-]{1,255}")
+_WORD_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_RATE_RE = re.compile(r"[0-9]{1,20},[0-9]{1,10}")
+_VDEV_RE = re.compile(r"(?:(?:xvd|hd|sd)[a-z]{1,4}[0-9]{0,3}|d[0-9]{1,3}(?:p[0-9]{1,3})?)")
 _FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed", "aio")
 
 VIF_PARAM_KEYS = ("mac", "bridge", "script", "type", "ip", "rate", "mtu")
@@ -105,7 +105,7 @@ def toolstack_path(guest_domid: int, kind: DeviceKind, devid: int) -> str:
 def parse_domid(raw: bytes | str | None) -> int | None:
     """A domid as xenstore spells it (canonical ASCII decimal, below the reserved range), else None."""
     text = _ascii(raw)
-    if text is None or not _DECIMAL_RE.match(text):
+    if text is None or not _DECIMAL_RE.fullmatch(text):
         return None
     value = int(text)
     return value if value < DOMID_FIRST_RESERVED else None
@@ -113,7 +113,7 @@ def parse_domid(raw: bytes | str | None) -> int | None:
 
 def parse_devid(raw: bytes | str | None) -> int | None:
     text = _ascii(raw)
-    if text is None or not _DECIMAL_RE.match(text):
+    if text is None or not _DECIMAL_RE.fullmatch(text):
         return None
     value = int(text)
     return value if value <= MAX_DEVID else None
@@ -151,7 +151,7 @@ def parse_guest_identity(name: bytes | None, vm_path: bytes | None) -> GuestIden
         vm = _text(vm_path, "vm", 256)
     except InvalidValue:
         return None
-    match = _UUID_VM_RE.match(vm or "")
+    match = _UUID_VM_RE.fullmatch(vm or "")
     if not text_name or match is None:
         return None
     return GuestIdentity(text_name, match.group(1))
@@ -248,8 +248,11 @@ def _identity_values(kind: DeviceKind, nodes: DeviceNodes, warnings: list[str]) 
 
 
 def vif_params(values: Mapping[str, str]) -> VifParams:
+    raw_mac = values.get("mac", "")
     try:
-        mac = normalise_mac(values.get("mac", ""))
+        if raw_mac != raw_mac.strip():  # normalise_mac forgives an operator's stray blank, not xenstore's
+            raise InputError(raw_mac)
+        mac = normalise_mac(raw_mac)
     except InputError:
         raise InvalidValue(f"mac {values.get('mac', '')[:64]!r} is not a MAC address") from None
     return VifParams(
@@ -265,7 +268,7 @@ def vif_params(values: Mapping[str, str]) -> VifParams:
 
 def vbd_params(values: Mapping[str, str]) -> VbdParams:
     vdev = values.get("dev", "")
-    if not _VDEV_RE.match(vdev):
+    if not _VDEV_RE.fullmatch(vdev):
         raise InvalidValue(f"vdev {vdev[:64]!r} is not a virtual disk name")
     mode = values.get("mode", "w")
     if mode not in ("r", "w"):
@@ -302,7 +305,7 @@ def _optional(values: Mapping[str, str], key: str, pattern: re.Pattern[str]) -> 
     value = values.get(key)
     if value is None or value == "":
         return None
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise InvalidValue(f"{key} {value[:64]!r} is malformed")
     return value
 
@@ -321,14 +324,14 @@ def _ip_list(value: str | None) -> str | None:
 def _mtu(value: str | None) -> int | None:
     if not value:
         return None
-    if not _DECIMAL_RE.match(value) or not 68 <= int(value) <= 65535:
+    if not _DECIMAL_RE.fullmatch(value) or not 68 <= int(value) <= 65535:
         raise InvalidValue(f"mtu {value[:16]!r} is not between 68 and 65535")
     return int(value)
 
 
 def _hotplug(raw: bytes | None) -> str | None:
     text = _ascii(raw)
-    return text if text is not None and _WORD_RE.match(text) else None
+    return text if text is not None and _WORD_RE.fullmatch(text) else None
 
 
 def _status(

@@ -2,8 +2,10 @@
 
 Every connection's peer is identified with SO_PEERCRED before a byte is read: root, the daemon's own uid, or a
 member of the configured group may talk, nobody else. A request is one line of at most MAX_REQUEST bytes and
-must arrive within REQUEST_TIMEOUT; each connection has its own thread, so a malformed, oversized or slow
-client costs one thread for a bounded time and never blocks the daemon or other clients.
+must arrive whole within REQUEST_TIMEOUT of the connection (one deadline per request, not per recv: a
+client trickling a byte at a time is cut off like a silent one); each connection has its own thread and at
+most MAX_CONNECTIONS are served at once, so a malformed, oversized, deeply nested or slow client costs one
+thread for a bounded time and never blocks the daemon, nor other clients for longer than REQUEST_TIMEOUT.
 
 Request:  {"version": 1, "op": "status", "args": {...}}
 Response: {"version": 1, "ok": true, ...}  or  {"version": 1, "ok": false, "error": "...", "exit_code": N}
@@ -20,6 +22,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,16 +96,25 @@ class ControlServer:
     def _serve(self, conn: socket.socket) -> None:
         try:
             with conn:
+                deadline = time.monotonic() + REQUEST_TIMEOUT
                 conn.settimeout(REQUEST_TIMEOUT)
                 uid, gid = peer_credentials(conn)
                 if not self._allowed(uid, gid):
                     log.warning("control socket: refused uid %d", uid)
                     _send(conn, {"ok": False, "error": f"uid {uid} may not control xenddd", "exit_code": 1})
                     return
-                line = _read_line(conn)
+                try:
+                    line = _read_line(conn, deadline)
+                except TimeoutError:
+                    conn.settimeout(1.0)
+                    error = f"request not received within {REQUEST_TIMEOUT:g} s"
+                    _send(conn, {"ok": False, "error": error, "exit_code": 2})
+                    return
                 if line is None:
                     return
-                _send(conn, self._answer(line))
+                answer = self._answer(line)
+                conn.settimeout(REQUEST_TIMEOUT)  # for the reply: a client that never reads is cut off too
+                _send(conn, answer)
         except OSError as exc:
             log.debug("control connection: %s", exc)
         finally:
@@ -127,6 +139,8 @@ class ControlServer:
             request = json.loads(line)
         except ValueError:
             return {"ok": False, "error": "request is not JSON", "exit_code": 2}
+        except RecursionError:  # "[[[[…" within MAX_REQUEST: json.loads recurses once per level
+            return {"ok": False, "error": "request nested too deeply", "exit_code": 2}
         if not isinstance(request, dict) or request.get("version") != PROTOCOL_VERSION:
             return {"ok": False, "error": f"expected protocol version {PROTOCOL_VERSION}", "exit_code": 2}
         op, args = request.get("op"), request.get("args", {})
@@ -147,6 +161,7 @@ class ControlServer:
 
 def request(path: Path, op: str, args: dict[str, Any] | None = None, timeout: float = 60.0) -> dict[str, Any]:
     """Send one request to the daemon and return its answer; DaemonNotRunning when nobody listens."""
+    deadline = time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
     with sock:
@@ -169,7 +184,7 @@ def request(path: Path, op: str, args: dict[str, Any] | None = None, timeout: fl
                 json.dumps({"version": PROTOCOL_VERSION, "op": op, "args": args or {}}).encode() + b"\n"
             )
         try:
-            line = _read_line(sock, limit=64 * 1024 * 1024)
+            line = _read_line(sock, deadline, limit=64 * 1024 * 1024)
         except TimeoutError:
             raise XendddError(f"the daemon did not answer {op!r} within {timeout:.0f} s") from None
     if line is None:
@@ -193,9 +208,14 @@ def peer_credentials(conn: socket.socket) -> tuple[int, int]:
     return uid, gid
 
 
-def _read_line(conn: socket.socket, limit: int = MAX_REQUEST) -> bytes | None:
+def _read_line(conn: socket.socket, deadline: float, limit: int = MAX_REQUEST) -> bytes | None:
+    """One line, which must arrive whole before `deadline` (time.monotonic): TimeoutError otherwise."""
     buffer = bytearray()
     while b"\n" not in buffer:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("line not complete before the deadline")
+        conn.settimeout(remaining)
         chunk = conn.recv(65536)
         if not chunk:
             return bytes(buffer) if buffer else None

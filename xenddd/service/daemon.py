@@ -38,6 +38,7 @@ from xenddd.registry.frontends import FrontendRegistry
 from xenddd.registry.guest_view import GuestView
 from xenddd.service.control import ControlServer
 from xenddd.service.metrics import write_metrics
+from xenddd.state import Damage
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,9 @@ class Daemon:
     def _wire(self, config: Config) -> _Wiring:
         xs = self.runtime.xenstore
         names = [spec.name for spec in config.driver_domains]
-        registry = FrontendRegistry(xs, names, state_dir=config.settings.state_dir)
+        registry = FrontendRegistry(
+            xs, names, state_dir=config.settings.state_dir, on_damage=self._state_damaged
+        )
         registry.load()
         watcher = BackendWatcher(xs, names, self.hints.put, domains=registry.domains)
         watcher.start()
@@ -187,7 +190,7 @@ class Daemon:
             registry,
             self.history,
             guests=GuestView(xs, registry.domains),
-            intents=IntentLog(config.settings.state_dir),
+            intents=IntentLog(config.settings.state_dir, on_damage=self._state_damaged),
             prepare=self.runtime.prepare,
             watch=self._watch,
             unwatch=self._unwatch,
@@ -195,6 +198,16 @@ class Daemon:
             progress=self._progress,
         )
         return _Wiring(registry, watcher, reconciler)
+
+    def _state_damaged(self, damage: Damage) -> None:
+        """A damaged state file was moved aside (and warned about): keep a trace in the history, which
+        outlives the journal and is what `xenddd events` shows."""
+        self.history.record(
+            "state-damaged",
+            file=str(damage.path),
+            moved_to=str(damage.moved_to) if damage.moved_to else None,
+            reason=damage.reason,
+        )
 
     def _progress(self, driver_domain: str) -> None:
         """Between driver domains within a pass. Starting one can take a minute on a loaded or emulated

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 NUL = b"\0"
-_COMPONENT_RE = re.compile(r"^[A-Za-z0-9_@-]+$")
+_COMPONENT_RE = re.compile(r"[A-Za-z0-9_@-]+")
 
 
 class InvalidXenstorePath(ValueError):
@@ -25,7 +25,7 @@ def xs_join(base: str, *components: str | int) -> str:
     parts = [base.rstrip("/")]
     for component in components:
         text = str(component)
-        if not _COMPONENT_RE.match(text):
+        if not _COMPONENT_RE.fullmatch(text):
             raise InvalidXenstorePath(f"{text!r} is not a xenstore node name")
         parts.append(text)
     return "/".join(parts)
