@@ -44,6 +44,12 @@ class CallReturned:
 
 
 @dataclass(frozen=True)
+class Recheck:
+    """The time a pass asked to be called again has come (a backoff ends, a deadline passes, a batch of
+    hinted paths is due). Nothing in xenstore is implied, so the registry is not re-read for it."""
+
+
+@dataclass(frozen=True)
 class ControlRequest:
     """An operator request from the control socket, executed on the reconciler's thread so that planned
     operations (destroy, restart, create) never race with recovery; `reply` is called exactly once."""
@@ -53,4 +59,4 @@ class ControlRequest:
     reply: Callable[[dict[str, Any]], None] = field(default=lambda _: None, compare=False)
 
 
-Hint = DomainHint | XenstoreHint | ResyncHint | CallReturned | ControlRequest
+Hint = DomainHint | XenstoreHint | ResyncHint | CallReturned | Recheck | ControlRequest

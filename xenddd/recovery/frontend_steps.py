@@ -41,7 +41,6 @@ class FrontendSteps:
         watch: Callable[[str], None],
         unwatch: Callable[[str], None],
         clock: Callable[[], float],
-        max_parallel: int,
     ) -> None:
         self._hv = hypervisor
         self._guests = guests
@@ -51,8 +50,10 @@ class FrontendSteps:
         self._watch = watch
         self._unwatch = unwatch
         self._clock = clock
-        self._max_parallel = max_parallel
         self._what: dict[Hashable, tuple[str, int | None]] = {}  # call key → (step, new domid then)
+        # Progress that is not an intent (a call's result, a confirmation, a drop) is saved once per pass
+        # by the caller, not after each device: redoing it after a SIGKILL is harmless.
+        self.unsaved = False
 
     # -- results ---------------------------------------------------------------------------------------
 
@@ -79,11 +80,11 @@ class FrontendSteps:
             else:
                 self._redetached(spec, record, incident, pending, result)
         if changed:
-            self._save(record)
+            self.unsaved = True
         if not incident.detached_reported and self.all_detached(spec, incident):
             incident.detached_reported = True
             self._event("detached", spec.name, incident, frontends=len(incident.frontends))
-            self._save(record)
+            self.unsaved = True
 
     def all_detached(self, spec: DriverDomainSpec, incident: Incident) -> bool:
         return all(p.detached or p.attached for p in incident.frontends) and not self._busy(spec, incident)
@@ -108,8 +109,6 @@ class FrontendSteps:
             if pending.not_before > now:
                 wake = earliest(wake, pending.not_before - now)
                 continue
-            if self._in_flight(spec) >= self._max_parallel:
-                break
             f = pending.frontend
             self._submit(
                 spec,
@@ -128,15 +127,26 @@ class FrontendSteps:
         due: list[PendingFrontend] = []
         wake: float | None = None
         changed = False
+        present: list[tuple[PendingFrontend, int]] = []
         for pending in list(incident.frontends):
             if self._calls.busy(self._key(spec, pending)):
                 continue
             guest = self._guests.current_domid(pending.frontend)
             if guest is None:
                 self._drop(record, incident, pending, "guest is gone")
-                continue
+            else:
+                present.append((pending, guest))
+        attached = [(g, p.frontend) for p, g in present if p.attached]
+        connected = dict(
+            zip(
+                (p.key for p, _ in present if p.attached),
+                self._guests.connected_many(incident.new_domid, attached),
+                strict=True,
+            )
+        )
+        for pending, guest in present:
             if pending.attached:
-                if self._guests.connected(incident.new_domid, guest, pending.frontend):
+                if connected[pending.key]:
                     incident.frontends.remove(pending)
                     self._unwatch(_state_path(guest, pending))
                     self._event(
@@ -148,37 +158,40 @@ class FrontendSteps:
                 else:
                     wake = earliest(wake, min(pending.confirm_deadline - now, CONFIRM_RECHECK))
                 continue
-            if not pending.detached or self._paused(pending):
-                continue  # still being detached; a paused guest is reattached when it resumes (an event)
+            if not pending.detached:
+                continue  # still being detached
             if pending.not_before > now:
                 wake = earliest(wake, pending.not_before - now)
                 continue
             due.append(pending)
         if changed:
-            self._save(record)  # confirmations are not destructive: one save per pass is enough
+            self.unsaved = True
         self.attach(spec, record, incident, due)
         return wake
 
     def attach(
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, due: list[PendingFrontend]
     ) -> None:
-        """Submit attaches (bounded); a device the new instance already serves is not attached twice.
-        Attempts are saved before the calls: a daemon killed meanwhile knows they were made."""
+        """Submit attaches (their lane runs `max_parallel_reattach` at once); a device the new instance
+        already serves is not attached twice. Attempts are saved before the calls: a daemon killed
+        meanwhile knows they were made."""
         new_domid = incident.new_domid
         assert new_domid is not None
         todo: list[PendingFrontend] = []
         for pending in due:
+            if self._paused(pending):
+                continue  # a paused guest is reattached when it resumes (its lifecycle event wakes us)
             guest = self._guests.current_domid(pending.frontend)
             if guest is not None and self._guests.frontend_backend_id(guest, pending.frontend) == new_domid:
                 pending.attached = True  # done before a daemon restart: never attach twice
                 pending.confirm_deadline = self._clock() + spec.readiness.reattach_timeout_seconds
                 self._watch(_state_path(guest, pending))
-            elif self._in_flight(spec) + len(todo) < self._max_parallel:
+            else:
                 pending.attempts += 1
                 todo.append(pending)
         if not due:
             return
-        self._save(record)
+        self._save(record)  # the attempts, before the attaches
         for pending in todo:
             f = pending.frontend
             attach = partial(self._hv.attach, f.guest_name, f.kind, f.devid, f.params, spec.name)
@@ -304,13 +317,10 @@ class FrontendSteps:
     ) -> None:
         key = self._key(spec, pending)
         self._what[key] = (step, new_domid)
-        self._calls.submit(key, f"{spec.name}: {step} {pending.describe()}", call)
+        self._calls.submit(key, f"{spec.name}: {step} {pending.describe()}", call, lane=spec.name)
 
     def _key(self, spec: DriverDomainSpec, pending: PendingFrontend) -> tuple[str, str, FrontendKey]:
         return (spec.name, "frontend", pending.key)
-
-    def _in_flight(self, spec: DriverDomainSpec) -> int:
-        return len(self._calls.keys(lambda k: _is_device_call(k, spec.name)))
 
     def _busy(self, spec: DriverDomainSpec, incident: Incident) -> bool:
         return any(self._calls.busy(self._key(spec, p)) for p in incident.frontends)
@@ -323,13 +333,14 @@ class FrontendSteps:
         incident.frontends.remove(pending)
         incident.dropped.append(pending.describe())
         self._event("dropped", record.name, incident, **pending.event_fields(), reason=why)
-        self._save(record)
+        self.unsaved = True
 
     def _event(self, event: str, dd: str, incident: Incident, **fields: object) -> dict[str, object]:
         return self._history.record(event, driver_domain=dd, incident=incident.id, **fields)
 
     def _save(self, record: DomainRecord) -> None:
         self._intents.save(record)
+        self.unsaved = False
 
 
 def earliest(current: float | None, candidate: float | None) -> float | None:

@@ -65,7 +65,6 @@ class Recovery:
         watch: Callable[[str], None],
         unwatch: Callable[[str], None],
         clock: Callable[[], float],
-        max_parallel: int,
         rng: random.Random | None = None,
     ) -> None:
         self._hv = hypervisor
@@ -88,7 +87,6 @@ class Recovery:
             watch=watch,
             unwatch=unwatch,
             clock=clock,
-            max_parallel=max_parallel,
         )
 
     # -- public ----------------------------------------------------------------------------------------
@@ -116,6 +114,8 @@ class Recovery:
             if not incident.frontends:
                 self._finish(spec, record, incident)
                 return None
+        if self._steps.unsaved:
+            self._save(record)
         return wake
 
     # -- phases ----------------------------------------------------------------------------------------
@@ -149,7 +149,8 @@ class Recovery:
             return incident.not_before - now
         record.restart_times.append(now)
         self._save(record)
-        self._calls.submit((spec.name, "start"), f"{spec.name}: start", lambda: self._start(spec))
+        start = (spec.name, "start")
+        self._calls.submit(start, f"{spec.name}: start", lambda: self._start(spec), lane=start)
         return None
 
     def _start(self, spec: DriverDomainSpec) -> DomainInfo:
@@ -317,3 +318,4 @@ class Recovery:
 
     def _save(self, record: DomainRecord) -> None:
         self._intents.save(record)
+        self._steps.unsaved = False

@@ -18,8 +18,9 @@ from typing import Any
 from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
-from xenddd.hints import CallReturned, ControlRequest, Hint, XenstoreHint
+from xenddd.hints import CallReturned, ControlRequest, Hint, Recheck, XenstoreHint
 from xenddd.model import Frontend
+from xenddd.recovery.frontend_steps import earliest
 from xenddd.recovery.history import History
 from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, Phase
 from xenddd.recovery.phases import PrepareDomain, Recovery, running_domid
@@ -28,6 +29,8 @@ from xenddd.registry.frontends import FrontendRegistry
 from xenddd.registry.guest_view import GuestView
 
 log = logging.getLogger(__name__)
+
+REGISTRY_BATCH = 0.5  # seconds between re-reads of hinted backend paths
 
 
 class Reconciler:
@@ -59,8 +62,7 @@ class Reconciler:
         self._intents = intents
         self._prepare = prepare
         self._clock = clock
-        parallel = config.settings.max_parallel_reattach
-        self.calls = ToolstackCalls(wake, workers=len(config.driver_domains) * (parallel + 1))
+        self.calls = ToolstackCalls(wake, workers=config.settings.max_parallel_reattach)
         self._recovery = Recovery(
             hypervisor,
             guests,
@@ -72,12 +74,13 @@ class Reconciler:
             watch=watch,
             unwatch=unwatch,
             clock=clock,
-            max_parallel=parallel,
             rng=rng,
         )
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
         self.last_pass_seconds: float | None = None
         self._errors: dict[str, str] = {}  # driver domain → the error its last failed pass ended with
+        self._hinted: dict[str, None] = {}  # xenstore paths hinted and not yet re-read (in order)
+        self._registry_read_at = 0.0
 
     # -- the interface the daemon uses ----------------------------------------------------------------
 
@@ -88,8 +91,7 @@ class Reconciler:
             if isinstance(hint, ControlRequest):
                 self.handle(hint)
         observed = {d.name: d for d in self._hv.domains()}
-        self._refresh_registry(hints)
-        wake: float | None = None
+        wake = self._refresh_registry(hints)
         for spec in self.config.start_order():
             self._progress(spec.name)
             try:
@@ -99,8 +101,7 @@ class Reconciler:
                 delay = 5.0
             else:
                 self._errors.pop(spec.name, None)
-            if delay is not None:
-                wake = delay if wake is None else min(wake, delay)
+            wake = earliest(wake, delay)
         self.last_pass_seconds = time.monotonic() - started
         return wake
 
@@ -112,16 +113,31 @@ class Reconciler:
             log.error("%s: %s", name, error)
             self._history.record("error", driver_domain=name, error=error)
 
-    def _refresh_registry(self, hints: Sequence[Hint]) -> None:
+    def _refresh_registry(self, hints: Sequence[Hint]) -> float | None:
         """Re-read only what xenstore hints point at; everything on a resync or a domain event (cheap
-        enough then, and what makes a missed watch event harmless)."""
+        enough then, and what makes a missed watch event harmless).
+
+        Hinted paths are re-read in batches at most every REGISTRY_BATCH seconds: while a recovery's calls
+        return one by one (each a pass), every new backend goes through several states, and re-reading
+        each device on every pass would cost many times the devices. Returns when the batch is due."""
         paths = [h.path for h in hints if isinstance(h, XenstoreHint)]
-        quiet = sum(isinstance(h, ControlRequest | CallReturned) for h in hints)
+        quiet = sum(isinstance(h, ControlRequest | CallReturned | Recheck) for h in hints)
+        now = time.monotonic()
         if not hints or len(paths) < len(hints) - quiet:
             self._registry.resync()
-            return
-        for path in dict.fromkeys(paths):
-            self._registry.refresh(path)
+            self._hinted.clear()
+            self._registry_read_at = now
+            return None
+        self._hinted.update(dict.fromkeys(paths))
+        if not self._hinted:
+            return None
+        due = self._registry_read_at + REGISTRY_BATCH
+        if now < due:
+            return due - now
+        self._registry.refresh_many(list(self._hinted))
+        self._hinted.clear()
+        self._registry_read_at = now
+        return None
 
     def handle(self, request: ControlRequest) -> None:
         """Planned operations and queries; replies exactly once, with `ok` and either data or an error."""

@@ -30,30 +30,39 @@ class CallResult:
     error: XendddError | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Running:
     what: str
-    since: float
+    since: float | None = None  # when a worker took it up (None: still queued in its lane)
 
 
 class ToolstackCalls:
+    """Calls run in lanes (e.g. one per driver domain for its devices, one for its start), each with at
+    most `workers` at once; a lane's further calls queue, so submitting a whole recovery's attaches at
+    once costs no pass per device, and one lane's queue never delays another's calls."""
+
     def __init__(
         self, wake: Callable[[], None], workers: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._wake = wake
         self._clock = clock
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="xenddd-toolstack")
+        self._workers = max(1, workers)
+        self._lanes: dict[Hashable, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
         self._running: dict[Hashable, _Running] = {}
         self._done: dict[Hashable, CallResult | BaseException] = {}
 
-    def submit(self, key: Hashable, what: str, call: Callable[[], Any]) -> None:
-        """Run `call` on a worker; `what` names it in `oldest()`. A key is used once until taken."""
+    def submit(self, key: Hashable, what: str, call: Callable[[], Any], lane: Hashable = None) -> None:
+        """Run `call` on a worker of `lane`; `what` names it in `oldest()`. A key is used once until taken."""
         with self._lock:
             if key in self._running or key in self._done:
                 raise RuntimeError(f"a toolstack call for {key!r} is already under way")
-            self._running[key] = _Running(what, self._clock())
-        self._pool.submit(self._run, key, call)
+            self._running[key] = _Running(what)
+            pool = self._lanes.get(lane)
+            if pool is None:
+                pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="xenddd-toolstack")
+                self._lanes[lane] = pool
+        pool.submit(self._run, key, call)
 
     def busy(self, key: Hashable) -> bool:
         """Submitted and not yet taken (running, or finished and waiting to be taken)."""
@@ -78,18 +87,25 @@ class ToolstackCalls:
             return [k for k in (*self._running, *self._done) if belongs(k)]
 
     def oldest(self) -> tuple[str, float] | None:
-        """The call running longest and for how many seconds: what a watchdog should look at."""
+        """The call running longest (queued ones wait for their lane, not for the toolstack) and for how
+        many seconds: what a watchdog should look at."""
         with self._lock:
-            if not self._running:
-                return None
-            first = min(self._running.values(), key=lambda r: r.since)
-        return first.what, self._clock() - first.since
+            started = [(r.since, r.what) for r in self._running.values() if r.since is not None]
+        if not started:
+            return None
+        since, what = min(started)
+        return what, self._clock() - since
 
     def close(self) -> None:
         """Stop taking calls; running ones finish on their own (a toolstack call cannot be interrupted)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            lanes = list(self._lanes.values())
+        for pool in lanes:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self, key: Hashable, call: Callable[[], Any]) -> None:
+        with self._lock:
+            self._running[key].since = self._clock()
         outcome: CallResult | BaseException
         try:
             outcome = CallResult(value=call())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from xenddd import state
@@ -55,6 +55,18 @@ _MAX_REMEMBERED_REJECTIONS = 10_000
 
 
 _Device = tuple[int, int]  # (guest domid, devid)
+
+
+@dataclass
+class _Batch:
+    """What one pass's hints name below one driver domain's backends of one kind."""
+
+    everything: bool = False
+    guests: set[int] = field(default_factory=set)
+    devices: set[_Device] = field(default_factory=set)
+
+    def covers(self, guest: int, devid: int) -> bool:
+        return guest in self.guests or (guest, devid) in self.devices
 
 
 class FrontendRegistry:
@@ -183,34 +195,45 @@ class FrontendRegistry:
 
     def refresh(self, path: str) -> None:
         """Re-read what a xenstore hint points at: a backend subtree, or `@introduceDomain` and the like."""
-        if path.startswith("@"):
-            self.domains.refresh()
-            self._settle()
-            return
-        location = parse_backend_path(path)
-        if location is None:
-            return
-        name = self._driver_name(location.driver_domid)
-        if name is None:
-            self.domains.refresh()
-            name = self._driver_name(location.driver_domid)
-            if name is None:
-                return
-        devices = None
-        if location.guest_domid is not None:
-            if not self.domains.is_running(location.guest_domid):
+        self.refresh_many([path])
+
+    def refresh_many(self, paths: Iterable[str]) -> None:
+        """`refresh` for a pass's batch of hints: what each driver domain's hints name — whole kinds,
+        guests' directories, devices — is read in one pipelined scan, and the result is settled (and
+        persisted) once. During a recovery every backend that comes up is several hints; one by one
+        they would cost O(n²)."""
+        batches: dict[tuple[int, DeviceKind], _Batch] = {}
+        for path in paths:
+            if path.startswith("@"):
                 self.domains.refresh()
-            base = f"/local/domain/{location.driver_domid}/backend/{location.kind.value}"
-            if location.devid is not None:
-                devices = [(location.guest_domid, location.devid)]
+                continue
+            location = parse_backend_path(path)
+            if location is None:
+                continue
+            batch = batches.setdefault((location.driver_domid, location.kind), _Batch())
+            if location.guest_domid is None:
+                batch.everything = True
+            elif location.devid is None:
+                batch.guests.add(location.guest_domid)
             else:
-                listing = self._xs.directory(f"{base}/{location.guest_domid}") or []
-                devices = self._devids(location.driver_domid, base, location.guest_domid, listing)
-            self._scan(
-                name, location.driver_domid, location.kind, devices, location.guest_domid, location.devid
-            )
-        else:
-            self._scan(name, location.driver_domid, location.kind, None)
+                batch.devices.add((location.guest_domid, location.devid))
+        for (dd_domid, kind), batch in batches.items():
+            name = self._driver_name(dd_domid)
+            if name is None:
+                self.domains.refresh()
+                name = self._driver_name(dd_domid)
+            if name is None:
+                continue
+            if batch.everything:
+                self._scan(name, dd_domid, kind, None)
+                continue
+            base = f"/local/domain/{dd_domid}/backend/{kind.value}"
+            guests = sorted(batch.guests)
+            listings = self._xs.directory_many([f"{base}/{g}" for g in guests]) if guests else []
+            devices = dict.fromkeys(sorted(batch.devices))
+            for guest, listing in zip(guests, listings, strict=True):
+                devices.update(dict.fromkeys(self._devids(dd_domid, base, guest, listing)))
+            self._scan(name, dd_domid, kind, list(devices), scope=batch.covers)
         self._settle()
 
     # -- scanning --------------------------------------------------------------------------------------
@@ -227,10 +250,10 @@ class FrontendRegistry:
         dd_domid: int,
         kind: DeviceKind,
         devices: list[_Device] | None,
-        scope_guest: int | None = None,
-        scope_devid: int | None = None,
+        scope: Callable[[int, int], bool] | None = None,
     ) -> None:
-        """Judge the given devices (all of this driver domain's `kind` if None) in four pipelined batches."""
+        """Judge the given devices (all of this driver domain's `kind` if None) in four pipelined batches.
+        `scope(guest, devid)` bounds what the scan may find missing (None: everything of that kind)."""
         base = f"/local/domain/{dd_domid}/backend/{kind.value}"
         if devices is None:
             guests = self._guests(dd_domid, base, self._xs.directory(base) or [])
@@ -255,7 +278,7 @@ class FrontendRegistry:
             else:
                 self._accept(source, path, verdict)
                 judged[(guest_domid, devid)] = verdict
-        self._apply(name, dd_domid, kind, judged, scope_guest, scope_devid)
+        self._apply(name, dd_domid, kind, judged, scope)
 
     def _guests(self, dd_domid: int, base: str, names: Iterable[str]) -> list[int]:
         guests = []
@@ -363,28 +386,22 @@ class FrontendRegistry:
         dd_domid: int,
         kind: DeviceKind,
         judged: dict[_Device, Judgement],
-        scope_guest: int | None,
-        scope_devid: int | None,
+        scope: Callable[[int, int], bool] | None,
     ) -> None:
         """Merge a scan: judged devices are (re)recorded; previously recorded ones of this instance that the
-        scan no longer finds stay while dom0's toolstack record still names their backend."""
+        scan no longer finds (within its scope) stay while dom0's toolstack record still names their
+        backend."""
         with self._lock:
             for verdict in judged.values():
                 self._store(verdict.frontend)
-            if scope_guest is not None and scope_devid is not None:
-                key = self._keys_at.get((dd_domid, kind, scope_guest, scope_devid))
-                candidates = [self._entries[key]] if key is not None else []
-            else:
-                candidates = list(self._entries.values())
             missing = [
                 f
-                for f in candidates
+                for f in self._entries.values()
                 if f.backend_name == name
                 and f.backend_domid == dd_domid
                 and f.kind is kind
                 and (f.guest_domid, f.devid) not in judged
-                and scope_guest in (None, f.guest_domid)
-                and scope_devid in (None, f.devid)
+                and (scope is None or scope(f.guest_domid, f.devid))
             ]
         if not missing:
             return

@@ -7,6 +7,8 @@ value simply reads as "not connected", which can delay a confirmation but never 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import Frontend, XenbusState
 from xenddd.registry.domain_directory import DomainDirectory
@@ -48,11 +50,23 @@ class GuestView:
 
     def connected(self, driver_domid: int, guest_domid: int, frontend: Frontend) -> bool:
         """Both ends Connected (XenbusState 4): the only proof that a reattach worked."""
-        return (
-            self.frontend_backend_id(guest_domid, frontend) == driver_domid
-            and self.frontend_state(guest_domid, frontend) is XenbusState.CONNECTED
-            and self.backend_state(driver_domid, guest_domid, frontend) is XenbusState.CONNECTED
-        )
+        return self.connected_many(driver_domid, [(guest_domid, frontend)])[0]
+
+    def connected_many(self, driver_domid: int, devices: Sequence[tuple[int, Frontend]]) -> list[bool]:
+        """`connected` for many (guest domid, frontend) pairs in one pipelined round trip: a recovery
+        re-checks every attached frontend on each pass, which must not cost three latencies each."""
+        paths = []
+        for guest_domid, frontend in devices:
+            front = frontend_path(guest_domid, frontend.kind, frontend.devid)
+            back = backend_path(driver_domid, frontend.kind, guest_domid, frontend.devid)
+            paths += [f"{front}/backend-id", f"{front}/state", f"{back}/state"]
+        values = self._xs.read_many(paths) if paths else []
+        return [
+            parse_domid(values[i]) == driver_domid
+            and parse_state(values[i + 1]) is XenbusState.CONNECTED
+            and parse_state(values[i + 2]) is XenbusState.CONNECTED
+            for i in range(0, len(values), 3)
+        ]
 
     def read(self, path: str) -> bytes | None:
         return self._xs.read(path)

@@ -28,7 +28,7 @@ from xenddd.adapters.xenstore.errors import XenstoreError
 from xenddd.config.loader import load_config
 from xenddd.config.spec import Config
 from xenddd.errors import XendddError
-from xenddd.hints import CallReturned, ControlRequest, DomainHint, Hint, ResyncHint
+from xenddd.hints import CallReturned, ControlRequest, DomainHint, Hint, Recheck, ResyncHint
 from xenddd.recovery.history import History
 from xenddd.recovery.intent import IntentLog
 from xenddd.recovery.phases import PrepareDomain
@@ -46,6 +46,7 @@ SAFETY_RESYNC = 30.0  # look at everything at least this often, whatever the eve
 CONTROL_TIMEOUT = 120.0
 # What one driver domain's turn in the first pass may take (prepare, libvirt create, xl pci-attach).
 STEP_TIMEOUT = 300.0
+COALESCE = 0.02  # seconds a pass waits for more hints after the first (well below readiness's 50 ms)
 STALLED_CALL = 120.0  # xl's own limit for a device operation: a toolstack call this old is hung
 
 
@@ -86,6 +87,7 @@ class Daemon:
         self.last_error: str | None = None
         self._ready = False
         self._last_ping = 0.0
+        self._watch_changes: dict[str, bool] = {}  # path → watch (True) or unwatch, for the pass's end
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -120,9 +122,13 @@ class Daemon:
         self.hints.put(ResyncHint("stopping"))
 
     def _serve(self, wake: float | None) -> None:
+        """A quiet moment re-checks what the last pass asked for; everything is re-read every
+        SAFETY_RESYNC seconds, whatever the hint traffic."""
         interval = watchdog_interval()
+        resynced = time.monotonic()
         while not self._stop.is_set():
-            timeout = min(t for t in (wake, interval, SAFETY_RESYNC) if t is not None)
+            until_resync = max(0.0, resynced + SAFETY_RESYNC - time.monotonic())
+            timeout = min(t for t in (wake, interval, until_resync) if t is not None)
             hints = self._drain(max(0.0, timeout))
             if self._stop.is_set():
                 break
@@ -130,7 +136,11 @@ class Daemon:
                 self._reload.clear()
                 self._reload_config()
                 hints.append(ResyncHint("config reloaded"))
-            wake = self._reconcile(hints or [ResyncHint("timer")])
+            if time.monotonic() >= resynced + SAFETY_RESYNC:
+                hints.append(ResyncHint("timer"))
+            if any(isinstance(h, ResyncHint) for h in hints):
+                resynced = time.monotonic()
+            wake = self._reconcile(hints or [Recheck()])
             self._ping_watchdog()
             self.notifier.status(self._status_line())
 
@@ -138,6 +148,7 @@ class Daemon:
         assert self._wiring is not None
         try:
             wake = self._wiring.reconciler.reconcile(hints)
+            self._apply_watch_changes()
             self.last_error = None
         except XendddError as exc:
             # Expected trouble (xenstored or libvirtd restarting): say it once per pass, try again soon.
@@ -151,14 +162,17 @@ class Daemon:
         return wake
 
     def _drain(self, timeout: float) -> list[Hint]:
+        """The first hint, and whatever else comes within COALESCE of it: a recovery's calls return and
+        its backends change state in bursts, and one pass for the burst does the work of many."""
         try:
             first = self.hints.get(timeout=timeout)
         except queue.Empty:
             return []
         batch = [first]
+        until = time.monotonic() + (0.0 if isinstance(first, ControlRequest) else COALESCE)
         while True:
             try:
-                batch.append(self.hints.get_nowait())
+                batch.append(self.hints.get(timeout=max(0.0, until - time.monotonic())))
             except queue.Empty:
                 return batch
 
@@ -234,16 +248,22 @@ class Daemon:
         self._last_ping = time.monotonic()
 
     def _watch(self, path: str) -> None:
-        try:
-            self.runtime.xenstore.watch(path)
-        except XenstoreError as exc:
-            log.warning("cannot watch %s: %s", path, exc)
+        self._watch_changes[path] = True
 
     def _unwatch(self, path: str) -> None:
+        self._watch_changes[path] = False
+
+    def _apply_watch_changes(self) -> None:
+        """The watches a pass asked for, armed (or removed) together once it ends: one round trip, not one
+        per reattached frontend. Arming a watch fires it once, so nothing between is missed."""
+        changes, self._watch_changes = self._watch_changes, {}
+        xenstore = self.runtime.xenstore
         try:
-            self.runtime.xenstore.unwatch(path)
+            xenstore.unwatch_many([path for path, on in changes.items() if not on])
+            for path, exc in xenstore.watch_many([path for path, on in changes.items() if on]).items():
+                log.warning("cannot watch %s: %s", path, exc)
         except XenstoreError as exc:
-            log.warning("cannot remove the watch on %s: %s", path, exc)
+            log.warning("cannot change %d xenstore watches: %s", len(changes), exc)
 
     def _reload_config(self) -> None:
         """systemd holds the unit in "reloading" (and `systemctl reload` waits) from RELOADING=1 until the

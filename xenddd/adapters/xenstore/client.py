@@ -352,33 +352,57 @@ class Xenstore:
 
     def watch(self, path: str) -> None:
         """Watch `path` (or `@introduceDomain` / `@releaseDomain`); kept across reconnects until unwatched."""
+        failed = self.watch_many([path])
+        if failed:
+            raise failed[path]
+
+    def watch_many(self, paths: Sequence[str]) -> dict[str, XenstoreError]:
+        """Watch every path in one pipelined round trip (a recovery arms one per reattached frontend);
+        returns the paths xenstored refused, with why. Kept across reconnects until unwatched."""
         with self._lock:
-            if path in self._watches.values():
-                return
             router = self._connected_router()
-            token = f"xenddd-{next(self._tokens)}"
-            self._watches[token] = path
-            router.subscribe(token.encode(), self._sink)
+            new: list[tuple[str, str]] = []
+            for path in dict.fromkeys(paths):
+                if path in self._watches.values():
+                    continue
+                token = f"xenddd-{next(self._tokens)}"
+                self._watches[token] = path
+                router.subscribe(token.encode(), self._sink)
+                new.append((token, path))
+            if not new:
+                return {}
+            requests = [(Op.WATCH, path.encode() + NUL + token.encode() + NUL) for token, path in new]
             try:
-                self._ack(router, Op.WATCH, path.encode() + NUL + token.encode() + NUL, 0)
+                results = self._pipeline(requests)
             except XenstoreUnavailable:
-                return  # kept: the reconnect registers it
-            except XenstoreError:
-                del self._watches[token]
-                raise
+                return {}  # kept: the reconnect registers them
+            failed = {}
+            for (token, path), result in zip(new, results, strict=True):
+                if isinstance(result, XenstoreError):
+                    del self._watches[token]
+                    failed[path] = result
+            return failed
 
     def unwatch(self, path: str) -> None:
+        self.unwatch_many([path])
+
+    def unwatch_many(self, paths: Sequence[str]) -> None:
+        """Remove the watches on `paths` in one pipelined round trip; an unknown path is no error."""
+        wanted = set(paths)
         with self._lock:
-            tokens = [t for t, p in self._watches.items() if p == path]
-            for token in tokens:
+            gone = [(t, p) for t, p in self._watches.items() if p in wanted]
+            for token, _path in gone:
                 del self._watches[token]
-        for token in tokens:
-            try:
-                self._call(Op.UNWATCH, path.encode() + NUL + token.encode() + NUL)
-            except XenstoreUnavailable:
-                return  # the server forgot it with the connection; nothing is re-registered for it
-            except XenstoreError as exc:
-                log.debug("unwatch %s: %s", path, exc)
+        if not gone:
+            return
+        requests = [(Op.UNWATCH, path.encode() + NUL + token.encode() + NUL) for token, path in gone]
+        try:
+            results = self._pipeline(requests)
+        except XenstoreUnavailable:
+            return  # the server forgot them with the connection; nothing is re-registered for them
+        for (_token, path), result in zip(gone, results, strict=True):
+            if isinstance(result, XenstoreError):
+                log.debug("unwatch %s: %s", path, result)
 
     @property
     def watched(self) -> list[str]:
