@@ -376,3 +376,31 @@ def test_a_start_that_hands_back_the_dead_domid_is_not_taken_for_a_restart(
     assert stale and [e["domid"] for e in events(handle, "restarted")] != [dead]
     assert all(e["domid"] != dead for e in events(handle, "restarted") + events(handle, "ready"))
     wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+
+
+@pytest.mark.xfail(strict=True, reason="#15: libvirt's attach lets libxl pick the vif's devid")
+def test_a_vif_keeps_its_devid_when_a_later_vif_of_the_guest_is_served_elsewhere(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """libxl gives a device attached without a devid the last listed one plus one: a guest with vif 0 on
+    the crashed domnet and vif 1 on another driver domain would get its vif back as 2, and a guest
+    configured on eth0's devid (udev rules, `vif-route` names, firewall rules on vif<domid>.0) loses it."""
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES), what="guests connected at start")
+    guest = sim.host.create_guest("router", vif=("domnet", "domstore"))
+    wiring = handle.daemon._wiring
+    assert wiring is not None
+    wait_until(lambda: len(wiring.registry.frontends()) == FIVE_DEVICES + 2, what="router's vifs known")
+    dom0, router = sim.host.dom0, guest.domid
+    mac_before = dom0.read(f"/local/domain/{router}/device/vif/0/mac")
+
+    sim.host.crash("domnet")
+
+    wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery")
+    new_net = sim.host.domains["domnet"].domid
+    assert [e["devid"] for e in events(handle, "reattached") if e.get("guest") == "router"] == [0]
+    assert sorted(dom0.directory(f"/local/domain/{router}/device/vif")) == ["0", "1"]
+    assert dom0.read(f"/local/domain/{router}/device/vif/0/backend-id") == str(new_net).encode()
+    assert dom0.read(f"/local/domain/{router}/device/vif/0/mac") == mac_before
+    assert not events(handle, "reattach-differs")

@@ -2,8 +2,10 @@
 
 It behaves like libvirt's libxl driver where the difference matters to xenddd: lifecycle events arrive on a
 separate thread (libvirt's event loop), a crash is STOPPED/CRASHED and an external destroy STOPPED/DESTROYED,
-a guest keeps a device in its live definition after the backend died until it is detached, and attaching a
-device whose backend domain is not running fails.
+a guest keeps a device in its live definition after the backend died until it is detached, attaching a
+device whose backend domain is not running fails, and an attached vif gets the devid libxl picks, not the
+one asked for: libvirt's libxlMakeNic never sets `libxl_device_nic.devid` (see docs/design.md). A vbd's
+devid is its vdev's number on both toolstacks (libxl__device_disk_dev_number), so it is kept.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class SimHypervisor:
         else:
             values = {"dev": params.vdev, "params": params.target, "mode": params.mode}
         try:
-            self.host.attach(guest, kind.value, devid, backend, values)
+            self.host.attach(guest, kind.value, None if kind is DeviceKind.VIF else devid, backend, values)
         except KeyError:
             raise XendddError(f"{guest}: no such domain") from None
         except XsError as exc:
