@@ -3,6 +3,7 @@ frontend reattached with the same identity, and nothing is lost or duplicated wh
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -239,6 +240,41 @@ def test_a_hostile_driver_domain_forging_a_backend_gets_nothing_attached(
     wait_until(lambda: all_connected(sim, FIVE_DEVICES))
     assert ("cache", "vbd", "51712") not in frontends(sim)
     assert store.domid is not None and len(events(handle, "reattached")) == 3
+    hostile.close()
+
+
+def test_a_driver_domain_spoiling_optional_vif_keys_cannot_keep_the_guest_from_being_reattached(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """#16: a malformed ip, mtu or rate in the backend once rejected the whole device, so the guest was
+    never reattached after the next crash. Only the bad values are ignored now, each said once."""
+    from xenddd.sim.domain_client import DomainClient
+
+    said: list[str] = []
+    registry_log = logging.getLogger("xenddd.registry")
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    registry_log.addHandler(handler)
+    registry_log.setLevel(logging.WARNING)  # whatever level an earlier test left the root logger at
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    net, web = sim.host.domains["domnet"], sim.host.domains["web"]
+    hostile = DomainClient(sim.engine, net.domid)  # type: ignore[arg-type]
+    backend = f"/local/domain/{net.domid}/backend/vif/{web.domid}/0"
+    hostile.write(f"{backend}/ip", "10.0.0.300 ; reboot")
+    hostile.write(f"{backend}/mtu", "9" * 30)
+    hostile.write(f"{backend}/rate", "as fast as you like")
+    wait_until(lambda: all(any(key in line for line in said) for key in ("ip '10.", "mtu '999", "rate 'as")))
+
+    sim.host.crash("domnet")
+
+    wait_until(lambda: len(events(handle, "recovered")) == 1)
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+    assert ("web", "vif", 0) in {(e["guest"], e["kind"], e["devid"]) for e in events(handle, "reattached")}
+    assert sum("mtu '999" in line for line in said) == 1
+    registry_log.removeHandler(handler)
+    registry_log.setLevel(logging.NOTSET)
     hostile.close()
 
 

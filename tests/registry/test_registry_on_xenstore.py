@@ -65,7 +65,7 @@ def test_vif_and_vbd_backends_in_two_driver_domains_are_recorded(host: Host, tmp
     assert (vifs[0].backend_state, vifs[0].frontend_state) == (XenbusState.CONNECTED, XenbusState.CONNECTED)
     vbds = reg.served_by("blkdd")
     assert [f.params for f in vbds] == [
-        VbdParams("xvda", f"/dev/vg/guest{g}", "w", "disk") for g in (5, 6, 7)
+        VbdParams("xvda", f"/dev/vg/guest{g}", "w", "disk", backend_type="phy") for g in (5, 6, 7)
     ]
     assert reg.rejected() == {}
 
