@@ -414,7 +414,6 @@ def test_a_start_that_hands_back_the_dead_domid_is_not_taken_for_a_restart(
     wait_until(lambda: all_connected(sim, FIVE_DEVICES))
 
 
-@pytest.mark.xfail(strict=True, reason="#15: libvirt's attach lets libxl pick the vif's devid")
 def test_a_vif_keeps_its_devid_when_a_later_vif_of_the_guest_is_served_elsewhere(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:
