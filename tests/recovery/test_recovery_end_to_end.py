@@ -439,3 +439,27 @@ def test_a_vif_keeps_its_devid_when_a_later_vif_of_the_guest_is_served_elsewhere
     assert dom0.read(f"/local/domain/{router}/device/vif/0/backend-id") == str(new_net).encode()
     assert dom0.read(f"/local/domain/{router}/device/vif/0/mac") == mac_before
     assert not events(handle, "reattach-differs")
+
+
+def test_a_reattached_device_whose_identity_differs_is_reported_field_by_field(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """A toolstack that gives the device back on another bridge: recovered, but said, with was and is."""
+    from xenddd.model import VifParams
+
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    real_attach = sim.hypervisor.attach
+
+    def attach(guest: str, kind: Any, devid: int, params: Any, backend: str) -> None:
+        if isinstance(params, VifParams) and guest == "cache":
+            params = replace(params, bridge="xenbr1")
+        real_attach(guest, kind, devid, params, backend)
+
+    sim.hypervisor.attach = attach  # type: ignore[method-assign]
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "recovered")) == 1)
+    (differs,) = events(handle, "reattach-differs")
+    assert (differs["guest"], differs["kind"], differs["devid"]) == ("cache", "vif", 0)
+    assert differs["bridge"] == ["xenbr0", "xenbr1"] and "mac" not in differs

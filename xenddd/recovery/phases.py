@@ -220,6 +220,11 @@ class Recovery:
                 continue
             if pending.attached:
                 if self._guests.connected(incident.new_domid, guest, pending.frontend):
+                    differs = self._guests.identity_differences(guest, pending.frontend)
+                    if differs:  # the guest's own configuration (udev rules, fstab) may not find it
+                        self._event(
+                            "reattach-differs", spec.name, incident, **pending.event_fields(), **differs
+                        )
                     incident.frontends.remove(pending)
                     self._event(
                         "reattached", spec.name, incident, **pending.event_fields(), attempts=pending.attempts
