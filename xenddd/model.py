@@ -90,7 +90,9 @@ class XenbusState(enum.IntEnum):
 
 @dataclass(frozen=True)
 class VifParams:
-    """What it takes to recreate a network frontend with the same identity on another backend."""
+    """What it takes to recreate a network frontend with the same identity on another backend: every key
+    libxl writes for a vif (libxl__set_xenstore_nic), plus `model`, which libxl does not write (only
+    libvirt's XML has it). `rate` is libxl's `<bytes per interval>,<interval in µs>`."""
 
     mac: str
     bridge: str | None = None
@@ -99,17 +101,24 @@ class VifParams:
     ip: str | None = None
     rate: str | None = None
     mtu: int | None = None
+    vifname: str | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
 class VbdParams:
-    """What it takes to recreate a block frontend with the same identity on another backend."""
+    """What it takes to recreate a block frontend with the same identity on another backend.
+
+    `backend_type` is libxl's backend (`phy`, `qdisk`, `tap`, `standalone`): a `phy` disk whose target is
+    not under /dev is one a hotplug `script` (block-iscsi, block-drbd, ...) turns into a device."""
 
     vdev: str
     target: str
     mode: str = "w"
     device_type: str = "disk"
     format: str | None = None
+    backend_type: str | None = None
+    script: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from xenddd.adapters.domain_xml import driver_domain_xml, frontend_device_xml
+from xenddd.adapters.domain_xml import driver_domain_xml, frontend_disk_xml
 from xenddd.config.spec import DiskSpec, DriverDomainSpec, PciDeviceSpec
-from xenddd.model import Bdf, DeviceKind, DriverDomainKind, VbdParams, VifParams
+from xenddd.model import Bdf, DriverDomainKind, VbdParams
 
 GOLDEN = Path(__file__).with_name("golden")
 NET = frozenset({DriverDomainKind.NETWORK})
@@ -57,16 +57,27 @@ CASES = {
             on_crash="preserve",
         )
     ),
-    "vif_with_backenddomain": frontend_device_xml(
-        DeviceKind.VIF, VifParams(mac="00:16:3e:00:00:02", bridge="br0"), "domnet"
+    "vbd_file_readonly": frontend_disk_xml(
+        VbdParams(vdev="xvdb", target="/srv/images/data.img", mode="r", format="raw"), "domstore"
     ),
-    "vbd_file_readonly": frontend_device_xml(
-        DeviceKind.VBD,
-        VbdParams(vdev="xvdb", target="/srv/images/data.img", mode="r", format="raw"),
+    "vbd_block_device": frontend_disk_xml(VbdParams(vdev="xvda", target="/dev/vg/web"), "domstore"),
+    "vbd_phy_outside_dev": frontend_disk_xml(
+        VbdParams(vdev="xvdc", target="/srv/lun0.raw", backend_type="phy", script="/etc/xen/scripts/block"),
         "domstore",
     ),
-    "vbd_block_device": frontend_device_xml(
-        DeviceKind.VBD, VbdParams(vdev="xvda", target="/dev/vg/web"), "domstore"
+    "vbd_qdisk_qcow2_cdrom": frontend_disk_xml(
+        VbdParams(
+            vdev="hdc",
+            target="/srv/iso/inst.qcow2",
+            mode="r",
+            device_type="cdrom",
+            format="qcow2",
+            backend_type="qdisk",
+        ),
+        "domstore",
+    ),
+    "vbd_tap_vhd": frontend_disk_xml(
+        VbdParams(vdev="xvdd", target="/srv/old.vhd", format="vhd", backend_type="tap"), "domstore"
     ),
 }
 
@@ -97,8 +108,11 @@ def test_relaxed_pci_devices_are_left_to_libxl_in_a_passthrough_enabled_domain()
     assert ET.fromstring(CASES["pv_network_dd_with_pci"]).find("./features") is None
 
 
+def test_a_phy_disk_stays_phy_whatever_its_target_looks_like() -> None:
+    disk = ET.fromstring(CASES["vbd_phy_outside_dev"])
+    assert (disk.get("type"), disk.find("driver").get("name")) == ("block", "phy")  # type: ignore[union-attr]
+
+
 def test_names_cannot_inject_xml() -> None:
-    xml = frontend_device_xml(
-        DeviceKind.VIF, VifParams(mac="00:16:3e:00:00:02", bridge="br0'/><evil/>"), "dd"
-    )
+    xml = frontend_disk_xml(VbdParams(vdev="xvda", target="/dev/x'/><evil/>"), "dd'/><evil/>")
     assert ET.fromstring(xml).find("evil") is None

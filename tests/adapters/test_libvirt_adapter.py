@@ -95,10 +95,19 @@ def test_lifecycle_translation_tells_crash_from_destroy_and_shutdown() -> None:
 
 
 def test_guest_devices_are_read_from_live_xml_with_their_backend_domain() -> None:
-    xml = (Path(__file__).with_name("golden") / "vif_with_backenddomain.xml").read_text()
+    xml = """<interface type='bridge'><mac address='00:16:3E:00:00:02'/><source bridge='br0'/>
+      <script path='vif-route'/><ip address='10.0.0.2'/><ip address='fd00::2'/><target dev='web-eth0'/>
+      <model type='netfront'/><backenddomain name='domnet'/></interface>"""
     (device,) = parse_guest_devices(f"<domain><devices>{xml}</devices></domain>")
     assert device.kind is DeviceKind.VIF and device.backend_name == "domnet"
-    assert device.params == VifParams(mac="00:16:3e:00:00:02", bridge="br0")
+    assert device.params == VifParams(
+        mac="00:16:3e:00:00:02",
+        bridge="br0",
+        script="vif-route",
+        ip="10.0.0.2 fd00::2",
+        vifname="web-eth0",
+        model="netfront",
+    )
 
 
 def test_defining_again_updates_the_existing_definition(hypervisor: LibvirtHypervisor) -> None:

@@ -3,6 +3,7 @@ frontend reattached with the same identity, and nothing is lost or duplicated wh
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -242,6 +243,41 @@ def test_a_hostile_driver_domain_forging_a_backend_gets_nothing_attached(
     hostile.close()
 
 
+def test_a_driver_domain_spoiling_optional_vif_keys_cannot_keep_the_guest_from_being_reattached(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """#16: a malformed ip, mtu or rate in the backend once rejected the whole device, so the guest was
+    never reattached after the next crash. Only the bad values are ignored now, each said once."""
+    from xenddd.sim.domain_client import DomainClient
+
+    said: list[str] = []
+    registry_log = logging.getLogger("xenddd.registry")
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    registry_log.addHandler(handler)
+    registry_log.setLevel(logging.WARNING)  # whatever level an earlier test left the root logger at
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    net, web = sim.host.domains["domnet"], sim.host.domains["web"]
+    hostile = DomainClient(sim.engine, net.domid)  # type: ignore[arg-type]
+    backend = f"/local/domain/{net.domid}/backend/vif/{web.domid}/0"
+    hostile.write(f"{backend}/ip", "10.0.0.300 ; reboot")
+    hostile.write(f"{backend}/mtu", "9" * 30)
+    hostile.write(f"{backend}/rate", "as fast as you like")
+    wait_until(lambda: all(any(key in line for line in said) for key in ("ip '10.", "mtu '999", "rate 'as")))
+
+    sim.host.crash("domnet")
+
+    wait_until(lambda: len(events(handle, "recovered")) == 1)
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+    assert ("web", "vif", 0) in {(e["guest"], e["kind"], e["devid"]) for e in events(handle, "reattached")}
+    assert sum("mtu '999" in line for line in said) == 1
+    registry_log.removeHandler(handler)
+    registry_log.setLevel(logging.NOTSET)
+    hostile.close()
+
+
 @pytest.mark.parametrize("killed_after", ["detach", "start", "attach"])
 def test_a_daemon_killed_right_after_any_step_is_finished_by_the_next_one_without_duplicates(
     start_daemon: Callable[..., RunningDaemon], killed_after: str
@@ -394,3 +430,54 @@ def test_a_start_that_hands_back_the_dead_domid_is_not_taken_for_a_restart(
     assert stale and [e["domid"] for e in events(handle, "restarted")] != [dead]
     assert all(e["domid"] != dead for e in events(handle, "restarted") + events(handle, "ready"))
     wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+
+
+def test_a_vif_keeps_its_devid_when_a_later_vif_of_the_guest_is_served_elsewhere(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """libxl gives a device attached without a devid the last listed one plus one: a guest with vif 0 on
+    the crashed domnet and vif 1 on another driver domain would get its vif back as 2, and a guest
+    configured on eth0's devid (udev rules, `vif-route` names, firewall rules on vif<domid>.0) loses it."""
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES), what="guests connected at start")
+    guest = sim.host.create_guest("router", vif=("domnet", "domstore"))
+    wiring = handle.daemon._wiring
+    assert wiring is not None
+    wait_until(lambda: len(wiring.registry.frontends()) == FIVE_DEVICES + 2, what="router's vifs known")
+    dom0, router = sim.host.dom0, guest.domid
+    mac_before = dom0.read(f"/local/domain/{router}/device/vif/0/mac")
+
+    sim.host.crash("domnet")
+
+    wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery")
+    new_net = sim.host.domains["domnet"].domid
+    assert [e["devid"] for e in events(handle, "reattached") if e.get("guest") == "router"] == [0]
+    assert sorted(dom0.directory(f"/local/domain/{router}/device/vif")) == ["0", "1"]
+    assert dom0.read(f"/local/domain/{router}/device/vif/0/backend-id") == str(new_net).encode()
+    assert dom0.read(f"/local/domain/{router}/device/vif/0/mac") == mac_before
+    assert not events(handle, "reattach-differs")
+
+
+def test_a_reattached_device_whose_identity_differs_is_reported_field_by_field(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """A toolstack that gives the device back on another bridge: recovered, but said, with was and is."""
+    from xenddd.model import VifParams
+
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    real_attach = sim.hypervisor.attach
+
+    def attach(guest: str, kind: Any, devid: int, params: Any, backend: str) -> None:
+        if isinstance(params, VifParams) and guest == "cache":
+            params = replace(params, bridge="xenbr1")
+        real_attach(guest, kind, devid, params, backend)
+
+    sim.hypervisor.attach = attach  # type: ignore[method-assign]
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "recovered")) == 1)
+    (differs,) = events(handle, "reattach-differs")
+    assert (differs["guest"], differs["kind"], differs["devid"]) == ("cache", "vif", 0)
+    assert differs["bridge"] == ["xenbr0", "xenbr1"] and "mac" not in differs

@@ -170,6 +170,29 @@ def test_oversized_or_nul_carrying_identity_values_are_rejected_if_only_the_driv
         assert isinstance(verdict, Rejection), forged
 
 
+def test_a_malformed_optional_vif_key_is_ignored_alone_and_a_trusted_copy_still_counts() -> None:
+    backend = vif_backend(ip=b"10.0.0.300", mtu=b"99999999", rate=b"fast", vifname=b"x" * 40)
+    verdict = judge(DeviceKind.VIF, DeviceNodes(toolstack(rate=b"12500,50000"), backend, {}))
+    assert isinstance(verdict, Judgement), verdict
+    params = verdict.frontend.params
+    assert isinstance(params, VifParams)
+    assert (params.mac, params.ip, params.mtu, params.rate, params.vifname) == (
+        "00:16:3e:5a:01:02",
+        None,
+        None,
+        "12500,50000",
+        None,
+    )
+    assert sorted(w.split()[0] for w in verdict.warnings) == ["ip", "mtu", "rate", "vifname"]
+
+
+def test_a_malformed_disk_mode_rejects_the_disk_rather_than_guess_it_writable() -> None:
+    ts = toolstack(DeviceKind.VBD, params=b"/dev/vg/web1", dev=b"xvda", type=b"phy")
+    verdict = judge(DeviceKind.VBD, DeviceNodes(ts, {"mode": b"rw!"}, {}))
+    assert isinstance(verdict, Rejection)
+    assert "mode" in verdict.reason
+
+
 def test_a_guest_writing_a_nonsense_state_only_loses_its_displayed_state() -> None:
     verdict = judge(DeviceKind.VIF, DeviceNodes(toolstack(), vif_backend(), {"state": b"99"}))
     assert isinstance(verdict, Judgement)
@@ -184,9 +207,13 @@ def test_a_qdisk_vbd_keeps_its_format_target_vdev_and_mode() -> None:
     verdict = judge(DeviceKind.VBD, DeviceNodes(ts, {"state": b"4"}, {}))
     assert isinstance(verdict, Judgement), verdict
     assert verdict.frontend.params == VbdParams(
-        vdev="xvda", target="/srv/web1.qcow2", mode="r", device_type="disk", format="qcow2"
+        vdev="xvda",
+        target="/srv/web1.qcow2",
+        mode="r",
+        device_type="disk",
+        format="qcow2",
+        backend_type="qdisk",
     )
-    assert verdict.frontend.extra == {"backend-type": "qdisk"}
 
 
 def test_a_persisted_entry_round_trips() -> None:

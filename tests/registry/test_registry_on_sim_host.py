@@ -101,7 +101,7 @@ def test_guests_created_by_the_toolstack_appear_with_their_identity_and_connecte
         assert isinstance(vif.params, VifParams) and vif.params.mac == device["vif"].params["mac"]
         assert vif.hotplug_status == "connected"
         assert vbd.backend_name == "blkdd"
-        assert vbd.params == VbdParams("xvda", f"/dev/vg/{guest.name}-xvda", "w", "disk")
+        assert vbd.params == VbdParams("xvda", f"/dev/vg/{guest.name}-xvda", "w", "disk", backend_type="phy")
 
 
 def test_a_destroyed_guest_disappears_and_a_crashed_driver_domain_leaves_orphans(

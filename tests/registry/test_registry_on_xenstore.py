@@ -67,7 +67,7 @@ def test_vif_and_vbd_backends_in_two_driver_domains_are_recorded(host: Host, tmp
     assert (vifs[0].backend_state, vifs[0].frontend_state) == (XenbusState.CONNECTED, XenbusState.CONNECTED)
     vbds = reg.served_by("blkdd")
     assert [f.params for f in vbds] == [
-        VbdParams("xvda", f"/dev/vg/guest{g}", "w", "disk") for g in (5, 6, 7)
+        VbdParams("xvda", f"/dev/vg/guest{g}", "w", "disk", backend_type="phy") for g in (5, 6, 7)
     ]
     assert reg.rejected() == {}
 
@@ -243,3 +243,17 @@ def test_a_backend_that_libvirt_places_elsewhere_is_rejected(host: Host, tmp_pat
     reg.resync()
     assert [f.guest_name for f in reg.served_by("netdd")] == ["guest5", "guest7"]
     assert "otherdd" in reg.rejected()[f"/local/domain/{NETDD}/backend/vif/6/0"]
+
+
+def test_a_vif_model_is_taken_from_libvirt_the_only_source_that_has_it(host: Host, tmp_path: Path) -> None:
+    def libvirt_devices(guest: str) -> list[GuestDevice] | None:
+        if guest != "guest6":
+            return None
+        return [
+            GuestDevice(DeviceKind.VIF, None, VifParams(mac="00:16:3e:00:00:06", model="netfront"), "netdd")
+        ]
+
+    reg = registry(host.xs, tmp_path, libvirt_devices=libvirt_devices)
+    reg.resync()
+    models = {f.guest_name: getattr(f.params, "model", None) for f in reg.served_by("netdd")}
+    assert models == {"guest5": None, "guest6": "netfront", "guest7": None}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from xenddd.config.spec import DiskSpec, DriverDomainSpec, PciDeviceSpec
-from xenddd.model import DeviceKind, VbdParams, VifParams
+from xenddd.model import VbdParams
 
 
 def driver_domain_xml(spec: DriverDomainSpec, uuid: str | None = None) -> str:
@@ -73,25 +73,24 @@ def libxl_pci(spec: DriverDomainSpec) -> tuple[PciDeviceSpec, ...]:
     return tuple(pci for pci in spec.pci if pci.reset == "relaxed")
 
 
-def frontend_device_xml(kind: DeviceKind, params: VifParams | VbdParams, backend: str) -> str:
-    """A vif (`<interface>`) or vbd (`<disk>`) served by driver domain `backend` (`<backenddomain>`)."""
-    if kind is DeviceKind.VIF:
-        assert isinstance(params, VifParams)
-        interface = ET.Element("interface", type="bridge")
-        ET.SubElement(interface, "mac", address=params.mac)
-        ET.SubElement(interface, "source", bridge=params.bridge or "xenbr0")
-        if params.script:
-            ET.SubElement(interface, "script", path=params.script)
-        ET.SubElement(interface, "backenddomain", name=backend)
-        if params.mtu:
-            ET.SubElement(interface, "mtu", size=str(params.mtu))
-        return _text(interface)
-    assert isinstance(params, VbdParams)
-    block = params.target.startswith("/dev/")
+def frontend_disk_xml(params: VbdParams, backend: str) -> str:
+    """A vbd (`<disk>`) served by driver domain `backend` (`<backenddomain>`), with libxl's recorded
+    backend type: `phy` is `<disk type='block'>` whatever the target looks like, `qdisk` is QEMU's file
+    disk with its format, `tap` is blktap (libvirt's libxlMakeDisk maps them back one for one). Only a
+    record from before xenddd kept the backend type falls back to judging by the target's /dev prefix.
+
+    libvirt's `<interface>` is not built here: libvirt cannot keep a vif's devid, so vifs are attached
+    with xl (adapters/hypervisor.py, docs/design.md); nor are disks with a hotplug script, which
+    libxlMakeDisk has no field for.
+    """
+    backend_type = params.backend_type or ("phy" if params.target.startswith("/dev/") else "qdisk")
+    block = backend_type == "phy"
     disk = ET.Element(
         "disk", type="block" if block else "file", device="cdrom" if params.device_type == "cdrom" else "disk"
     )
-    driver = {"name": "phy"} if block else {"name": "qemu", "type": params.format or "raw"}
+    driver = {"name": "phy"} if block else {"name": backend_type if backend_type == "tap" else "qemu"}
+    if not block:
+        driver["type"] = params.format or "raw"
     ET.SubElement(disk, "driver", driver)
     ET.SubElement(disk, "source", {"dev": params.target} if block else {"file": params.target})
     ET.SubElement(disk, "backenddomain", name=backend)

@@ -10,6 +10,11 @@ Quirks contained here:
   the stale device must be detached through libvirt before the same device can be attached again, and
   "device not found" on detach means "already gone", not failure.
 - Guests that `xl` created are not libvirt's; their devices are attached and detached with `xl`.
+- libvirt cannot keep a vif's devid: libxlMakeNic never sets `libxl_device_nic.devid`, so libxl takes
+  the last listed devid plus one. A libvirt guest's vifs are therefore detached and attached with
+  `xl ... devid=N`, as are disks with a hotplug script (libxlMakeDisk has no field for one). libvirt's
+  live and persistent definitions are left alone: they still describe the same device (MAC, bridge,
+  `<backenddomain name>`; the driver domain keeps its name), so they stay true (docs/design.md).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 import libvirt
 
-from xenddd.adapters.domain_xml import driver_domain_xml, frontend_device_xml, libxl_pci
+from xenddd.adapters.domain_xml import driver_domain_xml, frontend_disk_xml, libxl_pci
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, GuestDevice, LifecycleEvent, LifecycleKind
 from xenddd.adapters.xl import Xl
 from xenddd.config.spec import DriverDomainSpec, PciDeviceSpec
@@ -251,11 +256,11 @@ class LibvirtHypervisor:
         self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
     ) -> None:
         dom = self._lookup(guest)
-        if dom is None:
-            self._xl.attach(guest, kind, params, backend)
+        if dom is None or not isinstance(params, VbdParams) or not libvirt_can_express(params):
+            self._xl.attach(guest, kind, devid, params, backend)
             return
         try:
-            dom.attachDeviceFlags(frontend_device_xml(kind, params, backend), _flags(dom))
+            dom.attachDeviceFlags(frontend_disk_xml(params, backend), _flags(dom))
         except libvirt.libvirtError as exc:
             raise XendddError(
                 f"{guest}: attaching {kind.value} {devid} via {backend}: {_message(exc)}"
@@ -263,15 +268,15 @@ class LibvirtHypervisor:
 
     def detach(self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams) -> None:
         dom = self._lookup(guest)
-        if dom is None:
+        if dom is None or not isinstance(params, VbdParams) or not libvirt_can_express(params):
             self._xl.detach(guest, kind, devid)
             return
         current = [d for d in parse_guest_devices(dom.XMLDesc(0)) if _same_device(d, kind, params)]
-        if not current:
+        if not current or not isinstance(current[0].params, VbdParams):
             return  # already gone
         try:
             dom.detachDeviceFlags(
-                frontend_device_xml(kind, current[0].params, current[0].backend_name or ""), _flags(dom)
+                frontend_disk_xml(current[0].params, current[0].backend_name or ""), _flags(dom)
             )
         except libvirt.libvirtError as exc:
             if exc.get_error_code() in (libvirt.VIR_ERR_DEVICE_MISSING, libvirt.VIR_ERR_NO_DOMAIN):
@@ -322,6 +327,12 @@ def translate_lifecycle(event: int, detail: int) -> LifecycleKind | None:
     }.get(event)
 
 
+def libvirt_can_express(params: VbdParams) -> bool:
+    """libvirt's disk XML has no hotplug script (libxlMakeDisk); only libxl's default one, `block` for a
+    `phy` disk, goes without saying."""
+    return params.script is None or params.script.rsplit("/", 1)[-1] == "block"
+
+
 def parse_guest_devices(xml_text: str) -> list[GuestDevice]:
     """A guest's vifs and vbds from its live XML, with the driver domain serving each (if any)."""
     root = ET.fromstring(xml_text)
@@ -333,7 +344,12 @@ def parse_guest_devices(xml_text: str) -> list[GuestDevice]:
         source = interface.find("source")
         backend = interface.find("backenddomain")
         params = VifParams(
-            mac=mac.get("address", "").lower(), bridge=source.get("bridge") if source is not None else None
+            mac=mac.get("address", "").lower(),
+            bridge=source.get("bridge") if source is not None else None,
+            script=_attribute(interface, "script", "path"),
+            ip=" ".join(ip.get("address", "") for ip in interface.iterfind("ip")) or None,
+            vifname=_attribute(interface, "target", "dev"),
+            model=_attribute(interface, "model", "type"),
         )
         devices.append(
             GuestDevice(DeviceKind.VIF, None, params, backend.get("name") if backend is not None else None)
@@ -355,6 +371,11 @@ def parse_guest_devices(xml_text: str) -> list[GuestDevice]:
             )
         )
     return devices
+
+
+def _attribute(element: ET.Element, child: str, name: str) -> str | None:
+    found = element.find(child)
+    return found.get(name) if found is not None else None
 
 
 def _same_device(device: GuestDevice, kind: DeviceKind, params: VifParams | VbdParams) -> bool:

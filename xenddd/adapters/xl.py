@@ -3,7 +3,12 @@ to pass through without resetting them, and Xen's capabilities.
 
 Guests created with `xl create` are not libvirt's, so their frontends are detached and reattached with
 `xl network-detach/-attach` and `xl block-detach/-attach`, which also do libxl's "cleanup frontend only"
-when the backend domain is already gone.
+when the backend domain is already gone. So are libvirt guests' vifs, whose devid libvirt cannot keep, and
+disks with a hotplug script, which libvirt cannot express (docs/design.md).
+
+Every parameter libxl recorded is given back in xl's own syntax (tools/xl/xl_parse.c parse_nic_config,
+which accepts `devid=` and `mtu=` since before Xen 4.17; tools/libs/util/libxlu_disk_l.l): a reattached
+device must be the one the guest had, not one with libxl's defaults.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from xenddd.errors import InputError, XendddError
 from xenddd.model import Bdf, DeviceKind, VbdParams, VifParams
 
 XL_TIMEOUT = 120.0  # xl network-attach took 6.3 s under emulation; allow for a slow, loaded dom0
+_UINT32_MAX = 2**32 - 1
 
 
 class Xl:
@@ -34,17 +40,13 @@ class Xl:
                 return bool({"pv_directio", "hvm_directio"} & set(value.split()))
         return False
 
-    def attach(self, guest: str, kind: DeviceKind, params: VifParams | VbdParams, backend: str) -> None:
+    def attach(
+        self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
+    ) -> None:
         if isinstance(params, VifParams):
-            args = [f"mac={params.mac}", f"backend={backend}"]
-            args += [f"{k}={v}" for k, v in (("bridge", params.bridge), ("script", params.script)) if v]
-            self._run("network-attach", guest, *args)
+            self._run("network-attach", guest, *network_attach_args(devid, params, backend))
         else:
-            spec = f"vdev={params.vdev},access={'ro' if params.mode == 'r' else 'rw'},backend={backend}"
-            if params.format:
-                spec += f",format={params.format}"
-            spec += f",devtype={params.device_type},target={params.target}"
-            self._run("block-attach", guest, spec)
+            self._run("block-attach", guest, block_attach_spec(params, backend))
 
     def pci_attach(self, domain: str, pci: PciDeviceSpec) -> None:
         """libxl resets the device through pciback (do_flr) when it has a way to, and proceeds when not."""
@@ -87,3 +89,51 @@ class Xl:
             detail = (result.stderr.strip().splitlines() or ["no message"])[-1]
             raise XendddError(f"xl {' '.join(args)} failed: {detail}")
         return result.stdout
+
+
+def network_attach_args(devid: int, params: VifParams, backend: str) -> list[str]:
+    """`xl network-attach` arguments giving back the vif as libxl recorded it, devid included: without
+    `devid=` libxl takes the last listed devid plus one (libxl__device_nextid), not the freed one.
+
+    `type` is not passed: only the PV half of a vif can be hot-plugged (libxl__device_nic_setdefault
+    makes a hot-plugged nic `vif`); an HVM guest's emulated twin stays as the domain was built.
+    """
+    args = [f"devid={devid}", f"mac={params.mac}", f"backend={backend}"]
+    optional: tuple[tuple[str, object], ...] = (
+        ("bridge", params.bridge),
+        ("script", params.script),
+        ("ip", params.ip),
+        ("mtu", params.mtu),
+        ("vifname", params.vifname),
+        ("model", params.model),
+        ("rate", xl_rate(params.rate) if params.rate else None),
+    )
+    return args + [f"{key}={value}" for key, value in optional if value]
+
+
+def block_attach_spec(params: VbdParams, backend: str) -> str:
+    """An `xl block-attach` disk spec; `target=` comes last, as xl-disk-configuration requires, since a
+    target (an iSCSI or DRBD name for `script=block-iscsi`/`block-drbd`) may itself contain commas."""
+    items = [f"vdev={params.vdev}", f"access={'ro' if params.mode == 'r' else 'rw'}", f"backend={backend}"]
+    items += [f"format={params.format}"] if params.format else []
+    items += [f"backendtype={params.backend_type}"] if params.backend_type else []
+    items += [f"script={params.script}"] if params.script else []
+    items += [f"devtype={params.device_type}", f"target={params.target}"]
+    return ",".join(items)
+
+
+def xl_rate(rate: str) -> str:
+    """libxl's recorded `<bytes per interval>,<interval µs>` as xl's `<bytes>B/s@<interval>us`.
+
+    xl turns a rate back into bytes per interval as bytes_per_sec * interval / 10⁶, rounded down
+    (libxlu_vif.c xlu_vif_parse_rate); the smallest bytes_per_sec that rounds to the recorded value is
+    the ceiling. A rate no integer bytes/s reproduces exactly is refused rather than changed.
+    """
+    bytes_text, _, usecs_text = rate.partition(",")
+    per_interval, usecs = int(bytes_text), int(usecs_text)
+    if usecs <= 0:
+        raise XendddError(f"vif rate {rate!r} has no interval")
+    per_second = -(-per_interval * 1_000_000 // usecs)  # the ceiling, in integers
+    if per_second * usecs // 1_000_000 != per_interval or not 0 < per_second <= _UINT32_MAX:
+        raise XendddError(f"vif rate {rate!r} cannot be given to xl exactly (as bytes per second)")
+    return f"{per_second}B/s@{usecs}us"

@@ -147,6 +147,11 @@ class FrontendSteps:
         for pending, guest in present:
             if pending.attached:
                 if connected[pending.key]:
+                    differs = self._guests.identity_differences(guest, pending.frontend)
+                    if differs:  # the guest's own configuration (udev rules, fstab) may not find it
+                        self._event(
+                            "reattach-differs", spec.name, incident, **pending.event_fields(), **differs
+                        )
                     incident.frontends.remove(pending)
                     self._unwatch(_state_path(guest, pending))
                     self._event(

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from xenddd.adapters.xenstore.client import Xenstore
-from xenddd.model import Frontend, XenbusState
+from xenddd.model import Frontend, VifParams, XenbusState
 from xenddd.registry.domain_directory import DomainDirectory
-from xenddd.registry.records import backend_path, frontend_path, parse_domid, parse_state
+from xenddd.registry.records import backend_path, frontend_path, parse_domid, parse_state, toolstack_path
 
 
 class GuestView:
@@ -68,5 +68,28 @@ class GuestView:
             for i in range(0, len(values), 3)
         ]
 
+    def identity_differences(self, guest_domid: int, frontend: Frontend) -> dict[str, list[str | None]]:
+        """What the guest's own configuration keys on (MAC and bridge; vdev), as dom0's `/libxl` record of
+        the device now at the frontend's devid says, where it differs from before: {field: [was, is]}.
+        The devid itself is the same by construction (this is the record at that devid)."""
+        where = toolstack_path(guest_domid, frontend.kind, frontend.devid)
+        params = frontend.params
+        before: dict[str, str | None] = (
+            {"mac": params.mac, "bridge": params.bridge}
+            if isinstance(params, VifParams)
+            else {"dev": params.vdev}
+        )
+        differences: dict[str, list[str | None]] = {}
+        for key, was in before.items():
+            raw = self._xs.read(f"{where}/{key}")
+            now = raw.decode("utf-8", "replace").lower() if key == "mac" and raw else _decoded(raw)
+            if now != was:
+                differences["vdev" if key == "dev" else key] = [was, now]
+        return differences
+
     def read(self, path: str) -> bytes | None:
         return self._xs.read(path)
+
+
+def _decoded(raw: bytes | None) -> str | None:
+    return raw.decode("utf-8", "replace") if raw is not None else None

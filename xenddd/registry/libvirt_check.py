@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from xenddd.adapters.hypervisor_api import GuestDevice
 from xenddd.errors import XendddError
@@ -47,9 +48,21 @@ def libvirt_agrees(libvirt_devices: LibvirtDevices, verdict: Judgement) -> Judge
             return Rejection(
                 f"libvirt's {frontend.kind.value} {frontend.devid} of {frontend.guest_name} differs"
             )
-        return verdict
+        return _with_model(verdict, device.params)
     return Rejection(f"libvirt's live definition of {frontend.guest_name} has no such {frontend.kind.value}")
 
 
 def _identity(params: VifParams | VbdParams) -> str:
     return params.mac if isinstance(params, VifParams) else params.vdev
+
+
+def _with_model(verdict: Judgement, libvirt_params: VifParams | VbdParams) -> Judgement:
+    """A vif's `model` is in libvirt's XML only (libxl does not write it to xenstore): libvirt is the
+    most trusted source that has it."""
+    params = verdict.frontend.params
+    if not isinstance(params, VifParams) or not isinstance(libvirt_params, VifParams):
+        return verdict
+    if params.model is not None or libvirt_params.model is None:
+        return verdict
+    frontend = replace(verdict.frontend, params=replace(params, model=libvirt_params.model))
+    return replace(verdict, frontend=frontend)

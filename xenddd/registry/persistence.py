@@ -30,6 +30,8 @@ def frontend_to_json(frontend: Frontend) -> dict[str, object]:
             "ip": params.ip,
             "rate": params.rate,
             "mtu": params.mtu,
+            "vifname": params.vifname,
+            "model": params.model,
         }
     else:
         param_json = {
@@ -38,6 +40,8 @@ def frontend_to_json(frontend: Frontend) -> dict[str, object]:
             "mode": params.mode,
             "device_type": params.device_type,
             "format": params.format,
+            "backend_type": params.backend_type,
+            "script": params.script,
         }
     return {
         "guest_uuid": frontend.guest_uuid,
@@ -76,6 +80,7 @@ def _frontend_from_json(item: object) -> Frontend:
         params = vif_params(strings)
     else:
         strings.update({"dev": strings.get("vdev", ""), "device-type": strings.get("device_type", "disk")})
+        strings.update({"type": strings["backend_type"]} if "backend_type" in strings else {})
         fmt = strings.get("format")
         strings["params"] = f"{fmt}:{strings.get('target', '')}" if fmt else strings.get("target", "")
         params = vbd_params(strings)

@@ -33,17 +33,21 @@ _UUID_VM_RE = re.compile(
     r"/vm/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:-[0-9]{1,5})?"
 )
 _BRIDGE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+_IFNAME_RE = _BRIDGE_RE  # a Linux interface name: IFNAMSIZ - 1 characters
 _SCRIPT_RE = re.compile(r"[A-Za-z0-9_./+-]{1,255}")
 _WORD_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _RATE_RE = re.compile(r"[0-9]{1,20},[0-9]{1,10}")
 _VDEV_RE = re.compile(r"(?:(?:xvd|hd|sd)[a-z]{1,4}[0-9]{0,3}|d[0-9]{1,3}(?:p[0-9]{1,3})?)")
 _FORMATS = ("raw", "qcow", "qcow2", "vhd", "qed", "aio")
 
-VIF_PARAM_KEYS = ("mac", "bridge", "script", "type", "ip", "rate", "mtu")
+VIF_PARAM_KEYS = ("mac", "bridge", "script", "type", "ip", "rate", "mtu", "vifname")
 VBD_PARAM_KEYS = ("params", "dev", "mode", "device-type", "type", "script")
 BACKEND_STATUS_KEYS = ("frontend", "state", "hotplug-status")
 FRONTEND_KEYS = ("backend", "state")
 TOOLSTACK_KEYS = ("frontend", "backend")
+# Without a well-formed one of these the device cannot be recreated as the guest knows it (or, for `mode`,
+# without the risk of giving a read-only disk back writable): a bad value of them rejects the device.
+_IDENTITY_KEYS = {DeviceKind.VIF: ("mac",), DeviceKind.VBD: ("dev", "params", "mode", "device-type")}
 
 
 class InvalidValue(Exception):
@@ -198,7 +202,6 @@ def _judge(
     warnings: list[str] = []
     values = _identity_values(kind, nodes, warnings)
     params: VifParams | VbdParams = vif_params(values) if kind is DeviceKind.VIF else vbd_params(values)
-    extra = _extra(kind, values)
 
     backend_state = _status(nodes.backend.get("state"), parse_state, "backend state", warnings)
     frontend_state = _status(nodes.frontend.get("state"), parse_state, "frontend state", warnings)
@@ -220,24 +223,25 @@ def _judge(
         backend_state=backend_state or XenbusState.UNKNOWN,
         frontend_state=frontend_state or XenbusState.UNKNOWN,
         hotplug_status=hotplug,
-        extra=extra,
     )
     return Judgement(frontend, tuple(warnings))
 
 
 def _identity_values(kind: DeviceKind, nodes: DeviceNodes, warnings: list[str]) -> dict[str, str]:
-    """Parameter values, the toolstack's copy winning; a driver domain that disagrees is reported."""
+    """Each parameter from the most trusted source with a well-formed value: dom0's toolstack copy, else
+    the driver domain's backend. A malformed value is ignored with a warning, never the whole device: one
+    bad `mtu` from a driver domain must not leave a guest unrecoverable after the next crash. A driver
+    domain disagreeing with the toolstack is reported; a device missing an identity value altogether
+    (MAC, vdev, target) is rejected by `vif_params`/`vbd_params`."""
     keys = VIF_PARAM_KEYS if kind is DeviceKind.VIF else VBD_PARAM_KEYS
     values: dict[str, str] = {}
     for key in keys:
-        trusted = _text(nodes.toolstack.get(key), f"toolstack {key}")
-        try:
-            claimed = _text(nodes.backend.get(key), f"backend {key}")
-        except InvalidValue as exc:
-            if trusted is None:
-                raise
-            warnings.append(str(exc))
-            claimed = None
+        complaints: list[str] = []
+        trusted = _checked(nodes.toolstack.get(key), kind, key, "toolstack", complaints)
+        claimed = _checked(nodes.backend.get(key), kind, key, "driver domain's", complaints)
+        if trusted is None and claimed is None and complaints and key in _IDENTITY_KEYS[kind]:
+            raise InvalidValue(complaints[-1])
+        warnings.extend(complaints)
         if trusted is not None:
             values[key] = trusted
             if claimed is not None and claimed != trusted:
@@ -245,6 +249,20 @@ def _identity_values(kind: DeviceKind, nodes: DeviceNodes, warnings: list[str]) 
         elif claimed is not None:
             values[key] = claimed
     return values
+
+
+def _checked(raw: bytes | None, kind: DeviceKind, key: str, source: str, warnings: list[str]) -> str | None:
+    """`raw` as text if it is a well-formed value of `key`; else None, with one warning saying why."""
+    try:
+        text = _text(raw, f"{source} {key}")
+        if text is not None:
+            check = _VIF_CHECKS.get(key) if kind is DeviceKind.VIF else _VBD_CHECKS.get(key)
+            if check is not None and text != "":
+                check(text)
+        return text
+    except InvalidValue as exc:
+        warnings.append(str(exc))
+        return None
 
 
 def vif_params(values: Mapping[str, str]) -> VifParams:
@@ -263,6 +281,8 @@ def vif_params(values: Mapping[str, str]) -> VifParams:
         ip=_ip_list(values.get("ip")),
         rate=_optional(values, "rate", _RATE_RE),
         mtu=_mtu(values.get("mtu")),
+        vifname=_optional(values, "vifname", _IFNAME_RE),
+        model=_optional(values, "model", _WORD_RE),
     )
 
 
@@ -279,18 +299,15 @@ def vbd_params(values: Mapping[str, str]) -> VbdParams:
     target, disk_format = _split_params(values.get("params", ""))
     if not target and device_type != "cdrom":
         raise InvalidValue("a disk without params (target) cannot be recreated")
-    return VbdParams(vdev=vdev, target=target, mode=mode, device_type=device_type, format=disk_format)
-
-
-def _extra(kind: DeviceKind, values: Mapping[str, str]) -> dict[str, str]:
-    if kind is DeviceKind.VBD:
-        extra = {}
-        if _optional(values, "type", _WORD_RE):
-            extra["backend-type"] = values["type"]
-        if _optional(values, "script", _SCRIPT_RE):
-            extra["script"] = values["script"]
-        return extra
-    return {}
+    return VbdParams(
+        vdev=vdev,
+        target=target,
+        mode=mode,
+        device_type=device_type,
+        format=disk_format,
+        backend_type=_optional(values, "type", _WORD_RE),
+        script=_optional(values, "script", _SCRIPT_RE),
+    )
 
 
 def _split_params(params: str) -> tuple[str, str | None]:
@@ -377,3 +394,49 @@ def _text(raw: bytes | None, what: str, limit: int = MAX_VALUE_BYTES) -> str | N
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
         raise InvalidValue(f"{what} contains control characters")
     return text
+
+
+def _check_pattern(key: str, pattern: re.Pattern[str]) -> Callable[[str], None]:
+    def check(value: str) -> None:
+        _optional({key: value}, key, pattern)
+
+    return check
+
+
+def _check_mac(value: str) -> None:
+    vif_params({"mac": value})
+
+
+def _check_one_of(key: str, allowed: tuple[str, ...]) -> Callable[[str], None]:
+    def check(value: str) -> None:
+        if value not in allowed:
+            raise InvalidValue(f"{key} {value[:16]!r} is not one of {', '.join(allowed)}")
+
+    return check
+
+
+def _check_ip(value: str) -> None:
+    _ip_list(value)
+
+
+def _check_mtu(value: str) -> None:
+    _mtu(value)
+
+
+_VIF_CHECKS: dict[str, Callable[[str], None]] = {
+    "mac": _check_mac,
+    "bridge": _check_pattern("bridge", _BRIDGE_RE),
+    "script": _check_pattern("script", _SCRIPT_RE),
+    "type": _check_pattern("type", _WORD_RE),
+    "ip": _check_ip,
+    "rate": _check_pattern("rate", _RATE_RE),
+    "mtu": _check_mtu,
+    "vifname": _check_pattern("vifname", _IFNAME_RE),
+}
+_VBD_CHECKS: dict[str, Callable[[str], None]] = {
+    "dev": _check_pattern("vdev", _VDEV_RE),
+    "mode": _check_one_of("mode", ("r", "w")),
+    "device-type": _check_one_of("device-type", ("disk", "cdrom")),
+    "type": _check_pattern("type", _WORD_RE),
+    "script": _check_pattern("script", _SCRIPT_RE),
+}

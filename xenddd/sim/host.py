@@ -178,9 +178,13 @@ class SimHost:
     # -- devices ---------------------------------------------------------------------------------------
 
     def attach(
-        self, guest_name: str, kind: str, devid: int, backend_name: str, params: dict[str, str]
+        self, guest_name: str, kind: str, devid: int | None, backend_name: str, params: dict[str, str]
     ) -> SimDevice:
-        """libxl's device add for a backend in a driver domain; raises XsError("EEXIST") for a used devid."""
+        """libxl's device add for a backend in a driver domain; raises XsError("EEXIST") for a used devid.
+
+        `devid=None` is libxl's -1, what every caller that does not name one gets (libvirt's attach among
+        them): libxl then takes the next id after the last one listed (`next_devid`), never a freed one.
+        """
         with self._lock:
             guest, backend = self.domains[guest_name], self.domains.get(backend_name)
             if guest.domid is None:
@@ -188,6 +192,8 @@ class SimHost:
             if backend is None or backend.domid is None:
                 raise XsError("ENODEV")
             g, b = guest.domid, backend.domid
+            if devid is None:
+                devid = self.next_devid(g, kind)
             front = f"/local/domain/{g}/device/{kind}/{devid}"
             back = f"/local/domain/{b}/backend/{kind}/{g}/{devid}"
             if self.dom0.read(f"{front}/state") is not None:
@@ -229,6 +235,13 @@ class SimHost:
             guest.devices = [d for d in guest.devices if not (d.kind == kind and d.devid == devid)]
             guest.devices.append(device)
             return device
+
+    def next_devid(self, guest_domid: int, kind: str) -> int:
+        """libxl__device_nextid (libxl_device.c): the last entry of `/libxl/<domid>/device/<kind>` plus
+        one, or 0 when there is none. A device detached from the middle leaves a hole that is never
+        reused: a guest with vifs 0 and 1 that loses vif 0 gets the next one as 2."""
+        listed = self.dom0.directory(f"/libxl/{guest_domid}/device/{kind}")
+        return int(listed[-1]) + 1 if listed else 0
 
     def detach(self, guest_name: str, kind: str, devid: int) -> None:
         """libxl's device remove; with the backend gone it cleans up the frontend only. Absent: no error.

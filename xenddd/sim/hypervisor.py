@@ -2,8 +2,11 @@
 
 It behaves like libvirt's libxl driver where the difference matters to xenddd: lifecycle events arrive on a
 separate thread (libvirt's event loop), a crash is STOPPED/CRASHED and an external destroy STOPPED/DESTROYED,
-a guest keeps a device in its live definition after the backend died until it is detached, and attaching a
-device whose backend domain is not running fails.
+a guest keeps a device in its live definition after the backend died until it is detached, attaching a
+device whose backend domain is not running fails. Devices reach the toolstack as the real adapter sends
+them: vifs as `xl network-attach devid=N` (libvirt's libxlMakeNic never sets a devid, so the adapter does
+not ask libvirt; see docs/design.md), vbds with the devid their vdev gives on both toolstacks
+(libxl__device_disk_dev_number). A caller of `SimHost.attach` without a devid gets libxl's next one.
 """
 
 from __future__ import annotations
@@ -87,9 +90,19 @@ class SimHypervisor:
         values: dict[str, str]
         if isinstance(params, VifParams):
             values = {"mac": normalise_mac(params.mac)}
-            values |= {k: v for k, v in (("bridge", params.bridge), ("script", params.script)) if v}
+            optional: tuple[tuple[str, object], ...] = (
+                ("bridge", params.bridge),
+                ("script", params.script),
+                ("ip", params.ip),
+                ("rate", params.rate),
+                ("mtu", params.mtu),
+                ("vifname", params.vifname),
+            )
         else:
-            values = {"dev": params.vdev, "params": params.target, "mode": params.mode}
+            values = {"dev": params.vdev, "mode": params.mode, "device-type": params.device_type}
+            values["params"] = f"{params.format}:{params.target}" if params.format else params.target
+            optional = (("type", params.backend_type), ("script", params.script))
+        values |= {key: str(value) for key, value in optional if value}
         try:
             self.host.attach(guest, kind.value, devid, backend, values)
         except KeyError:
