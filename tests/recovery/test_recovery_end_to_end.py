@@ -332,7 +332,7 @@ def test_a_daemon_killed_right_after_any_step_is_finished_by_the_next_one_withou
     freezing = FreezingHypervisor(sim.host)
     reconciler = first.daemon._wiring.reconciler  # type: ignore[union-attr]
     first.daemon.runtime.hypervisor = freezing
-    reconciler._hv = reconciler._recovery._hv = reconciler._recovery._steps._hv = freezing
+    reconciler._hv = reconciler._recovery._t.hypervisor = freezing
     sim.host.crash("domnet")
     wait_until(frozen.is_set, what=f"the first daemon to freeze after {killed_after}")
 

@@ -15,13 +15,12 @@ import logging
 from collections.abc import Callable, Hashable
 from functools import partial
 
-from xenddd.adapters.hypervisor_api import DomainState, Hypervisor
+from xenddd.adapters.hypervisor_api import DomainState
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.model import FrontendKey, XenbusState
-from xenddd.recovery.history import History
-from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend
-from xenddd.recovery.toolstack_calls import CallResult, ToolstackCalls
-from xenddd.registry.guest_view import GuestView
+from xenddd.recovery.intent import DomainRecord, Incident, PendingFrontend
+from xenddd.recovery.tools import RecoveryTools
+from xenddd.recovery.toolstack_calls import CallResult
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +29,9 @@ DETACH_RETRY = 1.0
 
 
 class FrontendSteps:
-    def __init__(
-        self,
-        hypervisor: Hypervisor,
-        guests: GuestView,
-        history: History,
-        intents: IntentLog,
-        calls: ToolstackCalls,
-        *,
-        watch: Callable[[str], None],
-        unwatch: Callable[[str], None],
-        clock: Callable[[], float],
-    ) -> None:
-        self._hv = hypervisor
-        self._guests = guests
-        self._history = history
-        self._intents = intents
-        self._calls = calls
-        self._watch = watch
-        self._unwatch = unwatch
-        self._clock = clock
+    def __init__(self, tools: RecoveryTools) -> None:
+        self._t = tools
         self._what: dict[Hashable, tuple[str, int | None]] = {}  # call key → (step, new domid then)
-        # Progress that is not an intent (a call's result, a confirmation, a drop) is saved once per pass
-        # by the caller, not after each device: redoing it after a SIGKILL is harmless.
-        self.unsaved = False
 
     # -- results ---------------------------------------------------------------------------------------
 
@@ -61,8 +39,8 @@ class FrontendSteps:
         """Take every finished device call of this driver domain and record what it did."""
         changed = False
         by_key = {p.key: p for p in incident.frontends}
-        for key in self._calls.keys(lambda k: _is_device_call(k, spec.name)):
-            result = self._calls.take(key)
+        for key in self._t.calls.keys(lambda k: _is_device_call(k, spec.name)):
+            result = self._t.calls.take(key)
             if result is None:
                 continue
             step, domid = self._what.pop(key, ("", None))
@@ -80,11 +58,11 @@ class FrontendSteps:
             else:
                 self._redetached(spec, record, incident, pending, result)
         if changed:
-            self.unsaved = True
+            self._t.unsaved = True
         if not incident.detached_reported and self.all_detached(spec, incident):
             incident.detached_reported = True
-            self._event("detached", spec.name, incident, frontends=len(incident.frontends))
-            self.unsaved = True
+            self._t.event("detached", spec.name, incident, frontends=len(incident.frontends))
+            self._t.unsaved = True
 
     def all_detached(self, spec: DriverDomainSpec, incident: Incident) -> bool:
         return all(p.detached or p.attached for p in incident.frontends) and not self._busy(spec, incident)
@@ -97,13 +75,13 @@ class FrontendSteps:
         """Submit the detaches that are due; None, or seconds until a failed one may be tried again."""
         if dead_present or all(p.detached or p.attached for p in incident.frontends):
             return None  # the toolstack's cleanup of the dead instance wakes us (a lifecycle event)
-        self._guests.refresh()
-        now = self._clock()
+        self._t.guests.refresh()
+        now = self._t.clock()
         wake: float | None = None
         for pending in list(incident.frontends):
-            if pending.detached or pending.attached or self._calls.busy(self._key(spec, pending)):
+            if pending.detached or pending.attached or self._t.calls.busy(self._key(spec, pending)):
                 continue
-            if self._guests.current_domid(pending.frontend) is None:
+            if self._t.guests.current_domid(pending.frontend) is None:
                 self._drop(record, incident, pending, "guest is gone")
                 continue
             if pending.not_before > now:
@@ -115,23 +93,23 @@ class FrontendSteps:
                 pending,
                 "detach",
                 None,
-                partial(self._hv.detach, f.guest_name, f.kind, f.devid, f.params),
+                partial(self._t.hypervisor.detach, f.guest_name, f.kind, f.devid, f.params),
             )
         return wake
 
     def reattach(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> float | None:
         """Confirm what is attached, attach what is due; None once nothing is left (or only calls run)."""
         assert incident.new_domid is not None
-        self._guests.refresh()
-        now = self._clock()
+        self._t.guests.refresh()
+        now = self._t.clock()
         due: list[PendingFrontend] = []
         wake: float | None = None
         changed = False
         present: list[tuple[PendingFrontend, int]] = []
         for pending in list(incident.frontends):
-            if self._calls.busy(self._key(spec, pending)):
+            if self._t.calls.busy(self._key(spec, pending)):
                 continue
-            guest = self._guests.current_domid(pending.frontend)
+            guest = self._t.guests.current_domid(pending.frontend)
             if guest is None:
                 self._drop(record, incident, pending, "guest is gone")
             else:
@@ -140,21 +118,21 @@ class FrontendSteps:
         connected = dict(
             zip(
                 (p.key for p, _ in present if p.attached),
-                self._guests.connected_many(incident.new_domid, attached),
+                self._t.guests.connected_many(incident.new_domid, attached),
                 strict=True,
             )
         )
         for pending, guest in present:
             if pending.attached:
                 if connected[pending.key]:
-                    differs = self._guests.identity_differences(guest, pending.frontend)
+                    differs = self._t.guests.identity_differences(guest, pending.frontend)
                     if differs:  # the guest's own configuration (udev rules, fstab) may not find it
-                        self._event(
+                        self._t.event(
                             "reattach-differs", spec.name, incident, **pending.event_fields(), **differs
                         )
                     incident.frontends.remove(pending)
-                    self._unwatch(_state_path(guest, pending))
-                    self._event(
+                    self._t.unwatch(_state_path(guest, pending))
+                    self._t.event(
                         "reattached", spec.name, incident, **pending.event_fields(), attempts=pending.attempts
                     )
                     changed = True
@@ -170,7 +148,7 @@ class FrontendSteps:
                 continue
             due.append(pending)
         if changed:
-            self.unsaved = True
+            self._t.unsaved = True
         self.attach(spec, record, incident, due)
         return wake
 
@@ -186,20 +164,20 @@ class FrontendSteps:
         for pending in due:
             if self._paused(pending):
                 continue  # a paused guest is reattached when it resumes (its lifecycle event wakes us)
-            guest = self._guests.current_domid(pending.frontend)
-            if guest is not None and self._guests.frontend_backend_id(guest, pending.frontend) == new_domid:
+            guest = self._t.guests.current_domid(pending.frontend)
+            if guest is not None and self._t.guests.frontend_backend_id(guest, pending.frontend) == new_domid:
                 pending.attached = True  # done before a daemon restart: never attach twice
-                pending.confirm_deadline = self._clock() + spec.readiness.reattach_timeout_seconds
-                self._watch(_state_path(guest, pending))
+                pending.confirm_deadline = self._t.clock() + spec.readiness.reattach_timeout_seconds
+                self._t.watch(_state_path(guest, pending))
             else:
                 pending.attempts += 1
                 todo.append(pending)
         if not due:
             return
-        self._save(record)  # the attempts, before the attaches
+        self._t.save(record)  # the attempts, before the attaches
         for pending in todo:
             f = pending.frontend
-            attach = partial(self._hv.attach, f.guest_name, f.kind, f.devid, f.params, spec.name)
+            attach = partial(self._t.hypervisor.attach, f.guest_name, f.kind, f.devid, f.params, spec.name)
             self._submit(spec, pending, "attach", new_domid, attach)
 
     def backend_waiting(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> bool:
@@ -211,22 +189,22 @@ class FrontendSteps:
         first = next((p for p in incident.frontends if p.attached), None)
         if first is None:
             candidates = [p for p in incident.frontends if p.detached]
-            if candidates and not self._calls.busy(self._key(spec, candidates[0])):
+            if candidates and not self._t.calls.busy(self._key(spec, candidates[0])):
                 self.attach(spec, record, incident, candidates[:1])
             return False
-        guest = self._guests.current_domid(first.frontend)
+        guest = self._t.guests.current_domid(first.frontend)
         if guest is None:
             return True
-        state = self._guests.backend_state(incident.new_domid, guest, first.frontend)
+        state = self._t.guests.backend_state(incident.new_domid, guest, first.frontend)
         return state is not None and XenbusState.INIT_WAIT <= state <= XenbusState.CONNECTED
 
     def forget_watches(self, incident: Incident) -> None:
         """The handshake watches of frontends that are about to be detached and attached anew."""
         for pending in incident.frontends:
             if pending.attached:
-                guest = self._guests.current_domid(pending.frontend)
+                guest = self._t.guests.current_domid(pending.frontend)
                 if guest is not None:
-                    self._unwatch(_state_path(guest, pending))
+                    self._t.unwatch(_state_path(guest, pending))
 
     # -- what a finished call means --------------------------------------------------------------------
 
@@ -236,7 +214,7 @@ class FrontendSteps:
             pending.last_error = None
             return
         pending.last_error = str(result.error)
-        pending.not_before = self._clock() + DETACH_RETRY
+        pending.not_before = self._t.clock() + DETACH_RETRY
         log.warning("%s: detaching stale %s: %s", spec.name, pending.describe(), result.error)
 
     def _attached(
@@ -252,10 +230,10 @@ class FrontendSteps:
             return
         pending.attached = True
         pending.last_error = None
-        pending.confirm_deadline = self._clock() + spec.readiness.reattach_timeout_seconds
-        guest = self._guests.current_domid(pending.frontend)
+        pending.confirm_deadline = self._t.clock() + spec.readiness.reattach_timeout_seconds
+        guest = self._t.guests.current_domid(pending.frontend)
         if guest is not None:
-            self._watch(_state_path(guest, pending))
+            self._t.watch(_state_path(guest, pending))
 
     def _redetached(
         self,
@@ -268,7 +246,7 @@ class FrontendSteps:
         error = pending.last_error or "handshake stalled"
         if result.error is not None:
             pending.last_error = f"{error}; detaching it to attach it again: {result.error}"
-            pending.confirm_deadline = self._clock() + pending.retry_delay()
+            pending.confirm_deadline = self._t.clock() + pending.retry_delay()
             log.warning("%s: %s %s", spec.name, pending.describe(), pending.last_error)
             return
         pending.attached = False
@@ -280,15 +258,15 @@ class FrontendSteps:
         """Attached, but not Connected in time: a stalled handshake is not waited on forever (nothing
         would ever finish the recovery); the device is detached and, backing off, attached again."""
         assert incident.new_domid is not None
-        front = self._guests.frontend_state(guest, pending.frontend)
-        back = self._guests.backend_state(incident.new_domid, guest, pending.frontend)
+        front = self._t.guests.frontend_state(guest, pending.frontend)
+        back = self._t.guests.backend_state(incident.new_domid, guest, pending.frontend)
         pending.last_error = (
             f"not Connected within {spec.readiness.reattach_timeout_seconds:.0f} s "
             f"(frontend {_state_name(front)}, backend {_state_name(back)})"
         )
-        self._unwatch(_state_path(guest, pending))
+        self._t.unwatch(_state_path(guest, pending))
         f = pending.frontend
-        detach = partial(self._hv.detach, f.guest_name, f.kind, f.devid, f.params)
+        detach = partial(self._t.hypervisor.detach, f.guest_name, f.kind, f.devid, f.params)
         self._submit(spec, pending, "redetach", incident.new_domid, detach)
 
     def _attach_failed(
@@ -302,8 +280,8 @@ class FrontendSteps:
         record.reattach_failures += 1
         pending.last_error = error
         delay = pending.retry_delay()
-        pending.not_before = self._clock() + delay
-        self._event(
+        pending.not_before = self._t.clock() + delay
+        self._t.event(
             "reattach-failed", spec.name, incident, **pending.event_fields(), error=error, retry_in=delay
         )
         log.error(
@@ -322,30 +300,23 @@ class FrontendSteps:
     ) -> None:
         key = self._key(spec, pending)
         self._what[key] = (step, new_domid)
-        self._calls.submit(key, f"{spec.name}: {step} {pending.describe()}", call, lane=spec.name)
+        self._t.calls.submit(key, f"{spec.name}: {step} {pending.describe()}", call, lane=spec.name)
 
     def _key(self, spec: DriverDomainSpec, pending: PendingFrontend) -> tuple[str, str, FrontendKey]:
         return (spec.name, "frontend", pending.key)
 
     def _busy(self, spec: DriverDomainSpec, incident: Incident) -> bool:
-        return any(self._calls.busy(self._key(spec, p)) for p in incident.frontends)
+        return any(self._t.calls.busy(self._key(spec, p)) for p in incident.frontends)
 
     def _paused(self, pending: PendingFrontend) -> bool:
-        info = self._hv.domain(pending.frontend.guest_name)
+        info = self._t.hypervisor.domain(pending.frontend.guest_name)
         return info is not None and info.state is DomainState.PAUSED
 
     def _drop(self, record: DomainRecord, incident: Incident, pending: PendingFrontend, why: str) -> None:
         incident.frontends.remove(pending)
         incident.dropped.append(pending.describe())
-        self._event("dropped", record.name, incident, **pending.event_fields(), reason=why)
-        self.unsaved = True
-
-    def _event(self, event: str, dd: str, incident: Incident, **fields: object) -> dict[str, object]:
-        return self._history.record(event, driver_domain=dd, incident=incident.id, **fields)
-
-    def _save(self, record: DomainRecord) -> None:
-        self._intents.save(record)
-        self.unsaved = False
+        self._t.event("dropped", record.name, incident, **pending.event_fields(), reason=why)
+        self._t.unsaved = True
 
 
 def earliest(current: float | None, candidate: float | None) -> float | None:

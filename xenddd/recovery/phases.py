@@ -21,15 +21,14 @@ import logging
 import random
 from collections.abc import Callable
 
-from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, Hypervisor
+from xenddd.adapters.hypervisor_api import DomainInfo, DomainState
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.model import Frontend
 from xenddd.recovery.frontend_steps import FrontendSteps, earliest
-from xenddd.recovery.history import History
-from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend, Phase
+from xenddd.recovery.intent import DomainRecord, Incident, PendingFrontend, Phase
 from xenddd.recovery.restart_policy import crash_loop_restarts, decide_restart
-from xenddd.recovery.toolstack_calls import CallResult, ToolstackCalls
-from xenddd.registry.guest_view import GuestView
+from xenddd.recovery.tools import RecoveryTools
+from xenddd.recovery.toolstack_calls import CallResult
 
 log = logging.getLogger(__name__)
 
@@ -54,40 +53,17 @@ def running_domid(info: DomainInfo | None) -> int | None:
 class Recovery:
     def __init__(
         self,
-        hypervisor: Hypervisor,
-        guests: GuestView,
-        history: History,
-        intents: IntentLog,
-        calls: ToolstackCalls,
+        tools: RecoveryTools,
         *,
         prepare: PrepareDomain,
         served_by: ServedBy,
-        watch: Callable[[str], None],
-        unwatch: Callable[[str], None],
-        clock: Callable[[], float],
         rng: random.Random | None = None,
     ) -> None:
-        self._hv = hypervisor
-        self._guests = guests
-        self._history = history
-        self._intents = intents
-        self._calls = calls
+        self._t = tools
         self._prepare = prepare
         self._served_by = served_by
-        self._watch = watch
-        self._unwatch = unwatch
-        self._clock = clock
         self._rng = rng or random.Random()
-        self._steps = FrontendSteps(
-            hypervisor,
-            guests,
-            history,
-            intents,
-            calls,
-            watch=watch,
-            unwatch=unwatch,
-            clock=clock,
-        )
+        self._steps = FrontendSteps(tools)
 
     # -- public ----------------------------------------------------------------------------------------
 
@@ -97,7 +73,7 @@ class Recovery:
         incident = record.incident
         assert incident is not None
         running = running_domid(info)
-        started = self._calls.take((spec.name, "start"))
+        started = self._t.calls.take((spec.name, "start"))
         self._steps.collect(spec, record, incident)
         if incident.phase in (Phase.WAITING_READY, Phase.REATTACHING) and running != incident.new_domid:
             self._died_again(spec, record, incident, running)
@@ -114,8 +90,8 @@ class Recovery:
             if not incident.frontends:
                 self._finish(spec, record, incident)
                 return None
-        if self._steps.unsaved:
-            self._save(record)
+        if self._t.unsaved:
+            self._t.save(record)
         return wake
 
     # -- phases ----------------------------------------------------------------------------------------
@@ -138,9 +114,9 @@ class Recovery:
     ) -> float | None:
         if started is not None:
             return self._started(spec, record, incident, started)
-        if self._calls.busy((spec.name, "start")):
+        if self._t.calls.busy((spec.name, "start")):
             return None  # our start is under way; its return wakes us
-        now = self._clock()
+        now = self._t.clock()
         if running is not None:
             # Started meanwhile (e.g. by an operator with xl/virsh): adopt that instance.
             self._enter_ready_wait(spec, record, incident, running)
@@ -148,21 +124,21 @@ class Recovery:
         if now < incident.not_before:
             return incident.not_before - now
         record.restart_times.append(now)
-        self._save(record)
+        self._t.save(record)
         start = (spec.name, "start")
-        self._calls.submit(start, f"{spec.name}: start", lambda: self._start(spec), lane=start)
+        self._t.calls.submit(start, f"{spec.name}: start", lambda: self._start(spec), lane=start)
         return None
 
     def _start(self, spec: DriverDomainSpec) -> DomainInfo:
         self._prepare(spec)
-        self._hv.define(spec)
-        return self._hv.start(spec.name)
+        self._t.hypervisor.define(spec)
+        return self._t.hypervisor.start(spec.name)
 
     def _started(
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, result: CallResult
     ) -> float | None:
         if result.error is not None:
-            self._event("restart-failed", spec.name, incident, error=str(result.error))
+            self._t.event("restart-failed", spec.name, incident, error=str(result.error))
             log.error("%s: restart failed: %s", spec.name, result.error)
             self._schedule_restart(spec, record, incident, planned=False, uptime=0.0)
             return 0.0 if incident.phase is Phase.WAITING_RESTART else None
@@ -172,15 +148,15 @@ class Recovery:
                 "%s: the toolstack still reports dead domid %s as running; retrying", spec.name, info.domid
             )
             record.restart_times.pop()  # not a restart: it must not count towards the crash-loop limit
-            incident.not_before = self._clock() + 1.0
-            self._save(record)
+            incident.not_before = self._t.clock() + 1.0
+            self._t.save(record)
             return 1.0
         record.restarts += 1
-        self._event("restarted", spec.name, incident, domid=info.domid)
+        self._t.event("restarted", spec.name, incident, domid=info.domid)
         if info.domid is None:
             self._schedule_restart(spec, record, incident, planned=False, uptime=0.0)
             return 0.0
-        record.started_at = self._clock()
+        record.started_at = self._t.clock()
         self._enter_ready_wait(spec, record, incident, info.domid)
         return None
 
@@ -190,26 +166,26 @@ class Recovery:
         ready = readiness.condition == "running"
         key_path = f"/local/domain/{incident.new_domid}/{readiness.key}"
         if readiness.condition == "xenstore-key":
-            value = self._guests.read(key_path)
+            value = self._t.guests.read(key_path)
             ready = value is not None and value.decode("utf-8", "replace") == readiness.value
         elif readiness.condition == "backend-initwait":
             ready = self._steps.backend_waiting(spec, record, incident)
-        now = self._clock()
+        now = self._t.clock()
         if ready:
             if readiness.condition == "xenstore-key":
-                self._unwatch(key_path)
-            self._event("ready", spec.name, incident, domid=incident.new_domid)
+                self._t.unwatch(key_path)
+            self._t.event("ready", spec.name, incident, domid=incident.new_domid)
             incident.phase = Phase.REATTACHING
-            self._save(record)
+            self._t.save(record)
             return None
         if now >= incident.ready_deadline:
-            self._event("not-ready", spec.name, incident, timeout=readiness.timeout_seconds)
+            self._t.event("not-ready", spec.name, incident, timeout=readiness.timeout_seconds)
             log.error(
                 "%s: not ready within %.0f s; destroying it to try again",
                 spec.name,
                 readiness.timeout_seconds,
             )
-            self._hv.destroy(spec.name)
+            self._t.hypervisor.destroy(spec.name)
             self._schedule_restart(spec, record, incident, planned=False, uptime=0.0)
             return 0.0
         return min(incident.ready_deadline - now, READY_RECHECK)
@@ -227,7 +203,7 @@ class Recovery:
     ) -> None:
         """`uptime`: how long the instance that died had run (None: unknown); a healthy run ends any crash
         loop, so that instance is restarted at once."""
-        now = self._clock()
+        now = self._t.clock()
         if planned:
             incident.phase, incident.not_before = Phase.WAITING_RESTART, now
         else:
@@ -236,7 +212,7 @@ class Recovery:
             if decision.failed:
                 incident.phase = Phase.FAILED
                 record.failed = True
-                self._event(
+                self._t.event(
                     "failed",
                     spec.name,
                     incident,
@@ -253,9 +229,9 @@ class Recovery:
                 )
             else:
                 incident.phase, incident.not_before = Phase.WAITING_RESTART, now + decision.delay
-                self._event("restart-scheduled", spec.name, incident, delay=round(decision.delay, 3))
+                self._t.event("restart-scheduled", spec.name, incident, delay=round(decision.delay, 3))
         incident.planned = False
-        self._save(record)
+        self._t.save(record)
 
     def _enter_ready_wait(
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, domid: int
@@ -263,10 +239,10 @@ class Recovery:
         record.domid = domid
         incident.new_domid = domid
         incident.phase = Phase.WAITING_READY
-        incident.ready_deadline = self._clock() + spec.readiness.timeout_seconds
+        incident.ready_deadline = self._t.clock() + spec.readiness.timeout_seconds
         if spec.readiness.condition == "xenstore-key":
-            self._watch(f"/local/domain/{domid}/{spec.readiness.key}")
-        self._save(record)
+            self._t.watch(f"/local/domain/{domid}/{spec.readiness.key}")
+        self._t.save(record)
 
     def _died_again(
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, running: int | None
@@ -281,24 +257,24 @@ class Recovery:
         known = {pending.key for pending in incident.frontends}
         confirmed = [f for f in self._served_by(spec.name, incident.new_domid) if f.key not in known]
         incident.frontends.extend(PendingFrontend(f) for f in confirmed)
-        self._event(
+        self._t.event(
             "crashed-again",
             spec.name,
             incident,
             domid=incident.new_domid,
             frontends=len(incident.frontends),
         )
-        now = self._clock()
+        now = self._t.clock()
         incident.dead_uptime = None if record.started_at is None else now - record.started_at
         incident.dead_domid, incident.new_domid = incident.new_domid, running
         incident.detached_reported = False
         incident.phase = Phase.DETECTED
         record.domid = running
-        self._save(record)
+        self._t.save(record)
 
     def _finish(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
-        now = self._clock()
-        entry = self._event(
+        now = self._t.clock()
+        entry = self._t.event(
             "recovered", spec.name, incident, domid=incident.new_domid, dropped=len(incident.dropped)
         )
         record.last_incident = {
@@ -310,12 +286,5 @@ class Recovery:
             "dropped": list(incident.dropped),
         }
         record.incident = None
-        self._save(record)
+        self._t.save(record)
         log.info("%s: recovered in %.2f s (incident %s)", spec.name, now - incident.detected_at, incident.id)
-
-    def _event(self, event: str, dd: str, incident: Incident, **fields: object) -> dict[str, object]:
-        return self._history.record(event, driver_domain=dd, incident=incident.id, **fields)
-
-    def _save(self, record: DomainRecord) -> None:
-        self._intents.save(record)
-        self._steps.unsaved = False

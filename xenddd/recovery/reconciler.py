@@ -24,6 +24,7 @@ from xenddd.recovery.frontend_steps import earliest
 from xenddd.recovery.history import History
 from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, Phase
 from xenddd.recovery.phases import PrepareDomain, Recovery, running_domid
+from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import ToolstackCalls
 from xenddd.registry.frontends import FrontendRegistry
 from xenddd.registry.guest_view import GuestView
@@ -64,16 +65,11 @@ class Reconciler:
         self._clock = clock
         self.calls = ToolstackCalls(wake, workers=config.settings.max_parallel_reattach)
         self._recovery = Recovery(
-            hypervisor,
-            guests,
-            history,
-            intents,
-            self.calls,
+            RecoveryTools(
+                hypervisor, guests, history, intents, self.calls, watch=watch, unwatch=unwatch, clock=clock
+            ),
             prepare=prepare,
             served_by=self._served_by,
-            watch=watch,
-            unwatch=unwatch,
-            clock=clock,
             rng=rng,
         )
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
