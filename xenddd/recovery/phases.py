@@ -33,6 +33,7 @@ from xenddd.recovery.toolstack_calls import CallResult
 log = logging.getLogger(__name__)
 
 READY_RECHECK = 5.0  # readiness is watched; this only bounds what a lost watch event can cost
+CLEANUP_WAIT = 10.0  # libvirt cleans up a crashed domain in about a second; beyond this, do it ourselves
 
 PrepareDomain = Callable[[DriverDomainSpec], None]
 """Called before each (re)start: re-hide the driver domain's PCI devices (and reset them per policy)."""
@@ -82,7 +83,7 @@ class Recovery:
         dead_present = info is not None and info.domid is not None and info.domid == incident.dead_domid
         wake = self._steps.detach_stale(spec, record, incident, dead_present)
         if incident.phase is Phase.WAITING_RESTART:
-            wake = earliest(wake, self._restart(spec, record, incident, running, started))
+            wake = earliest(wake, self._restart(spec, record, incident, running, started, dead_present))
         if incident.phase is Phase.WAITING_READY:
             wake = earliest(wake, self._await_ready(spec, record, incident))
         if incident.phase is Phase.REATTACHING:
@@ -111,7 +112,11 @@ class Recovery:
         incident: Incident,
         running: int | None,
         started: CallResult | None,
+        dead_present: bool,
     ) -> float | None:
+        """`dead_present`: the toolstack still lists the dead instance (libvirt cleaning up a crash); a
+        start now would race that cleanup, so it waits for it — at most CLEANUP_WAIT, after which the
+        start destroys the remains itself, as it must for a domain kept with on_crash = "preserve"."""
         if started is not None:
             return self._started(spec, record, incident, started)
         if self._t.calls.busy((spec.name, "start")):
@@ -123,6 +128,9 @@ class Recovery:
             return None
         if now < incident.not_before:
             return incident.not_before - now
+        cleanup_ends = incident.detected_at + CLEANUP_WAIT
+        if dead_present and spec.on_crash != "preserve" and now < cleanup_ends:
+            return cleanup_ends - now  # the cleanup's lifecycle event wakes us sooner
         record.restart_times.append(now)
         self._t.save(record)
         start = (spec.name, "start")
