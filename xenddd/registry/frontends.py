@@ -19,29 +19,24 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from xenddd import state
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import DeviceKind, Frontend, FrontendKey, XenbusState
 from xenddd.registry.complaints import Complaints
+from xenddd.registry.device_nodes import read_device_nodes
 from xenddd.registry.domain_directory import DomainDirectory
+from xenddd.registry.hinted_paths import group_hinted_paths
 from xenddd.registry.libvirt_check import LibvirtDevices, libvirt_agrees
 from xenddd.registry.persistence import frontend_from_json, frontend_to_json
 from xenddd.registry.records import (
-    BACKEND_STATUS_KEYS,
-    FRONTEND_KEYS,
-    TOOLSTACK_KEYS,
-    VBD_PARAM_KEYS,
-    VIF_PARAM_KEYS,
     DeviceNodes,
     Judgement,
     Rejection,
     backend_path,
-    frontend_path,
     judge_device,
-    parse_backend_path,
     parse_devid,
     parse_domid,
     toolstack_path,
@@ -55,18 +50,6 @@ _MAX_REMEMBERED_REJECTIONS = 10_000
 
 
 _Device = tuple[int, int]  # (guest domid, devid)
-
-
-@dataclass
-class _Batch:
-    """What one pass's hints name below one driver domain's backends of one kind."""
-
-    everything: bool = False
-    guests: set[int] = field(default_factory=set)
-    devices: set[_Device] = field(default_factory=set)
-
-    def covers(self, guest: int, devid: int) -> bool:
-        return guest in self.guests or (guest, devid) in self.devices
 
 
 class FrontendRegistry:
@@ -202,21 +185,9 @@ class FrontendRegistry:
         guests' directories, devices — is read in one pipelined scan, and the result is settled (and
         persisted) once. During a recovery every backend that comes up is several hints; one by one
         they would cost O(n²)."""
-        batches: dict[tuple[int, DeviceKind], _Batch] = {}
-        for path in paths:
-            if path.startswith("@"):
-                self.domains.refresh()
-                continue
-            location = parse_backend_path(path)
-            if location is None:
-                continue
-            batch = batches.setdefault((location.driver_domid, location.kind), _Batch())
-            if location.guest_domid is None:
-                batch.everything = True
-            elif location.devid is None:
-                batch.guests.add(location.guest_domid)
-            else:
-                batch.devices.add((location.guest_domid, location.devid))
+        domain_events, batches = group_hinted_paths(paths)
+        if domain_events:
+            self.domains.refresh()
         for (dd_domid, kind), batch in batches.items():
             name = self._driver_name(dd_domid)
             if name is None:
@@ -265,7 +236,7 @@ class FrontendRegistry:
             ]
         if any(not self.domains.is_running(g) for g, _ in devices):
             self.domains.refresh()
-        nodes = self._read_nodes(dd_domid, kind, devices)
+        nodes = read_device_nodes(self._xs, dd_domid, kind, devices)
         judged: dict[_Device, Judgement] = {}
         for (guest_domid, devid), device_nodes in zip(devices, nodes, strict=True):
             path = backend_path(dd_domid, kind, guest_domid, devid)
@@ -299,46 +270,6 @@ class FrontendRegistry:
             else:
                 found.append((guest, devid))
         return found
-
-    def _read_nodes(
-        self, dd_domid: int, kind: DeviceKind, devices: list[_Device]
-    ) -> list[DeviceNodes | None]:
-        """Two pipelined batches: list each device's toolstack record, then read the keys worth reading.
-
-        The driver domain's copy of a parameter is read only where the toolstack record lacks it, plus
-        the identity key (MAC, params) to report a driver domain that disagrees: ~13 requests per device.
-        None marks a backend that has vanished.
-        """
-        param_keys = VIF_PARAM_KEYS if kind is DeviceKind.VIF else VBD_PARAM_KEYS
-        identity_key = param_keys[0]
-        bases = [
-            (backend_path(dd_domid, kind, g, d), toolstack_path(g, kind, d), frontend_path(g, kind, d))
-            for g, d in devices
-        ]
-        listings = self._xs.directory_many([t for _b, t, _f in bases])
-        plan: list[tuple[int, int, str]] = []  # (device index, owner: 0 backend 1 toolstack 2 frontend, key)
-        for i, listing in enumerate(listings):
-            if listing is None:  # no toolstack record: rejected below, unless the backend is already gone
-                continue
-            present = set(listing)
-            plan += [(i, 1, k) for k in (*TOOLSTACK_KEYS, *param_keys) if k in present]
-            wanted = [k for k in param_keys if k not in present or k == identity_key]
-            plan += [(i, 0, k) for k in (*BACKEND_STATUS_KEYS, *wanted)]
-            plan += [(i, 2, k) for k in FRONTEND_KEYS]
-        values = self._xs.read_many([f"{bases[i][owner]}/{k}" for i, owner, k in plan])
-        collected: list[tuple[dict[str, bytes | None], ...]] = [({}, {}, {}) for _ in devices]
-        for (i, owner, key), value in zip(plan, values, strict=True):
-            if value is not None:
-                collected[i][owner][key] = value
-        unrecorded = [i for i, listing in enumerate(listings) if listing is None]
-        backend_listings = self._xs.directory_many([bases[i][0] for i in unrecorded]) if unrecorded else []
-        for i, backend_listing in zip(unrecorded, backend_listings, strict=True):
-            if backend_listing is not None:
-                collected[i][0]["exists"] = b""
-        return [
-            DeviceNodes(toolstack, backend, frontend) if backend else None
-            for backend, toolstack, frontend in collected
-        ]
 
     def _judge(
         self, name: str, dd_domid: int, kind: DeviceKind, guest_domid: int, devid: int, nodes: DeviceNodes

@@ -29,6 +29,8 @@ from xenddd.adapters.xenstore.errors import (
     XenstoreError,
     XenstoreTimeout,
     XenstoreUnavailable,
+    absent_as_none,
+    value_or_none,
 )
 from xenddd.adapters.xenstore.paths import decode_names, encode_path
 from xenddd.adapters.xenstore.transaction import Transaction
@@ -241,11 +243,11 @@ class Xenstore:
     # -- operations ------------------------------------------------------------------------------------
 
     def read(self, path: str, tx_id: int = 0) -> bytes | None:
-        return _absent_as_none(lambda: self._call(Op.READ, encode_path(path), tx_id))
+        return absent_as_none(lambda: self._call(Op.READ, encode_path(path), tx_id))
 
     def read_many(self, paths: Sequence[str], tx_id: int = 0) -> list[bytes | None]:
         results = self._pipeline([(Op.READ, encode_path(p)) for p in paths], tx_id)
-        return [_value_or_none(r) for r in results]
+        return [value_or_none(r) for r in results]
 
     def directory(self, path: str, tx_id: int = 0) -> list[str] | None:
         return self.directory_many([path], tx_id)[0]
@@ -257,7 +259,7 @@ class Xenstore:
         for path, result in zip(paths, results, strict=True):
             if isinstance(result, XenstoreError) and result.errno == errno.E2BIG:
                 result = self._directory_in_parts(path, tx_id)
-            payload = _value_or_none(result)
+            payload = value_or_none(result)
             listings.append(None if payload is None else decode_names(payload))
         return listings
 
@@ -297,10 +299,10 @@ class Xenstore:
 
     def rm(self, path: str, tx_id: int = 0) -> None:
         """Remove `path` and its children; removing what is already gone is not an error."""
-        _absent_as_none(lambda: self._call(Op.RM, encode_path(path), tx_id))
+        absent_as_none(lambda: self._call(Op.RM, encode_path(path), tx_id))
 
     def get_perms(self, path: str, tx_id: int = 0) -> list[str] | None:
-        payload = _absent_as_none(lambda: self._call(Op.GET_PERMS, encode_path(path), tx_id))
+        payload = absent_as_none(lambda: self._call(Op.GET_PERMS, encode_path(path), tx_id))
         return None if payload is None else decode_names(payload)
 
     def set_perms(self, path: str, perms: Sequence[str], tx_id: int = 0) -> None:
@@ -450,22 +452,3 @@ class Xenstore:
                 return False
             self._closed.wait(delay)
         return False
-
-
-def _absent_as_none(call: Callable[[], bytes]) -> bytes | None:
-    try:
-        return call()
-    except XenstoreUnavailable:
-        raise
-    except XenstoreError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-
-
-def _value_or_none(result: bytes | XenstoreError) -> bytes | None:
-    if isinstance(result, XenstoreError):
-        if result.errno == errno.ENOENT:
-            return None
-        raise result
-    return result

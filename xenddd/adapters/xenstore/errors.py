@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable
+
 from xenddd.errors import XendddError
 
 
@@ -23,3 +26,25 @@ class XenstoreTimeout(XenstoreUnavailable):
 
 class XenstoreConflict(XenstoreError):
     """A transaction kept failing with EAGAIN (concurrent writers) and the retry bound was reached."""
+
+
+def absent_as_none(call: Callable[[], bytes]) -> bytes | None:
+    """The call's answer, or None where xenstored said ENOENT: absence is the normal answer in a world of
+    vanishing domains, not an error."""
+    try:
+        return call()
+    except XenstoreUnavailable:
+        raise
+    except XenstoreError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+
+
+def value_or_none(result: bytes | XenstoreError) -> bytes | None:
+    """A pipelined result as `absent_as_none` would give it."""
+    if isinstance(result, XenstoreError):
+        if result.errno == errno.ENOENT:
+            return None
+        raise result
+    return result
