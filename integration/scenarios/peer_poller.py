@@ -36,7 +36,7 @@ def retried(*args: str, attempts: int = 5) -> None:
 def reattach(guest: str, tool: str, mac: str, bridge: str, driver_domain: str) -> None:
     if tool == "xl":
         retried("xl", "network-detach", guest, mac, attempts=2)  # fails once gone
-        retried("xl", "network-attach", guest, f"mac={mac},bridge={bridge},backend={driver_domain}")
+        retried("xl", "network-attach", guest, f"mac={mac}", f"bridge={bridge}", f"backend={driver_domain}")
         return
     retried("virsh", "-c", "xen:///system", "detach-interface", guest, "bridge", "--mac", mac, "--live")
     xml = (
