@@ -78,6 +78,9 @@ def _build(root: TableReader, path: Path) -> Config:
 
 def _settings(t: TableReader) -> Settings:
     d = Settings()
+    # The environment overrides the key (tests point sysfs at a fake kernel): the key is still read and
+    # validated, so a config that sets it stays valid whichever way xenddd is run.
+    sysfs_key = t.path("sysfs_root", d.sysfs_root)
     sysfs_env = os.environ.get("XENDDD_SYSFS_ROOT")
     settings = Settings(
         libvirt_uri=t.string("libvirt_uri", d.libvirt_uri),
@@ -85,7 +88,7 @@ def _settings(t: TableReader) -> Settings:
         state_dir=t.path("state_dir", d.state_dir),
         control_socket=t.path("control_socket", d.control_socket),
         control_group=t.optional_string("control_group"),
-        sysfs_root=Path(sysfs_env) if sysfs_env else t.path("sysfs_root", d.sysfs_root),
+        sysfs_root=Path(sysfs_env) if sysfs_env else sysfs_key,
         log_level=t.choice("log_level", LOG_LEVELS, d.log_level),
         metrics_textfile=t.optional_path("metrics_textfile"),
         max_parallel_reattach=t.integer("max_parallel_reattach", d.max_parallel_reattach, minimum=1),
