@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import sys
 import tempfile
 import time
@@ -15,7 +17,8 @@ from xenddd.adapters.systemd import Notifier, configure_logging
 from xenddd.cli.context import CliContext, pass_cli
 from xenddd.cli.output import Column, emit_list, emit_record, render_table
 from xenddd.config.spec import Config
-from xenddd.errors import InputError
+from xenddd.errors import DaemonNotRunning, InputError, XendddError
+from xenddd.recovery.history import History
 from xenddd.service.control import answer_or_raise, request
 from xenddd.service.lock import daemon_lock
 
@@ -144,24 +147,30 @@ def _last_incident(incident: dict[str, Any] | None) -> str | None:
 
 @click.command()
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until interrupted.")
-@click.option("--since", default=None, help="Only events after T: ISO 8601 time, or seconds ago (e.g. 3600).")
+@click.option(
+    "--since", default=None, help="Only events after T: an ISO 8601 time, or an age such as 90s, 10m, 1h, 2d."
+)
+@click.option(
+    "-n", "--lines", "count", type=click.IntRange(min=0), default=None, help="Only the last N events."
+)
 @pass_cli
-def events(cli: CliContext, follow: bool, since: str | None) -> None:
+def events(cli: CliContext, follow: bool, since: str | None, count: int | None) -> None:
     """Show the history of incidents and recoveries, each phase with its timestamp.
 
     A recovery appears as detected, detached, restarted, ready, one `reattached` per frontend and
-    `recovered` (with the same incident id), so the time to repair is visible per incident.
-    Changes nothing.
+    `recovered` (with the same incident id), so the time to repair is visible per incident. Asks the
+    daemon; while it is not running, reads the history it left in its state directory. --follow keeps
+    following across a restart of the daemon. Changes nothing.
 
     \b
-    Exit status: 0 ok, 1 the daemon is not running, 2 invalid --since.
+    Exit status: 0 ok, 1 the history could not be read, 2 invalid --since or -n.
     """
-    socket_path = cli.config().settings.control_socket
-    args: dict[str, Any] = {}
-    if since is not None:
-        args["since"] = _parse_since(since)
-    answer = answer_or_raise(request(socket_path, "events", args))
-    records: list[dict[str, Any]] = answer["events"]
+    settings = cli.config().settings
+    after = _parse_since(since) if since is not None else None
+    history = _history(settings.control_socket, settings.state_dir)
+    records = [r for r in history if after is None or r["ts"] >= after]
+    if count is not None:
+        records = records[len(records) - count :] if count else []
     columns = (
         Column("Time", "time"),
         Column("Event", "event"),
@@ -169,20 +178,53 @@ def events(cli: CliContext, follow: bool, since: str | None) -> None:
         Column("Details", "details"),
     )
     emit_list(cli.as_json, "events", columns, [_event_row(r, cli.as_json) for r in records])
-    last = records[-1]["seq"] if records else 0
-    while follow:
-        answer = answer_or_raise(request(socket_path, "events", {"after_seq": last, "wait": 25}))
-        for record in answer["events"]:
-            last = record["seq"]
-            if cli.as_json:
-                import json
+    if follow:
+        _follow(
+            cli.as_json, settings.control_socket, settings.state_dir, history[-1]["seq"] if history else 0
+        )
 
+
+def _history(socket_path: Path, state_dir: Path) -> list[dict[str, Any]]:
+    """The daemon's history; what it recorded in `state_dir` while it is not running."""
+    try:
+        answer = request(socket_path, "events")
+    except DaemonNotRunning:
+        return _recorded(state_dir)
+    records: list[dict[str, Any]] = answer_or_raise(answer)["events"]
+    return records
+
+
+def _follow(as_json: bool, socket_path: Path, state_dir: Path, last: int) -> None:
+    """New records as they come, from the daemon (which answers as soon as one is recorded) or, while it
+    is down or restarting, from its history file; sequence numbers carry on across restarts."""
+    while True:
+        try:
+            new: list[dict[str, Any]] = answer_or_raise(
+                request(socket_path, "events", {"after_seq": last, "wait": 25})
+            )["events"]
+        except DaemonNotRunning:
+            new = _recorded(state_dir, after_seq=last)
+            if not new:
+                time.sleep(FOLLOW_POLL)
+        for record in new:
+            last = record["seq"]
+            if as_json:
                 click.echo(json.dumps(record))
             else:
                 row = _event_row(record, False)
                 click.echo(
                     f"{row['time']}  {row['event']:<18} {row['driver_domain'] or '-':<10} {row['details']}"
                 )
+
+
+FOLLOW_POLL = 1.0  # seconds between reads of the history file while the daemon is not running
+
+
+def _recorded(state_dir: Path, after_seq: int = 0) -> list[dict[str, Any]]:
+    try:
+        return History(state_dir).since(after_seq=after_seq)
+    except OSError as exc:
+        raise XendddError(f"cannot read the history in {state_dir}: {exc.strerror}") from None
 
 
 def _event_row(record: dict[str, Any], raw: bool) -> dict[str, Any]:
@@ -200,12 +242,22 @@ def _event_row(record: dict[str, Any], raw: bool) -> dict[str, Any]:
     }
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def _parse_since(text: str) -> float:
+    """An age (`3600`, `90s`, `10m`, `1h`, `2d`) or an ISO 8601 time (local time unless it has an offset)."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
     try:
-        return time.time() - float(text)
+        age = float(number) * _UNITS[unit]
     except ValueError:
         pass
+    else:
+        if age >= 0 and math.isfinite(age):
+            return time.time() - age
     try:
         return dt.datetime.fromisoformat(text).timestamp()
     except ValueError:
-        raise InputError(f"--since {text!r}: give seconds ago or an ISO 8601 time") from None
+        raise InputError(
+            f"--since {text!r}: give an age (90s, 10m, 1h, 2d) or an ISO 8601 time (2024-05-01T12:00)"
+        ) from None

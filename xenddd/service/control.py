@@ -188,7 +188,8 @@ def request(path: Path, op: str, args: dict[str, Any] | None = None, timeout: fl
         except TimeoutError:
             raise XendddError(f"the daemon did not answer {op!r} within {timeout:.0f} s") from None
     if line is None:
-        raise XendddError("the daemon closed the control connection without answering")
+        # The daemon stops by closing its connections: to a client, it is no longer running.
+        raise DaemonNotRunning("the daemon closed the control connection without answering (stopping?)")
     answer: dict[str, Any] = json.loads(line)
     return answer
 
