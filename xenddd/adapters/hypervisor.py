@@ -40,6 +40,11 @@ _STATES = {
     libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
     libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
 }
+_SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: LifecycleKind.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: LifecycleKind.DESTROYED,
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: LifecycleKind.CRASHED,
+}
 _GONE = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID}
 _event_impl_lock = threading.Lock()
 _event_impl_registered = False
@@ -377,11 +382,17 @@ def _flags(dom: Any) -> int:
 def _info(dom: Any) -> DomainInfo:
     state, max_kib, memory_kib, vcpus, cpu_time = dom.info()
     domid = dom.ID()
+    stopped = None
+    if state == libvirt.VIR_DOMAIN_CRASHED:
+        stopped = LifecycleKind.CRASHED
+    elif state == libvirt.VIR_DOMAIN_SHUTOFF:
+        stopped = _SHUTOFF_REASONS.get(dom.state()[1])
     return DomainInfo(
         name=dom.name(),
         uuid=dom.UUIDString(),
         domid=domid if domid >= 0 else None,
         state=_STATES.get(state, DomainState.OTHER),
+        stopped=stopped,
         memory_kib=memory_kib or max_kib,
         vcpus=vcpus,
         cpu_time_ns=cpu_time,

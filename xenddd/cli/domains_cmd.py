@@ -7,13 +7,12 @@ reattach frontends afterwards) asks for the daemon.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import click
 
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.cli.output import Column, emit_list
+from xenddd.cli.output import Column, emit_list, incident_summary
 from xenddd.errors import DaemonNotRunning
 from xenddd.service.control import answer_or_raise, request
 
@@ -26,7 +25,7 @@ _COLUMNS = (
     Column("Time(s)", "cpu_time_s", right_align=True),
     Column("Restarts", "restarts", right_align=True),
     Column("Frontends", "frontends", right_align=True),
-    Column("Last crash", "last_crash"),
+    Column("Last incident", "last"),
 )
 
 
@@ -51,13 +50,9 @@ def list_domains(cli: CliContext) -> None:
     Exit status: 0 ok, 1 the toolstack could not be asked, 2 invalid config.
     """
     answer = _daemon(cli, "list")
-    if answer is not None:
-        rows = [
-            {**d, "last_crash": _when((d.get("last_incident") or {}).get("detected_at"))}
-            for d in answer["driver_domains"]
-        ]
-    else:
-        rows = _list_from_libvirt(cli)
+    rows = answer["driver_domains"] if answer is not None else _list_from_libvirt(cli)
+    if not cli.as_json:
+        rows = [{**d, "last": incident_summary(d.get("last_incident"))} for d in rows]
     emit_list(cli.as_json, "driver-domains", _COLUMNS, rows)
 
 
@@ -80,7 +75,7 @@ def _list_from_libvirt(cli: CliContext) -> list[dict[str, Any]]:
                     "cpu_time_s": round(info.cpu_time_ns / 1e9, 1) if info else None,
                     "restarts": None,
                     "frontends": None,
-                    "last_crash": None,
+                    "last_incident": None,
                 }
             )
         return rows
@@ -162,9 +157,3 @@ def restart(cli: CliContext, name: str) -> None:
     if _daemon(cli, "restart", name=name) is None:
         raise DaemonNotRunning("the xenddd daemon is not running: it is what reattaches the frontends")
     click.echo(f"{name}: restart begun (xenddd events --follow shows the recovery)")
-
-
-def _when(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")

@@ -6,6 +6,7 @@ script can check the version before relying on the field names.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,20 @@ def emit_record(as_json: bool, kind: str, record: Mapping[str, Any], text: str) 
         click.echo(json.dumps({"version": JSON_SCHEMA_VERSION, "kind": kind, "item": dict(record)}, indent=2))
     else:
         click.echo(text)
+
+
+def local_time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def incident_summary(incident: Mapping[str, Any] | None) -> str | None:
+    """A driver domain's last incident in a table cell: when, how it stopped, how long the repair took."""
+    if not incident:
+        return None
+    mttr = incident.get("mttr_seconds")
+    return f"{local_time(incident['detected_at'])} {incident.get('reason', 'gone')}" + (
+        f", MTTR {mttr:.2f}s" if mttr is not None else ""
+    )
 
 
 def _cell(value: Any) -> str:

@@ -15,7 +15,7 @@ import click
 
 from xenddd.adapters.systemd import Notifier, configure_logging
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.cli.output import Column, emit_list, emit_record, render_table
+from xenddd.cli.output import Column, emit_list, emit_record, incident_summary, render_table
 from xenddd.config.spec import Config
 from xenddd.errors import DaemonNotRunning, InputError, XendddError
 from xenddd.recovery.history import History
@@ -116,11 +116,13 @@ def status(cli: CliContext) -> None:
     rows = [
         {
             **d,
-            "last": _last_incident(d.get("last_incident")),
+            "last": incident_summary(d.get("last_incident")),
             "phase": (d.get("incident") or {}).get("phase"),
         }
         for d in domains
     ]
+    if daemon_health.get("reload_error"):
+        lines.append(f"reload failed, running the previous config: {daemon_health['reload_error']}")
     lines.append(render_table(_STATUS_COLUMNS, rows))
     lines += [f"{d['name']}: {d['error']}" for d in domains if d.get("error")]
     emit_record(cli.as_json, "status", record, "\n".join(lines))
@@ -136,13 +138,6 @@ _STATUS_COLUMNS = (
     Column("Recovery", "phase"),
     Column("Last incident", "last"),
 )
-
-
-def _last_incident(incident: dict[str, Any] | None) -> str | None:
-    if not incident:
-        return None
-    when = dt.datetime.fromtimestamp(float(incident["detected_at"])).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{when} MTTR {incident['mttr_seconds']:.2f}s"
 
 
 @click.command()

@@ -191,7 +191,7 @@ class Reconciler:
         if running is not None and not frontends:
             self._adopt_replacement(spec, record, running)
             return None
-        reason = "gone" if running is None else f"replaced by domid {running}"
+        reason = _how_it_stopped(info) if running is None else f"replaced by domid {running}"
         uptime = None if record.started_at is None else now - record.started_at
         incident = Incident.new(record.domid, now, reason, frontends, dead_uptime=uptime)
         if running is not None:
@@ -306,6 +306,12 @@ class Reconciler:
             record.domid = None
         self._intents.save(record)
         return {"name": spec.name}
+
+
+def _how_it_stopped(info: DomainInfo | None) -> str:
+    """crashed, destroyed or shutdown as the toolstack tells it; gone when it no longer knows the domain
+    (undefined behind xenddd's back) or not how it stopped."""
+    return info.stopped.value if info is not None and info.stopped is not None else "gone"
 
 
 def _ignored(rejected: dict[str, str], shown: int = 5) -> str:

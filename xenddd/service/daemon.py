@@ -84,6 +84,7 @@ class Daemon:
         self._wiring: _Wiring | None = None
         self._control: ControlServer | None = None
         self.last_error: str | None = None
+        self.reload_error: str | None = None  # why the last `systemctl reload` kept the running config
         self._ready = False
         self._last_ping = 0.0
 
@@ -261,7 +262,10 @@ class Daemon:
             new = load_config(path)
         except XendddError as exc:
             log.error("SIGHUP: keeping the running configuration: %s", exc)
+            self.reload_error = str(exc)
+            self.history.record("reload-failed", error=str(exc))
             return
+        self.reload_error = None
         old_names = {d.name for d in self.config.driver_domains}
         new_names = {d.name for d in new.driver_domains}
         for gone in sorted(old_names - new_names):
@@ -337,6 +341,7 @@ class Daemon:
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "xenstore": "connected" if self.last_error is None else f"trouble: {self.last_error}",
             "last_error": self.last_error,
+            "reload_error": self.reload_error,
         }
 
     def _status_line(self) -> str:

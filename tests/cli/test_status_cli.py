@@ -1,0 +1,115 @@
+"""`status` and `list` say how a driver domain last stopped and how long its repair took, and `status`
+says when a reload kept the running config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from xenddd.cli.main import cli
+from xenddd.config.loader import load_config
+from xenddd.service.daemon import Daemon
+from xenddd.service.simulated import simulated_runtime
+from xenddd.sim.socket_host import SimulatedHost
+
+CONFIG = """
+[xenddd]
+state_dir = "{tmp}/state"
+control_socket = "{tmp}/control.sock"
+
+[[driver_domain]]
+name = "domnet"
+kind = "network"
+kernel = "/boot/dd"
+[driver_domain.readiness]
+condition = "running"
+[driver_domain.restart]
+backoff_base = 0.0
+backoff_cap = 0.0
+"""
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[Path, SimulatedHost, Daemon]]:
+    path = tmp_path / "xenddd.toml"
+    path.write_text(CONFIG.format(tmp=tmp_path))
+    config = load_config(path)
+    sim = SimulatedHost.start(tmp_path / "xs.sock")
+    daemon = Daemon(config, simulated_runtime(sim, config), config_path=path)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        wait_for(daemon, "daemon-started")
+        yield path, sim, daemon
+    finally:
+        daemon.stop()
+        thread.join(20)
+        sim.stop()
+
+
+def wait_for(daemon: Daemon, event: str, count: int = 1) -> None:
+    deadline = time.monotonic() + 20
+    while sum(r["event"] == event for r in daemon.history.since()) < count:
+        assert time.monotonic() < deadline, f"no {event}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("crash", "crashed"), ("destroy", "destroyed")])
+def test_status_and_list_show_how_the_last_incident_began_and_its_mttr(
+    running: tuple[Path, SimulatedHost, Daemon], fault: str, reason: str
+) -> None:
+    config, sim, daemon = running
+    getattr(sim.host, fault)("domnet")
+    wait_for(daemon, "recovered")
+    (detected,) = [r for r in daemon.history.since() if r["event"] == "detected"]
+    assert detected["reason"] == reason
+
+    for command in ("status", "list"):
+        result = CliRunner().invoke(cli, ["--config", str(config), command])
+        assert result.exit_code == 0, result.output
+        assert f" {reason}, MTTR " in result.stdout
+        document = json.loads(CliRunner().invoke(cli, ["--json", "--config", str(config), command]).stdout)
+        domains = document["item"]["driver_domains"] if command == "status" else document["items"]
+        assert domains[0]["last_incident"]["reason"] == reason
+        assert "last_crash" not in domains[0] and "last" not in domains[0]
+
+
+@pytest.mark.slow
+def test_status_says_when_a_reload_kept_the_running_config(tmp_path: Path) -> None:
+    config = tmp_path / "xenddd.toml"
+    config.write_text(CONFIG.format(tmp=tmp_path))
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "xenddd", "--config", str(config), "daemon", "--simulate"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while CliRunner().invoke(cli, ["--config", str(config), "status"]).exit_code != 0:
+            assert time.monotonic() < deadline, "the daemon never answered"
+            time.sleep(0.1)
+        good = tmp_path / "good.toml"  # what the CLI reads: the daemon's file is about to be invalid
+        good.write_text(config.read_text())
+        config.write_text(CONFIG.format(tmp=tmp_path) + "memory = -1\n")
+        daemon.send_signal(signal.SIGHUP)
+        while "reload failed" not in (
+            out := CliRunner().invoke(cli, ["--config", str(good), "status"]).stdout
+        ):
+            assert time.monotonic() < deadline, f"status never said the reload failed: {out}"
+            time.sleep(0.1)
+        assert f"reload failed, running the previous config: {config}:" in out
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=20)
