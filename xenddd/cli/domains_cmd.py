@@ -90,14 +90,16 @@ def create(cli: CliContext, name: str) -> None:
     """Define (or update the definition of) and start the configured driver domain NAME through libvirt.
 
     Hides its PCI devices from dom0 first (refusing without IOMMU passthrough). Through the daemon when it
-    runs, which then also clears a planned stop.
+    runs, which then also clears a planned stop and, once the domain is ready, attaches again the guest
+    frontends that `destroy --force` detached.
 
     \b
     Exit status: 0 started, 1 failed, 2 unknown NAME or bad config.
     """
     config = cli.config()
     spec = config.driver_domain(name)
-    if _daemon(cli, "create", name=name) is None:
+    answer = _daemon(cli, "create", name=name)
+    if answer is None:
         from xenddd.adapters.hypervisor import LibvirtHypervisor
         from xenddd.adapters.pci_sysfs import PciSysfs
         from xenddd.adapters.udev import PyudevUevents
@@ -115,7 +117,14 @@ def create(cli: CliContext, name: str) -> None:
             hypervisor.close()
         click.echo(f"{name}: started (domid {info.domid})")
         return
-    click.echo(f"{name}: started")
+    reattaching = answer.get("reattaching", 0)
+    if reattaching:
+        click.echo(
+            f"{name}: starting; {reattaching} frontend(s) detached by `destroy` are attached again once it "
+            "is ready (xenddd events --follow shows it)"
+        )
+    else:
+        click.echo(f"{name}: started")
 
 
 @click.command()
@@ -127,10 +136,12 @@ def create(cli: CliContext, name: str) -> None:
 def destroy(cli: CliContext, name: str, force: bool) -> None:
     """Stop driver domain NAME: a planned stop, so xenddd does not restart it.
 
-    Refuses while it serves guest frontends unless --force, which detaches them cleanly first.
+    Refuses while it serves guest frontends unless --force, which detaches them cleanly first and
+    remembers them: `xenddd create NAME` attaches them again. A domain that is not running is left
+    as it is.
 
     \b
-    Exit status: 0 stopped, 1 failed or refused, 2 unknown NAME.
+    Exit status: 0 stopped, 1 failed, 2 unknown NAME or refused (not running, frontends attached).
     """
     cli.config().driver_domain(name)
     answer = _daemon(cli, "destroy", name=name, force=force)

@@ -117,6 +117,8 @@ class DomainRecord:
     reattach_failures: int = 0
     incident: Incident | None = None
     last_incident: dict[str, Any] | None = None
+    # What `destroy --force` detached: `create` attaches them again, as a recovery would.
+    detached_by_destroy: list[Frontend] = field(default_factory=list)
 
 
 class IntentLog:
@@ -157,6 +159,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
         "restarts": record.restarts,
         "reattach_failures": record.reattach_failures,
         "last_incident": record.last_incident,
+        "detached_by_destroy": [frontend_to_json(f) for f in record.detached_by_destroy],
         "incident": None
         if incident is None
         else {
@@ -209,6 +212,11 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         reattach_failures=_int(doc, "reattach_failures"),
         last_incident=last_incident,
     )
+    for item in _list(doc, "detached_by_destroy"):
+        frontend = frontend_from_json(item)
+        if frontend is None:
+            raise ValueError(f"detached frontend {item!r:.100} is not valid")
+        record.detached_by_destroy.append(frontend)
     raw = doc.get("incident")
     if raw is None:
         return record

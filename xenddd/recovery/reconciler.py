@@ -256,26 +256,52 @@ class Reconciler:
             record.failed = False
             self._intents.save(record)
             info = self._hv.domain(name)
+            if record.detached_by_destroy and record.incident is None:
+                return self._create_and_reattach(spec, record, running_domid(info))
             if info is None or info.domid is None:
                 record.domid = None
                 self._start(spec, record)
-            return {"name": name}
+            return {"name": name, "reattaching": 0}
         if op == "destroy":
             return self._destroy(spec, record, force=bool(request.args.get("force")))
         if op == "restart":
             return self._restart(spec, record)
         raise InputError(f"unknown operation {op!r}")
 
+    def _create_and_reattach(
+        self, spec: DriverDomainSpec, record: DomainRecord, running: int | None
+    ) -> dict[str, Any]:
+        """The frontends `destroy --force` detached come back as after a recovery: a planned incident
+        whose frontends are already detached, so its phases start the domain (or take the instance
+        somebody else started), wait until it is ready and attach them again."""
+        incident = Incident.new(None, self._clock(), "created by operator", record.detached_by_destroy)
+        incident.planned, incident.new_domid = True, running
+        for pending in incident.frontends:
+            pending.detached = True
+        record.detached_by_destroy = []
+        record.incident, record.domid = incident, running
+        self._intents.save(record)
+        self._history.record(
+            "create-requested",
+            driver_domain=spec.name,
+            incident=incident.id,
+            frontends=len(incident.frontends),
+        )
+        return {"name": spec.name, "reattaching": len(incident.frontends)}
+
     def _destroy(self, spec: DriverDomainSpec, record: DomainRecord, force: bool) -> dict[str, Any]:
+        if record.incident is None and running_domid(self._hv.domain(spec.name)) is None:
+            raise InputError(f"{spec.name} is not running; nothing changed")
         served = self._registry.served_by(spec.name)
         if served and not force:
             guests = sorted({f.guest_name for f in served})
-            raise XendddError(
-                f"{spec.name} serves {len(served)} frontend(s) of {', '.join(guests)}; "
+            raise InputError(
+                f"{spec.name} serves {len(served)} frontend(s) of {', '.join(guests)}; nothing changed: "
                 "detach them first or use --force"
             )
         record.stopped_by_request = True
         record.incident = None
+        record.detached_by_destroy = list(served)
         self._intents.save(record)
         for frontend in served:
             self._hv.detach(frontend.guest_name, frontend.kind, frontend.devid, frontend.params)
