@@ -77,8 +77,9 @@ def test_config_check_json_has_a_versioned_schema() -> None:
     document = json.loads(out)
     assert document["version"] == 1
     assert document["kind"] == "config-check"
-    assert document["item"]["driver_domains"] == ["domnet", "domstore"]
-    assert document["item"]["valid"] is False and len(document["item"]["errors"]) == 3
+    (record,) = document["items"]
+    assert record["driver_domains"] == ["domnet", "domstore"]
+    assert record["valid"] is False and len(record["errors"]) == 3
 
 
 def test_invalid_config_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -122,7 +122,7 @@ def test_json_reports_errors_and_warnings_apart_on_stdout(tmp_path: Path) -> Non
     config.write_text(domain("domnet", kernel=f"{tmp_path}/vmlinuz"))
     code, out, err = run("--json", "config", "check", str(config))
     assert (code, err) == (2, "")
-    item = json.loads(out)["item"]
+    (item,) = json.loads(out)["items"]
     assert item["valid"] is False and item["warnings"] == []
     assert item["errors"] == [
         {"key": "driver_domain[0].kernel", "line": 4, "message": f"{tmp_path}/vmlinuz does not exist"}

@@ -35,7 +35,7 @@ def test_status_and_list_show_how_the_last_incident_began_and_its_mttr(
         assert result.exit_code == 0, result.output
         assert f" {reason}, MTTR " in result.stdout
         document = json.loads(CliRunner().invoke(cli, ["--json", "--config", str(config), command]).stdout)
-        domains = document["item"]["driver_domains"] if command == "status" else document["items"]
+        domains = document["items"]
         assert domains[0]["last_incident"]["reason"] == reason
         assert "last_crash" not in domains[0] and "last" not in domains[0]
 

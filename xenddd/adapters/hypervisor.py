@@ -88,6 +88,9 @@ class LibvirtHypervisor:
     # -- connection ------------------------------------------------------------------------------------
 
     def _connect(self) -> Any:
+        # Without a handler of its own, libvirt-python prints every error to stderr as well, on top of
+        # the one line xenddd says about it.
+        libvirt.registerErrorHandler(_ignore_libvirt_error, None)
         try:
             conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
@@ -377,6 +380,10 @@ def _flags(dom: Any) -> int:
     if dom.isPersistent():
         flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
     return flags
+
+
+def _ignore_libvirt_error(_ctx: object, _error: object) -> None:
+    """Errors reach xenddd as exceptions; this handler only keeps libvirt from printing them too."""
 
 
 def _info(dom: Any) -> DomainInfo:

@@ -39,18 +39,22 @@ def _daemon(cli: CliContext, op: str, **args: Any) -> dict[str, Any] | None:
 
 
 @click.command("list")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
 @pass_cli
-def list_domains(cli: CliContext) -> None:
-    """List the configured driver domains, like `xl list`, with xenddd's view of each.
+def list_domains(cli: CliContext, names: tuple[str, ...]) -> None:
+    """List the configured driver domains (or only NAME...), like `xl list`, with xenddd's view of each.
 
     Name, ID, Mem (MiB), VCPUs, State, Time(s) as `xl list` shows them, plus restarts, frontends served
     and the last crash, as the daemon knows them (`-` when the daemon is not running). Changes nothing.
 
     \b
-    Exit status: 0 ok, 1 the toolstack could not be asked, 2 invalid config.
+    Exit status: 0 ok, 1 the toolstack could not be asked, 2 invalid config or a NAME not configured.
     """
+    for name in names:
+        cli.config().driver_domain(name)
     answer = _daemon(cli, "list")
     rows = answer["driver_domains"] if answer is not None else _list_from_libvirt(cli)
+    rows = [row for row in rows if not names or row["name"] in names]
     if not cli.as_json:
         rows = [{**d, "last": incident_summary(d.get("last_incident"))} for d in rows]
     emit_list(cli.as_json, "driver-domains", _COLUMNS, rows)
@@ -130,7 +134,7 @@ def create(cli: CliContext, name: str) -> None:
 @click.command()
 @click.argument("name")
 @click.option(
-    "--force", is_flag=True, help="Stop it even while guests are attached through it (detaching them)."
+    "--force", "-f", is_flag=True, help="Stop it even while guests are attached through it (detaching them)."
 )
 @pass_cli
 def destroy(cli: CliContext, name: str, force: bool) -> None:

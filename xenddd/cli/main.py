@@ -13,6 +13,7 @@ from xenddd.cli.context import CliContext
 from xenddd.cli.demo_cmd import demo
 from xenddd.cli.devices_cmd import block_list, network_list
 from xenddd.cli.domains_cmd import create, destroy, list_domains, restart
+from xenddd.cli.output import emit_json
 from xenddd.cli.pci_cmd import pci_assignable_add, pci_assignable_list, pci_assignable_remove
 from xenddd.cli.service_cmd import daemon, events, status
 from xenddd.cli.sim_cmd import sim
@@ -21,13 +22,17 @@ from xenddd.errors import XendddError
 
 
 class XendddGroup(click.Group):
-    """Turns every expected failure into one line on stderr and its exit status: no tracebacks."""
+    """Turns every expected failure into one line on stderr and its exit status: no tracebacks. With
+    --json the failure is a JSON document on stdout instead, where the script reading it looks."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except XendddError as exc:
-            click.echo(f"xenddd: {exc}", err=True)
+            if isinstance(ctx.obj, CliContext) and ctx.obj.as_json:
+                emit_json("error", [{"error": str(exc), "exit_code": exc.exit_code}])
+            else:
+                click.echo(f"xenddd: {exc}", err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -50,9 +55,33 @@ def cli(ctx: click.Context, as_json: bool, config_file: str | None) -> None:
     crashed driver domains and reattaches their guests' frontends.
 
     \b
-    Exit status: 0 success, 1 the operation failed, 2 invalid input (nothing changed).
+    Exit status: 0 success, 1 the operation failed, 2 invalid input or refused (nothing changed).
     """
     ctx.obj = CliContext(as_json=as_json, config_path=config_path(config_file))
+
+
+def _json_after_the_subcommand(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    cli_context = ctx.find_object(CliContext)
+    if value and cli_context is not None:
+        cli_context.as_json = True
+
+
+def _accept_json(command: click.Command) -> None:
+    """`xenddd list --json` as well as `xenddd --json list`: where an operator types it after the
+    subcommand, as virsh and most CLIs take it."""
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            _accept_json(subcommand)
+        return
+    command.params.append(
+        click.Option(
+            ["--json"],
+            is_flag=True,
+            expose_value=False,
+            callback=_json_after_the_subcommand,
+            help="Machine-readable output (as `xenddd --json ...`).",
+        )
+    )
 
 
 for command in (
@@ -72,6 +101,7 @@ for command in (
     demo,
     sim,
 ):
+    _accept_json(command)
     cli.add_command(command)
 
 

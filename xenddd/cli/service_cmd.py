@@ -15,7 +15,7 @@ import click
 
 from xenddd.adapters.systemd import Notifier, configure_logging
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.cli.output import Column, emit_list, emit_record, incident_summary, render_table
+from xenddd.cli.output import Column, emit_json, emit_list, incident_summary, render_table
 from xenddd.config.spec import Config
 from xenddd.errors import DaemonNotRunning, InputError, XendddError
 from xenddd.recovery.history import History
@@ -108,7 +108,6 @@ def status(cli: CliContext) -> None:
     answer = answer_or_raise(request(cli.config().settings.control_socket, "status"))
     daemon_health: dict[str, Any] = answer.get("daemon", {})
     domains: list[dict[str, Any]] = answer.get("driver_domains", [])
-    record = {"daemon": daemon_health, "driver_domains": domains}
     lines = [
         f"daemon: pid {daemon_health.get('pid')}, {daemon_health.get('mode')} host, "
         f"up {daemon_health.get('uptime_seconds')} s, xenstore {daemon_health.get('xenstore')}"
@@ -125,7 +124,10 @@ def status(cli: CliContext) -> None:
         lines.append(f"reload failed, running the previous config: {daemon_health['reload_error']}")
     lines.append(render_table(_STATUS_COLUMNS, rows))
     lines += [f"{d['name']}: {d['error']}" for d in domains if d.get("error")]
-    emit_record(cli.as_json, "status", record, "\n".join(lines))
+    if cli.as_json:
+        emit_json("status", domains, daemon=daemon_health)
+    else:
+        click.echo("\n".join(lines))
 
 
 _STATUS_COLUMNS = (
