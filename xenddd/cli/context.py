@@ -17,12 +17,18 @@ from xenddd.errors import NotImplementedYet
 class CliContext:
     as_json: bool
     config_path: Path
+    simulate: bool = False
     _config: Config | None = field(default=None, repr=False)
 
     def config(self) -> Config:
-        """The validated config, loaded once, on first use: commands that need none never read it."""
+        """The validated config, loaded once, on first use: commands that need none never read it. With
+        --simulate, its paths are those of `daemon --simulate` (see `service.simulated`)."""
         if self._config is None:
             self._config = load_config(self.config_path)
+            if self.simulate:
+                from xenddd.service.simulated import simulation_dir, simulation_settings
+
+                self._config = simulation_settings(self._config, simulation_dir())
         return self._config
 
     def settings(self) -> Settings:

@@ -45,9 +45,14 @@ class XendddGroup(click.Group):
     default=None,
     help="Config file [default: $XENDDD_CONFIG or /etc/xenddd/xenddd.toml].",
 )
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Talk to the simulated host of `xenddd daemon --simulate` (its sockets and state directory).",
+)
 @click.version_option(version=__version__, prog_name="xenddd")
 @click.pass_context
-def cli(ctx: click.Context, as_json: bool, config_file: str | None) -> None:
+def cli(ctx: click.Context, as_json: bool, config_file: str | None, simulate: bool) -> None:
     """xenddd — the Xen driver-domain daemon and its xl-style command line.
 
     Hides PCI devices from dom0 for driver domains, creates and monitors the driver domains through
@@ -57,7 +62,7 @@ def cli(ctx: click.Context, as_json: bool, config_file: str | None) -> None:
     \b
     Exit status: 0 success, 1 the operation failed, 2 invalid input or refused (nothing changed).
     """
-    ctx.obj = CliContext(as_json=as_json, config_path=config_path(config_file))
+    ctx.obj = CliContext(as_json=as_json, config_path=config_path(config_file), simulate=simulate)
 
 
 def _json_after_the_subcommand(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

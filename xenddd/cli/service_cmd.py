@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import click
 from xenddd.adapters.systemd import Notifier, configure_logging
 from xenddd.cli.context import CliContext, pass_cli
 from xenddd.cli.output import Column, emit_json, emit_list, incident_summary, render_table
+from xenddd.config.loader import DEFAULT_CONFIG_PATH
 from xenddd.config.spec import Config
 from xenddd.errors import DaemonNotRunning, InputError, XendddError
 from xenddd.recovery.history import History
@@ -37,23 +37,28 @@ def daemon(cli: CliContext, simulate: bool) -> None:
     and leaves the driver domains running; SIGHUP reloads the config.
 
     With --simulate the same daemon runs against a simulated host built from the config's driver
-    domains and [[simulation.guest]] entries; the control socket and state directory then default to a
-    temporary directory unless the config sets them.
+    domains and [[simulation.guest]] entries. Its xenstored, control socket and state directory are in
+    one predictable directory (/run/xenddd-sim as root; $XENDDD_SIM_DIR overrides it), printed at start
+    and shown by `xenddd --simulate status`; the config's state_dir and control_socket win if it sets
+    them. `xenddd sim crash NAME` (or destroy, shutdown) injects a fault to rehearse a recovery.
 
     One daemon per state directory: a second one exits 1 naming the running one's pid.
 
     \b
     Exit status: 0 stopped by a signal, 1 failed (or another daemon runs), 2 invalid config.
     """
+    if simulate:
+        cli.simulate = True
     config = cli.config()
     configure_logging(config.settings.log_level)
-    scratch = Path(tempfile.mkdtemp(prefix="xenddd-sim-")) if simulate else None
-    if scratch is not None:
-        config = _simulation_settings(config, scratch)
+    if cli.simulate:
+        from xenddd.service.simulated import prepare_simulation_dir, simulation_dir
+
+        prepare_simulation_dir(simulation_dir())
     # Before anything is touched: a second daemon must not finish PCI steps or take the control socket.
     with daemon_lock(config.settings.state_dir):
-        if scratch is not None:
-            sys.exit(_run_simulated(cli, config, scratch))
+        if cli.simulate:
+            sys.exit(_run_simulated(cli, config))
         from xenddd.service.production import production_runtime
 
         notifier = Notifier()
@@ -63,35 +68,34 @@ def daemon(cli: CliContext, simulate: bool) -> None:
         sys.exit(Daemon(config, runtime, config_path=cli.config_path, notifier=notifier).run())
 
 
-def _simulation_settings(config: Config, scratch: Path) -> Config:
-    """The state directory and control socket in `scratch` unless the config sets them."""
-    from dataclasses import replace
-
-    from xenddd.config.spec import Settings
-
-    defaults = Settings()
-    settings = config.settings
-    if settings.state_dir == defaults.state_dir:
-        settings = replace(settings, state_dir=scratch / "state")
-    if settings.control_socket == defaults.control_socket:
-        settings = replace(settings, control_socket=scratch / "control.sock")
-    return replace(config, settings=settings)
-
-
-def _run_simulated(cli: CliContext, config: Config, scratch: Path) -> int:
+def _run_simulated(cli: CliContext, config: Config) -> int:
     from xenddd.service.daemon import Daemon
-    from xenddd.service.simulated import simulated_runtime
+    from xenddd.service.simulated import serve_faults, simulated_runtime, simulation_dir, simulation_settings
     from xenddd.sim.socket_host import SimulatedHost
 
     settings = config.settings
-    sim = SimulatedHost.start(scratch / "xenstored.sock")
-    click.echo(
-        f"xenddd: simulated host: xenstored at {sim.server.path}, control socket {settings.control_socket}",
-        err=True,
-    )
+    xenstored = settings.xenstore_socket
+    sim = SimulatedHost.start(xenstored)
+    faults = serve_faults(sim, simulation_dir())
+    config_option = f" --config {cli.config_path}" if cli.config_path != DEFAULT_CONFIG_PATH else ""
+    for line in (
+        "simulated host",
+        f"  xenstored       {xenstored}  (XENSTORED_PATH={xenstored} xenstore-ls)",
+        f"  control socket  {settings.control_socket}",
+        f"  state           {settings.state_dir}",
+        f"  commands        xenddd --simulate{config_option} status | list | events -f | network-list",
+        "  faults          xenddd sim crash|destroy|shutdown NAME",
+    ):
+        click.echo(f"xenddd: {line}", err=True)
     try:
-        return Daemon(config, simulated_runtime(sim, config), config_path=cli.config_path).run()
+        return Daemon(
+            config,
+            simulated_runtime(sim, config),
+            config_path=cli.config_path,
+            local_settings=lambda reloaded: simulation_settings(reloaded, simulation_dir()),
+        ).run()
     finally:
+        faults.stop()
         sim.stop()
 
 
@@ -112,6 +116,11 @@ def status(cli: CliContext) -> None:
         f"daemon: pid {daemon_health.get('pid')}, {daemon_health.get('mode')} host, "
         f"up {daemon_health.get('uptime_seconds')} s, xenstore {daemon_health.get('xenstore')}"
     ]
+    if daemon_health.get("mode") == "simulated":
+        lines.append(
+            f"simulated host: xenstored {daemon_health.get('xenstore_socket')}, "
+            f"state {daemon_health.get('state_dir')}"
+        )
     rows = [
         {
             **d,

@@ -76,6 +76,8 @@ class Daemon:
     notifier: Notifier = field(default_factory=Notifier)
     hints: queue.Queue[Hint] = field(default_factory=queue.Queue)
     started_at: float = field(default_factory=time.time)
+    # What this run changes in every config it loads, a reload's too: a simulation's paths.
+    local_settings: Callable[[Config], Config] = lambda config: config
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -259,7 +261,7 @@ class Daemon:
 
     def _apply_new_config(self, path: Path) -> None:
         try:
-            new = load_config(path)
+            new = self.local_settings(load_config(path))
         except XendddError as exc:
             log.error("SIGHUP: keeping the running configuration: %s", exc)
             self.reload_error = str(exc)
@@ -342,6 +344,8 @@ class Daemon:
             "xenstore": "connected" if self.last_error is None else f"trouble: {self.last_error}",
             "last_error": self.last_error,
             "reload_error": self.reload_error,
+            "xenstore_socket": str(self.config.settings.xenstore_socket),
+            "state_dir": str(self.config.settings.state_dir),
         }
 
     def _status_line(self) -> str:
