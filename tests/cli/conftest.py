@@ -18,6 +18,7 @@ CONFIG = """
 [xenddd]
 state_dir = "{tmp}/state"
 control_socket = "{tmp}/control.sock"
+metrics_textfile = "{tmp}/metrics.prom"
 
 [[driver_domain]]
 name = "domnet"

@@ -50,8 +50,10 @@ kernel = "/k"
         assert not thread.is_alive()
         assert sim.host.domains["domnet"].domid == domid
         metrics = (tmp_path / "metrics/xenddd.prom").read_text()
-        assert 'xenddd_restarts{driver_domain="domnet"} 0' in metrics
-        assert "xenddd_mttr_seconds_count 0" in metrics and metrics.endswith("# EOF\n")
+        assert "# TYPE xenddd_restarts_total counter" in metrics
+        assert 'xenddd_restarts_total{driver_domain="domnet",trigger="automatic"} 0' in metrics
+        assert 'xenddd_restarts_total{driver_domain="domnet",trigger="operator"} 0' in metrics
+        assert "xenddd_mttr_seconds_count 0" in metrics
     finally:
         sim.stop()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from xenddd.adapters.systemd import Notifier, configure_logging
+from xenddd.adapters.systemd import Notifier, configure_logging, journal_event
 from xenddd.cli.context import CliContext, pass_cli
 from xenddd.cli.output import Column, emit_json, emit_list, incident_summary, render_table
 from xenddd.config.loader import DEFAULT_CONFIG_PATH
@@ -50,7 +50,7 @@ def daemon(cli: CliContext, simulate: bool) -> None:
     if simulate:
         cli.simulate = True
     config = cli.config()
-    configure_logging(config.settings.log_level)
+    journal = configure_logging(config.settings.log_level)
     if cli.simulate:
         from xenddd.service.simulated import prepare_simulation_dir, simulation_dir
 
@@ -58,17 +58,20 @@ def daemon(cli: CliContext, simulate: bool) -> None:
     # Before anything is touched: a second daemon must not finish PCI steps or take the control socket.
     with daemon_lock(config.settings.state_dir):
         if cli.simulate:
-            sys.exit(_run_simulated(cli, config))
+            sys.exit(_run_simulated(cli, config, journal))
         from xenddd.service.production import production_runtime
 
         notifier = Notifier()
         runtime = production_runtime(config, notifier)
         from xenddd.service.daemon import Daemon
 
-        sys.exit(Daemon(config, runtime, config_path=cli.config_path, notifier=notifier).run())
+        service = Daemon(config, runtime, config_path=cli.config_path, notifier=notifier)
+        if journal:
+            service.history.subscribe(journal_event)
+        sys.exit(service.run())
 
 
-def _run_simulated(cli: CliContext, config: Config) -> int:
+def _run_simulated(cli: CliContext, config: Config, journal: bool) -> int:
     from xenddd.service.daemon import Daemon
     from xenddd.service.simulated import serve_faults, simulated_runtime, simulation_dir, simulation_settings
     from xenddd.sim.socket_host import SimulatedHost
@@ -88,12 +91,15 @@ def _run_simulated(cli: CliContext, config: Config) -> int:
     ):
         click.echo(f"xenddd: {line}", err=True)
     try:
-        return Daemon(
+        service = Daemon(
             config,
             simulated_runtime(sim, config),
             config_path=cli.config_path,
             local_settings=lambda reloaded: simulation_settings(reloaded, simulation_dir()),
-        ).run()
+        )
+        if journal:
+            service.history.subscribe(journal_event)
+        return service.run()
     finally:
         faults.stop()
         sim.stop()

@@ -76,6 +76,7 @@ class Incident:
     phase: Phase
     reason: str
     planned: bool = False
+    by_operator: bool = False  # `xenddd restart` or `create`: its restart is counted apart from crashes
     frontends: list[PendingFrontend] = field(default_factory=list)
     not_before: float = 0.0
     ready_deadline: float = 0.0
@@ -113,7 +114,8 @@ class DomainRecord:
     restart_times: list[float] = field(default_factory=list)
     started_at: float | None = None  # when xenddd started the running instance (None: not by xenddd)
     crashes: int = 0
-    restarts: int = 0
+    restarts: int = 0  # automatic: after the domain died
+    manual_restarts: int = 0  # asked for by an operator
     reattach_failures: int = 0
     incident: Incident | None = None
     last_incident: dict[str, Any] | None = None
@@ -157,6 +159,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
         "started_at": record.started_at,
         "crashes": record.crashes,
         "restarts": record.restarts,
+        "manual_restarts": record.manual_restarts,
         "reattach_failures": record.reattach_failures,
         "last_incident": record.last_incident,
         "detached_by_destroy": [frontend_to_json(f) for f in record.detached_by_destroy],
@@ -169,6 +172,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
             "phase": incident.phase.value,
             "reason": incident.reason,
             "planned": incident.planned,
+            "by_operator": incident.by_operator,
             "not_before": incident.not_before,
             "ready_deadline": incident.ready_deadline,
             "new_domid": incident.new_domid,
@@ -209,6 +213,7 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         started_at=_opt_number(doc, "started_at"),
         crashes=_int(doc, "crashes"),
         restarts=_int(doc, "restarts"),
+        manual_restarts=_int(doc, "manual_restarts"),
         reattach_failures=_int(doc, "reattach_failures"),
         last_incident=last_incident,
     )
@@ -248,6 +253,7 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         phase=_phase(raw.get("phase")),
         reason=str(raw.get("reason", "")),
         planned=_bool(raw, "planned"),
+        by_operator=_bool(raw, "by_operator"),
         frontends=pending,
         not_before=_number(raw.get("not_before", 0.0), "not_before"),
         ready_deadline=_number(raw.get("ready_deadline", 0.0), "ready_deadline"),

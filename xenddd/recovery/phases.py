@@ -174,7 +174,10 @@ class Recovery:
             incident.not_before = self._clock() + 1.0
             self._save(record)
             return 1.0
-        record.restarts += 1
+        if incident.by_operator:
+            record.manual_restarts += 1
+        else:
+            record.restarts += 1
         self._event("restarted", spec.name, incident, domid=info.domid)
         if info.domid is None:
             self._schedule_restart(spec, record, incident, planned=False, uptime=0.0)

@@ -148,6 +148,7 @@ class Reconciler:
                     "vcpus": info.vcpus if info else spec.vcpus,
                     "cpu_time_s": round(info.cpu_time_ns / 1e9, 1) if info else None,
                     "restarts": record.restarts,
+                    "manual_restarts": record.manual_restarts,
                     "crashes": record.crashes,
                     "failed": record.failed,
                     "frontends": len(self._registry.served_by(spec.name)),
@@ -275,7 +276,7 @@ class Reconciler:
         whose frontends are already detached, so its phases start the domain (or take the instance
         somebody else started), wait until it is ready and attach them again."""
         incident = Incident.new(None, self._clock(), "created by operator", record.detached_by_destroy)
-        incident.planned, incident.new_domid = True, running
+        incident.planned, incident.by_operator, incident.new_domid = True, True, running
         for pending in incident.frontends:
             pending.detached = True
         record.detached_by_destroy = []
@@ -319,10 +320,11 @@ class Reconciler:
         if record.incident is not None and record.incident.phase is Phase.FAILED:
             record.incident.phase = Phase.WAITING_RESTART
             record.incident.not_before = self._clock()
+            record.incident.by_operator = True
         elif record.incident is None:
             frontends = self._registry.served_by(spec.name)
             incident = Incident.new(record.domid, self._clock(), "restart requested", frontends)
-            incident.planned = True
+            incident.planned = incident.by_operator = True
             record.incident = incident
             self._intents.save(record)
             self._history.record(
