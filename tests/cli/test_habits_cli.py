@@ -75,3 +75,19 @@ def test_libvirt_is_kept_from_printing_its_errors_on_top_of_xenddds(monkeypatch:
     with pytest.raises(XendddError):
         LibvirtHypervisor("test:///nosuch/file.xml")
     assert handlers and handlers[-1] is not None
+
+
+def test_commands_that_change_something_answer_json_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel = FakeKernel(tmp_path / "sys")
+    kernel.add_driver(PCIBACK)
+    kernel.add_device("0000:00:10.0", driver=PCIBACK)
+    monkeypatch.setenv("XENDDD_SYSFS_ROOT", str(kernel.root))
+    config = tmp_path / "xenddd.toml"
+    config.write_text(f'[xenddd]\nstate_dir = "{tmp_path}/state"\n')
+    result = CliRunner().invoke(
+        cli, ["--config", str(config), "pci-assignable-remove", "-f", "00:10.0", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["items"] == [{"bdf": "0000:00:10.0", "driver": None}]

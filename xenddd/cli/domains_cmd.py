@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.cli.output import Column, emit_list, incident_summary
+from xenddd.cli.output import Column, emit_list, emit_record, incident_summary
 from xenddd.errors import DaemonNotRunning
 from xenddd.service.control import answer_or_raise, request
 
@@ -119,16 +119,17 @@ def create(cli: CliContext, name: str) -> None:
             info = hypervisor.start(name)
         finally:
             hypervisor.close()
-        click.echo(f"{name}: started (domid {info.domid})")
+        record = {"name": name, "domid": info.domid, "reattaching": 0}
+        emit_record(cli.as_json, "create", record, f"{name}: started (domid {info.domid})")
         return
     reattaching = answer.get("reattaching", 0)
-    if reattaching:
-        click.echo(
-            f"{name}: starting; {reattaching} frontend(s) detached by `destroy` are attached again once it "
-            "is ready (xenddd events --follow shows it)"
-        )
-    else:
-        click.echo(f"{name}: started")
+    text = (
+        f"{name}: starting; {reattaching} frontend(s) detached by `destroy` are attached again once it "
+        "is ready (xenddd events --follow shows it)"
+        if reattaching
+        else f"{name}: started"
+    )
+    emit_record(cli.as_json, "create", {"name": name, "reattaching": reattaching}, text)
 
 
 @click.command()
@@ -154,7 +155,9 @@ def destroy(cli: CliContext, name: str, force: bool) -> None:
             f"the xenddd daemon is not running; stop {name} with `virsh destroy {name}` "
             "(its guests' frontends are then left stale)"
         )
-    click.echo(f"{name}: destroyed ({answer.get('detached', 0)} frontend(s) detached)")
+    detached = answer.get("detached", 0)
+    text = f"{name}: destroyed ({detached} frontend(s) detached)"
+    emit_record(cli.as_json, "destroy", {"name": name, "detached": detached}, text)
 
 
 @click.command()
@@ -171,4 +174,5 @@ def restart(cli: CliContext, name: str) -> None:
     cli.config().driver_domain(name)
     if _daemon(cli, "restart", name=name) is None:
         raise DaemonNotRunning("the xenddd daemon is not running: it is what reattaches the frontends")
-    click.echo(f"{name}: restart begun (xenddd events --follow shows the recovery)")
+    text = f"{name}: restart begun (xenddd events --follow shows the recovery)"
+    emit_record(cli.as_json, "restart", {"name": name}, text)

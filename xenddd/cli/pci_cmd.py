@@ -9,7 +9,7 @@ from xenddd.adapters.udev import PyudevUevents
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.adapters.xenstore.errors import XenstoreError
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.cli.output import Column, emit_list
+from xenddd.cli.output import Column, emit_list, emit_record
 from xenddd.config.loader import DEFAULT_CONFIG_PATH
 from xenddd.config.spec import PciDeviceSpec
 from xenddd.errors import InputError
@@ -70,9 +70,8 @@ def pci_assignable_add(cli: CliContext, bdf: str, name: str | None, force: bool)
     changed = _assigner(cli, need_users=False).hide(
         address, force=force, name=name or configured_name, spec=spec
     )
-    click.echo(
-        f"{address}: {'hidden from dom0 (bound to pciback)' if changed else 'already bound to pciback'}"
-    )
+    text = f"{address}: {'hidden from dom0 (bound to pciback)' if changed else 'already bound to pciback'}"
+    emit_record(cli.as_json, "pci-assignable-add", {"bdf": str(address), "changed": changed}, text)
 
 
 @click.command("pci-assignable-remove")
@@ -94,11 +93,12 @@ def pci_assignable_remove(cli: CliContext, bdf: str, rebind: bool, force: bool) 
     address = Bdf.parse(bdf)
     driver = _assigner(cli, need_users=not force).give_back(address, rebind=rebind, force=force)
     if driver is not None:
-        click.echo(f"{address}: given back to dom0 and bound to {driver}")
+        text = f"{address}: given back to dom0 and bound to {driver}"
     elif rebind:
-        click.echo(f"{address}: given back to dom0, not rebound: no original driver is recorded for it")
+        text = f"{address}: given back to dom0, not rebound: no original driver is recorded for it"
     else:
-        click.echo(f"{address}: given back to dom0")
+        text = f"{address}: given back to dom0"
+    emit_record(cli.as_json, "pci-assignable-remove", {"bdf": str(address), "driver": driver}, text)
 
 
 @click.command("pci-assignable-list")

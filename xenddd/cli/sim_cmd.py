@@ -9,6 +9,7 @@ import threading
 import click
 
 from xenddd.cli.context import CliContext, pass_cli
+from xenddd.cli.output import emit_record
 from xenddd.config.loader import DEFAULT_CONFIG_PATH
 from xenddd.errors import DaemonNotRunning
 
@@ -78,7 +79,8 @@ def _fault(op: str, what: str) -> click.Command:
             raise DaemonNotRunning(
                 f"no simulated host runs with its faults socket at {path} (xenddd daemon --simulate)"
             ) from None
-        click.echo(f"{name}: {op} injected (domid {answer['domid']})")
+        record = {"name": name, "fault": op, "domid": answer["domid"]}
+        emit_record(cli.as_json, "sim-fault", record, f"{name}: {op} injected (domid {answer['domid']})")
 
     return inject
 
