@@ -115,7 +115,7 @@ def status(cli: CliContext) -> None:
     \b
     Exit status: 0 ok, 1 the daemon is not running or did not answer.
     """
-    answer = answer_or_raise(request(cli.config().settings.control_socket, "status"))
+    answer = answer_or_raise(request(cli.daemon_settings().control_socket, "status"))
     daemon_health: dict[str, Any] = answer.get("daemon", {})
     domains: list[dict[str, Any]] = answer.get("driver_domains", [])
     lines = [
@@ -177,7 +177,7 @@ def events(cli: CliContext, follow: bool, since: str | None, count: int | None) 
     \b
     Exit status: 0 ok, 1 the history could not be read, 2 invalid --since or -n.
     """
-    settings = cli.config().settings
+    settings = cli.daemon_settings()
     after = _parse_since(since) if since is not None else None
     history = _history(settings.control_socket, settings.state_dir)
     records = [r for r in history if after is None or r["ts"] >= after]
