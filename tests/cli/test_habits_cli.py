@@ -91,3 +91,17 @@ def test_commands_that_change_something_answer_json_too(
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["items"] == [{"bdf": "0000:00:10.0", "driver": None}]
+
+
+def test_with_json_a_usage_error_is_json_too() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "xenddd", "list", "--bogus", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (2, "")
+    assert json.loads(result.stdout)["items"] == [{"error": "No such option '--bogus'.", "exit_code": 2}]

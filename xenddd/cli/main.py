@@ -111,5 +111,16 @@ for command in (
 
 
 def main() -> None:
-    cli(prog_name="xenddd")
-    sys.exit(0)
+    """click's own errors (an unknown option, a missing argument: exit 2) follow --json as xenddd's do."""
+    try:
+        code = cli.main(prog_name="xenddd", standalone_mode=False)
+    except click.ClickException as exc:
+        if "--json" in sys.argv[1:]:
+            emit_json("error", [{"error": exc.format_message(), "exit_code": exc.exit_code}])
+        else:
+            exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
