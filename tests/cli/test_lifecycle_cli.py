@@ -62,3 +62,36 @@ def test_destroying_a_stopped_driver_domain_says_so_and_changes_nothing(
     code, out, err = xenddd(config, "destroy", "domnet")
     assert (code, out, err) == (2, "", "xenddd: domnet is not running; nothing changed\n")
     assert [r["event"] for r in daemon.history.since()].count("destroyed") == 1
+
+
+def test_create_without_the_daemon_says_the_frontends_destroy_detached_stay_detached(tmp_path: Path) -> None:
+    from xenddd.model import DeviceKind, Frontend, VifParams
+    from xenddd.recovery.intent import DomainRecord, IntentLog
+
+    config = tmp_path / "xenddd.toml"
+    config.write_text(
+        f'[xenddd]\nlibvirt_uri = "test:///default"\nstate_dir = "{tmp_path}/state"\n'
+        f'control_socket = "{tmp_path}/control.sock"\n'
+        '[[driver_domain]]\nname = "domnet"\nkind = "network"\nkernel = "/boot/dd"\n'
+    )
+    vif = Frontend(
+        7,
+        "web",
+        "0f0e0d0c-0b0a-0908-0706-050403020100",
+        DeviceKind.VIF,
+        0,
+        "domnet",
+        3,
+        VifParams(mac="00:16:3e:00:00:01"),
+    )
+    IntentLog(tmp_path / "state").save(
+        DomainRecord("domnet", stopped_by_request=True, detached_by_destroy=[vif])
+    )
+
+    code, out, _ = xenddd(config, "create", "domnet")
+
+    assert code == 0
+    assert out.endswith(
+        "; the 1 frontend(s) `destroy` detached stay detached until the daemon runs: "
+        "then `xenddd create domnet` attaches them again\n"
+    )

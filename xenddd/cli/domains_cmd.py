@@ -119,8 +119,17 @@ def create(cli: CliContext, name: str) -> None:
             info = hypervisor.start(name)
         finally:
             hypervisor.close()
-        record = {"name": name, "domid": info.domid, "reattaching": 0}
-        emit_record(cli.as_json, "create", record, f"{name}: started (domid {info.domid})")
+        from xenddd.recovery.intent import IntentLog
+
+        detached = len(IntentLog(config.settings.state_dir, read_only=True).load(name).detached_by_destroy)
+        text = f"{name}: started (domid {info.domid})" + (
+            f"; the {detached} frontend(s) `destroy` detached stay detached until the daemon runs: "
+            f"then `xenddd create {name}` attaches them again"
+            if detached
+            else ""
+        )
+        record = {"name": name, "domid": info.domid, "reattaching": 0, "detached": detached}
+        emit_record(cli.as_json, "create", record, text)
         return
     reattaching = answer.get("reattaching", 0)
     text = (

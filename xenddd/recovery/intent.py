@@ -131,15 +131,25 @@ class IntentLog:
     instance, or starts one.
     """
 
-    def __init__(self, state_dir: Path | None, *, on_damage: state.DamageReport | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path | None,
+        *,
+        on_damage: state.DamageReport | None = None,
+        read_only: bool = False,  # the CLI reading the daemon's records: a damaged one is left in place
+    ) -> None:
         self._dir = state_dir / RECORD_DIR if state_dir is not None else None
         self._on_damage = on_damage
+        self._read_only = read_only
 
     def load(self, name: str) -> DomainRecord:
         if self._dir is None or not _SAFE_NAME.fullmatch(name):
             return DomainRecord(name)
         record = state.read_json_or_quarantine(
-            self._dir / f"{name}.json", lambda doc: _record_from_json(name, doc), on_damage=self._on_damage
+            self._dir / f"{name}.json",
+            lambda doc: _record_from_json(name, doc),
+            on_damage=self._on_damage,
+            move_aside=not self._read_only,
         )
         return record if record is not None else DomainRecord(name)
 
