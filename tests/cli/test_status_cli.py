@@ -67,3 +67,45 @@ def test_status_says_when_a_reload_kept_the_running_config(tmp_path: Path) -> No
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=20)
+
+
+def test_status_tells_a_recovery_whose_first_restart_was_not_ready_apart(tmp_path: Path) -> None:
+    import threading
+
+    from xenddd.config.loader import load_config
+    from xenddd.service.simulated import simulated_runtime
+
+    path = tmp_path / "xenddd.toml"
+    path.write_text(
+        CONFIG.format(tmp=tmp_path).replace(
+            'condition = "running"', 'condition = "xenstore-key"\ntimeout = 1.0'
+        )
+    )
+    config = load_config(path)
+    sim = SimulatedHost.start(tmp_path / "xs.sock")
+    daemon = Daemon(config, simulated_runtime(sim, config), config_path=path)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        wait_for(daemon, "daemon-started")
+        sim.host.create_guest("web", vif=("domnet",))
+        deadline = time.monotonic() + 20
+        while (
+            json.loads(CliRunner().invoke(cli, ["--config", str(path), "list", "--json"]).stdout)["items"][0][
+                "frontends"
+            ]
+            != 1
+        ):
+            assert time.monotonic() < deadline, "web's vif never registered"
+            time.sleep(0.05)
+        sim.host.boot_delay = 60.0  # its next instance is not ready in time
+        sim.host.crash("domnet")
+        wait_for(daemon, "not-ready")
+        sim.host.boot_delay = 0.0
+        wait_for(daemon, "recovered")
+        result = CliRunner().invoke(cli, ["--config", str(path), "status"])
+        assert " crashed, then not ready in time, MTTR " in result.stdout
+    finally:
+        daemon.stop()
+        thread.join(20)
+        sim.stop()

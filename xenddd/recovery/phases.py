@@ -34,6 +34,7 @@ from xenddd.registry.guest_view import GuestView
 log = logging.getLogger(__name__)
 
 READY_RECHECK = 5.0  # readiness is watched; this only bounds what a lost watch event can cost
+NOT_READY = ", then not ready in time"  # added to an incident's reason when a restart was not ready
 
 PrepareDomain = Callable[[DriverDomainSpec], None]
 """Called before each (re)start: re-hide the driver domain's PCI devices (and reset them per policy)."""
@@ -206,6 +207,8 @@ class Recovery:
             return None
         if now >= incident.ready_deadline:
             self._event("not-ready", spec.name, incident, timeout=readiness.timeout_seconds)
+            if not incident.reason.endswith(NOT_READY):  # what status shows once it is recovered
+                incident.reason += NOT_READY
             log.error(
                 "%s: not ready within %.0f s; destroying it to try again",
                 spec.name,
