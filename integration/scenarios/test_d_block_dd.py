@@ -54,7 +54,7 @@ def test_a_guest_vbd_served_by_domstore_connects_and_takes_data() -> None:
     token = wait_until(written_token, 120, "feblk writing its token to the vbd")
     wait_until(lambda: Console("feblk").find(f"FE: vbd read {token} attach=1"), 60, "feblk reading it back")
     (vbd,) = wait_until(lambda: xenddd_json("block-list", "feblk")["items"], 60, "feblk in xenddd's registry")
-    assert vbd["vdev"] == VDEV and vbd["be"].startswith("domstore/")
+    assert vbd["vdev"] == VDEV and vbd["backend"] == "domstore"
 
 
 def test_a_crashed_domstore_is_restarted_and_the_data_reads_back_through_the_reattached_vbd() -> None:

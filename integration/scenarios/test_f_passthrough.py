@@ -24,7 +24,7 @@ def driver_of(bdf: str) -> str | None:
 
 
 def domnet_error() -> str | None:
-    (domnet,) = xenddd_json("status")["item"]["driver_domains"]
+    (domnet,) = xenddd_json("status")["items"]
     return domnet.get("error")
 
 

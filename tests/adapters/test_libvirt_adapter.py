@@ -238,3 +238,28 @@ def test_starting_a_domain_libvirt_has_not_cleaned_up_after_its_crash_starts_a_n
     monkeypatch.setattr(hypervisor, "_lookup", lambda name: dying)
     info = hypervisor.start("domnet")
     assert dying.calls == ["destroy", "create"] and info.domid == 8 and info.state is DomainState.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("reason", "stopped"),
+    [
+        (libvirt.VIR_DOMAIN_SHUTOFF_CRASHED, LifecycleKind.CRASHED),
+        (libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED, LifecycleKind.DESTROYED),
+        (libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN, LifecycleKind.SHUTDOWN),
+        (libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN, None),
+    ],
+)
+def test_a_shut_off_domain_says_how_it_stopped(reason: int, stopped: LifecycleKind | None) -> None:
+    from xenddd.adapters.hypervisor import _info
+
+    class ShutOff(DyingDomain):
+        def info(self) -> list[int]:
+            return [libvirt.VIR_DOMAIN_SHUTOFF, 131072, 0, 1, 0]
+
+        def ID(self) -> int:
+            return -1
+
+        def state(self) -> list[int]:
+            return [libvirt.VIR_DOMAIN_SHUTOFF, reason]
+
+    assert _info(ShutOff()).stopped is stopped

@@ -48,19 +48,38 @@ def test_top_level_help_states_exit_codes() -> None:
     assert "Exit status: 0 success, 1 the operation failed, 2 invalid input" in out
 
 
-def test_config_check_accepts_the_example() -> None:
-    code, out, _ = run("--config", str(EXAMPLE_CONFIG_PATH), "config", "check")
-    assert code == 0
-    assert "ok, 2 driver domain(s)" in out
+@pytest.fixture
+def host_with_the_examples_nic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.pci.fake_kernel import FakeKernel
+    from xenddd.adapters.pci_sysfs import PCIBACK
+
+    kernel = FakeKernel(tmp_path / "sys")
+    kernel.add_driver(PCIBACK)
+    kernel.add_device("0000:00:10.0")
+    monkeypatch.setenv("XENDDD_SYSFS_ROOT", str(kernel.root))
 
 
+@pytest.mark.usefixtures("host_with_the_examples_nic")
+def test_config_check_of_the_example_names_its_placeholder_images() -> None:
+    code, out, err = run("--config", str(EXAMPLE_CONFIG_PATH), "config", "check")
+    assert (code, out) == (2, "")
+    assert [line.split(": ")[2] for line in err.splitlines()] == [
+        "driver_domain[0].kernel",
+        "driver_domain[0].initrd",
+        "driver_domain[1].disk[0].path",
+    ]
+
+
+@pytest.mark.usefixtures("host_with_the_examples_nic")
 def test_config_check_json_has_a_versioned_schema() -> None:
     code, out, _ = run("--json", "--config", str(EXAMPLE_CONFIG_PATH), "config", "check")
-    assert code == 0
+    assert code == 2
     document = json.loads(out)
     assert document["version"] == 1
     assert document["kind"] == "config-check"
-    assert document["item"]["driver_domains"] == ["domnet", "domstore"]
+    (record,) = document["items"]
+    assert record["driver_domains"] == ["domnet", "domstore"]
+    assert record["valid"] is False and len(record["errors"]) == 3
 
 
 def test_invalid_config_is_one_line_and_exit_2(tmp_path: Path) -> None:

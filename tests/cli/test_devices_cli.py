@@ -121,8 +121,26 @@ def test_network_list_shows_live_states_from_the_simulated_host(
     assert result.exit_code == 0, result.output
     items = json.loads(result.stdout)["items"]
     mac = guest.devices[0].params["mac"]
-    assert [(i["guest"], i["be"], i["mac"], i["hotplug_status"], i["status"]) for i in items] == [
-        ("web", f"netdd/{netdd}", mac, "connected", "ok")
-    ]
-    assert (items[0]["be_state"], items[0]["fe_state"]) == ("4:connected", "4:connected")
+    assert [
+        (i["guest"], i["backend"], i["backend_domid"], i["mac"], i["hotplug_status"], i["status"])
+        for i in items
+    ] == [("web", "netdd", netdd, mac, "connected", "ok")]
+    assert (items[0]["backend_state"], items[0]["frontend_state"]) == (4, 4)
+    assert "guest_name" not in items[0] and "params" not in items[0]
     assert not (tmp_path / "state" / "registry.json").exists()  # the CLI never writes the daemon's file
+
+
+def test_without_xenstored_a_recorded_device_that_was_fine_is_unknown_not_ok(tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "no-xenstored.sock")
+    vif = {**recorded_entry("vif", 0, "netdd", {"mac": "00:16:3e:00:00:01"}), "orphaned": False}
+    state.write_json(tmp_path / "state" / "registry.json", {"version": 1, "frontends": [vif]})
+    result = CliRunner().invoke(cli, ["--config", str(config), "network-list", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [i["status"] for i in json.loads(result.stdout)["items"]] == ["unknown"]
+
+
+def test_an_unknown_guest_is_invalid_input_like_an_unknown_backend(tmp_path: Path) -> None:
+    config = write_config(tmp_path, tmp_path / "no-xenstored.sock")
+    result = CliRunner().invoke(cli, ["--config", str(config), "network-list", "nosuch"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.endswith("\nxenddd: 'nosuch' is not a guest served by a configured driver domain\n")

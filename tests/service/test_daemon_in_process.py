@@ -50,8 +50,10 @@ kernel = "/k"
         assert not thread.is_alive()
         assert sim.host.domains["domnet"].domid == domid
         metrics = (tmp_path / "metrics/xenddd.prom").read_text()
-        assert 'xenddd_restarts{driver_domain="domnet"} 0' in metrics
-        assert "xenddd_mttr_seconds_count 0" in metrics and metrics.endswith("# EOF\n")
+        assert "# TYPE xenddd_restarts_total counter" in metrics
+        assert 'xenddd_restarts_total{driver_domain="domnet",trigger="automatic"} 0' in metrics
+        assert 'xenddd_restarts_total{driver_domain="domnet",trigger="operator"} 0' in metrics
+        assert "xenddd_mttr_seconds_count 0" in metrics
     finally:
         sim.stop()
 
@@ -120,3 +122,32 @@ def test_each_driver_domain_of_a_pass_extends_the_start_timeout_then_pings_the_w
     daemon._progress("domnet")
     daemon._progress("domstore")  # within the second: not due again
     assert sent[1:] == [{"watchdog": 1}]
+
+
+def test_the_installed_config_runs_a_daemon_that_does_nothing(tmp_path: Path) -> None:
+    """`systemctl enable --now xenddd` right after scripts/install must hide no device, start no domain."""
+    from dataclasses import replace
+
+    from xenddd.config.loader import INSTALLED_CONFIG_PATH, load_config
+    from xenddd.service.control import request
+
+    installed = load_config(INSTALLED_CONFIG_PATH)
+    assert installed.driver_domains == ()
+    settings = replace(installed.settings, state_dir=tmp_path / "state", control_socket=tmp_path / "c.sock")
+    sim = SimulatedHost.start(tmp_path / "xs.sock")
+    try:
+        daemon = Daemon(replace(installed, settings=settings), simulated_runtime(sim, installed))
+        thread = threading.Thread(target=daemon.run)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not any(r["event"] == "daemon-started" for r in daemon.history.since()):
+            assert thread.is_alive() and time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.02)
+        answer = request(tmp_path / "c.sock", "status")
+        assert answer["ok"] and answer["driver_domains"] == []
+        assert sim.host.domains == {}
+        daemon.stop()
+        thread.join(20)
+        assert not thread.is_alive()
+    finally:
+        sim.stop()

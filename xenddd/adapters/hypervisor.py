@@ -45,6 +45,11 @@ _STATES = {
     libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
     libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
 }
+_SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: LifecycleKind.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: LifecycleKind.DESTROYED,
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: LifecycleKind.CRASHED,
+}
 _GONE = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID}
 _event_impl_lock = threading.Lock()
 _event_impl_registered = False
@@ -88,6 +93,9 @@ class LibvirtHypervisor:
     # -- connection ------------------------------------------------------------------------------------
 
     def _connect(self) -> Any:
+        # Without a handler of its own, libvirt-python prints every error to stderr as well, on top of
+        # the one line xenddd says about it.
+        libvirt.registerErrorHandler(_ignore_libvirt_error, None)
         try:
             conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
@@ -395,14 +403,24 @@ def _flags(dom: Any) -> int:
     return flags
 
 
+def _ignore_libvirt_error(_ctx: object, _error: object) -> None:
+    """Errors reach xenddd as exceptions; this handler only keeps libvirt from printing them too."""
+
+
 def _info(dom: Any) -> DomainInfo:
     state, max_kib, memory_kib, vcpus, cpu_time = dom.info()
     domid = dom.ID()
+    stopped = None
+    if state == libvirt.VIR_DOMAIN_CRASHED:
+        stopped = LifecycleKind.CRASHED
+    elif state == libvirt.VIR_DOMAIN_SHUTOFF:
+        stopped = _SHUTOFF_REASONS.get(dom.state()[1])
     return DomainInfo(
         name=dom.name(),
         uuid=dom.UUIDString(),
         domid=domid if domid >= 0 else None,
         state=_STATES.get(state, DomainState.OTHER),
+        stopped=stopped,
         memory_kib=memory_kib or max_kib,
         vcpus=vcpus,
         cpu_time_ns=cpu_time,

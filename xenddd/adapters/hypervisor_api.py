@@ -39,6 +39,9 @@ class DomainInfo:
     memory_kib: int
     vcpus: int
     cpu_time_ns: int = 0
+    # How a domain that is not running stopped, when the toolstack knows: what tells an operator a
+    # crash apart from somebody's `xl destroy` or a shutdown from inside.
+    stopped: LifecycleKind | None = None
 
 
 class LifecycleKind(enum.Enum):

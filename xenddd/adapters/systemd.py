@@ -1,5 +1,9 @@
-"""systemd integration without libsystemd: sd_notify over NOTIFY_SOCKET, the watchdog interval, and
-journal-friendly log lines.
+"""systemd integration: sd_notify over NOTIFY_SOCKET, the watchdog interval, and the journal.
+
+Under systemd, log records and history events go to the journal with fields of their own (DRIVER_DOMAIN=,
+INCIDENT=, GUEST=, XENDDD_EVENT=, PRIORITY=) through python3-systemd's JournalHandler, so that
+`journalctl -u xenddd DRIVER_DOMAIN=domnet` tells one domain's story; without python3-systemd (optional),
+plain lines on stderr with a `<N>` priority prefix, which journald understands, and no fields.
 
 The notify protocol is one AF_UNIX datagram of `KEY=VALUE` lines; a socket name starting with `@` is in the
 abstract namespace. Errors are logged once, never raised: a lost status line must not stop the daemon, but
@@ -12,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +85,49 @@ class _JournalFormatter(logging.Formatter):
         return f"<{priority}>{super().format(record)}"
 
 
-def configure_logging(level: str) -> None:
-    """Structured for the journal under systemd (JOURNAL_STREAM set), plain lines on a terminal."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: str) -> bool:
+    """To the journal under systemd (JOURNAL_STREAM set), plain lines on a terminal. True when records
+    reach the journal with their fields (python3-systemd installed)."""
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    structured = False
     if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+        try:
+            from systemd.journal import JournalHandler
+        except ImportError:
+            handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+        else:
+            handler = JournalHandler(SYSLOG_IDENTIFIER="xenddd")
+            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            structured = True
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    return structured
+
+
+# History events worse than routine, by name; every other event is INFO.
+_EVENT_LEVELS = {
+    "detected": logging.WARNING,
+    "dropped": logging.WARNING,
+    "not-ready": logging.WARNING,
+    "reattach-failed": logging.WARNING,
+    "state-damaged": logging.WARNING,
+    "error": logging.ERROR,
+    "failed": logging.ERROR,
+    "reload-failed": logging.ERROR,
+    "restart-failed": logging.ERROR,
+}
+_JOURNAL_FIELDS = {"driver_domain": "DRIVER_DOMAIN", "incident": "INCIDENT", "guest": "GUEST"}
+_events_log = logging.getLogger("xenddd.events")
+
+
+def journal_event(record: dict[str, Any]) -> None:
+    """One history event as one journal entry, its driver domain, incident and guest as fields."""
+    fields = {"XENDDD_EVENT": str(record["event"])}
+    fields.update({field: str(record[key]) for key, field in _JOURNAL_FIELDS.items() if key in record})
+    details = " ".join(f"{k}={v}" for k, v in record.items() if k not in ("seq", "ts", "event"))
+    _events_log.log(
+        _EVENT_LEVELS.get(record["event"], logging.INFO), "%s %s", record["event"], details, extra=fields
+    )

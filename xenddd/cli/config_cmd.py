@@ -1,11 +1,19 @@
-"""`xenddd config check`: validate a config file without touching the host."""
+"""`xenddd config check [FILE]`: validate a config and look at what it names, without changing the host."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 
+from xenddd.adapters.pci_sysfs import PciSysfs
 from xenddd.cli.context import CliContext, pass_cli
 from xenddd.cli.output import emit_record
+from xenddd.config.check import Finding, file_findings
+from xenddd.config.loader import load_config, located
+from xenddd.config.toml_reader import locate_line
+from xenddd.pci.preflight import device_findings
 
 
 @click.group("config")
@@ -14,25 +22,48 @@ def config_group() -> None:
 
 
 @config_group.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @pass_cli
-def check(cli: CliContext) -> None:
-    """Validate the config file (--config / $XENDDD_CONFIG / /etc/xenddd/xenddd.toml).
+def check(cli: CliContext, file: Path | None) -> None:
+    """Validate FILE (default: --config / $XENDDD_CONFIG / /etc/xenddd/xenddd.toml) without changing the host.
 
-    Reads and validates every key; touches nothing on the host. Prints a one-line summary, or one line
-    naming the file, the key path and the line of the first problem.
+    Reads and validates every key, then looks at what the config names on this host: kernels, initrds
+    and disks must exist; each PCI device must exist in sysfs, not be one dom0 depends on, and have a
+    reset method unless its reset policy is "relaxed". Errors (the daemon would fail or refuse) and
+    warnings (e.g. no driver domain: the daemon does nothing) are one line each, naming the file, the
+    line and the key path; a valid config gets a one-line summary.
 
     \b
-    Exit status: 0 valid, 2 invalid or unreadable.
+    Exit status: 0 valid (warnings allowed), 2 invalid, unreadable, or an error found.
     """
-    config = cli.config()
+    path = file or cli.config_path
+    config = load_config(path)
+    settings = config.settings
+    findings = file_findings(config) + device_findings(config, PciSysfs(settings.sysfs_root), Path("/proc"))
+    text = path.read_text(encoding="utf-8")
+    errors = [f for f in findings if f.severity == "error"]
     names = [spec.name for spec in config.start_order()]
     record = {
-        "path": str(config.source),
-        "valid": True,
+        "path": str(path),
+        "valid": not errors,
         "driver_domains": names,
         "pci_devices": [str(p.bdf) for spec in config.driver_domains for p in spec.pci],
+        "errors": [_finding_json(text, f) for f in errors],
+        "warnings": [_finding_json(text, f) for f in findings if f.severity == "warning"],
     }
-    text = f"{config.source}: ok, {len(names)} driver domain(s)" + (
-        f" (start order: {', '.join(names)})" if names else ""
-    )
-    emit_record(cli.as_json, "config-check", record, text)
+    if not cli.as_json:
+        for finding in findings:
+            label = "warning: " if finding.severity == "warning" else ""
+            message = f"{finding.key_path}: {finding.message}"
+            click.echo(f"xenddd: {label}{located(path, text, finding.key_path, message)}", err=True)
+    if cli.as_json or not errors:
+        summary = f"{path}: ok, {len(names)} driver domain(s)" + (
+            f" (start order: {', '.join(names)})" if names else ""
+        )
+        emit_record(cli.as_json, "config-check", record, summary)
+    if errors:
+        click.get_current_context().exit(2)
+
+
+def _finding_json(text: str, finding: Finding) -> dict[str, Any]:
+    return {"key": finding.key_path, "line": locate_line(text, finding.key_path), "message": finding.message}

@@ -18,7 +18,6 @@ from xenddd.cli.output import Column, emit_list
 from xenddd.errors import InputError
 from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams, XenbusState
 from xenddd.registry.frontends import FrontendRegistry
-from xenddd.registry.persistence import frontend_to_json
 
 
 @click.command("network-list")
@@ -46,15 +45,22 @@ def _list_devices(cli: CliContext, kind: DeviceKind, guest: str | None, backend:
         raise InputError(f"{backend!r} is not a configured driver domain (configured: {', '.join(names)})")
     xenstore = Xenstore(config.settings.xenstore_socket)
     registry = FrontendRegistry(xenstore, names, state_dir=config.settings.state_dir, read_only=True)
+    live = True
     try:
         registry.load()
         try:
             registry.resync()
         except XenstoreUnavailable as exc:
+            live = False
             click.echo(f"xenddd: warning: {exc}; showing the last recorded registry", err=True)
     finally:
         xenstore.close()
-    rows = [_row(f) for f in registry.frontends(kind, guest=guest, backend=backend)]
+    frontends = registry.frontends(kind, guest=guest, backend=backend)
+    if guest is not None and not frontends and not registry.frontends(guest=guest):
+        raise InputError(f"{guest!r} is not a guest served by a configured driver domain")
+    rows = [_row(f, live) for f in frontends]
+    if not cli.as_json:
+        rows = [_table_row(row) for row in rows]
     identity = Column("Mac", "mac") if kind is DeviceKind.VIF else Column("Vdev", "vdev")
     columns = [
         Column("Guest", "guest"),
@@ -69,23 +75,45 @@ def _list_devices(cli: CliContext, kind: DeviceKind, guest: str | None, backend:
     emit_list(cli.as_json, f"{kind.value}-list", columns, rows)
 
 
-def _row(frontend: Frontend) -> dict[str, Any]:
-    row: dict[str, Any] = frontend_to_json(frontend)
+def _row(frontend: Frontend, live: bool) -> dict[str, Any]:
+    """One device, each fact once; `status` is `unknown` when xenstore could not be asked."""
     params = frontend.params
-    row.update(
-        guest=frontend.guest_name,
-        be=f"{frontend.backend_name}/{frontend.backend_domid}",
-        mac=params.mac if isinstance(params, VifParams) else None,
-        vdev=params.vdev if isinstance(params, VbdParams) else None,
-        backend_state=int(frontend.backend_state),
-        frontend_state=int(frontend.frontend_state),
-        be_state=_state(frontend.backend_state),
-        fe_state=_state(frontend.frontend_state),
-        hotplug_status=frontend.hotplug_status,
-        status="orphaned" if frontend.orphaned else "ok",
+    identity = (
+        {"mac": params.mac, "bridge": params.bridge}
+        if isinstance(params, VifParams)
+        else {"vdev": params.vdev, "target": params.target}
+        if isinstance(params, VbdParams)
+        else {}
     )
-    return row
+    return {
+        "guest": frontend.guest_name,
+        "guest_domid": frontend.guest_domid,
+        "guest_uuid": frontend.guest_uuid,
+        "devid": frontend.devid,
+        "backend": frontend.backend_name,
+        "backend_domid": frontend.backend_domid,
+        **identity,
+        "backend_state": _state(frontend.backend_state),
+        "frontend_state": _state(frontend.frontend_state),
+        "hotplug_status": frontend.hotplug_status,
+        "status": "orphaned" if frontend.orphaned else "ok" if live else "unknown",
+    }
 
 
-def _state(state: XenbusState) -> str | None:
-    return None if state is XenbusState.UNKNOWN else f"{int(state)}:{state.name.lower().replace('_', '-')}"
+def _table_row(row: dict[str, Any]) -> dict[str, Any]:
+    states = {
+        key: None
+        if row[key] is None
+        else f"{row[key]}:{XenbusState(row[key]).name.lower().replace('_', '-')}"
+        for key in ("backend_state", "frontend_state")
+    }
+    return {
+        **row,
+        "be": f"{row['backend']}/{row['backend_domid']}",
+        "be_state": states["backend_state"],
+        "fe_state": states["frontend_state"],
+    }
+
+
+def _state(state: XenbusState) -> int | None:
+    return None if state is XenbusState.UNKNOWN else int(state)

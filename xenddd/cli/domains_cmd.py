@@ -7,13 +7,12 @@ reattach frontends afterwards) asks for the daemon.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import click
 
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.cli.output import Column, emit_list
+from xenddd.cli.output import Column, emit_list, emit_record, incident_summary
 from xenddd.errors import DaemonNotRunning
 from xenddd.service.control import answer_or_raise, request
 
@@ -26,7 +25,7 @@ _COLUMNS = (
     Column("Time(s)", "cpu_time_s", right_align=True),
     Column("Restarts", "restarts", right_align=True),
     Column("Frontends", "frontends", right_align=True),
-    Column("Last crash", "last_crash"),
+    Column("Last incident", "last"),
 )
 
 
@@ -40,24 +39,24 @@ def _daemon(cli: CliContext, op: str, **args: Any) -> dict[str, Any] | None:
 
 
 @click.command("list")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
 @pass_cli
-def list_domains(cli: CliContext) -> None:
-    """List the configured driver domains, like `xl list`, with xenddd's view of each.
+def list_domains(cli: CliContext, names: tuple[str, ...]) -> None:
+    """List the configured driver domains (or only NAME...), like `xl list`, with xenddd's view of each.
 
     Name, ID, Mem (MiB), VCPUs, State, Time(s) as `xl list` shows them, plus restarts, frontends served
     and the last crash, as the daemon knows them (`-` when the daemon is not running). Changes nothing.
 
     \b
-    Exit status: 0 ok, 1 the toolstack could not be asked, 2 invalid config.
+    Exit status: 0 ok, 1 the toolstack could not be asked, 2 invalid config or a NAME not configured.
     """
+    for name in names:
+        cli.config().driver_domain(name)
     answer = _daemon(cli, "list")
-    if answer is not None:
-        rows = [
-            {**d, "last_crash": _when((d.get("last_incident") or {}).get("detected_at"))}
-            for d in answer["driver_domains"]
-        ]
-    else:
-        rows = _list_from_libvirt(cli)
+    rows = answer["driver_domains"] if answer is not None else _list_from_libvirt(cli)
+    rows = [row for row in rows if not names or row["name"] in names]
+    if not cli.as_json:
+        rows = [{**d, "last": incident_summary(d.get("last_incident"))} for d in rows]
     emit_list(cli.as_json, "driver-domains", _COLUMNS, rows)
 
 
@@ -80,7 +79,7 @@ def _list_from_libvirt(cli: CliContext) -> list[dict[str, Any]]:
                     "cpu_time_s": round(info.cpu_time_ns / 1e9, 1) if info else None,
                     "restarts": None,
                     "frontends": None,
-                    "last_crash": None,
+                    "last_incident": None,
                 }
             )
         return rows
@@ -95,14 +94,16 @@ def create(cli: CliContext, name: str) -> None:
     """Define (or update the definition of) and start the configured driver domain NAME through libvirt.
 
     Hides its PCI devices from dom0 first (refusing without IOMMU passthrough). Through the daemon when it
-    runs, which then also clears a planned stop.
+    runs, which then also clears a planned stop and, once the domain is ready, attaches again the guest
+    frontends that `destroy --force` detached.
 
     \b
     Exit status: 0 started, 1 failed, 2 unknown NAME or bad config.
     """
     config = cli.config()
     spec = config.driver_domain(name)
-    if _daemon(cli, "create", name=name) is None:
+    answer = _daemon(cli, "create", name=name)
+    if answer is None:
         from xenddd.adapters.hypervisor import LibvirtHypervisor
         from xenddd.adapters.pci_sysfs import PciSysfs
         from xenddd.adapters.udev import PyudevUevents
@@ -118,24 +119,43 @@ def create(cli: CliContext, name: str) -> None:
             info = hypervisor.start(name)
         finally:
             hypervisor.close()
-        click.echo(f"{name}: started (domid {info.domid})")
+        from xenddd.recovery.intent import IntentLog
+
+        detached = len(IntentLog(config.settings.state_dir, read_only=True).load(name).detached_by_destroy)
+        text = f"{name}: started (domid {info.domid})" + (
+            f"; the {detached} frontend(s) `destroy` detached stay detached until the daemon runs: "
+            f"then `xenddd create {name}` attaches them again"
+            if detached
+            else ""
+        )
+        record = {"name": name, "domid": info.domid, "reattaching": 0, "detached": detached}
+        emit_record(cli.as_json, "create", record, text)
         return
-    click.echo(f"{name}: started")
+    reattaching = answer.get("reattaching", 0)
+    text = (
+        f"{name}: starting; {reattaching} frontend(s) detached by `destroy` are attached again once it "
+        "is ready (xenddd events --follow shows it)"
+        if reattaching
+        else f"{name}: started"
+    )
+    emit_record(cli.as_json, "create", {"name": name, "reattaching": reattaching}, text)
 
 
 @click.command()
 @click.argument("name")
 @click.option(
-    "--force", is_flag=True, help="Stop it even while guests are attached through it (detaching them)."
+    "--force", "-f", is_flag=True, help="Stop it even while guests are attached through it (detaching them)."
 )
 @pass_cli
 def destroy(cli: CliContext, name: str, force: bool) -> None:
     """Stop driver domain NAME: a planned stop, so xenddd does not restart it.
 
-    Refuses while it serves guest frontends unless --force, which detaches them cleanly first.
+    Refuses while it serves guest frontends unless --force, which detaches them cleanly first and
+    remembers them: `xenddd create NAME` attaches them again. A domain that is not running is left
+    as it is.
 
     \b
-    Exit status: 0 stopped, 1 failed or refused, 2 unknown NAME.
+    Exit status: 0 stopped, 1 failed, 2 unknown NAME or refused (not running, frontends attached).
     """
     cli.config().driver_domain(name)
     answer = _daemon(cli, "destroy", name=name, force=force)
@@ -144,7 +164,9 @@ def destroy(cli: CliContext, name: str, force: bool) -> None:
             f"the xenddd daemon is not running; stop {name} with `virsh destroy {name}` "
             "(its guests' frontends are then left stale)"
         )
-    click.echo(f"{name}: destroyed ({answer.get('detached', 0)} frontend(s) detached)")
+    detached = answer.get("detached", 0)
+    text = f"{name}: destroyed ({detached} frontend(s) detached)"
+    emit_record(cli.as_json, "destroy", {"name": name, "detached": detached}, text)
 
 
 @click.command()
@@ -161,10 +183,5 @@ def restart(cli: CliContext, name: str) -> None:
     cli.config().driver_domain(name)
     if _daemon(cli, "restart", name=name) is None:
         raise DaemonNotRunning("the xenddd daemon is not running: it is what reattaches the frontends")
-    click.echo(f"{name}: restart begun (xenddd events --follow shows the recovery)")
-
-
-def _when(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")
+    text = f"{name}: restart begun (xenddd events --follow shows the recovery)"
+    emit_record(cli.as_json, "restart", {"name": name}, text)

@@ -1,11 +1,14 @@
 """How list-type commands print: an aligned table like `xl list`, or JSON with a stable, versioned schema.
 
-JSON output is `{"version": 1, "kind": <what>, "items": [...]}` (or `"item": {...}` for single records), so a
-script can check the version before relying on the field names.
+JSON output is always `{"version": 1, "kind": <what>, "items": [...]}` — a single record (`config check`)
+is a list of one, an error is `{"kind": "error", "items": [{"error": ..., "exit_code": ...}]}` — so a script
+can check the version before relying on the field names. A few kinds add top-level fields beside `items`
+(`status`: `daemon`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,18 +41,37 @@ def render_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -
     return "\n".join([line([c.header for c in columns])] + [line(r) for r in cells])
 
 
+def emit_json(kind: str, items: Sequence[Mapping[str, Any]], **extra: Any) -> None:
+    document = {"version": JSON_SCHEMA_VERSION, "kind": kind, "items": [dict(i) for i in items], **extra}
+    click.echo(json.dumps(document, indent=2))
+
+
 def emit_list(as_json: bool, kind: str, columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> None:
     if as_json:
-        click.echo(json.dumps({"version": JSON_SCHEMA_VERSION, "kind": kind, "items": list(rows)}, indent=2))
+        emit_json(kind, rows)
     else:
         click.echo(render_table(columns, rows))
 
 
 def emit_record(as_json: bool, kind: str, record: Mapping[str, Any], text: str) -> None:
     if as_json:
-        click.echo(json.dumps({"version": JSON_SCHEMA_VERSION, "kind": kind, "item": dict(record)}, indent=2))
+        emit_json(kind, [record])
     else:
         click.echo(text)
+
+
+def local_time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def incident_summary(incident: Mapping[str, Any] | None) -> str | None:
+    """A driver domain's last incident in a table cell: when, how it stopped, how long the repair took."""
+    if not incident:
+        return None
+    mttr = incident.get("mttr_seconds")
+    return f"{local_time(incident['detected_at'])} {incident.get('reason', 'gone')}" + (
+        f", MTTR {mttr:.2f}s" if mttr is not None else ""
+    )
 
 
 def _cell(value: Any) -> str:

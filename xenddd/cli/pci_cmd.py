@@ -9,7 +9,7 @@ from xenddd.adapters.udev import PyudevUevents
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.adapters.xenstore.errors import XenstoreError
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.cli.output import Column, emit_list
+from xenddd.cli.output import Column, emit_list, emit_record
 from xenddd.config.loader import DEFAULT_CONFIG_PATH
 from xenddd.config.spec import PciDeviceSpec
 from xenddd.errors import InputError
@@ -50,7 +50,7 @@ def _configured_spec(cli: CliContext, bdf: Bdf) -> tuple[str | None, PciDeviceSp
 @click.command("pci-assignable-add")
 @click.argument("bdf")
 @click.option("--name", default=None, help="Driver domain the device is meant for (recorded).")
-@click.option("--force", is_flag=True, help="Hide it even if dom0 appears to depend on it.")
+@click.option("--force", "-f", is_flag=True, help="Hide it even if dom0 appears to depend on it.")
 @pass_cli
 def pci_assignable_add(cli: CliContext, bdf: str, name: str | None, force: bool) -> None:
     """Hide PCI device BDF (dddd:bb:dd.f or bb:dd.f) from dom0 by binding it to xen-pciback.
@@ -70,20 +70,20 @@ def pci_assignable_add(cli: CliContext, bdf: str, name: str | None, force: bool)
     changed = _assigner(cli, need_users=False).hide(
         address, force=force, name=name or configured_name, spec=spec
     )
-    click.echo(
-        f"{address}: {'hidden from dom0 (bound to pciback)' if changed else 'already bound to pciback'}"
-    )
+    text = f"{address}: {'hidden from dom0 (bound to pciback)' if changed else 'already bound to pciback'}"
+    emit_record(cli.as_json, "pci-assignable-add", {"bdf": str(address), "changed": changed}, text)
 
 
 @click.command("pci-assignable-remove")
 @click.argument("bdf")
-@click.option("--rebind", is_flag=True, help="Bind the device's original driver again.")
-@click.option("--force", is_flag=True, help="Even if a running domain has it assigned.")
+@click.option("--rebind", "-r", is_flag=True, help="Bind the device's original driver again.")
+@click.option("--force", "-f", is_flag=True, help="Even if a running domain has it assigned.")
 @pass_cli
 def pci_assignable_remove(cli: CliContext, bdf: str, rebind: bool, force: bool) -> None:
     """Give PCI device BDF back to dom0: unbind it from xen-pciback and remove its slot.
 
-    With --rebind, binds the driver recorded when it was hidden and waits for the kernel's bind event.
+    With --rebind, binds the driver recorded when it was hidden and waits for the kernel's bind event;
+    a device hidden by something other than xenddd has none recorded, and is then left unbound.
     Refuses, changing nothing, while a running domain has the device assigned (xenstore backend/pci),
     unless --force.
 
@@ -91,8 +91,14 @@ def pci_assignable_remove(cli: CliContext, bdf: str, rebind: bool, force: bool) 
     Exit status: 0 done, 1 failed, 2 invalid BDF or refused.
     """
     address = Bdf.parse(bdf)
-    _assigner(cli, need_users=not force).give_back(address, rebind=rebind, force=force)
-    click.echo(f"{address}: given back to dom0{' and rebound' if rebind else ''}")
+    driver = _assigner(cli, need_users=not force).give_back(address, rebind=rebind, force=force)
+    if driver is not None:
+        text = f"{address}: given back to dom0 and bound to {driver}"
+    elif rebind:
+        text = f"{address}: given back to dom0, not rebound: no original driver is recorded for it"
+    else:
+        text = f"{address}: given back to dom0"
+    emit_record(cli.as_json, "pci-assignable-remove", {"bdf": str(address), "driver": driver}, text)
 
 
 @click.command("pci-assignable-list")

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from xenddd.adapters.systemd import Notifier, configure_logging
+from xenddd.adapters.systemd import Notifier, configure_logging, journal_event
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.cli.output import Column, emit_list, emit_record, render_table
+from xenddd.cli.output import Column, emit_json, emit_list, incident_summary, render_table
+from xenddd.config.loader import DEFAULT_CONFIG_PATH
 from xenddd.config.spec import Config
-from xenddd.errors import InputError
+from xenddd.errors import DaemonNotRunning, InputError, XendddError
+from xenddd.recovery.history import History
 from xenddd.service.control import answer_or_raise, request
 from xenddd.service.lock import daemon_lock
 
@@ -34,61 +37,71 @@ def daemon(cli: CliContext, simulate: bool) -> None:
     and leaves the driver domains running; SIGHUP reloads the config.
 
     With --simulate the same daemon runs against a simulated host built from the config's driver
-    domains and [[simulation.guest]] entries; the control socket and state directory then default to a
-    temporary directory unless the config sets them.
+    domains and [[simulation.guest]] entries. Its xenstored, control socket and state directory are in
+    one predictable directory (/run/xenddd-sim as root; $XENDDD_SIM_DIR overrides it), printed at start
+    and shown by `xenddd --simulate status`; the config's state_dir and control_socket win if it sets
+    them. `xenddd sim crash NAME` (or destroy, shutdown) injects a fault to rehearse a recovery.
 
     One daemon per state directory: a second one exits 1 naming the running one's pid.
 
     \b
     Exit status: 0 stopped by a signal, 1 failed (or another daemon runs), 2 invalid config.
     """
+    if simulate:
+        cli.simulate = True
     config = cli.config()
-    configure_logging(config.settings.log_level)
-    scratch = Path(tempfile.mkdtemp(prefix="xenddd-sim-")) if simulate else None
-    if scratch is not None:
-        config = _simulation_settings(config, scratch)
+    journal = configure_logging(config.settings.log_level)
+    if cli.simulate:
+        from xenddd.service.simulated import prepare_simulation_dir, simulation_dir
+
+        prepare_simulation_dir(simulation_dir())
     # Before anything is touched: a second daemon must not finish PCI steps or take the control socket.
     with daemon_lock(config.settings.state_dir):
-        if scratch is not None:
-            sys.exit(_run_simulated(cli, config, scratch))
+        if cli.simulate:
+            sys.exit(_run_simulated(cli, config, journal))
         from xenddd.service.production import production_runtime
 
         notifier = Notifier()
         runtime = production_runtime(config, notifier)
         from xenddd.service.daemon import Daemon
 
-        sys.exit(Daemon(config, runtime, config_path=cli.config_path, notifier=notifier).run())
+        service = Daemon(config, runtime, config_path=cli.config_path, notifier=notifier)
+        if journal:
+            service.history.subscribe(journal_event)
+        sys.exit(service.run())
 
 
-def _simulation_settings(config: Config, scratch: Path) -> Config:
-    """The state directory and control socket in `scratch` unless the config sets them."""
-    from dataclasses import replace
-
-    from xenddd.config.spec import Settings
-
-    defaults = Settings()
-    settings = config.settings
-    if settings.state_dir == defaults.state_dir:
-        settings = replace(settings, state_dir=scratch / "state")
-    if settings.control_socket == defaults.control_socket:
-        settings = replace(settings, control_socket=scratch / "control.sock")
-    return replace(config, settings=settings)
-
-
-def _run_simulated(cli: CliContext, config: Config, scratch: Path) -> int:
+def _run_simulated(cli: CliContext, config: Config, journal: bool) -> int:
     from xenddd.service.daemon import Daemon
-    from xenddd.service.simulated import simulated_runtime
+    from xenddd.service.simulated import serve_faults, simulated_runtime, simulation_dir, simulation_settings
     from xenddd.sim.socket_host import SimulatedHost
 
     settings = config.settings
-    sim = SimulatedHost.start(scratch / "xenstored.sock")
-    click.echo(
-        f"xenddd: simulated host: xenstored at {sim.server.path}, control socket {settings.control_socket}",
-        err=True,
-    )
+    xenstored = settings.xenstore_socket
+    sim = SimulatedHost.start(xenstored)
+    faults = serve_faults(sim, simulation_dir())
+    config_option = f" --config {cli.config_path}" if cli.config_path != DEFAULT_CONFIG_PATH else ""
+    for line in (
+        "simulated host",
+        f"  xenstored       {xenstored}  (XENSTORED_PATH={xenstored} xenstore-ls)",
+        f"  control socket  {settings.control_socket}",
+        f"  state           {settings.state_dir}",
+        f"  commands        xenddd --simulate{config_option} status | list | events -f | network-list",
+        "  faults          xenddd sim crash|destroy|shutdown NAME",
+    ):
+        click.echo(f"xenddd: {line}", err=True)
     try:
-        return Daemon(config, simulated_runtime(sim, config), config_path=cli.config_path).run()
+        service = Daemon(
+            config,
+            simulated_runtime(sim, config),
+            config_path=cli.config_path,
+            local_settings=lambda reloaded: simulation_settings(reloaded, simulation_dir()),
+        )
+        if journal:
+            service.history.subscribe(journal_event)
+        return service.run()
     finally:
+        faults.stop()
         sim.stop()
 
 
@@ -102,25 +115,34 @@ def status(cli: CliContext) -> None:
     \b
     Exit status: 0 ok, 1 the daemon is not running or did not answer.
     """
-    answer = answer_or_raise(request(cli.config().settings.control_socket, "status"))
+    answer = answer_or_raise(request(cli.daemon_settings().control_socket, "status"))
     daemon_health: dict[str, Any] = answer.get("daemon", {})
     domains: list[dict[str, Any]] = answer.get("driver_domains", [])
-    record = {"daemon": daemon_health, "driver_domains": domains}
     lines = [
         f"daemon: pid {daemon_health.get('pid')}, {daemon_health.get('mode')} host, "
         f"up {daemon_health.get('uptime_seconds')} s, xenstore {daemon_health.get('xenstore')}"
     ]
+    if daemon_health.get("mode") == "simulated":
+        lines.append(
+            f"simulated host: xenstored {daemon_health.get('xenstore_socket')}, "
+            f"state {daemon_health.get('state_dir')}"
+        )
     rows = [
         {
             **d,
-            "last": _last_incident(d.get("last_incident")),
+            "last": incident_summary(d.get("last_incident")),
             "phase": (d.get("incident") or {}).get("phase"),
         }
         for d in domains
     ]
+    if daemon_health.get("reload_error"):
+        lines.append(f"reload failed, running the previous config: {daemon_health['reload_error']}")
     lines.append(render_table(_STATUS_COLUMNS, rows))
     lines += [f"{d['name']}: {d['error']}" for d in domains if d.get("error")]
-    emit_record(cli.as_json, "status", record, "\n".join(lines))
+    if cli.as_json:
+        emit_json("status", domains, daemon=daemon_health)
+    else:
+        click.echo("\n".join(lines))
 
 
 _STATUS_COLUMNS = (
@@ -135,33 +157,32 @@ _STATUS_COLUMNS = (
 )
 
 
-def _last_incident(incident: dict[str, Any] | None) -> str | None:
-    if not incident:
-        return None
-    when = dt.datetime.fromtimestamp(float(incident["detected_at"])).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{when} MTTR {incident['mttr_seconds']:.2f}s"
-
-
 @click.command()
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until interrupted.")
-@click.option("--since", default=None, help="Only events after T: ISO 8601 time, or seconds ago (e.g. 3600).")
+@click.option(
+    "--since", default=None, help="Only events after T: an ISO 8601 time, or an age such as 90s, 10m, 1h, 2d."
+)
+@click.option(
+    "-n", "--lines", "count", type=click.IntRange(min=0), default=None, help="Only the last N events."
+)
 @pass_cli
-def events(cli: CliContext, follow: bool, since: str | None) -> None:
+def events(cli: CliContext, follow: bool, since: str | None, count: int | None) -> None:
     """Show the history of incidents and recoveries, each phase with its timestamp.
 
     A recovery appears as detected, detached, restarted, ready, one `reattached` per frontend and
-    `recovered` (with the same incident id), so the time to repair is visible per incident.
-    Changes nothing.
+    `recovered` (with the same incident id), so the time to repair is visible per incident. Asks the
+    daemon; while it is not running, reads the history it left in its state directory. --follow keeps
+    following across a restart of the daemon. Changes nothing.
 
     \b
-    Exit status: 0 ok, 1 the daemon is not running, 2 invalid --since.
+    Exit status: 0 ok, 1 the history could not be read, 2 invalid --since or -n.
     """
-    socket_path = cli.config().settings.control_socket
-    args: dict[str, Any] = {}
-    if since is not None:
-        args["since"] = _parse_since(since)
-    answer = answer_or_raise(request(socket_path, "events", args))
-    records: list[dict[str, Any]] = answer["events"]
+    settings = cli.daemon_settings()
+    after = _parse_since(since) if since is not None else None
+    history = _history(settings.control_socket, settings.state_dir)
+    records = [r for r in history if after is None or r["ts"] >= after]
+    if count is not None:
+        records = records[len(records) - count :] if count else []
     columns = (
         Column("Time", "time"),
         Column("Event", "event"),
@@ -169,20 +190,53 @@ def events(cli: CliContext, follow: bool, since: str | None) -> None:
         Column("Details", "details"),
     )
     emit_list(cli.as_json, "events", columns, [_event_row(r, cli.as_json) for r in records])
-    last = records[-1]["seq"] if records else 0
-    while follow:
-        answer = answer_or_raise(request(socket_path, "events", {"after_seq": last, "wait": 25}))
-        for record in answer["events"]:
-            last = record["seq"]
-            if cli.as_json:
-                import json
+    if follow:
+        _follow(
+            cli.as_json, settings.control_socket, settings.state_dir, history[-1]["seq"] if history else 0
+        )
 
+
+def _history(socket_path: Path, state_dir: Path) -> list[dict[str, Any]]:
+    """The daemon's history; what it recorded in `state_dir` while it is not running."""
+    try:
+        answer = request(socket_path, "events")
+    except DaemonNotRunning:
+        return _recorded(state_dir)
+    records: list[dict[str, Any]] = answer_or_raise(answer)["events"]
+    return records
+
+
+def _follow(as_json: bool, socket_path: Path, state_dir: Path, last: int) -> None:
+    """New records as they come, from the daemon (which answers as soon as one is recorded) or, while it
+    is down or restarting, from its history file; sequence numbers carry on across restarts."""
+    while True:
+        try:
+            new: list[dict[str, Any]] = answer_or_raise(
+                request(socket_path, "events", {"after_seq": last, "wait": 25})
+            )["events"]
+        except DaemonNotRunning:
+            new = _recorded(state_dir, after_seq=last)
+            if not new:
+                time.sleep(FOLLOW_POLL)
+        for record in new:
+            last = record["seq"]
+            if as_json:
                 click.echo(json.dumps(record))
             else:
                 row = _event_row(record, False)
                 click.echo(
                     f"{row['time']}  {row['event']:<18} {row['driver_domain'] or '-':<10} {row['details']}"
                 )
+
+
+FOLLOW_POLL = 1.0  # seconds between reads of the history file while the daemon is not running
+
+
+def _recorded(state_dir: Path, after_seq: int = 0) -> list[dict[str, Any]]:
+    try:
+        return History(state_dir).since(after_seq=after_seq)
+    except OSError as exc:
+        raise XendddError(f"cannot read the history in {state_dir}: {exc.strerror}") from None
 
 
 def _event_row(record: dict[str, Any], raw: bool) -> dict[str, Any]:
@@ -200,12 +254,22 @@ def _event_row(record: dict[str, Any], raw: bool) -> dict[str, Any]:
     }
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def _parse_since(text: str) -> float:
+    """An age (`3600`, `90s`, `10m`, `1h`, `2d`) or an ISO 8601 time (local time unless it has an offset)."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
     try:
-        return time.time() - float(text)
+        age = float(number) * _UNITS[unit]
     except ValueError:
         pass
+    else:
+        if age >= 0 and math.isfinite(age):
+            return time.time() - age
     try:
         return dt.datetime.fromisoformat(text).timestamp()
     except ValueError:
-        raise InputError(f"--since {text!r}: give seconds ago or an ISO 8601 time") from None
+        raise InputError(
+            f"--since {text!r}: give an age (90s, 10m, 1h, 2d) or an ISO 8601 time (2024-05-01T12:00)"
+        ) from None

@@ -28,8 +28,12 @@ from xenddd.errors import ConfigError, InputError
 from xenddd.model import Bdf, DriverDomainKind, validate_domain_name
 
 DEFAULT_CONFIG_PATH = Path("/etc/xenddd/xenddd.toml")
+# What scripts/install puts at DEFAULT_CONFIG_PATH: no driver domain, so a freshly enabled service acts on
+# nothing; the annotated example documents every key and is installed beside it as documentation.
+INSTALLED_CONFIG_PATH = Path(__file__).with_name("default.toml")
 EXAMPLE_CONFIG_PATH = Path(__file__).with_name("example.toml")
 
+DOM0_NAME = "Domain-0"  # what libvirt and xl call dom0: never a driver domain xenddd may create or destroy
 _POLICIES: tuple[Policy, ...] = ("strict", "relaxed")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -61,10 +65,18 @@ def parse_config(text: str, path: Path) -> Config:
     try:
         config = _build(TableReader(document, ""), path)
     except ConfigError as exc:
-        line = locate_line(text, exc.key_path) if exc.key_path else None
-        where = f"{path}:{line}" if line else f"{path}"
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(located(path, text, exc.key_path, str(exc))) from None
     return config
+
+
+def located(path: Path, text: str, key_path: str, message: str) -> str:
+    """`FILE:LINE: message` with the line of the key or, for a key left at its default, of its table;
+    `FILE: message` when neither can be found in `text`."""
+    line = None
+    while key_path and line is None:
+        line = locate_line(text, key_path)
+        key_path = key_path.rpartition(".")[0]
+    return f"{path}:{line}: {message}" if line else f"{path}: {message}"
 
 
 def _build(root: TableReader, path: Path) -> Config:
@@ -73,11 +85,15 @@ def _build(root: TableReader, path: Path) -> Config:
     guests = tuple(_sim_guest(t) for t in root.table("simulation").tables("guest"))
     root.finish()
     _check_names(domains, guests)
+    _check_devices(domains)
     return Config(settings, domains, guests, path)
 
 
 def _settings(t: TableReader) -> Settings:
     d = Settings()
+    # The environment overrides the key (tests point sysfs at a fake kernel): the key is still read and
+    # validated, so a config that sets it stays valid whichever way xenddd is run.
+    sysfs_key = t.path("sysfs_root", d.sysfs_root)
     sysfs_env = os.environ.get("XENDDD_SYSFS_ROOT")
     settings = Settings(
         libvirt_uri=t.string("libvirt_uri", d.libvirt_uri),
@@ -85,7 +101,7 @@ def _settings(t: TableReader) -> Settings:
         state_dir=t.path("state_dir", d.state_dir),
         control_socket=t.path("control_socket", d.control_socket),
         control_group=t.optional_string("control_group"),
-        sysfs_root=Path(sysfs_env) if sysfs_env else t.path("sysfs_root", d.sysfs_root),
+        sysfs_root=Path(sysfs_env) if sysfs_env else sysfs_key,
         log_level=t.choice("log_level", LOG_LEVELS, d.log_level),
         metrics_textfile=t.optional_path("metrics_textfile"),
         max_parallel_reattach=t.integer("max_parallel_reattach", d.max_parallel_reattach, minimum=1),
@@ -196,6 +212,11 @@ def _relative_xenstore_key(value: object) -> str:
 
 def _check_names(domains: tuple[DriverDomainSpec, ...], guests: tuple[SimGuestSpec, ...]) -> None:
     names = [d.name for d in domains]
+    for key, name in [(f"driver_domain[{i}]", n) for i, n in enumerate(names)] + [
+        (f"simulation.guest[{i}]", g.name) for i, g in enumerate(guests)
+    ]:
+        if name == DOM0_NAME:
+            raise _located(f"{key}.name", f"{DOM0_NAME!r} is dom0's own name")
     for i, name in enumerate(names):
         if name in names[:i]:
             raise _located(f"driver_domain[{i}].name", f"duplicate driver domain name {name!r}")
@@ -219,6 +240,19 @@ def _check_names(domains: tuple[DriverDomainSpec, ...], guests: tuple[SimGuestSp
                     )
         if guest.name in known or guest.name in [g.name for g in guests[:i]]:
             raise _located(f"simulation.guest[{i}].name", f"duplicate domain name {guest.name!r}")
+
+
+def _check_devices(domains: tuple[DriverDomainSpec, ...]) -> None:
+    """A PCI device can be passed through to one domain only: the second would fail to start, or take it
+    from the first on a restart."""
+    owner: dict[Bdf, str] = {}
+    for i, spec in enumerate(domains):
+        for j, device in enumerate(spec.pci):
+            first = owner.setdefault(device.bdf, spec.name)
+            if first != spec.name:
+                raise _located(
+                    f"driver_domain[{i}].pci[{j}].bdf", f"{device.bdf} is already passed through to {first!r}"
+                )
 
 
 def _find_cycle(graph: Mapping[str, tuple[str, ...]]) -> list[str] | None:

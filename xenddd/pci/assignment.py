@@ -157,7 +157,9 @@ class PciAssigner:
 
     # -- give back -------------------------------------------------------------------------------------
 
-    def give_back(self, bdf: Bdf, *, rebind: bool = False, force: bool = False) -> None:
+    def give_back(self, bdf: Bdf, *, rebind: bool = False, force: bool = False) -> str | None:
+        """Unbind `bdf` from pciback; with `rebind`, bind its original driver, which is returned (None: not
+        rebound, no original driver being recorded)."""
         self._check_present(bdf)
         if self.sysfs.driver(bdf) != PCIBACK:
             raise InputError(f"{bdf} is not assigned to pciback (driver: {self.sysfs.driver(bdf) or 'none'})")
@@ -168,9 +170,9 @@ class PciAssigner:
             )
         record = self._record(bdf) or {"original_driver": None}
         self._save(bdf, {**record, "step": "returning", "rebind": rebind})
-        self._return(bdf, record, rebind)
+        return self._return(bdf, record, rebind)
 
-    def _return(self, bdf: Bdf, record: dict[str, Any], rebind: bool) -> None:
+    def _return(self, bdf: Bdf, record: dict[str, Any], rebind: bool) -> str | None:
         if self.sysfs.driver(bdf) == PCIBACK:
             self.sysfs.unbind(bdf, PCIBACK)
         if bdf in self.sysfs.pciback_slots():
@@ -178,6 +180,7 @@ class PciAssigner:
         if self.sysfs.has_driver_override(bdf):
             self.sysfs.set_driver_override(bdf, None)
         original = record.get("original_driver")
+        rebound = None
         if rebind and original and self.sysfs.driver(bdf) is None:
             with self.uevents.listening() as events:
                 self.sysfs.bind(bdf, original)
@@ -186,8 +189,10 @@ class PciAssigner:
                     and self.sysfs.driver(bdf) != original
                 ):
                     raise XendddError(f"{bdf}: no bind event for {original} within {self.bind_timeout:.0f} s")
+            rebound = str(original)
         state.remove(self._path(bdf))
-        log.info("%s: given back to dom0%s", bdf, f" and bound to {original}" if rebind and original else "")
+        log.info("%s: given back to dom0%s", bdf, f" and bound to {rebound}" if rebound else "")
+        return rebound
 
     # -- start-up and recovery ------------------------------------------------------------------------
 

@@ -76,6 +76,7 @@ class Incident:
     phase: Phase
     reason: str
     planned: bool = False
+    by_operator: bool = False  # `xenddd restart` or `create`: its restart is counted apart from crashes
     frontends: list[PendingFrontend] = field(default_factory=list)
     not_before: float = 0.0
     ready_deadline: float = 0.0
@@ -113,10 +114,13 @@ class DomainRecord:
     restart_times: list[float] = field(default_factory=list)
     started_at: float | None = None  # when xenddd started the running instance (None: not by xenddd)
     crashes: int = 0
-    restarts: int = 0
+    restarts: int = 0  # automatic: after the domain died
+    manual_restarts: int = 0  # asked for by an operator
     reattach_failures: int = 0
     incident: Incident | None = None
     last_incident: dict[str, Any] | None = None
+    # What `destroy --force` detached: `create` attaches them again, as a recovery would.
+    detached_by_destroy: list[Frontend] = field(default_factory=list)
 
 
 class IntentLog:
@@ -127,15 +131,25 @@ class IntentLog:
     instance, or starts one.
     """
 
-    def __init__(self, state_dir: Path | None, *, on_damage: state.DamageReport | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path | None,
+        *,
+        on_damage: state.DamageReport | None = None,
+        read_only: bool = False,  # the CLI reading the daemon's records: a damaged one is left in place
+    ) -> None:
         self._dir = state_dir / RECORD_DIR if state_dir is not None else None
         self._on_damage = on_damage
+        self._read_only = read_only
 
     def load(self, name: str) -> DomainRecord:
         if self._dir is None or not _SAFE_NAME.fullmatch(name):
             return DomainRecord(name)
         record = state.read_json_or_quarantine(
-            self._dir / f"{name}.json", lambda doc: _record_from_json(name, doc), on_damage=self._on_damage
+            self._dir / f"{name}.json",
+            lambda doc: _record_from_json(name, doc),
+            on_damage=self._on_damage,
+            move_aside=not self._read_only,
         )
         return record if record is not None else DomainRecord(name)
 
@@ -155,8 +169,10 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
         "started_at": record.started_at,
         "crashes": record.crashes,
         "restarts": record.restarts,
+        "manual_restarts": record.manual_restarts,
         "reattach_failures": record.reattach_failures,
         "last_incident": record.last_incident,
+        "detached_by_destroy": [frontend_to_json(f) for f in record.detached_by_destroy],
         "incident": None
         if incident is None
         else {
@@ -166,6 +182,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
             "phase": incident.phase.value,
             "reason": incident.reason,
             "planned": incident.planned,
+            "by_operator": incident.by_operator,
             "not_before": incident.not_before,
             "ready_deadline": incident.ready_deadline,
             "new_domid": incident.new_domid,
@@ -206,9 +223,15 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         started_at=_opt_number(doc, "started_at"),
         crashes=_int(doc, "crashes"),
         restarts=_int(doc, "restarts"),
+        manual_restarts=_int(doc, "manual_restarts"),
         reattach_failures=_int(doc, "reattach_failures"),
         last_incident=last_incident,
     )
+    for item in _list(doc, "detached_by_destroy"):
+        frontend = frontend_from_json(item)
+        if frontend is None:
+            raise ValueError(f"detached frontend {item!r:.100} is not valid")
+        record.detached_by_destroy.append(frontend)
     raw = doc.get("incident")
     if raw is None:
         return record
@@ -240,6 +263,7 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         phase=_phase(raw.get("phase")),
         reason=str(raw.get("reason", "")),
         planned=_bool(raw, "planned"),
+        by_operator=_bool(raw, "by_operator"),
         frontends=pending,
         not_before=_number(raw.get("not_before", 0.0), "not_before"),
         ready_deadline=_number(raw.get("ready_deadline", 0.0), "ready_deadline"),

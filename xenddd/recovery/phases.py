@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 READY_RECHECK = 5.0  # readiness is watched; this only bounds what a lost watch event can cost
 CLEANUP_WAIT = 10.0  # libvirt cleans up a crashed domain in about a second; beyond this, do it ourselves
+NOT_READY = ", then not ready in time"  # added to an incident's reason when a restart was not ready
 
 PrepareDomain = Callable[[DriverDomainSpec], None]
 """Called before each (re)start: re-hide the driver domain's PCI devices (and reset them per policy)."""
@@ -159,7 +160,10 @@ class Recovery:
             incident.not_before = self._t.clock() + 1.0
             self._t.save(record)
             return 1.0
-        record.restarts += 1
+        if incident.by_operator:
+            record.manual_restarts += 1
+        else:
+            record.restarts += 1
         self._t.event("restarted", spec.name, incident, domid=info.domid)
         if info.domid is None:
             self._schedule_restart(spec, record, incident, planned=False, uptime=0.0)
@@ -188,6 +192,8 @@ class Recovery:
             return None
         if now >= incident.ready_deadline:
             self._t.event("not-ready", spec.name, incident, timeout=readiness.timeout_seconds)
+            if not incident.reason.endswith(NOT_READY):  # what status shows once it is recovered
+                incident.reason += NOT_READY
             log.error(
                 "%s: not ready within %.0f s; destroying it to try again",
                 spec.name,

@@ -160,6 +160,7 @@ class Reconciler:
                     "vcpus": info.vcpus if info else spec.vcpus,
                     "cpu_time_s": round(info.cpu_time_ns / 1e9, 1) if info else None,
                     "restarts": record.restarts,
+                    "manual_restarts": record.manual_restarts,
                     "crashes": record.crashes,
                     "failed": record.failed,
                     "frontends": len(self._registry.served_by(spec.name)),
@@ -203,7 +204,7 @@ class Reconciler:
         if running is not None and not frontends:
             self._adopt_replacement(spec, record, running)
             return None
-        reason = "gone" if running is None else f"replaced by domid {running}"
+        reason = _how_it_stopped(info) if running is None else f"replaced by domid {running}"
         uptime = None if record.started_at is None else now - record.started_at
         incident = Incident.new(record.domid, now, reason, frontends, dead_uptime=uptime)
         if running is not None:
@@ -268,26 +269,52 @@ class Reconciler:
             record.failed = False
             self._intents.save(record)
             info = self._hv.domain(name)
+            if record.detached_by_destroy and record.incident is None:
+                return self._create_and_reattach(spec, record, running_domid(info))
             if info is None or info.domid is None:
                 record.domid = None
                 self._start(spec, record)
-            return {"name": name}
+            return {"name": name, "reattaching": 0}
         if op == "destroy":
             return self._destroy(spec, record, force=bool(request.args.get("force")))
         if op == "restart":
             return self._restart(spec, record)
         raise InputError(f"unknown operation {op!r}")
 
+    def _create_and_reattach(
+        self, spec: DriverDomainSpec, record: DomainRecord, running: int | None
+    ) -> dict[str, Any]:
+        """The frontends `destroy --force` detached come back as after a recovery: a planned incident
+        whose frontends are already detached, so its phases start the domain (or take the instance
+        somebody else started), wait until it is ready and attach them again."""
+        incident = Incident.new(None, self._clock(), "created by operator", record.detached_by_destroy)
+        incident.planned, incident.by_operator, incident.new_domid = True, True, running
+        for pending in incident.frontends:
+            pending.detached = True
+        record.detached_by_destroy = []
+        record.incident, record.domid = incident, running
+        self._intents.save(record)
+        self._history.record(
+            "create-requested",
+            driver_domain=spec.name,
+            incident=incident.id,
+            frontends=len(incident.frontends),
+        )
+        return {"name": spec.name, "reattaching": len(incident.frontends)}
+
     def _destroy(self, spec: DriverDomainSpec, record: DomainRecord, force: bool) -> dict[str, Any]:
+        if record.incident is None and running_domid(self._hv.domain(spec.name)) is None:
+            raise InputError(f"{spec.name} is not running; nothing changed")
         served = self._registry.served_by(spec.name)
         if served and not force:
             guests = sorted({f.guest_name for f in served})
-            raise XendddError(
-                f"{spec.name} serves {len(served)} frontend(s) of {', '.join(guests)}; "
+            raise InputError(
+                f"{spec.name} serves {len(served)} frontend(s) of {', '.join(guests)}; nothing changed: "
                 "detach them first or use --force"
             )
         record.stopped_by_request = True
         record.incident = None
+        record.detached_by_destroy = list(served)
         self._intents.save(record)
         for frontend in served:
             self._hv.detach(frontend.guest_name, frontend.kind, frontend.devid, frontend.params)
@@ -305,10 +332,11 @@ class Reconciler:
         if record.incident is not None and record.incident.phase is Phase.FAILED:
             record.incident.phase = Phase.WAITING_RESTART
             record.incident.not_before = self._clock()
+            record.incident.by_operator = True
         elif record.incident is None:
             frontends = self._registry.served_by(spec.name)
             incident = Incident.new(record.domid, self._clock(), "restart requested", frontends)
-            incident.planned = True
+            incident.planned = incident.by_operator = True
             record.incident = incident
             self._intents.save(record)
             self._history.record(
@@ -318,6 +346,12 @@ class Reconciler:
             record.domid = None
         self._intents.save(record)
         return {"name": spec.name}
+
+
+def _how_it_stopped(info: DomainInfo | None) -> str:
+    """crashed, destroyed or shutdown as the toolstack tells it; gone when it no longer knows the domain
+    (undefined behind xenddd's back) or not how it stopped."""
+    return info.stopped.value if info is not None and info.stopped is not None else "gone"
 
 
 def _ignored(rejected: dict[str, str], shown: int = 5) -> str:

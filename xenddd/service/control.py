@@ -187,8 +187,11 @@ def request(path: Path, op: str, args: dict[str, Any] | None = None, timeout: fl
             line = _read_line(sock, deadline, limit=64 * 1024 * 1024)
         except TimeoutError:
             raise XendddError(f"the daemon did not answer {op!r} within {timeout:.0f} s") from None
+        except ConnectionResetError:
+            line = None  # killed while answering: as if it had closed the connection
     if line is None:
-        raise XendddError("the daemon closed the control connection without answering")
+        # The daemon stops by closing its connections: to a client, it is no longer running.
+        raise DaemonNotRunning("the daemon closed the control connection without answering (stopping?)")
     answer: dict[str, Any] = json.loads(line)
     return answer
 

@@ -46,6 +46,7 @@ SAFETY_RESYNC = 30.0  # look at everything at least this often, whatever the eve
 CONTROL_TIMEOUT = 120.0
 # What one driver domain's turn in the first pass may take (prepare, libvirt create, xl pci-attach).
 STEP_TIMEOUT = 300.0
+SIGNAL_LATENCY = 0.5  # seconds at most between a signal's arrival and its handling (see _drain)
 COALESCE = 0.02  # seconds a pass waits for more hints after the first (well below readiness's 50 ms)
 STALLED_CALL = 120.0  # xl's own limit for a device operation: a toolstack call this old is hung
 
@@ -77,6 +78,8 @@ class Daemon:
     notifier: Notifier = field(default_factory=Notifier)
     hints: queue.Queue[Hint] = field(default_factory=queue.Queue)
     started_at: float = field(default_factory=time.time)
+    # What this run changes in every config it loads, a reload's too: a simulation's paths.
+    local_settings: Callable[[Config], Config] = lambda config: config
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -85,6 +88,7 @@ class Daemon:
         self._wiring: _Wiring | None = None
         self._control: ControlServer | None = None
         self.last_error: str | None = None
+        self.reload_error: str | None = None  # why the last `systemctl reload` kept the running config
         self._ready = False
         self._last_ping = 0.0
         self._watch_changes: dict[str, bool] = {}  # path → watch (True) or unwatch, for the pass's end
@@ -163,11 +167,19 @@ class Daemon:
 
     def _drain(self, timeout: float) -> list[Hint]:
         """The first hint, and whatever else comes within COALESCE of it: a recovery's calls return and
-        its backends change state in bursts, and one pass for the burst does the work of many."""
-        try:
-            first = self.hints.get(timeout=timeout)
-        except queue.Empty:
-            return []
+        its backends change state in bursts, and one pass for the burst does the work of many.
+
+        The wait is cut into slices of at most SIGNAL_LATENCY: a signal that the kernel hands to another
+        of the daemon's threads runs its Python handler only when the main thread next wakes, and a
+        blocked `get` would hold SIGTERM for up to SAFETY_RESYNC."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                first = self.hints.get(timeout=max(0.0, min(SIGNAL_LATENCY, deadline - time.monotonic())))
+                break
+            except queue.Empty:
+                if self._stop.is_set() or self._reload.is_set() or time.monotonic() >= deadline:
+                    return []
         batch = [first]
         until = time.monotonic() + (0.0 if isinstance(first, ControlRequest) else COALESCE)
         while True:
@@ -278,10 +290,13 @@ class Daemon:
 
     def _apply_new_config(self, path: Path) -> None:
         try:
-            new = load_config(path)
+            new = self.local_settings(load_config(path))
         except XendddError as exc:
             log.error("SIGHUP: keeping the running configuration: %s", exc)
+            self.reload_error = str(exc)
+            self.history.record("reload-failed", error=str(exc))
             return
+        self.reload_error = None
         old_names = {d.name for d in self.config.driver_domains}
         new_names = {d.name for d in new.driver_domains}
         for gone in sorted(old_names - new_names):
@@ -357,6 +372,9 @@ class Daemon:
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "xenstore": "connected" if self.last_error is None else f"trouble: {self.last_error}",
             "last_error": self.last_error,
+            "reload_error": self.reload_error,
+            "xenstore_socket": str(self.config.settings.xenstore_socket),
+            "state_dir": str(self.config.settings.state_dir),
         }
 
     def _status_line(self) -> str:

@@ -1,6 +1,11 @@
-"""OpenMetrics text for node_exporter's textfile collector: what no Xen toolstack reports.
+"""Metrics for node_exporter's textfile collector: what no Xen toolstack reports.
 
-Written atomically (temporary file + rename) so the collector never reads half a file.
+Named by Prometheus' conventions (a counter ends in `_total`, a unit is spelt out, `# TYPE` names the
+metric as its samples do); restarts are one counter with a `trigger` label, `automatic` (after the
+domain died) or `operator` (`xenddd restart`, `create`), so a dashboard can sum them or tell them apart.
+The format is Prometheus' text exposition format, which is what the textfile collector parses (not
+OpenMetrics, whose counters would be typed without `_total`). Written atomically (temporary file +
+rename) so the collector never reads half a file.
 """
 
 from __future__ import annotations
@@ -24,11 +29,16 @@ def render_metrics(snapshot: dict[str, Any], history: History) -> str:
         lines.append(f"# HELP {name} {help_text}")
         lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
 
-    def per_domain(key: str) -> list[tuple[str, float]]:
-        return [(f'{{driver_domain="{d["name"]}"}}', float(d[key])) for d in domains]
+    def per_domain(key: str, labels: str = "") -> list[tuple[str, float]]:
+        return [(f'{{driver_domain="{d["name"]}"{labels}}}', float(d[key])) for d in domains]
 
-    family("xenddd_restarts", "counter", "Automatic restarts of a driver domain.", per_domain("restarts"))
-    family("xenddd_crashes", "counter", "Unexpected stops of a driver domain.", per_domain("crashes"))
+    family(
+        "xenddd_restarts_total",
+        "counter",
+        "Restarts of a driver domain: automatic (after it died) or by an operator.",
+        per_domain("restarts", ',trigger="automatic"') + per_domain("manual_restarts", ',trigger="operator"'),
+    )
+    family("xenddd_crashes_total", "counter", "Unexpected stops of a driver domain.", per_domain("crashes"))
     family(
         "xenddd_driver_domain_failed",
         "gauge",
@@ -37,7 +47,7 @@ def render_metrics(snapshot: dict[str, Any], history: History) -> str:
     )
     family("xenddd_frontends", "gauge", "Guest frontends served by a driver domain.", per_domain("frontends"))
     family(
-        "xenddd_reattach_failures",
+        "xenddd_reattach_failures_total",
         "counter",
         "Failed frontend reattach attempts.",
         per_domain("reattach_failures"),
@@ -55,12 +65,11 @@ def render_metrics(snapshot: dict[str, Any], history: History) -> str:
     last = snapshot.get("last_reconcile_seconds")
     if last is not None:
         family(
-            "xenddd_last_reconcile_seconds",
+            "xenddd_last_reconcile_duration_seconds",
             "gauge",
             "Duration of the last reconcile pass.",
             [("", float(last))],
         )
-    lines.append("# EOF")
     return "\n".join(lines) + "\n"
 
 

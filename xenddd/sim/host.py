@@ -50,6 +50,7 @@ class SimDomain:
     vcpus: int = 1
     domid: int | None = None
     state: str = "shutoff"  # running | paused | shutoff | crashed
+    stopped: str | None = None  # how it last stopped: destroyed | crashed | shutdown (as stop()'s `how`)
     kernel: Kernel | None = None
     devices: list[SimDevice] = field(default_factory=list)
 
@@ -131,6 +132,7 @@ class SimHost:
             if domain.kernel is not None:
                 domain.kernel.stop()
                 domain.kernel = None
+            domain.stopped = "crashed" if how == "cleaned-up" else how
             if how == "crashed" and self.cleanup_delay > 0 and domid not in self.dying:
                 self.dying.add(domid)
                 domain.state = "crashed"

@@ -154,6 +154,9 @@ def _info(domain: SimDomain) -> DomainInfo:
         uuid=domain.uuid,
         domid=domain.domid,
         state=_STATES.get(domain.state, DomainState.OTHER),
+        stopped=LifecycleKind(domain.stopped)
+        if domain.stopped and domain.state in ("crashed", "shutoff")
+        else None,
         memory_kib=domain.memory_kib,
         vcpus=domain.vcpus,
     )

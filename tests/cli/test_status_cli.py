@@ -1,0 +1,111 @@
+"""`status` and `list` say how a driver domain last stopped and how long its repair took, and `status`
+says when a reload kept the running config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.cli.conftest import CONFIG, wait_for
+from xenddd.cli.main import cli
+from xenddd.service.daemon import Daemon
+from xenddd.sim.socket_host import SimulatedHost
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("crash", "crashed"), ("destroy", "destroyed")])
+def test_status_and_list_show_how_the_last_incident_began_and_its_mttr(
+    running: tuple[Path, SimulatedHost, Daemon], fault: str, reason: str
+) -> None:
+    config, sim, daemon = running
+    getattr(sim.host, fault)("domnet")
+    wait_for(daemon, "recovered")
+    (detected,) = [r for r in daemon.history.since() if r["event"] == "detected"]
+    assert detected["reason"] == reason
+
+    for command in ("status", "list"):
+        result = CliRunner().invoke(cli, ["--config", str(config), command])
+        assert result.exit_code == 0, result.output
+        assert f" {reason}, MTTR " in result.stdout
+        document = json.loads(CliRunner().invoke(cli, ["--json", "--config", str(config), command]).stdout)
+        domains = document["items"]
+        assert domains[0]["last_incident"]["reason"] == reason
+        assert "last_crash" not in domains[0] and "last" not in domains[0]
+
+
+@pytest.mark.slow
+def test_status_says_when_a_reload_kept_the_running_config(tmp_path: Path) -> None:
+    config = tmp_path / "xenddd.toml"
+    config.write_text(CONFIG.format(tmp=tmp_path))
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "xenddd", "--config", str(config), "daemon", "--simulate"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while CliRunner().invoke(cli, ["--config", str(config), "status"]).exit_code != 0:
+            assert time.monotonic() < deadline, "the daemon never answered"
+            time.sleep(0.1)
+        config.write_text(CONFIG.format(tmp=tmp_path) + "memory = -1\n")
+        daemon.send_signal(signal.SIGHUP)
+        while "reload failed" not in (
+            out := CliRunner().invoke(cli, ["--config", str(config), "status"]).stdout
+        ):
+            assert time.monotonic() < deadline, f"status never said the reload failed: {out}"
+            time.sleep(0.1)
+        assert f"reload failed, running the previous config: {config}:" in out  # though the file is invalid
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=20)
+
+
+def test_status_tells_a_recovery_whose_first_restart_was_not_ready_apart(tmp_path: Path) -> None:
+    import threading
+
+    from xenddd.config.loader import load_config
+    from xenddd.service.simulated import simulated_runtime
+
+    path = tmp_path / "xenddd.toml"
+    path.write_text(
+        CONFIG.format(tmp=tmp_path).replace(
+            'condition = "running"', 'condition = "xenstore-key"\ntimeout = 1.0'
+        )
+    )
+    config = load_config(path)
+    sim = SimulatedHost.start(tmp_path / "xs.sock")
+    daemon = Daemon(config, simulated_runtime(sim, config), config_path=path)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        wait_for(daemon, "daemon-started")
+        sim.host.create_guest("web", vif=("domnet",))
+        deadline = time.monotonic() + 20
+        while (
+            json.loads(CliRunner().invoke(cli, ["--config", str(path), "list", "--json"]).stdout)["items"][0][
+                "frontends"
+            ]
+            != 1
+        ):
+            assert time.monotonic() < deadline, "web's vif never registered"
+            time.sleep(0.05)
+        sim.host.boot_delay = 60.0  # its next instance is not ready in time
+        sim.host.crash("domnet")
+        wait_for(daemon, "not-ready")
+        sim.host.boot_delay = 0.0
+        wait_for(daemon, "recovered")
+        result = CliRunner().invoke(cli, ["--config", str(path), "status"])
+        assert " crashed, then not ready in time, MTTR " in result.stdout
+    finally:
+        daemon.stop()
+        thread.join(20)
+        sim.stop()
