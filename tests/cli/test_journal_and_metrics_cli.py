@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.cli.conftest import wait_for
+from tests.cli.simulated_cli import CONFIG, xenddd
 from xenddd.cli.main import cli
 from xenddd.service.daemon import Daemon
 from xenddd.sim.socket_host import SimulatedHost
@@ -32,32 +33,6 @@ class JournalHandler(logging.Handler):
         with open(os.environ["FAKE_JOURNAL"], "a") as journal:
             journal.write(json.dumps(entry) + "\\n")
 """
-
-CONFIG = """
-[[driver_domain]]
-name = "domnet"
-kind = "network"
-kernel = "/boot/dd"
-[driver_domain.readiness]
-condition = "running"
-[driver_domain.restart]
-backoff_base = 0.0
-backoff_cap = 0.0
-
-[[simulation.guest]]
-name = "web"
-vif = ["domnet"]
-"""
-
-
-def xenddd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xenddd", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.slow

@@ -11,31 +11,7 @@ from pathlib import Path
 
 import pytest
 
-CONFIG = """
-[[driver_domain]]
-name = "domnet"
-kind = "network"
-kernel = "/boot/dd"
-[driver_domain.readiness]
-condition = "running"
-[driver_domain.restart]
-backoff_base = 0.0
-backoff_cap = 0.0
-
-[[simulation.guest]]
-name = "web"
-vif = ["domnet"]
-"""
-
-
-def xenddd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xenddd", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.cli.simulated_cli import CONFIG, xenddd
 
 
 @pytest.mark.slow
