@@ -12,6 +12,7 @@ toolstack shows (the recovery's steps are idempotent).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -20,6 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from xenddd.errors import XendddError
+
+log = logging.getLogger(__name__)
+
+SLOW_CALL = 1.0  # seconds; a call that takes longer is logged with its duration
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,8 @@ class ToolstackCalls:
 
     def _run(self, key: Hashable, call: Callable[[], Any]) -> None:
         with self._lock:
-            self._running[key].since = self._clock()
+            running = self._running[key]
+            running.since = started = self._clock()
         outcome: CallResult | BaseException
         try:
             outcome = CallResult(value=call())
@@ -113,6 +119,9 @@ class ToolstackCalls:
             outcome = CallResult(error=exc)
         except Exception as exc:  # thread boundary: handed to the reconciler's thread by take()
             outcome = exc
+        took = self._clock() - started
+        if took >= SLOW_CALL:  # where a recovery's time goes, in the journal
+            log.info("%s took %.1f s", running.what, took)
         with self._lock:
             self._running.pop(key, None)
             self._done[key] = outcome
