@@ -59,13 +59,10 @@ class FrontendSteps:
                 self._redetached(spec, record, incident, pending, result)
         if changed:
             self._t.unsaved = True
-        if not incident.detached_reported and self.all_detached(spec, incident):
+        if not incident.detached_reported and _none_stale(incident) and not self._busy(spec, incident):
             incident.detached_reported = True
             self._t.event("detached", spec.name, incident, frontends=len(incident.frontends))
             self._t.unsaved = True
-
-    def all_detached(self, spec: DriverDomainSpec, incident: Incident) -> bool:
-        return all(p.detached or p.attached for p in incident.frontends) and not self._busy(spec, incident)
 
     # -- steps -----------------------------------------------------------------------------------------
 
@@ -73,7 +70,7 @@ class FrontendSteps:
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, dead_present: bool
     ) -> float | None:
         """Submit the detaches that are due; None, or seconds until a failed one may be tried again."""
-        if dead_present or all(p.detached or p.attached for p in incident.frontends):
+        if dead_present or _none_stale(incident):
             return None  # the toolstack's cleanup of the dead instance wakes us (a lifecycle event)
         self._t.guests.refresh()
         now = self._t.clock()
@@ -323,6 +320,11 @@ def earliest(current: float | None, candidate: float | None) -> float | None:
     if candidate is None:
         return current
     return candidate if current is None else min(current, candidate)
+
+
+def _none_stale(incident: Incident) -> bool:
+    """No frontend of the incident is still attached to the dead instance."""
+    return all(p.detached or p.attached for p in incident.frontends)
 
 
 def _is_device_call(key: Hashable, driver_domain: str) -> bool:

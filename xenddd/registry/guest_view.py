@@ -48,13 +48,10 @@ class GuestView:
         path = backend_path(driver_domid, frontend.kind, guest_domid, frontend.devid)
         return parse_state(self._xs.read(f"{path}/state"))
 
-    def connected(self, driver_domid: int, guest_domid: int, frontend: Frontend) -> bool:
-        """Both ends Connected (XenbusState 4): the only proof that a reattach worked."""
-        return self.connected_many(driver_domid, [(guest_domid, frontend)])[0]
-
     def connected_many(self, driver_domid: int, devices: Sequence[tuple[int, Frontend]]) -> list[bool]:
-        """`connected` for many (guest domid, frontend) pairs in one pipelined round trip: a recovery
-        re-checks every attached frontend on each pass, which must not cost three latencies each."""
+        """For each (guest domid, frontend): both ends Connected (XenbusState 4) through `driver_domid`,
+        the only proof that a reattach worked. One pipelined round trip for all: a recovery re-checks
+        every attached frontend on each pass, which must not cost three latencies each."""
         paths = []
         for guest_domid, frontend in devices:
             front = frontend_path(guest_domid, frontend.kind, frontend.devid)
