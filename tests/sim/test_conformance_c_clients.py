@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 import subprocess
@@ -10,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from xenddd.sim.domain_client import DomainClient
+from xenddd.sim.quotas import QuotaBook, Quotas
+from xenddd.sim.xenstored import Xenstored
 from xenddd.sim.xenstored_socket import SocketServer
 
 pytestmark = pytest.mark.skipif(shutil.which("xenstore-read") is None, reason="xenstore-utils not installed")
@@ -72,3 +77,45 @@ def test_an_oversized_message_drops_the_client_not_the_server(
         sock.settimeout(5)
         assert sock.recv(16) == b""
     assert xs(sim_xenstored, "xenstore-exists", "/local", check=False).returncode == 0
+
+
+def test_an_over_quota_watch_and_node_fail_in_debian_s_libxenstore_with_c_xenstored_s_errno(
+    tmp_path: Path,
+) -> None:
+    """A socket served as domain 5 (what /dev/xen/xenbus is inside a guest): libxenstore turns the error
+    name back into an errno through its own table, so an errno it does not know would show as EINVAL."""
+    engine = Xenstored(QuotaBook(defaults=Quotas(watches=1, nodes=4)))
+    dom0 = DomainClient(engine, 0)
+    dom0.mkdir("/local/domain/5/data")
+    dom0.set_perms("/local/domain/5", ["n5"])
+    dom0.set_perms("/local/domain/5/data", ["n5"])
+    server = SocketServer(engine, tmp_path / "domain5.sock", domid=5)
+    server.start()
+    try:
+        os.environ["XENSTORED_PATH"] = str(server.path)
+        lib = ctypes.CDLL("libxenstore.so.4", use_errno=True)
+        lib.xs_open.restype = ctypes.c_void_p
+        lib.xs_watch.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+        lib.xs_write.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_uint32,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_uint,
+        ]
+        lib.xs_close.argtypes = [ctypes.c_void_p]
+        handle = lib.xs_open(0)
+        assert handle
+        assert lib.xs_watch(handle, b"data/a", b"t") and lib.xs_watch(handle, b"data/b", b"t")
+        assert not lib.xs_watch(handle, b"data/c", b"t")
+        assert ctypes.get_errno() == errno.E2BIG  # Xen 4.17's watch quota (4.22 answers ENOSPC)
+        assert lib.xs_write(handle, 0, b"data/x", b"1", 1) and lib.xs_write(handle, 0, b"data/y", b"1", 1)
+        assert not lib.xs_write(handle, 0, b"data/z", b"1", 1)
+        assert ctypes.get_errno() == errno.ENOSPC
+        watcher = xs(server, "xenstore-watch", "-n", "1", "data", check=False)  # the same domain's
+        assert watcher.returncode == 1 and "Unable to add watch" in watcher.stderr
+        lib.xs_close(handle)
+    finally:
+        os.environ.pop("XENSTORED_PATH", None)
+        server.stop()
+    assert [h.quota for h in engine.quotas.hits] == ["watches", "nodes", "watches"]

@@ -9,7 +9,8 @@ from pyxs import Client
 from pyxs.exceptions import PyXSError
 
 from xenddd.sim.domain_client import DomainClient
-from xenddd.sim.store import ENTRY_SIZE_QUOTA, WATCHES_PER_DOMAIN_QUOTA, XsError
+from xenddd.sim.quotas import Quotas
+from xenddd.sim.store import XsError
 from xenddd.sim.xenstored import Xenstored
 from xenddd.sim.xenstored_ops import READ, TRANSACTION_END, TRANSACTION_START, WRITE
 from xenddd.sim.xenstored_socket import SocketServer
@@ -82,9 +83,9 @@ def test_quotas_apply_to_unprivileged_domains_only() -> None:
     dom0.mkdir("/local/domain/3")
     dom0.set_perms("/local/domain/3", ["n3"])
     with pytest.raises(XsError, match="ENOSPC"):
-        guest.write("data/big", b"x" * (ENTRY_SIZE_QUOTA + 1))
-    dom0.write("/local/domain/3/data/big", b"x" * (ENTRY_SIZE_QUOTA + 1))
-    for i in range(WATCHES_PER_DOMAIN_QUOTA):
+        guest.write("data/big", b"x" * (Quotas().node_size + 1))
+    dom0.write("/local/domain/3/data/big", b"x" * (Quotas().node_size + 1))
+    for i in range(Quotas().watches + 1):  # Xen 4.17 lets one more in than --watch-nb says
         guest.watch(f"data/w{i}", lambda _path: None)
     with pytest.raises(XsError, match="E2BIG"):
         guest.watch("data/one-too-many", lambda _path: None)

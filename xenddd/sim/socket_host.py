@@ -10,6 +10,7 @@ from pathlib import Path
 from xenddd.config.spec import Config
 from xenddd.sim.host import SimHost
 from xenddd.sim.hypervisor import SimHypervisor
+from xenddd.sim.quotas import QuotaBook
 from xenddd.sim.xenstored import Xenstored
 from xenddd.sim.xenstored_socket import SocketServer
 
@@ -22,8 +23,11 @@ class SimulatedHost:
     hypervisor: SimHypervisor
 
     @classmethod
-    def start(cls, socket_path: Path, *, boot_delay: float = 0.0) -> SimulatedHost:
-        engine = Xenstored()
+    def start(
+        cls, socket_path: Path, *, boot_delay: float = 0.0, quotas: QuotaBook | None = None
+    ) -> SimulatedHost:
+        """`quotas`: xenstored's limits, as its command line sets them before any domain connects."""
+        engine = Xenstored(quotas)
         server = SocketServer(engine, socket_path)
         server.start()
         host = SimHost(engine, boot_delay=boot_delay)

@@ -9,20 +9,22 @@ Semantics follow Xen's docs/misc/xenstore.txt and the C xenstored of Xen 4.17:
   meantime (per-node generation counters), the commit fails with EAGAIN and nothing is applied.
 - Watches fire for the path itself and everything below it, and for removed descendants; relative paths are
   relative to the domain's home `/local/domain/<domid>`.
-Quotas apply to unprivileged domains only, with the C daemon's defaults.
+Quotas apply to unprivileged domains only (`quotas.py`); a domain's node count is kept as nodes are added,
+removed and handed over, so checking it costs nothing however large the store grows.
+- A transaction sees each node as it was when it first touched it (as C xenstored's do, which copy only
+  what they access): starting one costs nothing however large the store is.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from xenddd.sim.quotas import QuotaBook
+
 PRIVILEGED = 0
-ENTRY_SIZE_QUOTA = 2048  # quota-max-entry-size
-NODES_PER_DOMAIN_QUOTA = 1000  # quota-nb-entry-per-domain
-WATCHES_PER_DOMAIN_QUOTA = 128  # quota-nb-watch-per-domain
-TRANSACTIONS_PER_DOMAIN_QUOTA = 10  # quota-max-transaction
 PATH_MAX = 3072  # XENSTORE_ABS_PATH_MAX
 PAYLOAD_MAX = 4096  # XENSTORE_PAYLOAD_MAX
 
@@ -104,33 +106,91 @@ def normalise(path: str, domid: int) -> str:
 
 
 class Tree:
-    """A consistent set of nodes; the live database and each transaction's private copy are Trees."""
+    """The live database: nodes by path, and how many each domain owns (its node quota's count)."""
 
-    def __init__(self, nodes: dict[str, Node] | None = None) -> None:
-        self.nodes: dict[str, Node] = nodes if nodes is not None else {"/": Node(b"", (Perm(0, "n"),))}
-
-    def copy(self) -> Tree:
-        return Tree({path: node.copy() for path, node in self.nodes.items()})
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {"/": Node(b"", (Perm(0, "n"),))}
+        self.owned: Counter[int] = Counter({0: 1})
 
     def get(self, path: str) -> Node | None:
         return self.nodes.get(path)
 
+    def put(self, path: str, node: Node) -> None:
+        old = self.nodes.get(path)
+        if old is not None:
+            self.owned[old.owner] -= 1
+        self.nodes[path] = node
+        self.owned[node.owner] += 1
+
+    def remove(self, path: str) -> None:
+        old = self.nodes.pop(path, None)
+        if old is not None:
+            self.owned[old.owner] -= 1
+
+    def set_perms(self, path: str, node: Node, perms: tuple[Perm, ...]) -> None:
+        self.owned[node.owner] -= 1
+        node.perms = perms
+        self.owned[node.owner] += 1
+
     def owned_by(self, domid: int) -> int:
-        return sum(1 for node in self.nodes.values() if node.owner == domid)
+        return self.owned[domid]
 
     def subtree(self, path: str) -> list[str]:
         """`path` and every descendant, parents before children."""
         out = [path]
-        for child in sorted(self.nodes[path].children):
+        node = self.get(path)
+        assert node is not None
+        for child in sorted(node.children):
             out.extend(self.subtree(f"{path.rstrip('/')}/{child}"))
         return out
+
+
+class TxTree(Tree):
+    """A transaction's view: the nodes it touched, copied from the live tree on first touch (None: removed
+    in the transaction); everything else is read through to the live tree."""
+
+    def __init__(self, live: Tree) -> None:  # no super().__init__(): it has no nodes of its own
+        self.live = live
+        self.local: dict[str, Node | None] = {}
+        self.owned_delta: Counter[int] = Counter()
+
+    def get(self, path: str) -> Node | None:
+        if path in self.local:
+            return self.local[path]
+        node = self.live.get(path)
+        if node is None:
+            return None
+        mine = self.local[path] = node.copy()
+        return mine
+
+    def put(self, path: str, node: Node) -> None:
+        old = self.get(path)
+        if old is not None:
+            self.owned_delta[old.owner] -= 1
+        self.local[path] = node
+        self.owned_delta[node.owner] += 1
+
+    def remove(self, path: str) -> None:
+        old = self.get(path)
+        if old is not None:
+            self.owned_delta[old.owner] -= 1
+        self.local[path] = None
+
+    def set_perms(self, path: str, node: Node, perms: tuple[Perm, ...]) -> None:
+        self.owned_delta[node.owner] -= 1
+        node.perms = perms
+        self.owned_delta[node.owner] += 1
+
+    def owned_by(self, domid: int) -> int:
+        return self.live.owned_by(domid) + self.owned_delta[domid]
 
 
 class Store:
     """The live database plus the generation counter all mutations draw from."""
 
-    def __init__(self) -> None:
+    def __init__(self, quotas: QuotaBook | None = None) -> None:
         self.tree = Tree()
+        self.quotas = quotas or QuotaBook()
         self._gen = itertools.count(1)
 
     def next_gen(self) -> int:
@@ -147,7 +207,8 @@ class Store:
         return node
 
     def write(self, tree: Tree, domid: int, path: str, value: bytes) -> list[str]:
-        if domid != PRIVILEGED and len(value) > ENTRY_SIZE_QUOTA:
+        if domid != PRIVILEGED and self.quotas.exceeded(domid, "node-size", len(value) - 1):
+            self.quotas.record(domid, "node-size", "ENOSPC", "WRITE", path)
             raise XsError("ENOSPC")
         node = tree.get(path)
         if node is not None:
@@ -156,9 +217,7 @@ class Store:
             node.value = value
             node.gen = self.next_gen()
             return [path]
-        changed = self._create(tree, domid, path)
-        tree.nodes[path].value = value
-        return changed
+        return self._create(tree, domid, path, value)
 
     def mkdir(self, tree: Tree, domid: int, path: str) -> list[str]:
         if tree.get(path) is not None:
@@ -174,12 +233,13 @@ class Store:
             if parent is None:
                 raise XsError("ENOENT")
             return []
-        parent = tree.nodes[parent_of(path)]
+        parent = tree.get(parent_of(path))
+        assert parent is not None
         if not can(domid, parent, "w") and not can(domid, node, "w"):
             raise XsError("EACCES")
         removed = tree.subtree(path)
         for victim in removed:
-            del tree.nodes[victim]
+            tree.remove(victim)
         parent.children.discard(path.rsplit("/", 1)[1])
         parent.gen = self.next_gen()
         return removed
@@ -194,29 +254,32 @@ class Store:
             raise XsError("EACCES")
         if domid != PRIVILEGED and perms[0].domid != node.owner:
             raise XsError("EPERM")  # only a privileged domain may hand a node to another owner
-        node.perms = perms
+        tree.set_perms(path, node, perms)
         node.gen = self.next_gen()
         return [path]
 
-    def _create(self, tree: Tree, domid: int, path: str) -> list[str]:
+    def _create(self, tree: Tree, domid: int, path: str, value: bytes = b"") -> list[str]:
         missing = [path]
         for ancestor in ancestors(path):
             if tree.get(ancestor) is not None:
                 break
             missing.append(ancestor)
-        top = parent_of(missing[-1])
-        parent = tree.nodes[top]
+        parent = tree.get(parent_of(missing[-1]))
+        assert parent is not None
         if not can(domid, parent, "w"):
             raise XsError("EACCES")
-        if domid != PRIVILEGED and tree.owned_by(domid) + len(missing) > NODES_PER_DOMAIN_QUOTA:
+        owned = tree.owned_by(domid) + len(missing) - 1
+        if domid != PRIVILEGED and self.quotas.exceeded(domid, "nodes", owned):
+            self.quotas.record(domid, "nodes", "ENOSPC", "create", path)
             raise XsError("ENOSPC")
         for new in reversed(missing):
-            owner_parent = tree.nodes[parent_of(new)]
+            owner_parent = tree.get(parent_of(new))
+            assert owner_parent is not None
             perms = owner_parent.perms
             if domid != PRIVILEGED:
                 perms = (Perm(domid, perms[0].access), *perms[1:])
             gen = self.next_gen()
-            tree.nodes[new] = Node(b"", perms, gen=gen)
+            tree.put(new, Node(value if new == path else b"", perms, gen=gen))
             owner_parent.children.add(new.rsplit("/", 1)[1])
             owner_parent.gen = gen
         return list(reversed(missing))
@@ -229,7 +292,7 @@ class Transaction:
 
     id: int
     domid: int
-    tree: Tree
+    tree: TxTree
     start_gens: dict[str, int] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
 
@@ -250,13 +313,15 @@ class Transaction:
         """Copy every node this transaction changed into the live tree (conflicts checked first)."""
         gen = store.next_gen()
         for path in sorted(self.dirty, key=len):
-            node = self.tree.get(path)
+            if path not in self.tree.local:
+                continue  # only read (a parent of a changed node that did not change itself)
+            node = self.tree.local[path]
             if node is None:
-                store.tree.nodes.pop(path, None)
+                store.tree.remove(path)
             else:
                 fresh = node.copy()
                 fresh.gen = gen
-                store.tree.nodes[path] = fresh
+                store.tree.put(path, fresh)
 
 
 def watch_matches(watch_path: str, changed: str) -> bool:

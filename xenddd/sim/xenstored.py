@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 
+from xenddd.sim.quotas import QuotaBook
 from xenddd.sim.store import (
     PAYLOAD_MAX,
     PRIVILEGED,
-    WATCHES_PER_DOMAIN_QUOTA,
     Node,
     Store,
     Transaction,
@@ -39,15 +39,13 @@ log = logging.getLogger(__name__)
 class Xenstored:
     """The database engine shared by socket and in-process clients."""
 
-    def __init__(self) -> None:
-        self.store = Store()
+    def __init__(self, quotas: QuotaBook | None = None) -> None:
+        self.quotas = quotas or QuotaBook()
+        self.store = Store(self.quotas)
         self.lock = threading.RLock()
         self.connections: list[Connection] = []
         self.introduced: set[int] = {0}
         self.faults = Faults()
-        # xenstored's --watch-nb; a driver domain serving more than ~120 devices needs it raised, on real
-        # Xen as here, since its backends watch every frontend's state
-        self.watch_quota = WATCHES_PER_DOMAIN_QUOTA
         self._index: dict[str, list[tuple[Connection, Watch]]] | None = None
         self._tx_ids = iter(range(1, 1 << 31))
         self.store.write(self.store.tree, PRIVILEGED, "/local/domain/0/name", b"Domain-0")
@@ -87,6 +85,13 @@ class Xenstored:
         if tx is None:
             raise XsError("ENOENT")
         return tx
+
+    def count_watches(self, domid: int) -> int:
+        """A domain's watches over all its connections (C xenstored counts them per domain)."""
+        return sum(len(c.watches) for c in self.connections if c.domid == domid)
+
+    def count_transactions(self, domid: int) -> int:
+        return sum(len(c.transactions) for c in self.connections if c.domid == domid)
 
     def path_arg(self, conn: Connection, args: list[bytes]) -> str:
         if not args or not args[0]:

@@ -8,13 +8,15 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from xenddd.sim.quotas import XEN_4_22, Quotas
 from xenddd.sim.store import (
     PAYLOAD_MAX,
     PRIVILEGED,
-    TRANSACTIONS_PER_DOMAIN_QUOTA,
+    Node,
     Perm,
     Transaction,
     Tree,
+    TxTree,
     XsError,
     normalise,
     parent_of,
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
  ) = range(20)  # fmt: skip
 RESET_WATCHES = 21
 DIRECTORY_PART = 22
+GET_QUOTA = 25  # Xen 4.22
+SET_QUOTA = 26
 OP_NAMES = {
     CONTROL: "CONTROL",
     DIRECTORY: "DIRECTORY",
@@ -55,6 +59,8 @@ OP_NAMES = {
     SET_TARGET: "SET_TARGET",
     RESET_WATCHES: "RESET_WATCHES",
     DIRECTORY_PART: "DIRECTORY_PART",
+    GET_QUOTA: "GET_QUOTA",
+    SET_QUOTA: "SET_QUOTA",
 }
 
 
@@ -126,7 +132,7 @@ def _mutate(
 ) -> None:
     """Run a change; in a transaction, first note every node it can touch (for conflict detection)."""
     exists = tree.get(path) is not None
-    before = {p: tree.nodes[p].perms for p in tree.subtree(path)} if removing and exists else {}
+    before = {p: _node(tree, p).perms for p in tree.subtree(path)} if removing and exists else {}
     if tx is not None:
         touched = [path]
         if removing:
@@ -141,6 +147,12 @@ def _mutate(
     elif changed:
         # a removal is one event per watch (for the removed node), as C xenstored fires it
         xs.fire([path] if removing else changed, removed_perms=before)
+
+
+def _node(tree: Tree, path: str) -> Node:
+    node = tree.get(path)
+    assert node is not None
+    return node
 
 
 def _up_to_existing(tree: Tree, path: str) -> list[str]:
@@ -201,8 +213,9 @@ def _watch(
     token = args[1].decode("ascii", "replace")
     if any(w.path == path and w.token == token for w in conn.watches):
         raise XsError("EEXIST")
-    if conn.domid != PRIVILEGED and len(conn.watches) >= xs.watch_quota:
-        raise XsError("E2BIG")
+    if conn.domid != PRIVILEGED and xs.quotas.exceeded(conn.domid, "watches", xs.count_watches(conn.domid)):
+        xs.quotas.record(conn.domid, "watches", xs.quotas.watch_errno(), "WATCH", path)
+        raise XsError(xs.quotas.watch_errno())
     watch = Watch(given, path, token)
     conn.watches.append(watch)
     xs.watches_changed()
@@ -230,10 +243,13 @@ def _tx_start(
 ) -> bytes:
     if tx is not None:
         raise XsError("EBUSY")
-    if conn.domid != PRIVILEGED and len(conn.transactions) >= TRANSACTIONS_PER_DOMAIN_QUOTA:
+    if conn.domid != PRIVILEGED and xs.quotas.exceeded(
+        conn.domid, "transactions", xs.count_transactions(conn.domid)
+    ):
+        xs.quotas.record(conn.domid, "transactions", "ENOSPC", "TRANSACTION_START", "")
         raise XsError("ENOSPC")
     tx_id = next(xs._tx_ids)
-    conn.transactions[tx_id] = Transaction(tx_id, conn.domid, xs.store.tree.copy())
+    conn.transactions[tx_id] = Transaction(tx_id, conn.domid, TxTree(xs.store.tree))
     return str(tx_id).encode() + b"\0"
 
 
@@ -302,6 +318,49 @@ def _reset_watches(
     return _ok()
 
 
+def _get_quota(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    """Xen 4.22: `[[<domid>|]<quota>|]`; no argument lists the quota names."""
+    words = _quota_words(xs, conn, args, 0, 2)
+    if not words:
+        return " ".join(Quotas.NAMES).encode() + b"\0"
+    domid, name = (int(words[0]), words[1]) if len(words) == 2 else (None, words[0])
+    quotas = xs.quotas.defaults if domid is None else xs.quotas.of(domid)
+    if name not in Quotas.NAMES:
+        raise XsError("EINVAL")
+    return str(quotas.get(name)).encode() + b"\0"
+
+
+def _set_quota(
+    xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
+) -> bytes:
+    """Xen 4.22: `[<domid>|]<quota>|<value>|` — a domain's own value, or the default of domains to come."""
+    words = _quota_words(xs, conn, args, 2, 3)
+    if not words[-1].isdigit() or (len(words) == 3 and not words[0].isdigit()):
+        raise XsError("EINVAL")
+    try:
+        if len(words) == 2:
+            xs.quotas.defaults = xs.quotas.defaults.with_value(words[0], int(words[1]))
+        else:
+            domid = int(words[0])
+            xs.quotas.per_domain[domid] = xs.quotas.of(domid).with_value(words[1], int(words[2]))
+    except ValueError:
+        raise XsError("EINVAL") from None
+    return _ok()
+
+
+def _quota_words(xs: Xenstored, conn: Connection, args: list[bytes], least: int, most: int) -> list[str]:
+    if xs.quotas.version < XEN_4_22:
+        raise XsError("ENOSYS")
+    if conn.domid != PRIVILEGED:
+        raise XsError("EACCES")
+    words = [a.decode("ascii", "replace") for a in args if a]
+    if not least <= len(words) <= most:
+        raise XsError("EINVAL")
+    return words
+
+
 def _privileged_ok(
     xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
 ) -> bytes:
@@ -332,4 +391,6 @@ HANDLERS: dict[
     SET_TARGET: _privileged_ok,
     RESET_WATCHES: _reset_watches,
     DIRECTORY_PART: _directory_part,
+    GET_QUOTA: _get_quota,
+    SET_QUOTA: _set_quota,
 }

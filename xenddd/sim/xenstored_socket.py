@@ -1,5 +1,9 @@
 """The simulated xenstored on a Unix socket: the real wire protocol, every connection dom0 (as xenstored's
 local socket is), a reader thread per connection and a writer thread for its watch events.
+
+A server made with `domid=N` serves its connections as that unprivileged domain instead — what a guest's
+/dev/xen/xenbus is to the clients inside it — so Debian's C clients can be shown the quota errors a
+domain gets.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ HEADER = struct.Struct("<IIII")
 class SocketServer:
     """Serves a Xenstored on a Unix socket; every connection is dom0, as xenstored's local socket is."""
 
-    def __init__(self, engine: Xenstored, path: Path) -> None:
+    def __init__(self, engine: Xenstored, path: Path, *, domid: int = PRIVILEGED) -> None:
         self.engine = engine
         self.path = Path(path)
+        self.domid = domid
+        self._requests_of_closed = 0
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._clients: list[_SocketClient] = []
@@ -70,8 +76,14 @@ class SocketServer:
     def drop_connections(self) -> None:
         with self._lock:
             clients, self._clients = self._clients, []
+            self._requests_of_closed += sum(client.requests for client in clients)
         for client in clients:
             client.close()
+
+    def requests_served(self) -> int:
+        """Requests answered on this socket since it started, over every connection."""
+        with self._lock:
+            return self._requests_of_closed + sum(client.requests for client in self._clients)
 
     def _accept(self) -> None:
         listener = self._listener
@@ -81,7 +93,7 @@ class SocketServer:
                 sock, _ = listener.accept()
             except OSError:
                 return
-            client = _SocketClient(self.engine, sock)
+            client = _SocketClient(self.engine, sock, self.domid)
             with self._lock:
                 self._clients.append(client)
             client.start()
@@ -89,12 +101,13 @@ class SocketServer:
 
 
 class _SocketClient:
-    def __init__(self, engine: Xenstored, sock: socket.socket) -> None:
+    def __init__(self, engine: Xenstored, sock: socket.socket, domid: int) -> None:
         self.engine = engine
         self.sock = sock
         self.out: queue.Queue[bytes | None] = queue.Queue()
         self.write_lock = threading.Lock()
-        self.conn = engine.attach(PRIVILEGED, self._event)
+        self.requests = 0
+        self.conn = engine.attach(domid, self._event)
         self.threads = [
             threading.Thread(target=self._read_loop, name="sim-xenstored-conn", daemon=True),
             threading.Thread(target=self._write_loop, name="sim-xenstored-events", daemon=True),
@@ -150,6 +163,7 @@ class _SocketClient:
                 payload = reader.read(length)
                 if len(payload) < length:
                     return
+                self.requests += 1
                 if op in self.engine.faults.hang_ops:
                     continue
                 try:
