@@ -116,6 +116,8 @@ def test_a_daemon_with_damaged_records_starts_adopts_its_driver_domains_and_rebu
 
     second = start_daemon(sim=sim)
     wait_until(lambda: second.settled(FIVE_DEVICES), what="the registry rebuilt from xenstore")
+    # the watches can rebuild the registry before the first pass has ended and said so
+    wait_until(lambda: second.daemon._ready, what="the second daemon's first pass")
 
     assert {name: sim.host.domains[name].domid for name in domids} == domids  # adopted, not restarted
     since_restart = second.daemon.history.since(after_seq=last_seq)
