@@ -162,14 +162,15 @@ class FrontendSteps:
     def attach(
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, due: list[PendingFrontend]
     ) -> None:
-        """Submit attaches (bounded); a device the new instance already serves is not attached twice.
-        Attempts are saved before the calls: a daemon killed meanwhile knows they were made."""
+        """Submit attaches (bounded); a device the toolstack already attached to the new instance (dom0's
+        record says so, not the guest's `backend-id`) is not attached twice. Attempts are saved before
+        the calls: a daemon killed meanwhile knows they were made."""
         new_domid = incident.new_domid
         assert new_domid is not None
         todo: list[PendingFrontend] = []
         for pending in due:
             guest = self._guests.current_domid(pending.frontend)
-            if guest is not None and self._guests.frontend_backend_id(guest, pending.frontend) == new_domid:
+            if guest is not None and self._guests.attached_to(new_domid, guest, pending.frontend):
                 pending.attached = True  # done before a daemon restart: never attach twice
                 pending.confirm_deadline = self._clock() + spec.readiness.reattach_timeout_seconds
                 self._watch(_state_path(guest, pending))
@@ -185,22 +186,35 @@ class FrontendSteps:
             self._submit(spec, pending, "attach", new_domid, attach)
 
     def backend_waiting(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> bool:
-        """`backend-initwait` readiness: attach one frontend and call the domain ready once its backend
-        reaches InitWait — the earliest proof that netback/blkback and the hotplug machinery run in it."""
-        assert incident.new_domid is not None
-        if not incident.frontends:
-            return True
-        first = next((p for p in incident.frontends if p.attached), None)
-        if first is None:
-            candidates = [p for p in incident.frontends if p.detached]
-            if candidates and not self._calls.busy(self._key(spec, candidates[0])):
-                self.attach(spec, record, incident, candidates[:1])
-            return False
-        guest = self._guests.current_domid(first.frontend)
-        if guest is None:
-            return True
-        state = self._guests.backend_state(incident.new_domid, guest, first.frontend)
-        return state is not None and XenbusState.INIT_WAIT <= state <= XenbusState.CONNECTED
+        """`backend-initwait` readiness: attach one frontend at a time and call the domain ready once the
+        backend of any attached one reaches InitWait — the earliest proof that netback/blkback and the
+        hotplug machinery run in it. A frontend whose guest is gone or paused, or whose attach failed, is
+        passed over for the next one: no guest holds its driver domain's readiness hostage."""
+        new_domid = incident.new_domid
+        assert new_domid is not None
+        probing = False
+        candidates: list[PendingFrontend] = []
+        now = self._clock()
+        for pending in incident.frontends:
+            guest = self._guests.current_domid(pending.frontend)
+            if guest is None:
+                continue
+            if pending.attached:
+                state = self._guests.backend_state(new_domid, guest, pending.frontend)
+                if state is not None and XenbusState.INIT_WAIT <= state <= XenbusState.CONNECTED:
+                    return True
+                probing = True
+            elif self._what.get(self._key(spec, pending), ("", None))[0] == "attach":
+                probing = True
+            elif pending.detached and pending.not_before <= now and not self._paused(pending):
+                candidates.append(pending)
+        if not probing and not candidates:
+            # nobody left to probe with (every guest gone, paused or backing off): the reattach phase
+            # drops the gone ones and waits for the others
+            return not any(self._guests.current_domid(p.frontend) is not None for p in incident.frontends)
+        if not probing:
+            self.attach(spec, record, incident, [min(candidates, key=lambda p: p.attempts)])
+        return False
 
     def forget_watches(self, incident: Incident) -> None:
         """The handshake watches of frontends that are about to be detached and attached anew."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import Frontend, XenbusState
 from xenddd.registry.domain_directory import DomainDirectory
-from xenddd.registry.records import backend_path, frontend_path, parse_domid, parse_state
+from xenddd.registry.records import backend_path, frontend_path, parse_domid, parse_state, toolstack_path
 
 
 class GuestView:
@@ -37,6 +37,15 @@ class GuestView:
         raw = self._xs.read(f"{frontend_path(guest_domid, frontend.kind, frontend.devid)}/backend-id")
         return parse_domid(raw)
 
+    def attached_to(self, driver_domid: int, guest_domid: int, frontend: Frontend) -> bool:
+        """Whether the toolstack attached the device to instance `driver_domid`: dom0's own record
+        (`/libxl/<guest>/device/<kind>/<devid>/backend`, which neither the guest nor a driver domain can
+        write) names that instance's backend. The guest's `backend-id` is not asked: a guest can write the
+        next domid there before the new instance exists."""
+        path = backend_path(driver_domid, frontend.kind, guest_domid, frontend.devid)
+        recorded = self._xs.read(f"{toolstack_path(guest_domid, frontend.kind, frontend.devid)}/backend")
+        return recorded == path.encode()
+
     def frontend_state(self, guest_domid: int, frontend: Frontend) -> XenbusState | None:
         return parse_state(
             self._xs.read(f"{frontend_path(guest_domid, frontend.kind, frontend.devid)}/state")
@@ -47,9 +56,11 @@ class GuestView:
         return parse_state(self._xs.read(f"{path}/state"))
 
     def connected(self, driver_domid: int, guest_domid: int, frontend: Frontend) -> bool:
-        """Both ends Connected (XenbusState 4): the only proof that a reattach worked."""
+        """Attached to that instance (dom0's record) and both ends Connected (XenbusState 4): the only
+        proof that a reattach worked."""
         return (
-            self.frontend_backend_id(guest_domid, frontend) == driver_domid
+            self.attached_to(driver_domid, guest_domid, frontend)
+            and self.frontend_backend_id(guest_domid, frontend) == driver_domid
             and self.frontend_state(guest_domid, frontend) is XenbusState.CONNECTED
             and self.backend_state(driver_domid, guest_domid, frontend) is XenbusState.CONNECTED
         )
