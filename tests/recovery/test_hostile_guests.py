@@ -92,5 +92,3 @@ def test_backend_initwait_readiness_passes_over_a_guest_whose_attach_fails(
     guest.close()
     wait_until(lambda: events(handle, "recovered"), timeout=30, what="cache's vif too, once it lets go")
     wait_until(lambda: all_connected(sim, FIVE_DEVICES))
-
-

@@ -78,6 +78,7 @@ class Reconciler:
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
         self.last_pass_seconds: float | None = None
         self._errors: dict[str, str] = {}  # driver domain → the error its last failed pass ended with
+        self._listing_errors: dict[str, str] = {}  # driver domain → why its backend tree is unreadable
 
     # -- the interface the daemon uses ----------------------------------------------------------------
 
@@ -89,6 +90,7 @@ class Reconciler:
                 self.handle(hint)
         observed = {d.name: d for d in self._hv.domains()}
         self._refresh_registry(hints)
+        self._report_listing_troubles()
         wake: float | None = None
         for spec in self.config.start_order():
             self._progress(spec.name)
@@ -111,6 +113,19 @@ class Reconciler:
             self._errors[name] = error
             log.error("%s: %s", name, error)
             self._history.record("error", driver_domain=name, error=error)
+
+    def _report_listing_troubles(self) -> None:
+        """A driver domain whose backend tree cannot be read is judged on what was known of it (see the
+        registry); said once per distinct error, and once when its tree reads again."""
+        troubles = self._registry.listing_troubles()
+        for name, error in troubles.items():
+            if self._listing_errors.get(name) != error:
+                self._listing_errors[name] = error
+                log.error("%s: its backend tree cannot be read; keeping what is known: %s", name, error)
+                self._history.record("registry-error", driver_domain=name, error=error)
+        for name in [n for n in self._listing_errors if n not in troubles]:
+            del self._listing_errors[name]
+            log.info("%s: its backend tree reads again", name)
 
     def _refresh_registry(self, hints: Sequence[Hint]) -> None:
         """Re-read only what xenstore hints point at; everything on a resync or a domain event (cheap
@@ -160,7 +175,7 @@ class Reconciler:
                         "waiting": len(incident.frontends),
                     },
                     "last_incident": record.last_incident,
-                    "error": self._errors.get(spec.name),
+                    "error": self._errors.get(spec.name) or self._listing_errors.get(spec.name),
                 }
             )
         return {"driver_domains": domains, "last_reconcile_seconds": self.last_pass_seconds}

@@ -20,10 +20,12 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from xenddd import state
 from xenddd.adapters.xenstore.client import Xenstore
+from xenddd.adapters.xenstore.errors import XenstoreError, XenstoreUnavailable
 from xenddd.model import DeviceKind, Frontend, FrontendKey, XenbusState
 from xenddd.registry.complaints import Complaints
 from xenddd.registry.domain_directory import DomainDirectory
@@ -35,6 +37,7 @@ from xenddd.registry.records import (
     TOOLSTACK_KEYS,
     VBD_PARAM_KEYS,
     VIF_PARAM_KEYS,
+    BackendLocation,
     DeviceNodes,
     Judgement,
     Rejection,
@@ -52,6 +55,9 @@ log = logging.getLogger(__name__)
 REGISTRY_FILE = "registry.json"
 FILE_VERSION = 1
 _MAX_REMEMBERED_REJECTIONS = 10_000
+# A driver domain's backend tree is re-read this many times when reading it fails (each listing already
+# restarts a few times when the tree changes under it) before it is judged without that read.
+LISTING_ATTEMPTS = 3
 
 
 _Device = tuple[int, int]  # (guest domid, devid)
@@ -92,6 +98,7 @@ class FrontendRegistry:
         self._warned: set[tuple[str, str]] = set()  # (backend path, warning) already said
         self._seen: set[str] | None = None  # during a resync: every backend path judged
         self._complaints = Complaints(log)
+        self._troubles: dict[str, str] = {}  # driver domain → why its backend tree could not be read
         self._dirty = False
         self.generation = 0
 
@@ -123,6 +130,12 @@ class FrontendRegistry:
         """Backend paths currently not believed, with the reason."""
         with self._lock:
             return dict(self._rejected)
+
+    def listing_troubles(self) -> dict[str, str]:
+        """Driver domains whose backend tree could not be read on the last attempt, with the error: what
+        is known of them is kept meanwhile (see `_confined`)."""
+        with self._lock:
+            return dict(self._troubles)
 
     def wait_for(self, predicate: Callable[[FrontendRegistry], bool], timeout: float) -> bool:
         """Block until `predicate(self)` holds after some update, or `timeout` passes; True if it held."""
@@ -172,8 +185,16 @@ class FrontendRegistry:
                 domid = self.domains.domid_of(name)
                 if domid is None:
                     continue
-                for kind in DeviceKind:
-                    self._scan(name, domid, kind, None)
+                errors = [
+                    error
+                    for kind in DeviceKind
+                    if (error := self._confined(domid, kind, partial(self._scan, name, domid, kind, None)))
+                ]
+                with self._lock:
+                    if errors:
+                        self._troubles[name] = "; ".join(errors)
+                    else:
+                        self._troubles.pop(name, None)
         finally:
             with self._lock:
                 seen, self._seen = self._seen, None
@@ -196,22 +217,51 @@ class FrontendRegistry:
             name = self._driver_name(location.driver_domid)
             if name is None:
                 return
-        devices = None
-        if location.guest_domid is not None:
-            if not self.domains.is_running(location.guest_domid):
-                self.domains.refresh()
-            base = f"/local/domain/{location.driver_domid}/backend/{location.kind.value}"
-            if location.devid is not None:
-                devices = [(location.guest_domid, location.devid)]
-            else:
-                listing = self._xs.directory(f"{base}/{location.guest_domid}") or []
-                devices = self._devids(location.driver_domid, base, location.guest_domid, listing)
-            self._scan(
-                name, location.driver_domid, location.kind, devices, location.guest_domid, location.devid
-            )
-        else:
-            self._scan(name, location.driver_domid, location.kind, None)
+        error = self._confined(location.driver_domid, location.kind, partial(self._rescan, name, location))
+        if error is not None:
+            with self._lock:
+                self._troubles[name] = error
         self._settle()
+
+    def _rescan(self, name: str, location: BackendLocation) -> None:
+        if location.guest_domid is None:
+            self._scan(name, location.driver_domid, location.kind, None)
+            return
+        if not self.domains.is_running(location.guest_domid):
+            self.domains.refresh()
+        base = f"/local/domain/{location.driver_domid}/backend/{location.kind.value}"
+        if location.devid is not None:
+            devices = [(location.guest_domid, location.devid)]
+        else:
+            listing = self._xs.directory(f"{base}/{location.guest_domid}") or []
+            devices = self._devids(location.driver_domid, base, location.guest_domid, listing)
+        self._scan(name, location.driver_domid, location.kind, devices, location.guest_domid, location.devid)
+
+    def _confined(self, dd_domid: int, kind: DeviceKind, scan: Callable[[], None]) -> str | None:
+        """Run `scan` of one driver domain's `kind` backends; None, or the error it kept failing with.
+
+        A driver domain owns its backend tree and can make it unreadable (a listing over one reply that
+        keeps changing between its parts; xenstored refusing a request about its nodes): that is retried
+        a few times, then judged without it — what was known of it stays, its remembered rejections
+        included — and never stops the reading of another driver domain's tree. A lost connection to
+        xenstored is everybody's trouble and is raised.
+        """
+        error = ""
+        for _attempt in range(LISTING_ATTEMPTS):
+            try:
+                scan()
+            except XenstoreUnavailable:
+                raise
+            except XenstoreError as exc:
+                error = str(exc)
+            else:
+                return None
+        prefix = f"/local/domain/{dd_domid}/backend/{kind.value}/"
+        with self._lock:
+            if self._seen is not None:
+                self._seen.update(p for p in self._rejected if p.startswith(prefix))
+                self._seen.update(p for p, _w in self._warned if p.startswith(prefix))
+        return error
 
     # -- scanning --------------------------------------------------------------------------------------
 
