@@ -5,10 +5,14 @@ make it, through the simulated xenstored, against a real daemon."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.recovery.conftest import TOPOLOGY, RunningDaemon, all_connected, domid, frontends, wait_until
+from xenddd.service import daemon as daemon_module
 from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.hypervisor import SimHypervisor
 
@@ -91,4 +95,52 @@ def test_backend_initwait_readiness_passes_over_a_guest_whose_attach_fails(
     guest.rm(f"/local/domain/{cache}/device/vif/0")
     guest.close()
     wait_until(lambda: events(handle, "recovered"), timeout=30, what="cache's vif too, once it lets go")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+
+
+def test_a_guest_writing_its_state_node_in_a_loop_gets_a_few_passes_a_second_and_no_more(
+    start_daemon: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cache's frontend stalls in its handshake (its state node watched meanwhile) and the guest writes
+    that node hundreds of times: each write must not cost a pass and a listing of libvirt's domains,
+    and the periodic safety resync must still run on its own clock."""
+    monkeypatch.setattr(daemon_module, "SAFETY_RESYNC", 0.5)
+    listings = {"count": 0}
+
+    class CountingListings(SimHypervisor):
+        def domains(self) -> Any:
+            listings["count"] += 1
+            return super().domains()
+
+    handle = start_daemon(hypervisor=CountingListings)
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    cache_kernel = sim.host.domains["cache"].kernel
+    assert cache_kernel is not None
+    cache_kernel.pause()  # its netfront will not answer the new backend
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "reattached")) == 2, what="web's and db's vifs, cache's attached")
+    registry = handle.daemon._wiring.registry  # type: ignore[union-attr]
+    resyncs = {"count": 0}
+    resync = registry.resync
+
+    def counted_resync() -> None:
+        resyncs["count"] += 1
+        resync()
+
+    monkeypatch.setattr(registry, "resync", counted_resync)
+    cache = domid(sim.host.domains["cache"])
+    guest = DomainClient(sim.engine, cache)
+    before = listings["count"]
+    started = time.monotonic()
+    for write in range(400):
+        guest.write(f"/local/domain/{cache}/device/vif/0/state", "1" if write % 2 else "2")
+        time.sleep(0.005)
+    flood = time.monotonic() - started
+    guest.close()
+
+    assert listings["count"] - before <= 6 * flood + 10  # a few passes a second, each listing once
+    assert resyncs["count"] >= int(flood / 0.5) - 1  # the safety resync kept its clock
+    cache_kernel.unpause()
+    wait_until(lambda: events(handle, "recovered"), timeout=30, what="the recovery, once cache answers")
     wait_until(lambda: all_connected(sim, FIVE_DEVICES))

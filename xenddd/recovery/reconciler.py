@@ -77,6 +77,7 @@ class Reconciler:
         )
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
         self.last_pass_seconds: float | None = None
+        self._observed: dict[str, DomainInfo] | None = None
         self._errors: dict[str, str] = {}  # driver domain → the error its last failed pass ended with
         self._listing_errors: dict[str, str] = {}  # driver domain → why its backend tree is unreadable
 
@@ -88,7 +89,12 @@ class Reconciler:
         for hint in hints:
             if isinstance(hint, ControlRequest):
                 self.handle(hint)
-        observed = {d.name: d for d in self._hv.domains()}
+        if hints and all(isinstance(h, XenstoreHint) for h in hints) and self._at_rest():
+            self._refresh_registry(hints)
+            self._report_listing_troubles()
+            self.last_pass_seconds = time.monotonic() - started
+            return None
+        observed = self._observe()
         self._refresh_registry(hints)
         self._report_listing_troubles()
         wake: float | None = None
@@ -105,6 +111,17 @@ class Reconciler:
                 wake = delay if wake is None else min(wake, delay)
         self.last_pass_seconds = time.monotonic() - started
         return wake
+
+    def _at_rest(self) -> bool:
+        """Nothing under way (no incident, no failed pass to retry): a xenstore change then concerns the
+        registry only, and libvirt need not be asked — a driver domain's death comes as a lifecycle or
+        domain hint, and the safety resync finds one whose hint was lost."""
+        return not self._errors and all(r.incident is None for r in self._records.values())
+
+    def _observe(self) -> dict[str, DomainInfo]:
+        """The toolstack's domains, listed once per pass; `snapshot(fresh=False)` reuses the listing."""
+        self._observed = {d.name: d for d in self._hv.domains()}
+        return self._observed
 
     def _failed_pass(self, name: str, error: str) -> None:
         """Retried on every pass; said once per distinct error (an event, an error line, `status`), not
@@ -147,8 +164,10 @@ class Reconciler:
             return
         request.reply({"ok": True, **reply})
 
-    def snapshot(self) -> dict[str, Any]:
-        observed = {d.name: d for d in self._hv.domains()}
+    def snapshot(self, *, fresh: bool = True) -> dict[str, Any]:
+        """What `status` and `list` show; `fresh=False` (the daemon's status line and metrics after each
+        pass) reuses the last pass's listing of the domains instead of asking libvirt again."""
+        observed = self._observe() if fresh or self._observed is None else self._observed
         domains = []
         for spec in self.config.driver_domains:
             record = self._records[spec.name]

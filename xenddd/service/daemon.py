@@ -37,6 +37,7 @@ from xenddd.registry.backend_watcher import BackendWatcher
 from xenddd.registry.frontends import FrontendRegistry
 from xenddd.registry.guest_view import GuestView
 from xenddd.service.control import ControlServer
+from xenddd.service.hint_gate import HintGate
 from xenddd.service.metrics import write_metrics
 from xenddd.state import Damage
 
@@ -86,6 +87,7 @@ class Daemon:
         self.last_error: str | None = None
         self._ready = False
         self._last_ping = 0.0
+        self._gate = HintGate()
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -120,17 +122,35 @@ class Daemon:
         self.hints.put(ResyncHint("stopping"))
 
     def _serve(self, wake: float | None) -> None:
+        """Passes for admitted hints (see `HintGate`), for the recovery's own timer, and a full resync
+        every SAFETY_RESYNC seconds on its own clock: a steady stream of hints must not starve it."""
         interval = watchdog_interval()
+        now = time.monotonic()
+        wake_at = None if wake is None else now + wake
+        resync_at = now + SAFETY_RESYNC
         while not self._stop.is_set():
-            timeout = min(t for t in (wake, interval, SAFETY_RESYNC) if t is not None)
-            hints = self._drain(max(0.0, timeout))
+            now = time.monotonic()
+            deadlines = [t - now for t in (wake_at, resync_at) if t is not None]
+            timeout = min(t for t in (*deadlines, interval, self._gate.next_release()) if t is not None)
+            hints = self._gate.admit(self._drain(max(0.0, timeout)))
             if self._stop.is_set():
                 break
             if self._reload.is_set():
                 self._reload.clear()
                 self._reload_config()
                 hints.append(ResyncHint("config reloaded"))
-            wake = self._reconcile(hints or [ResyncHint("timer")])
+            now = time.monotonic()
+            if now >= resync_at:
+                hints.append(ResyncHint("safety resync"))
+            elif not hints and wake_at is not None and now >= wake_at:
+                hints.append(ResyncHint("timer"))
+            if not hints:
+                self._ping_watchdog()  # woken for the watchdog, or for held hints not yet due
+                continue
+            if any(isinstance(h, ResyncHint) for h in hints):
+                resync_at = now + SAFETY_RESYNC
+            wake = self._reconcile(hints)
+            wake_at = None if wake is None else time.monotonic() + wake
             self._ping_watchdog()
             self.notifier.status(self._status_line())
 
@@ -343,7 +363,7 @@ class Daemon:
         if self._wiring is None:
             return "starting"
         try:
-            snapshot = self._wiring.reconciler.snapshot()
+            snapshot = self._wiring.reconciler.snapshot(fresh=False)
         except XendddError as exc:
             # e.g. libxl failing to describe a domain that is dying: a status line must not stop the daemon
             return f"status unavailable: {exc}"
@@ -362,6 +382,6 @@ class Daemon:
         if target is None or self._wiring is None:
             return
         try:
-            write_metrics(target, self._wiring.reconciler.snapshot(), self.history)
+            write_metrics(target, self._wiring.reconciler.snapshot(fresh=False), self.history)
         except (OSError, XendddError) as exc:
             log.warning("metrics not written to %s: %s", target, exc)
