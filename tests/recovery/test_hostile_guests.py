@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 from tests.recovery.conftest import TOPOLOGY, RunningDaemon, all_connected, domid, frontends, wait_until
+from xenddd.hints import ControlRequest
+from xenddd.recovery import frontend_steps
 from xenddd.service import daemon as daemon_module
+from xenddd.service.metrics import render_metrics
 from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.hypervisor import SimHypervisor
 
@@ -144,3 +147,72 @@ def test_a_guest_writing_its_state_node_in_a_loop_gets_a_few_passes_a_second_and
     cache_kernel.unpause()
     wait_until(lambda: events(handle, "recovered"), timeout=30, what="the recovery, once cache answers")
     wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+
+
+PARKING_TOPOLOGY = TOPOLOGY.replace(
+    "reattach_timeout = {reattach_timeout}", "reattach_timeout = {reattach_timeout}\nreattach_attempts = 2"
+)
+
+
+def domnet_status(handle: RunningDaemon) -> dict[str, Any]:
+    snapshot = handle.daemon._wiring.reconciler.snapshot()  # type: ignore[union-attr]
+    return next(d for d in snapshot["driver_domains"] if d["name"] == "domnet")
+
+
+def test_a_guest_that_never_connects_is_parked_and_the_recovery_ends_for_everybody_else(
+    start_daemon: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cache's netfront never answers its reattached vif. After `reattach_attempts` attaches it is
+    parked — an event, `status`, a metric — the incident ends for web and db, and cache is retried on
+    its own schedule outside the incident until it connects."""
+    monkeypatch.setattr(frontend_steps, "PARKED_RETRY", 0.5)
+    handle = start_daemon(reattach_timeout=0.3, topology=PARKING_TOPOLOGY)
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    cache_kernel = sim.host.domains["cache"].kernel
+    assert cache_kernel is not None
+    cache_kernel.pause()
+    sim.host.crash("domnet")
+
+    wait_until(lambda: events(handle, "recovered"), timeout=30, what="the recovery, without cache")
+    (parked,) = events(handle, "parked")
+    assert (parked["guest"], parked["attempts"]) == ("cache", 2)
+    assert "not Connected within" in str(parked["error"])
+    assert domnet_status(handle)["parked"] == ["cache vif 0"]
+    metrics = render_metrics(handle.daemon._wiring.reconciler.snapshot(), handle.daemon.history)  # type: ignore[union-attr]
+    assert 'xenddd_parked_frontends{driver_domain="domnet"} 1' in metrics
+    web_db = {k: d for k, d in frontends(sim).items() if k[0] != "cache"}
+    assert all(d["state"] == "4" and d["backend_state"] == "4" for d in web_db.values())
+
+    cache_kernel.unpause()
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), timeout=30, what="cache connected by a parked retry")
+    wait_until(lambda: domnet_status(handle)["parked"] == [], what="cache unparked")
+    assert [e["guest"] for e in events(handle, "reattached")].count("cache") == 1
+    assert len(events(handle, "detected")) == 1  # retried outside any incident
+
+
+def test_an_operator_restart_during_a_recovery_restarts_at_once(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """A paused guest holds domnet's incident open; `xenddd restart domnet` must not answer ok and do
+    nothing: the incident is replaced by a planned restart that takes over every frontend."""
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    sim.host.pause("db")
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "reattached")) == 2, what="web's and cache's vifs")
+    second = sim.host.domains["domnet"].domid
+
+    answers: list[dict[str, object]] = []
+    handle.daemon.hints.put(ControlRequest("restart", {"name": "domnet"}, answers.append))
+    wait_until(lambda: bool(answers), what="the answer")
+    assert answers[0]["ok"] is True
+    (requested,) = events(handle, "restart-requested")
+    assert requested["frontends"] == 3 and requested["replaced"] == events(handle, "detected")[0]["incident"]
+    wait_until(lambda: sim.host.domains["domnet"].domid not in (None, second), what="a third domnet instance")
+    sim.host.unpause("db")
+    wait_until(lambda: len(events(handle, "recovered")) == 1, timeout=30, what="the planned restart's end")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+    vifs = {d["backend_id"] for k, d in frontends(sim).items() if k[1] == "vif"}
+    assert vifs == {str(sim.host.domains["domnet"].domid)}

@@ -120,6 +120,9 @@ def status(cli: CliContext) -> None:
     ]
     lines.append(render_table(_STATUS_COLUMNS, rows))
     lines += [f"{d['name']}: {d['error']}" for d in domains if d.get("error")]
+    lines += [
+        f"{d['name']}: parked (never connected; retried): {p}" for d in domains for p in d.get("parked", [])
+    ]
     emit_record(cli.as_json, "status", record, "\n".join(lines))
 
 

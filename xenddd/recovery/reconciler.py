@@ -19,9 +19,9 @@ from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
 from xenddd.hints import CallReturned, ControlRequest, Hint, XenstoreHint
-from xenddd.model import Frontend
+from xenddd.model import Frontend, FrontendKey
 from xenddd.recovery.history import History
-from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, Phase
+from xenddd.recovery.intent import DomainRecord, Incident, IntentLog
 from xenddd.recovery.phases import PrepareDomain, Recovery, running_domid
 from xenddd.recovery.toolstack_calls import ToolstackCalls
 from xenddd.registry.frontends import FrontendRegistry
@@ -116,7 +116,7 @@ class Reconciler:
         """Nothing under way (no incident, no failed pass to retry): a xenstore change then concerns the
         registry only, and libvirt need not be asked — a driver domain's death comes as a lifecycle or
         domain hint, and the safety resync finds one whose hint was lost."""
-        return not self._errors and all(r.incident is None for r in self._records.values())
+        return not self._errors and all(not r.incident and not r.parked for r in self._records.values())
 
     def _observe(self) -> dict[str, DomainInfo]:
         """The toolstack's domains, listed once per pass; `snapshot(fresh=False)` reuses the listing."""
@@ -186,6 +186,7 @@ class Reconciler:
                     "failed": record.failed,
                     "frontends": len(self._registry.served_by(spec.name)),
                     "reattach_failures": record.reattach_failures,
+                    "parked": [p.describe() for p in record.parked],
                     "incident": None
                     if incident is None
                     else {
@@ -214,7 +215,7 @@ class Reconciler:
                 self._hv.ensure_passthrough(spec)
                 record.domid, record.started_at = running, None
                 self._intents.save(record)
-            return None
+            return self._recovery.retry_parked(spec, record, running) if record.parked else None
         if running is None and record.domid is None:
             self._start(spec, record)
             return None
@@ -234,6 +235,8 @@ class Reconciler:
             record.crashes += 1  # a replaced instance may have been stopped cleanly: not counted
         record.domid = running
         record.incident = incident
+        taken_over = {f.key for f in frontends}  # a parked frontend the dead instance served
+        record.parked = [p for p in record.parked if p.key not in taken_over]
         self._intents.save(record)
         self._history.record(
             "detected",
@@ -320,26 +323,44 @@ class Reconciler:
         return {"name": spec.name, "detached": len(served)}
 
     def _restart(self, spec: DriverDomainSpec, record: DomainRecord) -> dict[str, Any]:
-        """A planned restart: same phases as a recovery, but no restart-policy accounting or backoff."""
+        """A planned restart: same phases as a recovery, but no restart-policy accounting or backoff. It
+        always restarts: an incident under way (stuck, failed or not) is replaced by the planned restart,
+        which takes over its frontends, those the running instance serves and the parked ones."""
         record.failed = False
         record.stopped_by_request = False
         record.restart_times.clear()
-        if record.incident is not None and record.incident.phase is Phase.FAILED:
-            record.incident.phase = Phase.WAITING_RESTART
-            record.incident.not_before = self._clock()
-        elif record.incident is None:
-            frontends = self._registry.served_by(spec.name)
-            incident = Incident.new(record.domid, self._clock(), "restart requested", frontends)
-            incident.planned = True
-            record.incident = incident
-            self._intents.save(record)
-            self._history.record(
-                "restart-requested", driver_domain=spec.name, incident=incident.id, frontends=len(frontends)
-            )
-            self._hv.destroy(spec.name)
-            record.domid = None
+        old = record.incident
+        frontends = [p.frontend for p in old.frontends] if old is not None else []
+        frontends += [p.frontend for p in record.parked]
+        frontends += self._registry.served_by(spec.name)
+        if old is not None:
+            self._recovery.abandon(spec, old)
+        running = running_domid(self._hv.domain(spec.name))
+        dead = running if running is not None else (old.dead_domid if old is not None else record.domid)
+        incident = Incident.new(dead, self._clock(), "restart requested", list(_unique(frontends).values()))
+        incident.planned = True
+        record.incident = incident
+        record.parked = []
+        self._intents.save(record)
+        self._history.record(
+            "restart-requested",
+            driver_domain=spec.name,
+            incident=incident.id,
+            frontends=len(incident.frontends),
+            replaced=old.id if old is not None else None,
+        )
+        self._hv.destroy(spec.name)
+        record.domid = None
         self._intents.save(record)
         return {"name": spec.name}
+
+
+def _unique(frontends: list[Frontend]) -> dict[FrontendKey, Frontend]:
+    """By key, the first seen kept (an incident's copy over the registry's)."""
+    unique: dict[FrontendKey, Frontend] = {}
+    for frontend in frontends:
+        unique.setdefault(frontend.key, frontend)
+    return unique
 
 
 def _ignored(rejected: dict[str, str], shown: int = 5) -> str:
