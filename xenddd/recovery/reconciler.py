@@ -59,6 +59,7 @@ class Reconciler:
         self._intents = intents
         self._prepare = prepare
         self._clock = clock
+        self._guests = guests
         parallel = config.settings.max_parallel_reattach
         self.calls = ToolstackCalls(wake, workers=len(config.driver_domains) * (parallel + 1))
         self._recovery = Recovery(
@@ -217,8 +218,13 @@ class Reconciler:
                 self._intents.save(record)
             return self._recovery.retry_parked(spec, record, running) if record.parked else None
         if running is None and record.domid is None:
-            self._start(spec, record)
-            return None
+            # No record of an instance (a first start, or a damaged record): a dead instance the
+            # registry remembers serving guests is still one to recover
+            orphans = [f for f in self._registry.served_by(spec.name) if f.orphaned]
+            if not orphans:
+                self._start(spec, record)
+                return None
+            record.domid = orphans[0].backend_domid
         # The instance xenddd knew is gone (crashed, destroyed or shut down behind its back, perhaps already
         # replaced by someone else's start): that is an incident, whatever the events did or did not say.
         now = self._clock()
@@ -265,8 +271,14 @@ class Reconciler:
         self._intents.save(record)
 
     def _served_by(self, name: str, domid: int | None) -> list[Frontend]:
-        """What instance `domid` of driver domain `name` served: what its death leaves to recover."""
-        return [f for f in self._registry.served_by(name) if f.backend_domid == domid or f.orphaned]
+        """What instance `domid` of driver domain `name` served: what its death leaves to recover — the
+        registry's entries, and the devices dom0's toolstack records name that the registry never saw."""
+        known = [f for f in self._registry.served_by(name) if f.backend_domid == domid or f.orphaned]
+        if domid is None:
+            return known
+        keys = {f.key for f in known}
+        self._guests.refresh()
+        return known + [f for f in self._guests.recorded_on(name, domid) if f.key not in keys]
 
     def _start(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
         self._prepare(spec)

@@ -11,6 +11,7 @@ from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import Frontend, XenbusState
 from xenddd.registry.domain_directory import DomainDirectory
 from xenddd.registry.records import backend_path, frontend_path, parse_domid, parse_state, toolstack_path
+from xenddd.registry.toolstack_records import recorded_frontends
 
 
 class GuestView:
@@ -45,6 +46,11 @@ class GuestView:
         path = backend_path(driver_domid, frontend.kind, guest_domid, frontend.devid)
         recorded = self._xs.read(f"{toolstack_path(guest_domid, frontend.kind, frontend.devid)}/backend")
         return recorded == path.encode()
+
+    def recorded_on(self, driver_name: str, driver_domid: int) -> list[Frontend]:
+        """The running guests' devices dom0's toolstack records as served by that instance (see
+        `toolstack_records`): what a dead instance leaves to recover when the registry never saw it."""
+        return recorded_frontends(self._xs, self._domains, driver_name, driver_domid)
 
     def frontend_state(self, guest_domid: int, frontend: Frontend) -> XenbusState | None:
         return parse_state(
