@@ -379,6 +379,7 @@ class FrontendSteps:
     ) -> None:
         record.reattach_failures += 1
         pending.last_error = error
+        pending.detached = False  # what a failed attach left (or a guest put there) is cleaned up first
         if pending.attempts >= spec.readiness.reattach_attempts:
             self._park(spec, record, incident, pending)
             return
