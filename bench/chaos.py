@@ -180,6 +180,7 @@ class Running:
     daemon: Daemon
     thread: threading.Thread
     hypervisor: SimHypervisor
+    xenstore: Xenstore
     kill: Killable
 
 
@@ -216,7 +217,7 @@ class Campaign:
         daemon = Daemon(self.config, runtime)
         thread = threading.Thread(target=daemon.run, name="chaos-daemon", daemon=True)
         thread.start()
-        self.running = Running(daemon, thread, hypervisor, kill)
+        self.running = Running(daemon, thread, hypervisor, xenstore, kill)
         wait(lambda: daemon._ready, 60, "the daemon's first pass")
 
     def kill_daemon(self) -> None:
@@ -225,6 +226,7 @@ class Campaign:
         assert self.running is not None
         self.running.kill.killed.set()
         self.running.hypervisor.close()
+        threading.Thread(target=self.running.xenstore.close, daemon=True).start()
         self.zombies += 1
         self.running = None
 
