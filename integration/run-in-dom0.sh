@@ -13,7 +13,8 @@ bash "$H/scripts/install" --no-apt
 install -m 0644 "$H/integration/scenarios/xenddd-$M.toml" /etc/xenddd/xenddd.toml
 systemctl daemon-reload
 say "xenddd installed; scenarios for machine $M start"
-python3 -m pytest -v -p no:cacheprovider --rootdir="$H/integration/scenarios" \
+select=$(cat "$R/select" 2>/dev/null)
+python3 -m pytest -v -p no:cacheprovider ${select:+-k "$select"} --rootdir="$H/integration/scenarios" \
   -c "$H/integration/scenarios/pytest.ini" --junitxml="$R/junit.xml" "$H/integration/scenarios"
 rc=$?
 say "scenarios done rc=$rc"
