@@ -31,7 +31,6 @@ from xenddd.registry.complaints import Complaints
 from xenddd.registry.device_nodes import read_device_nodes
 from xenddd.registry.domain_directory import DomainDirectory
 from xenddd.registry.hinted_paths import HintedBackends, group_hinted_paths
-from xenddd.registry.libvirt_check import LibvirtDevices, libvirt_agrees
 from xenddd.registry.persistence import frontend_from_json, frontend_to_json
 from xenddd.registry.records import (
     DeviceNodes,
@@ -71,7 +70,6 @@ class FrontendRegistry:
         driver_domains: Iterable[str],
         *,
         state_dir: Path | None = None,
-        libvirt_devices: LibvirtDevices | None = None,
         domains: DomainDirectory | None = None,
         read_only: bool = False,
         on_damage: state.DamageReport | None = None,
@@ -82,7 +80,6 @@ class FrontendRegistry:
         self.driver_domains = tuple(driver_domains)
         self.domains = domains or DomainDirectory(xenstore)
         self._path = state_dir / REGISTRY_FILE if state_dir is not None else None
-        self._libvirt_devices = libvirt_devices
         self._lock = threading.Condition()
         self._entries: dict[FrontendKey, Frontend] = {}
         self._keys_at: dict[tuple[int, DeviceKind, int, int], FrontendKey] = {}  # backend location → key
@@ -329,10 +326,7 @@ class FrontendRegistry:
         guest = self.domains.identity(guest_domid)
         if guest is None:
             return Rejection(f"guest domain {guest_domid} is not running (or has no valid name and vm)")
-        verdict = judge_device(name, dd_domid, kind, guest_domid, devid, guest, nodes)
-        if isinstance(verdict, Rejection) or self._libvirt_devices is None:
-            return verdict
-        return libvirt_agrees(self._libvirt_devices, verdict)
+        return judge_device(name, dd_domid, kind, guest_domid, devid, guest, nodes)
 
     def _reject(self, source: int, path: str, reason: str) -> None:
         """Remember why `path` is not believed; say so once per reason, within domain `source`'s budget
