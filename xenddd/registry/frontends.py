@@ -1,9 +1,8 @@
 """The frontend registry: which guest device each driver domain serves, remembered across crashes.
 
 This is the memory that makes reattachment possible: when a driver domain dies its xenstore subtree vanishes
-with it, so what it served must have been recorded before. Entries are judged by `frontend_records` (hostile
-input, cross-checked with dom0's toolstack records and, when given, libvirt's live definition), kept in memory
-and persisted atomically in the state directory whenever a durable field changes.
+with it, so what it served must have been recorded before. Entries are judged by `records` (hostile input,
+cross-checked with dom0's toolstack records), kept in memory and persisted atomically in the state directory whenever a durable field changes.
 
 Life of an entry: created when a judged backend appears; updated on every re-read; marked `orphaned` while
 the driver domain instance that served it is gone (crash, destroy, restart under a new domid) and un-marked
