@@ -263,3 +263,22 @@ def test_a_shut_off_domain_says_how_it_stopped(reason: int, stopped: LifecycleKi
             return [libvirt.VIR_DOMAIN_SHUTOFF, reason]
 
     assert _info(ShutOff()).stopped is stopped
+
+
+def test_a_libvirt_guests_vif_is_reattached_with_the_model_only_libvirt_knows(tmp_path: Path) -> None:
+    xl, calls = recording_xl(tmp_path, "exit 0")
+    adapter = LibvirtHypervisor("test:///default", xl=xl)
+    guest = adapter.connection().defineXML(
+        """<domain type='test'><name>web</name><memory>65536</memory><os><type>hvm</type></os><devices>
+        <interface type='bridge'><mac address='00:16:3e:00:00:09'/><source bridge='br0'/>
+        <model type='e1000'/></interface></devices></domain>"""
+    )
+    try:
+        adapter.attach("web", DeviceKind.VIF, 0, VifParams(mac="00:16:3E:00:00:09", bridge="br0"), "domnet")
+        adapter.attach("web", DeviceKind.VIF, 1, VifParams(mac="00:16:3e:00:00:0a"), "domnet")
+    finally:
+        guest.undefine()
+        adapter.close()
+    first, second = calls.read_text().splitlines()
+    assert first.startswith("network-attach web") and "model=e1000" in first.split()
+    assert "model=" not in second  # not in libvirt's definition: xl's default

@@ -127,3 +127,26 @@ def test_a_daemon_with_damaged_records_starts_adopts_its_driver_domains_and_rebu
     assert sorted(Path(str(r["file"])).name for r in damaged) == ["domnet.json", "registry.json"]
     assert all(Path(str(r["moved_to"])).exists() for r in damaged)
     assert [r["event"] for r in since_restart if r["event"] != "state-damaged"] == ["daemon-started"]
+
+
+@pytest.mark.parametrize("damaged", ["registry.json", "domains/domnet.json"])
+def test_a_driver_domain_that_died_while_the_daemon_was_down_is_recovered_whichever_file_was_damaged(
+    start_daemon: Callable[..., RunningDaemon], damaged: str
+) -> None:
+    """The registry's memory of domnet's clients (registry.json) or the record of the instance that
+    served them (domains/domnet.json) is lost, and domnet died meanwhile, its backends with it: dom0's
+    toolstack records and the registry's orphans still say what to recover."""
+    first = start_daemon()
+    sim = first.sim
+    wait_until(lambda: first.settled(FIVE_DEVICES), what="guests connected at start")
+    first.stop()
+    sim.host.crash("domnet")
+    (first.config.settings.state_dir / damaged).write_bytes(b'{"version": 1, "fron')
+
+    second = start_daemon(sim=sim)
+
+    def reattached() -> list[str]:
+        return sorted(str(r["guest"]) for r in second.daemon.history.since() if r["event"] == "reattached")
+
+    wait_until(lambda: reattached() == ["cache", "db", "web"], timeout=30, what="domnet's three vifs")
+    wait_until(lambda: second.settled(FIVE_DEVICES), what="every frontend back")

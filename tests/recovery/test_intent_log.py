@@ -6,7 +6,7 @@ from pathlib import Path
 
 from xenddd.model import DeviceKind, Frontend, VbdParams, VifParams
 from xenddd.recovery.history import History, mttr
-from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, Phase
+from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend, Phase
 
 VIF = Frontend(
     3,
@@ -28,6 +28,22 @@ VBD = Frontend(
     2,
     VbdParams(vdev="xvda", target="/dev/vg/web", mode="w"),
 )
+
+
+def test_parked_frontends_survive_a_daemon_restart_outside_any_incident(tmp_path: Path) -> None:
+    record = DomainRecord("domnet", domid=7)
+    record.parked = [PendingFrontend(VIF, detached=True, attempts=5, not_before=90.0, last_error="stalled")]
+    IntentLog(tmp_path).save(record)
+
+    loaded = IntentLog(tmp_path).load("domnet")
+    assert loaded.incident is None
+    (parked,) = loaded.parked
+    assert (parked.frontend, parked.attempts, parked.not_before, parked.last_error) == (
+        VIF,
+        5,
+        90.0,
+        "stalled",
+    )
 
 
 def test_an_incident_round_trips_through_the_state_directory(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.registry.libxl_nodes import add_vbd, add_vif, create_domain, destroy_domain, remove_device
-from xenddd.adapters.hypervisor_api import GuestDevice
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import DeviceKind, FrontendKey, VbdParams, VifParams, XenbusState
 from xenddd.registry.complaints import BURST
@@ -231,29 +230,3 @@ def test_a_guest_writing_garbage_into_its_frontend_only_loses_its_displayed_stat
     entry = reg.get(FrontendKey(host.uuids[5], DeviceKind.VIF, 0))
     assert entry is not None
     assert (entry.backend_name, entry.frontend_state) == ("netdd", XenbusState.UNKNOWN)
-
-
-def test_a_backend_that_libvirt_places_elsewhere_is_rejected(host: Host, tmp_path: Path) -> None:
-    def libvirt_devices(guest: str) -> list[GuestDevice] | None:
-        if guest != "guest6":
-            return None  # not managed by libvirt (created with xl)
-        return [GuestDevice(DeviceKind.VIF, 0, VifParams(mac="00:16:3e:00:00:06"), "otherdd")]
-
-    reg = registry(host.xs, tmp_path, libvirt_devices=libvirt_devices)
-    reg.resync()
-    assert [f.guest_name for f in reg.served_by("netdd")] == ["guest5", "guest7"]
-    assert "otherdd" in reg.rejected()[f"/local/domain/{NETDD}/backend/vif/6/0"]
-
-
-def test_a_vif_model_is_taken_from_libvirt_the_only_source_that_has_it(host: Host, tmp_path: Path) -> None:
-    def libvirt_devices(guest: str) -> list[GuestDevice] | None:
-        if guest != "guest6":
-            return None
-        return [
-            GuestDevice(DeviceKind.VIF, None, VifParams(mac="00:16:3e:00:00:06", model="netfront"), "netdd")
-        ]
-
-    reg = registry(host.xs, tmp_path, libvirt_devices=libvirt_devices)
-    reg.resync()
-    models = {f.guest_name: getattr(f.params, "model", None) for f in reg.served_by("netdd")}
-    assert models == {"guest5": None, "guest6": "netfront", "guest7": None}

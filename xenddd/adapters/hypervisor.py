@@ -24,6 +24,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import libvirt
@@ -264,6 +265,8 @@ class LibvirtHypervisor:
         self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
     ) -> None:
         dom = self._lookup(guest)
+        if dom is not None and isinstance(params, VifParams) and params.model is None:
+            params = self._with_model(dom, params)
         if dom is None or not isinstance(params, VbdParams) or not libvirt_can_express(params):
             self._xl.attach(guest, kind, devid, params, backend)
             return
@@ -273,6 +276,18 @@ class LibvirtHypervisor:
             raise XendddError(
                 f"{guest}: attaching {kind.value} {devid} via {backend}: {_message(exc)}"
             ) from None
+
+    def _with_model(self, dom: Any, params: VifParams) -> VifParams:
+        """A vif's emulated model is in libvirt's definition only (libxl records no `model` node), and an
+        `xl` detach leaves the interface there: it is read at the moment of the attach, by MAC."""
+        try:
+            devices = parse_guest_devices(dom.XMLDesc(0))
+        except libvirt.libvirtError:
+            return params  # the attach that follows says what is wrong with the domain
+        for device in devices:
+            if isinstance(device.params, VifParams) and device.params.mac == params.mac.lower():
+                return replace(params, model=device.params.model)
+        return params
 
     def detach(self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams) -> None:
         dom = self._lookup(guest)

@@ -139,6 +139,9 @@ def status(cli: CliContext) -> None:
         lines.append(f"reload failed, running the previous config: {daemon_health['reload_error']}")
     lines.append(render_table(_STATUS_COLUMNS, rows))
     lines += [f"{d['name']}: {d['error']}" for d in domains if d.get("error")]
+    lines += [
+        f"{d['name']}: parked (never connected; retried): {p}" for d in domains for p in d.get("parked", [])
+    ]
     if cli.as_json:
         emit_json("status", domains, daemon=daemon_health)
     else:

@@ -189,6 +189,7 @@ def _readiness(t: TableReader) -> Readiness:
         value=t.string("value", d.value),
         timeout_seconds=t.number("timeout", d.timeout_seconds, minimum=0.1),
         reattach_timeout_seconds=t.number("reattach_timeout", d.reattach_timeout_seconds, minimum=0.1),
+        reattach_attempts=t.integer("reattach_attempts", d.reattach_attempts, minimum=1, maximum=1000),
     )
     t.finish()
     return readiness

@@ -77,6 +77,8 @@ class Readiness:
     `xl devd` run; `backend-initwait`: its first backend reaches InitWait; `running`: libvirt says running.
     `reattach_timeout`: how long a reattached frontend may take to reach Connected before xenddd detaches
     and attaches it again (a handshake that stalls, e.g. a guest kernel that did not probe the new device).
+    `reattach_attempts`: after this many attaches without Connected, the frontend is parked: it leaves the
+    recovery (which then ends for everybody else) and is retried on its own slow schedule.
     """
 
     condition: ReadinessCondition = "xenstore-key"
@@ -84,6 +86,7 @@ class Readiness:
     value: str = "1"
     timeout_seconds: float = 120.0
     reattach_timeout_seconds: float = 120.0
+    reattach_attempts: int = 5
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ that runs beside the restart, not before it. A frontend is attached once it is d
 instance is ready, and is confirmed only when both ends are Connected — seen through a watch on the
 frontend's state (the backend's is watched with the driver domain's backend tree), set for the handshake
 and removed after it.
+
+A frontend that is still not Connected after `reattach_attempts` attaches (a guest that does not answer)
+is parked: it leaves the incident, which then ends for everybody else, and is retried every PARKED_RETRY
+seconds outside any incident (`retry_parked`) until it connects or its guest is gone.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from functools import partial
 
 from xenddd.adapters.hypervisor_api import DomainState
 from xenddd.config.spec import DriverDomainSpec
-from xenddd.model import FrontendKey, XenbusState
+from xenddd.model import Frontend, FrontendKey, XenbusState
 from xenddd.recovery.intent import DomainRecord, Incident, PendingFrontend
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import CallResult
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CONFIRM_RECHECK = 5.0  # a handshake is watched; this only bounds what a lost watch event can cost
 DETACH_RETRY = 1.0
+PARKED_RETRY = 60.0  # a parked frontend's slow schedule
 
 
 class FrontendSteps:
@@ -35,18 +40,26 @@ class FrontendSteps:
 
     # -- results ---------------------------------------------------------------------------------------
 
-    def collect(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
-        """Take every finished device call of this driver domain and record what it did."""
+    def collect(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident | None) -> None:
+        """Take every finished device call of this driver domain (of its incident, if one is open, and
+        of its parked frontends) and record what it did."""
         changed = False
-        by_key = {p.key: p for p in incident.frontends}
+        by_key = {p.key: p for p in incident.frontends} if incident is not None else {}
+        parked = {p.key: p for p in record.parked}
         for key in self._t.calls.keys(lambda k: _is_device_call(k, spec.name)):
             result = self._t.calls.take(key)
             if result is None:
                 continue
             step, domid = self._what.pop(key, ("", None))
             assert isinstance(key, tuple)
+            if step == "reattach-parked":
+                pending = parked.get(key[2])
+                if pending is not None and key[2] not in by_key:  # else an incident took it over
+                    self._parked_returned(spec, record, pending, domid, result)
+                    changed = True
+                continue
             pending = by_key.get(key[2])
-            if pending is None:
+            if pending is None or incident is None:
                 continue  # dropped meanwhile (its guest is gone)
             changed = True
             if step == "detach":
@@ -59,7 +72,12 @@ class FrontendSteps:
                 self._redetached(spec, record, incident, pending, result)
         if changed:
             self._t.unsaved = True
-        if not incident.detached_reported and _none_stale(incident) and not self._busy(spec, incident):
+        if (
+            incident is not None
+            and not incident.detached_reported
+            and _none_stale(incident)
+            and not self._busy(spec, incident)
+        ):
             incident.detached_reported = True
             self._t.event("detached", spec.name, incident, frontends=len(incident.frontends))
             self._t.unsaved = True
@@ -152,9 +170,10 @@ class FrontendSteps:
     def attach(
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, due: list[PendingFrontend]
     ) -> None:
-        """Submit attaches (their lane runs `max_parallel_reattach` at once); a device the new instance
-        already serves is not attached twice. Attempts are saved before the calls: a daemon killed
-        meanwhile knows they were made."""
+        """Submit attaches (their lane runs `max_parallel_reattach` at once); a device the toolstack
+        already attached to the new instance (dom0's record says so, not the guest's `backend-id`) is not
+        attached twice. Attempts are saved before the calls: a daemon killed meanwhile knows they were
+        made."""
         new_domid = incident.new_domid
         assert new_domid is not None
         todo: list[PendingFrontend] = []
@@ -162,7 +181,7 @@ class FrontendSteps:
             if self._paused(pending):
                 continue  # a paused guest is reattached when it resumes (its lifecycle event wakes us)
             guest = self._t.guests.current_domid(pending.frontend)
-            if guest is not None and self._t.guests.frontend_backend_id(guest, pending.frontend) == new_domid:
+            if guest is not None and self._t.guests.attached_to(new_domid, guest, pending.frontend):
                 pending.attached = True  # done before a daemon restart: never attach twice
                 pending.confirm_deadline = self._t.clock() + spec.readiness.reattach_timeout_seconds
                 self._t.watch(_state_path(guest, pending))
@@ -178,22 +197,84 @@ class FrontendSteps:
             self._submit(spec, pending, "attach", new_domid, attach)
 
     def backend_waiting(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> bool:
-        """`backend-initwait` readiness: attach one frontend and call the domain ready once its backend
-        reaches InitWait — the earliest proof that netback/blkback and the hotplug machinery run in it."""
-        assert incident.new_domid is not None
-        if not incident.frontends:
-            return True
-        first = next((p for p in incident.frontends if p.attached), None)
-        if first is None:
-            candidates = [p for p in incident.frontends if p.detached]
-            if candidates and not self._t.calls.busy(self._key(spec, candidates[0])):
-                self.attach(spec, record, incident, candidates[:1])
-            return False
-        guest = self._t.guests.current_domid(first.frontend)
-        if guest is None:
-            return True
-        state = self._t.guests.backend_state(incident.new_domid, guest, first.frontend)
-        return state is not None and XenbusState.INIT_WAIT <= state <= XenbusState.CONNECTED
+        """`backend-initwait` readiness: attach one frontend at a time and call the domain ready once the
+        backend of any attached one reaches InitWait — the earliest proof that netback/blkback and the
+        hotplug machinery run in it. A frontend whose guest is gone or paused, or whose attach failed, is
+        passed over for the next one: no guest holds its driver domain's readiness hostage."""
+        new_domid = incident.new_domid
+        assert new_domid is not None
+        probing = False
+        candidates: list[PendingFrontend] = []
+        now = self._t.clock()
+        for pending in incident.frontends:
+            guest = self._t.guests.current_domid(pending.frontend)
+            if guest is None:
+                continue
+            if pending.attached:
+                state = self._t.guests.backend_state(new_domid, guest, pending.frontend)
+                if state is not None and XenbusState.INIT_WAIT <= state <= XenbusState.CONNECTED:
+                    return True
+                probing = True
+            elif self._what.get(self._key(spec, pending), ("", None))[0] == "attach":
+                probing = True
+            elif pending.detached and pending.not_before <= now and not self._paused(pending):
+                candidates.append(pending)
+        if not probing and not candidates:
+            # nobody left to probe with (every guest gone, paused or backing off): the reattach phase
+            # drops the gone ones and waits for the others
+            return not any(self._t.guests.current_domid(p.frontend) is not None for p in incident.frontends)
+        if not probing:
+            self.attach(spec, record, incident, [min(candidates, key=lambda p: p.attempts)])
+        return False
+
+    def retry_parked(self, spec: DriverDomainSpec, record: DomainRecord, domid: int) -> float | None:
+        """Parked frontends, outside any incident, on their own slow schedule: one whose handshake
+        completed is unparked; one due is detached (whatever is left of it) and attached to the running
+        instance `domid` in one call, then given `reattach_timeout` to connect. Returns seconds until
+        the next look."""
+        self._t.guests.refresh()
+        now = self._t.clock()
+        wake: float | None = None
+        changed = False
+        for pending in list(record.parked):
+            if self._t.calls.busy(self._key(spec, pending)):
+                continue
+            guest = self._t.guests.current_domid(pending.frontend)
+            if guest is None:
+                record.parked.remove(pending)
+                self._t.history.record(
+                    "dropped", driver_domain=spec.name, **pending.event_fields(), reason="guest is gone"
+                )
+                changed = True
+                continue
+            if self._t.guests.connected_many(domid, [(guest, pending.frontend)])[0]:
+                record.parked.remove(pending)
+                self._t.unwatch(_state_path(guest, pending))
+                self._t.history.record(
+                    "reattached", driver_domain=spec.name, **pending.event_fields(), attempts=pending.attempts
+                )
+                log.info("%s: parked %s connected at last", spec.name, pending.describe())
+                changed = True
+                continue
+            due = max(pending.not_before, pending.confirm_deadline if pending.attached else 0.0)
+            if due > now or self._paused(pending):
+                wake = earliest(wake, max(due - now, CONFIRM_RECHECK) if pending.attached else PARKED_RETRY)
+                continue
+            if pending.attached:
+                self._t.unwatch(_state_path(guest, pending))
+            pending.attached, pending.attempts = False, pending.attempts + 1
+            pending.not_before = now + PARKED_RETRY
+            self._t.save(record)  # the attempt is recorded before the detach it begins with
+            f = pending.frontend
+
+            def detach_and_attach(f: Frontend = f) -> None:
+                self._t.hypervisor.detach(f.guest_name, f.kind, f.devid, f.params)
+                self._t.hypervisor.attach(f.guest_name, f.kind, f.devid, f.params, spec.name)
+
+            self._submit(spec, pending, "reattach-parked", domid, detach_and_attach)
+        if changed:
+            self._t.unsaved = True
+        return wake
 
     def forget_watches(self, incident: Incident) -> None:
         """The handshake watches of frontends that are about to be detached and attached anew."""
@@ -249,6 +330,26 @@ class FrontendSteps:
         pending.attached = False
         self._attach_failed(spec, record, incident, pending, error)
 
+    def _parked_returned(
+        self,
+        spec: DriverDomainSpec,
+        record: DomainRecord,
+        pending: PendingFrontend,
+        domid: int | None,
+        result: CallResult,
+    ) -> None:
+        if domid != record.domid:
+            return  # attached to an instance that died since: its next turn detaches it again
+        if result.error is not None:
+            pending.last_error = str(result.error)
+            log.warning("%s: retrying parked %s: %s", spec.name, pending.describe(), result.error)
+            return
+        pending.attached = True
+        pending.confirm_deadline = self._t.clock() + spec.readiness.reattach_timeout_seconds
+        guest = self._t.guests.current_domid(pending.frontend)
+        if guest is not None:
+            self._t.watch(_state_path(guest, pending))
+
     def _handshake_stalled(
         self, spec: DriverDomainSpec, incident: Incident, pending: PendingFrontend, guest: int
     ) -> None:
@@ -276,6 +377,10 @@ class FrontendSteps:
     ) -> None:
         record.reattach_failures += 1
         pending.last_error = error
+        pending.detached = False  # what a failed attach left (or a guest put there) is cleaned up first
+        if pending.attempts >= spec.readiness.reattach_attempts:
+            self._park(spec, record, incident, pending)
+            return
         delay = pending.retry_delay()
         pending.not_before = self._t.clock() + delay
         self._t.event(
@@ -284,6 +389,27 @@ class FrontendSteps:
         log.error(
             "%s: reattaching %s failed (retry in %.0f s): %s", spec.name, pending.describe(), delay, error
         )
+
+    def _park(
+        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, pending: PendingFrontend
+    ) -> None:
+        """Out of the incident, so that it ends for every other guest; `retry_parked` takes it from here."""
+        incident.frontends.remove(pending)
+        pending.not_before = self._t.clock() + PARKED_RETRY
+        record.parked = [p for p in record.parked if p.key != pending.key] + [pending]
+        self._t.event(
+            "parked",
+            spec.name,
+            incident,
+            **pending.event_fields(),
+            attempts=pending.attempts,
+            error=pending.last_error,
+            retry_every=PARKED_RETRY,
+        )
+        log.error(
+            "%s: %s not Connected after %d attempts (%s); parked, retried every %.0f s",
+            spec.name, pending.describe(), pending.attempts, pending.last_error, PARKED_RETRY,
+        )  # fmt: skip
 
     # -- helpers ---------------------------------------------------------------------------------------
 

@@ -121,6 +121,8 @@ class DomainRecord:
     last_incident: dict[str, Any] | None = None
     # What `destroy --force` detached: `create` attaches them again, as a recovery would.
     detached_by_destroy: list[Frontend] = field(default_factory=list)
+    # frontends that never connected within their attempts: out of any incident, retried on their own
+    parked: list[PendingFrontend] = field(default_factory=list)
 
 
 class IntentLog:
@@ -189,19 +191,21 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
             "dropped": incident.dropped,
             "dead_uptime": incident.dead_uptime,
             "detached_reported": incident.detached_reported,
-            "frontends": [
-                {
-                    "frontend": frontend_to_json(p.frontend),
-                    "detached": p.detached,
-                    "attached": p.attached,
-                    "attempts": p.attempts,
-                    "not_before": p.not_before,
-                    "last_error": p.last_error,
-                    "confirm_deadline": p.confirm_deadline,
-                }
-                for p in incident.frontends
-            ],
+            "frontends": [_pending_to_json(p) for p in incident.frontends],
         },
+        "parked": [_pending_to_json(p) for p in record.parked],
+    }
+
+
+def _pending_to_json(pending: PendingFrontend) -> dict[str, Any]:
+    return {
+        "frontend": frontend_to_json(pending.frontend),
+        "detached": pending.detached,
+        "attached": pending.attached,
+        "attempts": pending.attempts,
+        "not_before": pending.not_before,
+        "last_error": pending.last_error,
+        "confirm_deadline": pending.confirm_deadline,
     }
 
 
@@ -226,6 +230,7 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         manual_restarts=_int(doc, "manual_restarts"),
         reattach_failures=_int(doc, "reattach_failures"),
         last_incident=last_incident,
+        parked=[_pending_from_json(item) for item in _list(doc, "parked")],
     )
     for item in _list(doc, "detached_by_destroy"):
         frontend = frontend_from_json(item)
@@ -237,25 +242,7 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         return record
     if not isinstance(raw, dict):
         raise ValueError("incident is not an object")
-    pending = []
-    for item in _list(raw, "frontends"):
-        frontend = frontend_from_json(item.get("frontend")) if isinstance(item, dict) else None
-        if frontend is None:
-            raise ValueError(f"incident frontend {item!r:.100} is not valid")
-        last_error = item.get("last_error")
-        if last_error is not None and not isinstance(last_error, str):
-            raise ValueError("last_error is not a string")
-        pending.append(
-            PendingFrontend(
-                frontend,
-                detached=_bool(item, "detached"),
-                attached=_bool(item, "attached"),
-                attempts=_int(item, "attempts"),
-                not_before=_number(item.get("not_before", 0.0), "not_before"),
-                last_error=last_error,
-                confirm_deadline=_number(item.get("confirm_deadline", 0.0), "confirm_deadline"),
-            )
-        )
+    pending = [_pending_from_json(item) for item in _list(raw, "frontends")]
     record.incident = Incident(
         id=str(raw.get("id", uuid.uuid4().hex[:12])),
         dead_domid=_opt_int(raw, "dead_domid"),
@@ -273,6 +260,25 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         detached_reported=_bool(raw, "detached_reported"),
     )
     return record
+
+
+def _pending_from_json(item: object) -> PendingFrontend:
+    frontend = frontend_from_json(item.get("frontend")) if isinstance(item, dict) else None
+    if frontend is None:
+        raise ValueError(f"incident frontend {item!r:.100} is not valid")
+    assert isinstance(item, dict)
+    last_error = item.get("last_error")
+    if last_error is not None and not isinstance(last_error, str):
+        raise ValueError("last_error is not a string")
+    return PendingFrontend(
+        frontend,
+        detached=_bool(item, "detached"),
+        attached=_bool(item, "attached"),
+        attempts=_int(item, "attempts"),
+        not_before=_number(item.get("not_before", 0.0), "not_before"),
+        last_error=last_error,
+        confirm_deadline=_number(item.get("confirm_deadline", 0.0), "confirm_deadline"),
+    )
 
 
 def _phase(value: object) -> Phase:

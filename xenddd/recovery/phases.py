@@ -96,6 +96,18 @@ class Recovery:
             self._t.save(record)
         return wake
 
+    def retry_parked(self, spec: DriverDomainSpec, record: DomainRecord, domid: int) -> float | None:
+        """Outside any incident: the parked frontends' slow retries on the running instance `domid`."""
+        self._steps.collect(spec, record, None)
+        return self._steps.retry_parked(spec, record, domid)
+
+    def abandon(self, spec: DriverDomainSpec, incident: Incident) -> None:
+        """An incident replaced by another (a planned restart): its watches go with it."""
+        self._steps.forget_watches(incident)
+        waiting_key = incident.phase is Phase.WAITING_READY and spec.readiness.condition == "xenstore-key"
+        if waiting_key and incident.new_domid is not None:
+            self._t.unwatch(f"/local/domain/{incident.new_domid}/{spec.readiness.key}")
+
     # -- phases ----------------------------------------------------------------------------------------
 
     def _decide(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:

@@ -19,10 +19,10 @@ from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
 from xenddd.hints import CallReturned, ControlRequest, Hint, Recheck, XenstoreHint
-from xenddd.model import Frontend
+from xenddd.model import Frontend, FrontendKey
 from xenddd.recovery.frontend_steps import earliest
 from xenddd.recovery.history import History
-from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, Phase
+from xenddd.recovery.intent import DomainRecord, Incident, IntentLog
 from xenddd.recovery.phases import PrepareDomain, Recovery, running_domid
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import ToolstackCalls
@@ -63,6 +63,7 @@ class Reconciler:
         self._intents = intents
         self._prepare = prepare
         self._clock = clock
+        self._guests = guests
         self.calls = ToolstackCalls(wake, workers=config.settings.max_parallel_reattach)
         self._recovery = Recovery(
             RecoveryTools(
@@ -74,9 +75,11 @@ class Reconciler:
         )
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
         self.last_pass_seconds: float | None = None
+        self._observed: dict[str, DomainInfo] | None = None
         self._errors: dict[str, str] = {}  # driver domain → the error its last failed pass ended with
         self._hinted: dict[str, None] = {}  # xenstore paths hinted and not yet re-read (in order)
         self._registry_read_at = 0.0
+        self._listing_errors: dict[str, str] = {}  # driver domain → why its backend tree is unreadable
 
     # -- the interface the daemon uses ----------------------------------------------------------------
 
@@ -86,8 +89,14 @@ class Reconciler:
         for hint in hints:
             if isinstance(hint, ControlRequest):
                 self.handle(hint)
-        observed = {d.name: d for d in self._hv.domains()}
+        if hints and all(isinstance(h, XenstoreHint) for h in hints) and self._at_rest():
+            wake = self._refresh_registry(hints)
+            self._report_listing_troubles()
+            self.last_pass_seconds = time.monotonic() - started
+            return wake
+        observed = self._observe()
         wake = self._refresh_registry(hints)
+        self._report_listing_troubles()
         for spec in self.config.start_order():
             self._progress(spec.name)
             try:
@@ -101,6 +110,17 @@ class Reconciler:
         self.last_pass_seconds = time.monotonic() - started
         return wake
 
+    def _at_rest(self) -> bool:
+        """Nothing under way (no incident, no failed pass to retry): a xenstore change then concerns the
+        registry only, and libvirt need not be asked — a driver domain's death comes as a lifecycle or
+        domain hint, and the safety resync finds one whose hint was lost."""
+        return not self._errors and all(not r.incident and not r.parked for r in self._records.values())
+
+    def _observe(self) -> dict[str, DomainInfo]:
+        """The toolstack's domains, listed once per pass; `snapshot(fresh=False)` reuses the listing."""
+        self._observed = {d.name: d for d in self._hv.domains()}
+        return self._observed
+
     def _failed_pass(self, name: str, error: str) -> None:
         """Retried on every pass; said once per distinct error (an event, an error line, `status`), not
         every five seconds while the operator fixes the config."""
@@ -108,6 +128,19 @@ class Reconciler:
             self._errors[name] = error
             log.error("%s: %s", name, error)
             self._history.record("error", driver_domain=name, error=error)
+
+    def _report_listing_troubles(self) -> None:
+        """A driver domain whose backend tree cannot be read is judged on what was known of it (see the
+        registry); said once per distinct error, and once when its tree reads again."""
+        troubles = self._registry.listing_troubles()
+        for name, error in troubles.items():
+            if self._listing_errors.get(name) != error:
+                self._listing_errors[name] = error
+                log.error("%s: its backend tree cannot be read; keeping what is known: %s", name, error)
+                self._history.record("registry-error", driver_domain=name, error=error)
+        for name in [n for n in self._listing_errors if n not in troubles]:
+            del self._listing_errors[name]
+            log.info("%s: its backend tree reads again", name)
 
     def _refresh_registry(self, hints: Sequence[Hint]) -> float | None:
         """Re-read only what xenstore hints point at; everything on a resync or a domain event (cheap
@@ -144,8 +177,10 @@ class Reconciler:
             return
         request.reply({"ok": True, **reply})
 
-    def snapshot(self) -> dict[str, Any]:
-        observed = {d.name: d for d in self._hv.domains()}
+    def snapshot(self, *, fresh: bool = True) -> dict[str, Any]:
+        """What `status` and `list` show; `fresh=False` (the daemon's status line and metrics after each
+        pass) reuses the last pass's listing of the domains instead of asking libvirt again."""
+        observed = self._observe() if fresh or self._observed is None else self._observed
         domains = []
         for spec in self.config.driver_domains:
             record = self._records[spec.name]
@@ -165,6 +200,7 @@ class Reconciler:
                     "failed": record.failed,
                     "frontends": len(self._registry.served_by(spec.name)),
                     "reattach_failures": record.reattach_failures,
+                    "parked": [p.describe() for p in record.parked],
                     "incident": None
                     if incident is None
                     else {
@@ -173,7 +209,7 @@ class Reconciler:
                         "waiting": len(incident.frontends),
                     },
                     "last_incident": record.last_incident,
-                    "error": self._errors.get(spec.name),
+                    "error": self._errors.get(spec.name) or self._listing_errors.get(spec.name),
                 }
             )
         return {"driver_domains": domains, "last_reconcile_seconds": self.last_pass_seconds}
@@ -193,10 +229,15 @@ class Reconciler:
                 self._hv.ensure_passthrough(spec)
                 record.domid, record.started_at = running, None
                 self._intents.save(record)
-            return None
+            return self._recovery.retry_parked(spec, record, running) if record.parked else None
         if running is None and record.domid is None:
-            self._start(spec, record)
-            return None
+            # No record of an instance (a first start, or a damaged record): a dead instance the
+            # registry remembers serving guests is still one to recover
+            orphans = [f for f in self._registry.served_by(spec.name) if f.orphaned]
+            if not orphans:
+                self._start(spec, record)
+                return None
+            record.domid = orphans[0].backend_domid
         # The instance xenddd knew is gone (crashed, destroyed or shut down behind its back, perhaps already
         # replaced by someone else's start): that is an incident, whatever the events did or did not say.
         now = self._clock()
@@ -213,6 +254,8 @@ class Reconciler:
             record.crashes += 1  # a replaced instance may have been stopped cleanly: not counted
         record.domid = running
         record.incident = incident
+        taken_over = {f.key for f in frontends}  # a parked frontend the dead instance served
+        record.parked = [p for p in record.parked if p.key not in taken_over]
         self._intents.save(record)
         self._history.record(
             "detected",
@@ -241,8 +284,14 @@ class Reconciler:
         self._intents.save(record)
 
     def _served_by(self, name: str, domid: int | None) -> list[Frontend]:
-        """What instance `domid` of driver domain `name` served: what its death leaves to recover."""
-        return [f for f in self._registry.served_by(name) if f.backend_domid == domid or f.orphaned]
+        """What instance `domid` of driver domain `name` served: what its death leaves to recover — the
+        registry's entries, and the devices dom0's toolstack records name that the registry never saw."""
+        known = [f for f in self._registry.served_by(name) if f.backend_domid == domid or f.orphaned]
+        if domid is None:
+            return known
+        keys = {f.key for f in known}
+        self._guests.refresh()
+        return known + [f for f in self._guests.recorded_on(name, domid) if f.key not in keys]
 
     def _start(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
         self._prepare(spec)
@@ -325,25 +374,34 @@ class Reconciler:
         return {"name": spec.name, "detached": len(served)}
 
     def _restart(self, spec: DriverDomainSpec, record: DomainRecord) -> dict[str, Any]:
-        """A planned restart: same phases as a recovery, but no restart-policy accounting or backoff."""
+        """A planned restart: same phases as a recovery, but no restart-policy accounting or backoff. It
+        always restarts: an incident under way (stuck, failed or not) is replaced by the planned restart,
+        which takes over its frontends, those the running instance serves and the parked ones."""
         record.failed = False
         record.stopped_by_request = False
         record.restart_times.clear()
-        if record.incident is not None and record.incident.phase is Phase.FAILED:
-            record.incident.phase = Phase.WAITING_RESTART
-            record.incident.not_before = self._clock()
-            record.incident.by_operator = True
-        elif record.incident is None:
-            frontends = self._registry.served_by(spec.name)
-            incident = Incident.new(record.domid, self._clock(), "restart requested", frontends)
-            incident.planned = incident.by_operator = True
-            record.incident = incident
-            self._intents.save(record)
-            self._history.record(
-                "restart-requested", driver_domain=spec.name, incident=incident.id, frontends=len(frontends)
-            )
-            self._hv.destroy(spec.name)
-            record.domid = None
+        old = record.incident
+        frontends = [p.frontend for p in old.frontends] if old is not None else []
+        frontends += [p.frontend for p in record.parked]
+        frontends += self._registry.served_by(spec.name)
+        if old is not None:
+            self._recovery.abandon(spec, old)
+        running = running_domid(self._hv.domain(spec.name))
+        dead = running if running is not None else (old.dead_domid if old is not None else record.domid)
+        incident = Incident.new(dead, self._clock(), "restart requested", list(_unique(frontends).values()))
+        incident.planned = incident.by_operator = True
+        record.incident = incident
+        record.parked = []
+        self._intents.save(record)
+        self._history.record(
+            "restart-requested",
+            driver_domain=spec.name,
+            incident=incident.id,
+            frontends=len(incident.frontends),
+            replaced=old.id if old is not None else None,
+        )
+        self._hv.destroy(spec.name)
+        record.domid = None
         self._intents.save(record)
         return {"name": spec.name}
 
@@ -352,6 +410,14 @@ def _how_it_stopped(info: DomainInfo | None) -> str:
     """crashed, destroyed or shutdown as the toolstack tells it; gone when it no longer knows the domain
     (undefined behind xenddd's back) or not how it stopped."""
     return info.stopped.value if info is not None and info.stopped is not None else "gone"
+
+
+def _unique(frontends: list[Frontend]) -> dict[FrontendKey, Frontend]:
+    """By key, the first seen kept (an incident's copy over the registry's)."""
+    unique: dict[FrontendKey, Frontend] = {}
+    for frontend in frontends:
+        unique.setdefault(frontend.key, frontend)
+    return unique
 
 
 def _ignored(rejected: dict[str, str], shown: int = 5) -> str:

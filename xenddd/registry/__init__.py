@@ -1,7 +1,7 @@
 """The frontend registry: which guest frontend each driver domain serves, remembered across its crashes.
 
 Owns: judging the nodes guests and driver domains write (`records`: hostile input, cross-checked with
-dom0's `/libxl` records and libvirt's live XML, `libvirt_check`), reading them (`device_nodes`), the
+dom0's `/libxl` records), reading them (`device_nodes`), the
 domid → guest directory (`domain_directory`), the registry and its persistence (`frontends`,
 `persistence`), the xenstore watches that feed it and what their hints ask to re-read
 (`backend_watcher`, `hinted_paths`), rate-limited complaints about bad nodes (`complaints`), and a

@@ -1,9 +1,8 @@
 """The frontend registry: which guest device each driver domain serves, remembered across crashes.
 
 This is the memory that makes reattachment possible: when a driver domain dies its xenstore subtree vanishes
-with it, so what it served must have been recorded before. Entries are judged by `frontend_records` (hostile
-input, cross-checked with dom0's toolstack records and, when given, libvirt's live definition), kept in memory
-and persisted atomically in the state directory whenever a durable field changes.
+with it, so what it served must have been recorded before. Entries are judged by `records` (hostile input,
+cross-checked with dom0's toolstack records), kept in memory and persisted atomically in the state directory whenever a durable field changes.
 
 Life of an entry: created when a judged backend appears; updated on every re-read; marked `orphaned` while
 the driver domain instance that served it is gone (crash, destroy, restart under a new domid) and un-marked
@@ -20,16 +19,17 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from xenddd import state
 from xenddd.adapters.xenstore.client import Xenstore
+from xenddd.adapters.xenstore.errors import XenstoreError, XenstoreUnavailable
 from xenddd.model import DeviceKind, Frontend, FrontendKey, XenbusState
 from xenddd.registry.complaints import Complaints
 from xenddd.registry.device_nodes import read_device_nodes
 from xenddd.registry.domain_directory import DomainDirectory
-from xenddd.registry.hinted_paths import group_hinted_paths
-from xenddd.registry.libvirt_check import LibvirtDevices, libvirt_agrees
+from xenddd.registry.hinted_paths import HintedBackends, group_hinted_paths
 from xenddd.registry.persistence import frontend_from_json, frontend_to_json
 from xenddd.registry.records import (
     DeviceNodes,
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 REGISTRY_FILE = "registry.json"
 FILE_VERSION = 1
 _MAX_REMEMBERED_REJECTIONS = 10_000
+# A driver domain's backend tree is re-read this many times when reading it fails (each listing already
+# restarts a few times when the tree changes under it) before it is judged without that read.
+LISTING_ATTEMPTS = 3
 
 
 _Device = tuple[int, int]  # (guest domid, devid)
@@ -66,7 +69,6 @@ class FrontendRegistry:
         driver_domains: Iterable[str],
         *,
         state_dir: Path | None = None,
-        libvirt_devices: LibvirtDevices | None = None,
         domains: DomainDirectory | None = None,
         read_only: bool = False,
         on_damage: state.DamageReport | None = None,
@@ -77,7 +79,6 @@ class FrontendRegistry:
         self.driver_domains = tuple(driver_domains)
         self.domains = domains or DomainDirectory(xenstore)
         self._path = state_dir / REGISTRY_FILE if state_dir is not None else None
-        self._libvirt_devices = libvirt_devices
         self._lock = threading.Condition()
         self._entries: dict[FrontendKey, Frontend] = {}
         self._keys_at: dict[tuple[int, DeviceKind, int, int], FrontendKey] = {}  # backend location → key
@@ -87,6 +88,7 @@ class FrontendRegistry:
         self._warned: set[tuple[str, str]] = set()  # (backend path, warning) already said
         self._seen: set[str] | None = None  # during a resync: every backend path judged
         self._complaints = Complaints(log)
+        self._troubles: dict[str, str] = {}  # driver domain → why its backend tree could not be read
         self._dirty = False
         self.generation = 0
 
@@ -118,6 +120,12 @@ class FrontendRegistry:
         """Backend paths currently not believed, with the reason."""
         with self._lock:
             return dict(self._rejected)
+
+    def listing_troubles(self) -> dict[str, str]:
+        """Driver domains whose backend tree could not be read on the last attempt, with the error: what
+        is known of them is kept meanwhile (see `_confined`)."""
+        with self._lock:
+            return dict(self._troubles)
 
     def wait_for(self, predicate: Callable[[FrontendRegistry], bool], timeout: float) -> bool:
         """Block until `predicate(self)` holds after some update, or `timeout` passes; True if it held."""
@@ -167,8 +175,16 @@ class FrontendRegistry:
                 domid = self.domains.domid_of(name)
                 if domid is None:
                     continue
-                for kind in DeviceKind:
-                    self._scan(name, domid, kind, None)
+                errors = [
+                    error
+                    for kind in DeviceKind
+                    if (error := self._confined(domid, kind, partial(self._scan, name, domid, kind, None)))
+                ]
+                with self._lock:
+                    if errors:
+                        self._troubles[name] = "; ".join(errors)
+                    else:
+                        self._troubles.pop(name, None)
         finally:
             with self._lock:
                 seen, self._seen = self._seen, None
@@ -195,17 +211,49 @@ class FrontendRegistry:
                 name = self._driver_name(dd_domid)
             if name is None:
                 continue
-            if batch.everything:
-                self._scan(name, dd_domid, kind, None)
-                continue
-            base = f"/local/domain/{dd_domid}/backend/{kind.value}"
-            guests = sorted(batch.guests)
-            listings = self._xs.directory_many([f"{base}/{g}" for g in guests]) if guests else []
-            devices = dict.fromkeys(sorted(batch.devices))
-            for guest, listing in zip(guests, listings, strict=True):
-                devices.update(dict.fromkeys(self._devids(dd_domid, base, guest, listing)))
-            self._scan(name, dd_domid, kind, list(devices), scope=batch.covers)
+            error = self._confined(dd_domid, kind, partial(self._rescan, name, dd_domid, kind, batch))
+            if error is not None:
+                with self._lock:
+                    self._troubles[name] = error
         self._settle()
+
+    def _rescan(self, name: str, dd_domid: int, kind: DeviceKind, batch: HintedBackends) -> None:
+        if batch.everything:
+            self._scan(name, dd_domid, kind, None)
+            return
+        base = f"/local/domain/{dd_domid}/backend/{kind.value}"
+        guests = sorted(batch.guests)
+        listings = self._xs.directory_many([f"{base}/{g}" for g in guests]) if guests else []
+        devices = dict.fromkeys(sorted(batch.devices))
+        for guest, listing in zip(guests, listings, strict=True):
+            devices.update(dict.fromkeys(self._devids(dd_domid, base, guest, listing)))
+        self._scan(name, dd_domid, kind, list(devices), scope=batch.covers)
+
+    def _confined(self, dd_domid: int, kind: DeviceKind, scan: Callable[[], None]) -> str | None:
+        """Run `scan` of one driver domain's `kind` backends; None, or the error it kept failing with.
+
+        A driver domain owns its backend tree and can make it unreadable (a listing over one reply that
+        keeps changing between its parts; xenstored refusing a request about its nodes): that is retried
+        a few times, then judged without it — what was known of it stays, its remembered rejections
+        included — and never stops the reading of another driver domain's tree. A lost connection to
+        xenstored is everybody's trouble and is raised.
+        """
+        error = ""
+        for _attempt in range(LISTING_ATTEMPTS):
+            try:
+                scan()
+            except XenstoreUnavailable:
+                raise
+            except XenstoreError as exc:
+                error = str(exc)
+            else:
+                return None
+        prefix = f"/local/domain/{dd_domid}/backend/{kind.value}/"
+        with self._lock:
+            if self._seen is not None:
+                self._seen.update(p for p in self._rejected if p.startswith(prefix))
+                self._seen.update(p for p, _w in self._warned if p.startswith(prefix))
+        return error
 
     # -- scanning --------------------------------------------------------------------------------------
 
@@ -277,10 +325,7 @@ class FrontendRegistry:
         guest = self.domains.identity(guest_domid)
         if guest is None:
             return Rejection(f"guest domain {guest_domid} is not running (or has no valid name and vm)")
-        verdict = judge_device(name, dd_domid, kind, guest_domid, devid, guest, nodes)
-        if isinstance(verdict, Rejection) or self._libvirt_devices is None:
-            return verdict
-        return libvirt_agrees(self._libvirt_devices, verdict)
+        return judge_device(name, dd_domid, kind, guest_domid, devid, guest, nodes)
 
     def _reject(self, source: int, path: str, reason: str) -> None:
         """Remember why `path` is not believed; say so once per reason, within domain `source`'s budget

@@ -13,6 +13,7 @@ from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import Frontend, VifParams, XenbusState
 from xenddd.registry.domain_directory import DomainDirectory
 from xenddd.registry.records import backend_path, frontend_path, parse_domid, parse_state, toolstack_path
+from xenddd.registry.toolstack_records import recorded_frontends
 
 
 class GuestView:
@@ -39,6 +40,20 @@ class GuestView:
         raw = self._xs.read(f"{frontend_path(guest_domid, frontend.kind, frontend.devid)}/backend-id")
         return parse_domid(raw)
 
+    def attached_to(self, driver_domid: int, guest_domid: int, frontend: Frontend) -> bool:
+        """Whether the toolstack attached the device to instance `driver_domid`: dom0's own record
+        (`/libxl/<guest>/device/<kind>/<devid>/backend`, which neither the guest nor a driver domain can
+        write) names that instance's backend. The guest's `backend-id` is not asked: a guest can write the
+        next domid there before the new instance exists."""
+        path = backend_path(driver_domid, frontend.kind, guest_domid, frontend.devid)
+        recorded = self._xs.read(f"{toolstack_path(guest_domid, frontend.kind, frontend.devid)}/backend")
+        return recorded == path.encode()
+
+    def recorded_on(self, driver_name: str, driver_domid: int) -> list[Frontend]:
+        """The running guests' devices dom0's toolstack records as served by that instance (see
+        `toolstack_records`): what a dead instance leaves to recover when the registry never saw it."""
+        return recorded_frontends(self._xs, self._domains, driver_name, driver_domid)
+
     def frontend_state(self, guest_domid: int, frontend: Frontend) -> XenbusState | None:
         return parse_state(
             self._xs.read(f"{frontend_path(guest_domid, frontend.kind, frontend.devid)}/state")
@@ -50,19 +65,26 @@ class GuestView:
 
     def connected_many(self, driver_domid: int, devices: Sequence[tuple[int, Frontend]]) -> list[bool]:
         """For each (guest domid, frontend): both ends Connected (XenbusState 4) through `driver_domid`,
-        the only proof that a reattach worked. One pipelined round trip for all: a recovery re-checks
-        every attached frontend on each pass, which must not cost three latencies each."""
+        the only proof that a reattach worked, and attached to that instance by dom0's own record (see
+        `attached_to`). One pipelined round trip for all: a recovery re-checks every attached frontend on
+        each pass, which must not cost four latencies each."""
         paths = []
         for guest_domid, frontend in devices:
             front = frontend_path(guest_domid, frontend.kind, frontend.devid)
             back = backend_path(driver_domid, frontend.kind, guest_domid, frontend.devid)
-            paths += [f"{front}/backend-id", f"{front}/state", f"{back}/state"]
+            record = toolstack_path(guest_domid, frontend.kind, frontend.devid)
+            paths += [f"{record}/backend", f"{front}/backend-id", f"{front}/state", f"{back}/state"]
         values = self._xs.read_many(paths) if paths else []
+        backends = [
+            backend_path(driver_domid, frontend.kind, guest_domid, frontend.devid).encode()
+            for guest_domid, frontend in devices
+        ]
         return [
-            parse_domid(values[i]) == driver_domid
-            and parse_state(values[i + 1]) is XenbusState.CONNECTED
+            values[i] == backend
+            and parse_domid(values[i + 1]) == driver_domid
             and parse_state(values[i + 2]) is XenbusState.CONNECTED
-            for i in range(0, len(values), 3)
+            and parse_state(values[i + 3]) is XenbusState.CONNECTED
+            for backend, i in zip(backends, range(0, len(values), 4), strict=True)
         ]
 
     def identity_differences(self, guest_domid: int, frontend: Frontend) -> dict[str, list[str | None]]:

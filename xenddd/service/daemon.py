@@ -37,6 +37,7 @@ from xenddd.registry.backend_watcher import BackendWatcher
 from xenddd.registry.frontends import FrontendRegistry
 from xenddd.registry.guest_view import GuestView
 from xenddd.service.control import ControlServer
+from xenddd.service.hint_gate import HintGate
 from xenddd.service.metrics import write_metrics
 from xenddd.state import Damage
 
@@ -92,6 +93,7 @@ class Daemon:
         self._ready = False
         self._last_ping = 0.0
         self._watch_changes: dict[str, bool] = {}  # path → watch (True) or unwatch, for the pass's end
+        self._gate = HintGate()
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -126,25 +128,36 @@ class Daemon:
         self.hints.put(ResyncHint("stopping"))
 
     def _serve(self, wake: float | None) -> None:
-        """A quiet moment re-checks what the last pass asked for; everything is re-read every
-        SAFETY_RESYNC seconds, whatever the hint traffic."""
+        """Passes for admitted hints (see `HintGate`), for the last pass's wake-up (a quiet moment
+        re-checks what it asked for), and a full resync every SAFETY_RESYNC seconds on its own clock: a
+        steady stream of hints must not starve it."""
         interval = watchdog_interval()
-        resynced = time.monotonic()
+        now = time.monotonic()
+        wake_at = None if wake is None else now + wake
+        resync_at = now + SAFETY_RESYNC
         while not self._stop.is_set():
-            until_resync = max(0.0, resynced + SAFETY_RESYNC - time.monotonic())
-            timeout = min(t for t in (wake, interval, until_resync) if t is not None)
-            hints = self._drain(max(0.0, timeout))
+            now = time.monotonic()
+            deadlines = [t - now for t in (wake_at, resync_at) if t is not None]
+            timeout = min(t for t in (*deadlines, interval, self._gate.next_release()) if t is not None)
+            hints = self._gate.admit(self._drain(max(0.0, timeout)))
             if self._stop.is_set():
                 break
             if self._reload.is_set():
                 self._reload.clear()
                 self._reload_config()
                 hints.append(ResyncHint("config reloaded"))
-            if time.monotonic() >= resynced + SAFETY_RESYNC:
+            now = time.monotonic()
+            if now >= resync_at:
                 hints.append(ResyncHint("timer"))
+            elif not hints and wake_at is not None and now >= wake_at:
+                hints.append(Recheck())
+            if not hints:
+                self._ping_watchdog()  # woken for the watchdog, or for held hints not yet due
+                continue
             if any(isinstance(h, ResyncHint) for h in hints):
-                resynced = time.monotonic()
-            wake = self._reconcile(hints or [Recheck()])
+                resync_at = now + SAFETY_RESYNC
+            wake = self._reconcile(hints)
+            wake_at = None if wake is None else time.monotonic() + wake
             self._ping_watchdog()
             self.notifier.status(self._status_line())
 
@@ -381,7 +394,7 @@ class Daemon:
         if self._wiring is None:
             return "starting"
         try:
-            snapshot = self._wiring.reconciler.snapshot()
+            snapshot = self._wiring.reconciler.snapshot(fresh=False)
         except XendddError as exc:
             # e.g. libxl failing to describe a domain that is dying: a status line must not stop the daemon
             return f"status unavailable: {exc}"
@@ -400,6 +413,6 @@ class Daemon:
         if target is None or self._wiring is None:
             return
         try:
-            write_metrics(target, self._wiring.reconciler.snapshot(), self.history)
+            write_metrics(target, self._wiring.reconciler.snapshot(fresh=False), self.history)
         except (OSError, XendddError) as exc:
             log.warning("metrics not written to %s: %s", target, exc)

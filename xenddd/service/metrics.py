@@ -52,6 +52,12 @@ def render_metrics(snapshot: dict[str, Any], history: History) -> str:
         "Failed frontend reattach attempts.",
         per_domain("reattach_failures"),
     )
+    family(
+        "xenddd_parked_frontends",
+        "gauge",
+        "Frontends that never connected within their reattach attempts, retried outside any recovery.",
+        [(f'{{driver_domain="{d["name"]}"}}', float(len(d["parked"]))) for d in domains],
+    )
     durations = [d for d in (mttr(records) for records in history.incidents().values()) if d is not None]
     buckets = [(f'{{le="{b:g}"}}', float(sum(1 for d in durations if d <= b))) for b in MTTR_BUCKETS]
     buckets.append(('{le="+Inf"}', float(len(durations))))

@@ -297,7 +297,7 @@ class SimHost:
         for kind in self.dom0.directory(f"/libxl/{guest.domid}/device"):
             for devid in self.dom0.directory(f"/libxl/{guest.domid}/device/{kind}"):
                 back = (self.dom0.read(f"/libxl/{guest.domid}/device/{kind}/{devid}/backend") or b"").decode()
-                if back:
+                if back and self.dom0.read(back) is not None:  # gone with a driver domain that died
                     self.dom0.rm(back)
         guest.devices.clear()
 

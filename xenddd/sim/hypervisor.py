@@ -7,12 +7,15 @@ device whose backend domain is not running fails. Devices reach the toolstack as
 them: vifs as `xl network-attach devid=N` (libvirt's libxlMakeNic never sets a devid, so the adapter does
 not ask libvirt; see docs/design.md), vbds with the devid their vdev gives on both toolstacks
 (libxl__device_disk_dev_number). A caller of `SimHost.attach` without a devid gets libxl's next one.
+`drop_connection` stands for libvirtd restarting: calls fail and lifecycle events are lost for a while,
+then the client reconnects and says so.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, GuestDevice, LifecycleEvent, LifecycleKind
@@ -44,24 +47,39 @@ class SimHypervisor:
         self._iommu = iommu
         self._events: queue.Queue[LifecycleEvent | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._on_reconnect: Callable[[], None] = lambda: None
+        self._lost_until = 0.0
         host.listen(self._on_host_event)
 
+    def drop_connection(self, gap: float) -> None:
+        """libvirtd is unreachable for `gap` seconds: calls fail and lifecycle events are lost; then the
+        connection is back and `on_reconnect` is called, as the libvirt adapter's reconnect does."""
+        self._lost_until = time.monotonic() + gap
+        timer = threading.Timer(gap, lambda: self._on_reconnect())
+        timer.daemon = True
+        timer.start()
+
     def domains(self) -> list[DomainInfo]:
+        self._reachable()
         return [_info(d) for d in list(self.host.domains.values())]
 
     def domain(self, name: str) -> DomainInfo | None:
+        self._reachable()
         domain = self.host.domains.get(name)
         return _info(domain) if domain is not None else None
 
     def define(self, spec: DriverDomainSpec) -> None:
+        self._reachable()
         self.host.define(spec.name, driver=True, memory_kib=spec.memory_mib * 1024, vcpus=spec.vcpus)
 
     def start(self, name: str) -> DomainInfo:
+        self._reachable()
         if name not in self.host.domains:
             raise XendddError(f"{name}: not defined")
         return _info(self.host.start(name))
 
     def destroy(self, name: str) -> None:
+        self._reachable()
         if name in self.host.domains:
             self.host.destroy(name)
 
@@ -87,6 +105,7 @@ class SimHypervisor:
     def attach(
         self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
     ) -> None:
+        self._reachable()
         values: dict[str, str]
         if isinstance(params, VifParams):
             values = {"mac": normalise_mac(params.mac)}
@@ -113,6 +132,7 @@ class SimHypervisor:
             ) from None
 
     def detach(self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams) -> None:
+        self._reachable()
         try:
             self.host.detach(guest, kind.value, devid)
         except XsError as exc:
@@ -127,6 +147,8 @@ class SimHypervisor:
     def watch_lifecycle(
         self, handler: Callable[[LifecycleEvent], None], on_reconnect: Callable[[], None]
     ) -> None:
+        self._on_reconnect = on_reconnect
+
         def loop() -> None:
             while True:
                 event = self._events.get()
@@ -142,9 +164,13 @@ class SimHypervisor:
         if self._thread is not None:
             self._thread.join(2.0)
 
+    def _reachable(self) -> None:
+        if time.monotonic() < self._lost_until:
+            raise XendddError("cannot reach libvirtd: connection lost (reconnecting)")
+
     def _on_host_event(self, what: str, domain: SimDomain) -> None:
         kind = _KINDS.get(what)
-        if kind is not None:
+        if kind is not None and time.monotonic() >= self._lost_until:
             self._events.put(LifecycleEvent(domain.name, domain.uuid, kind, domain.domid))
 
 
