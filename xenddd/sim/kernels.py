@@ -79,18 +79,22 @@ class BackendKernel(Kernel):
         self.xs.watch(f"{self.home}/backend", self._guarded)
 
     def handle(self, path: str) -> None:
-        """Only the device the event is about: a rescan per event would make N devices cost N² (the real
-        netback's per-device watches behave the same way)."""
+        """Only the device (or the guest's devices) the event is about: a rescan per event would make N
+        devices cost N² (the real netback's per-device watches behave the same way)."""
         parts = path.split("/")
-        base = self.home.split("/")
-        if path.startswith(self.home + "/backend/") and len(parts) >= len(base) + 4:
-            kind = parts[len(base) + 1]
-            self._step("/".join(parts[: len(base) + 4]), kind)
-            return
-        for frontend, (device, kind) in list(self._by_frontend.items()):
-            if path == frontend or path.startswith(frontend + "/"):
-                self._step(device, kind)
+        depth = len(self.home.split("/"))
+        if path.startswith(self.home + "/backend/") and len(parts) >= depth + 3:
+            kind = parts[depth + 1]
+            if len(parts) >= depth + 4:
+                self._step("/".join(parts[: depth + 4]), kind)
                 return
+            for devid in self.xs.directory(path):  # a guest's directory appeared or went
+                self._step(f"{path}/{devid}", kind)
+            return
+        known = self._by_frontend.get(path[: -len("/state")] if path.endswith("/state") else path)
+        if known is not None:
+            self._step(*known)
+            return
         self.rescan()
 
     def announce_ready(self) -> None:

@@ -18,6 +18,7 @@ removed and handed over, so checking it costs nothing however large the store gr
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from xenddd.sim.quotas import QuotaBook
 
 PRIVILEGED = 0
+_PATH_CHARS = re.compile(r"[A-Za-z0-9/_@.:;-]*")
 PATH_MAX = 3072  # XENSTORE_ABS_PATH_MAX
 PAYLOAD_MAX = 4096  # XENSTORE_PAYLOAD_MAX
 
@@ -100,7 +102,7 @@ def normalise(path: str, domid: int) -> str:
         path = f"/local/domain/{domid}/{path}"
     if len(path) > PATH_MAX or (path != "/" and (path.endswith("/") or "//" in path)):
         raise XsError("EINVAL")
-    if any(not (c.isalnum() or c in "-/_@.:;") for c in path):
+    if not _PATH_CHARS.fullmatch(path):
         raise XsError("EINVAL")
     return path
 
@@ -294,7 +296,9 @@ class Transaction:
     domid: int
     tree: TxTree
     start_gens: dict[str, int] = field(default_factory=dict)
-    dirty: set[str] = field(default_factory=set)
+    dirty: set[str] = field(default_factory=set)  # nodes to copy into the live tree at the commit
+    events: set[str] = field(default_factory=set)  # paths whose watches fire at the commit
+    removed_perms: dict[str, tuple[Perm, ...]] = field(default_factory=dict)  # of the removed nodes
 
     def depend(self, paths: list[str]) -> None:
         for path in paths:
@@ -323,13 +327,3 @@ class Transaction:
                 fresh.gen = gen
                 store.tree.put(path, fresh)
 
-
-def watch_matches(watch_path: str, changed: str) -> bool:
-    """A watch sees changes to its path and below; a removed ancestor removes the watched node too."""
-    if watch_path.startswith("@") or changed.startswith("@"):
-        return watch_path == changed
-    return (
-        changed == watch_path
-        or changed.startswith(watch_path.rstrip("/") + "/")
-        or watch_path.startswith(changed.rstrip("/") + "/")
-    )

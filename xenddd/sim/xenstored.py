@@ -13,6 +13,7 @@ every connection as a xenstored restart does.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 
@@ -28,7 +29,6 @@ from xenddd.sim.store import (
     can,
     normalise,
     parent_of,
-    watch_matches,
 )
 from xenddd.sim.xenstored_conn import Connection, EventSink, Faults, NodePerms, Watch, relative_path
 from xenddd.sim.xenstored_ops import HANDLERS
@@ -46,7 +46,10 @@ class Xenstored:
         self.connections: list[Connection] = []
         self.introduced: set[int] = {0}
         self.faults = Faults()
-        self._index: dict[str, list[tuple[Connection, Watch]]] | None = None
+        # every watch by its absolute path, and the watched paths sorted (a removal finds the watches
+        # below the removed node as one range): firing costs the changed path's depth, not the watch count
+        self._index: dict[str, list[tuple[Connection, Watch]]] = {}
+        self._watched_paths: list[str] = []
         self._tx_ids = iter(range(1, 1 << 31))
         self.store.write(self.store.tree, PRIVILEGED, "/local/domain/0/name", b"Domain-0")
         self.store.mkdir(self.store.tree, PRIVILEGED, "/tool/xenstored")
@@ -63,7 +66,7 @@ class Xenstored:
         with self.lock:
             if conn in self.connections:
                 self.connections.remove(conn)
-                self.watches_changed()
+                self.clear_watches(conn)
 
     # -- requests --------------------------------------------------------------------------------------
 
@@ -106,62 +109,70 @@ class Xenstored:
     def fire(
         self, changed: list[str], tree: Tree | None = None, removed_perms: dict[str, NodePerms] | None = None
     ) -> None:
-        """Queue watch events for `changed` paths to every connection whose watches match and may read."""
+        """Queue watch events for `changed` paths to every connection whose watches match and may read.
+
+        A watch sees changes to its path and below; `removed_perms` (the removed subtree's permissions)
+        says `changed` were removed, which a watch below a removed node sees as its own node removed."""
         if self.faults.drop_events:
             return
         live = tree or self.store.tree
-        if not removed_perms:
-            self._fire_indexed(changed, live)
-            return
-        for conn in list(self.connections):
-            for watch in conn.watches:
-                sent: set[str] = set()
-                for path in changed:
-                    if not watch_matches(watch.path, path):
-                        continue
-                    if not self._may_see(conn, path, live, removed_perms):
-                        continue
-                    # a removed ancestor is reported as the watched node itself, as C xenstored does
-                    event = watch.path if watch.path.startswith(path.rstrip("/") + "/") else path
-                    if event not in sent:
-                        sent.add(event)
-                        conn.sink(relative_path(event, watch, conn), watch.token)
-
-    def _fire_indexed(self, changed: list[str], live: Tree) -> None:
-        """Writes (the hot path) look up watches on the changed paths and their ancestors only."""
-        index = self._watch_index()
         sent: set[tuple[int, str]] = set()
         for path in changed:
             candidate = path
             while True:
-                for conn, watch in index.get(candidate, ()):
-                    key = (id(watch), path)
-                    if key not in sent and self._may_see(conn, path, live, None):
-                        sent.add(key)
-                        conn.sink(relative_path(path, watch, conn), watch.token)
-                if candidate == "/":
+                for conn, watch in self._index.get(candidate, ()):
+                    self._send(conn, watch, path, path, live, removed_perms, sent)
+                if candidate == "/" or candidate.startswith("@"):
                     break
                 candidate = parent_of(candidate)
+            if removed_perms and not path.startswith("@"):
+                prefix = path.rstrip("/") + "/"
+                low = bisect.bisect_left(self._watched_paths, prefix)
+                high = bisect.bisect_left(self._watched_paths, prefix[:-1] + "0")  # "0" follows "/"
+                for watched in self._watched_paths[low:high]:
+                    for conn, watch in self._index[watched]:
+                        # a removed ancestor is reported as the watched node itself, as C xenstored does
+                        self._send(conn, watch, watched, path, live, removed_perms, sent)
 
-    def watches_changed(self) -> None:
-        self._index = None
+    def _send(
+        self,
+        conn: Connection,
+        watch: Watch,
+        event: str,
+        path: str,
+        live: Tree,
+        removed: dict[str, NodePerms] | None,
+        sent: set[tuple[int, str]],
+    ) -> None:
+        key = (id(watch), event)
+        if key not in sent and self._may_see(conn, path, live, removed):
+            sent.add(key)
+            conn.sink(relative_path(event, watch, conn), watch.token)
 
-    def _watch_index(self) -> dict[str, list[tuple[Connection, Watch]]]:
-        if self._index is None:
-            index: dict[str, list[tuple[Connection, Watch]]] = {}
-            for conn in self.connections:
-                for watch in conn.watches:
-                    index.setdefault(watch.path, []).append((conn, watch))
-            self._index = index
-        return self._index
+    def add_watch(self, conn: Connection, watch: Watch) -> None:
+        conn.watches[(watch.path, watch.token)] = watch
+        entries = self._index.get(watch.path)
+        if entries is None:
+            entries = self._index[watch.path] = []
+            bisect.insort(self._watched_paths, watch.path)
+        entries.append((conn, watch))
+
+    def remove_watch(self, conn: Connection, watch: Watch) -> None:
+        del conn.watches[(watch.path, watch.token)]
+        entries = self._index[watch.path]
+        entries.remove((conn, watch))
+        if not entries:
+            del self._index[watch.path]
+            del self._watched_paths[bisect.bisect_left(self._watched_paths, watch.path)]
+
+    def clear_watches(self, conn: Connection) -> None:
+        for watch in list(conn.watches.values()):
+            self.remove_watch(conn, watch)
 
     def fire_special(self, name: str) -> None:
-        for conn in list(self.connections):
-            if conn.domid != PRIVILEGED:
-                continue  # special nodes are readable by dom0 only (C xenstored's default permissions)
-            for watch in conn.watches:
-                if watch.path == name:
-                    conn.sink(watch.given, watch.token)
+        for conn, watch in list(self._index.get(name, ())):
+            if conn.domid == PRIVILEGED:  # special nodes are readable by dom0 only (C xenstored's default)
+                conn.sink(watch.given, watch.token)
 
     def _may_see(self, conn: Connection, path: str, tree: Tree, removed: dict[str, NodePerms] | None) -> bool:
         if conn.domid == PRIVILEGED:
@@ -187,7 +198,6 @@ class Xenstored:
             self.introduced.discard(domid)
             for conn in list(self.connections):
                 if conn.domid == domid:
-                    conn.watches.clear()
+                    self.clear_watches(conn)
                     conn.transactions.clear()
-            self.watches_changed()
             self.fire_special("@releaseDomain")

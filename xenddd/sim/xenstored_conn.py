@@ -43,7 +43,7 @@ class Connection:
     def __init__(self, domid: int, sink: EventSink) -> None:
         self.domid = domid
         self.sink = sink
-        self.watches: list[Watch] = []
+        self.watches: dict[tuple[str, str], Watch] = {}  # by (absolute path, token)
         self.transactions: dict[int, Transaction] = {}
 
     def home(self) -> str:

@@ -141,12 +141,16 @@ def _mutate(
             touched += list(_up_to_existing(tree, path))
         tx.depend(touched)
     changed = action()
+    # a removal is one event per watch (for the removed node), as C xenstored fires it
+    events = [path] if removing else changed
     if tx is not None:
         tx.dirty.update(changed)
         tx.dirty.update(parent_of(p) for p in changed if p != "/")
+        if changed:
+            tx.events.update(events)  # fired at the commit: what the same requests fire outside one
+            tx.removed_perms.update(before)
     elif changed:
-        # a removal is one event per watch (for the removed node), as C xenstored fires it
-        xs.fire([path] if removing else changed, removed_perms=before)
+        xs.fire(events, removed_perms=before)
 
 
 def _node(tree: Tree, path: str) -> Node:
@@ -211,14 +215,13 @@ def _watch(
     given = args[0].decode("ascii", "replace")
     path = normalise(given, conn.domid)
     token = args[1].decode("ascii", "replace")
-    if any(w.path == path and w.token == token for w in conn.watches):
+    if (path, token) in conn.watches:
         raise XsError("EEXIST")
     if conn.domid != PRIVILEGED and xs.quotas.exceeded(conn.domid, "watches", xs.count_watches(conn.domid)):
         xs.quotas.record(conn.domid, "watches", xs.quotas.watch_errno(), "WATCH", path)
         raise XsError(xs.quotas.watch_errno())
     watch = Watch(given, path, token)
-    conn.watches.append(watch)
-    xs.watches_changed()
+    xs.add_watch(conn, watch)
     conn.sink(given, token)  # the initial event every WATCH fires
     return _ok()
 
@@ -230,12 +233,11 @@ def _unwatch(
         raise XsError("EINVAL")
     path = normalise(args[0].decode("ascii", "replace"), conn.domid)
     token = args[1].decode("ascii", "replace")
-    for watch in conn.watches:
-        if watch.path == path and watch.token == token:
-            conn.watches.remove(watch)
-            xs.watches_changed()
-            return _ok()
-    raise XsError("ENOENT")
+    watch = conn.watches.get((path, token))
+    if watch is None:
+        raise XsError("ENOENT")
+    xs.remove_watch(conn, watch)
+    return _ok()
 
 
 def _tx_start(
@@ -266,7 +268,7 @@ def _tx_end(
     if tx.conflicts(xs.store.tree):
         raise XsError("EAGAIN")
     tx.apply(xs.store)
-    xs.fire(sorted(tx.dirty))
+    xs.fire(sorted(tx.events), removed_perms=tx.removed_perms)
     return _ok()
 
 
@@ -312,9 +314,8 @@ def _is_introduced(
 def _reset_watches(
     xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
 ) -> bytes:
-    conn.watches.clear()
+    xs.clear_watches(conn)
     conn.transactions.clear()
-    xs.watches_changed()
     return _ok()
 
 
