@@ -326,4 +326,3 @@ class Transaction:
                 fresh = node.copy()
                 fresh.gen = gen
                 store.tree.put(path, fresh)
-
