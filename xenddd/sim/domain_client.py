@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 
 from xenddd.sim.store import (
@@ -30,17 +31,19 @@ log = logging.getLogger(__name__)
 class DomainClient:
     """An in-process client acting as domain `domid`: permission checks and quotas apply as to that domain.
 
-    Watch callbacks run on one dispatcher thread per client, never under the database lock, so a callback
-    may itself read and write.
+    Watch callbacks run on the engine's one dispatcher thread (in order for each client), never under the
+    database lock, so a callback may itself read and write. One thread for every domain of the host, not
+    one each: a host of a thousand guests was a thousand threads taking turns at the GIL.
     """
 
     def __init__(self, engine: Xenstored, domid: int) -> None:
         self.engine = engine
         self.domid = domid
-        self._events: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self._callbacks: dict[str, Callable[[str], None]] = {}
-        self.conn = engine.attach(domid, lambda path, token: self._events.put((path, token)))
-        self._thread: threading.Thread | None = None
+        self._dispatcher = _dispatcher_of(engine)
+        self.conn = engine.attach(domid, lambda path, token: self._dispatcher.put(self, path, token))
+        self._registered = False
+        self._closed = False
 
     def _call(self, op: int, payload: bytes, tx_id: int = 0) -> bytes:
         return self.engine.execute(self.conn, op, tx_id, payload)
@@ -103,30 +106,80 @@ class DomainClient:
         self._call(WATCH, path.encode() + b"\0" + token.encode() + b"\0")
 
     def close(self) -> None:
+        self._closed = True
         self.engine.detach(self.conn)
-        self._events.put(None)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(2.0)
+        if self._registered:
+            self._registered = False
+            self._dispatcher.unregister()
 
     def _ensure_dispatcher(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._dispatch, name=f"sim-dom{self.domid}-watches", daemon=True
-            )
-            self._thread.start()
+        if not self._registered and not self._closed:
+            self._registered = True
+            self._dispatcher.register()
 
-    def _dispatch(self) -> None:
-        while True:
-            item = self._events.get()
-            if item is None:
+    def deliver(self, path: str, token: str) -> None:
+        """Run the callback of the watch `token` (on the dispatcher thread)."""
+        callback = self._callbacks.get(token)
+        if callback is None or self._closed:
+            return
+        try:
+            callback(path)
+        except XsError as exc:
+            log.debug("sim dom%d watch callback on %s: %s", self.domid, path, exc.errno_name)
+        except Exception:
+            log.exception("sim dom%d watch callback on %s failed", self.domid, path)
+
+
+class _Dispatcher:
+    """The thread that delivers the watch events of an engine's in-process clients; it runs while any of
+    them has a watch, and ends with the last one's close (the host's threads end with the host)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients = 0
+        self._queue: queue.Queue[tuple[DomainClient, str, str] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def put(self, client: DomainClient, path: str, token: str) -> None:
+        self._queue.put((client, path, token))
+
+    def register(self) -> None:
+        with self._lock:
+            self._clients += 1
+            if self._thread is None:
+                self._queue = queue.Queue()
+                self._thread = threading.Thread(
+                    target=_deliver_all, args=(self._queue,), name="sim-domain-watches", daemon=True
+                )
+                self._thread.start()
+
+    def unregister(self) -> None:
+        with self._lock:
+            self._clients -= 1
+            if self._clients > 0 or self._thread is None:
                 return
-            path, token = item
-            callback = self._callbacks.get(token)
-            if callback is None:
-                continue
-            try:
-                callback(path)
-            except XsError as exc:
-                log.debug("sim dom%d watch callback on %s: %s", self.domid, path, exc.errno_name)
-            except Exception:
-                log.exception("sim dom%d watch callback on %s failed", self.domid, path)
+            thread, self._thread = self._thread, None
+            self._queue.put(None)
+        if thread is not threading.current_thread():
+            thread.join(2.0)
+
+
+def _deliver_all(events: queue.Queue[tuple[DomainClient, str, str] | None]) -> None:
+    while True:
+        item = events.get()
+        if item is None:
+            return
+        client, path, token = item
+        client.deliver(path, token)
+
+
+_DISPATCHERS: weakref.WeakKeyDictionary[Xenstored, _Dispatcher] = weakref.WeakKeyDictionary()
+_DISPATCHERS_LOCK = threading.Lock()
+
+
+def _dispatcher_of(engine: Xenstored) -> _Dispatcher:
+    with _DISPATCHERS_LOCK:
+        dispatcher = _DISPATCHERS.get(engine)
+        if dispatcher is None:
+            dispatcher = _DISPATCHERS[engine] = _Dispatcher()
+        return dispatcher

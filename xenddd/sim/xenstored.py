@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
+from collections import Counter
 
 from xenddd.sim.quotas import QuotaBook
 from xenddd.sim.store import (
@@ -50,6 +51,7 @@ class Xenstored:
         # below the removed node as one range): firing costs the changed path's depth, not the watch count
         self._index: dict[str, list[tuple[Connection, Watch]]] = {}
         self._watched_paths: list[str] = []
+        self._watch_counts: Counter[int] = Counter()
         self._tx_ids = iter(range(1, 1 << 31))
         self.store.write(self.store.tree, PRIVILEGED, "/local/domain/0/name", b"Domain-0")
         self.store.mkdir(self.store.tree, PRIVILEGED, "/tool/xenstored")
@@ -91,7 +93,7 @@ class Xenstored:
 
     def count_watches(self, domid: int) -> int:
         """A domain's watches over all its connections (C xenstored counts them per domain)."""
-        return sum(len(c.watches) for c in self.connections if c.domid == domid)
+        return self._watch_counts[domid]
 
     def count_transactions(self, domid: int) -> int:
         return sum(len(c.transactions) for c in self.connections if c.domid == domid)
@@ -151,6 +153,7 @@ class Xenstored:
 
     def add_watch(self, conn: Connection, watch: Watch) -> None:
         conn.watches[(watch.path, watch.token)] = watch
+        self._watch_counts[conn.domid] += 1
         entries = self._index.get(watch.path)
         if entries is None:
             entries = self._index[watch.path] = []
@@ -159,6 +162,7 @@ class Xenstored:
 
     def remove_watch(self, conn: Connection, watch: Watch) -> None:
         del conn.watches[(watch.path, watch.token)]
+        self._watch_counts[conn.domid] -= 1
         entries = self._index[watch.path]
         entries.remove((conn, watch))
         if not entries:
