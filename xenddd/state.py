@@ -42,7 +42,9 @@ DamageReport = Callable[[Damage], None]
 
 
 def write_json(path: Path, value: Any) -> None:
-    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+    """One line (`python3 -m json.tool FILE` shows it indented): without `indent` json uses its C encoder,
+    six times faster — an intent naming 1,000 frontends is saved on every pass of their recovery."""
+    write_text(path, json.dumps(value, sort_keys=True) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:

@@ -137,10 +137,18 @@ class FrontendSteps:
                 strict=True,
             )
         )
+        confirmed = [(guest, p.frontend) for p, guest in present if p.attached and connected[p.key]]
+        differences = dict(
+            zip(
+                (frontend.key for _g, frontend in confirmed),
+                self._t.guests.identity_differences_many(confirmed),
+                strict=True,
+            )
+        )
         for pending, guest in present:
             if pending.attached:
                 if connected[pending.key]:
-                    differs = self._t.guests.identity_differences(guest, pending.frontend)
+                    differs = differences[pending.key]
                     if differs:  # the guest's own configuration (udev rules, fstab) may not find it
                         self._t.event(
                             "reattach-differs", spec.name, incident, **pending.event_fields(), **differs
@@ -177,11 +185,12 @@ class FrontendSteps:
         new_domid = incident.new_domid
         assert new_domid is not None
         todo: list[PendingFrontend] = []
-        for pending in due:
-            if self._paused(pending):
-                continue  # a paused guest is reattached when it resumes (its lifecycle event wakes us)
-            guest = self._t.guests.current_domid(pending.frontend)
-            if guest is not None and self._t.guests.attached_to(new_domid, guest, pending.frontend):
+        unpaused = [p for p in due if not self._paused(p)]  # a paused guest: when it resumes (its event)
+        guests = [self._t.guests.current_domid(p.frontend) for p in unpaused]
+        present = [(g, p.frontend) for p, g in zip(unpaused, guests, strict=True) if g is not None]
+        attached = iter(self._t.guests.attached_to_many(new_domid, present))
+        for pending, guest in zip(unpaused, guests, strict=True):
+            if guest is not None and next(attached):
                 pending.attached = True  # done before a daemon restart: never attach twice
                 pending.confirm_deadline = self._t.clock() + spec.readiness.reattach_timeout_seconds
                 self._t.watch(_state_path(guest, pending))

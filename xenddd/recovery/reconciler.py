@@ -18,11 +18,11 @@ from typing import Any
 from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
-from xenddd.hints import CallReturned, ControlRequest, Hint, Recheck, XenstoreHint
+from xenddd.hints import CallReturned, ControlRequest, Hint, Recheck, ResyncHint, XenstoreHint
 from xenddd.model import Frontend, FrontendKey
 from xenddd.recovery.frontend_steps import earliest
 from xenddd.recovery.history import History
-from xenddd.recovery.intent import DomainRecord, Incident, IntentLog
+from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend
 from xenddd.recovery.phases import PrepareDomain, Recovery, running_domid
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import ToolstackCalls
@@ -153,7 +153,7 @@ class Reconciler:
         quiet = sum(isinstance(h, ControlRequest | CallReturned | Recheck) for h in hints)
         now = time.monotonic()
         if not hints or len(paths) < len(hints) - quiet:
-            self._registry.resync()
+            self._registry.resync(reread_domains=not hints or any(isinstance(h, ResyncHint) for h in hints))
             self._hinted.clear()
             self._registry_read_at = now
             return None
@@ -241,7 +241,9 @@ class Reconciler:
         # The instance xenddd knew is gone (crashed, destroyed or shut down behind its back, perhaps already
         # replaced by someone else's start): that is an incident, whatever the events did or did not say.
         now = self._clock()
-        frontends = self._served_by(spec.name, record.domid)
+        # A crash is reported as soon as it is seen; what only dom0's toolstack records name (a scan of
+        # every guest's records) is added right after. A replacement needs it first: it decides adoption.
+        frontends = self._served_by(spec.name, record.domid, with_records=running is not None)
         if running is not None and not frontends:
             self._adopt_replacement(spec, record, running)
             return None
@@ -265,9 +267,20 @@ class Reconciler:
             reason=reason,
             frontends=len(frontends),
         )
+        if running is None and incident.dead_domid is not None:
+            self._guests.refresh()
+            recorded = self._guests.recorded_on(spec.name, incident.dead_domid, {f.key for f in frontends})
+            if recorded:
+                incident.frontends += [PendingFrontend(f) for f in recorded]
+                self._intents.save(record)
+                log.warning(
+                    "%s: %d more frontends that only dom0's toolstack records name",
+                    spec.name, len(recorded),
+                )  # fmt: skip
         log.warning(
             "%s: domid %s %s; recovering %d frontends%s",
-            spec.name, incident.dead_domid, reason, len(frontends), _ignored(self._registry.rejected()),
+            spec.name, incident.dead_domid, reason, len(incident.frontends),
+            _ignored(self._registry.rejected()),
         )  # fmt: skip
         return self._recovery.advance(spec, record, info)
 
@@ -283,15 +296,16 @@ class Reconciler:
         record.domid, record.started_at = running, None
         self._intents.save(record)
 
-    def _served_by(self, name: str, domid: int | None) -> list[Frontend]:
+    def _served_by(self, name: str, domid: int | None, *, with_records: bool = True) -> list[Frontend]:
         """What instance `domid` of driver domain `name` served: what its death leaves to recover — the
-        registry's entries, and the devices dom0's toolstack records name that the registry never saw."""
+        registry's entries, and (`with_records`) the devices dom0's toolstack records name that the
+        registry never saw."""
         known = [f for f in self._registry.served_by(name) if f.backend_domid == domid or f.orphaned]
-        if domid is None:
+        if domid is None or not with_records:
             return known
         keys = {f.key for f in known}
         self._guests.refresh()
-        return known + [f for f in self._guests.recorded_on(name, domid) if f.key not in keys]
+        return known + self._guests.recorded_on(name, domid, keys)
 
     def _start(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
         self._prepare(spec)

@@ -19,6 +19,7 @@ class DomainDirectory:
         self._xs = xenstore
         self._lock = threading.Lock()
         self._by_domid: dict[int, GuestIdentity | None] = {}
+        self._by_name: dict[str, set[int]] = {}  # the same, by name: a lookup per frontend stays O(1)
         self.version = 0  # bumped whenever the set of domains (or their identities) may have changed
 
     def refresh(self, *, reread: bool = False) -> None:
@@ -32,9 +33,12 @@ class DomainDirectory:
         with self._lock:
             gone = set(self._by_domid) - domids
             for domid in gone:
-                del self._by_domid[domid]
+                self._forget(domid)
             for i, domid in enumerate(new):
-                self._by_domid[domid] = parse_guest_identity(values[2 * i], values[2 * i + 1])
+                self._forget(domid)
+                identity = self._by_domid[domid] = parse_guest_identity(values[2 * i], values[2 * i + 1])
+                if identity is not None:
+                    self._by_name.setdefault(identity.name, set()).add(domid)
             if gone or new:
                 self.version += 1
 
@@ -49,5 +53,13 @@ class DomainDirectory:
     def domid_of(self, name: str) -> int | None:
         """The running domain called `name`; the newest domid if a dying instance still lingers."""
         with self._lock:
-            matches = [d for d, ident in self._by_domid.items() if ident is not None and ident.name == name]
-        return max(matches) if matches else None
+            matches = self._by_name.get(name)
+            return max(matches) if matches else None
+
+    def _forget(self, domid: int) -> None:
+        identity = self._by_domid.pop(domid, None)
+        if identity is not None:
+            named = self._by_name[identity.name]
+            named.discard(domid)
+            if not named:
+                del self._by_name[identity.name]

@@ -2,7 +2,8 @@
 
 This is the memory that makes reattachment possible: when a driver domain dies its xenstore subtree vanishes
 with it, so what it served must have been recorded before. Entries are judged by `records` (hostile input,
-cross-checked with dom0's toolstack records), kept in memory and persisted atomically in the state directory whenever a durable field changes.
+cross-checked with dom0's toolstack records), kept in memory and persisted atomically in the state directory
+whenever a durable field changes.
 
 Life of an entry: created when a judged backend appears; updated on every re-read; marked `orphaned` while
 the driver domain instance that served it is gone (crash, destroy, restart under a new domid) and un-marked
@@ -36,6 +37,7 @@ from xenddd.registry.records import (
     Judgement,
     Rejection,
     backend_path,
+    backend_status,
     judge_device,
     parse_devid,
     parse_domid,
@@ -161,13 +163,16 @@ class FrontendRegistry:
             self._settled_version = -1
             self._changed()
 
-    def resync(self) -> None:
+    def resync(self, *, reread_domains: bool = True) -> None:
         """Re-read everything: at start, after a reconnect to xenstored, and whenever in doubt.
+        `reread_domains=False` trusts the names and UUIDs already read of domids still running (a
+        domain's lifecycle event does not rename the others: a resync for one need not re-read every
+        guest's two nodes).
 
         Rejections and warnings remembered for backend paths this pass did not find are forgotten: the
         nodes are gone, and a domain must not fill dom0's memory by creating and deleting them.
         """
-        self.domains.refresh(reread=True)
+        self.domains.refresh(reread=reread_domains)
         with self._lock:
             self._seen = set()
         try:
@@ -224,10 +229,45 @@ class FrontendRegistry:
         base = f"/local/domain/{dd_domid}/backend/{kind.value}"
         guests = sorted(batch.guests)
         listings = self._xs.directory_many([f"{base}/{g}" for g in guests]) if guests else []
-        devices = dict.fromkeys(sorted(batch.devices))
+        judged = self._status_changed(dd_domid, kind, [d for d in batch.devices if batch.status_only(*d)])
+        devices = dict.fromkeys(sorted(d for d in batch.devices if d not in judged))
         for guest, listing in zip(guests, listings, strict=True):
             devices.update(dict.fromkeys(self._devids(dd_domid, base, guest, listing)))
-        self._scan(name, dd_domid, kind, list(devices), scope=batch.covers)
+        if not devices and not guests:
+            return
+
+        def scope(guest: int, devid: int) -> bool:
+            return batch.covers(guest, devid) and (guest, devid) not in judged
+
+        self._scan(name, dd_domid, kind, list(devices), scope=scope)
+
+    def _status_changed(self, dd_domid: int, kind: DeviceKind, devices: list[_Device]) -> set[_Device]:
+        """Devices judged before whose hints name only their live status: that status is re-read (two
+        requests, not a dozen) and the entry updated; returns those so handled. A device not recorded at
+        this backend, or whose state node is gone, is left to the full scan. Any other change of a
+        backend (its frontend, parameters, the device itself) is a hint of its own and re-judges it."""
+        with self._lock:
+            known = {
+                d: self._entries[key]
+                for d in devices
+                if (key := self._keys_at.get((dd_domid, kind, *d))) is not None
+            }
+        paths = [
+            f"{backend_path(dd_domid, kind, g, d)}/{k}" for g, d in known for k in ("state", "hotplug-status")
+        ]
+        values = iter(self._xs.read_many(paths) if paths else [])
+        handled = set()
+        with self._lock:
+            for (g, d), frontend in known.items():
+                state, hotplug = next(values), next(values)
+                if state is None or self._entries.get(frontend.key) is not frontend:
+                    continue
+                status = backend_status(state, hotplug)
+                if status is None:
+                    continue  # malformed: the full judgement says so
+                self._store(replace(frontend, backend_state=status[0], hotplug_status=status[1]))
+                handled.add((g, d))
+        return handled
 
     def _confined(self, dd_domid: int, kind: DeviceKind, scan: Callable[[], None]) -> str | None:
         """Run `scan` of one driver domain's `kind` backends; None, or the error it kept failing with.
@@ -397,6 +437,7 @@ class FrontendRegistry:
         """Drop entries of vanished guest instances, (un)mark orphans, persist changes, wake waiters."""
         driver_domids = {name: self.domains.domid_of(name) for name in self.driver_domains}
         version = self.domains.version
+        newly_orphaned: dict[tuple[str, int], list[str]] = {}  # one line per dead instance, not per device
         with self._lock:
             # Only a change of the domain set can orphan or obsolete an untouched entry.
             keys = list(self._entries) if version != self._settled_version else list(self._touched)
@@ -420,13 +461,8 @@ class FrontendRegistry:
                 if orphaned != frontend.orphaned:
                     self._store(replace(frontend, orphaned=orphaned))
                     if orphaned:
-                        log.warning(
-                            "%s %s %d is orphaned: %s (domid %d) is gone",
-                            frontend.guest_name,
-                            key.kind.value,
-                            key.devid,
-                            frontend.backend_name,
-                            frontend.backend_domid,
+                        newly_orphaned.setdefault((frontend.backend_name, frontend.backend_domid), []).append(
+                            f"{frontend.guest_name} {key.kind.value} {key.devid}"
                         )
             if self._dirty and self._path is not None and not self._read_only:
                 document = {
@@ -436,6 +472,12 @@ class FrontendRegistry:
                 state.write_json(self._path, document)
             self._dirty = False
             self._changed()
+        for (backend_name, backend_domid), devices in newly_orphaned.items():
+            log.warning(
+                "%d frontends orphaned: %s (domid %d) is gone (%s%s)",
+                len(devices), backend_name, backend_domid, ", ".join(devices[:5]),
+                ", …" if len(devices) > 5 else "",
+            )  # fmt: skip
 
     def _store(self, frontend: Frontend) -> None:
         """Record `frontend`; only a change of a durable field makes the state file worth rewriting."""

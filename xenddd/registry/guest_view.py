@@ -7,10 +7,10 @@ value simply reads as "not connected", which can delay a confirmation but never 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from xenddd.adapters.xenstore.client import Xenstore
-from xenddd.model import Frontend, VifParams, XenbusState
+from xenddd.model import Frontend, FrontendKey, VifParams, XenbusState
 from xenddd.registry.domain_directory import DomainDirectory
 from xenddd.registry.records import backend_path, frontend_path, parse_domid, parse_state, toolstack_path
 from xenddd.registry.toolstack_records import recorded_frontends
@@ -40,19 +40,27 @@ class GuestView:
         raw = self._xs.read(f"{frontend_path(guest_domid, frontend.kind, frontend.devid)}/backend-id")
         return parse_domid(raw)
 
-    def attached_to(self, driver_domid: int, guest_domid: int, frontend: Frontend) -> bool:
-        """Whether the toolstack attached the device to instance `driver_domid`: dom0's own record
-        (`/libxl/<guest>/device/<kind>/<devid>/backend`, which neither the guest nor a driver domain can
-        write) names that instance's backend. The guest's `backend-id` is not asked: a guest can write the
-        next domid there before the new instance exists."""
-        path = backend_path(driver_domid, frontend.kind, guest_domid, frontend.devid)
-        recorded = self._xs.read(f"{toolstack_path(guest_domid, frontend.kind, frontend.devid)}/backend")
-        return recorded == path.encode()
+    def attached_to_many(self, driver_domid: int, devices: Sequence[tuple[int, Frontend]]) -> list[bool]:
+        """For each (guest domid, frontend): whether the toolstack attached the device to instance
+        `driver_domid` — dom0's own record (`/libxl/<guest>/device/<kind>/<devid>/backend`, which neither
+        the guest nor a driver domain can write) names that instance's backend. The guest's `backend-id`
+        is not asked: a guest can write the next domid there before the new instance exists. One
+        pipelined round trip for all."""
+        records = self._xs.read_many(
+            [f"{toolstack_path(g, f.kind, f.devid)}/backend" for g, f in devices] if devices else []
+        )
+        return [
+            recorded == backend_path(driver_domid, f.kind, g, f.devid).encode()
+            for (g, f), recorded in zip(devices, records, strict=True)
+        ]
 
-    def recorded_on(self, driver_name: str, driver_domid: int) -> list[Frontend]:
+    def recorded_on(
+        self, driver_name: str, driver_domid: int, known: Collection[FrontendKey] = ()
+    ) -> list[Frontend]:
         """The running guests' devices dom0's toolstack records as served by that instance (see
-        `toolstack_records`): what a dead instance leaves to recover when the registry never saw it."""
-        return recorded_frontends(self._xs, self._domains, driver_name, driver_domid)
+        `toolstack_records`), but for those `known`: what a dead instance leaves to recover when the
+        registry never saw it."""
+        return recorded_frontends(self._xs, self._domains, driver_name, driver_domid, known)
 
     def frontend_state(self, guest_domid: int, frontend: Frontend) -> XenbusState | None:
         return parse_state(
@@ -66,7 +74,7 @@ class GuestView:
     def connected_many(self, driver_domid: int, devices: Sequence[tuple[int, Frontend]]) -> list[bool]:
         """For each (guest domid, frontend): both ends Connected (XenbusState 4) through `driver_domid`,
         the only proof that a reattach worked, and attached to that instance by dom0's own record (see
-        `attached_to`). One pipelined round trip for all: a recovery re-checks every attached frontend on
+        `attached_to_many`). One pipelined round trip for all: a recovery re-checks every attached frontend on
         each pass, which must not cost four latencies each."""
         paths = []
         for guest_domid, frontend in devices:
@@ -87,27 +95,40 @@ class GuestView:
             for backend, i in zip(backends, range(0, len(values), 4), strict=True)
         ]
 
-    def identity_differences(self, guest_domid: int, frontend: Frontend) -> dict[str, list[str | None]]:
-        """What the guest's own configuration keys on (MAC and bridge; vdev), as dom0's `/libxl` record of
-        the device now at the frontend's devid says, where it differs from before: {field: [was, is]}.
-        The devid itself is the same by construction (this is the record at that devid)."""
-        where = toolstack_path(guest_domid, frontend.kind, frontend.devid)
-        params = frontend.params
-        before: dict[str, str | None] = (
-            {"mac": params.mac, "bridge": params.bridge}
-            if isinstance(params, VifParams)
-            else {"dev": params.vdev}
-        )
-        differences: dict[str, list[str | None]] = {}
-        for key, was in before.items():
-            raw = self._xs.read(f"{where}/{key}")
-            now = raw.decode("utf-8", "replace").lower() if key == "mac" and raw else _decoded(raw)
-            if now != was:
-                differences["vdev" if key == "dev" else key] = [was, now]
-        return differences
+    def identity_differences_many(
+        self, devices: Sequence[tuple[int, Frontend]]
+    ) -> list[dict[str, list[str | None]]]:
+        """For each (guest domid, frontend): what the guest's own configuration keys on (MAC and bridge;
+        vdev), as dom0's `/libxl` record of the device now at the frontend's devid says, where it differs
+        from before: {field: [was, is]}. The devid itself is the same by construction (this is the record
+        at that devid). One pipelined round trip for all."""
+        befores = [_identity(frontend) for _g, frontend in devices]
+        paths = [
+            f"{toolstack_path(g, frontend.kind, frontend.devid)}/{key}"
+            for (g, frontend), before in zip(devices, befores, strict=True)
+            for key in before
+        ]
+        values = iter(self._xs.read_many(paths) if paths else [])
+        found = []
+        for before in befores:
+            differences: dict[str, list[str | None]] = {}
+            for key, was in before.items():
+                raw = next(values)
+                now = raw.decode("utf-8", "replace").lower() if key == "mac" and raw else _decoded(raw)
+                if now != was:
+                    differences["vdev" if key == "dev" else key] = [was, now]
+            found.append(differences)
+        return found
 
     def read(self, path: str) -> bytes | None:
         return self._xs.read(path)
+
+
+def _identity(frontend: Frontend) -> dict[str, str | None]:
+    params = frontend.params
+    if isinstance(params, VifParams):
+        return {"mac": params.mac, "bridge": params.bridge}
+    return {"dev": params.vdev}
 
 
 def _decoded(raw: bytes | None) -> str | None:

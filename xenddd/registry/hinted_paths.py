@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from xenddd.model import DeviceKind
 from xenddd.registry.records import parse_backend_path
 
+STATUS_KEYS: set[str | None] = {"state", "hotplug-status"}
+
 
 @dataclass
 class HintedBackends:
@@ -17,9 +19,16 @@ class HintedBackends:
     everything: bool = False
     guests: set[int] = field(default_factory=set)
     devices: set[tuple[int, int]] = field(default_factory=set)
+    # per device, the keys below it the hints name (None: the device's directory, or deeper)
+    keys: dict[tuple[int, int], set[str | None]] = field(default_factory=dict)
 
     def covers(self, guest: int, devid: int) -> bool:
         return guest in self.guests or (guest, devid) in self.devices
+
+    def status_only(self, guest: int, devid: int) -> bool:
+        """Whether the hints name nothing of the device but its live status (`state`, `hotplug-status`):
+        what a backend's handshake writes, several times per device in a recovery."""
+        return guest not in self.guests and self.keys.get((guest, devid), {None}) <= STATUS_KEYS
 
 
 def group_hinted_paths(
@@ -42,5 +51,8 @@ def group_hinted_paths(
         elif location.devid is None:
             batch.guests.add(location.guest_domid)
         else:
-            batch.devices.add((location.guest_domid, location.devid))
+            device = (location.guest_domid, location.devid)
+            batch.devices.add(device)
+            parts = path.split("/")
+            batch.keys.setdefault(device, set()).add(parts[8] if len(parts) == 9 else None)
     return domain_events, batches

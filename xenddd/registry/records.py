@@ -227,6 +227,15 @@ def _judge(
     return Judgement(frontend, tuple(warnings))
 
 
+def backend_status(state: bytes | None, hotplug: bytes | None) -> tuple[XenbusState, str | None] | None:
+    """A judged backend's live status re-read on its own (see the registry): None when a value is
+    malformed (the full judgement warns about it)."""
+    warnings: list[str] = []
+    backend_state = _status(state, parse_state, "backend state", warnings)
+    hotplug_status = _status(hotplug, _hotplug, "hotplug-status", warnings)
+    return None if warnings else (backend_state or XenbusState.UNKNOWN, hotplug_status)
+
+
 def _identity_values(kind: DeviceKind, nodes: DeviceNodes, warnings: list[str]) -> dict[str, str]:
     """Each parameter from the most trusted source with a well-formed value: dom0's toolstack copy, else
     the driver domain's backend. A malformed value is ignored with a warning, never the whole device: one

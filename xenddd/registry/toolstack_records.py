@@ -11,8 +11,10 @@ backend's own nodes.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from xenddd.adapters.xenstore.client import Xenstore
-from xenddd.model import DeviceKind, Frontend
+from xenddd.model import DeviceKind, Frontend, FrontendKey
 from xenddd.registry.domain_directory import DomainDirectory
 from xenddd.registry.records import (
     FRONTEND_KEYS,
@@ -31,9 +33,15 @@ from xenddd.registry.records import (
 
 
 def recorded_frontends(
-    xenstore: Xenstore, domains: DomainDirectory, driver_name: str, driver_domid: int
+    xenstore: Xenstore,
+    domains: DomainDirectory,
+    driver_name: str,
+    driver_domid: int,
+    known: Collection[FrontendKey] = (),
 ) -> list[Frontend]:
-    """The running guests' devices that dom0's toolstack records as served by instance `driver_domid`."""
+    """The running guests' devices that dom0's toolstack records as served by instance `driver_domid`,
+    but for those in `known` (already remembered: only their record's `backend` is read). Four pipelined
+    round trips whatever the number of guests."""
     guests = [g for g in (parse_domid(raw) for raw in xenstore.directory("/libxl") or []) if g is not None]
     guests = [g for g in guests if g != driver_domid and domains.identity(g) is not None]
     places = [(g, kind) for g in guests for kind in DeviceKind]
@@ -46,26 +54,32 @@ def recorded_frontends(
     ]
     recorded = xenstore.read_many([f"{toolstack_path(g, kind, d)}/backend" for g, kind, d in devices])
     served = [
-        (g, kind, d)
+        (g, kind, d, identity)
         for (g, kind, d), backend in zip(devices, recorded, strict=True)
         if backend == backend_path(driver_domid, kind, g, d).encode()
+        and (identity := domains.identity(g)) is not None
+        and FrontendKey(identity.uuid, kind, d) not in known
     ]
-    found = []
-    for g, kind, d in served:
-        identity = domains.identity(g)
-        if identity is None:
-            continue
-        params = VIF_PARAM_KEYS if kind is DeviceKind.VIF else VBD_PARAM_KEYS
-        toolstack_keys = (*TOOLSTACK_KEYS, *params)
-        values = xenstore.read_many(
-            [f"{toolstack_path(g, kind, d)}/{k}" for k in toolstack_keys]
-            + [f"{frontend_path(g, kind, d)}/{k}" for k in FRONTEND_KEYS]
+    keys_of = {
+        kind: (*TOOLSTACK_KEYS, *(VIF_PARAM_KEYS if kind is DeviceKind.VIF else VBD_PARAM_KEYS))
+        for kind in DeviceKind
+    }
+    paths = [
+        path
+        for g, kind, d, _identity in served
+        for path in (
+            *(f"{toolstack_path(g, kind, d)}/{k}" for k in keys_of[kind]),
+            *(f"{frontend_path(g, kind, d)}/{k}" for k in FRONTEND_KEYS),
         )
-        toolstack = {k: v for k, v in zip(toolstack_keys, values, strict=False) if v is not None}
-        tail = values[len(toolstack_keys) :]
-        frontend = {k: v for k, v in zip(FRONTEND_KEYS, tail, strict=True) if v is not None}
-        nodes = DeviceNodes(toolstack, {}, frontend)
-        verdict = judge_device(driver_name, driver_domid, kind, g, d, identity, nodes)
+    ]
+    values = iter(xenstore.read_many(paths) if paths else [])
+    found = []
+    for g, kind, d, identity in served:
+        toolstack = {k: v for k in keys_of[kind] if (v := next(values)) is not None}
+        frontend = {k: v for k in FRONTEND_KEYS if (v := next(values)) is not None}
+        verdict = judge_device(
+            driver_name, driver_domid, kind, g, d, identity, DeviceNodes(toolstack, {}, frontend)
+        )
         if isinstance(verdict, Judgement):
             found.append(verdict.frontend)
     return found
