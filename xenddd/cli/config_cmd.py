@@ -14,6 +14,7 @@ from xenddd.config.check import Finding, file_findings
 from xenddd.config.loader import load_config, located
 from xenddd.config.toml_reader import locate_line
 from xenddd.pci.preflight import device_findings
+from xenddd.registry.xenstored_quota import devices_recorded, quota_warnings, read_xenstored_quotas
 
 
 @click.group("config")
@@ -40,6 +41,12 @@ def check(cli: CliContext, file: Path | None) -> None:
     config = load_config(path)
     settings = config.settings
     findings = file_findings(config) + device_findings(config, PciSysfs(settings.sysfs_root), Path("/proc"))
+    near = quota_warnings(devices_recorded(settings.state_dir), read_xenstored_quotas())
+    findings += [
+        Finding("warning", f"driver_domain[{i}]", f"{spec.name} {near[spec.name]}")
+        for i, spec in enumerate(config.driver_domains)
+        if spec.name in near
+    ]
     text = path.read_text(encoding="utf-8")
     errors = [f for f in findings if f.severity == "error"]
     names = [spec.name for spec in config.start_order()]

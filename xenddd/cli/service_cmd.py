@@ -19,6 +19,7 @@ from xenddd.config.loader import DEFAULT_CONFIG_PATH
 from xenddd.config.spec import Config
 from xenddd.errors import DaemonNotRunning, InputError, XendddError
 from xenddd.recovery.history import History
+from xenddd.registry.xenstored_quota import quota_warnings, read_xenstored_quotas
 from xenddd.service.control import answer_or_raise, request
 from xenddd.service.lock import daemon_lock
 
@@ -139,6 +140,12 @@ def status(cli: CliContext) -> None:
         lines.append(f"reload failed, running the previous config: {daemon_health['reload_error']}")
     lines.append(render_table(_STATUS_COLUMNS, rows))
     lines += [f"{d['name']}: {d['error']}" for d in domains if d.get("error")]
+    if daemon_health.get("mode") != "simulated":  # the simulated host's xenstored has its own quotas
+        served = {d["name"]: int(d.get("frontends") or 0) for d in domains}
+        near = quota_warnings(served, read_xenstored_quotas())
+        lines += [f"warning: {name} {text}" for name, text in near.items()]
+        for d in domains:
+            d["xenstore_quota_warning"] = near.get(d["name"])
     lines += [
         f"{d['name']}: parked (never connected; retried): {p}" for d in domains for p in d.get("parked", [])
     ]
