@@ -59,37 +59,41 @@ def measure(frontends: int, repeat: int) -> tuple[list[float], list[float], list
     registry = lambda: daemon._wiring.registry.frontends() if daemon._wiring else []  # noqa: E731
 
     def steady() -> bool:
-        return len(registry()) == frontends and all(f.backend_state == 4 for f in registry())
+        entries = registry()
+        return len(entries) == frontends and all(f.backend_state == 4 and not f.orphaned for f in entries)
 
     wait(steady, 600, sim)
     detections, mttrs, requests = [], [], []
+    recovered_event = threading.Event()  # the history's listener: polling the history would load the daemon
+    daemon.history.subscribe(lambda record: record["event"] == "recovered" and recovered_event.set())
     for _ in range(repeat):
-        seen = len(daemon.history.since())
+        seen = max((r["seq"] for r in daemon.history.since()), default=0)
         sent = sim.server.requests_served()
+        recovered_event.clear()
         crashed_at = time.time()
         sim.host.crash("domnet")
-        wait(lambda s=seen: any(r["event"] == "recovered" for r in daemon.history.since()[s:]), 600, sim)
-        requests.append((sim.server.requests_served() - sent) / frontends)
-        records = daemon.history.since()[seen:]
+        wait(recovered_event.is_set, 600, sim)
+        records = daemon.history.since(after_seq=seen)
         detected = next(r["ts"] for r in records if r["event"] == "detected")
         recovered = next(r["ts"] for r in records if r["event"] == "recovered")
         detections.append((detected - crashed_at) * 1000)
         mttrs.append(recovered - crashed_at)
-        wait(steady, 600, sim)
+        wait(steady, 600, sim)  # the registry has judged every new backend: the recovery's requests are in
+        requests.append((sim.server.requests_served() - sent) / frontends)
     daemon.stop()
     thread.join(30)
     sim.stop()
     return detections, mttrs, requests
 
 
-def wait(condition: object, timeout: float, sim: SimulatedHost) -> None:
+def wait(condition: object, timeout: float, sim: SimulatedHost, poll: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
         if sim.engine.quotas.hits:
             raise SystemExit(f"a xenstore quota was hit: {sim.engine.quotas.hits[0]}")
         if time.monotonic() > deadline:
             raise SystemExit("timed out")
-        time.sleep(0.005)
+        time.sleep(poll)
 
 
 def main() -> None:
