@@ -9,6 +9,7 @@ planned operations from the control socket never race a recovery.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -95,6 +96,7 @@ class Reconciler:
             self.last_pass_seconds = time.monotonic() - started
             return wake
         observed = self._observe()
+        self._detect_crashes(observed)
         wake = self._refresh_registry(hints)
         self._report_listing_troubles()
         for spec in self.config.start_order():
@@ -109,6 +111,24 @@ class Reconciler:
             wake = earliest(wake, delay)
         self.last_pass_seconds = time.monotonic() - started
         return wake
+
+    def _detect_crashes(self, observed: dict[str, DomainInfo]) -> None:
+        """Open the incident of every driver domain whose known instance is gone, before the registry is
+        re-read (with a thousand frontends that takes a while, and what the dead instance served is
+        already known): a crash is reported when it is seen. The pass then goes on as always."""
+        for spec in self.config.start_order():
+            record = self._records[spec.name]
+            info = observed.get(spec.name)
+            if (
+                record.incident is None
+                and not record.stopped_by_request
+                and not record.failed
+                and record.domid is not None
+                and running_domid(info) is None
+            ):
+                # an error here: the pass's own turn for this domain meets it again and reports it
+                with contextlib.suppress(XendddError):
+                    self._reconcile_domain(spec, info, advance=False)
 
     def _at_rest(self) -> bool:
         """Nothing under way (no incident, no failed pass to retry): a xenstore change then concerns the
@@ -216,7 +236,10 @@ class Reconciler:
 
     # -- per domain ------------------------------------------------------------------------------------
 
-    def _reconcile_domain(self, spec: DriverDomainSpec, info: DomainInfo | None) -> float | None:
+    def _reconcile_domain(
+        self, spec: DriverDomainSpec, info: DomainInfo | None, *, advance: bool = True
+    ) -> float | None:
+        """`advance=False`: open an incident if there is one to open, and take no step of it yet."""
         record = self._records[spec.name]
         running = running_domid(info)
         if record.incident is not None:
@@ -282,7 +305,7 @@ class Reconciler:
             spec.name, incident.dead_domid, reason, len(incident.frontends),
             _ignored(self._registry.rejected()),
         )  # fmt: skip
-        return self._recovery.advance(spec, record, info)
+        return self._recovery.advance(spec, record, info) if advance else None
 
     def _adopt_replacement(self, spec: DriverDomainSpec, record: DomainRecord, running: int) -> None:
         """Somebody else restarted it while xenddd was not looking, and it served nobody then: nothing
