@@ -136,7 +136,7 @@ class SimHost:
             if how == "crashed" and self.cleanup_delay > 0 and domid not in self.dying:
                 self.dying.add(domid)
                 domain.state = "crashed"
-                self._after(self.cleanup_delay, lambda: self.stop(name, "cleaned-up"))
+                self._after(self.cleanup_delay, lambda: self._clean_up(name, domid))
                 self._emit("crashed", domain)
                 return
             self.dying.discard(domid)
@@ -148,6 +148,13 @@ class SimHost:
             self.engine.release(domid)
         if how != "cleaned-up":
             self._emit(how, domain)
+
+    def _clean_up(self, name: str, domid: int) -> None:
+        """The toolstack's cleanup of crashed instance `domid` — not of a newer instance of the same name
+        started meanwhile (a start of a dying domain cleans it up itself)."""
+        with self._lock:
+            if self.domains[name].domid == domid and domid in self.dying:
+                self.stop(name, "cleaned-up")
 
     def crash(self, name: str) -> None:
         self.stop(name, "crashed")
