@@ -40,6 +40,7 @@ from xenddd.service.simulated import simulated_runtime
 from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.host import SimDomain
 from xenddd.sim.hypervisor import SimHypervisor
+from xenddd.sim.quotas import QuotaBook, Quotas
 from xenddd.sim.socket_host import SimulatedHost
 from xenddd.sim.store import XsError
 
@@ -633,8 +634,11 @@ def run(faults: int, seed: int, guests: int, verbose: bool = False) -> int:
         format="%(asctime)s %(threadName)s %(name)s %(message)s",
     )
     config = parse_config(CONFIG.format(tmp=tmp) + guests_config(guests), tmp / "chaos.toml")
-    sim = SimulatedHost.start(tmp / "xenstored.sock")
-    sim.engine.watch_quota = 16 * guests + 1024  # every daemon ever started watches, as do the kernels
+    # xenstored's quotas raised before the host starts, as an operator would for these driver domains
+    sim = SimulatedHost.start(
+        tmp / "xenstored.sock",
+        quotas=QuotaBook(defaults=Quotas(nodes=64 * guests + 1000, watches=16 * guests + 128)),
+    )
     sim.host.cleanup_delay = 0.05  # libvirt's cleanup of a crashed domain: a detach before it fails
     c = Campaign(tmp, config, sim, random.Random(seed))
     sim.host.listen(lambda what, d: setattr(c, "highest_domid", max(c.highest_domid, d.domid or 0)))
@@ -671,6 +675,9 @@ def run(faults: int, seed: int, guests: int, verbose: bool = False) -> int:
             for violation, detail in found:
                 violations[violation] += 1
                 examples.setdefault(violation, f"after fault {number} ({kind}), guest re-created: {detail}")
+    if sim.engine.quotas.hits:  # a stall of the simulated host itself would be no test of the daemon
+        violations["xenstore-quota-hit"] += 1
+        examples.setdefault("xenstore-quota-hit", str(sim.engine.quotas.hits[0]))
     print_table(faults, seed, guests, by_kind, violations, examples, settle_times, c.zombies)
     if violations:
         print(f"log: {tmp / 'chaos.log'}")
