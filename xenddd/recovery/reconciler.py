@@ -255,8 +255,10 @@ class Reconciler:
             return self._recovery.retry_parked(spec, record, running) if record.parked else None
         if running is None and record.domid is None:
             # No record of an instance (a first start, or a damaged record): a dead instance the
-            # registry remembers serving guests is still one to recover
-            orphans = [f for f in self._registry.served_by(spec.name) if f.orphaned]
+            # registry remembers serving guests is still one to recover. No instance runs, so every entry
+            # is one of a dead instance — `orphaned` only says what the last re-read saw, and a crashed
+            # instance's nodes stay until the toolstack has cleaned it up
+            orphans = self._registry.served_by(spec.name)
             if not orphans:
                 self._start(spec, record)
                 return None
