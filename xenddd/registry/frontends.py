@@ -2,7 +2,8 @@
 
 This is the memory that makes reattachment possible: when a driver domain dies its xenstore subtree vanishes
 with it, so what it served must have been recorded before. Entries are judged by `records` (hostile input,
-cross-checked with dom0's toolstack records), kept in memory and persisted atomically in the state directory whenever a durable field changes.
+cross-checked with dom0's toolstack records), kept in memory and persisted atomically in the state directory
+whenever a durable field changes.
 
 Life of an entry: created when a judged backend appears; updated on every re-read; marked `orphaned` while
 the driver domain instance that served it is gone (crash, destroy, restart under a new domid) and un-marked
