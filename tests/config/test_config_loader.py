@@ -37,9 +37,12 @@ def rejection(text: str) -> str:
 
 def test_shipped_example_is_valid_and_documents_every_setting() -> None:
     config = load_config(EXAMPLE_CONFIG_PATH)
-    assert [d.name for d in config.driver_domains] == ["domnet", "domstore"]
+    assert [d.name for d in config.driver_domains] == ["domnet", "domstore", "domfw"]
     text = EXAMPLE_CONFIG_PATH.read_text()
     for key in (
+        "backend",
+        "mac",
+        "rate",
         "libvirt_uri",
         "xenstore_socket",
         "state_dir",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from xenddd.config.check import file_findings
 from xenddd.config.loader import parse_config, stable_mac
 from xenddd.config.spec import Config
 from xenddd.errors import ConfigError
@@ -96,3 +97,11 @@ def test_a_cycle_through_device_backends_is_refused() -> None:
 )
 def test_bad_vif_values_are_refused_in_one_line(extra: str, expected: str) -> None:
     assert expected in rejection(CHAIN + f"[[driver_domain.vif]]\n{extra}\n")
+
+
+def test_config_check_says_which_vif_macs_it_generated() -> None:
+    warnings = [f for f in file_findings(parse(CHAIN)) if f.severity == "warning"]
+    assert [(f.key_path, f.message.split(":")[0]) for f in warnings] == [
+        ("driver_domain[0].vif[0].mac", "no mac given")
+    ]
+    assert stable_mac("domfw", 0) in warnings[0].message
