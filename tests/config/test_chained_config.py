@@ -3,15 +3,11 @@ behind the NIC's): the implicit dependencies they make, and every bad value refu
 
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
-
 import pytest
 
+from tests.config.parsing import parse, rejection
 from xenddd.config.check import file_findings
-from xenddd.config.loader import parse_config, stable_mac
-from xenddd.config.spec import Config
-from xenddd.errors import ConfigError
+from xenddd.config.loader import stable_mac
 
 CHAIN = """
 [[driver_domain]]
@@ -40,17 +36,6 @@ name = "domstore"
 kind = "block"
 kernel = "/k"
 """
-
-
-def parse(text: str) -> Config:
-    return parse_config(textwrap.dedent(text), Path("/etc/xenddd/xenddd.toml"))
-
-
-def rejection(text: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        parse(text)
-    assert "\n" not in str(info.value)
-    return str(info.value)
 
 
 def test_device_backends_are_implicit_dependencies_and_order_the_starts() -> None:

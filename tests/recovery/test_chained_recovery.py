@@ -3,12 +3,10 @@ behind each: the three cascades of a crash — upstream, downstream, both — on
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from tests.recovery.conftest import RunningDaemon, wait_until
+from tests.recovery.conftest import RunningDaemon, freeze, wait_until
 from xenddd.adapters.hypervisor_api import DomainInfo
 from xenddd.sim.hypervisor import SimHypervisor
 from xenddd.sim.socket_host import SimulatedHost
@@ -190,46 +188,10 @@ def test_a_daemon_killed_mid_cascade_is_finished_by_the_next_one(
     first = start_daemon(topology=CHAIN)
     sim = first.sim
     wait_until(lambda: connected(sim), what="the chain connected")
-    frozen, release = threading.Event(), threading.Event()
-
-    class FreezingAfterNetStart(SimHypervisor):
-        """Once frozen, every toolstack call of the first daemon blocks for good: it acts no more."""
-
-        def _gate(self) -> None:
-            if frozen.is_set():
-                release.wait()
-
-        def domains(self) -> Any:
-            self._gate()
-            return super().domains()
-
-        def domain(self, name: str) -> Any:
-            self._gate()
-            return super().domain(name)
-
-        def detach(self, *args: Any, **kwargs: Any) -> None:
-            self._gate()
-            super().detach(*args, **kwargs)
-
-        def attach(self, *args: Any, **kwargs: Any) -> None:
-            self._gate()
-            super().attach(*args, **kwargs)
-
-        def start(self, name: str) -> DomainInfo:
-            self._gate()
-            info = super().start(name)
-            if name == "domnet":
-                frozen.set()
-                release.wait()
-            return info
-
-    freezing = FreezingAfterNetStart(sim.host)
-    reconciler = first.daemon._wiring.reconciler  # type: ignore[union-attr]
-    first.daemon.runtime.hypervisor = freezing
-    reconciler._hv = reconciler._recovery._t.hypervisor = freezing
+    freezing = freeze(first, lambda step, domain: (step, domain) == ("start", "domnet"))
     sim.host.crash("domfw")
     sim.host.crash("domnet")
-    wait_until(frozen.is_set, what="the first daemon to freeze after domnet's start")
+    wait_until(freezing.frozen.is_set, what="the first daemon to freeze after domnet's start")
 
     second = start_daemon(topology=CHAIN, sim=sim)
     try:
@@ -239,4 +201,4 @@ def test_a_daemon_killed_mid_cascade_is_finished_by_the_next_one(
         assert not events(second, "reattach-failed") and not events(second, "restart-failed")
     finally:
         second.stop()
-        release.set()
+        freezing.release.set()
