@@ -9,13 +9,25 @@ from pathlib import Path
 import pytest
 
 from xenddd.adapters.domain_xml import driver_domain_xml, frontend_disk_xml
-from xenddd.config.spec import DiskSpec, DriverDomainSpec, PciDeviceSpec
+from xenddd.config.spec import DiskSpec, DriverDomainSpec, PciDeviceSpec, VifSpec
 from xenddd.model import Bdf, DriverDomainKind, VbdParams
 
 GOLDEN = Path(__file__).with_name("golden")
 NET = frozenset({DriverDomainKind.NETWORK})
 
 CASES = {
+    "pv_filtering_dd_chained_behind_domnet": driver_domain_xml(
+        DriverDomainSpec(
+            "domfw",
+            NET,
+            kernel=Path("/var/lib/xenddd/dd-vmlinuz"),
+            disks=(DiskSpec(Path("/dev/vg/domfw-data"), vdev="xvdb", backend="domstore"),),
+            vifs=(
+                VifSpec("00:16:3e:12:34:56", backend="domnet", bridge="br0", ip="10.0.0.2", rate_kib=1221),
+                VifSpec("00:16:3e:12:34:57", script="vif-route"),
+            ),
+        )
+    ),
     "pv_network_dd_with_pci": driver_domain_xml(
         DriverDomainSpec(
             "domnet",

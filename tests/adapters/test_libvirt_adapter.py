@@ -15,7 +15,7 @@ import pytest
 from xenddd.adapters.hypervisor import LibvirtHypervisor, parse_guest_devices, translate_lifecycle
 from xenddd.adapters.hypervisor_api import DomainState, LifecycleEvent, LifecycleKind
 from xenddd.adapters.xl import Xl
-from xenddd.config.spec import DriverDomainSpec, PciDeviceSpec
+from xenddd.config.spec import DriverDomainSpec, PciDeviceSpec, VifSpec
 from xenddd.errors import XendddError
 from xenddd.model import Bdf, DeviceKind, DriverDomainKind, VifParams
 
@@ -282,3 +282,19 @@ def test_a_libvirt_guests_vif_is_reattached_with_the_model_only_libvirt_knows(tm
     first, second = calls.read_text().splitlines()
     assert first.startswith("network-attach web") and "model=e1000" in first.split()
     assert "model=" not in second  # not in libvirt's definition: xl's default
+
+
+def test_libvirt_keeps_a_chained_driver_domains_uplink_with_its_backend_and_rate(
+    hypervisor: LibvirtHypervisor,
+) -> None:
+    uplink = VifSpec("00:16:3e:12:34:56", backend="domnet", bridge="br0", rate_kib=1221)
+    hypervisor.define(replace(SPEC, name="domfw", vifs=(uplink,)))
+    try:
+        (device,) = hypervisor.guest_devices("domfw")
+        assert (device.kind, device.backend_name) == (DeviceKind.VIF, "domnet")
+        assert isinstance(device.params, VifParams)
+        assert (device.params.mac, device.params.bridge) == ("00:16:3e:12:34:56", "br0")
+        xml = hypervisor.connection().lookupByName("domfw").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        assert "average='1221'" in xml
+    finally:
+        hypervisor.connection().lookupByName("domfw").undefine()

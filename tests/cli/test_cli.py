@@ -67,6 +67,8 @@ def test_config_check_of_the_example_names_its_placeholder_images() -> None:
         "driver_domain[0].kernel",
         "driver_domain[0].initrd",
         "driver_domain[1].disk[0].path",
+        "driver_domain[2].kernel",
+        "driver_domain[2].initrd",
     ]
 
 
@@ -78,8 +80,8 @@ def test_config_check_json_has_a_versioned_schema() -> None:
     assert document["version"] == 1
     assert document["kind"] == "config-check"
     (record,) = document["items"]
-    assert record["driver_domains"] == ["domnet", "domstore"]
-    assert record["valid"] is False and len(record["errors"]) == 3
+    assert record["driver_domains"] == ["domnet", "domstore", "domfw"]
+    assert record["valid"] is False and len(record["errors"]) == 5
 
 
 def test_invalid_config_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.config.parsing import parse, rejection
 from xenddd.config.loader import EXAMPLE_CONFIG_PATH, config_path, load_config, parse_config
 from xenddd.errors import ConfigError
 from xenddd.model import Bdf, DriverDomainKind
@@ -22,24 +22,14 @@ kernel = "/boot/dd-vmlinuz"
 """
 
 
-def parse(text: str) -> object:
-    return parse_config(textwrap.dedent(text), Path("/etc/xenddd/xenddd.toml"))
-
-
-def rejection(text: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        parse(text)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith("/etc/xenddd/xenddd.toml")
-    return message
-
-
 def test_shipped_example_is_valid_and_documents_every_setting() -> None:
     config = load_config(EXAMPLE_CONFIG_PATH)
-    assert [d.name for d in config.driver_domains] == ["domnet", "domstore"]
+    assert [d.name for d in config.driver_domains] == ["domnet", "domstore", "domfw"]
     text = EXAMPLE_CONFIG_PATH.read_text()
     for key in (
+        "backend",
+        "mac",
+        "rate",
         "libvirt_uri",
         "xenstore_socket",
         "state_dir",

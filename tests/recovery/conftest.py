@@ -7,9 +7,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from xenddd.adapters.hypervisor_api import DomainInfo
 from xenddd.config.loader import parse_config
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.service.daemon import Daemon
@@ -179,3 +181,56 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
 def domid(domain: SimDomain) -> int:
     assert domain.domid is not None
     return domain.domid
+
+
+class FreezingHypervisor(SimHypervisor):
+    """As a SIGKILL leaves a daemon: right after the call that `freezes_after(step, domain)` picks, that
+    call never returns, and every later toolstack call of that daemon (its loop's next look at the
+    domains included) blocks for good, until `release`."""
+
+    def __init__(self, host: SimHost, freezes_after: Callable[[str, str], bool]) -> None:
+        super().__init__(host)
+        self.frozen, self.release = threading.Event(), threading.Event()
+        self._freezes_after = freezes_after
+
+    def _gate(self) -> None:
+        if self.frozen.is_set():
+            self.release.wait()
+
+    def _done(self, step: str, domain: str) -> None:
+        if self._freezes_after(step, domain):
+            self.frozen.set()
+            self.release.wait()
+
+    def domains(self) -> list[DomainInfo]:
+        self._gate()
+        return super().domains()
+
+    def domain(self, name: str) -> DomainInfo | None:
+        self._gate()
+        return super().domain(name)
+
+    def detach(self, guest: str, *args: Any) -> None:
+        self._gate()
+        super().detach(guest, *args)
+        self._done("detach", guest)
+
+    def start(self, name: str) -> DomainInfo:
+        self._gate()
+        info = super().start(name)
+        self._done("start", name)
+        return info
+
+    def attach(self, guest: str, *args: Any) -> None:
+        self._gate()
+        super().attach(guest, *args)
+        self._done("attach", guest)
+
+
+def freeze(handle: RunningDaemon, freezes_after: Callable[[str, str], bool]) -> FreezingHypervisor:
+    """Put a FreezingHypervisor under a running daemon's reconciler."""
+    freezing = FreezingHypervisor(handle.sim.host, freezes_after)
+    reconciler = handle.daemon._wiring.reconciler  # type: ignore[union-attr]
+    handle.daemon.runtime.hypervisor = freezing
+    reconciler._hv = reconciler._recovery._t.hypervisor = freezing
+    return freezing

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.recovery.conftest import RunningDaemon, all_connected, frontends, wait_until
+from tests.recovery.conftest import RunningDaemon, all_connected, freeze, frontends, wait_until
 from xenddd.adapters.hypervisor_api import DomainInfo
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import InputError
@@ -286,55 +286,12 @@ def test_a_daemon_killed_right_after_any_step_is_finished_by_the_next_one_withou
     a SIGKILL there would leave things: the worker that made the call never returns, and every later
     toolstack call of that daemon (its loop's next look at the domains included) blocks for good.
     A second daemon on the same state directory finishes the job."""
-    import threading
-
-    from xenddd.sim.hypervisor import SimHypervisor
-
     first = start_daemon()
     sim = first.sim
     wait_until(lambda: first.settled(FIVE_DEVICES))
-    frozen, release = threading.Event(), threading.Event()
-
-    class FreezingHypervisor(SimHypervisor):
-        def _gate(self) -> None:
-            if frozen.is_set():
-                release.wait()
-
-        def _freeze(self, step: str) -> None:
-            if step == killed_after:
-                frozen.set()
-                release.wait()
-
-        def domains(self) -> Any:
-            self._gate()
-            return super().domains()
-
-        def domain(self, name: str) -> Any:
-            self._gate()
-            return super().domain(name)
-
-        def detach(self, *args: Any, **kwargs: Any) -> None:
-            self._gate()
-            super().detach(*args, **kwargs)
-            self._freeze("detach")
-
-        def start(self, name: str) -> Any:
-            self._gate()
-            info = super().start(name)
-            self._freeze("start")
-            return info
-
-        def attach(self, *args: Any, **kwargs: Any) -> None:
-            self._gate()
-            super().attach(*args, **kwargs)
-            self._freeze("attach")
-
-    freezing = FreezingHypervisor(sim.host)
-    reconciler = first.daemon._wiring.reconciler  # type: ignore[union-attr]
-    first.daemon.runtime.hypervisor = freezing
-    reconciler._hv = reconciler._recovery._t.hypervisor = freezing
+    freezing = freeze(first, lambda step, _domain: step == killed_after)
     sim.host.crash("domnet")
-    wait_until(frozen.is_set, what=f"the first daemon to freeze after {killed_after}")
+    wait_until(freezing.frozen.is_set, what=f"the first daemon to freeze after {killed_after}")
 
     second = start_daemon(sim=sim)
     try:
@@ -346,7 +303,7 @@ def test_a_daemon_killed_right_after_any_step_is_finished_by_the_next_one_withou
         assert sum(1 for d in sim.host.domains.values() if d.driver and d.domid is not None) == 2
     finally:
         second.stop()
-        release.set()
+        freezing.release.set()
 
 
 def test_a_driver_domain_that_cannot_start_says_why_once_and_starts_once_it_can(

@@ -14,6 +14,10 @@ Decisions recorded here because the XML is where they show:
   adapters/hypervisor.py), which resets through pciback when it can and proceeds when it cannot, as
   `xl create` does; the domain is created with `<passthrough state='on'/>` so that Xen sets up its
   IOMMU context for them.
+- A driver domain's own vifs and disks may be served by another driver domain (`<backenddomain>`, which
+  libxl resolves by name at each start): a filtering domain's uplink from the NIC's domain. A vif's rate is
+  `<bandwidth><outbound average>` in KiB/s, the only rate libvirt's libxl driver passes on (at libxl's
+  50 ms interval); a vif without a bridge is `type='ethernet'`, left to its script.
 - `<on_crash>` is `destroy` (or `preserve` to keep a crashed domain for debugging): xenddd, not libvirt,
   owns restarts, because only xenddd knows the guests' frontends must be reattached afterwards.
 """
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from xenddd.config.spec import DiskSpec, DriverDomainSpec, PciDeviceSpec
+from xenddd.config.spec import DOM0_BACKEND, DiskSpec, DriverDomainSpec, PciDeviceSpec, VifSpec
 from xenddd.model import VbdParams
 
 
@@ -60,6 +64,8 @@ def driver_domain_xml(spec: DriverDomainSpec, uuid: str | None = None) -> str:
     devices = ET.SubElement(domain, "devices")
     for disk in spec.disks:
         devices.append(_disk(disk, hvm=spec.virt == "hvm"))
+    for vif in spec.vifs:
+        devices.append(_interface(vif))
     for pci in spec.pci:
         if pci not in by_libxl:
             devices.append(_hostdev(pci))
@@ -109,10 +115,28 @@ def _disk(disk: DiskSpec, hvm: bool) -> ET.Element:
     else:
         ET.SubElement(element, "driver", name="qemu", type=disk.format)
         ET.SubElement(element, "source", file=str(disk.path))
+    if disk.backend != DOM0_BACKEND:
+        ET.SubElement(element, "backenddomain", name=disk.backend)
     target = disk.vdev if not hvm or not disk.vdev.startswith("xvd") else disk.vdev.replace("xvd", "hd", 1)
     ET.SubElement(element, "target", dev=target, bus="xen" if not hvm else "ide")
     if disk.readonly:
         ET.SubElement(element, "readonly")
+    return element
+
+
+def _interface(vif: VifSpec) -> ET.Element:
+    element = ET.Element("interface", type="bridge" if vif.bridge else "ethernet")
+    ET.SubElement(element, "mac", address=vif.mac)
+    if vif.bridge:
+        ET.SubElement(element, "source", bridge=vif.bridge)
+    if vif.script:
+        ET.SubElement(element, "script", path=vif.script)
+    if vif.ip:
+        ET.SubElement(element, "ip", address=vif.ip)
+    if vif.backend != DOM0_BACKEND:
+        ET.SubElement(element, "backenddomain", name=vif.backend)
+    if vif.rate_kib is not None:
+        ET.SubElement(ET.SubElement(element, "bandwidth"), "outbound", average=str(vif.rate_kib))
     return element
 
 

@@ -25,6 +25,7 @@ _COLUMNS = (
     Column("Time(s)", "cpu_time_s", right_align=True),
     Column("Restarts", "restarts", right_align=True),
     Column("Frontends", "frontends", right_align=True),
+    Column("Upstream", "upstream"),
     Column("Last incident", "last"),
 )
 
@@ -45,7 +46,8 @@ def list_domains(cli: CliContext, names: tuple[str, ...]) -> None:
     """List the configured driver domains (or only NAME...), like `xl list`, with xenddd's view of each.
 
     Name, ID, Mem (MiB), VCPUs, State, Time(s) as `xl list` shows them, plus restarts, frontends served
-    and the last crash, as the daemon knows them (`-` when the daemon is not running). Changes nothing.
+    and the last crash, as the daemon knows them (`-` when the daemon is not running), and the driver
+    domains that serve each one's own vifs and disks (its upstream). Changes nothing.
 
     \b
     Exit status: 0 ok, 1 the toolstack could not be asked, 2 invalid config or a NAME not configured.
@@ -56,7 +58,14 @@ def list_domains(cli: CliContext, names: tuple[str, ...]) -> None:
     rows = answer["driver_domains"] if answer is not None else _list_from_libvirt(cli)
     rows = [row for row in rows if not names or row["name"] in names]
     if not cli.as_json:
-        rows = [{**d, "last": incident_summary(d.get("last_incident"))} for d in rows]
+        rows = [
+            {
+                **d,
+                "last": incident_summary(d.get("last_incident")),
+                "upstream": ",".join(d["upstreams"]) or None,
+            }
+            for d in rows
+        ]
     emit_list(cli.as_json, "driver-domains", _COLUMNS, rows)
 
 
@@ -79,6 +88,7 @@ def _list_from_libvirt(cli: CliContext) -> list[dict[str, Any]]:
                     "cpu_time_s": round(info.cpu_time_ns / 1e9, 1) if info else None,
                     "restarts": None,
                     "frontends": None,
+                    "upstreams": list(spec.upstreams),
                     "last_incident": None,
                 }
             )

@@ -25,7 +25,8 @@ class Finding:
 
 
 def file_findings(config: Config) -> list[Finding]:
-    """An empty config (a warning); kernels, initrds and disks that are not there (errors)."""
+    """An empty config and generated vif MACs (warnings); kernels, initrds and disks that are not there
+    (errors)."""
     findings = []
     if not config.driver_domains:
         findings.append(
@@ -39,6 +40,10 @@ def file_findings(config: Config) -> list[Finding]:
         for j, disk in enumerate(spec.disks):
             if not disk.path.exists():
                 findings.append(Finding("error", f"{where}.disk[{j}].path", _missing(disk.path)))
+        for j, vif in enumerate(spec.vifs):
+            if vif.mac_generated:
+                message = f"no mac given: {vif.mac}, derived from the domain's name, the same on every start"
+                findings.append(Finding("warning", f"{where}.vif[{j}].mac", message))
     return findings
 
 

@@ -7,12 +7,15 @@ key path and, where it can be found, the line.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
 from xenddd.config.spec import (
+    DOM0_BACKEND,
     Config,
     DiskSpec,
     DriverDomainSpec,
@@ -22,10 +25,11 @@ from xenddd.config.spec import (
     RestartPolicy,
     Settings,
     SimGuestSpec,
+    VifSpec,
 )
 from xenddd.config.toml_reader import TableReader, locate_line
 from xenddd.errors import ConfigError, InputError
-from xenddd.model import Bdf, DriverDomainKind, validate_domain_name
+from xenddd.model import Bdf, DriverDomainKind, normalise_mac, validate_domain_name
 
 DEFAULT_CONFIG_PATH = Path("/etc/xenddd/xenddd.toml")
 # What scripts/install puts at DEFAULT_CONFIG_PATH: no driver domain, so a freshly enabled service acts on
@@ -115,6 +119,7 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
     kinds = frozenset(DriverDomainKind(k) for k in t.string_list("kind", ("network", "block"), required=True))
     virt = t.choice("type", ("pv", "hvm"), "pv")
     disks = tuple(_disk(d) for d in t.tables("disk"))
+    vifs = tuple(_vif(v, name, i) for i, v in enumerate(t.tables("vif")))
     spec = DriverDomainSpec(
         name=name,
         kinds=kinds,
@@ -125,6 +130,7 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
         memory_mib=t.integer("memory", 256, minimum=32, maximum=1 << 20),
         vcpus=t.integer("vcpus", 1, minimum=1, maximum=512),
         disks=disks,
+        vifs=vifs,
         pci=tuple(_pci(p) for p in t.tables("pci")),
         restart=_restart(t.table("restart")),
         readiness=_readiness(t.table("readiness")),
@@ -140,6 +146,8 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
     bdfs = [p.bdf for p in spec.pci]
     if len(set(bdfs)) != len(bdfs):
         raise t.error("pci", "the same PCI device is listed twice")
+    if name in spec.upstreams:
+        raise t.error("vif" if name in [v.backend for v in vifs] else "disk", f"{name!r} cannot serve itself")
     t.finish()
     return spec
 
@@ -150,9 +158,58 @@ def _disk(t: TableReader) -> DiskSpec:
         vdev=t.string("vdev", "xvda"),
         format=t.choice("format", ("raw", "qcow2", "vhd"), "raw"),
         readonly=t.boolean("readonly", False),
+        backend=t.checked("backend", _backend_name, default=DOM0_BACKEND),
     )
     t.finish()
     return disk
+
+
+def _vif(t: TableReader, domain: str, index: int) -> VifSpec:
+    if "mtu" in t:
+        raise t.error("mtu", "libvirt's libxl driver cannot pass an MTU: set it inside the driver domain")
+    given = t.optional_string("mac")
+    vif = VifSpec(
+        mac=t.checked("mac", normalise_mac) if given is not None else stable_mac(domain, index),
+        backend=t.checked("backend", _backend_name, default=DOM0_BACKEND),
+        bridge=t.optional_string("bridge"),
+        ip=t.optional_string("ip"),
+        script=t.optional_string("script"),
+        rate_kib=t.checked("rate", _rate_kib, default=None),
+        mac_generated=given is None,
+    )
+    t.finish()
+    return vif
+
+
+def stable_mac(domain: str, index: int) -> str:
+    """A MAC in Xen's OUI (00:16:3e) derived from the domain's name and the vif's place: the same on every
+    start, unlike libxl's random one, so the domain's own view of its uplink survives restarts."""
+    digest = hashlib.sha256(f"{domain}/{index}".encode()).digest()
+    return "00:16:3e:" + ":".join(f"{b:02x}" for b in (digest[0] & 0x7F, digest[1], digest[2]))
+
+
+def _backend_name(value: object) -> str:
+    """`dom0`, or the name of the driver domain that serves the device (checked against the others)."""
+    return DOM0_BACKEND if value == DOM0_BACKEND else validate_domain_name(value)
+
+
+_RATE_RE = re.compile(r"([0-9]{1,15})([KMG]?)([Bb])/s")
+_RATE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}
+
+
+def _rate_kib(value: object) -> int | None:
+    """xl's rate syntax without its `@interval` ("10Mb/s", "512KB/s"), as whole KiB/s for libvirt's
+    `<bandwidth>`: libvirt's libxl driver always uses libxl's default 50 ms interval."""
+    if value is None:
+        return None
+    match = _RATE_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise InputError(f"{value!r} is not a rate such as '10Mb/s' or '512KB/s' (no '@interval')")
+    number, prefix, unit = match.groups()
+    bytes_per_second = int(number) * _RATE_UNITS[prefix] // (8 if unit == "b" else 1)
+    if bytes_per_second < 1024:
+        raise InputError(f"{value!r} is below 1 KiB/s, the smallest rate libvirt can express")
+    return round(bytes_per_second / 1024)
 
 
 def _pci(t: TableReader) -> PciDeviceSpec:
@@ -228,10 +285,19 @@ def _check_names(domains: tuple[DriverDomainSpec, ...], guests: tuple[SimGuestSp
                 raise _located(f"driver_domain[{i}].depends_on", f"{dep!r} is not a configured driver domain")
             if dep == spec.name:
                 raise _located(f"driver_domain[{i}].depends_on", f"{spec.name!r} depends on itself")
-    cycle = _find_cycle({d.name: d.depends_on for d in domains})
+        served = [("vif", j, v.backend) for j, v in enumerate(spec.vifs)]
+        served += [("disk", j, d.backend) for j, d in enumerate(spec.disks)]
+        for table, j, backend in served:
+            if backend != DOM0_BACKEND and backend not in known:
+                raise _located(
+                    f"driver_domain[{i}].{table}[{j}].backend",
+                    f"{backend!r} is not a configured driver domain (or 'dom0')",
+                )
+    cycle = _find_cycle({d.name: d.dependencies for d in domains})
     if cycle:
         index = names.index(cycle[0])
-        raise _located(f"driver_domain[{index}].depends_on", "dependency cycle: " + " -> ".join(cycle))
+        where = "depends_on" if cycle[1] in domains[index].depends_on else "vif/disk backend"
+        raise _located(f"driver_domain[{index}].{where}", "dependency cycle: " + " -> ".join(cycle))
     for i, guest in enumerate(guests):
         for kind, backends in (("vif", guest.vif), ("vbd", guest.vbd)):
             for backend in backends:
@@ -245,7 +311,15 @@ def _check_names(domains: tuple[DriverDomainSpec, ...], guests: tuple[SimGuestSp
 
 def _check_devices(domains: tuple[DriverDomainSpec, ...]) -> None:
     """A PCI device can be passed through to one domain only: the second would fail to start, or take it
-    from the first on a restart."""
+    from the first on a restart. A driver domain's vif MAC is unique too: two on one bridge break both."""
+    macs: dict[str, str] = {}
+    for i, spec in enumerate(domains):
+        for j, vif in enumerate(spec.vifs):
+            first = macs.setdefault(vif.mac, spec.name)
+            if first != spec.name or [v.mac for v in spec.vifs].index(vif.mac) != j:
+                raise _located(
+                    f"driver_domain[{i}].vif[{j}].mac", f"{vif.mac} is already the MAC of a vif of {first}"
+                )
     owner: dict[Bdf, str] = {}
     for i, spec in enumerate(domains):
         for j, device in enumerate(spec.pci):

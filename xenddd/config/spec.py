@@ -44,14 +44,36 @@ class PciDeviceSpec:
     reset: Policy = "strict"
 
 
+DOM0_BACKEND = "dom0"  # `backend = "dom0"`: the device is served by dom0, as a domain's disks usually are
+
+
 @dataclass(frozen=True)
 class DiskSpec:
-    """A disk of the driver domain itself (its root filesystem), served by dom0."""
+    """A disk of the driver domain itself (its root or data filesystem), served by dom0 or, with
+    `backend`, by a storage driver domain."""
 
     path: Path
     vdev: str = "xvda"
     format: str = "raw"
     readonly: bool = False
+    backend: str = DOM0_BACKEND
+
+
+@dataclass(frozen=True)
+class VifSpec:
+    """A vif of the driver domain itself: a filtering driver domain's uplink, served by dom0 or by the
+    driver domain that holds the NIC. Its MAC is fixed (generated from the domain's name when the config
+    gives none) so that the filtering domain's view of its uplink survives every restart.
+
+    `rate_kib` is libvirt's `<bandwidth><outbound average>` in KiB/s, which libxl turns into its rate."""
+
+    mac: str
+    backend: str = DOM0_BACKEND
+    bridge: str | None = None
+    ip: str | None = None
+    script: str | None = None
+    rate_kib: int | None = None
+    mac_generated: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,11 +124,24 @@ class DriverDomainSpec:
     memory_mib: int = 256
     vcpus: int = 1
     disks: tuple[DiskSpec, ...] = ()
+    vifs: tuple[VifSpec, ...] = ()
     pci: tuple[PciDeviceSpec, ...] = ()
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     readiness: Readiness = field(default_factory=Readiness)
     depends_on: tuple[str, ...] = ()
     on_crash: OnCrash = "destroy"
+
+    @property
+    def upstreams(self) -> tuple[str, ...]:
+        """The driver domains that serve this one's own vifs and disks, in the config's order."""
+        named = [v.backend for v in self.vifs] + [d.backend for d in self.disks]
+        named = [name for name in named if name != DOM0_BACKEND]
+        return tuple(dict.fromkeys(named))
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """What must run before this domain starts: `depends_on` and, implicitly, its upstreams."""
+        return tuple(dict.fromkeys((*self.depends_on, *self.upstreams)))
 
 
 @dataclass(frozen=True)
@@ -141,7 +176,7 @@ class Config:
             if spec.name in seen:
                 return
             seen.add(spec.name)
-            for dep in spec.depends_on:
+            for dep in spec.dependencies:
                 visit(by_name[dep])
             ordered.append(spec)
 

@@ -27,6 +27,9 @@ class TableReader:
     def _key(self, key: str) -> str:
         return f"{self._path}.{key}" if self._path else key
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._table
+
     def error(self, key: str, message: str) -> ConfigError:
         key_path = self._key(key)
         return ConfigError(f"{key_path}: {message}", key_path)

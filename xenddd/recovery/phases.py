@@ -33,6 +33,7 @@ from xenddd.recovery.toolstack_calls import CallResult
 log = logging.getLogger(__name__)
 
 READY_RECHECK = 5.0  # readiness is watched; this only bounds what a lost watch event can cost
+UPSTREAM_RECHECK = 1.0  # an upstream's progress makes passes anyway; this bounds a missed one
 CLEANUP_WAIT = 10.0  # libvirt cleans up a crashed domain in about a second; beyond this, do it ourselves
 NOT_READY = ", then not ready in time"  # added to an incident's reason when a restart was not ready
 
@@ -41,6 +42,9 @@ PrepareDomain = Callable[[DriverDomainSpec], None]
 
 ServedBy = Callable[[str, int | None], list[Frontend]]
 """The registry's frontends of a driver domain's instance (by domid), orphaned ones included."""
+
+Serving = Callable[[str], bool]
+"""Whether a driver domain runs and is ready to serve (no recovery of its own before the reattach)."""
 
 ALIVE = (DomainState.RUNNING, DomainState.PAUSED, DomainState.OTHER)
 
@@ -59,11 +63,14 @@ class Recovery:
         *,
         prepare: PrepareDomain,
         served_by: ServedBy,
+        serving: Serving = lambda _name: True,
         rng: random.Random | None = None,
     ) -> None:
         self._t = tools
         self._prepare = prepare
         self._served_by = served_by
+        self._serving = serving
+        self._upstream_reported: set[str] = set()  # incidents whose wait for an upstream was said
         self._rng = rng or random.Random()
         self._steps = FrontendSteps(tools)
 
@@ -144,6 +151,16 @@ class Recovery:
         cleanup_ends = incident.detected_at + CLEANUP_WAIT
         if dead_present and spec.on_crash != "preserve" and now < cleanup_ends:
             return cleanup_ends - now  # the cleanup's lifecycle event wakes us sooner
+        waiting = [name for name in spec.dependencies if not self._serving(name)]
+        if waiting:
+            # libxl's create of a domain whose vif or disk an absent (or not yet ready) driver domain
+            # serves fails; its own clients are detached meanwhile
+            if incident.id not in self._upstream_reported:
+                self._upstream_reported.add(incident.id)
+                self._t.event("waiting-upstream", spec.name, incident, upstreams=waiting)
+                log.info("%s: restart waits for %s to serve", spec.name, ", ".join(waiting))
+            return UPSTREAM_RECHECK
+        self._upstream_reported.discard(incident.id)
         record.restart_times.append(now)
         self._t.save(record)
         start = (spec.name, "start")

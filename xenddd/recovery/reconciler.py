@@ -23,8 +23,8 @@ from xenddd.hints import CallReturned, ControlRequest, Hint, Recheck, ResyncHint
 from xenddd.model import Frontend, FrontendKey
 from xenddd.recovery.frontend_steps import earliest
 from xenddd.recovery.history import History
-from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend
-from xenddd.recovery.phases import PrepareDomain, Recovery, running_domid
+from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend, Phase
+from xenddd.recovery.phases import UPSTREAM_RECHECK, PrepareDomain, Recovery, running_domid
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import ToolstackCalls
 from xenddd.registry.frontends import FrontendRegistry
@@ -72,6 +72,7 @@ class Reconciler:
             ),
             prepare=prepare,
             served_by=self._served_by,
+            serving=self._serving,
             rng=rng,
         )
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
@@ -219,6 +220,7 @@ class Reconciler:
                     "crashes": record.crashes,
                     "failed": record.failed,
                     "frontends": len(self._registry.served_by(spec.name)),
+                    "upstreams": list(spec.upstreams),
                     "reattach_failures": record.reattach_failures,
                     "parked": [p.describe() for p in record.parked],
                     "incident": None
@@ -260,6 +262,10 @@ class Reconciler:
             # instance's nodes stay until the toolstack has cleaned it up
             orphans = self._registry.served_by(spec.name)
             if not orphans:
+                waiting = [name for name in spec.dependencies if not self._serving(name)]
+                if waiting:
+                    log.info("%s: its start waits for %s to serve", spec.name, ", ".join(waiting))
+                    return UPSTREAM_RECHECK
                 self._start(spec, record)
                 return None
             record.domid = orphans[0].backend_domid
@@ -320,6 +326,22 @@ class Reconciler:
         )
         record.domid, record.started_at = running, None
         self._intents.save(record)
+
+    def _serving(self, name: str) -> bool:
+        """Running, ready by its readiness condition, and not itself being recovered before the reattach:
+        what a driver domain whose vifs or disks it serves needs before it can be created."""
+        spec = self.config.driver_domain(name)
+        record = self._records[name]
+        if record.incident is not None and record.incident.phase is not Phase.REATTACHING:
+            return False
+        # the pass's listing, or the instance this very pass started (listed before it)
+        domid = running_domid((self._observed or {}).get(name)) or record.domid
+        if domid is None:
+            return False
+        if spec.readiness.condition != "xenstore-key":
+            return self._guests.read(f"/local/domain/{domid}/domid") is not None
+        ready = self._guests.read(f"/local/domain/{domid}/{spec.readiness.key}")
+        return ready == spec.readiness.value.encode()
 
     def _served_by(self, name: str, domid: int | None, *, with_records: bool = True) -> list[Frontend]:
         """What instance `domid` of driver domain `name` served: what its death leaves to recover — the

@@ -53,6 +53,10 @@ class SimDomain:
     stopped: str | None = None  # how it last stopped: destroyed | crashed | shutdown (as stop()'s `how`)
     kernel: Kernel | None = None
     devices: list[SimDevice] = field(default_factory=list)
+    # devices of its persistent definition, attached at each start as libxl's create does: a driver
+    # domain's uplink from another driver domain — (kind, backend domain, xenstore parameters)
+    defined: tuple[tuple[str, str, dict[str, str]], ...] = ()
+    front_kernel: FrontendKernel | None = None  # a driver domain that is also a guest of another one
 
 
 class SimHost:
@@ -77,16 +81,26 @@ class SimHost:
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def define(self, name: str, *, driver: bool, memory_kib: int = 262144, vcpus: int = 1) -> SimDomain:
+    def define(
+        self,
+        name: str,
+        *,
+        driver: bool,
+        memory_kib: int = 262144,
+        vcpus: int = 1,
+        defined: tuple[tuple[str, str, dict[str, str]], ...] = (),
+    ) -> SimDomain:
         with self._lock:
             domain = self.domains.get(name)
             if domain is None:
                 domain = SimDomain(name, str(uuidlib.uuid4()), driver, memory_kib, vcpus)
                 self.domains[name] = domain
-            domain.memory_kib, domain.vcpus = memory_kib, vcpus
+            domain.memory_kib, domain.vcpus, domain.defined = memory_kib, vcpus, defined
             return domain
 
     def start(self, name: str) -> SimDomain:
+        """libxl's create: the domain, then the devices of its definition; a device whose backend domain
+        is not running fails the create, which destroys the half-made domain again (ENODEV)."""
         with self._lock:
             domain = self.domains[name]
             if domain.domid is not None and domain.domid in self.dying:
@@ -103,11 +117,28 @@ class SimHost:
                 kernel.stall_initwait = name in self.stall_initwait
             kernel.start()  # type: ignore[attr-defined]
             domain.kernel = kernel
+            if domain.driver and domain.defined:
+                domain.front_kernel = FrontendKernel(self.engine, domid)
+                domain.front_kernel.start()
             self.engine.introduce(domid)
+            try:
+                self._attach_defined(domain)
+            except XsError:
+                self.stop(name, "destroyed", quiet=True)
+                raise
         if isinstance(kernel, BackendKernel):
             self._after(self.boot_delay, kernel.announce_ready)
         self._emit("started", domain)
         return domain
+
+    def _attach_defined(self, domain: SimDomain) -> None:
+        vifs = 0
+        for kind, backend, params in domain.defined:
+            if kind == "vif":
+                self.attach(domain.name, kind, vifs, backend, params, live=False)
+                vifs += 1
+            else:
+                self.attach(domain.name, kind, _xvd_devid(params["dev"]), backend, params, live=False)
 
     def create_guest(self, name: str, *, vif: tuple[str, ...] = (), vbd: tuple[str, ...] = ()) -> SimDomain:
         """A guest with one vif per entry of `vif` and one vbd per entry of `vbd` (driver domain names)."""
@@ -122,16 +153,18 @@ class SimHost:
             )
         return guest
 
-    def stop(self, name: str, how: str) -> None:
-        """`how`: "destroyed" (xl/virsh destroy), "crashed" (kernel panic), "shutdown" (from inside)."""
+    def stop(self, name: str, how: str, *, quiet: bool = False) -> None:
+        """`how`: "destroyed" (xl/virsh destroy), "crashed" (kernel panic), "shutdown" (from inside).
+        `quiet`: no lifecycle event (a create that failed half-way never announced the domain)."""
         with self._lock:
             domain = self.domains[name]
             if domain.domid is None:
                 return
             domid = domain.domid
-            if domain.kernel is not None:
-                domain.kernel.stop()
-                domain.kernel = None
+            for kernel in (domain.kernel, domain.front_kernel):
+                if kernel is not None:
+                    kernel.stop()
+            domain.kernel = domain.front_kernel = None
             domain.stopped = "crashed" if how == "cleaned-up" else how
             if how == "crashed" and self.cleanup_delay > 0 and domid not in self.dying:
                 self.dying.add(domid)
@@ -140,13 +173,12 @@ class SimHost:
                 self._emit("crashed", domain)
                 return
             self.dying.discard(domid)
-            if not domain.driver:
-                self._destroy_devices_of(domain)
+            self._destroy_devices_of(domain)  # a driver domain's own uplink too
             for path in (f"/local/domain/{domid}", f"/vm/{domain.uuid}", f"/libxl/{domid}"):
                 self.dom0.rm(path)
             domain.domid, domain.state = None, "crashed" if how in ("crashed", "cleaned-up") else "shutoff"
             self.engine.release(domid)
-        if how != "cleaned-up":
+        if how != "cleaned-up" and not quiet:
             self._emit(how, domain)
 
     def _clean_up(self, name: str, domid: int) -> None:
@@ -164,30 +196,40 @@ class SimHost:
 
     def pause(self, name: str) -> None:
         domain = self.domains[name]
-        if domain.kernel is not None:
-            domain.kernel.pause()
+        for kernel in (domain.kernel, domain.front_kernel):
+            if kernel is not None:
+                kernel.pause()
         domain.state = "paused"
         self._emit("suspended", domain)
 
     def unpause(self, name: str) -> None:
         domain = self.domains[name]
         domain.state = "running"
-        if domain.kernel is not None:
-            domain.kernel.unpause()
+        for kernel in (domain.kernel, domain.front_kernel):
+            if kernel is not None:
+                kernel.unpause()
         self._emit("resumed", domain)
 
     def close(self) -> None:
         for timer in self._timers:
             timer.cancel()
         for domain in self.domains.values():
-            if domain.kernel is not None:
-                domain.kernel.stop()
+            for kernel in (domain.kernel, domain.front_kernel):
+                if kernel is not None:
+                    kernel.stop()
         self.dom0.close()
 
     # -- devices ---------------------------------------------------------------------------------------
 
     def attach(
-        self, guest_name: str, kind: str, devid: int | None, backend_name: str, params: dict[str, str]
+        self,
+        guest_name: str,
+        kind: str,
+        devid: int | None,
+        backend_name: str,
+        params: dict[str, str],
+        *,
+        live: bool = True,
     ) -> SimDevice:
         """libxl's device add for a backend in a driver domain; raises XsError("EEXIST") for a used devid.
 
@@ -242,7 +284,8 @@ class SimHost:
             self.dom0.transaction(add)
             device = SimDevice(guest_name, kind, devid, backend_name, dict(params), b)
             guest.devices = [d for d in guest.devices if not (d.kind == kind and d.devid == devid)]
-            guest.devices.append(device)
+            if live:  # a defined device is in the persistent definition already
+                guest.devices.append(device)
             return device
 
     def next_devid(self, guest_domid: int, kind: str) -> int:
@@ -329,6 +372,11 @@ def _domid_of_backend(path: str) -> int | None:
     """`/local/domain/<domid>/backend/...` → domid."""
     parts = path.split("/")
     return int(parts[3]) if len(parts) > 4 and parts[3].isdigit() else None
+
+
+def _xvd_devid(vdev: str) -> int:
+    """libxl__device_disk_dev_number for the `xvdX` names the simulated host's definitions use."""
+    return 51712 + 16 * (ord(vdev[3]) - ord("a"))
 
 
 def _mac(guest_uuid: str, devid: int) -> str:

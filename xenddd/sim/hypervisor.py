@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, GuestDevice, LifecycleEvent, LifecycleKind
-from xenddd.config.spec import DriverDomainSpec
+from xenddd.config.spec import DOM0_BACKEND, DriverDomainSpec
 from xenddd.errors import XendddError
 from xenddd.model import DeviceKind, VbdParams, VifParams, normalise_mac
 from xenddd.sim.host import SimDomain, SimHost
@@ -70,13 +70,24 @@ class SimHypervisor:
 
     def define(self, spec: DriverDomainSpec) -> None:
         self._reachable()
-        self.host.define(spec.name, driver=True, memory_kib=spec.memory_mib * 1024, vcpus=spec.vcpus)
+        self.host.define(
+            spec.name,
+            driver=True,
+            memory_kib=spec.memory_mib * 1024,
+            vcpus=spec.vcpus,
+            defined=defined_devices(spec),
+        )
 
     def start(self, name: str) -> DomainInfo:
         self._reachable()
         if name not in self.host.domains:
             raise XendddError(f"{name}: not defined")
-        return _info(self.host.start(name))
+        try:
+            return _info(self.host.start(name))
+        except XsError as exc:
+            raise XendddError(
+                f"{name}: starting it failed: a device's backend domain is not running ({exc.errno_name})"
+            ) from None
 
     def destroy(self, name: str) -> None:
         self._reachable()
@@ -172,6 +183,21 @@ class SimHypervisor:
         kind = _KINDS.get(what)
         if kind is not None and time.monotonic() >= self._lost_until:
             self._events.put(LifecycleEvent(domain.name, domain.uuid, kind, domain.domid))
+
+
+def defined_devices(spec: DriverDomainSpec) -> tuple[tuple[str, str, dict[str, str]], ...]:
+    """A driver domain's own devices that another driver domain serves, as libxl writes them; those dom0
+    serves are not modelled (the simulated host has no dom0 backends)."""
+    devices: list[tuple[str, str, dict[str, str]]] = []
+    for vif in spec.vifs:
+        if vif.backend != DOM0_BACKEND:
+            optional = {"bridge": vif.bridge, "ip": vif.ip, "script": vif.script}
+            devices.append(("vif", vif.backend, {"mac": vif.mac} | {k: v for k, v in optional.items() if v}))
+    for disk in spec.disks:
+        if disk.backend != DOM0_BACKEND:
+            params = {"dev": disk.vdev, "params": str(disk.path), "mode": "r" if disk.readonly else "w"}
+            devices.append(("vbd", disk.backend, params))
+    return tuple(devices)
 
 
 def _info(domain: SimDomain) -> DomainInfo:
