@@ -5,6 +5,7 @@ driver domain or guest invents."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,32 @@ def test_a_guest_writing_garbage_into_its_frontend_only_loses_its_displayed_stat
     entry = reg.get(FrontendKey(host.uuids[5], DeviceKind.VIF, 0))
     assert entry is not None
     assert (entry.backend_name, entry.frontend_state) == ("netdd", XenbusState.UNKNOWN)
+
+
+def test_a_judged_backend_s_state_change_is_re_read_alone_and_any_other_change_re_judges_it(
+    host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recovery's backends each go through several states: re-judging the device each time (a dozen
+    reads) made a recovery's registry cost several judgements per device."""
+    reg = registry(host.xs, tmp_path)
+    reg.resync()
+    reads: list[int] = []
+    read_many = host.xs.read_many
+
+    def counted(paths: Sequence[str], tx_id: int = 0) -> list[bytes | None]:
+        reads.append(len(paths))
+        return read_many(paths, tx_id)
+
+    monkeypatch.setattr(host.xs, "read_many", counted)
+    state = f"/local/domain/{NETDD}/backend/vif/5/0/state"
+    host.xs.write(state, "2")
+    reg.refresh(state)
+    assert reg.frontends(DeviceKind.VIF)[0].backend_state is XenbusState.INIT_WAIT
+    assert reads == [2]  # state and hotplug-status
+    reads.clear()
+    host.xs.write(state, "junk")  # malformed: the full judgement says so
+    reg.refresh(state)
+    assert sum(reads) > 2
+    reads.clear()
+    reg.refresh(f"/local/domain/{NETDD}/backend/vif/5/0/mac")
+    assert sum(reads) > 2
