@@ -2,9 +2,10 @@
 its release, machine variant and scenario. Each release and variant boots once per session (see
 conftest.py); a scenario file names its variant with a module-level `MACHINE = "..."` (default "pc").
 
-What boots, within CI's time: Debian 13 runs every scenario of both machines, the comparison with the
-peers' method included; Debian 12 boots the `pc` machine for the scenarios that prove the package, the
-daemon and both kinds of driver domain recovery on its older Xen, libvirt and Python.
+What boots, within CI's 45 minutes: Debian 13 runs every scenario of both machines, the comparison with
+the peers' method included (≈ 30 min); Debian 12 boots the `pc` machine for the package and the daemon
+on its older Xen, libvirt and Python: (a) and (z), ≈ 5 min. Its recoveries (c, d) add ≈ 6 min, which CI
+has no room for (they passed there in 11 min: `XENDDD_IT_BOOKWORM=full`).
 XENDDD_IT_RELEASES (space-separated) boots only some releases."""
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ SCENARIOS = Path(__file__).with_name("scenarios")
 pytestmark = pytest.mark.timeout(0)
 
 # release → the scenario modules it runs (None: all of them)
+BOOKWORM_RECOVERIES = ("test_c_network_dd", "test_d_block_dd")
 RELEASES: dict[str, tuple[str, ...] | None] = {
     "trixie": None,
-    "bookworm": ("test_a_smoke", "test_c_network_dd", "test_d_block_dd", "test_z_package"),
+    "bookworm": ("test_a_smoke", "test_z_package")
+    + (BOOKWORM_RECOVERIES if os.environ.get("XENDDD_IT_BOOKWORM") == "full" else ()),
 }
 BOOTED = os.environ.get("XENDDD_IT_RELEASES", " ".join(RELEASES)).split()
 
