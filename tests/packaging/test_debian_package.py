@@ -47,9 +47,9 @@ def control_field(deb: Path, field: str) -> str:
     ).stdout.strip()
 
 
-def member(deb: Path, path: str) -> bytes:
-    """One file of the package's data, read with dpkg-deb --fsys-tarfile."""
-    tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+def member(deb: Path, path: str, part: str = "--fsys-tarfile") -> bytes:
+    """One file of the package's data (or, with part="--ctrl-tarfile", of its control area)."""
+    tar = subprocess.run(["dpkg-deb", part, str(deb)], capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
         extracted = archive.extractfile(f".{path}")
         assert extracted is not None, path
@@ -77,11 +77,7 @@ def test_the_package_installs_the_command_the_unit_the_config_and_the_example(de
 
 
 def test_the_do_nothing_config_is_the_only_conffile(deb: Path) -> None:
-    control = subprocess.run(["dpkg-deb", "--ctrl-tarfile", str(deb)], capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(control)) as archive:
-        conffiles = archive.extractfile("./conffiles")
-        assert conffiles is not None
-        assert conffiles.read().decode().split() == ["/etc/xenddd/xenddd.toml"]
+    assert member(deb, "/conffiles", "--ctrl-tarfile").decode().split() == ["/etc/xenddd/xenddd.toml"]
     assert member(deb, "/etc/xenddd/xenddd.toml") == INSTALLED_CONFIG_PATH.read_bytes()
 
 
@@ -109,11 +105,7 @@ def test_it_depends_on_debians_python_libraries_and_recommends_no_qemu(deb: Path
 
 
 def test_the_unit_is_enabled_only_where_it_was_before_and_the_state_directory_is_private(deb: Path) -> None:
-    control = subprocess.run(["dpkg-deb", "--ctrl-tarfile", str(deb)], capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(control)) as archive:
-        postinst = archive.extractfile("./postinst")
-        assert postinst is not None
-        script = postinst.read().decode()
+    script = member(deb, "/postinst", "--ctrl-tarfile").decode()
     # dh_installsystemd --no-enable: symlinks are only renewed for an operator who had enabled the unit
     assert "if deb-systemd-helper debian-installed 'xenddd.service'" in script
     assert "install -d -m 0700 /var/lib/xenddd" in script
