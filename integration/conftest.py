@@ -1,7 +1,9 @@
-"""Host side of the integration suite: build (or reuse) the image, boot Xen under QEMU once per machine
-variant, run that variant's scenarios inside dom0, and hand each scenario's outcome to the host test of the
-same name. Variants: `pc` (no IOMMU: everything but passthrough) and `vtd` (q35 with QEMU's emulated VT-d,
-Xen iommu=1: PCI passthrough into a driver domain)."""
+"""Host side of the integration suite: build the Debian package and (or reuse) each release's image, boot
+Xen under QEMU once per release and machine variant, run that boot's scenarios inside dom0 (which installs
+xenddd from the package with apt), and hand each scenario's outcome to the host test of the same name.
+Releases: Debian 13 `trixie` (Xen 4.20) and Debian 12 `bookworm` (Xen 4.17). Variants: `pc` (no IOMMU:
+everything but passthrough) and `vtd` (q35 with QEMU's emulated VT-d, Xen iommu=1: PCI passthrough into a
+driver domain)."""
 
 from __future__ import annotations
 
@@ -68,36 +70,35 @@ class XenRun:
     seconds: float = 0.0
 
 
-def build_image() -> Path:
+def build(script: str, *args: str) -> Path:
+    """Runs a build script that prints its product's path on its last line."""
     result = subprocess.run(
-        [str(TOP / "scripts/build-integration-image")],
+        [str(TOP / "scripts" / script), *args],
         capture_output=True,
         text=True,
         timeout=3600,
         check=False,
     )
     if result.returncode != 0:
-        pytest.fail(
-            f"building the integration image failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
+        pytest.fail(f"scripts/{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def boot(images: Path, machine: Machine) -> XenRun:
+def boot(images: Path, machine: Machine, release: str, select: str) -> XenRun:
     with open(BOOT_LOCK, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print(f"waiting for the test bed that holds {BOOT_LOCK}", file=sys.stderr, flush=True)
             fcntl.flock(lock, fcntl.LOCK_EX)
-        return boot_alone(images, machine)
+        return boot_alone(images, machine, release, select)
 
 
-def boot_alone(images: Path, machine: Machine) -> XenRun:
-    results = RESULTS / machine.name
+def boot_alone(images: Path, machine: Machine, release: str, select: str) -> XenRun:
+    results = RESULTS / f"{machine.name}-{release}"  # the dom0 runner names it after its os-release
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
-    (results / "select").write_text(SELECT)
+    (results / "select").write_text(select)
     store = results / "store-disk.img"  # the block driver domain's data disk, fresh for every boot
     with open(store, "wb") as disk:
         disk.truncate(STORE_DISK_MIB << 20)
@@ -148,7 +149,7 @@ def boot_alone(images: Path, machine: Machine) -> XenRun:
             if time.monotonic() > deadline:
                 process.kill()
                 pytest.fail(
-                    f"the {machine.name} test bed did not finish within {BOOT_TIMEOUT:.0f} s "
+                    f"the {machine.name}-{release} test bed did not finish within {BOOT_TIMEOUT:.0f} s "
                     f"(see {results}/serial.log)"
                 )
         process.wait(60)
@@ -169,12 +170,22 @@ def boot_alone(images: Path, machine: Machine) -> XenRun:
     return run
 
 
+def selection(scenarios: tuple[str, ...] | None) -> str:
+    """The pytest -k expression of one boot: its share of the scenarios (None: all of its machine's), and
+    within it what XENDDD_IT_SELECT asks for."""
+    parts = [f"({' or '.join(scenarios)})"] if scenarios is not None else []
+    parts += [f"({SELECT})"] if SELECT else []
+    return " and ".join(parts)
+
+
 class TestBed:
-    """Boots each machine variant at most once per session, when its first scenario asks for it."""
+    """Builds the package once and boots each release and machine variant at most once per session, when
+    its first scenario asks for it."""
 
     def __init__(self) -> None:
-        self._images: Path | None = None
-        self._runs: dict[str, XenRun] = {}
+        self._images: dict[str, Path] = {}
+        self._package: Path | None = None
+        self._runs: dict[tuple[str, str], XenRun] = {}
         RESULTS.mkdir(parents=True, exist_ok=True)
         for old in RESULTS.iterdir():  # the previous run's results; the MTTR history is kept
             if old.is_dir():
@@ -182,33 +193,40 @@ class TestBed:
             elif old.name != HISTORY.name:
                 old.unlink()
 
-    def run(self, machine: str) -> XenRun:
-        if machine not in self._runs:
-            if self._images is None:
+    def run(self, release: str, machine: str, scenarios: tuple[str, ...] | None) -> XenRun:
+        key = (release, machine)
+        if key not in self._runs:
+            if self._package is None:  # dom0 installs it from the checkout, mounted over 9p
+                self._package = build("build-deb")
+            if release not in self._images:
                 if shutil.which("qemu-system-x86_64") is None:
                     subprocess.run(
                         ["apt-get", "install", "-y", "-qq", "qemu-system-x86"], check=False, timeout=900
                     )
-                self._images = build_image()
-            run = boot(self._images, MACHINES[machine])
-            (RESULTS / machine / "summary.txt").write_text(
-                f"boot+suite {run.seconds:.0f} s, dom0 rc={run.returncode}\n" + "\n".join(run.markers) + "\n"
+                self._images[release] = build("build-integration-image", "--release", release)
+            run = boot(self._images[release], MACHINES[machine], release, selection(scenarios))
+            (RESULTS / f"{machine}-{release}" / "summary.txt").write_text(
+                f"{release} {machine}: boot+suite {run.seconds:.0f} s, dom0 rc={run.returncode}\n"
+                + "\n".join(run.markers)
+                + "\n"
             )
-            write_mttr_table(machine)
-            self._runs[machine] = run
-        return self._runs[machine]
+            write_mttr_table(release, machine)
+            self._runs[key] = run
+        return self._runs[key]
 
 
 MTTR_COLUMNS = ("detached", "restarted", "ready", "recovered", "observed", "dd_ready")
-MTTR_HEADER = "\t".join(("when", "commit", "machine", "method", "driver_domain", "how", *MTTR_COLUMNS))
+MTTR_HEADER = "\t".join(
+    ("when", "commit", "release", "machine", "method", "driver_domain", "how", *MTTR_COLUMNS)
+)
 
 
-def write_mttr_table(machine: str) -> None:
-    """The phases every recovery scenario measured (results/<machine>/mttr.jsonl, written in dom0), as
-    this run's table (results/mttr.tsv) and appended to a history kept across runs (results/
-    mttr-history.tsv), to compare MTTR across changes; and the comparison with the peers' method
-    (results/comparison.txt), which the terminal summary prints."""
-    source = RESULTS / machine / "mttr.jsonl"
+def write_mttr_table(release: str, machine: str) -> None:
+    """The phases every recovery scenario measured (results/<machine>-<release>/mttr.jsonl, written in
+    dom0), as this run's table (results/mttr.tsv) and appended to a history kept across runs (results/
+    mttr-history.tsv), to compare MTTR across changes and releases; and the comparison with the peers'
+    method (results/comparison.txt), which the terminal summary prints."""
+    source = RESULTS / f"{machine}-{release}" / "mttr.jsonl"
     if not source.exists():
         return
     commit = subprocess.run(
@@ -226,6 +244,7 @@ def write_mttr_table(machine: str) -> None:
                 (
                     time.strftime("%Y-%m-%dT%H:%M"),
                     commit or "?",
+                    release,
                     machine,
                     entry.get("method", "xenddd"),
                     entry["driver_domain"],
@@ -244,7 +263,7 @@ def write_mttr_table(machine: str) -> None:
     comparison = compare_methods(entries)
     if comparison:
         with open(RESULTS / "comparison.txt", "a") as out:
-            out.write(f"{machine}: {comparison}\n")
+            out.write(f"{release} {machine}: {comparison}\n")
 
 
 def compare_methods(entries: list[dict[str, object]]) -> str | None:

@@ -1,7 +1,9 @@
 #!/bin/bash
-# Runs inside the Xen dom0 of the test bed (started by integration/image/xenddd-it-run): installs the
-# checkout's xenddd as an operator would, runs this machine variant's scenarios with pytest, and collects
-# the logs. XENDDD_IT_MACHINE names the variant (pc, vtd); XENDDD_IT_RESULTS is where results go.
+# Runs inside the Xen dom0 of the test bed (started by integration/image/xenddd-it-run): installs xenddd
+# as an operator would, from the Debian package the host built (dist/, scripts/build-deb) with apt (every
+# package it depends on or recommends is in the image: dom0 has no network), runs this machine variant's
+# scenarios with pytest, and collects the logs. XENDDD_IT_MACHINE names the variant (pc, vtd);
+# XENDDD_IT_RESULTS is where results go.
 set -u
 H=/mnt/host
 M=${XENDDD_IT_MACHINE:-pc}
@@ -9,7 +11,8 @@ R=${XENDDD_IT_RESULTS:-$H/integration/results/$M}
 export XENDDD_IT_MACHINE=$M XENDDD_IT_RESULTS=$R PYTHONDONTWRITEBYTECODE=1
 say() { echo "XENDDD-IT: $*" > /dev/console; }
 mkdir -p "$R"
-bash "$H/scripts/install" --no-apt
+deb=$(ls "$H"/dist/xenddd_*_all.deb)
+DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb" || { say "apt could not install $deb"; exit 1; }
 install -m 0644 "$H/integration/scenarios/xenddd-$M.toml" /etc/xenddd/xenddd.toml
 systemctl daemon-reload
 say "xenddd installed; scenarios for machine $M start"

@@ -1,18 +1,36 @@
-"""(a) smoke: real Xen, libvirt and xenstored answer, and xenddd runs as its systemd service."""
+"""(a) smoke: the Xen of this dom0's Debian release, libvirt and xenstored answer, xenddd is installed from
+its Debian package, and runs as its systemd service."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from conftest import run, wait_until, xenddd_json, xs_read
 
+XEN_OF_RELEASE = {"bookworm": "4.17", "trixie": "4.20"}
 
-def test_xen_libvirt_and_xenstored_answer() -> None:
-    assert "xen_version            : 4.17" in run("xl", "info").stdout
+
+def release() -> str:
+    fields = dict(
+        line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line
+    )
+    return fields["VERSION_CODENAME"]
+
+
+def test_xen_of_the_release_libvirt_and_xenstored_answer() -> None:
+    assert f"xen_version            : {XEN_OF_RELEASE[release()]}" in run("xl", "info").stdout
     run("virsh", "-c", "xen:///system", "list", "--all")
     assert xs_read("/local/domain/0/name") == "Domain-0"
 
 
-def test_xenddd_is_installed_and_its_config_is_valid() -> None:
-    assert run("xenddd", "--version").stdout.startswith("xenddd, version")
+def test_xenddd_is_installed_from_its_package_disabled_and_its_config_is_valid() -> None:
+    version = run("dpkg-query", "-W", "-f", "${Status} ${Version}", "xenddd").stdout
+    assert version.startswith("install ok installed "), version
+    assert run("xenddd", "--version").stdout.strip() == f"xenddd, version {version.split()[-1]}"
+    assert run("dpkg", "-S", "/usr/bin/xenddd").stdout.startswith("xenddd:")
+    # the package enables nothing: the operator does, once the config describes driver domains
+    assert run("systemctl", "is-enabled", "xenddd", check=False).stdout.strip() == "disabled"
+    assert run("systemctl", "is-active", "xenddd", check=False).stdout.strip() == "inactive"
     assert "ok, 2 driver domain(s)" in run("xenddd", "config", "check").stdout
 
 

@@ -32,8 +32,9 @@ from xenddd.errors import ConfigError, InputError
 from xenddd.model import Bdf, DriverDomainKind, normalise_mac, validate_domain_name
 
 DEFAULT_CONFIG_PATH = Path("/etc/xenddd/xenddd.toml")
-# What scripts/install puts at DEFAULT_CONFIG_PATH: no driver domain, so a freshly enabled service acts on
-# nothing; the annotated example documents every key and is installed beside it as documentation.
+# What the Debian package and scripts/install put at DEFAULT_CONFIG_PATH: no driver domain, so a freshly
+# enabled service acts on nothing; the annotated example documents every key and is installed beside it
+# as documentation.
 INSTALLED_CONFIG_PATH = Path(__file__).with_name("default.toml")
 EXAMPLE_CONFIG_PATH = Path(__file__).with_name("example.toml")
 
