@@ -97,15 +97,28 @@ def xenddd_running() -> None:
 def test_faithful_guests_with_two_vifs_and_two_disks_start() -> None:
     run("ip", "link", "add", DOM0_BRIDGE, "type", "bridge", check=False)
     run("ip", "link", "set", DOM0_BRIDGE, "up")
+    net, store = domid("domnet"), domid("domstore")
+    assert net is not None and store is not None
+    # one guest after the other: libxl in the driver domains gives each hotplug script 40 s, which
+    # four block scripts at once (they take a lock each) do not all get under emulation
     cmdline = f"xenddd.ip={IPS['fg']} xenddd.peer={IPS['fg2']} xenddd.mac={MACS['fg'][0]}"
     run("virsh", "-c", "xen:///system", "create", str(busybox_guest("fg", cmdline, LV_DEVICES)))
+    wait_until(
+        lambda: all_connected("fg", net, store),
+        600,
+        "fg's four devices Connected",
+        explain=lambda: states("fg"),
+    )
     config = Path("/tmp/fg2.cfg")
     config.write_text(XL_CFG)
     run("xl", "create", str(config))
-    net, store = domid("domnet"), domid("domstore")
-    assert net is not None and store is not None
     for guest in GUESTS:
-        wait_until(lambda g=guest: all_connected(g, net, store), 300, f"{guest}'s four devices Connected")
+        wait_until(
+            lambda g=guest: all_connected(g, net, store),
+            600,
+            f"{guest}'s four devices Connected",
+            explain=lambda g=guest: states(g),
+        )
         wait_until(
             lambda g=guest: (
                 len(xenddd_json("network-list", g)["items"]) == 1
@@ -147,7 +160,7 @@ def test_faithful_crash_of_domnet_and_domstore_together_is_recovered() -> None:
             600,
             f"{guest}'s devices Connected through the new driver domains",
             every=2,
-            explain=lambda: recovery_state(seen, {g: d for g in GUESTS for d in ("vif/0", "vbd/51728")}),
+            explain=lambda: recovery_state(seen, {}) + "\n" + "\n".join(states(g) for g in GUESTS),
         )
     elapsed = time.monotonic() - started
     BORN[new["domnet"]] = time.monotonic()
@@ -289,6 +302,21 @@ def all_connected(guest: str, net: int | None, store: int | None) -> bool:
         ):
             return False
     return True
+
+
+def states(guest: str) -> str:
+    """Each device's frontend and backend state, backend domid and hotplug status, for a failure."""
+    gid = domid(guest)
+    lines = []
+    for device in ("vif/0", "vif/1", f"vbd/{XVDB}", f"vbd/{XVDC}"):
+        front = f"/local/domain/{gid}/device/{device}"
+        backend = xs_read(f"{front}/backend")
+        lines.append(
+            f"{guest} {device}: state={xs_read(f'{front}/state')} backend={backend} "
+            f"backend state={xs_read(f'{backend}/state') if backend else None} "
+            f"hotplug-status={xs_read(f'{backend}/hotplug-status') if backend else None}"
+        )
+    return "\n".join(lines)
 
 
 def vif0_connected(guest: str, net: int) -> bool:
