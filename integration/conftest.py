@@ -31,6 +31,8 @@ HISTORY = RESULTS / "mttr-history.tsv"
 BOOT_TIMEOUT = float(os.environ.get("XENDDD_IT_TIMEOUT", "2700"))
 # a pytest -k expression over the scenarios' names, applied inside dom0 (a shorter boot for one change)
 SELECT = os.environ.get("XENDDD_IT_SELECT", "")
+# how many times scenario (g) crashes domnet in a row (the re-add race hunt); 0, the default, skips it
+CRASHES = os.environ.get("XENDDD_IT_CRASHES", "0")
 # two test beds at once starve each other of the host's cores (and time out): one boots after the other
 BOOT_LOCK = Path(os.environ.get("XENDDD_IT_LOCK", "/run/lock/xenddd-integration.lock"))
 XEN_ARGS = (
@@ -99,9 +101,13 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
     (results / "select").write_text(select)
+    (results / "crashes").write_text(CRASHES)
     store = results / "store-disk.img"  # the block driver domain's data disk, fresh for every boot
-    with open(store, "wb") as disk:
-        disk.truncate(STORE_DISK_MIB << 20)
+    # and the two it serves to scenario (g)'s guests: one read-only to both, one read-write to one
+    extra = [results / "store-ro-disk.img", results / "store-rw-disk.img"]
+    for path, mib in ((store, STORE_DISK_MIB), (extra[0], 8), (extra[1], 8)):
+        with open(path, "wb") as disk:
+            disk.truncate(mib << 20)
     rootfs = images / "rootfs.img"
     qemu = [
         "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "Westmere", *machine.first,
@@ -109,11 +115,13 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
         "-kernel", str(images / "xen"), "-append", f"{XEN_ARGS} {machine.xen_args}".strip(),
         "-initrd", f"{images / 'vmlinuz'} {DOM0_ARGS} xenddd.machine={machine.name},{images / 'initrd.img'}",
         # dom0's root (vda), then the root disks of domnet (vdb) and domstore (vdc): one cached image,
-        # each opened as its own throw-away snapshot; domstore's data disk (vdd)
+        # each opened as its own throw-away snapshot; domstore's data disks (vdd, vde, vdf)
         "-drive", f"file={rootfs},if=virtio,format=raw,snapshot=on",
         "-drive", f"file={rootfs},if=virtio,format=raw,snapshot=on,file.locking=off",
         "-drive", f"file={rootfs},if=virtio,format=raw,snapshot=on,file.locking=off",
         "-drive", f"file={store},if=virtio,format=raw",
+        "-drive", f"file={extra[0]},if=virtio,format=raw",
+        "-drive", f"file={extra[1]},if=virtio,format=raw",
         "-virtfs", f"local,path={TOP},mount_tag=xenddd,security_model=none,id=xenddd",
         "-nic", "none",
         # the NIC that scenario (b) hides from dom0 and (f) passes through: an e1000 at a fixed address,
@@ -155,6 +163,8 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
         process.wait(60)
     run.seconds = time.monotonic() - started
     store.unlink()
+    for path in extra:
+        path.unlink()
     junit = results / "junit.xml"
     if junit.exists():
         for case in ET.parse(junit).getroot().iter("testcase"):

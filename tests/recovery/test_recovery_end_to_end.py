@@ -142,6 +142,35 @@ def test_a_reattached_vif_whose_handshake_stalls_is_detached_and_attached_again(
     assert len(frontends(sim)) == FIVE_DEVICES
 
 
+def test_a_reattached_vif_whose_new_backend_gives_up_is_attached_again_without_waiting_for_the_timeout(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The new domnet's `xl devd` removes cache's new backend (its hotplug script missed libxl's 40 s)
+    before cache's netfront connected: nothing will connect that device, so it is attached again at
+    once, not after `reattach_timeout` (seen on real Xen under load: 120 s lost per stall)."""
+    handle = start_daemon(reattach_timeout=600)
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    cache = sim.host.domains["cache"]
+    assert cache.kernel is not None and cache.domid is not None
+    cache.kernel.pause()
+    old = sim.host.domains["domnet"].domid
+    sim.host.crash("domnet")
+
+    def new_backend() -> str:
+        new = sim.host.domains["domnet"].domid
+        return f"/local/domain/{new}/backend/vif/{cache.domid}/0" if new not in (None, old) else "/none"
+
+    wait_until(lambda: sim.host.dom0.read(f"{new_backend()}/state") is not None, what="cache's new vif")
+    sim.host.dom0.rm(new_backend())
+    wait_until(lambda: events(handle, "reattach-failed"), timeout=10, what="the attach given up at once")
+    (failed,) = events(handle, "reattach-failed")
+    assert failed["guest"] == "cache" and "gave up before Connected" in str(failed["error"])
+    cache.kernel.unpause()
+    wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery completed")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every frontend connected again")
+
+
 def test_a_second_crash_before_the_recovery_ends_takes_back_the_frontends_already_reattached(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:

@@ -159,7 +159,7 @@ class FrontendSteps:
                         "reattached", spec.name, incident, **pending.event_fields(), attempts=pending.attempts
                     )
                     changed = True
-                elif now >= pending.confirm_deadline:
+                elif now >= pending.confirm_deadline or self._backend_gave_up(incident, pending, guest):
                     self._handshake_stalled(spec, incident, pending, guest)
                 else:
                     wake = earliest(wake, min(pending.confirm_deadline - now, CONFIRM_RECHECK))
@@ -358,18 +358,28 @@ class FrontendSteps:
         guest = self._t.guests.current_domid(pending.frontend)
         if guest is not None:
             self._t.watch(_state_path(guest, pending))
+    def _backend_gave_up(self, incident: Incident, pending: PendingFrontend, guest: int) -> bool:
+        """The new backend is gone, or closing, before it ever connected: the driver domain's `xl devd`
+        removes a device whose hotplug script or InitWait missed libxl's limits (40 s, 10 s), and the
+        frontend closes after it. Nothing will connect it; waiting for `reattach_timeout` only costs."""
+        assert incident.new_domid is not None
+        back = self._t.guests.backend_state(incident.new_domid, guest, pending.frontend)
+        return back is None or back in (XenbusState.CLOSING, XenbusState.CLOSED)
 
     def _handshake_stalled(
         self, spec: DriverDomainSpec, incident: Incident, pending: PendingFrontend, guest: int
     ) -> None:
-        """Attached, but not Connected in time: a stalled handshake is not waited on forever (nothing
-        would ever finish the recovery); the device is detached and, backing off, attached again."""
+        """Attached, but not Connected in time, or its backend gave up: a stalled handshake is not
+        waited on forever (nothing would ever finish the recovery); the device is detached and, backing
+        off, attached again."""
         assert incident.new_domid is not None
         front = self._t.guests.frontend_state(guest, pending.frontend)
         back = self._t.guests.backend_state(incident.new_domid, guest, pending.frontend)
+        states = f"frontend {_state_name(front)}, backend {_state_name(back)}"
         pending.last_error = (
-            f"not Connected within {spec.readiness.reattach_timeout_seconds:.0f} s "
-            f"(frontend {_state_name(front)}, backend {_state_name(back)})"
+            f"not Connected within {spec.readiness.reattach_timeout_seconds:.0f} s ({states})"
+            if self._t.clock() >= pending.confirm_deadline
+            else f"its new backend gave up before Connected ({states})"
         )
         self._t.unwatch(_state_path(guest, pending))
         f = pending.frontend
