@@ -163,3 +163,40 @@ def test_a_crashed_domfw_comes_back_with_its_uplink_and_then_its_guest() -> None
     assert uplink_macs() == before
     uplinks = run("xenstore-list", f"/local/domain/{net}/backend/vif/{domid('domfw')}").stdout.split()
     assert uplinks == ["0"]
+
+
+def test_a_filtering_domain_with_its_uplink_from_dom0_comes_back_with_it() -> None:
+    """The seed's variant: the uplink served by dom0 (`backend = "dom0"`, on a bridge of dom0's)."""
+    run("ip", "link", "add", "xenbr-it", "type", "bridge", check=False)
+    run("ip", "link", "set", "xenbr-it", "up")
+    CONFIG.write_text(
+        CONFIG.read_text().replace(
+            'backend = "domnet"\nbridge = "br0"', 'backend = "dom0"\nbridge = "xenbr-it"'
+        )
+    )
+    run("systemctl", "reload", "xenddd")
+    run("xenddd", "restart", "domfw")
+
+    def uplink_from_dom0() -> bool:
+        fw = domid("domfw")
+        return (
+            fw is not None
+            and xs_read(f"/local/domain/{fw}/device/vif/0/backend-id") == "0"
+            and xs_read(f"/local/domain/{fw}/device/vif/0/state") == "4"
+            and xs_read(f"/local/domain/0/backend/vif/{fw}/0/state") == "4"
+        )
+
+    wait_until(uplink_from_dom0, 400, "domfw's uplink Connected through dom0")
+    (row,) = xenddd_json("list", "domfw")["items"]
+    assert row["upstreams"] == []
+    old = domid("domfw")
+    seen = len(xenddd_json("events")["items"])
+    started = time.monotonic()
+    run("xenstore-write", f"/local/domain/{old}/data/crash", "1")
+    wait_until(
+        lambda: domid("domfw") not in (None, old) and uplink_from_dom0(), 400, "domfw back with its uplink"
+    )
+    wait_until(lambda: connected("fwfe", "domfw"), 600, "fwfe's vif Connected through the new domfw", every=2)
+    report_mttr(
+        "domfw", "kernel crash, uplink from dom0", recovery_phases("domfw", seen), time.monotonic() - started
+    )
