@@ -122,6 +122,8 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
         "-drive", f"file={store},if=virtio,format=raw",
         "-drive", f"file={extra[0]},if=virtio,format=raw",
         "-drive", f"file={extra[1]},if=virtio,format=raw",
+        # the root disk of domfw (vdg), the filtering driver domain scenario (h) chains behind domnet
+        "-drive", f"file={rootfs},if=virtio,format=raw,snapshot=on,file.locking=off",
         "-virtfs", f"local,path={TOP},mount_tag=xenddd,security_model=none,id=xenddd",
         "-nic", "none",
         # the NIC that scenario (b) hides from dom0 and (f) passes through: an e1000 at a fixed address,

@@ -358,6 +358,7 @@ class FrontendSteps:
         guest = self._t.guests.current_domid(pending.frontend)
         if guest is not None:
             self._t.watch(_state_path(guest, pending))
+
     def _backend_gave_up(self, incident: Incident, pending: PendingFrontend, guest: int) -> bool:
         """The new backend is gone, or closing, before it ever connected: the driver domain's `xl devd`
         removes a device whose hotplug script or InitWait missed libxl's limits (40 s, 10 s), and the
