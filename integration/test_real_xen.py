@@ -29,17 +29,24 @@ RELEASES: dict[str, tuple[str, ...] | None] = {
     + (BOOKWORM_RECOVERIES if os.environ.get("XENDDD_IT_BOOKWORM") == "full" else ()),
 }
 BOOTED = os.environ.get("XENDDD_IT_RELEASES", " ".join(RELEASES)).split()
+SELECT = os.environ.get("XENDDD_IT_SELECT", "")
 
 
-def machine_of(tree: ast.Module) -> str:
+def module_constant(tree: ast.Module, name: str, default: object) -> object:
+    """A scenario module's `NAME = <constant>` (MACHINE, ON_DEMAND), read without importing it: the
+    scenarios import dom0's conftest, which only dom0 has."""
     for node in tree.body:
         if (
             isinstance(node, ast.Assign)
-            and [getattr(t, "id", None) for t in node.targets] == ["MACHINE"]
+            and [getattr(t, "id", None) for t in node.targets] == [name]
             and isinstance(node.value, ast.Constant)
         ):
-            return str(node.value.value)
-    return "pc"
+            return node.value.value
+    return default
+
+
+def machine_of(tree: ast.Module) -> str:
+    return str(module_constant(tree, "MACHINE", "pc"))
 
 
 def scenario_ids() -> list[Any]:
@@ -54,6 +61,8 @@ def scenario_ids() -> list[Any]:
             if share is not None and path.stem not in share:
                 continue
             tree = ast.parse(path.read_text())
+            if module_constant(tree, "ON_DEMAND", False) and not SELECT:
+                continue  # a benchmark or a long scenario: run when XENDDD_IT_SELECT names it
             machine = machine_of(tree)
             ids += [
                 pytest.param(
@@ -73,7 +82,7 @@ def scenario_ids() -> list[Any]:
 def test_scenario_on_real_xen(test_bed: Any, release: str, machine: str, scenario: str) -> None:
     run = test_bed.run(release, machine, RELEASES[release])
     outcome = run.outcomes.get(scenario)
-    if outcome is None and os.environ.get("XENDDD_IT_SELECT"):
+    if outcome is None and SELECT:
         pytest.skip("not selected by XENDDD_IT_SELECT")
     if outcome is None:
         pytest.fail(

@@ -22,7 +22,15 @@ CONSOLE_LOGS = Path("/var/log/xen/console")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    other = [i for i in items if getattr(getattr(i, "module", None), "MACHINE", "pc") != MACHINE_NOW]
+    """Another machine's scenarios, and on-demand ones (`ON_DEMAND = True`) unless XENDDD_IT_SELECT
+    chose what runs (the host writes it to the results' `select`), are deselected."""
+    selected = (RESULTS / "select").exists() and (RESULTS / "select").read_text().strip()
+    other = [
+        i
+        for i in items
+        if getattr(getattr(i, "module", None), "MACHINE", "pc") != MACHINE_NOW
+        or (getattr(getattr(i, "module", None), "ON_DEMAND", False) and not selected)
+    ]
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = [i for i in items if i not in other]
