@@ -43,8 +43,8 @@ PrepareDomain = Callable[[DriverDomainSpec], None]
 ServedBy = Callable[[str, int | None], list[Frontend]]
 """The registry's frontends of a driver domain's instance (by domid), orphaned ones included."""
 
-Serving = Callable[[str], bool]
-"""Whether a driver domain runs and is ready to serve (no recovery of its own before the reattach)."""
+UpstreamsWaited = Callable[[DriverDomainSpec], list[str]]
+"""The driver domains a domain depends on that do not yet run ready to serve it."""
 
 ALIVE = (DomainState.RUNNING, DomainState.PAUSED, DomainState.OTHER)
 
@@ -63,13 +63,13 @@ class Recovery:
         *,
         prepare: PrepareDomain,
         served_by: ServedBy,
-        serving: Serving = lambda _name: True,
+        upstreams_waited: UpstreamsWaited = lambda _spec: [],
         rng: random.Random | None = None,
     ) -> None:
         self._t = tools
         self._prepare = prepare
         self._served_by = served_by
-        self._serving = serving
+        self._upstreams_waited = upstreams_waited
         self._upstream_reported: set[str] = set()  # incidents whose wait for an upstream was said
         self._rng = rng or random.Random()
         self._steps = FrontendSteps(tools)
@@ -151,7 +151,7 @@ class Recovery:
         cleanup_ends = incident.detected_at + CLEANUP_WAIT
         if dead_present and spec.on_crash != "preserve" and now < cleanup_ends:
             return cleanup_ends - now  # the cleanup's lifecycle event wakes us sooner
-        waiting = [name for name in spec.dependencies if not self._serving(name)]
+        waiting = self._upstreams_waited(spec)
         if waiting:
             # libxl's create of a domain whose vif or disk an absent (or not yet ready) driver domain
             # serves fails; its own clients are detached meanwhile

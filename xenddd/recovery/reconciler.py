@@ -72,7 +72,7 @@ class Reconciler:
             ),
             prepare=prepare,
             served_by=self._served_by,
-            serving=self._serving,
+            upstreams_waited=self._upstreams_waited,
             rng=rng,
         )
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
@@ -262,7 +262,7 @@ class Reconciler:
             # instance's nodes stay until the toolstack has cleaned it up
             orphans = self._registry.served_by(spec.name)
             if not orphans:
-                waiting = [name for name in spec.dependencies if not self._serving(name)]
+                waiting = self._upstreams_waited(spec)
                 if waiting:
                     log.info("%s: its start waits for %s to serve", spec.name, ", ".join(waiting))
                     return UPSTREAM_RECHECK
@@ -326,6 +326,9 @@ class Reconciler:
         )
         record.domid, record.started_at = running, None
         self._intents.save(record)
+
+    def _upstreams_waited(self, spec: DriverDomainSpec) -> list[str]:
+        return [name for name in spec.dependencies if not self._serving(name)]
 
     def _serving(self, name: str) -> bool:
         """Running, ready by its readiness condition, and not itself being recovered before the reattach:
