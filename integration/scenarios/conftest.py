@@ -84,12 +84,14 @@ def wait_until(
 
 def recovery_state(seen: int, devices: dict[str, str]) -> str:
     """xenddd's events since the first `seen` and its status, and each guest device's xenstore view
-    (`devices`: guest name → "vif/0"): what a recovery that did not finish was stuck on."""
+    (`devices`: guest name → "vif/0") and the daemon's last log lines: what a recovery that did not
+    finish was stuck on (CI shows only the failure's message)."""
     lines = [
         " ".join(f"{k}={v}" for k, v in event.items() if k not in ("seq", "incident"))
         for event in xenddd_json("events")["items"][seen:]
     ]
     lines.append(run("xenddd", "status", check=False).stdout.strip())
+    lines.append("journal: " + run("journalctl", "-u", "xenddd", "-n", "25", "-o", "cat", check=False).stdout)
     for guest, device in devices.items():
         gid = domid(guest)
         front = f"/local/domain/{gid}/device/{device}"
@@ -149,9 +151,10 @@ class Console:
         return next((line for line in self.lines() if needle in line), None)
 
 
-def recovery_phases(driver_domain: str, seen: int) -> dict[str, float]:
+def recovery_phases(driver_domain: str, seen: int, devices: dict[str, str] | None = None) -> dict[str, float]:
     """The phases of the recovery xenddd recorded after its first `seen` events, relative to detection;
-    `recovered` is recorded on the reconcile pass after the one that saw every frontend Connected."""
+    `recovered` is recorded on the reconcile pass after the one that saw every frontend Connected.
+    `devices`: the guest devices to show if it is not recorded in time (see `recovery_state`)."""
 
     def phases() -> dict[str, float] | None:
         events = xenddd_json("events")["items"][seen:]
@@ -162,7 +165,7 @@ def recovery_phases(driver_domain: str, seen: int) -> dict[str, float]:
         phases,
         60,
         f"xenddd to record the recovery of {driver_domain}",
-        explain=lambda: recovery_state(seen, {}),
+        explain=lambda: recovery_state(seen, devices or {}),
     )
     return {
         p: found[p] - found["detected"] for p in ("detached", "restarted", "ready", "recovered") if p in found

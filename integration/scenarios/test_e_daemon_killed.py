@@ -43,6 +43,8 @@ def test_sigkill_during_recovery_is_finished_by_the_restarted_daemon() -> None:
     assert new not in (None, old)
     guest = domid("fe")
 
+    devices = {"fe": "vif/0", "fe2": "vif/0"}
+
     def reattached() -> bool:
         return xs_read(f"/local/domain/{guest}/device/vif/0/state") == "4" and xs_read(
             f"/local/domain/{guest}/device/vif/0/backend-id"
@@ -53,10 +55,10 @@ def test_sigkill_during_recovery_is_finished_by_the_restarted_daemon() -> None:
         600,
         "fe's vif reattached by the restarted daemon",
         every=2,
-        explain=lambda: recovery_state(seen, {"fe": "vif/0", "fe2": "vif/0"}),
+        explain=lambda: recovery_state(seen, devices),
     )
     elapsed = time.monotonic() - started
     assert xs_read(f"/local/domain/{guest}/device/vif/0/mac") == MAC
     xml = run("virsh", "-c", "xen:///system", "dumpxml", "fe").stdout
     assert xml.count("<interface") == 1
-    report_mttr("domnet", "kernel crash, daemon SIGKILLed", recovery_phases("domnet", seen), elapsed)
+    report_mttr("domnet", "kernel crash, daemon SIGKILLed", recovery_phases("domnet", seen, devices), elapsed)
