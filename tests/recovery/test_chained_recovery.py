@@ -202,3 +202,45 @@ def test_a_daemon_killed_mid_cascade_is_finished_by_the_next_one(
     finally:
         second.stop()
         freezing.release.set()
+
+
+def test_a_restarted_filtering_domain_whose_uplink_hotplug_stalls_gets_it_attached_again(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """domnet's hotplug script for domfw's new uplink never finishes (its `xl devd` killed it): the uplink
+    sits in InitWait, which no guest's recovery looks at; after `reattach_timeout` it is detached and
+    attached again, with its MAC and devid, and the chain connects."""
+    handle = start_daemon(topology=CHAIN, reattach_timeout=1.0)
+    sim = handle.sim
+    wait_until(lambda: connected(sim), what="the chain connected")
+    before = vifs(sim)
+    sim.host.stall_hotplug_once.add(("domnet", "domfw"))
+
+    sim.host.crash("domfw")
+
+    wait_until(lambda: len(events(handle, "recovered", "domfw")) == 1, what="domfw recovered")
+    wait_until(lambda: connected(sim), what="the uplink connected again")
+    assert vifs(sim)["domfw"][1] == before["domfw"][1] and uplinks_in_domnet(sim) == ["0"]
+    [stalled] = events(handle, "own-device-stalled", "domfw")
+    assert (stalled["upstream"], stalled["kind"], stalled["devid"]) == ("domnet", "vif", 0)
+    assert "not Connected within 1 s" in str(stalled["reason"])
+    wait_until(lambda: events(handle, "own-device-connected", "domfw"), what="the uplink's connection said")
+    assert [e["attempts"] for e in events(handle, "own-device-connected", "domfw")] == [1]
+
+
+def test_an_uplink_whose_backend_gave_up_is_attached_again_without_waiting(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The upstream's `xl devd` removed the backend of domfw's uplink (its hotplug missed libxl's limit):
+    nothing will ever connect it, so it is attached again at once, not after `reattach_timeout`."""
+    handle = start_daemon(topology=CHAIN, reattach_timeout=600.0)
+    sim = handle.sim
+    wait_until(lambda: connected(sim), what="the chain connected")
+    domnet, domfw = sim.host.domains["domnet"].domid, sim.host.domains["domfw"].domid
+
+    sim.host.dom0.rm(f"/local/domain/{domnet}/backend/vif/{domfw}/0")
+
+    wait_until(lambda: connected(sim), timeout=10, what="the uplink connected again")
+    [stalled] = events(handle, "own-device-stalled", "domfw")
+    assert stalled["reason"] == "its backend gave up (absent)"
+    assert not events(handle, "detected")

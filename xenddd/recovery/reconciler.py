@@ -24,6 +24,7 @@ from xenddd.model import Frontend, FrontendKey
 from xenddd.recovery.frontend_steps import earliest
 from xenddd.recovery.history import History
 from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend, Phase
+from xenddd.recovery.own_devices import OwnDevices
 from xenddd.recovery.phases import UPSTREAM_RECHECK, PrepareDomain, Recovery, running_domid
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import ToolstackCalls
@@ -66,10 +67,12 @@ class Reconciler:
         self._clock = clock
         self._guests = guests
         self.calls = ToolstackCalls(wake, workers=config.settings.max_parallel_reattach)
+        tools = RecoveryTools(
+            hypervisor, guests, history, intents, self.calls, watch=watch, unwatch=unwatch, clock=clock
+        )
+        self._own_devices = OwnDevices(tools)
         self._recovery = Recovery(
-            RecoveryTools(
-                hypervisor, guests, history, intents, self.calls, watch=watch, unwatch=unwatch, clock=clock
-            ),
+            tools,
             prepare=prepare,
             served_by=self._served_by,
             upstreams_waited=self._upstreams_waited,
@@ -132,10 +135,12 @@ class Reconciler:
                     self._reconcile_domain(spec, info, advance=False)
 
     def _at_rest(self) -> bool:
-        """Nothing under way (no incident, no failed pass to retry): a xenstore change then concerns the
-        registry only, and libvirt need not be asked — a driver domain's death comes as a lifecycle or
-        domain hint, and the safety resync finds one whose hint was lost."""
-        return not self._errors and all(not r.incident and not r.parked for r in self._records.values())
+        """Nothing under way (no incident, no failed pass to retry, no driver domain's own device waiting
+        to connect): a xenstore change then concerns the registry only, and libvirt need not be asked —
+        a driver domain's death comes as a lifecycle or domain hint, and the safety resync finds one
+        whose hint was lost."""
+        quiet = all(not r.incident and not r.parked for r in self._records.values())
+        return quiet and not self._errors and not self._own_devices.waiting()
 
     def _observe(self) -> dict[str, DomainInfo]:
         """The toolstack's domains, listed once per pass; `snapshot(fresh=False)` reuses the listing."""
@@ -242,6 +247,18 @@ class Reconciler:
         self, spec: DriverDomainSpec, info: DomainInfo | None, *, advance: bool = True
     ) -> float | None:
         """`advance=False`: open an incident if there is one to open, and take no step of it yet."""
+        wake = self._reconcile_instance(spec, info, advance=advance)
+        running = running_domid(info)
+        if advance and spec.upstreams and running is not None and running == self._records[spec.name].domid:
+            serving = {
+                name: domid for name in spec.upstreams if (domid := self._serving_domid(name)) is not None
+            }
+            wake = earliest(wake, self._own_devices.check(spec, running, serving))
+        return wake
+
+    def _reconcile_instance(
+        self, spec: DriverDomainSpec, info: DomainInfo | None, *, advance: bool
+    ) -> float | None:
         record = self._records[spec.name]
         running = running_domid(info)
         if record.incident is not None:
@@ -345,6 +362,13 @@ class Reconciler:
             return self._guests.read(f"/local/domain/{domid}/domid") is not None
         ready = self._guests.read(f"/local/domain/{domid}/{spec.readiness.key}")
         return ready == spec.readiness.value.encode()
+
+    def _serving_domid(self, name: str) -> int | None:
+        """The instance of upstream `name` that serves and is not being recovered (its recovery owns the
+        devices it serves, a downstream domain's own among them)."""
+        if self._records[name].incident is not None or not self._serving(name):
+            return None
+        return running_domid((self._observed or {}).get(name))
 
     def _served_by(self, name: str, domid: int | None, *, with_records: bool = True) -> list[Frontend]:
         """What instance `domid` of driver domain `name` served: what its death leaves to recover — the

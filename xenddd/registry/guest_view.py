@@ -55,12 +55,16 @@ class GuestView:
         ]
 
     def recorded_on(
-        self, driver_name: str, driver_domid: int, known: Collection[FrontendKey] = ()
+        self,
+        driver_name: str,
+        driver_domid: int,
+        known: Collection[FrontendKey] = (),
+        guests: Collection[int] | None = None,
     ) -> list[Frontend]:
-        """The running guests' devices dom0's toolstack records as served by that instance (see
-        `toolstack_records`), but for those `known`: what a dead instance leaves to recover when the
-        registry never saw it."""
-        return recorded_frontends(self._xs, self._domains, driver_name, driver_domid, known)
+        """The running guests' devices (those of `guests`, if given) dom0's toolstack records as served by
+        that instance (see `toolstack_records`), but for those `known`: what a dead instance leaves to
+        recover when the registry never saw it, or a driver domain's own devices its upstream serves."""
+        return recorded_frontends(self._xs, self._domains, driver_name, driver_domid, known, guests)
 
     def frontend_state(self, guest_domid: int, frontend: Frontend) -> XenbusState | None:
         return parse_state(

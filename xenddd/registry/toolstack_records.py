@@ -38,11 +38,14 @@ def recorded_frontends(
     driver_name: str,
     driver_domid: int,
     known: Collection[FrontendKey] = (),
+    guests: Collection[int] | None = None,
 ) -> list[Frontend]:
-    """The running guests' devices that dom0's toolstack records as served by instance `driver_domid`,
-    but for those in `known` (already remembered: only their record's `backend` is read). Four pipelined
-    round trips whatever the number of guests."""
-    guests = [g for g in (parse_domid(raw) for raw in xenstore.directory("/libxl") or []) if g is not None]
+    """The running guests' devices (of those in `guests`, if given) that dom0's toolstack records as
+    served by instance `driver_domid`, but for those in `known` (already remembered: only their record's
+    `backend` is read). Four pipelined round trips whatever the number of guests."""
+    if guests is None:
+        listed = (parse_domid(raw) for raw in xenstore.directory("/libxl") or [])
+        guests = [g for g in listed if g is not None]
     guests = [g for g in guests if g != driver_domid and domains.identity(g) is not None]
     places = [(g, kind) for g in guests for kind in DeviceKind]
     listings = xenstore.directory_many([f"/libxl/{g}/device/{kind.value}" for g, kind in places])

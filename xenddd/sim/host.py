@@ -69,6 +69,9 @@ class SimHost:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self.stall_initwait: set[str] = set()  # driver domains whose backends never reach InitWait
+        # (backend domain, guest) whose next device's hotplug script never finishes: it stays in InitWait
+        # with no hotplug-status, as one `xl devd` killed after libxl's 40 s leaves it
+        self.stall_hotplug_once: set[tuple[str, str]] = set()
         # How long a crashed domain stays dying — listed as crashed, its nodes in place — before the
         # toolstack destroys it (libvirt's cleanup of a crash); a detach of a device it served fails
         # meanwhile, as libxl's does ("failed to detach network device").
@@ -264,6 +267,11 @@ class SimHost:
                 front_nodes = {"virtual-device": str(devid), "device-type": "disk"}
             front_nodes |= {"backend": back, "backend-id": str(b), "state": "1"}
             toolstack = f"/libxl/{g}/device/{kind}/{devid}"
+            if (backend_name, guest_name) in self.stall_hotplug_once and isinstance(
+                backend.kernel, BackendKernel
+            ):
+                self.stall_hotplug_once.discard((backend_name, guest_name))
+                backend.kernel.stalled_hotplug.add(back)
 
             def add(tx: int) -> None:
                 # libxl__device_generic_add: one transaction, so a watcher never sees half a device
@@ -314,6 +322,14 @@ class SimHost:
             if g is None:
                 return
             front = f"/local/domain/{g}/device/{kind}/{devid}"
+            backend_domid = _domid_of_backend(back)
+            served_by = next((d for d in self.domains.values() if d.domid == backend_domid), None)
+            if (
+                backend_domid is not None
+                and served_by is not None
+                and isinstance(served_by.kernel, BackendKernel)
+            ):
+                served_by.kernel.stalled_hotplug.discard(back)  # a new add is a new hotplug run
             if back and self.dom0.read(f"{back}/state") is not None:
                 self.dom0.write(f"{back}/online", b"0")
                 self.dom0.write(f"{back}/state", b"5")

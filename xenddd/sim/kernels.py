@@ -67,11 +67,13 @@ class Kernel:
 
 class BackendKernel(Kernel):
     """netback + blkback + `xl devd` of a driver domain. `stall_initwait` keeps backends at state 1
-    (fault injection: a driver domain whose hotplug machinery never runs)."""
+    (fault injection: a driver domain whose hotplug machinery never runs); a backend path in
+    `stalled_hotplug` reaches InitWait but never gets its hotplug-status (its script was killed)."""
 
     def __init__(self, engine: Xenstored, domid: int) -> None:
         super().__init__(engine, domid)
         self.stall_initwait = False
+        self.stalled_hotplug: set[str] = set()
         self._watched: set[str] = set()
 
     def start(self) -> None:
@@ -122,7 +124,8 @@ class BackendKernel(Kernel):
         if state == INITIALISING and not self.stall_initwait:
             if kind == "vbd":
                 self.xs.write(f"{path}/physical-device", b"fe:0")
-            self.xs.write(f"{path}/hotplug-status", b"connected")
+            if path not in self.stalled_hotplug:
+                self.xs.write(f"{path}/hotplug-status", b"connected")
             self.xs.write(f"{path}/state", str(INIT_WAIT))
             return
         if state == INIT_WAIT and frontend:
