@@ -92,6 +92,7 @@ def recovery_state(seen: int, devices: dict[str, str]) -> str:
     ]
     lines.append(run("xenddd", "status", check=False).stdout.strip())
     lines.append("journal: " + run("journalctl", "-u", "xenddd", "-n", "25", "-o", "cat", check=False).stdout)
+    lines.append("xl running: " + run("pgrep", "-a", "-x", "xl", check=False).stdout.strip())
     for guest, device in devices.items():
         gid = domid(guest)
         front = f"/local/domain/{gid}/device/{device}"

@@ -121,23 +121,31 @@ class FrontendSteps:
         wake: float | None = None
         changed = False
         present: list[tuple[PendingFrontend, int]] = []
+        attaching: list[tuple[PendingFrontend, int]] = []  # its attach still running
         for pending in list(incident.frontends):
-            if self._t.calls.busy(self._key(spec, pending)):
-                continue
+            key = self._key(spec, pending)
             guest = self._t.guests.current_domid(pending.frontend)
-            if guest is None:
+            if self._t.calls.busy(key):
+                if self._what.get(key) == ("attach", incident.new_domid) and guest is not None:
+                    attaching.append((pending, guest))
+            elif guest is None:
                 self._drop(record, incident, pending, "guest is gone")
             else:
                 present.append((pending, guest))
-        attached = [(g, p.frontend) for p, g in present if p.attached]
+        # A device is judged by what xenstore shows, the call that attaches it only hints: one Connected
+        # through the new instance by dom0's record is reattached even while its `xl` has not returned
+        # (one that outlived its device's handshake by minutes held a whole recovery on a loaded host);
+        # its late result finds it gone from the incident and is dropped.
+        checked = [(p, g) for p, g in present if p.attached] + attaching
         connected = dict(
             zip(
-                (p.key for p, _ in present if p.attached),
-                self._t.guests.connected_many(incident.new_domid, attached),
+                (p.key for p, _ in checked),
+                self._t.guests.connected_many(incident.new_domid, [(g, p.frontend) for p, g in checked]),
                 strict=True,
             )
         )
-        confirmed = [(guest, p.frontend) for p, guest in present if p.attached and connected[p.key]]
+        present += [(p, g) for p, g in attaching if connected[p.key]]
+        confirmed = [(guest, p.frontend) for p, guest in present if connected.get(p.key)]
         differences = dict(
             zip(
                 (frontend.key for _g, frontend in confirmed),
@@ -146,7 +154,7 @@ class FrontendSteps:
             )
         )
         for pending, guest in present:
-            if pending.attached:
+            if pending.key in connected:
                 if connected[pending.key]:
                     differs = differences[pending.key]
                     if differs:  # the guest's own configuration (udev rules, fstab) may not find it

@@ -103,10 +103,12 @@ class Recovery:
             self._t.save(record)
         return wake
 
-    def retry_parked(self, spec: DriverDomainSpec, record: DomainRecord, domid: int) -> float | None:
-        """Outside any incident: the parked frontends' slow retries on the running instance `domid`."""
+    def idle(self, spec: DriverDomainSpec, record: DomainRecord, domid: int) -> float | None:
+        """Outside any incident: what device calls an ended incident left running return (a device
+        confirmed before its attach returned), and the parked frontends' slow retries on the running
+        instance `domid`."""
         self._steps.collect(spec, record, None)
-        return self._steps.retry_parked(spec, record, domid)
+        return self._steps.retry_parked(spec, record, domid) if record.parked else None
 
     def abandon(self, spec: DriverDomainSpec, incident: Incident) -> None:
         """An incident replaced by another (a planned restart): its watches go with it."""

@@ -271,7 +271,7 @@ class Reconciler:
                 self._hv.ensure_passthrough(spec)
                 record.domid, record.started_at = running, None
                 self._intents.save(record)
-            return self._recovery.retry_parked(spec, record, running) if record.parked else None
+            return self._recovery.idle(spec, record, running)
         if running is None and record.domid is None:
             # No record of an instance (a first start, or a damaged record): a dead instance the
             # registry remembers serving guests is still one to recover. No instance runs, so every entry
