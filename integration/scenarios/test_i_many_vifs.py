@@ -1,0 +1,108 @@
+"""(i) many vifs through one driver domain: 8 small guests with 4 vifs each (32 frontends) served by domnet,
+all back after a kernel crash of domnet with the same devid and MAC — the real-Xen half of issue [scale]
+(the simulated host measures 1 to 1,000 frontends in bench/recovery_mttr.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import (
+    busybox_guest,
+    domid,
+    recovery_phases,
+    recovery_state,
+    report_mttr,
+    run,
+    wait_until,
+    xenddd_json,
+    xs_read,
+)
+
+# Eight more guest boots and 32 reattaches, which CI has no room for:
+# XENDDD_IT_SELECT='smoke or many_vifs' XENDDD_IT_RELEASES=trixie scripts/integration -k pc
+ON_DEMAND = True
+
+GUESTS = [f"many{g}" for g in range(8)]
+VIFS = 4
+
+
+def mac(guest: int, vif: int) -> str:
+    return f"00:16:3e:00:1{guest}:{vif:02x}"
+
+
+def interfaces(guest: int) -> str:
+    return "\n    ".join(
+        f"""<interface type='bridge'>
+      <mac address='{mac(guest, vif)}'/>
+      <source bridge='br0'/>
+      <backenddomain name='domnet'/>
+    </interface>"""
+        for vif in range(VIFS)
+    )
+
+
+def vifs_of(name: str) -> dict[int, tuple[str | None, str | None, str | None, str | None]]:
+    """devid → (MAC, backend-id, frontend state, backend state), as the guest's nodes show them."""
+    guest = domid(name)
+    assert guest is not None
+    listed = run("xenstore-list", f"/local/domain/{guest}/device/vif", check=False).stdout.split()
+    found = {}
+    for devid in sorted(int(d) for d in listed):
+        front = f"/local/domain/{guest}/device/vif/{devid}"
+        backend = xs_read(f"{front}/backend")
+        found[devid] = (
+            xs_read(f"{front}/mac"),
+            xs_read(f"{front}/backend-id"),
+            xs_read(f"{front}/state"),
+            xs_read(f"{backend}/state") if backend else None,
+        )
+    return found
+
+
+def connected_to(dd: int | None, names: list[str]) -> bool:
+    """Each guest of `names` has its VIFS vifs, all Connected through instance `dd` of domnet."""
+    return dd is not None and all(
+        len(vifs) == VIFS and all(v[1:] == (str(dd), "4", "4") for v in vifs.values())
+        for vifs in (vifs_of(name) for name in names)
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def guests() -> Iterator[None]:
+    dd = domid("domnet")
+    assert dd is not None, "domnet is not running (scenario a starts it)"
+    wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") == "1", 400, "domnet ready")
+    try:
+        for index, name in enumerate(GUESTS):
+            xml = busybox_guest(name, "", interfaces(index), memory_mib=64)
+            run("virsh", "-c", "xen:///system", "create", str(xml))
+            # one guest at a time: domnet's `xl devd` gives each hotplug script 40 s
+            wait_until(lambda n=name: connected_to(dd, [n]), 300, f"{name}'s {VIFS} vifs Connected")
+        yield
+    finally:
+        for name in GUESTS:
+            run("virsh", "-c", "xen:///system", "destroy", name, check=False)
+
+
+def test_thirty_two_vifs_come_back_with_their_devids_and_macs_after_a_crash_of_domnet() -> None:
+    before = {name: {devid: v[0] for devid, v in vifs_of(name).items()} for name in GUESTS}
+    assert before == {name: {v: mac(g, v) for v in range(VIFS)} for g, name in enumerate(GUESTS)}
+    served = xenddd_json("network-list", "--backend", "domnet")["items"]
+    assert len([item for item in served if item["guest"] in GUESTS]) == len(GUESTS) * VIFS
+    old = domid("domnet")
+    seen = len(xenddd_json("events")["items"])
+    started = time.monotonic()
+    run("xenstore-write", f"/local/domain/{old}/data/crash", "1")
+    wait_until(
+        lambda: (d := domid("domnet")) not in (None, old) and connected_to(d, GUESTS),
+        900,
+        "all 32 vifs Connected through the new domnet",
+        every=3,
+        explain=lambda: recovery_state(seen, {name: "vif/3" for name in GUESTS}),
+    )
+    elapsed = time.monotonic() - started
+    after = {name: {devid: v[0] for devid, v in vifs_of(name).items()} for name in GUESTS}
+    assert after == before
+    report_mttr("domnet", "kernel crash, 8 guests x 4 vifs", recovery_phases("domnet", seen), elapsed)
