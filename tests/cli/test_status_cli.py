@@ -109,3 +109,33 @@ def test_status_tells_a_recovery_whose_first_restart_was_not_ready_apart(tmp_pat
         daemon.stop()
         thread.join(20)
         sim.stop()
+
+
+def test_status_names_a_slow_toolstack_call(
+    running: tuple[Path, SimulatedHost, Daemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recovery that does not end waits on something; a call that is slow is what status shows first."""
+    import threading
+
+    import xenddd.service.daemon as daemon_module
+
+    config, _sim, daemon = running
+    monkeypatch.setattr(daemon_module, "SLOW_CALL_SHOWN", 0.2)
+    assert daemon._wiring is not None
+    release = threading.Event()
+    daemon._wiring.reconciler.calls.submit(
+        ("test", "slow"), "domnet: attach fe vif 0", lambda: release.wait(10)
+    )
+    try:
+        time.sleep(0.3)
+        result = CliRunner().invoke(cli, ["--config", str(config), "status"])
+        assert result.exit_code == 0, result.output
+        assert (
+            "toolstack call running for " in result.stdout and "s: domnet: attach fe vif 0" in result.stdout
+        )
+    finally:
+        release.set()
+    wait_until_quiet = time.monotonic() + 5
+    while "toolstack call" in CliRunner().invoke(cli, ["--config", str(config), "status"]).stdout:
+        assert time.monotonic() < wait_until_quiet, "status kept naming a call that returned"
+        time.sleep(0.05)

@@ -123,6 +123,9 @@ def status(cli: CliContext) -> None:
         f"daemon: pid {daemon_health.get('pid')}, {daemon_health.get('mode')} host, "
         f"up {daemon_health.get('uptime_seconds')} s, xenstore {daemon_health.get('xenstore')}"
     ]
+    slow = daemon_health.get("slow_call")
+    if slow:
+        lines.append(f"toolstack call running for {slow['seconds']} s: {slow['what']}")
     if daemon_health.get("mode") == "simulated":
         lines.append(
             f"simulated host: xenstored {daemon_health.get('xenstore_socket')}, "

@@ -49,6 +49,7 @@ CONTROL_TIMEOUT = 120.0
 STEP_TIMEOUT = 300.0
 SIGNAL_LATENCY = 0.5  # seconds at most between a signal's arrival and its handling (see _drain)
 COALESCE = 0.02  # seconds a pass waits for more hints after the first (well below readiness's 50 ms)
+SLOW_CALL_SHOWN = 15.0  # `status` names a toolstack call running longer (libxl's device limit is 10 s)
 STALLED_CALL = 120.0  # xl's own limit for a device operation: a toolstack call this old is hung
 
 
@@ -379,7 +380,12 @@ class Daemon:
     # -- reporting -------------------------------------------------------------------------------------
 
     def _health(self) -> dict[str, Any]:
+        oldest = self._wiring.reconciler.calls.oldest() if self._wiring is not None else None
         return {
+            # the toolstack call running longest, once it is slow: what a recovery that does not end waits on
+            "slow_call": None
+            if oldest is None or oldest[1] < SLOW_CALL_SHOWN
+            else {"what": oldest[0], "seconds": round(oldest[1], 1)},
             "pid": os.getpid(),
             "mode": self.runtime.description,
             "uptime_seconds": round(time.time() - self.started_at, 1),
