@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tests.recovery.conftest import RunningDaemon, freeze, wait_until
 from xenddd.adapters.hypervisor_api import DomainInfo
+from xenddd.errors import XendddError
 from xenddd.sim.hypervisor import SimHypervisor
 from xenddd.sim.socket_host import SimulatedHost
 
@@ -244,3 +246,33 @@ def test_an_uplink_whose_backend_gave_up_is_attached_again_without_waiting(
     [stalled] = events(handle, "own-device-stalled", "domfw")
     assert stalled["reason"] == "its backend gave up (absent)"
     assert not events(handle, "detected")
+
+
+def test_an_uplink_detached_but_not_attached_again_is_not_forgotten_by_the_next_daemon(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The detach of a stalled uplink worked and its attach failed; no `/libxl` record names the device
+    any more, yet the daemon after this one attaches it again: the intent was saved before the detach."""
+    failing = {"on": True}
+
+    class UplinkAttachFails(SimHypervisor):
+        def attach(self, guest: str, *args: Any, **kwargs: Any) -> None:
+            if guest == "domfw" and failing["on"]:
+                raise XendddError("libxl: unable to add device")
+            super().attach(guest, *args, **kwargs)
+
+    first = start_daemon(topology=CHAIN, reattach_timeout=0.5, hypervisor=UplinkAttachFails)
+    sim = first.sim
+    wait_until(lambda: connected(sim), what="the chain connected")
+    sim.host.stall_hotplug_once.add(("domnet", "domfw"))
+    sim.host.crash("domfw")
+    wait_until(lambda: events(first, "own-device-stalled", "domfw"), what="the stalled uplink detached")
+    wait_until(lambda: not uplinks_in_domnet(sim), what="the uplink gone (its attach failed)")
+    first.stop()
+    failing["on"] = False
+
+    second = start_daemon(topology=CHAIN, reattach_timeout=0.5, sim=sim)
+    wait_until(lambda: connected(sim), what="the uplink attached by the next daemon")
+    assert uplinks_in_domnet(sim) == ["0"]
+    *_first, by_second = events(second, "own-device-stalled", "domfw")  # one history for both daemons
+    assert by_second["reason"] == "its backend gave up (absent)"

@@ -60,7 +60,9 @@ class FrontendSteps:
                 continue
             pending = by_key.get(key[2])
             if pending is None or incident is None:
-                continue  # dropped meanwhile (its guest is gone)
+                if result.error is not None:  # confirmed before it returned, or its guest is gone
+                    log.warning("%s: %s, returning late, failed: %s", spec.name, step, result.error)
+                continue
             changed = True
             if step == "detach":
                 self._detached(spec, pending, result)

@@ -123,6 +123,9 @@ class DomainRecord:
     detached_by_destroy: list[Frontend] = field(default_factory=list)
     # frontends that never connected within their attempts: out of any incident, retried on their own
     parked: list[PendingFrontend] = field(default_factory=list)
+    # its own devices an upstream serves, being detached and attached again (see `own_devices`): saved
+    # before the detach, so that one whose attach failed is not forgotten with a daemon restart
+    own_reattaching: list[PendingFrontend] = field(default_factory=list)
 
 
 class IntentLog:
@@ -194,6 +197,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
             "frontends": [_pending_to_json(p) for p in incident.frontends],
         },
         "parked": [_pending_to_json(p) for p in record.parked],
+        "own_reattaching": [_pending_to_json(p) for p in record.own_reattaching],
     }
 
 
@@ -231,6 +235,7 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         reattach_failures=_int(doc, "reattach_failures"),
         last_incident=last_incident,
         parked=[_pending_from_json(item) for item in _list(doc, "parked")],
+        own_reattaching=[_pending_from_json(item) for item in _list(doc, "own_reattaching")],
     )
     for item in _list(doc, "detached_by_destroy"):
         frontend = frontend_from_json(item)

@@ -94,7 +94,7 @@ class Reconciler:
         for hint in hints:
             if isinstance(hint, ControlRequest):
                 self.handle(hint)
-        if hints and all(isinstance(h, XenstoreHint) for h in hints) and self._at_rest():
+        if hints and all(isinstance(h, XenstoreHint) for h in hints) and self._at_rest(hints):
             wake = self._refresh_registry(hints)
             self._report_listing_troubles()
             self.last_pass_seconds = time.monotonic() - started
@@ -134,13 +134,23 @@ class Reconciler:
                 with contextlib.suppress(XendddError):
                     self._reconcile_domain(spec, info, advance=False)
 
-    def _at_rest(self) -> bool:
+    def _at_rest(self, hints: Sequence[Hint]) -> bool:
         """Nothing under way (no incident, no failed pass to retry, no driver domain's own device waiting
-        to connect): a xenstore change then concerns the registry only, and libvirt need not be asked —
-        a driver domain's death comes as a lifecycle or domain hint, and the safety resync finds one
-        whose hint was lost."""
+        to connect) and no hint about a driver domain's own device: a xenstore change then concerns the
+        registry only, and libvirt need not be asked — a driver domain's death comes as a lifecycle or
+        domain hint, and the safety resync finds one whose hint was lost."""
         quiet = all(not r.incident and not r.parked for r in self._records.values())
-        return quiet and not self._errors and not self._own_devices.waiting()
+        return quiet and not self._errors and not self._own_devices.waiting() and not self._own(hints)
+
+    def _own(self, hints: Sequence[Hint]) -> bool:
+        """A hint about a backend (`/local/domain/<upstream>/backend/<kind>/<guest>/…`) whose guest is a
+        driver domain with upstreams: its own device may have just left Connected."""
+        downstream = {str(self._records[s.name].domid) for s in self.config.driver_domains if s.upstreams}
+        return any(
+            len(parts := h.path.split("/")) > 6 and parts[4] == "backend" and parts[6] in downstream
+            for h in hints
+            if isinstance(h, XenstoreHint)
+        )
 
     def _observe(self) -> dict[str, DomainInfo]:
         """The toolstack's domains, listed once per pass; `snapshot(fresh=False)` reuses the listing."""
@@ -248,13 +258,19 @@ class Reconciler:
     ) -> float | None:
         """`advance=False`: open an incident if there is one to open, and take no step of it yet."""
         wake = self._reconcile_instance(spec, info, advance=advance)
-        running = running_domid(info)
-        if advance and spec.upstreams and running is not None and running == self._records[spec.name].domid:
-            serving = {
-                name: domid for name in spec.upstreams if (domid := self._serving_domid(name)) is not None
-            }
-            wake = earliest(wake, self._own_devices.check(spec, running, serving))
-        return wake
+        if not advance or not spec.upstreams:
+            return wake
+        record, running = self._records[spec.name], running_domid(info)
+        if running is None or running != record.domid:
+            self._own_devices.forget(spec.name)
+            return wake
+        serving = {name: domid for name in spec.upstreams if (domid := self._serving_domid(name)) is not None}
+        return earliest(wake, self._own_devices.check(spec, record, running, serving, self._owned_by))
+
+    def _owned_by(self, upstream: str, key: FrontendKey) -> bool:
+        """The upstream's recovery holds that device now: parked, or under a call of its own."""
+        parked = any(p.key == key for p in self._records[upstream].parked)
+        return parked or self.calls.busy((upstream, "frontend", key))
 
     def _reconcile_instance(
         self, spec: DriverDomainSpec, info: DomainInfo | None, *, advance: bool
