@@ -76,7 +76,7 @@ def guests() -> Iterator[None]:
     wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") == "1", 400, "domnet ready")
     try:
         for index, name in enumerate(GUESTS):
-            xml = busybox_guest(name, "", interfaces(index), memory_mib=64)
+            xml = busybox_guest(name, "", interfaces(index))  # 96 MiB: 64 cannot hold kernel and initrd
             run("virsh", "-c", "xen:///system", "create", str(xml))
             # one guest at a time: domnet's `xl devd` gives each hotplug script 40 s
             wait_until(lambda n=name: connected_to(dd, [n]), 300, f"{name}'s {VIFS} vifs Connected")
