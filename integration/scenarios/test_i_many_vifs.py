@@ -1,6 +1,11 @@
-"""(i) many vifs through one driver domain: 8 small guests with 4 vifs each (32 frontends) served by domnet,
+"""(i) many vifs through one driver domain: 8 small guests with 2 vifs each (16 frontends) served by domnet,
 all back after a kernel crash of domnet with the same devid and MAC — the real-Xen half of issue [scale]
-(the simulated host measures 1 to 1,000 frontends in bench/recovery_mttr.py)."""
+(the simulated host measures 1 to 1,000 frontends in bench/recovery_mttr.py).
+
+Under emulation the test bed's CPU, not its memory, is the limit: a guest created with 4 vifs makes
+domnet run 4 `vif-bridge` scripts at once, and from the fourth such guest on its `xl devd` killed them at
+libxl's 40 s (8 guests of 4 vifs failed so on 2026-12-02); 2 at a time is what the test bed's
+reattaches use too."""
 
 from __future__ import annotations
 
@@ -20,12 +25,12 @@ from conftest import (
     xs_read,
 )
 
-# Eight more guest boots and 32 reattaches, which CI has no room for:
+# Eight more guest boots and 16 reattaches, which CI has no room for:
 # XENDDD_IT_SELECT='smoke or many_vifs' XENDDD_IT_RELEASES=trixie scripts/integration -k pc
 ON_DEMAND = True
 
 GUESTS = [f"many{g}" for g in range(8)]
-VIFS = 4
+VIFS = 2
 
 
 def mac(guest: int, vif: int) -> str:
@@ -86,7 +91,7 @@ def guests() -> Iterator[None]:
             run("virsh", "-c", "xen:///system", "destroy", name, check=False)
 
 
-def test_thirty_two_vifs_come_back_with_their_devids_and_macs_after_a_crash_of_domnet() -> None:
+def test_sixteen_vifs_come_back_with_their_devids_and_macs_after_a_crash_of_domnet() -> None:
     before = {name: {devid: v[0] for devid, v in vifs_of(name).items()} for name in GUESTS}
     assert before == {name: {v: mac(g, v) for v in range(VIFS)} for g, name in enumerate(GUESTS)}
     served = xenddd_json("network-list", "--backend", "domnet")["items"]
@@ -98,11 +103,16 @@ def test_thirty_two_vifs_come_back_with_their_devids_and_macs_after_a_crash_of_d
     wait_until(
         lambda: (d := domid("domnet")) not in (None, old) and connected_to(d, GUESTS),
         900,
-        "all 32 vifs Connected through the new domnet",
+        f"all {len(GUESTS) * VIFS} vifs Connected through the new domnet",
         every=3,
-        explain=lambda: recovery_state(seen, {name: "vif/3" for name in GUESTS}),
+        explain=lambda: recovery_state(seen, {name: f"vif/{VIFS - 1}" for name in GUESTS}),
     )
     elapsed = time.monotonic() - started
     after = {name: {devid: v[0] for devid, v in vifs_of(name).items()} for name in GUESTS}
     assert after == before
-    report_mttr("domnet", "kernel crash, 8 guests x 4 vifs", recovery_phases("domnet", seen), elapsed)
+    report_mttr(
+        "domnet",
+        f"kernel crash, {len(GUESTS)} guests x {VIFS} vifs",
+        recovery_phases("domnet", seen),
+        elapsed,
+    )
