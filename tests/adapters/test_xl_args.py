@@ -1,13 +1,16 @@
 """What `xl network-attach` / `block-attach` are given: every parameter libxl recorded, in xl's syntax
-(tools/xl/xl_parse.c parse_nic_config, tools/libs/util/libxlu_vif.c, xl-disk-configuration)."""
+(tools/xl/xl_parse.c parse_nic_config, tools/libs/util/libxlu_vif.c, xl-disk-configuration); and a
+detach of a device xl no longer has is done, not an error."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from xenddd.adapters.xl import block_attach_spec, network_attach_args, xl_rate
+from xenddd.adapters.xl import Xl, block_attach_spec, network_attach_args, xl_rate
 from xenddd.errors import XendddError
-from xenddd.model import VbdParams, VifParams
+from xenddd.model import DeviceKind, VbdParams, VifParams
 
 MAC = "00:16:3e:00:00:02"
 
@@ -88,3 +91,21 @@ def test_a_read_only_qdisk_cdrom_keeps_its_format() -> None:
     assert block_attach_spec(params, "domstore") == (
         "vdev=hdc,access=ro,backend=domstore,format=qcow2,backendtype=qdisk,devtype=cdrom,target=/srv/i.qcow2"
     )
+
+
+@pytest.mark.parametrize("message", ["Unknown device 1.", "Error: Device 1 not found.", "no such device"])
+def test_detaching_a_device_xl_no_longer_has_is_done_not_an_error(tmp_path: Path, message: str) -> None:
+    """On real Xen, `xl devd` removed a device whose hotplug script it killed, frontend and all; the
+    recovery's detach before the next attach met "Unknown device 1." and retried it forever."""
+    fake = tmp_path / "xl"
+    fake.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    Xl(str(fake)).detach("many0", DeviceKind.VIF, 1)
+
+
+def test_a_detach_that_fails_otherwise_is_an_error(tmp_path: Path) -> None:
+    fake = tmp_path / "xl"
+    fake.write_text("#!/bin/sh\necho 'libxl: error: unable to remove device' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(XendddError, match="unable to remove device"):
+        Xl(str(fake)).detach("many0", DeviceKind.VIF, 1)

@@ -21,6 +21,7 @@ from xenddd.model import Bdf, DeviceKind, VbdParams, VifParams
 
 XL_TIMEOUT = 120.0  # xl network-attach took 6.3 s under emulation; allow for a slow, loaded dom0
 _UINT32_MAX = 2**32 - 1
+ALREADY_GONE = ("unknown device", "not found", "no such")  # what xl says of a device it does not have
 
 
 class Xl:
@@ -68,12 +69,15 @@ class Xl:
         return devices
 
     def detach(self, guest: str, kind: DeviceKind, devid: int) -> None:
+        """Idempotent: a device that is already gone is not an error. xl says so as "Unknown device N."
+        (network-detach, when `xl devd` in the driver domain removed a device whose hotplug script it
+        killed, frontend included) or as not found / no such device."""
         verb = "network-detach" if kind is DeviceKind.VIF else "block-detach"
         try:
             self._run(verb, guest, str(devid))
         except XendddError as exc:
-            if "not found" in str(exc).lower() or "no such" in str(exc).lower():
-                return  # already gone
+            if any(gone in str(exc).lower() for gone in ALREADY_GONE):
+                return
             raise
 
     def _run(self, *args: str) -> str:
