@@ -386,7 +386,7 @@ class FrontendSteps:
         assert incident.new_domid is not None
         front = self._t.guests.frontend_state(guest, pending.frontend)
         back = self._t.guests.backend_state(incident.new_domid, guest, pending.frontend)
-        states = f"frontend {_state_name(front)}, backend {_state_name(back)}"
+        states = f"frontend {state_name(front)}, backend {state_name(back)}"
         pending.last_error = (
             f"not Connected within {spec.readiness.reattach_timeout_seconds:.0f} s ({states})"
             if self._t.clock() >= pending.confirm_deadline
@@ -492,5 +492,5 @@ def _state_path(guest: int, pending: PendingFrontend) -> str:
     return f"/local/domain/{guest}/device/{f.kind.value}/{f.devid}/state"
 
 
-def _state_name(state: XenbusState | None) -> str:
+def state_name(state: XenbusState | None) -> str:
     return "absent" if state is None else state.name

@@ -28,6 +28,11 @@ ATTACH_RETRY_BASE = 1.0
 ATTACH_RETRY_CAP = 60.0
 
 
+def attach_backoff(attempts: int) -> float:
+    """Seconds before the next attach after `attempts` (≥ 1) of them: doubling from 1 s, at most a minute."""
+    return min(ATTACH_RETRY_CAP, ATTACH_RETRY_BASE * 2.0 ** min(attempts - 1, 16))
+
+
 class Phase(enum.Enum):
     DETECTED = "detected"  # the restart not decided yet (stale frontends are detached in every phase)
     WAITING_RESTART = "waiting-restart"  # backoff before the next start, or the start under way
@@ -63,7 +68,7 @@ class PendingFrontend:
 
     def retry_delay(self) -> float:
         """Backoff before the next attach after a failure: doubling from 1 s, at most a minute."""
-        return min(ATTACH_RETRY_CAP, ATTACH_RETRY_BASE * 2.0 ** min(max(self.attempts, 1) - 1, 16))
+        return attach_backoff(max(self.attempts, 1))
 
 
 @dataclass

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.model import Frontend, FrontendKey, XenbusState
-from xenddd.recovery.frontend_steps import CONFIRM_RECHECK, earliest
-from xenddd.recovery.intent import ATTACH_RETRY_BASE, ATTACH_RETRY_CAP, DomainRecord, PendingFrontend
+from xenddd.recovery.frontend_steps import CONFIRM_RECHECK, earliest, state_name
+from xenddd.recovery.intent import DomainRecord, PendingFrontend, attach_backoff
 from xenddd.recovery.tools import RecoveryTools
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,7 @@ class _Unconnected:
 
     def backoff(self) -> float:
         """After an attempt: at least this long before the next, doubling (a minute at most)."""
-        if not self.attempts:
-            return 0.0
-        return min(ATTACH_RETRY_CAP, ATTACH_RETRY_BASE * 2.0 ** min(self.attempts - 1, 16))
+        return attach_backoff(self.attempts) if self.attempts else 0.0
 
 
 class OwnDevices:
@@ -114,9 +112,9 @@ class OwnDevices:
                     wake = earliest(wake, min(due - now, CONFIRM_RECHECK))
                     continue
                 reason = (
-                    f"its backend gave up ({_state_name(back)})"
+                    f"its backend gave up ({state_name(back)})"
                     if gave_up
-                    else f"not Connected within {timeout:.0f} s (backend {_state_name(back)})"
+                    else f"not Connected within {timeout:.0f} s (backend {state_name(back)})"
                 )
                 self._again(spec, record, domid, frontend, entry, reason)
         for key in [k for k in self._unconnected if k[0] == spec.name and k not in watched]:
@@ -186,7 +184,3 @@ class OwnDevices:
 
 def _call_key(spec: DriverDomainSpec, frontend: Frontend) -> tuple[str, str, FrontendKey]:
     return (spec.name, "own", frontend.key)
-
-
-def _state_name(state: XenbusState | None) -> str:
-    return "absent" if state is None else state.name
