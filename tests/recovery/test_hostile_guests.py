@@ -216,3 +216,25 @@ def test_an_operator_restart_during_a_recovery_restarts_at_once(
     wait_until(lambda: all_connected(sim, FIVE_DEVICES))
     vifs = {d["backend_id"] for k, d in frontends(sim).items() if k[1] == "vif"}
     assert vifs == {str(sim.host.domains["domnet"].domid)}
+
+
+def test_a_guest_destroyed_during_its_handshake_leaves_no_watch_behind(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """cache's frontend stalls in its handshake (its state node watched meanwhile) and cache is then
+    destroyed: the watch on a node of a domain that no longer exists must go with it. xenstored keeps a
+    watch on any path, so guests that come and go during recoveries would otherwise pile them up."""
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    baseline = sim.engine.count_watches(0)
+    cache_kernel = sim.host.domains["cache"].kernel
+    assert cache_kernel is not None
+    cache_kernel.pause()  # its netfront will not answer the new backend
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "reattached")) == 2, what="web's and db's vifs, cache's attached")
+    wait_until(lambda: sim.engine.count_watches(0) > baseline, what="cache's handshake watched")
+    sim.host.destroy("cache")
+    wait_until(lambda: events(handle, "recovered"), what="the recovery ends without cache")
+    assert [e["guest"] for e in events(handle, "dropped")] == ["cache"]
+    wait_until(lambda: sim.engine.count_watches(0) == baseline, what="cache's handshake watch removed")

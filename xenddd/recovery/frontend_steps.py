@@ -37,6 +37,8 @@ class FrontendSteps:
     def __init__(self, tools: RecoveryTools) -> None:
         self._t = tools
         self._what: dict[Hashable, tuple[str, int | None]] = {}  # call key → (step, new domid then)
+        # frontend → its watched state node: a guest that is gone has no domid left to name the path by
+        self._watched: dict[FrontendKey, str] = {}
 
     # -- results ---------------------------------------------------------------------------------------
 
@@ -164,7 +166,7 @@ class FrontendSteps:
                             "reattach-differs", spec.name, incident, **pending.event_fields(), **differs
                         )
                     incident.frontends.remove(pending)
-                    self._t.unwatch(_state_path(guest, pending))
+                    self._unwatch(pending)
                     self._t.event(
                         "reattached", spec.name, incident, **pending.event_fields(), attempts=pending.attempts
                     )
@@ -203,7 +205,7 @@ class FrontendSteps:
             if guest is not None and next(attached):
                 pending.attached = True  # done before a daemon restart: never attach twice
                 pending.confirm_deadline = self._t.clock() + spec.readiness.reattach_timeout_seconds
-                self._t.watch(_state_path(guest, pending))
+                self._watch(pending, guest)
             else:
                 pending.attempts += 1
                 todo.append(pending)
@@ -261,6 +263,7 @@ class FrontendSteps:
             guest = self._t.guests.current_domid(pending.frontend)
             if guest is None:
                 record.parked.remove(pending)
+                self._unwatch(pending)
                 self._t.history.record(
                     "dropped", driver_domain=spec.name, **pending.event_fields(), reason="guest is gone"
                 )
@@ -268,7 +271,7 @@ class FrontendSteps:
                 continue
             if self._t.guests.connected_many(domid, [(guest, pending.frontend)])[0]:
                 record.parked.remove(pending)
-                self._t.unwatch(_state_path(guest, pending))
+                self._unwatch(pending)
                 self._t.history.record(
                     "reattached", driver_domain=spec.name, **pending.event_fields(), attempts=pending.attempts
                 )
@@ -279,8 +282,7 @@ class FrontendSteps:
             if due > now or self._paused(pending):
                 wake = earliest(wake, max(due - now, CONFIRM_RECHECK) if pending.attached else PARKED_RETRY)
                 continue
-            if pending.attached:
-                self._t.unwatch(_state_path(guest, pending))
+            self._unwatch(pending)
             pending.attached, pending.attempts = False, pending.attempts + 1
             pending.not_before = now + PARKED_RETRY
             self._t.save(record)  # the attempt is recorded before the detach it begins with
@@ -298,10 +300,7 @@ class FrontendSteps:
     def forget_watches(self, incident: Incident) -> None:
         """The handshake watches of frontends that are about to be detached and attached anew."""
         for pending in incident.frontends:
-            if pending.attached:
-                guest = self._t.guests.current_domid(pending.frontend)
-                if guest is not None:
-                    self._t.unwatch(_state_path(guest, pending))
+            self._unwatch(pending)
 
     # -- what a finished call means --------------------------------------------------------------------
 
@@ -330,7 +329,7 @@ class FrontendSteps:
         pending.confirm_deadline = self._t.clock() + spec.readiness.reattach_timeout_seconds
         guest = self._t.guests.current_domid(pending.frontend)
         if guest is not None:
-            self._t.watch(_state_path(guest, pending))
+            self._watch(pending, guest)
 
     def _redetached(
         self,
@@ -367,7 +366,7 @@ class FrontendSteps:
         pending.confirm_deadline = self._t.clock() + spec.readiness.reattach_timeout_seconds
         guest = self._t.guests.current_domid(pending.frontend)
         if guest is not None:
-            self._t.watch(_state_path(guest, pending))
+            self._watch(pending, guest)
 
     def _backend_gave_up(self, incident: Incident, pending: PendingFrontend, guest: int) -> bool:
         """The new backend is gone, or closing, before it ever connected: the driver domain's `xl devd`
@@ -392,7 +391,7 @@ class FrontendSteps:
             if self._t.clock() >= pending.confirm_deadline
             else f"its new backend gave up before Connected ({states})"
         )
-        self._t.unwatch(_state_path(guest, pending))
+        self._unwatch(pending)
         f = pending.frontend
         detach = partial(self._t.hypervisor.detach, f.guest_name, f.kind, f.devid, f.params)
         self._submit(spec, pending, "redetach", incident.new_domid, detach)
@@ -461,12 +460,25 @@ class FrontendSteps:
     def _busy(self, spec: DriverDomainSpec, incident: Incident) -> bool:
         return any(self._t.calls.busy(self._key(spec, p)) for p in incident.frontends)
 
+    def _watch(self, pending: PendingFrontend, guest: int) -> None:
+        path = _state_path(guest, pending)
+        if self._watched.get(pending.key) != path:
+            self._unwatch(pending)
+            self._watched[pending.key] = path
+            self._t.watch(path)
+
+    def _unwatch(self, pending: PendingFrontend) -> None:
+        path = self._watched.pop(pending.key, None)
+        if path is not None:
+            self._t.unwatch(path)
+
     def _paused(self, pending: PendingFrontend) -> bool:
         info = self._t.hypervisor.domain(pending.frontend.guest_name)
         return info is not None and info.state is DomainState.PAUSED
 
     def _drop(self, record: DomainRecord, incident: Incident, pending: PendingFrontend, why: str) -> None:
         incident.frontends.remove(pending)
+        self._unwatch(pending)
         incident.dropped.append(pending.describe())
         self._t.event("dropped", record.name, incident, **pending.event_fields(), reason=why)
         self._t.unsaved = True

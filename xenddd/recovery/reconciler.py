@@ -466,6 +466,8 @@ class Reconciler:
                 "detach them first or use --force"
             )
         record.stopped_by_request = True
+        if record.incident is not None:
+            self._recovery.abandon(spec, record.incident)
         record.incident = None
         record.detached_by_destroy = list(served)
         self._intents.save(record)
