@@ -197,7 +197,8 @@ def test_a_guest_writing_a_nonsense_state_only_loses_its_displayed_state() -> No
     verdict = judge(DeviceKind.VIF, DeviceNodes(toolstack(), vif_backend(), {"state": b"99"}))
     assert isinstance(verdict, Judgement)
     assert verdict.frontend.frontend_state is XenbusState.UNKNOWN
-    assert any("frontend state" in w for w in verdict.warnings)
+    assert any("frontend state" in w for w in verdict.guest_warnings)
+    assert verdict.warnings == ()  # nothing charged to the driver domain
 
 
 def test_a_qdisk_vbd_keeps_its_format_target_vdev_and_mode() -> None:

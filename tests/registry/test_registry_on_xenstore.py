@@ -187,6 +187,24 @@ def test_a_driver_domain_rewriting_a_mac_thousands_of_times_costs_a_burst_of_war
     assert reg.frontends(DeviceKind.VIF)[0].params.mac == "00:16:3e:00:00:05"  # the toolstack's copy
 
 
+def test_a_driver_domain_spends_its_own_complaints_not_the_budget_of_the_guests_it_serves(
+    host: Host, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """netdd rewrites guest6's backend `mac` until its warnings are suppressed; guest6's own nonsense in
+    its frontend nodes must still be said: each domain's complaints count against its own budget."""
+    reg = registry(host.xs, tmp_path)
+    reg.resync()
+    backend = f"/local/domain/{NETDD}/backend/vif/6/0"
+    with caplog.at_level(logging.WARNING, logger="xenddd.registry.frontends"):
+        for i in range(2 * BURST):
+            host.xs.write(f"{backend}/mac", f"00:16:3e:00:01:{i:02x}")
+            reg.refresh(f"{backend}/mac")
+        assert len(caplog.records) == BURST
+        host.xs.write("/local/domain/6/device/vif/0/state", "99")
+        reg.refresh(backend)
+    assert "frontend state" in caplog.records[-1].getMessage()
+
+
 def test_rejections_of_nodes_that_are_gone_are_forgotten_on_resync(host: Host, tmp_path: Path) -> None:
     junk = [f"/local/domain/{NETDD}/backend/vif/junk{i}" for i in range(50)]
     host.xs.write_many([(f"{path}/0/state", "4") for path in junk])

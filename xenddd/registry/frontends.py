@@ -331,11 +331,10 @@ class FrontendRegistry:
             if device_nodes is None:
                 continue  # the backend vanished between listing and reading
             verdict = self._judge(name, dd_domid, kind, guest_domid, devid, device_nodes)
-            source = guest_domid if self.domains.is_running(guest_domid) else dd_domid
-            if isinstance(verdict, Rejection):
-                self._reject(source, path, verdict.reason)
+            if isinstance(verdict, Rejection):  # what rejects a device is the driver domain's or missing
+                self._reject(dd_domid, path, verdict.reason)
             else:
-                self._accept(source, path, verdict)
+                self._accept(dd_domid, guest_domid, path, verdict)
                 judged[(guest_domid, devid)] = verdict
         self._apply(name, dd_domid, kind, judged, scope)
 
@@ -369,7 +368,7 @@ class FrontendRegistry:
 
     def _reject(self, source: int, path: str, reason: str) -> None:
         """Remember why `path` is not believed; say so once per reason, within domain `source`'s budget
-        of complaints (the domain whose nodes these are: the guest, or a driver domain inventing one)."""
+        of complaints (the driver domain whose backend tree it is)."""
         with self._lock:
             if self._seen is not None:
                 self._seen.add(path)
@@ -379,16 +378,18 @@ class FrontendRegistry:
                 self._rejected[path] = reason
         self._complaints.warn(source, "not trusting backend %s: %s", path, reason)
 
-    def _accept(self, source: int, path: str, verdict: Judgement) -> None:
+    def _accept(self, dd_domid: int, guest_domid: int, path: str, verdict: Judgement) -> None:
+        """Each warning is charged to the domain whose nodes it is about."""
+        said = [(dd_domid, w) for w in verdict.warnings] + [(guest_domid, w) for w in verdict.guest_warnings]
         with self._lock:
             if self._seen is not None:
                 self._seen.add(path)
             self._rejected.pop(path, None)
-            fresh = [w for w in verdict.warnings if (path, w) not in self._warned]
+            fresh = [(source, w) for source, w in said if (path, w) not in self._warned]
             self._warned.update(
-                (path, w) for w in fresh[: max(0, _MAX_REMEMBERED_REJECTIONS - len(self._warned))]
+                (path, w) for _, w in fresh[: max(0, _MAX_REMEMBERED_REJECTIONS - len(self._warned))]
             )
-        for warning in fresh:
+        for source, warning in fresh:
             self._complaints.warn(source, "backend %s: %s", path, warning)
 
     def _forget_all_but(self, seen: set[str]) -> None:

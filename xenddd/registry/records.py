@@ -88,10 +88,13 @@ class GuestIdentity:
 
 @dataclass(frozen=True)
 class Judgement:
-    """The accepted frontend plus field-level complaints (logged once; the entry is still trusted)."""
+    """The accepted frontend plus field-level complaints (logged once; the entry is still trusted), apart
+    by whose nodes they are about: each domain's complaints count against its own budget (see the
+    registry), so a driver domain cannot spend its guests' and a guest cannot spend its driver domain's."""
 
     frontend: Frontend
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())  # about the driver domain's backend nodes
+    guest_warnings: tuple[str, ...] = field(default=())  # about the guest's frontend nodes
 
 
 def backend_path(driver_domid: int, kind: DeviceKind, guest_domid: int, devid: int) -> str:
@@ -204,12 +207,17 @@ def _judge(
     params: VifParams | VbdParams = vif_params(values) if kind is DeviceKind.VIF else vbd_params(values)
 
     backend_state = _status(nodes.backend.get("state"), parse_state, "backend state", warnings)
-    frontend_state = _status(nodes.frontend.get("state"), parse_state, "frontend state", warnings)
     hotplug = _status(nodes.backend.get("hotplug-status"), _hotplug, "hotplug-status", warnings)
     _complain_if_differs(nodes.backend, "frontend", expected_frontend, "backend's frontend node", warnings)
     _complain_if_differs(nodes.backend, "frontend-id", str(guest_domid), "backend's frontend-id", warnings)
-    _complain_if_differs(nodes.frontend, "backend", expected_backend, "frontend's backend node", warnings)
-    _complain_if_differs(nodes.frontend, "backend-id", str(driver_domid), "frontend's backend-id", warnings)
+    guest_warnings: list[str] = []
+    frontend_state = _status(nodes.frontend.get("state"), parse_state, "frontend state", guest_warnings)
+    _complain_if_differs(
+        nodes.frontend, "backend", expected_backend, "frontend's backend node", guest_warnings
+    )
+    _complain_if_differs(
+        nodes.frontend, "backend-id", str(driver_domid), "frontend's backend-id", guest_warnings
+    )
 
     frontend = Frontend(
         guest_domid=guest_domid,
@@ -224,7 +232,7 @@ def _judge(
         frontend_state=frontend_state or XenbusState.UNKNOWN,
         hotplug_status=hotplug,
     )
-    return Judgement(frontend, tuple(warnings))
+    return Judgement(frontend, tuple(warnings), tuple(guest_warnings))
 
 
 def backend_status(state: bytes | None, hotplug: bytes | None) -> tuple[XenbusState, str | None] | None:
