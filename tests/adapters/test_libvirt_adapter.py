@@ -290,7 +290,7 @@ def test_libvirt_keeps_a_chained_driver_domains_uplink_with_its_backend_and_rate
     uplink = VifSpec("00:16:3e:12:34:56", backend="domnet", bridge="br0", rate_kib=1221)
     hypervisor.define(replace(SPEC, name="domfw", vifs=(uplink,)))
     try:
-        (device,) = hypervisor.guest_devices("domfw")
+        (device,) = parse_guest_devices(hypervisor.connection().lookupByName("domfw").XMLDesc(0))
         assert (device.kind, device.backend_name) == (DeviceKind.VIF, "domnet")
         assert isinstance(device.params, VifParams)
         assert (device.params.mac, device.params.bridge) == ("00:16:3e:12:34:56", "br0")

@@ -170,15 +170,6 @@ class LibvirtHypervisor:
     def manages(self, guest: str) -> bool:
         return self._lookup(guest) is not None
 
-    def guest_devices(self, guest: str) -> list[GuestDevice]:
-        dom = self._lookup(guest)
-        if dom is None:
-            return []
-        try:
-            return parse_guest_devices(dom.XMLDesc(0))
-        except libvirt.libvirtError as exc:
-            raise XendddError(f"{guest}: reading its definition: {_message(exc)}") from None
-
     def iommu_available(self) -> bool:
         return self._xl.iommu_available()
 

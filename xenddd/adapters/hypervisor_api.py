@@ -96,8 +96,6 @@ class Hypervisor(Protocol):
         """True if `guest` is a domain of this toolstack; else `xl` created it and must attach its devices."""
         ...
 
-    def guest_devices(self, guest: str) -> list[GuestDevice]: ...
-
     def attach(
         self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
     ) -> None:

@@ -35,11 +35,6 @@ class GuestView:
             return None
         return domid
 
-    def frontend_backend_id(self, guest_domid: int, frontend: Frontend) -> int | None:
-        """The domid the guest's frontend node says serves it, or None when there is no frontend node."""
-        raw = self._xs.read(f"{frontend_path(guest_domid, frontend.kind, frontend.devid)}/backend-id")
-        return parse_domid(raw)
-
     def attached_to_many(self, driver_domid: int, devices: Sequence[tuple[int, Frontend]]) -> list[bool]:
         """For each (guest domid, frontend): whether the toolstack attached the device to instance
         `driver_domid` — dom0's own record (`/libxl/<guest>/device/<kind>/<devid>/backend`, which neither

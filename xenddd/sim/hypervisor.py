@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, GuestDevice, LifecycleEvent, LifecycleKind
+from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, LifecycleEvent, LifecycleKind
 from xenddd.config.spec import DOM0_BACKEND, DriverDomainSpec
 from xenddd.errors import XendddError
 from xenddd.model import DeviceKind, VbdParams, VifParams, normalise_mac
@@ -96,22 +96,6 @@ class SimHypervisor:
 
     def manages(self, guest: str) -> bool:
         return guest in self.host.domains
-
-    def guest_devices(self, guest: str) -> list[GuestDevice]:
-        domain = self.host.domains.get(guest)
-        if domain is None:
-            return []
-        devices = []
-        for device in domain.devices:
-            params: VifParams | VbdParams
-            if device.kind == "vif":
-                params = VifParams(mac=device.params["mac"], bridge=device.params.get("bridge"))
-                kind = DeviceKind.VIF
-            else:
-                params = VbdParams(vdev=device.params["dev"], target=device.params["params"])
-                kind = DeviceKind.VBD
-            devices.append(GuestDevice(kind, device.devid, params, device.backend))
-        return devices
 
     def attach(
         self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
