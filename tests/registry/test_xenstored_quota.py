@@ -15,7 +15,12 @@ from xenddd.model import DeviceKind, Frontend, VifParams
 from xenddd.registry import xenstored_quota
 from xenddd.registry.frontends import REGISTRY_FILE
 from xenddd.registry.persistence import frontend_to_json
-from xenddd.registry.xenstored_quota import XenstoredQuotas, parse_xenstored_args, quota_warnings
+from xenddd.registry.xenstored_quota import (
+    XenstoredQuotas,
+    devices_recorded,
+    parse_xenstored_args,
+    quota_warnings,
+)
 
 
 def test_c_xenstored_s_defaults_fit_about_forty_devices_a_driver_domain() -> None:
@@ -70,3 +75,10 @@ def test_config_check_warns_from_the_registry_s_count_and_the_host_s_xenstored_a
     xencommons.write_text('XENSTORED_ARGS="--entry-nb 20000 --watch-nb 2000"\n')
     result = CliRunner().invoke(cli, ["config", "check", str(config)])
     assert result.exit_code == 0 and "guest devices" not in result.stderr
+
+
+@pytest.mark.parametrize("damage", [b"[" * 100_000, b'{"frontends": [1, "x", {"kind": 5}]}', b"\xff{"])
+def test_a_damaged_registry_file_counts_no_devices_and_raises_nothing(tmp_path: Path, damage: bytes) -> None:
+    """`config check` reads the daemon's registry file as it is: the daemon quarantines a damaged one."""
+    (tmp_path / REGISTRY_FILE).write_bytes(damage)
+    assert devices_recorded(tmp_path) == {}

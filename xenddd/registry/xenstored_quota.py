@@ -87,7 +87,7 @@ def devices_recorded(state_dir: Path) -> dict[str, int]:
     without the daemon); empty when there is no readable registry."""
     try:
         document = json.loads((state_dir / REGISTRY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a damaged file is the daemon's to quarantine
         return {}
     items = document.get("frontends") if isinstance(document, dict) else None
     counts: dict[str, int] = {}
