@@ -4,6 +4,7 @@ it, through the simulated xenstored, against a real daemon."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.recovery.conftest import RunningDaemon, all_connected, domid, wait_until
+from xenddd.hints import ResyncHint
 from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.xenstored import Xenstored
 from xenddd.sim.xenstored_ops import DIRECTORY_PART, HANDLERS
@@ -66,3 +68,37 @@ def test_a_driver_domain_whose_backend_listing_keeps_changing_does_not_hold_up_a
         assert not [e for e in events(handle, "registry-error") if e["driver_domain"] == "domstore"]
         assert handle.daemon.last_error is None  # no pass was given up
     assert handle.thread.is_alive()
+
+
+def test_a_malformed_optional_key_from_a_driver_domain_costs_its_guest_nothing(
+    start_daemon: Callable[..., RunningDaemon], caplog: pytest.LogCaptureFixture
+) -> None:
+    """web's second vif has an `ip` and a `rate` that dom0's toolstack recorded, and an `mtu` only its
+    backend holds; domnet writes nonsense over all three, then crashes. The device is still believed
+    (its identity is intact) and reattached: `ip` and `rate` from the toolstack's record (the driver
+    domain's copies are not even asked), the bad `mtu` left out with one warning — not the whole device
+    rejected, and web left without its vif while the incident says `recovered`."""
+    caplog.set_level(logging.WARNING, logger="xenddd.registry.frontends")  # whatever root's level is now
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    recorded = {"ip": "192.0.2.5", "rate": "1250000,50000"}  # rate as libxl writes it
+    sim.host.attach("web", "vif", 1, "domnet", {"mac": "00:16:3e:0a:0b:0c", "mtu": "1400", **recorded})
+    wait_until(lambda: handle.settled(FIVE_DEVICES + 1))
+    net, web = domid(sim.host.domains["domnet"]), domid(sim.host.domains["web"])
+    sim.host.dom0.rm(f"/libxl/{web}/device/vif/1/mtu")
+    dd = DomainClient(sim.engine, net)
+    for key, bad in (("ip", "192.0.2.5; rm -rf /"), ("rate", "fast"), ("mtu", "99999999")):
+        dd.write(f"/local/domain/{net}/backend/vif/{web}/1/{key}", bad)
+    dd.close()
+    handle.daemon.hints.put(ResyncHint("test"))  # a status change re-reads the status only: judge it all
+    said = lambda: [r.getMessage() for r in caplog.records if f"/vif/{web}/1: " in r.getMessage()]  # noqa: E731
+    wait_until(lambda: len(said()) == 1, what="the bad mtu said")
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), what="domnet's recovery")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES + 1), what="both of web's vifs back")
+    back = f"/local/domain/{domid(sim.host.domains['domnet'])}/backend/vif/{web}/1"
+    given_back = {key: sim.host.dom0.read(f"{back}/{key}") for key in ("ip", "rate", "mtu")}
+    assert given_back == {"ip": b"192.0.2.5", "rate": b"1250000,50000", "mtu": None}
+    assert not events(handle, "dropped") and not events(handle, "parked")
+    assert len(said()) == 1 and "mtu" in said()[0]
