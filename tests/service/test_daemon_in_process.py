@@ -11,6 +11,8 @@ import pytest
 from xenddd.adapters.systemd import Notifier
 from xenddd.config.loader import parse_config
 from xenddd.config.spec import Config
+from xenddd.hints import DomainHint, XenstoreHint
+from xenddd.service import daemon as daemon_module
 from xenddd.service.daemon import Daemon
 from xenddd.service.simulated import simulated_runtime
 from xenddd.sim.socket_host import SimulatedHost
@@ -149,5 +151,33 @@ def test_the_installed_config_runs_a_daemon_that_does_nothing(tmp_path: Path) ->
         daemon.stop()
         thread.join(20)
         assert not thread.is_alive()
+    finally:
+        sim.stop()
+
+
+def test_a_domain_event_ends_the_wait_for_more_hints_and_takes_what_is_queued_along(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crashed driver domain's nodes are removed before its lifecycle event comes: the pass for the
+    burst must not then wait out the coalescing window, or every crash is detected that much later."""
+    monkeypatch.setattr(daemon_module, "COALESCE", 60.0)
+    config = parse_config(
+        f'[xenddd]\nstate_dir = "{tmp_path}/state"\ncontrol_socket = "{tmp_path}/control.sock"\n',
+        tmp_path / "x.toml",
+    )
+    sim = SimulatedHost.start(tmp_path / "xs.sock")
+    try:
+        daemon = Daemon(config, simulated_runtime(sim, config))
+        burst = [
+            XenstoreHint("/local/domain/1/backend/vif/2/0"),
+            DomainHint("libvirt", name="domnet", domid=1),
+            XenstoreHint("/local/domain/1/backend/vif/3/0"),
+        ]
+        for hint in burst:
+            daemon.hints.put(hint)
+        started = time.monotonic()
+        assert daemon._drain(1.0) == burst
+        assert time.monotonic() - started < 30.0  # not the 60 s window
+        daemon.runtime.close()
     finally:
         sim.stop()

@@ -181,7 +181,10 @@ class Daemon:
 
     def _drain(self, timeout: float) -> list[Hint]:
         """The first hint, and whatever else comes within COALESCE of it: a recovery's calls return and
-        its backends change state in bursts, and one pass for the burst does the work of many.
+        its backends change state in bursts, and one pass for the burst does the work of many. An
+        operator's request or a domain's event ends the wait at once: a crash is detected when it is
+        seen, and the xenstore hints that came before it are taken with it (a dying driver domain's
+        nodes go first, its lifecycle event follows).
 
         The wait is cut into slices of at most SIGNAL_LATENCY: a signal that the kernel hands to another
         of the daemon's threads runs its Python handler only when the main thread next wakes, and a
@@ -195,8 +198,10 @@ class Daemon:
                 if self._stop.is_set() or self._reload.is_set() or time.monotonic() >= deadline:
                     return []
         batch = [first]
-        until = time.monotonic() + (0.0 if isinstance(first, ControlRequest) else COALESCE)
+        until = time.monotonic() + COALESCE
         while True:
+            if isinstance(batch[-1], ControlRequest | DomainHint):
+                until = 0.0  # what is queued already comes along; nothing more is waited for
             try:
                 batch.append(self.hints.get(timeout=max(0.0, until - time.monotonic())))
             except queue.Empty:
