@@ -138,12 +138,17 @@ class Tree:
         return self.owned[domid]
 
     def subtree(self, path: str) -> list[str]:
-        """`path` and every descendant, parents before children."""
-        out = [path]
-        node = self.get(path)
-        assert node is not None
-        for child in sorted(node.children):
-            out.extend(self.subtree(f"{path.rstrip('/')}/{child}"))
+        """`path` and every descendant, parents before children (a driver domain's tree holds tens of
+        thousands of nodes: walked without recursion or sorting)."""
+        out: list[str] = []
+        stack = [path]
+        while stack:
+            current = stack.pop()
+            node = self.get(current)
+            assert node is not None
+            out.append(current)
+            prefix = current.rstrip("/")
+            stack.extend(f"{prefix}/{child}" for child in node.children)
         return out
 
 
