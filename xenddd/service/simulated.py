@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from xenddd.adapters.hypervisor_api import Hypervisor
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.config.spec import Config, DriverDomainSpec, Settings
 from xenddd.errors import XendddError
@@ -75,9 +76,22 @@ def serve_faults(sim: SimulatedHost, directory: Path) -> ControlServer:
     return server
 
 
-def simulated_runtime(sim: SimulatedHost, config: Config) -> Runtime:
+class SimulatedHostLike(Protocol):
+    """What the daemon's adapters need of a simulated host: a `SimulatedHost` in this process, or the
+    benchmark's `sim.remote_host.RemoteHost` in a process of its own."""
+
+    @property
+    def socket_path(self) -> Path: ...
+
+    @property
+    def hypervisor(self) -> Hypervisor: ...
+
+    def create_guests(self, config: Config) -> None: ...
+
+
+def simulated_runtime(sim: SimulatedHostLike, config: Config) -> Runtime:
     """Adapters for the daemon; guests are created once the driver domains are up (after READY)."""
-    xenstore = Xenstore(sim.server.path)
+    xenstore = Xenstore(sim.socket_path)
     xenstore.connect()
 
     def close() -> None:

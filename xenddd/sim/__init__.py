@@ -4,7 +4,8 @@ netback/blkback/front-end state machines, with fault injection — for tests, th
 Owns: the xenstore database and its engine (`store`, `xenstored`, `xenstored_ops`, `xenstored_conn`),
 its socket server and in-domain clients (`xenstored_socket`, `domain_client`), domains and kernels
 (`host`, `kernels`), the `Hypervisor` implementation (`hypervisor`), a whole host on a socket
-(`socket_host`), pytest fixtures (`pytest_plugin`).
+(`socket_host`) and the same host in a process of its own (`remote_host`), pytest fixtures
+(`pytest_plugin`).
 May import: `xenddd.adapters` (the interfaces it implements and the xenstore client its fixtures hand
 out), `xenddd.config`, and the shared vocabulary. Must never import recovery, registry, pci, service or cli:
 it stands in for Xen, not for xenddd.

@@ -1,6 +1,6 @@
 """A complete simulated host: xenstored on a socket, the toolstack and its Hypervisor adapter — what
 `xenddd daemon --simulate`, `xenddd sim` and `xenddd demo` run on (`service.simulated` wires the daemon
-to it)."""
+to it). `remote_host` runs one in a process of its own and offers the same calls."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from xenddd.config.spec import Config
 from xenddd.sim.host import SimHost
 from xenddd.sim.hypervisor import SimHypervisor
-from xenddd.sim.quotas import QuotaBook
+from xenddd.sim.quotas import QuotaBook, QuotaHit
 from xenddd.sim.xenstored import Xenstored
 from xenddd.sim.xenstored_socket import SocketServer
 
@@ -33,10 +33,23 @@ class SimulatedHost:
         host = SimHost(engine, boot_delay=boot_delay)
         return cls(engine, server, host, SimHypervisor(host))
 
+    @property
+    def socket_path(self) -> Path:
+        return self.server.path
+
     def create_guests(self, config: Config) -> None:
         for guest in config.sim_guests:
             if self.host.domains.get(guest.name) is None or self.host.domains[guest.name].domid is None:
                 self.host.create_guest(guest.name, vif=guest.vif, vbd=guest.vbd)
+
+    def crash(self, name: str) -> None:
+        self.host.crash(name)
+
+    def requests_served(self) -> int:
+        return self.server.requests_served()
+
+    def quota_hits(self) -> list[QuotaHit]:
+        return list(self.engine.quotas.hits)
 
     def stop(self) -> None:
         self.host.close()
