@@ -26,7 +26,7 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any, cast
 
-from xenddd.adapters.hypervisor_api import DomainInfo, GuestDevice, Hypervisor, LifecycleEvent
+from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, LifecycleEvent
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import XendddError
 from xenddd.model import DeviceKind, VbdParams, VifParams
@@ -126,9 +126,6 @@ class RemoteToolstack:
 
     def manages(self, guest: str) -> bool:
         return cast(bool, self._calls.call("manages", guest))
-
-    def guest_devices(self, guest: str) -> list[GuestDevice]:
-        return cast(list[GuestDevice], self._calls.call("guest_devices", guest))
 
     def attach(
         self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
@@ -232,7 +229,6 @@ class _HostInChild:
             "start": toolstack.start,
             "destroy": toolstack.destroy,
             "manages": toolstack.manages,
-            "guest_devices": toolstack.guest_devices,
             "attach": toolstack.attach,
             "detach": toolstack.detach,
             "iommu_available": toolstack.iommu_available,
