@@ -231,7 +231,8 @@ class Store:
             return []
         return self._create(tree, domid, path)
 
-    def rm(self, tree: Tree, domid: int, path: str) -> list[str]:
+    def rm(self, tree: Tree, domid: int, path: str, subtree: list[str]) -> list[str]:
+        """`subtree`: `tree.subtree(path)`, walked by the caller, who needs it too."""
         if path == "/":
             raise XsError("EINVAL")
         node = tree.get(path)
@@ -244,12 +245,11 @@ class Store:
         assert parent is not None
         if not can(domid, parent, "w") and not can(domid, node, "w"):
             raise XsError("EACCES")
-        removed = tree.subtree(path)
-        for victim in removed:
+        for victim in subtree:
             tree.remove(victim)
         parent.children.discard(path.rsplit("/", 1)[1])
         parent.gen = self.next_gen()
-        return removed
+        return subtree
 
     def set_perms(self, tree: Tree, domid: int, path: str, perms: tuple[Perm, ...]) -> list[str]:
         node = tree.get(path)

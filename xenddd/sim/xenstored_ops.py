@@ -128,21 +128,22 @@ def _mutate(
     tree: Tree,
     path: str,
     action: Callable[[], list[str]],
-    removing: bool = False,
+    removing: list[str] | None = None,
 ) -> None:
-    """Run a change; in a transaction, first note every node it can touch (for conflict detection)."""
+    """Run a change; in a transaction, first note every node it can touch (for conflict detection).
+    `removing`: the nodes a removal takes (none if `path` does not exist)."""
     exists = tree.get(path) is not None
-    before = {p: _node(tree, p).perms for p in tree.subtree(path)} if removing and exists else {}
+    before = {p: _node(tree, p).perms for p in removing} if removing else {}
     if tx is not None:
         touched = [path]
-        if removing:
+        if removing is not None:
             touched += [*before, parent_of(path)]
         elif not exists:
             touched += list(_up_to_existing(tree, path))
         tx.depend(touched)
     changed = action()
     # a removal is one event per watch (for the removed node), as C xenstored fires it
-    events = [path] if removing else changed
+    events = [path] if removing is not None else changed
     if tx is not None:
         tx.dirty.update(changed)
         tx.dirty.update(parent_of(p) for p in changed if p != "/")
@@ -191,7 +192,10 @@ def _rm(
     xs: Xenstored, conn: Connection, tx: Transaction | None, tree: Tree, args: list[bytes], _: bytes
 ) -> bytes:
     path = xs.path_arg(conn, args)
-    _mutate(xs, conn, tx, tree, path, lambda: xs.store.rm(tree, conn.domid, path), removing=True)
+    # walked once (a crashed driver domain's tree is tens of thousands of nodes): for the transaction's
+    # conflicts, the watches' permissions and the removal itself
+    nodes = tree.subtree(path) if tree.get(path) is not None else []
+    _mutate(xs, conn, tx, tree, path, lambda: xs.store.rm(tree, conn.domid, path, nodes), removing=nodes)
     return _ok()
 
 
