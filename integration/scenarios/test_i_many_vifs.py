@@ -1,11 +1,11 @@
-"""(i) many vifs through one driver domain: 6 small guests with 2 vifs each (12 frontends) served by domnet,
+"""(i) many vifs through one driver domain: 5 small guests with 2 vifs each (10 frontends) served by domnet,
 all back after a kernel crash of domnet with the same devid and MAC — the real-Xen half of issue [scale]
 (the simulated host measures 1 to 1,000 frontends in bench/recovery_mttr.py).
 
 Under emulation the test bed's CPU, not its memory, is the limit: each running busybox guest costs
 domnet's `vif-bridge` scripts time, and its `xl devd` kills one at libxl's 40 s. On 2026-12-02, with 4
-vifs per guest the fourth guest's vifs were killed so, with 2 per guest the seventh's: 6 x 2 is what
-the test bed holds."""
+vifs per guest the fourth guest's vifs were killed so, with 2 per guest the seventh's; 6 x 2 was created
+once on a quiet machine and failed twice more at the sixth guest: 5 x 2 is what the test bed holds."""
 
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ from conftest import (
     xs_read,
 )
 
-# Six more guest boots and 12 reattaches, which CI has no room for:
+# Five more guest boots and 10 reattaches, which CI has no room for:
 # XENDDD_IT_SELECT='smoke or many_vifs' XENDDD_IT_RELEASES=trixie scripts/integration -k pc
 ON_DEMAND = True
 
-GUESTS = [f"many{g}" for g in range(6)]
+GUESTS = [f"many{g}" for g in range(5)]
 VIFS = 2
 
 
@@ -91,7 +91,7 @@ def guests() -> Iterator[None]:
             run("virsh", "-c", "xen:///system", "destroy", name, check=False)
 
 
-def test_twelve_vifs_come_back_with_their_devids_and_macs_after_a_crash_of_domnet() -> None:
+def test_every_vif_comes_back_with_its_devid_and_mac_after_a_crash_of_domnet() -> None:
     before = {name: {devid: v[0] for devid, v in vifs_of(name).items()} for name in GUESTS}
     assert before == {name: {v: mac(g, v) for v in range(VIFS)} for g, name in enumerate(GUESTS)}
     served = xenddd_json("network-list", "--backend", "domnet")["items"]
