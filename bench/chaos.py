@@ -1,7 +1,7 @@
 """Fault campaign: the real daemon on the simulated host, faults from a catalogue injected at random
 (seeded), and after each one the invariants checked once the daemon has settled.
 
-Host: three driver domains (two network, one block) and `--guests` guests, each with one or two vifs and
+Host: four driver domains (two network, two block) and `--guests` guests, each with one or two vifs and
 one or two vbds. After each fault the campaign waits until the host has settled (or a deadline) and
 checks: every device of every guest that still exists is Connected to the running instance of its
 driver domain with its original identity (MAC, devid, vdev, parameters), recorded in dom0's toolstack
