@@ -4,10 +4,10 @@
 Host: four driver domains (two network, two block) and `--guests` guests, each with one or two vifs and
 one or two vbds. After each fault the campaign waits until the host has settled (or a deadline) and
 checks: every device of every guest that still exists is Connected to the running instance of its
-driver domain with its original identity (MAC, devid, vdev, parameters), recorded in dom0's toolstack
-record; no device is there twice and no backend is left over; no driver domain is `failed` (the restart
-policy allows 1000 restarts: only a bug could exhaust it); no recovery is left open, nothing parked;
-the daemon is alive.
+driver domain, so recorded in dom0's toolstack record, with its original identity (every parameter it
+was created with, as that record, its backend and its frontend hold it); no device is there twice and
+no backend is left over; no driver domain is `failed` (the restart policy allows 1000 restarts: only a
+bug could exhaust it); no recovery is left open, nothing parked; the daemon is alive.
 
 Run: .venv/bin/python bench/chaos.py [--faults 100] [--seed 1] [--guests 16]
 Prints faults by kind, invariant violations by kind, the median and maximum time to settle; exit 1 on any
@@ -101,6 +101,8 @@ DRIVER_DOMAINS = ("domnet", "domnet2", "domstore", "domstore2")
 SETTLE_DEADLINE = 60.0
 
 Device = tuple[str, str, int]  # guest, kind, devid
+# What a frontend holds of its device's identity: netfront's MAC and handle, blkfront's vdev number.
+FRONTEND_IDENTITY = {"vif": ("handle", "mac"), "vbd": ("virtual-device", "device-type")}
 
 
 def guests_config(count: int) -> str:
@@ -290,13 +292,20 @@ class Campaign:
         return devices
 
     def identity(self, device: Device) -> dict[str, str | None]:
+        """Every parameter the device was created with — whatever dom0's toolstack record lists besides
+        the paths of its two ends (devid as `handle`, MAC, bridge, script, ip, rate, mtu; vdev as `dev`,
+        params, mode, type) — as that record and the backend hold it, and the frontend's own copies. The
+        record's keys are read, not named here: a parameter a reattach dropped or added changes them."""
         dom0 = self.sim.host.dom0
         guest, kind, devid = device
         domid = self.domain(guest).domid
-        back = text(dom0.read(f"/libxl/{domid}/device/{kind}/{devid}/backend")) or ""
-        keys = ("mac", "bridge") if kind == "vif" else ("dev", "params", "mode")
-        found = {key: text(dom0.read(f"{back}/{key}")) if back else None for key in keys}
-        found["frontend-mac"] = text(dom0.read(f"/local/domain/{domid}/device/{kind}/{devid}/mac"))
+        record = f"/libxl/{domid}/device/{kind}/{devid}"
+        back = text(dom0.read(f"{record}/backend")) or ""
+        front = f"/local/domain/{domid}/device/{kind}/{devid}"
+        keys = sorted(set(dom0.directory(record)) - {"backend", "frontend"})
+        found = {f"toolstack {key}": text(dom0.read(f"{record}/{key}")) for key in keys}
+        found |= {f"backend {key}": text(dom0.read(f"{back}/{key}")) if back else None for key in keys}
+        found |= {f"frontend {key}": text(dom0.read(f"{front}/{key}")) for key in FRONTEND_IDENTITY[kind]}
         return found
 
     def violations(self) -> list[tuple[str, str]]:
@@ -363,7 +372,9 @@ class Campaign:
             elif dom0.read(f"{front}/state") != b"4" or dom0.read(f"{back}/state") != b"4":
                 found.append(("not-connected", f"{guest} {kind} {devid}"))
             elif device in self.identities and self.identity(device) != self.identities[device]:
-                found.append(("identity-changed", f"{guest} {kind} {devid}: {self.identity(device)}"))
+                was, now = self.identities[device], self.identity(device)
+                changed = {k: (was.get(k), now.get(k)) for k in sorted(was | now) if was.get(k) != now.get(k)}
+                found.append(("identity-changed", f"{guest} {kind} {devid}: (was, now) {changed}"))
         for guest in self.guest_devices:
             domain = self.domain(guest)
             if domain.domid is None:
