@@ -9,6 +9,10 @@ was created with, as that record, its backend and its frontend hold it); no devi
 no backend is left over; no driver domain is `failed` (the restart policy allows 1000 restarts: only a
 bug could exhaust it); no recovery is left open, nothing parked; the daemon is alive.
 
+A fault that raises, or a daemon that never becomes ready, is a violation too (`fault-raised: <type>`,
+`daemon-not-ready`) and ends the campaign early, its table printed all the same: the host is then in no
+known state to go on from.
+
 Run: .venv/bin/python bench/chaos.py [--faults 100] [--seed 1] [--guests 16]
 Prints faults by kind, invariant violations by kind, the median and maximum time to settle; exit 1 on any
 violation. The daemon's log goes to chaos.log in a temporary directory, named on failure.
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -99,6 +104,9 @@ reattach_timeout = 3
 """
 DRIVER_DOMAINS = ("domnet", "domnet2", "domstore", "domstore2")
 SETTLE_DEADLINE = 60.0
+READY_DEADLINE = 60.0  # a daemon's first pass; the driver domains' first start
+
+log = logging.getLogger("chaos")
 
 Device = tuple[str, str, int]  # guest, kind, devid
 # What a frontend holds of its device's identity: netfront's MAC and handle, blkfront's vdev number.
@@ -221,7 +229,7 @@ class Campaign:
         thread = threading.Thread(target=daemon.run, name="chaos-daemon", daemon=True)
         thread.start()
         self.running = Running(daemon, thread, hypervisor, xenstore, kill)
-        wait(lambda: daemon._ready, 60, "the daemon's first pass")
+        wait(lambda: daemon._ready, READY_DEADLINE, "daemon-not-ready", "the daemon's first pass")
 
     def kill_daemon(self) -> None:
         """Abruptly: its threads freeze at their next call; its libvirt event thread and xenstored
@@ -425,11 +433,21 @@ def text(raw: bytes | None) -> str | None:
     return raw.decode() if raw is not None else None
 
 
-def wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+class Stuck(Exception):
+    """What the campaign waited for never came: a violation named `kind`, after which the campaign cannot
+    go on (a daemon that is not ready has nothing to settle)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+def wait(condition: Callable[[], bool], timeout: float, kind: str, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise SystemExit(f"chaos: timed out waiting for {what}")
+            raise Stuck(kind, f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.01)
 
 
@@ -637,6 +655,22 @@ CATALOGUE: dict[str, Callable[[Campaign], None]] = {
 # -- main ---------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Tally:
+    """What the campaign saw: faults by kind, violations by kind with the first example of each, and the
+    time each fault took to settle."""
+
+    faults: collections.Counter[str] = field(default_factory=collections.Counter)
+    violations: collections.Counter[str] = field(default_factory=collections.Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    settle_times: list[float] = field(default_factory=list)
+
+    def violated(self, found: list[tuple[str, str]], where: str) -> None:
+        for violation, detail in found:
+            self.violations[violation] += 1
+            self.examples.setdefault(violation, f"{where}: {detail}")
+
+
 def run(faults: int, seed: int, guests: int, verbose: bool = False) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="xenddd-chaos-"))
     logging.basicConfig(
@@ -653,69 +687,83 @@ def run(faults: int, seed: int, guests: int, verbose: bool = False) -> int:
     sim.host.cleanup_delay = 0.05  # libvirt's cleanup of a crashed domain: a detach before it fails
     c = Campaign(tmp, config, sim, random.Random(seed))
     sim.host.listen(lambda what, d: setattr(c, "highest_domid", max(c.highest_domid, d.domid or 0)))
+    tally = Tally()
+    try:
+        set_up(c)
+    except Stuck as exc:
+        tally.violated([(exc.kind, exc.detail)], "before the first fault")
+    else:
+        inject(c, faults, tally, verbose)
+    if sim.engine.quotas.hits:  # a stall of the simulated host itself would be no test of the daemon
+        tally.violated([("xenstore-quota-hit", str(sim.engine.quotas.hits[0]))], "during the campaign")
+    print_table(faults, seed, guests, tally, c.zombies)
+    if tally.violations:
+        print(f"log: {tmp / 'chaos.log'}")
+    return 1 if tally.violations else 0
+
+
+def set_up(c: Campaign) -> None:
+    """The daemon, its driver domains, the guests; settled, and their devices' identities recorded."""
     c.start_daemon()
-    wait(lambda: all(c.domain(dd).domid is not None for dd in DRIVER_DOMAINS), 60, "the driver domains")
-    for guest in config.sim_guests:
+    wait(
+        lambda: all(c.domain(dd).domid is not None for dd in DRIVER_DOMAINS),
+        READY_DEADLINE,
+        "dd-not-running",
+        "the driver domains' first start",
+    )
+    for guest in c.config.sim_guests:
         c.guest_devices[guest.name] = (guest.vif, guest.vbd)
-    sim.create_guests(config)
+    c.sim.create_guests(c.config)
     _took, initial = c.settle()
     if initial:
-        raise SystemExit(f"chaos: the host never settled before the first fault: {initial[:5]}")
+        kinds = sorted({kind for kind, _ in initial})
+        raise Stuck("unsettled-at-start", f"{kinds}, e.g. {initial[0][1]}")
     c.record_identities()
 
-    by_kind: collections.Counter[str] = collections.Counter()
-    violations: collections.Counter[str] = collections.Counter()
-    examples: dict[str, str] = {}
-    settle_times: list[float] = []
+
+def inject(c: Campaign, faults: int, tally: Tally, verbose: bool) -> None:
+    """The faults, each followed by the settling and the check of the invariants. A fault that raises
+    leaves the host in no known state: it is a violation and the last fault."""
     for number in range(1, faults + 1):
         kind = c.rng.choice(sorted(CATALOGUE))
-        by_kind[kind] += 1
-        CATALOGUE[kind](c)
+        tally.faults[kind] += 1
+        where = f"fault {number} ({kind})"
+        try:
+            CATALOGUE[kind](c)
+        except Stuck as exc:
+            tally.violated([(exc.kind, exc.detail)], where)
+            return
+        except Exception as exc:
+            log.exception("%s raised", where)
+            tally.violated([(f"fault-raised: {type(exc).__name__}", str(exc))], where)
+            return
         took, found = c.settle()
-        settle_times.append(took)
-        for violation, detail in found:
-            violations[violation] += 1
-            examples.setdefault(violation, f"fault {number} ({kind}): {detail}")
+        tally.settle_times.append(took)
+        tally.violated(found, where)
         if verbose:
             print(f"{number:>5} {kind:<32} settled in {took:.3f} s {found[:3] if found else ''}", flush=True)
-        if found and any(v == "daemon-dead" for v, _ in found):
-            break
+        if any(v == "daemon-dead" for v, _ in found):
+            return
         if c.to_recreate:
             c.recreate_destroyed_guests()
             _took, found = c.settle()
-            for violation, detail in found:
-                violations[violation] += 1
-                examples.setdefault(violation, f"after fault {number} ({kind}), guest re-created: {detail}")
-    if sim.engine.quotas.hits:  # a stall of the simulated host itself would be no test of the daemon
-        violations["xenstore-quota-hit"] += 1
-        examples.setdefault("xenstore-quota-hit", str(sim.engine.quotas.hits[0]))
-    print_table(faults, seed, guests, by_kind, violations, examples, settle_times, c.zombies)
-    if violations:
-        print(f"log: {tmp / 'chaos.log'}")
-    return 1 if violations else 0
+            tally.violated(found, f"after {where}, guest re-created")
 
 
-def print_table(
-    faults: int,
-    seed: int,
-    guests: int,
-    by_kind: collections.Counter[str],
-    violations: collections.Counter[str],
-    examples: dict[str, str],
-    settle_times: list[float],
-    zombies: int,
-) -> None:
-    print(f"chaos: {faults} faults, seed {seed}, {guests} guests, {zombies} daemons killed")
+def print_table(faults: int, seed: int, guests: int, tally: Tally, zombies: int) -> None:
+    ran = sum(tally.faults.values())
+    done = f"{faults} faults" if ran == faults else f"{ran} of {faults} faults (ended early)"
+    print(f"chaos: {done}, seed {seed}, {guests} guests, {zombies} daemons killed")
     print(f"{'fault':<32}{'count':>7}")
     for kind in sorted(CATALOGUE):
-        print(f"{kind:<32}{by_kind[kind]:>7}")
+        print(f"{kind:<32}{tally.faults[kind]:>7}")
     print(f"{'invariant violated':<32}{'count':>7}")
-    if not violations:
+    if not tally.violations:
         print(f"{'(none)':<32}{0:>7}")
-    for kind, count in sorted(violations.items()):
-        print(f"{kind:<32}{count:>7}   e.g. {examples[kind]}")
-    if settle_times:
-        median, worst = statistics.median(settle_times), max(settle_times)
+    for kind, count in sorted(tally.violations.items()):
+        print(f"{kind:<32}{count:>7}   e.g. {tally.examples[kind]}")
+    if tally.settle_times:
+        median, worst = statistics.median(tally.settle_times), max(tally.settle_times)
         print(f"time to settle: median {median:.3f} s, max {worst:.3f} s")
 
 
@@ -728,10 +776,15 @@ def main() -> None:
     parser.add_argument("--guests", type=int, default=16)
     parser.add_argument("--verbose", action="store_true", help="one line per fault")
     args = parser.parse_args()
-    code = run(args.faults, args.seed, args.guests, args.verbose)
+    code = 1
+    try:
+        code = run(args.faults, args.seed, args.guests, args.verbose)
+    except BaseException:  # the campaign's own bug, or ^C: said, and still the way out below
+        traceback.print_exc()
     sys.stdout.flush()
-    # The killed daemons' threads are blocked for good, toolstack workers among them, which the
-    # interpreter would wait for at exit.
+    sys.stderr.flush()
+    # The only way out: the killed daemons' threads are blocked for good, toolstack workers among them,
+    # which the interpreter would wait for at exit.
     os._exit(code)
 
 
