@@ -7,7 +7,9 @@ checks: every device of every guest that still exists is Connected to the runnin
 driver domain, so recorded in dom0's toolstack record, with its original identity (every parameter it
 was created with, as that record, its backend and its frontend hold it); no device is there twice and
 no backend is left over; no driver domain is `failed` (the restart policy allows 1000 restarts: only a
-bug could exhaust it); no recovery is left open, nothing parked; the daemon is alive.
+bug could exhaust it); no recovery is left open, nothing parked; the daemon is alive. A fault may check
+more on its way: `guest-never-connects` that the recovery closed for everybody else with the silent
+guest's frontend parked (settling then waits for the parked retry to connect it).
 
 A fault that raises, or a daemon that never becomes ready, is a violation too (`fault-raised: <type>`,
 `daemon-not-ready`) and ends the campaign early, its table printed all the same: the host is then in no
@@ -40,6 +42,7 @@ from typing import Any
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.config.loader import parse_config
 from xenddd.config.spec import Config
+from xenddd.recovery import frontend_steps
 from xenddd.service.daemon import Daemon
 from xenddd.service.simulated import simulated_runtime
 from xenddd.sim.domain_client import DomainClient
@@ -65,6 +68,7 @@ backoff_base = 0
 backoff_cap = 0
 [driver_domain.readiness]
 reattach_timeout = 3
+reattach_attempts = 2
 
 [[driver_domain]]
 name = "domnet2"
@@ -78,6 +82,7 @@ backoff_cap = 0
 condition = "backend-initwait"
 timeout = 10
 reattach_timeout = 3
+reattach_attempts = 2
 
 [[driver_domain]]
 name = "domstore"
@@ -89,6 +94,7 @@ backoff_base = 0
 backoff_cap = 0
 [driver_domain.readiness]
 reattach_timeout = 3
+reattach_attempts = 2
 
 [[driver_domain]]
 name = "domstore2"
@@ -101,9 +107,14 @@ backoff_cap = 0
 [driver_domain.readiness]
 condition = "running"
 reattach_timeout = 3
+reattach_attempts = 2
 """
 DRIVER_DOMAINS = ("domnet", "domnet2", "domstore", "domstore2")
 SETTLE_DEADLINE = 60.0
+# The daemon retries a parked frontend every minute (frontend_steps.PARKED_RETRY); settling after
+# `guest-never-connects` waits for that retry, so here it comes sooner. With two attempts of 3 s
+# (`reattach_attempts` above) that fault costs seconds, not minutes.
+PARKED_RETRY = 1.0
 READY_DEADLINE = 60.0  # a daemon's first pass; the driver domains' first start
 
 log = logging.getLogger("chaos")
@@ -210,6 +221,7 @@ class Campaign:
     to_recreate: list[str] = field(default_factory=list)
     highest_domid: int = 0
     zombies: int = 0
+    fault_found: list[tuple[str, str]] = field(default_factory=list)  # what a fault saw on its way
 
     # -- daemons -------------------------------------------------------------------------------------------
 
@@ -444,11 +456,17 @@ class Stuck(Exception):
 
 
 def wait(condition: Callable[[], bool], timeout: float, kind: str, what: str) -> None:
+    if not eventually(condition, timeout):
+        raise Stuck(kind, f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def eventually(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise Stuck(kind, f"timed out after {timeout:.0f} s waiting for {what}")
+            return False
         time.sleep(0.01)
+    return True
 
 
 # -- the catalogue ------------------------------------------------------------------------------------------
@@ -634,6 +652,35 @@ def guest_destroyed_during_outage(c: Campaign) -> None:
     c.to_recreate.append(guest)
 
 
+def guest_never_connects(c: Campaign) -> None:
+    """An uncooperative guest: its frontend never answers its reattached device (its kernel does not
+    react). After `reattach_attempts` the daemon must park it, so that the recovery closes for the driver
+    domain's other guests; then the guest answers again, and settling waits for the parked retry to
+    connect it."""
+    dd = c.running_dd()
+    guest = c.guest_of(dd)
+    if guest is None or c.running is None:
+        return
+    kernel = c.domain(guest).kernel
+    assert kernel is not None
+    history = c.running.daemon.history
+    after = max((record["seq"] for record in history.since()), default=0)
+
+    def of_this_recovery(event: str) -> list[dict[str, Any]]:
+        records = history.since(after_seq=after)
+        return [r for r in records if r["event"] == event and r.get("driver_domain") == dd]
+
+    kernel.pause()
+    try:
+        c.crash(dd)
+        if not eventually(lambda: bool(of_this_recovery("recovered")), SETTLE_DEADLINE):
+            c.fault_found.append(("recovery-held-open", f"{dd}, with {guest}'s frontend silent"))
+        elif not any(r.get("guest") == guest for r in of_this_recovery("parked")):
+            c.fault_found.append(("not-parked", f"{dd} recovered, {guest}'s silent frontend not parked"))
+    finally:
+        kernel.unpause()
+
+
 CATALOGUE: dict[str, Callable[[Campaign], None]] = {
     "dd-crash": dd_crash,
     "dd-destroy": dd_destroy,
@@ -649,6 +696,7 @@ CATALOGUE: dict[str, Callable[[Campaign], None]] = {
     "damaged-state-file": damaged_state_file,
     "guest-paused-during-outage": guest_paused_during_outage,
     "guest-destroyed-during-outage": guest_destroyed_during_outage,
+    "guest-never-connects": guest_never_connects,
 }
 
 
@@ -685,6 +733,7 @@ def run(faults: int, seed: int, guests: int, verbose: bool = False) -> int:
         quotas=QuotaBook(defaults=Quotas(nodes=64 * guests + 1000, watches=16 * guests + 128)),
     )
     sim.host.cleanup_delay = 0.05  # libvirt's cleanup of a crashed domain: a detach before it fails
+    frontend_steps.PARKED_RETRY = PARKED_RETRY
     c = Campaign(tmp, config, sim, random.Random(seed))
     sim.host.listen(lambda what, d: setattr(c, "highest_domid", max(c.highest_domid, d.domid or 0)))
     tally = Tally()
@@ -737,7 +786,9 @@ def inject(c: Campaign, faults: int, tally: Tally, verbose: bool) -> None:
             log.exception("%s raised", where)
             tally.violated([(f"fault-raised: {type(exc).__name__}", str(exc))], where)
             return
-        took, found = c.settle()
+        took, settled = c.settle()
+        found = c.fault_found + settled
+        c.fault_found.clear()
         tally.settle_times.append(took)
         tally.violated(found, where)
         if verbose:
