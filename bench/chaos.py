@@ -230,12 +230,17 @@ class Campaign:
         hypervisor = killable_hypervisor(self.sim.host, kill)
         xenstore = KillableXenstore(self.sim.server.path, kill)
         xenstore.connect()
+
+        def close() -> None:
+            hypervisor.close()
+            xenstore.close()
+
         runtime = replace(
             simulated_runtime(self.sim, self.config),
             xenstore=xenstore,
             hypervisor=hypervisor,
             after_ready=lambda: None,
-            close=lambda: (hypervisor.close(), xenstore.close()),
+            close=close,
         )
         daemon = Daemon(self.config, runtime)
         thread = threading.Thread(target=daemon.run, name="chaos-daemon", daemon=True)
@@ -400,9 +405,11 @@ class Campaign:
             if domain.domid is None:
                 continue
             for kind in ("vif", "vbd"):
-                for devid in dom0.directory(f"/local/domain/{domain.domid}/device/{kind}"):
-                    if (guest, kind, int(devid)) not in expected:
-                        found.append(("duplicate-device", f"{guest} {kind} {devid}: not one of its devices"))
+                for listed_devid in dom0.directory(f"/local/domain/{domain.domid}/device/{kind}"):
+                    if (guest, kind, int(listed_devid)) not in expected:
+                        found.append(
+                            ("duplicate-device", f"{guest} {kind} {listed_devid}: not one of its devices")
+                        )
             listed = [(d.kind, d.devid) for d in domain.devices]
             if len(listed) != len(set(listed)):
                 found.append(("duplicate-device", f"{guest}: toolstack lists {sorted(listed)}"))
@@ -412,10 +419,12 @@ class Campaign:
                 continue
             for kind in ("vif", "vbd"):
                 for guest_domid in dom0.directory(f"/local/domain/{dd_domid}/backend/{kind}"):
-                    for devid in dom0.directory(f"/local/domain/{dd_domid}/backend/{kind}/{guest_domid}"):
+                    for backend_devid in dom0.directory(
+                        f"/local/domain/{dd_domid}/backend/{kind}/{guest_domid}"
+                    ):
                         owner = self._guest_named_by(guest_domid)
-                        if owner is None or (owner, kind, int(devid)) not in expected:
-                            found.append(("leftover-backend", f"{dd} {kind} {guest_domid}/{devid}"))
+                        if owner is None or (owner, kind, int(backend_devid)) not in expected:
+                            found.append(("leftover-backend", f"{dd} {kind} {guest_domid}/{backend_devid}"))
         return found
 
     def _serving(self, device: Device) -> str:
