@@ -1,13 +1,19 @@
 """Fault campaign: the real daemon on the simulated host, faults from a catalogue injected at random
 (seeded), and after each one the invariants checked once the daemon has settled.
 
-Host: three driver domains (two network, one block) and `--guests` guests, each with one or two vifs and
+Host: four driver domains (two network, two block) and `--guests` guests, each with one or two vifs and
 one or two vbds. After each fault the campaign waits until the host has settled (or a deadline) and
 checks: every device of every guest that still exists is Connected to the running instance of its
-driver domain with its original identity (MAC, devid, vdev, parameters), recorded in dom0's toolstack
-record; no device is there twice and no backend is left over; no driver domain is `failed` (the restart
-policy allows 1000 restarts: only a bug could exhaust it); no recovery is left open, nothing parked;
-the daemon is alive.
+driver domain, so recorded in dom0's toolstack record, with its original identity (every parameter it
+was created with, as that record, its backend and its frontend hold it); no device is there twice and
+no backend is left over; no driver domain is `failed` (the restart policy allows 1000 restarts: only a
+bug could exhaust it); no recovery is left open, nothing parked; the daemon is alive. A fault may check
+more on its way: `guest-never-connects` that the recovery closed for everybody else with the silent
+guest's frontend parked (settling then waits for the parked retry to connect it).
+
+A fault that raises, or a daemon that never becomes ready, is a violation too (`fault-raised: <type>`,
+`daemon-not-ready`) and ends the campaign early, its table printed all the same: the host is then in no
+known state to go on from.
 
 Run: .venv/bin/python bench/chaos.py [--faults 100] [--seed 1] [--guests 16]
 Prints faults by kind, invariant violations by kind, the median and maximum time to settle; exit 1 on any
@@ -27,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +42,7 @@ from typing import Any
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.config.loader import parse_config
 from xenddd.config.spec import Config
+from xenddd.recovery import frontend_steps
 from xenddd.service.daemon import Daemon
 from xenddd.service.simulated import simulated_runtime
 from xenddd.sim.domain_client import DomainClient
@@ -60,6 +68,7 @@ backoff_base = 0
 backoff_cap = 0
 [driver_domain.readiness]
 reattach_timeout = 3
+reattach_attempts = 2
 
 [[driver_domain]]
 name = "domnet2"
@@ -73,6 +82,7 @@ backoff_cap = 0
 condition = "backend-initwait"
 timeout = 10
 reattach_timeout = 3
+reattach_attempts = 2
 
 [[driver_domain]]
 name = "domstore"
@@ -84,6 +94,7 @@ backoff_base = 0
 backoff_cap = 0
 [driver_domain.readiness]
 reattach_timeout = 3
+reattach_attempts = 2
 
 [[driver_domain]]
 name = "domstore2"
@@ -96,11 +107,21 @@ backoff_cap = 0
 [driver_domain.readiness]
 condition = "running"
 reattach_timeout = 3
+reattach_attempts = 2
 """
 DRIVER_DOMAINS = ("domnet", "domnet2", "domstore", "domstore2")
 SETTLE_DEADLINE = 60.0
+# The daemon retries a parked frontend every minute (frontend_steps.PARKED_RETRY); settling after
+# `guest-never-connects` waits for that retry, so here it comes sooner. With two attempts of 3 s
+# (`reattach_attempts` above) that fault costs seconds, not minutes.
+PARKED_RETRY = 1.0
+READY_DEADLINE = 60.0  # a daemon's first pass; the driver domains' first start
+
+log = logging.getLogger("chaos")
 
 Device = tuple[str, str, int]  # guest, kind, devid
+# What a frontend holds of its device's identity: netfront's MAC and handle, blkfront's vdev number.
+FRONTEND_IDENTITY = {"vif": ("handle", "mac"), "vbd": ("virtual-device", "device-type")}
 
 
 def guests_config(count: int) -> str:
@@ -200,6 +221,7 @@ class Campaign:
     to_recreate: list[str] = field(default_factory=list)
     highest_domid: int = 0
     zombies: int = 0
+    fault_found: list[tuple[str, str]] = field(default_factory=list)  # what a fault saw on its way
 
     # -- daemons -------------------------------------------------------------------------------------------
 
@@ -208,18 +230,23 @@ class Campaign:
         hypervisor = killable_hypervisor(self.sim.host, kill)
         xenstore = KillableXenstore(self.sim.server.path, kill)
         xenstore.connect()
+
+        def close() -> None:
+            hypervisor.close()
+            xenstore.close()
+
         runtime = replace(
             simulated_runtime(self.sim, self.config),
             xenstore=xenstore,
             hypervisor=hypervisor,
             after_ready=lambda: None,
-            close=lambda: (hypervisor.close(), xenstore.close()),
+            close=close,
         )
         daemon = Daemon(self.config, runtime)
         thread = threading.Thread(target=daemon.run, name="chaos-daemon", daemon=True)
         thread.start()
         self.running = Running(daemon, thread, hypervisor, xenstore, kill)
-        wait(lambda: daemon._ready, 60, "the daemon's first pass")
+        wait(lambda: daemon._ready, READY_DEADLINE, "daemon-not-ready", "the daemon's first pass")
 
     def kill_daemon(self) -> None:
         """Abruptly: its threads freeze at their next call; its libvirt event thread and xenstored
@@ -290,13 +317,20 @@ class Campaign:
         return devices
 
     def identity(self, device: Device) -> dict[str, str | None]:
+        """Every parameter the device was created with — whatever dom0's toolstack record lists besides
+        the paths of its two ends (devid as `handle`, MAC, bridge, script, ip, rate, mtu; vdev as `dev`,
+        params, mode, type) — as that record and the backend hold it, and the frontend's own copies. The
+        record's keys are read, not named here: a parameter a reattach dropped or added changes them."""
         dom0 = self.sim.host.dom0
         guest, kind, devid = device
         domid = self.domain(guest).domid
-        back = text(dom0.read(f"/libxl/{domid}/device/{kind}/{devid}/backend")) or ""
-        keys = ("mac", "bridge") if kind == "vif" else ("dev", "params", "mode")
-        found = {key: text(dom0.read(f"{back}/{key}")) if back else None for key in keys}
-        found["frontend-mac"] = text(dom0.read(f"/local/domain/{domid}/device/{kind}/{devid}/mac"))
+        record = f"/libxl/{domid}/device/{kind}/{devid}"
+        back = text(dom0.read(f"{record}/backend")) or ""
+        front = f"/local/domain/{domid}/device/{kind}/{devid}"
+        keys = sorted(set(dom0.directory(record)) - {"backend", "frontend"})
+        found = {f"toolstack {key}": text(dom0.read(f"{record}/{key}")) for key in keys}
+        found |= {f"backend {key}": text(dom0.read(f"{back}/{key}")) if back else None for key in keys}
+        found |= {f"frontend {key}": text(dom0.read(f"{front}/{key}")) for key in FRONTEND_IDENTITY[kind]}
         return found
 
     def violations(self) -> list[tuple[str, str]]:
@@ -363,15 +397,19 @@ class Campaign:
             elif dom0.read(f"{front}/state") != b"4" or dom0.read(f"{back}/state") != b"4":
                 found.append(("not-connected", f"{guest} {kind} {devid}"))
             elif device in self.identities and self.identity(device) != self.identities[device]:
-                found.append(("identity-changed", f"{guest} {kind} {devid}: {self.identity(device)}"))
+                was, now = self.identities[device], self.identity(device)
+                changed = {k: (was.get(k), now.get(k)) for k in sorted(was | now) if was.get(k) != now.get(k)}
+                found.append(("identity-changed", f"{guest} {kind} {devid}: (was, now) {changed}"))
         for guest in self.guest_devices:
             domain = self.domain(guest)
             if domain.domid is None:
                 continue
             for kind in ("vif", "vbd"):
-                for devid in dom0.directory(f"/local/domain/{domain.domid}/device/{kind}"):
-                    if (guest, kind, int(devid)) not in expected:
-                        found.append(("duplicate-device", f"{guest} {kind} {devid}: not one of its devices"))
+                for listed_devid in dom0.directory(f"/local/domain/{domain.domid}/device/{kind}"):
+                    if (guest, kind, int(listed_devid)) not in expected:
+                        found.append(
+                            ("duplicate-device", f"{guest} {kind} {listed_devid}: not one of its devices")
+                        )
             listed = [(d.kind, d.devid) for d in domain.devices]
             if len(listed) != len(set(listed)):
                 found.append(("duplicate-device", f"{guest}: toolstack lists {sorted(listed)}"))
@@ -381,10 +419,12 @@ class Campaign:
                 continue
             for kind in ("vif", "vbd"):
                 for guest_domid in dom0.directory(f"/local/domain/{dd_domid}/backend/{kind}"):
-                    for devid in dom0.directory(f"/local/domain/{dd_domid}/backend/{kind}/{guest_domid}"):
+                    for backend_devid in dom0.directory(
+                        f"/local/domain/{dd_domid}/backend/{kind}/{guest_domid}"
+                    ):
                         owner = self._guest_named_by(guest_domid)
-                        if owner is None or (owner, kind, int(devid)) not in expected:
-                            found.append(("leftover-backend", f"{dd} {kind} {guest_domid}/{devid}"))
+                        if owner is None or (owner, kind, int(backend_devid)) not in expected:
+                            found.append(("leftover-backend", f"{dd} {kind} {guest_domid}/{backend_devid}"))
         return found
 
     def _serving(self, device: Device) -> str:
@@ -414,12 +454,28 @@ def text(raw: bytes | None) -> str | None:
     return raw.decode() if raw is not None else None
 
 
-def wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+class Stuck(Exception):
+    """What the campaign waited for never came: a violation named `kind`, after which the campaign cannot
+    go on (a daemon that is not ready has nothing to settle)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+def wait(condition: Callable[[], bool], timeout: float, kind: str, what: str) -> None:
+    if not eventually(condition, timeout):
+        raise Stuck(kind, f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def eventually(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise SystemExit(f"chaos: timed out waiting for {what}")
+            return False
         time.sleep(0.01)
+    return True
 
 
 # -- the catalogue ------------------------------------------------------------------------------------------
@@ -605,6 +661,35 @@ def guest_destroyed_during_outage(c: Campaign) -> None:
     c.to_recreate.append(guest)
 
 
+def guest_never_connects(c: Campaign) -> None:
+    """An uncooperative guest: its frontend never answers its reattached device (its kernel does not
+    react). After `reattach_attempts` the daemon must park it, so that the recovery closes for the driver
+    domain's other guests; then the guest answers again, and settling waits for the parked retry to
+    connect it."""
+    dd = c.running_dd()
+    guest = c.guest_of(dd)
+    if guest is None or c.running is None:
+        return
+    kernel = c.domain(guest).kernel
+    assert kernel is not None
+    history = c.running.daemon.history
+    after = max((record["seq"] for record in history.since()), default=0)
+
+    def of_this_recovery(event: str) -> list[dict[str, Any]]:
+        records = history.since(after_seq=after)
+        return [r for r in records if r["event"] == event and r.get("driver_domain") == dd]
+
+    kernel.pause()
+    try:
+        c.crash(dd)
+        if not eventually(lambda: bool(of_this_recovery("recovered")), SETTLE_DEADLINE):
+            c.fault_found.append(("recovery-held-open", f"{dd}, with {guest}'s frontend silent"))
+        elif not any(r.get("guest") == guest for r in of_this_recovery("parked")):
+            c.fault_found.append(("not-parked", f"{dd} recovered, {guest}'s silent frontend not parked"))
+    finally:
+        kernel.unpause()
+
+
 CATALOGUE: dict[str, Callable[[Campaign], None]] = {
     "dd-crash": dd_crash,
     "dd-destroy": dd_destroy,
@@ -620,10 +705,27 @@ CATALOGUE: dict[str, Callable[[Campaign], None]] = {
     "damaged-state-file": damaged_state_file,
     "guest-paused-during-outage": guest_paused_during_outage,
     "guest-destroyed-during-outage": guest_destroyed_during_outage,
+    "guest-never-connects": guest_never_connects,
 }
 
 
 # -- main ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What the campaign saw: faults by kind, violations by kind with the first example of each, and the
+    time each fault took to settle."""
+
+    faults: collections.Counter[str] = field(default_factory=collections.Counter)
+    violations: collections.Counter[str] = field(default_factory=collections.Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    settle_times: list[float] = field(default_factory=list)
+
+    def violated(self, found: list[tuple[str, str]], where: str) -> None:
+        for violation, detail in found:
+            self.violations[violation] += 1
+            self.examples.setdefault(violation, f"{where}: {detail}")
 
 
 def run(faults: int, seed: int, guests: int, verbose: bool = False) -> int:
@@ -640,71 +742,88 @@ def run(faults: int, seed: int, guests: int, verbose: bool = False) -> int:
         quotas=QuotaBook(defaults=Quotas(nodes=64 * guests + 1000, watches=16 * guests + 128)),
     )
     sim.host.cleanup_delay = 0.05  # libvirt's cleanup of a crashed domain: a detach before it fails
+    frontend_steps.PARKED_RETRY = PARKED_RETRY
     c = Campaign(tmp, config, sim, random.Random(seed))
     sim.host.listen(lambda what, d: setattr(c, "highest_domid", max(c.highest_domid, d.domid or 0)))
+    tally = Tally()
+    try:
+        set_up(c)
+    except Stuck as exc:
+        tally.violated([(exc.kind, exc.detail)], "before the first fault")
+    else:
+        inject(c, faults, tally, verbose)
+    if sim.engine.quotas.hits:  # a stall of the simulated host itself would be no test of the daemon
+        tally.violated([("xenstore-quota-hit", str(sim.engine.quotas.hits[0]))], "during the campaign")
+    print_table(faults, seed, guests, tally, c.zombies)
+    if tally.violations:
+        print(f"log: {tmp / 'chaos.log'}")
+    return 1 if tally.violations else 0
+
+
+def set_up(c: Campaign) -> None:
+    """The daemon, its driver domains, the guests; settled, and their devices' identities recorded."""
     c.start_daemon()
-    wait(lambda: all(c.domain(dd).domid is not None for dd in DRIVER_DOMAINS), 60, "the driver domains")
-    for guest in config.sim_guests:
+    wait(
+        lambda: all(c.domain(dd).domid is not None for dd in DRIVER_DOMAINS),
+        READY_DEADLINE,
+        "dd-not-running",
+        "the driver domains' first start",
+    )
+    for guest in c.config.sim_guests:
         c.guest_devices[guest.name] = (guest.vif, guest.vbd)
-    sim.create_guests(config)
+    c.sim.create_guests(c.config)
     _took, initial = c.settle()
     if initial:
-        raise SystemExit(f"chaos: the host never settled before the first fault: {initial[:5]}")
+        kinds = sorted({kind for kind, _ in initial})
+        raise Stuck("unsettled-at-start", f"{kinds}, e.g. {initial[0][1]}")
     c.record_identities()
 
-    by_kind: collections.Counter[str] = collections.Counter()
-    violations: collections.Counter[str] = collections.Counter()
-    examples: dict[str, str] = {}
-    settle_times: list[float] = []
+
+def inject(c: Campaign, faults: int, tally: Tally, verbose: bool) -> None:
+    """The faults, each followed by the settling and the check of the invariants. A fault that raises
+    leaves the host in no known state: it is a violation and the last fault."""
     for number in range(1, faults + 1):
         kind = c.rng.choice(sorted(CATALOGUE))
-        by_kind[kind] += 1
-        CATALOGUE[kind](c)
-        took, found = c.settle()
-        settle_times.append(took)
-        for violation, detail in found:
-            violations[violation] += 1
-            examples.setdefault(violation, f"fault {number} ({kind}): {detail}")
+        tally.faults[kind] += 1
+        where = f"fault {number} ({kind})"
+        try:
+            CATALOGUE[kind](c)
+        except Stuck as exc:
+            tally.violated([(exc.kind, exc.detail)], where)
+            return
+        except Exception as exc:
+            log.exception("%s raised", where)
+            tally.violated([(f"fault-raised: {type(exc).__name__}", str(exc))], where)
+            return
+        took, settled = c.settle()
+        found = c.fault_found + settled
+        c.fault_found.clear()
+        tally.settle_times.append(took)
+        tally.violated(found, where)
         if verbose:
             print(f"{number:>5} {kind:<32} settled in {took:.3f} s {found[:3] if found else ''}", flush=True)
-        if found and any(v == "daemon-dead" for v, _ in found):
-            break
+        if any(v == "daemon-dead" for v, _ in found):
+            return
         if c.to_recreate:
             c.recreate_destroyed_guests()
             _took, found = c.settle()
-            for violation, detail in found:
-                violations[violation] += 1
-                examples.setdefault(violation, f"after fault {number} ({kind}), guest re-created: {detail}")
-    if sim.engine.quotas.hits:  # a stall of the simulated host itself would be no test of the daemon
-        violations["xenstore-quota-hit"] += 1
-        examples.setdefault("xenstore-quota-hit", str(sim.engine.quotas.hits[0]))
-    print_table(faults, seed, guests, by_kind, violations, examples, settle_times, c.zombies)
-    if violations:
-        print(f"log: {tmp / 'chaos.log'}")
-    return 1 if violations else 0
+            tally.violated(found, f"after {where}, guest re-created")
 
 
-def print_table(
-    faults: int,
-    seed: int,
-    guests: int,
-    by_kind: collections.Counter[str],
-    violations: collections.Counter[str],
-    examples: dict[str, str],
-    settle_times: list[float],
-    zombies: int,
-) -> None:
-    print(f"chaos: {faults} faults, seed {seed}, {guests} guests, {zombies} daemons killed")
+def print_table(faults: int, seed: int, guests: int, tally: Tally, zombies: int) -> None:
+    ran = sum(tally.faults.values())
+    done = f"{faults} faults" if ran == faults else f"{ran} of {faults} faults (ended early)"
+    print(f"chaos: {done}, seed {seed}, {guests} guests, {zombies} daemons killed")
     print(f"{'fault':<32}{'count':>7}")
     for kind in sorted(CATALOGUE):
-        print(f"{kind:<32}{by_kind[kind]:>7}")
+        print(f"{kind:<32}{tally.faults[kind]:>7}")
     print(f"{'invariant violated':<32}{'count':>7}")
-    if not violations:
+    if not tally.violations:
         print(f"{'(none)':<32}{0:>7}")
-    for kind, count in sorted(violations.items()):
-        print(f"{kind:<32}{count:>7}   e.g. {examples[kind]}")
-    if settle_times:
-        median, worst = statistics.median(settle_times), max(settle_times)
+    for kind, count in sorted(tally.violations.items()):
+        print(f"{kind:<32}{count:>7}   e.g. {tally.examples[kind]}")
+    if tally.settle_times:
+        median, worst = statistics.median(tally.settle_times), max(tally.settle_times)
         print(f"time to settle: median {median:.3f} s, max {worst:.3f} s")
 
 
@@ -717,10 +836,15 @@ def main() -> None:
     parser.add_argument("--guests", type=int, default=16)
     parser.add_argument("--verbose", action="store_true", help="one line per fault")
     args = parser.parse_args()
-    code = run(args.faults, args.seed, args.guests, args.verbose)
+    code = 1
+    try:
+        code = run(args.faults, args.seed, args.guests, args.verbose)
+    except BaseException:  # the campaign's own bug, or ^C: said, and still the way out below
+        traceback.print_exc()
     sys.stdout.flush()
-    # The killed daemons' threads are blocked for good, toolstack workers among them, which the
-    # interpreter would wait for at exit.
+    sys.stderr.flush()
+    # The only way out: the killed daemons' threads are blocked for good, toolstack workers among them,
+    # which the interpreter would wait for at exit.
     os._exit(code)
 
 

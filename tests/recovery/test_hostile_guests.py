@@ -191,6 +191,26 @@ def test_a_guest_that_never_connects_is_parked_and_the_recovery_ends_for_everybo
     assert len(events(handle, "detected")) == 1  # retried outside any incident
 
 
+def test_a_parked_frontend_gets_its_retry_on_time_when_nothing_else_happens_on_the_host(
+    start_daemon: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass that parks cache's vif and ends the incident must ask to be woken for the retry: no call
+    returns after it and no watch fires, and cache waited for the next safety resync (up to 30 s) instead
+    of PARKED_RETRY."""
+    monkeypatch.setattr(frontend_steps, "PARKED_RETRY", 0.5)
+    handle = start_daemon(reattach_timeout=1.0, topology=PARKING_TOPOLOGY)
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    cache_kernel = sim.host.domains["cache"].kernel
+    assert cache_kernel is not None
+    cache_kernel.pause()
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), timeout=30, what="the recovery, without cache")
+    cache_kernel.unpause()
+
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), timeout=5, what="cache connected by its first retry")
+
+
 def test_an_operator_restart_during_a_recovery_restarts_at_once(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:

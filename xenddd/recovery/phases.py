@@ -98,7 +98,10 @@ class Recovery:
             wake = earliest(wake, self._steps.reattach(spec, record, incident))
             if not incident.frontends:
                 self._finish(spec, record, incident)
-                return None
+                # What it parked is retried on its own schedule from now on, and no event will come to
+                # say when: the pass that ends the incident asks to be woken for it.
+                assert incident.new_domid is not None
+                return self.idle(spec, record, incident.new_domid)
         if self._t.unsaved:
             self._t.save(record)
         return wake
