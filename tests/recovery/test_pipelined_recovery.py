@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.recovery.conftest import RunningDaemon, all_connected, wait_until
+from tests.recovery.conftest import TOPOLOGY, RunningDaemon, all_connected, wait_until
 from xenddd.errors import XendddError
 from xenddd.sim.host import SimHost
 from xenddd.sim.hypervisor import SimHypervisor
@@ -202,3 +202,23 @@ def test_a_domain_restarted_by_someone_else_while_xenddd_was_down_is_adopted_not
     assert not events(second, "detected")
     record = second.daemon._wiring.reconciler._records["domnet"]  # type: ignore[union-attr]
     assert record.crashes == 0 and record.incident is None
+
+
+def test_a_driver_domain_that_gets_through_one_handshake_at_a_time_gets_its_devices_one_at_a_time(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The new domnet's `xl devd` kills every hotplug script started while another device is still in
+    its handshake (a driver domain just booted on a slow host; on the test bed every script of a 10-vif
+    recovery was killed so). Attaching all six vifs again each round would lose five, then four, ... and
+    park the last after `reattach_attempts`; halving the handshake window on each give-up brings them
+    back one by one, within their attempts."""
+    extra = "".join(f'\n[[simulation.guest]]\nname = "n{i}"\nvif = ["domnet"]\n' for i in range(3))
+    handle = start_daemon(topology=TOPOLOGY + extra)
+    sim = handle.sim
+    wait_until(lambda: handle.settled(8))
+    sim.host.hotplug_slots["domnet"] = 1
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), timeout=60, what="domnet's recovery")
+    assert all_connected(sim, 8)
+    assert not events(handle, "parked")
+    assert events(handle, "reattach-failed")  # the slow driver domain was met

@@ -22,6 +22,7 @@ from functools import partial
 from xenddd.adapters.hypervisor_api import DomainState
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.model import Frontend, FrontendKey, XenbusState
+from xenddd.recovery.handshake_window import HandshakeWindow
 from xenddd.recovery.intent import DomainRecord, Incident, PendingFrontend
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import CallResult
@@ -39,6 +40,7 @@ class FrontendSteps:
         self._what: dict[Hashable, tuple[str, int | None]] = {}  # call key → (step, new domid then)
         # frontend → its watched state node: a guest that is gone has no domid left to name the path by
         self._watched: dict[FrontendKey, str] = {}
+        self._window = HandshakeWindow(tools.calls.workers)
 
     # -- results ---------------------------------------------------------------------------------------
 
@@ -167,6 +169,7 @@ class FrontendSteps:
                         )
                     incident.frontends.remove(pending)
                     self._unwatch(pending)
+                    self._window.connected(spec.name)
                     self._t.event(
                         "reattached", spec.name, incident, **pending.event_fields(), attempts=pending.attempts
                     )
@@ -190,7 +193,8 @@ class FrontendSteps:
     def attach(
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, due: list[PendingFrontend]
     ) -> None:
-        """Submit attaches (their lane runs `max_parallel_reattach` at once); a device the toolstack
+        """Submit attaches, as many as the driver domain's handshake window has room for (see
+        `HandshakeWindow`; their lane runs `max_parallel_reattach` at once); a device the toolstack
         already attached to the new instance (dom0's record says so, not the guest's `backend-id`) is not
         attached twice. Attempts are saved before the calls: a daemon killed meanwhile knows they were
         made."""
@@ -198,6 +202,9 @@ class FrontendSteps:
         assert new_domid is not None
         todo: list[PendingFrontend] = []
         unpaused = [p for p in due if not self._paused(p)]  # a paused guest: when it resumes (its event)
+        room = self._window.room(spec.name, self._in_handshake(spec, incident))
+        if room is not None:  # the rest wait for a handshake to end (a confirmation, a stall: a pass)
+            unpaused = unpaused[:room]
         guests = [self._t.guests.current_domid(p.frontend) for p in unpaused]
         present = [(g, p.frontend) for p, g in zip(unpaused, guests, strict=True) if g is not None]
         attached = iter(self._t.guests.attached_to_many(new_domid, present))
@@ -392,6 +399,7 @@ class FrontendSteps:
             else f"its new backend gave up before Connected ({states})"
         )
         self._unwatch(pending)
+        self._window.stalled(spec.name)
         f = pending.frontend
         detach = partial(self._t.hypervisor.detach, f.guest_name, f.kind, f.devid, f.params)
         self._submit(spec, pending, "redetach", incident.new_domid, detach)
@@ -456,6 +464,13 @@ class FrontendSteps:
 
     def _key(self, spec: DriverDomainSpec, pending: PendingFrontend) -> tuple[str, str, FrontendKey]:
         return (spec.name, "frontend", pending.key)
+
+    def _in_handshake(self, spec: DriverDomainSpec, incident: Incident) -> int:
+        """Devices attached and not yet confirmed, or whose attach call runs."""
+        return sum(
+            p.attached or self._what.get(self._key(spec, p), ("", None))[0] == "attach"
+            for p in incident.frontends
+        )
 
     def _busy(self, spec: DriverDomainSpec, incident: Incident) -> bool:
         return any(self._t.calls.busy(self._key(spec, p)) for p in incident.frontends)

@@ -57,6 +57,11 @@ class ToolstackCalls:
         self._running: dict[Hashable, _Running] = {}
         self._done: dict[Hashable, CallResult | BaseException] = {}
 
+    @property
+    def workers(self) -> int:
+        """How many calls of one lane run at once."""
+        return self._workers
+
     def submit(self, key: Hashable, what: str, call: Callable[[], Any], lane: Hashable = None) -> None:
         """Run `call` on a worker of `lane`; `what` names it in `oldest()`. A key is used once until taken."""
         with self._lock:

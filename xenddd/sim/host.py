@@ -69,6 +69,8 @@ class SimHost:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self.stall_initwait: set[str] = set()  # driver domains whose backends never reach InitWait
+        # driver domain → how many handshakes its `xl devd` gets through at once (see BackendKernel)
+        self.hotplug_slots: dict[str, int] = {}
         # (backend domain, guest) whose next device's hotplug script never finishes: it stays in InitWait
         # with no hotplug-status, as one `xl devd` killed after libxl's 40 s leaves it
         self.stall_hotplug_once: set[tuple[str, str]] = set()
@@ -118,6 +120,7 @@ class SimHost:
             )
             if isinstance(kernel, BackendKernel):
                 kernel.stall_initwait = name in self.stall_initwait
+                kernel.hotplug_slots = self.hotplug_slots.get(name)
             kernel.start()  # type: ignore[attr-defined]
             domain.kernel = kernel
             if domain.driver and domain.defined:

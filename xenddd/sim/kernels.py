@@ -10,6 +10,7 @@ reads its backend at probe time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
@@ -20,6 +21,7 @@ from xenddd.sim.xenstored import Xenstored
 log = logging.getLogger(__name__)
 
 INITIALISING, INIT_WAIT, INITIALISED, CONNECTED, CLOSING, CLOSED = 1, 2, 3, 4, 5, 6
+HOTPLUG_SECONDS = 0.2  # a hotplug script's run in a driver domain given `hotplug_slots`
 
 
 class Kernel:
@@ -68,12 +70,17 @@ class Kernel:
 class BackendKernel(Kernel):
     """netback + blkback + `xl devd` of a driver domain. `stall_initwait` keeps backends at state 1
     (fault injection: a driver domain whose hotplug machinery never runs); a backend path in
-    `stalled_hotplug` reaches InitWait but never gets its hotplug-status (its script was killed)."""
+    `stalled_hotplug` reaches InitWait but never gets its hotplug-status (its script was killed).
+    `hotplug_slots`: how many devices may be in their handshake at once before the next one's script is
+    killed and its backend gives up (Closed) — a driver domain too slow to run more scripts at once
+    within libxl's 40 s, as one just booted under emulation is."""
 
     def __init__(self, engine: Xenstored, domid: int) -> None:
         super().__init__(engine, domid)
         self.stall_initwait = False
         self.stalled_hotplug: set[str] = set()
+        self.hotplug_slots: int | None = None
+        self._handshaking: set[str] = set()
         self._watched: set[str] = set()
 
     def start(self) -> None:
@@ -119,13 +126,30 @@ class BackendKernel(Kernel):
             self.xs.watch(f"{frontend}/state", self._guarded)
         online = self.xs.read(f"{path}/online")
         if state in (CLOSING,) or (online == b"0" and state not in (CLOSED, None)):
+            self._handshaking.discard(path)
             self.xs.write(f"{path}/state", str(CLOSED))
             return
+        if state in (CONNECTED, CLOSED, None):
+            self._handshaking.discard(path)
         if state == INITIALISING and not self.stall_initwait:
+            if path not in self._handshaking and self.hotplug_slots is not None:
+                # what was removed meanwhile is not stepped again: counted by its state
+                waiting = (INITIALISING, INIT_WAIT)
+                self._handshaking = {p for p in self._handshaking if self._state(p) in waiting}
+                if len(self._handshaking) >= self.hotplug_slots:
+                    self.xs.write(f"{path}/state", str(CLOSED))  # its script killed: the device given up
+                    return
+                self._handshaking.add(path)
             if kind == "vbd":
                 self.xs.write(f"{path}/physical-device", b"fe:0")
-            if path not in self.stalled_hotplug:
+            if path in self.stalled_hotplug:
+                pass
+            elif self.hotplug_slots is None:
                 self.xs.write(f"{path}/hotplug-status", b"connected")
+            else:  # a script that takes its time, so that handshakes overlap as they do on a slow host
+                timer = threading.Timer(HOTPLUG_SECONDS, self._script_done, args=(path,))
+                timer.daemon = True
+                timer.start()
             self.xs.write(f"{path}/state", str(INIT_WAIT))
             return
         if state == INIT_WAIT and frontend:
@@ -135,6 +159,14 @@ class BackendKernel(Kernel):
                 and self.xs.read(f"{path}/hotplug-status") == b"connected"
             ):
                 self.xs.write(f"{path}/state", str(CONNECTED))
+                self._handshaking.discard(path)
+
+    def _script_done(self, path: str) -> None:
+        if not self.alive:
+            return
+        with self._lock, contextlib.suppress(XsError):
+            if self._state(path) == INIT_WAIT:
+                self.xs.write(f"{path}/hotplug-status", b"connected")
 
 
 class FrontendKernel(Kernel):
