@@ -24,15 +24,17 @@ def this_checkout() -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_a_hundred_random_faults_leave_every_guest_connected_with_its_identity_and_nothing_failed() -> None:
+    """About 2.5 min on a quiet 2-core machine, half of it the nine `guest-never-connects` waiting out
+    their handshakes' timeouts; the limits leave room for a machine busy with other work."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "chaos.py"), "--faults", "100", "--seed", "1", "--guests", "8"],
         cwd=ROOT,
         env=this_checkout(),
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=460,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "chaos: 100 faults" in result.stdout
