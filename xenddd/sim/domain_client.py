@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -21,6 +22,7 @@ from xenddd.sim.xenstored_ops import (
     SET_PERMS,
     TRANSACTION_END,
     TRANSACTION_START,
+    UNWATCH,
     WATCH,
     WRITE,
 )
@@ -40,6 +42,7 @@ class DomainClient:
         self.engine = engine
         self.domid = domid
         self._callbacks: dict[str, Callable[[str], None]] = {}
+        self._tokens = itertools.count()
         self._dispatcher = _dispatcher_of(engine)
         self.conn = engine.attach(domid, lambda path, token: self._dispatcher.put(self, path, token))
         self._registered = False
@@ -99,11 +102,17 @@ class DomainClient:
                     raise
         raise XsError("EAGAIN")
 
-    def watch(self, path: str, callback: Callable[[str], None]) -> None:
-        token = f"sim-{len(self._callbacks)}-{path}"
+    def watch(self, path: str, callback: Callable[[str], None]) -> str:
+        """Returns the watch's token, for `unwatch`."""
+        token = f"sim-{next(self._tokens)}-{path}"
         self._callbacks[token] = callback
         self._ensure_dispatcher()
         self._call(WATCH, path.encode() + b"\0" + token.encode() + b"\0")
+        return token
+
+    def unwatch(self, path: str, token: str) -> None:
+        self._call(UNWATCH, path.encode() + b"\0" + token.encode() + b"\0")
+        self._callbacks.pop(token, None)
 
     def close(self) -> None:
         self._closed = True

@@ -174,7 +174,9 @@ class FrontendKernel(Kernel):
 
     def __init__(self, engine: Xenstored, domid: int) -> None:
         super().__init__(engine, domid)
-        self._watched: set[str] = set()
+        # device → (its backend, the token of the watch on that backend's state): as netfront's xenbus
+        # does, the watch goes with the device (removed, or re-added with another backend)
+        self._watching: dict[str, tuple[str, str]] = {}
 
     def start(self) -> None:
         self._by_backend: dict[str, str] = {}
@@ -200,12 +202,18 @@ class FrontendKernel(Kernel):
     def _step(self, path: str) -> None:
         state = self._state(path)
         backend = (self.xs.read(f"{path}/backend") or b"").decode("ascii", "replace")
-        if not backend.startswith("/local/domain/"):
+        if not backend.startswith("/local/domain/") or state is None:
+            backend = ""  # the device is gone (or its backend is nonsense): so is its watch
+        watched = self._watching.get(path)
+        if watched is not None and watched[0] != backend:
+            del self._watching[path]
+            self._by_backend.pop(watched[0], None)
+            self.xs.unwatch(f"{watched[0]}/state", watched[1])
+        if not backend:
             return
-        if backend not in self._watched:
-            self._watched.add(backend)
+        if path not in self._watching:
             self._by_backend[backend] = path
-            self.xs.watch(f"{backend}/state", self._guarded)
+            self._watching[path] = (backend, self.xs.watch(f"{backend}/state", self._guarded))
         back_state = self._state(backend)
         if back_state is None:
             return  # backend vanished: netfront keeps its last state, as on real Xen
