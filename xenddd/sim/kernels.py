@@ -179,7 +179,6 @@ class FrontendKernel(Kernel):
         self._watching: dict[str, tuple[str, str]] = {}
 
     def start(self) -> None:
-        self._by_backend: dict[str, str] = {}
         self.xs.watch(f"{self.home}/device", self._guarded)
 
     def handle(self, path: str) -> None:
@@ -188,7 +187,7 @@ class FrontendKernel(Kernel):
         if path.startswith(self.home + "/device/") and len(parts) >= len(base) + 3:
             self._step("/".join(parts[: len(base) + 3]))
             return
-        for backend, device in list(self._by_backend.items()):
+        for device, (backend, _token) in list(self._watching.items()):
             if path == backend or path.startswith(backend + "/"):
                 self._step(device)
                 return
@@ -207,12 +206,10 @@ class FrontendKernel(Kernel):
         watched = self._watching.get(path)
         if watched is not None and watched[0] != backend:
             del self._watching[path]
-            self._by_backend.pop(watched[0], None)
             self.xs.unwatch(f"{watched[0]}/state", watched[1])
         if not backend:
             return
         if path not in self._watching:
-            self._by_backend[backend] = path
             self._watching[path] = (backend, self.xs.watch(f"{backend}/state", self._guarded))
         back_state = self._state(backend)
         if back_state is None:
