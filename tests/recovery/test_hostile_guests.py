@@ -18,6 +18,7 @@ from xenddd.service import daemon as daemon_module
 from xenddd.service.metrics import render_metrics
 from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.hypervisor import SimHypervisor
+from xenddd.sim.kernels import Kernel
 
 FIVE_DEVICES = 5
 # domnet is ready once a reattached vif's backend reaches InitWait; cache's vif is the first one tried.
@@ -29,6 +30,16 @@ INITWAIT_TOPOLOGY = TOPOLOGY.replace(
 
 def events(handle: RunningDaemon, name: str) -> list[dict[str, Any]]:
     return [r for r in handle.daemon.history.since() if r["event"] == name]
+
+
+def crash_domnet_with_cache_silent(handle: RunningDaemon) -> Kernel:
+    """domnet crashes while cache's netfront does not answer: its reattached vif stalls in the handshake
+    until the returned kernel is unpaused."""
+    kernel = handle.sim.host.domains["cache"].kernel
+    assert kernel is not None
+    kernel.pause()
+    handle.sim.host.crash("domnet")
+    return kernel
 
 
 def test_a_guest_naming_the_next_domid_as_its_backend_is_attached_and_costs_nobody_a_restart(
@@ -118,10 +129,7 @@ def test_a_guest_writing_its_state_node_in_a_loop_gets_a_few_passes_a_second_and
     handle = start_daemon(hypervisor=CountingListings)
     sim = handle.sim
     wait_until(lambda: handle.settled(FIVE_DEVICES))
-    cache_kernel = sim.host.domains["cache"].kernel
-    assert cache_kernel is not None
-    cache_kernel.pause()  # its netfront will not answer the new backend
-    sim.host.crash("domnet")
+    cache_kernel = crash_domnet_with_cache_silent(handle)
     wait_until(lambda: len(events(handle, "reattached")) == 2, what="web's and db's vifs, cache's attached")
     registry = handle.daemon._wiring.registry  # type: ignore[union-attr]
     resyncs = {"count": 0}
@@ -169,10 +177,7 @@ def test_a_guest_that_never_connects_is_parked_and_the_recovery_ends_for_everybo
     handle = start_daemon(reattach_timeout=0.3, topology=PARKING_TOPOLOGY)
     sim = handle.sim
     wait_until(lambda: handle.settled(FIVE_DEVICES))
-    cache_kernel = sim.host.domains["cache"].kernel
-    assert cache_kernel is not None
-    cache_kernel.pause()
-    sim.host.crash("domnet")
+    cache_kernel = crash_domnet_with_cache_silent(handle)
 
     wait_until(lambda: events(handle, "recovered"), timeout=30, what="the recovery, without cache")
     (parked,) = events(handle, "parked")
@@ -201,10 +206,7 @@ def test_a_parked_frontend_gets_its_retry_on_time_when_nothing_else_happens_on_t
     handle = start_daemon(reattach_timeout=1.0, topology=PARKING_TOPOLOGY)
     sim = handle.sim
     wait_until(lambda: handle.settled(FIVE_DEVICES))
-    cache_kernel = sim.host.domains["cache"].kernel
-    assert cache_kernel is not None
-    cache_kernel.pause()
-    sim.host.crash("domnet")
+    cache_kernel = crash_domnet_with_cache_silent(handle)
     wait_until(lambda: events(handle, "recovered"), timeout=30, what="the recovery, without cache")
     cache_kernel.unpause()
 
@@ -248,10 +250,7 @@ def test_a_guest_destroyed_during_its_handshake_leaves_no_watch_behind(
     sim = handle.sim
     wait_until(lambda: handle.settled(FIVE_DEVICES))
     baseline = sim.engine.count_watches(0)
-    cache_kernel = sim.host.domains["cache"].kernel
-    assert cache_kernel is not None
-    cache_kernel.pause()  # its netfront will not answer the new backend
-    sim.host.crash("domnet")
+    crash_domnet_with_cache_silent(handle)
     wait_until(lambda: len(events(handle, "reattached")) == 2, what="web's and db's vifs, cache's attached")
     wait_until(lambda: sim.engine.count_watches(0) > baseline, what="cache's handshake watched")
     sim.host.destroy("cache")
