@@ -223,11 +223,12 @@ def test_a_restarted_filtering_domain_whose_uplink_hotplug_stalls_gets_it_attach
     wait_until(lambda: len(events(handle, "recovered", "domfw")) == 1, what="domfw recovered")
     wait_until(lambda: connected(sim), what="the uplink connected again")
     assert vifs(sim)["domfw"][1] == before["domfw"][1] and uplinks_in_domnet(sim) == ["0"]
-    [stalled] = events(handle, "own-device-stalled", "domfw")
-    assert (stalled["upstream"], stalled["kind"], stalled["devid"]) == ("domnet", "vif", 0)
-    assert "not Connected within 1 s" in str(stalled["reason"])
     wait_until(lambda: events(handle, "own-device-connected", "domfw"), what="the uplink's connection said")
-    assert [e["attempts"] for e in events(handle, "own-device-connected", "domfw")] == [1]
+    stalled = events(handle, "own-device-stalled", "domfw")
+    assert (stalled[0]["upstream"], stalled[0]["kind"], stalled[0]["devid"]) == ("domnet", "vif", 0)
+    assert "not Connected within 1 s" in str(stalled[0]["reason"])
+    # A slow machine may need more than the 1 s for the second handshake too: one more attempt, counted.
+    assert [e["attempts"] for e in events(handle, "own-device-connected", "domfw")] == [len(stalled)]
 
 
 def test_an_uplink_whose_backend_gave_up_is_attached_again_without_waiting(

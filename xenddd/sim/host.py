@@ -15,7 +15,8 @@ import itertools
 import logging
 import threading
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from xenddd.sim.domain_client import DomainClient
@@ -85,6 +86,14 @@ class SimHost:
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    @contextmanager
+    def whole(self) -> Iterator[None]:
+        """No start, stop or device change runs while this is held: libvirt never lists a domain half-made
+        (its domain object stays locked for the whole of libxl's create, devices included), so a reader
+        must not see a new domid whose defined devices are not in xenstore yet."""
+        with self._lock:
+            yield
 
     def define(
         self,

@@ -61,12 +61,14 @@ class SimHypervisor:
 
     def domains(self) -> list[DomainInfo]:
         self._reachable()
-        return [_info(d) for d in list(self.host.domains.values())]
+        with self.host.whole():
+            return [_info(d) for d in self.host.domains.values()]
 
     def domain(self, name: str) -> DomainInfo | None:
         self._reachable()
-        domain = self.host.domains.get(name)
-        return _info(domain) if domain is not None else None
+        with self.host.whole():
+            domain = self.host.domains.get(name)
+            return _info(domain) if domain is not None else None
 
     def define(self, spec: DriverDomainSpec) -> None:
         self._reachable()
