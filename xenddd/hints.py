@@ -27,6 +27,12 @@ class XenstoreHint:
 
     path: str
 
+    @property
+    def domain_gone(self) -> bool:
+        """`@releaseDomain`: some domain shut down or went away — xenstored's word, the earliest there is,
+        ahead of libvirt's destroy of a crashed domain and its lifecycle event."""
+        return self.path == "@releaseDomain"
+
 
 @dataclass(frozen=True)
 class ResyncHint:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 from tests.recovery.conftest import TOPOLOGY, RunningDaemon, all_connected, wait_until
 from xenddd.errors import XendddError
+from xenddd.hints import DomainHint, Hint, XenstoreHint
 from xenddd.sim.host import SimHost
 from xenddd.sim.hypervisor import SimHypervisor
 
@@ -128,6 +129,35 @@ def test_the_restart_and_the_detaches_wait_for_the_toolstack_to_clean_up_the_dea
     wait_until(lambda: events(handle, "recovered"), what="the recovery")
     wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES))
     assert detach_errors == [] and started_while_dying == []
+
+
+def test_a_crash_is_detected_on_release_domain_before_libvirt_has_cleaned_up_and_said_so(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """xenstored's @releaseDomain comes first; libvirt lists the domain as crashed while it destroys it,
+    and sends its lifecycle event only after that (here 3 s later): the crash is seen at the first."""
+    handle = start_daemon()
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    reconciler = handle.daemon._wiring.reconciler  # type: ignore[union-attr]
+    detecting: list[list[Hint]] = []  # the hints of the pass that opened the incident
+    real_reconcile = reconciler.reconcile
+
+    def reconcile(hints: Sequence[Hint] = ()) -> float | None:
+        before = len(events(handle, "detected"))
+        wake = real_reconcile(hints)
+        if len(events(handle, "detected")) > before:
+            detecting.append(list(hints))
+        return wake
+
+    reconciler.reconcile = reconcile  # type: ignore[method-assign]
+    handle.sim.host.cleanup_delay = 3.0
+    handle.sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "detected"), what="the crash detected")
+    assert handle.sim.host.dying  # libvirt has not cleaned it up, nor said a word
+    [hints] = detecting
+    assert XenstoreHint("@releaseDomain") in hints and not any(isinstance(h, DomainHint) for h in hints)
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES))
 
 
 def test_a_healthy_domain_is_restarted_at_once_and_a_crash_loop_backs_off(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.socket_host import SimulatedHost
 
 
@@ -17,3 +18,32 @@ def test_a_domain_started_again_before_its_crash_is_cleaned_up_keeps_running(sim
     time.sleep(0.2)  # past the crashed instance's cleanup
     assert restarted != crashed
     assert host.domains["domnet"].domid == restarted and host.domains["domnet"].state == "running"
+
+
+def test_a_crash_fires_release_domain_at_once_and_libvirts_event_only_after_the_cleanup(
+    sim_host: SimulatedHost,
+) -> None:
+    """xenstored hears of the shutdown first; libvirt marks the domain crashed, destroys it (its nodes
+    go), and queues its lifecycle event last."""
+    host = sim_host.host
+    host.cleanup_delay = 0.3
+    heard: list[tuple[str, float]] = []
+    host.listen(lambda what, domain: heard.append((what, time.monotonic())))
+    releases: list[float] = []
+    watcher = DomainClient(sim_host.engine, 0)
+    watcher.watch("@releaseDomain", lambda path: releases.append(time.monotonic()))
+    host.define("domnet", driver=True)
+    domid = host.start("domnet").domid
+    time.sleep(0.05)
+    releases.clear()  # the watch's first firing, on registration
+
+    crashed_at = time.monotonic()
+    host.crash("domnet")
+    time.sleep(0.1)
+    assert releases and releases[0] - crashed_at < 0.1
+    assert host.domains["domnet"].state == "crashed" and host.dom0.read(f"/local/domain/{domid}/name")
+    assert [what for what, _ in heard] == ["started"]
+    time.sleep(0.4)
+    assert [what for what, _ in heard] == ["started", "crashed"]
+    assert heard[1][1] - crashed_at >= 0.3 and host.dom0.read(f"/local/domain/{domid}/name") is None
+    watcher.close()

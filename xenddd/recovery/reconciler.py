@@ -136,11 +136,20 @@ class Reconciler:
 
     def _at_rest(self, hints: Sequence[Hint]) -> bool:
         """Nothing under way (no incident, no failed pass to retry, no driver domain's own device waiting
-        to connect) and no hint about a driver domain's own device: a xenstore change then concerns the
-        registry only, and libvirt need not be asked — a driver domain's death comes as a lifecycle or
-        domain hint, and the safety resync finds one whose hint was lost."""
+        to connect) and no hint about a driver domain's own device or a domain gone: a xenstore change
+        then concerns the registry only, and libvirt need not be asked — a driver domain's death comes as
+        a lifecycle or domain hint, and the safety resync finds one whose hint was lost. `@releaseDomain`
+        is the earliest of those hints: libvirt may list the domain as crashed before it has destroyed
+        it and sent its event."""
         quiet = all(not r.incident and not r.parked for r in self._records.values())
-        return quiet and not self._errors and not self._own_devices.waiting() and not self._own(hints)
+        gone = any(isinstance(h, XenstoreHint) and h.domain_gone for h in hints)
+        return (
+            quiet
+            and not gone
+            and not self._errors
+            and not self._own_devices.waiting()
+            and not self._own(hints)
+        )
 
     def _own(self, hints: Sequence[Hint]) -> bool:
         """A hint about a backend (`/local/domain/<upstream>/backend/<kind>/<guest>/…`) whose guest is a

@@ -28,7 +28,7 @@ from xenddd.adapters.xenstore.errors import XenstoreError
 from xenddd.config.loader import load_config
 from xenddd.config.spec import Config
 from xenddd.errors import XendddError
-from xenddd.hints import CallReturned, ControlRequest, DomainHint, Hint, Recheck, ResyncHint
+from xenddd.hints import CallReturned, ControlRequest, DomainHint, Hint, Recheck, ResyncHint, XenstoreHint
 from xenddd.recovery.history import History
 from xenddd.recovery.intent import IntentLog
 from xenddd.recovery.phases import PrepareDomain
@@ -182,9 +182,9 @@ class Daemon:
     def _drain(self, timeout: float) -> list[Hint]:
         """The first hint, and whatever else comes within COALESCE of it: a recovery's calls return and
         its backends change state in bursts, and one pass for the burst does the work of many. An
-        operator's request or a domain's event ends the wait at once: a crash is detected when it is
-        seen, and the xenstore hints that came before it are taken with it (a dying driver domain's
-        nodes go first, its lifecycle event follows).
+        operator's request or a domain's event (`@releaseDomain` among them) ends the wait at once: a
+        crash is detected when it is seen, and the xenstore hints that came before it are taken with it
+        (a dying driver domain's nodes go first, its lifecycle event follows).
 
         The wait is cut into slices of at most SIGNAL_LATENCY: a signal that the kernel hands to another
         of the daemon's threads runs its Python handler only when the main thread next wakes, and a
@@ -200,7 +200,10 @@ class Daemon:
         batch = [first]
         until = time.monotonic() + COALESCE
         while True:
-            if isinstance(batch[-1], ControlRequest | DomainHint):
+            last = batch[-1]
+            if isinstance(last, ControlRequest | DomainHint) or (
+                isinstance(last, XenstoreHint) and last.domain_gone
+            ):
                 until = 0.0  # what is queued already comes along; nothing more is waited for
             try:
                 batch.append(self.hints.get(timeout=max(0.0, until - time.monotonic())))

@@ -182,10 +182,12 @@ class SimHost:
             domain.kernel = domain.front_kernel = None
             domain.stopped = "crashed" if how == "cleaned-up" else how
             if how == "crashed" and self.cleanup_delay > 0 and domid not in self.dying:
+                # xenstored fires @releaseDomain as soon as the hypervisor reports the domain shut down;
+                # libvirt marks it crashed, destroys it, and only then queues its lifecycle event
                 self.dying.add(domid)
                 domain.state = "crashed"
                 self._after(self.cleanup_delay, lambda: self._clean_up(name, domid))
-                self._emit("crashed", domain)
+                self.engine.shut_down(domid)
                 return
             self.dying.discard(domid)
             self._destroy_devices_of(domain)  # a driver domain's own uplink too
@@ -193,8 +195,8 @@ class SimHost:
                 self.dom0.rm(path)
             domain.domid, domain.state = None, "crashed" if how in ("crashed", "cleaned-up") else "shutoff"
             self.engine.release(domid)
-        if how != "cleaned-up" and not quiet:
-            self._emit(how, domain)
+        if not quiet:
+            self._emit("crashed" if how == "cleaned-up" else how, domain)
 
     def _clean_up(self, name: str, domid: int) -> None:
         """The toolstack's cleanup of crashed instance `domid` — not of a newer instance of the same name

@@ -49,7 +49,9 @@ class RemoteHost:
         self._process, self._lifeline, self._calls = process, lifeline, calls
 
     @classmethod
-    def start(cls, socket_path: Path, *, quotas: QuotaBook | None = None) -> RemoteHost:
+    def start(
+        cls, socket_path: Path, *, quotas: QuotaBook | None = None, cleanup_delay: float = 0.0
+    ) -> RemoteHost:
         """As `SimulatedHost.start`; returns once the child's xenstored is listening on `socket_path`."""
         context = multiprocessing.get_context("spawn")
         lifeline, child_end = context.Pipe()
@@ -57,7 +59,7 @@ class RemoteHost:
         level = logging.getLogger().getEffectiveLevel()
         process = context.Process(
             target=_serve,
-            args=(child_end, authkey, Path(socket_path), quotas, level),
+            args=(child_end, authkey, Path(socket_path), quotas, cleanup_delay, level),
             name="sim-host",
             daemon=True,
         )
@@ -192,13 +194,18 @@ class _Calls:
 
 
 def _serve(
-    lifeline: Connection, authkey: bytes, socket_path: Path, quotas: QuotaBook | None, log_level: int
+    lifeline: Connection,
+    authkey: bytes,
+    socket_path: Path,
+    quotas: QuotaBook | None,
+    cleanup_delay: float,
+    log_level: int,
 ) -> None:
     """The child's main: the host, a listener for the parent's calls, then a wait on the lifeline, which
     ends when the parent closes it or dies."""
     logging.basicConfig(level=log_level, format="sim host process: %(levelname)s %(name)s: %(message)s")
     try:
-        sim = SimulatedHost.start(socket_path, quotas=quotas)
+        sim = SimulatedHost.start(socket_path, quotas=quotas, cleanup_delay=cleanup_delay)
     except Exception as exc:
         lifeline.send(exc)
         return

@@ -24,13 +24,20 @@ class SimulatedHost:
 
     @classmethod
     def start(
-        cls, socket_path: Path, *, boot_delay: float = 0.0, quotas: QuotaBook | None = None
+        cls,
+        socket_path: Path,
+        *,
+        boot_delay: float = 0.0,
+        quotas: QuotaBook | None = None,
+        cleanup_delay: float = 0.0,
     ) -> SimulatedHost:
-        """`quotas`: xenstored's limits, as its command line sets them before any domain connects."""
+        """`quotas`: xenstored's limits, as its command line sets them before any domain connects;
+        `cleanup_delay`: `SimHost.cleanup_delay`."""
         engine = Xenstored(quotas)
         server = SocketServer(engine, socket_path)
         server.start()
         host = SimHost(engine, boot_delay=boot_delay)
+        host.cleanup_delay = cleanup_delay
         return cls(engine, server, host, SimHypervisor(host))
 
     @property

@@ -197,6 +197,13 @@ class Xenstored:
             self.introduced.add(domid)
             self.fire_special("@introduceDomain")
 
+    def shut_down(self, domid: int) -> None:
+        """The hypervisor reported `domid` shut down (VIRQ_DOM_EXC): watchers of @releaseDomain hear of it
+        now, before the toolstack has destroyed the domain and removed its nodes."""
+        with self.lock:
+            if domid in self.introduced:
+                self.fire_special("@releaseDomain")
+
     def release(self, domid: int) -> None:
         with self.lock:
             self.introduced.discard(domid)
