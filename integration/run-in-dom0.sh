@@ -14,9 +14,12 @@ mkdir -p "$R"
 deb=$(ls "$H"/dist/xenddd_*_all.deb)
 DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb" || { say "apt could not install $deb"; exit 1; }
 install -m 0644 "$H/integration/scenarios/xenddd-$M.toml" /etc/xenddd/xenddd.toml
+select=$(cat "$R/select" 2>/dev/null)
+case "$select" in  # scenario (g) brings the disks domstore serves to its guests (see that file)
+  *faithful*) cat "$H/integration/scenarios/xenddd-$M-faithful.toml" >> /etc/xenddd/xenddd.toml ;;
+esac
 systemctl daemon-reload
 say "xenddd installed; scenarios for machine $M start"
-select=$(cat "$R/select" 2>/dev/null)
 python3 -m pytest -v -p no:cacheprovider ${select:+-k "$select"} --rootdir="$H/integration/scenarios" \
   -c "$H/integration/scenarios/pytest.ini" --junitxml="$R/junit.xml" "$H/integration/scenarios"
 rc=$?
