@@ -26,7 +26,9 @@ pytestmark = pytest.mark.timeout(0)
 BOOKWORM_RECOVERIES = ("test_c_network_dd", "test_d_block_dd")
 RELEASES: dict[str, tuple[str, ...] | None] = {
     "trixie": None,
-    "bookworm": ("test_a_smoke", "test_z_package")
+    "bookworm": None
+    if os.environ.get("XENDDD_IT_BOOKWORM") == "all"
+    else ("test_a_smoke", "test_z_package")
     + (BOOKWORM_RECOVERIES if os.environ.get("XENDDD_IT_BOOKWORM") == "full" else ()),
 }
 BOOTED = os.environ.get("XENDDD_IT_RELEASES", " ".join(RELEASES)).split()
