@@ -6,7 +6,7 @@ What boots, within CI's 45 minutes (the whole `.ci/run` took 19.4 min cold here,
 runs every scenario of both machines but the on-demand ones (`ON_DEMAND = True`: the comparison with the
 peers' method, (g), (h), (i); XENDDD_IT_SELECT naming them runs them); Debian 12 boots the `pc` machine for
 the package and the daemon on its older Xen, libvirt and Python: (a) and (z). Its recoveries (c, d) add
-≈ 6 min (`XENDDD_IT_BOOKWORM=full`).
+≈ 6 min (`XENDDD_IT_BOOKWORM=full`); `XENDDD_IT_BOOKWORM=all` gives it every scenario, as trixie has.
 XENDDD_IT_RELEASES (space-separated) boots only some releases."""
 
 from __future__ import annotations
