@@ -77,7 +77,8 @@ class SimHost:
         self.stall_hotplug_once: set[tuple[str, str]] = set()
         # How long a crashed domain stays dying — listed as crashed, its nodes in place — before the
         # toolstack destroys it (libvirt's cleanup of a crash); a detach of a device it served fails
-        # meanwhile, as libxl's does ("failed to detach network device").
+        # meanwhile, as libxl's does ("failed to detach network device"). @releaseDomain fires at the
+        # crash, libvirt's lifecycle event only once the cleanup is done.
         self.cleanup_delay = 0.0
         self.dying: set[int] = set()
         self._timers: list[threading.Timer] = []
