@@ -27,12 +27,6 @@ class XenstoreHint:
 
     path: str
 
-    @property
-    def domain_gone(self) -> bool:
-        """`@releaseDomain`: some domain shut down or went away — xenstored's word, the earliest there is,
-        ahead of libvirt's destroy of a crashed domain and its lifecycle event."""
-        return self.path == "@releaseDomain"
-
 
 @dataclass(frozen=True)
 class ResyncHint:
@@ -66,3 +60,9 @@ class ControlRequest:
 
 
 Hint = DomainHint | XenstoreHint | ResyncHint | CallReturned | Recheck | ControlRequest
+
+
+def domain_gone(hint: Hint) -> bool:
+    """`@releaseDomain`: some domain shut down or went away — xenstored's word, the earliest there is,
+    ahead of libvirt's destroy of a crashed domain and its lifecycle event."""
+    return isinstance(hint, XenstoreHint) and hint.path == "@releaseDomain"

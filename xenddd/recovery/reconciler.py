@@ -19,7 +19,7 @@ from typing import Any
 from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
-from xenddd.hints import CallReturned, ControlRequest, Hint, Recheck, ResyncHint, XenstoreHint
+from xenddd.hints import CallReturned, ControlRequest, Hint, Recheck, ResyncHint, XenstoreHint, domain_gone
 from xenddd.model import Frontend, FrontendKey
 from xenddd.recovery.frontend_steps import earliest
 from xenddd.recovery.history import History
@@ -142,7 +142,7 @@ class Reconciler:
         is the earliest of those hints: libvirt may list the domain as crashed before it has destroyed
         it and sent its event."""
         quiet = all(not r.incident and not r.parked for r in self._records.values())
-        gone = any(isinstance(h, XenstoreHint) and h.domain_gone for h in hints)
+        gone = any(domain_gone(h) for h in hints)
         return (
             quiet
             and not gone

@@ -28,7 +28,7 @@ from xenddd.adapters.xenstore.errors import XenstoreError
 from xenddd.config.loader import load_config
 from xenddd.config.spec import Config
 from xenddd.errors import XendddError
-from xenddd.hints import CallReturned, ControlRequest, DomainHint, Hint, Recheck, ResyncHint, XenstoreHint
+from xenddd.hints import CallReturned, ControlRequest, DomainHint, Hint, Recheck, ResyncHint, domain_gone
 from xenddd.recovery.history import History
 from xenddd.recovery.intent import IntentLog
 from xenddd.recovery.phases import PrepareDomain
@@ -200,10 +200,7 @@ class Daemon:
         batch = [first]
         until = time.monotonic() + COALESCE
         while True:
-            last = batch[-1]
-            if isinstance(last, ControlRequest | DomainHint) or (
-                isinstance(last, XenstoreHint) and last.domain_gone
-            ):
+            if isinstance(batch[-1], ControlRequest | DomainHint) or domain_gone(batch[-1]):
                 until = 0.0  # what is queued already comes along; nothing more is waited for
             try:
                 batch.append(self.hints.get(timeout=max(0.0, until - time.monotonic())))
