@@ -740,8 +740,8 @@ def run(faults: int, seed: int, guests: int, verbose: bool = False) -> int:
     sim = SimulatedHost.start(
         tmp / "xenstored.sock",
         quotas=QuotaBook(defaults=Quotas(nodes=64 * guests + 1000, watches=16 * guests + 128)),
+        cleanup_delay=0.05,  # libvirt's cleanup of a crashed domain: a detach before it fails
     )
-    sim.host.cleanup_delay = 0.05  # libvirt's cleanup of a crashed domain: a detach before it fails
     frontend_steps.PARKED_RETRY = PARKED_RETRY
     c = Campaign(tmp, config, sim, random.Random(seed))
     sim.host.listen(lambda what, d: setattr(c, "highest_domid", max(c.highest_domid, d.domid or 0)))

@@ -24,12 +24,12 @@ pytestmark = pytest.mark.timeout(0)
 
 # release → the scenario modules it runs (None: all of them)
 BOOKWORM_RECOVERIES = ("test_c_network_dd", "test_d_block_dd")
+BOOKWORM = os.environ.get("XENDDD_IT_BOOKWORM", "")
 RELEASES: dict[str, tuple[str, ...] | None] = {
     "trixie": None,
     "bookworm": None
-    if os.environ.get("XENDDD_IT_BOOKWORM") == "all"
-    else ("test_a_smoke", "test_z_package")
-    + (BOOKWORM_RECOVERIES if os.environ.get("XENDDD_IT_BOOKWORM") == "full" else ()),
+    if BOOKWORM == "all"
+    else ("test_a_smoke", "test_z_package") + (BOOKWORM_RECOVERIES if BOOKWORM == "full" else ()),
 }
 BOOTED = os.environ.get("XENDDD_IT_RELEASES", " ".join(RELEASES)).split()
 SELECT = os.environ.get("XENDDD_IT_SELECT", "")

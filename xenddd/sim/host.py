@@ -61,7 +61,7 @@ class SimDomain:
 
 
 class SimHost:
-    def __init__(self, engine: Xenstored, *, boot_delay: float = 0.0) -> None:
+    def __init__(self, engine: Xenstored, *, boot_delay: float = 0.0, cleanup_delay: float = 0.0) -> None:
         self.engine = engine
         self.dom0 = DomainClient(engine, 0)
         self.boot_delay = boot_delay
@@ -79,7 +79,7 @@ class SimHost:
         # toolstack destroys it (libvirt's cleanup of a crash); a detach of a device it served fails
         # meanwhile, as libxl's does ("failed to detach network device"). @releaseDomain fires at the
         # crash, libvirt's lifecycle event only once the cleanup is done.
-        self.cleanup_delay = 0.0
+        self.cleanup_delay = cleanup_delay
         self.dying: set[int] = set()
         self._timers: list[threading.Timer] = []
 
@@ -181,7 +181,7 @@ class SimHost:
                 if kernel is not None:
                     kernel.stop()
             domain.kernel = domain.front_kernel = None
-            domain.stopped = "crashed" if how == "cleaned-up" else how
+            domain.stopped = announced = "crashed" if how == "cleaned-up" else how
             if how == "crashed" and self.cleanup_delay > 0 and domid not in self.dying:
                 # xenstored fires @releaseDomain as soon as the hypervisor reports the domain shut down;
                 # libvirt marks it crashed, destroys it, and only then queues its lifecycle event
@@ -197,7 +197,7 @@ class SimHost:
             domain.domid, domain.state = None, "crashed" if how in ("crashed", "cleaned-up") else "shutoff"
             self.engine.release(domid)
         if not quiet:
-            self._emit("crashed" if how == "cleaned-up" else how, domain)
+            self._emit(announced, domain)
 
     def _clean_up(self, name: str, domid: int) -> None:
         """The toolstack's cleanup of crashed instance `domid` — not of a newer instance of the same name

@@ -36,8 +36,7 @@ class SimulatedHost:
         engine = Xenstored(quotas)
         server = SocketServer(engine, socket_path)
         server.start()
-        host = SimHost(engine, boot_delay=boot_delay)
-        host.cleanup_delay = cleanup_delay
+        host = SimHost(engine, boot_delay=boot_delay, cleanup_delay=cleanup_delay)
         return cls(engine, server, host, SimHypervisor(host))
 
     @property
