@@ -13,6 +13,7 @@ from xenddd.cli.context import CliContext
 from xenddd.cli.demo_cmd import demo
 from xenddd.cli.devices_cmd import block_list, network_list
 from xenddd.cli.domains_cmd import create, destroy, list_domains, restart
+from xenddd.cli.image_cmd import image_group
 from xenddd.cli.output import emit_json
 from xenddd.cli.pci_cmd import pci_assignable_add, pci_assignable_list, pci_assignable_remove
 from xenddd.cli.service_cmd import daemon, events, status
@@ -103,6 +104,7 @@ for command in (
     network_list,
     block_list,
     config_group,
+    image_group,
     demo,
     sim,
 ):

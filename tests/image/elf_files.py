@@ -1,0 +1,55 @@
+"""Synthetic ELF64 x86-64 files for the image tests: as small as a valid one can be, independent of the
+machine the tests run on."""
+
+from __future__ import annotations
+
+import struct
+
+LOADER = "/lib64/ld-linux-x86-64.so.2"
+BASE = 0x400000  # the synthetic files' single PT_LOAD maps the whole file at this address
+PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
+DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME = 0, 1, 5, 14
+
+
+def elf(
+    *,
+    interpreter: str | None = LOADER,
+    needed: tuple[str, ...] = ("libfoo.so.1", "libc.so.6"),
+    soname: str | None = "libme.so.3",
+    dynamic: bool = True,
+    strtab_address: int | None = None,
+    elf_class: int = 2,
+    byte_order: int = 1,
+    machine: int = 62,
+) -> bytes:
+    """A minimal ELF64 file: header, program headers (PT_INTERP, PT_LOAD, PT_DYNAMIC), the interpreter
+    string, the string table and, last, the dynamic section, so that any truncation cuts a segment."""
+    kinds = ([PT_INTERP] if interpreter is not None else []) + [PT_LOAD] + ([PT_DYNAMIC] if dynamic else [])
+    at = 64 + 56 * len(kinds)
+    interp = interpreter.encode() + b"\0" if interpreter is not None else b""
+    interp_at, at = at, at + len(interp)
+    names = [*needed, *([soname] if soname is not None else [])]
+    strtab, offsets = b"\0", []
+    for name in names:
+        offsets.append(len(strtab))
+        strtab += name.encode() + b"\0"
+    strtab_at, at = at, at + len(strtab)
+    tags = [DT_NEEDED] * len(needed) + ([DT_SONAME] if soname is not None else [])
+    address = BASE + strtab_at if strtab_address is None else strtab_address
+    entries = [*zip(tags, offsets, strict=True), (DT_STRTAB, address), (DT_NULL, 0)]
+    dyn = b"".join(struct.pack("<qQ", tag, value) for tag, value in entries) if dynamic else b""
+    dyn_at, size = at, at + len(dyn)
+    segment = {PT_INTERP: (interp_at, len(interp)), PT_LOAD: (0, size), PT_DYNAMIC: (dyn_at, len(dyn))}
+    header = struct.pack(
+        "<4sBBBB8xHHIQQQIHHHHHH",
+        *(b"\x7fELF", elf_class, byte_order, 1, 0),  # ident: magic, class, data, version, OS ABI
+        *(3, machine, 1, BASE, 64, 0, 0, 64, 56, len(kinds), 64, 0, 0),  # ET_DYN, ..., phoff 64, phnum
+    )
+    headers = b"".join(
+        struct.pack("<IIQQQQQQ", kind, 4, offset, BASE + offset, BASE + offset, length, length, 8)
+        for kind in kinds
+        for offset, length in [segment[kind]]
+    )
+    data = header + headers + interp + strtab + dyn
+    assert len(data) == size
+    return data

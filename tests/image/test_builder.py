@@ -1,0 +1,162 @@
+"""`xenddd image build` on a small fake Debian root: what goes in, from which package, in which order,
+and that the same root gives the same bytes."""
+
+from __future__ import annotations
+
+import gzip
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.image.fake_root import KERNEL, LIBC, XEN, FakeRoot, unpack
+from xenddd.errors import InputError
+from xenddd.image.builder import BuildRequest, Image, build, write
+from xenddd.image.manifest import Manifest
+from xenddd.image.root_tree import RootTree
+
+MODULES = f"/usr/lib/modules/{KERNEL}"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> FakeRoot:
+    return FakeRoot(tmp_path / "root")
+
+
+def built(root: FakeRoot, **options: object) -> Image:
+    request = BuildRequest(**{"kinds": ("network",), **options})  # type: ignore[arg-type]
+    return build(RootTree(root.path), request)
+
+
+def members(image: Image) -> dict[str, tuple[int, bytes]]:
+    return unpack(gzip.decompress(image.initrd))
+
+
+def test_a_network_image_has_netback_bridge_vif_bridge_and_xl_with_its_libraries(root: FakeRoot) -> None:
+    files = members(built(root))
+    for path in (
+        "/init",
+        f"{MODULES}/kernel/drivers/net/xen-netback/xen-netback.ko",
+        f"{MODULES}/kernel/net/bridge/bridge.ko",
+        "/etc/xen/scripts/vif-bridge",
+        "/etc/xen/xl.conf",
+        f"/usr/lib/xen-{XEN}/bin/xl",
+        "/usr/lib/x86_64-linux-gnu/libxenlight.so.4.17",
+        LIBC,
+        "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        "/usr/bin/bash",
+        "/usr/bin/flock",
+    ):
+        assert path in files, path
+    assert files["/usr/sbin/xl"][1] == f"/usr/lib/xen-{XEN}/bin/xl".encode()
+    assert "/etc/xen/scripts/block" not in files and "/usr/sbin/losetup" not in files
+    assert stat.S_ISLNK(files["/lib64"][0]) and files["/lib64"][1] == b"usr/lib64"
+
+
+def test_the_block_kind_brings_blkback_the_block_scripts_and_losetup_and_skips_a_built_in_loop(
+    root: FakeRoot,
+) -> None:
+    image = built(root, kinds=("block",))
+    files = members(image)
+    assert f"{MODULES}/kernel/drivers/block/xen-blkback/xen-blkback.ko" in files
+    assert {"/etc/xen/scripts/block", "/etc/xen/scripts/block-dummy", "/usr/sbin/losetup"} <= files.keys()
+    assert "loop" not in image.manifest.modules
+    assert image.manifest.nics == []
+
+
+def test_the_same_root_gives_the_same_initrd_bytes_and_manifest(root: FakeRoot) -> None:
+    first, second = built(root), built(root)
+    assert first.initrd == second.initrd
+    assert first.manifest.to_json() == second.manifest.to_json()
+    assert built(root, compression="xz").initrd != first.initrd
+
+
+def test_awk_keeps_its_alternatives_chain_and_the_file_comes_from_mawk(root: FakeRoot) -> None:
+    image = built(root)
+    files = members(image)
+    assert files["/usr/bin/awk"][1] == b"/etc/alternatives/awk"
+    assert files["/etc/alternatives/awk"][1] == b"/usr/bin/mawk"
+    origins = {f.path: f.origin for f in image.manifest.files}
+    assert origins["/usr/bin/mawk"] == "package:mawk"
+
+
+def test_a_file_dpkg_lists_under_bin_is_found_under_merged_usr(root: FakeRoot) -> None:
+    image = built(root)
+    assert {f.path: f.origin for f in image.manifest.files}["/usr/bin/bash"] == "package:pkg-bash"
+    assert image.manifest.packages["pkg-bash"] == "1.0-1"
+    assert image.manifest.release == "bookworm" and image.manifest.kernel == KERNEL
+
+
+def test_a_library_no_package_provides_names_the_binary_and_the_soname(root: FakeRoot) -> None:
+    root.remove("/usr/lib/x86_64-linux-gnu/libxenlight.so.4.17")
+    with pytest.raises(InputError, match=r"/usr/lib/xen-4.17/bin/xl needs libxenlight.so.4.17"):
+        built(root)
+
+
+def test_a_command_the_root_lacks_is_named(root: FakeRoot) -> None:
+    root.remove("/usr/bin/flock")
+    with pytest.raises(InputError, match="no command flock"):
+        built(root)
+
+
+def test_xz_modules_are_stored_decompressed(root: FakeRoot) -> None:
+    files = members(built(root))
+    assert files[f"{MODULES}/kernel/drivers/net/xen-netback/xen-netback.ko"][1] == b"module xen-netback"
+
+
+def test_r8169_loads_after_its_realtek_softdep_also_through_busybox_modprobe(root: FakeRoot) -> None:
+    image = built(root, nics=("r8169",))
+    order = image.manifest.modules
+    assert order.index("libphy") < order.index("realtek") < order.index("r8169")
+    dep = members(image)[f"{MODULES}/modules.dep"][1].decode()
+    line = next(
+        ln for ln in dep.splitlines() if ln.startswith("kernel/drivers/net/ethernet/realtek/r8169.ko:")
+    )
+    # busybox's modprobe loads a line's list from its end: libphy, then realtek
+    assert line.split(": ")[1].split() == [
+        "kernel/drivers/net/phy/realtek.ko",
+        "kernel/drivers/net/phy/libphy.ko",
+    ]
+    assert image.manifest.pci_aliases == [["pci:v000010ECd00008168sv*sd*bc*sc*i*", "r8169"]]
+
+
+def test_the_boot_list_loads_the_backends_but_not_the_nic_drivers(root: FakeRoot) -> None:
+    boot = members(built(root))["/etc/xenddd-dd/modules"][1].decode().split()
+    names = [Path(p).name for p in boot]
+    assert names.index("llc.ko") < names.index("stp.ko") < names.index("bridge.ko")
+    assert "xen-netback.ko" in names and "e1000.ko" not in names
+
+
+def test_a_nic_the_operator_names_must_exist_while_missing_defaults_are_skipped(root: FakeRoot) -> None:
+    with pytest.raises(InputError, match="has no module tg3"):
+        built(root, nics=("tg3",))
+    image = built(root)  # the default set names igb, ixgbe, ... which this kernel lacks
+    assert image.manifest.nics == ["e1000", "r8169"]
+
+
+def test_an_unknown_kind_is_refused_and_nothing_is_built(root: FakeRoot) -> None:
+    with pytest.raises(InputError, match="choose from network, block"):
+        built(root, kinds=("storage",))
+
+
+def test_an_included_file_lands_where_asked_with_its_mode(root: FakeRoot, tmp_path: Path) -> None:
+    hook = tmp_path / "hook"
+    hook.write_text("#!/bin/sh\n")
+    hook.chmod(0o750)
+    image = built(root, includes=((hook, "etc/xenddd-dd/start.d/hook"),))
+    mode, body = members(image)["/etc/xenddd-dd/start.d/hook"]
+    assert stat.S_IMODE(mode) == 0o750 and body == b"#!/bin/sh\n"
+    assert {f.path: f.origin for f in image.manifest.files}[
+        "/etc/xenddd-dd/start.d/hook"
+    ] == f"include:{hook}"
+
+
+def test_written_images_verify_against_their_manifest_until_a_byte_changes(
+    root: FakeRoot, tmp_path: Path
+) -> None:
+    out = tmp_path / "image"
+    write(built(root), out)
+    manifest = Manifest.load(out)
+    assert manifest.mismatches(out) == []
+    (out / "initrd.img").write_bytes(b"changed")
+    assert manifest.mismatches(out) == ["initrd.img differs from the manifest"]
