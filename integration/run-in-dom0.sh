@@ -18,6 +18,11 @@ select=$(cat "$R/select" 2>/dev/null)
 case "$select" in  # scenario (g) brings the disks domstore serves to its guests (see that file)
   *faithful*) cat "$H/integration/scenarios/xenddd-$M-faithful.toml" >> /etc/xenddd/xenddd.toml ;;
 esac
+# XENDDD_IT_DD_IMAGE=product: the driver domains boot the image `xenddd image build` made (dd_image.py)
+if [ "$(cat "$R/dd-image" 2>/dev/null)" = product ]; then
+  python3 "$H/integration/scenarios/dd_image.py" /etc/xenddd/xenddd.toml
+  say "driver domains boot the product image /boot/xenddd-dd"
+fi
 systemctl daemon-reload
 say "xenddd installed; scenarios for machine $M start"
 python3 -m pytest -v -p no:cacheprovider ${select:+-k "$select"} --rootdir="$H/integration/scenarios" \

@@ -22,6 +22,7 @@ from conftest import (
     xenddd_json,
     xs_read,
 )
+from dd_image import IMAGE, boot_from_image
 
 # Three more driver-domain boots and three crashes, which CI has no room for:
 # XENDDD_IT_SELECT='smoke or chained' XENDDD_IT_RELEASES=trixie scripts/integration -k pc
@@ -95,7 +96,8 @@ def uplink_macs() -> list[str]:
 @pytest.fixture(scope="module", autouse=True)
 def chain() -> Iterator[None]:
     original = CONFIG.read_text()
-    CONFIG.write_text(original + DOMFW)
+    # the same image as the other driver domains (XENDDD_IT_DD_IMAGE=product: see dd_image.py)
+    CONFIG.write_text(original + (boot_from_image(DOMFW) if IMAGE in original else DOMFW))
     run("systemctl", "reload", "xenddd")
     try:
         yield

@@ -1,13 +1,17 @@
 """The real-Xen test bed's configs are valid xenddd configs, with scenario (g)'s disks appended as
-run-in-dom0.sh appends them: a typo there would cost a 20-minute boot to find."""
+run-in-dom0.sh appends them, and rewritten to boot the product driver-domain image as it rewrites them
+(XENDDD_IT_DD_IMAGE=product): a typo there would cost a 20-minute boot to find."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from xenddd.config.loader import parse_config
+from xenddd.image.cmdline import parse as parse_words
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "integration/scenarios"
 
@@ -24,3 +28,43 @@ def test_scenario_gs_disks_go_to_domstore() -> None:
     config = parse_config(base.read_text() + (SCENARIOS / "xenddd-pc-faithful.toml").read_text(), base)
     disks = {d.name: [disk.vdev for disk in d.disks] for d in config.driver_domains}
     assert disks == {"domnet": ["xvda"], "domstore": ["xvda", "xvdb", "xvdc", "xvdd"]}
+
+
+def _dd_image() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dd_image", SCENARIOS / "dd_image.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("machine", ["pc", "vtd"])
+def test_with_the_product_image_every_driver_domain_boots_it_with_words_its_init_accepts(
+    machine: str,
+) -> None:
+    dd_image = _dd_image()
+    path = SCENARIOS / f"xenddd-{machine}.toml"
+    config = parse_config(dd_image.boot_from_image(path.read_text()), path)
+    for spec in config.driver_domains:
+        assert (spec.kernel, spec.initrd) == (
+            Path(f"{dd_image.IMAGE}/vmlinuz"),
+            Path(f"{dd_image.IMAGE}/initrd.img"),
+        )
+        assert "xvda" not in [disk.vdev for disk in spec.disks]
+        words = parse_words(spec.cmdline)
+        assert words.bridges == (["br0"] if spec.name == "domnet" else [])
+    assert [disk.path for disk in config.driver_domains[-1].disks] == (
+        [Path("/dev/vdd")] if machine == "pc" else []
+    )
+
+
+def test_scenario_hs_filtering_domain_boots_the_product_image_too() -> None:
+    dd_image = _dd_image()
+    text = (SCENARIOS / "test_h_chained_dd.py").read_text()
+    domfw = text.split('DOMFW = """', 1)[1].split('"""', 1)[0]
+    base = SCENARIOS / "xenddd-pc.toml"
+    config = parse_config(dd_image.boot_from_image(base.read_text()) + dd_image.boot_from_image(domfw), base)
+    fw = config.driver_domain("domfw")
+    assert fw.initrd == Path(f"{dd_image.IMAGE}/initrd.img") and fw.disks == ()
+    assert [vif.backend for vif in fw.vifs] == ["domnet"]
+    assert ("br0", "vif") in parse_words(fw.cmdline).ports
