@@ -15,7 +15,7 @@ from conftest import Console, domid, recovery_phases, report_mttr, run, wait_unt
 MACHINE = "vtd"
 NIC = "0000:00:10.0"
 CONFIG = Path("/etc/xenddd/xenddd.toml")
-# the legacy driver domain's init (xenddd-it-dd) or the product image's (xenddd/image/dd-init)
+# the legacy driver domain's init (xenddd-it-dd) or the product image's (xenddd/image/dd-init.sh)
 BOUND_IN_DOMNET = re.compile(r"(XENDDD-IT-DD|xenddd-dd): pci \S+ vendor=0x8086 device=0x100e driver=e1000")
 
 

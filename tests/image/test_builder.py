@@ -49,6 +49,7 @@ def test_a_network_image_has_netback_bridge_vif_bridge_and_xl_with_its_libraries
     ):
         assert path in files, path
     assert files["/usr/sbin/xl"][1] == f"/usr/lib/xen-{XEN}/bin/xl".encode()
+    assert files["/init"][1].startswith(b"#!/usr/bin/busybox sh\n")  # the busybox the image carries
     assert "/etc/xen/scripts/block" not in files and "/usr/sbin/losetup" not in files
     assert stat.S_ISLNK(files["/lib64"][0]) and files["/lib64"][1] == b"usr/lib64"
 

@@ -53,7 +53,7 @@ BUSYBOX = shutil.which("busybox")
 
 def init_parses(cmdline: str) -> tuple[bool, list[str]]:
     assert BUSYBOX is not None
-    init = resources.files("xenddd.image").joinpath("dd-init")
+    init = resources.files("xenddd.image").joinpath("dd-init.sh")
     with resources.as_file(init) as path:
         done = subprocess.run(
             [BUSYBOX, "sh", str(path), "--print-config"],

@@ -143,8 +143,6 @@ def write(image: Image, directory: Path) -> None:
 
 
 def _skeleton(staging: _Staging) -> None:
-    init = resources.files("xenddd.image").joinpath("dd-init").read_bytes()
-    staging.put(Entry("/init", 0o755, init), "generated:init")
     for where, target in {**TOP_LINKS, **VAR_LINKS}.items():
         staging.put(Entry(where, 0o777, target=target), f"link:{target}")
     for directory in DIRECTORIES:
@@ -158,6 +156,11 @@ def _commands(staging: _Staging, needs: recipe.Needs, xen: str) -> None:
         if found is None:
             raise InputError(f"{staging.root.path}: no command {command} on {':'.join(recipe.COMMAND_PATH)}")
         binaries.append(staging.copy(found))
+    # the init is a busybox shell script; its interpreter line names the busybox just copied (a
+    # script with an unusual interpreter has no place among a package's Python files)
+    script = resources.files("xenddd.image").joinpath("dd-init.sh").read_bytes()
+    busybox = binaries[recipe.BASE_COMMANDS.index("busybox")]
+    staging.put(Entry("/init", 0o755, f"#!{busybox} sh\n".encode() + script), "generated:init")
     xl = f"/usr/lib/xen-{xen}/bin/xl"
     binaries.append(staging.copy(xl))
     # Debian's /usr/sbin/xl is a wrapper choosing the version from /sys/hypervisor: one version here

@@ -1,5 +1,5 @@
 """The `xenddd.*` words of a driver domain's kernel command line, which configure the image's init: the twin
-of `parse_words` in `dd-init`, so that `xenddd image check` rejects a word before any domain boots with it
+of `parse_words` in `dd-init.sh`, so that `xenddd image check` rejects a word before any domain boots with it
 (the init would refuse it too, and never become ready). Both are tested on one table of cases.
 
 One image serves many driver domains because their differences travel here: bridges, which interfaces
@@ -34,7 +34,7 @@ class DriverDomainWords:
     console_logs: str = "0"
 
     def lines(self) -> list[str]:
-        """What `dd-init --print-config` prints for the same words."""
+        """What `dd-init.sh --print-config` prints for the same words."""
         return [
             *(f"bridge {b}" for b in self.bridges),
             *(f"port {b} {match}" for b, match in self.ports),

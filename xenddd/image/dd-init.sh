@@ -1,4 +1,4 @@
-#!/usr/bin/busybox sh
+# (no interpreter line: the builder writes it, naming the image's busybox)
 # /init of a driver domain booted from `xenddd image build`: no root disk, no udev, no systemd. Loads the
 # backends, sets up what the kernel command line asks (xenddd.* words, parsed by parse_words below and
 # by its twin xenddd/image/cmdline.py), starts `xl devd` for Xen's hotplug scripts, runs
@@ -7,7 +7,7 @@
 # the binding on the console, enslaves interfaces to bridges as the words say, and never exits (PID 1).
 # A word it cannot parse is reported and written to data/ready-error, and nothing starts: the domain
 # never claims to be ready with a configuration it did not understand.
-# `dd-init --print-config` with XENDDD_DD_CMDLINE set only parses (the tests compare it with the twin).
+# `busybox sh dd-init.sh --print-config` with XENDDD_DD_CMDLINE set only parses (the tests compare it with the twin).
 
 bridges=; ports=; ips=; gateway=; forward=0; modules=; console_logs=0; errors=
 
