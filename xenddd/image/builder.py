@@ -67,12 +67,16 @@ class _Staging:
         for where, target in links:
             if where not in TOP_LINKS:
                 self.put(Entry(where, 0o777, target=target), f"link:{target}")
-        owner = self.root.owner(canonical)
-        if owner is not None:
-            self.packages[owner.name] = owner.version
-        origin = f"package:{owner.name}" if owner else "root"
-        self.put(Entry(canonical, self.root.mode(canonical), self.root.read(canonical)), origin)
+        self.put(Entry(canonical, self.root.mode(canonical), self.root.read(canonical)), self.origin(canonical))
         return canonical
+
+    def origin(self, canonical: str) -> str:
+        """`package:<name>` for a file a package ships (its version joins the manifest), else `root`."""
+        owner = self.root.owner(canonical)
+        if owner is None:
+            return "root"
+        self.packages[owner.name] = owner.version
+        return f"package:{owner.name}"
 
 
 def build(root: RootTree, request: BuildRequest) -> Image:
@@ -88,9 +92,9 @@ def build(root: RootTree, request: BuildRequest) -> Image:
     xen = _xen_version(root)
     modules = KernelModules(root, version)
     boot = modules.closure(needs.modules)
-    every = modules.closure(needs.modules, needs.nics if request.nics is None else ())
-    if request.nics is not None:
-        every = modules.closure(needs.modules + needs.nics)
+    # NICs the operator named must exist; the default set takes what this kernel has
+    named, defaults = (needs.nics, ()) if request.nics is not None else ((), needs.nics)
+    every = modules.closure(needs.modules + named, defaults)
     staging = _Staging(root)
     _skeleton(staging)
     _commands(staging, needs, xen)
@@ -102,13 +106,14 @@ def build(root: RootTree, request: BuildRequest) -> Image:
     for path in needs.files:
         staging.copy(path)
     _modules(staging, modules, boot, every)
-    _generated(staging, needs, xen, version, boot)
+    _facts(staging, needs, xen, version)
     for source, inside in request.includes:
         if not source.is_file():
             raise InputError(f"--include: {source} is not a file")
         mode = source.stat().st_mode & 0o777
         staging.put(Entry(_absolute(inside), mode, source.read_bytes()), f"include:{source}")
     initrd = compress(archive(list(staging.entries.values())), request.compression)
+    chosen = set(every.names())
     kernel = root.read(kernel_path)
     manifest = Manifest(
         builder=__version__,
@@ -121,7 +126,7 @@ def build(root: RootTree, request: BuildRequest) -> Image:
         modules=[m.name for m in every.ordered],
         packages=dict(sorted(staging.packages.items())),
         files=[_record(staging, path) for path in sorted(staging.entries, key=str.encode)],
-        pci_aliases=[[p, m] for p, m in modules.aliases if p.startswith("pci:") and m in set(every.names())],
+        pci_aliases=[[p, m] for p, m in modules.aliases if p.startswith("pci:") and m in chosen],
         outputs={"vmlinuz": sha256(kernel), "initrd.img": sha256(initrd)},
         sizes={"vmlinuz": len(kernel), "initrd.img": len(initrd)},
     )
@@ -199,11 +204,8 @@ def _find_library(root: RootTree, soname: str, needed_by: str) -> str:
 def _modules(staging: _Staging, modules: KernelModules, boot: ModuleSet, every: ModuleSet) -> None:
     base = f"/usr/lib/modules/{modules.version}"
     for module in every.ordered:
-        owner = staging.root.owner(module.source)
-        if owner is not None:
-            staging.packages[owner.name] = owner.version
-        origin = f"package:{owner.name}" if owner else "root"
-        staging.put(Entry(f"{base}/{module.path}", 0o644, modules.module_bytes(module)), origin)
+        data = modules.module_bytes(module)
+        staging.put(Entry(f"{base}/{module.path}", 0o644, data), staging.origin(module.source))
     staging.put(Entry(f"{base}/modules.dep", 0o644, every.dep_lines().encode()), "generated:depmod")
     staging.put(
         Entry(f"{base}/modules.alias", 0o644, modules.alias_lines(every).encode()), "generated:depmod"
@@ -214,7 +216,8 @@ def _modules(staging: _Staging, modules: KernelModules, boot: ModuleSet, every: 
     staging.put(Entry(f"{CONFIG_DIR}/modules", 0o644, boot_list.encode()), "generated:boot modules")
 
 
-def _generated(staging: _Staging, needs: recipe.Needs, xen: str, version: str, boot: ModuleSet) -> None:
+def _facts(staging: _Staging, needs: recipe.Needs, xen: str, version: str) -> None:
+    """What the init reads of its image (`. /etc/xenddd-dd/image`)."""
     facts = "".join(
         f"{key}={value}\n"
         for key, value in (
