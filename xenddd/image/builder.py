@@ -67,7 +67,8 @@ class _Staging:
         for where, target in links:
             if where not in TOP_LINKS:
                 self.put(Entry(where, 0o777, target=target), f"link:{target}")
-        self.put(Entry(canonical, self.root.mode(canonical), self.root.read(canonical)), self.origin(canonical))
+        entry = Entry(canonical, self.root.mode(canonical), self.root.read(canonical))
+        self.put(entry, self.origin(canonical))
         return canonical
 
     def origin(self, canonical: str) -> str:
