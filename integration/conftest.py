@@ -33,6 +33,8 @@ BOOT_TIMEOUT = float(os.environ.get("XENDDD_IT_TIMEOUT", "2700"))
 SELECT = os.environ.get("XENDDD_IT_SELECT", "")
 # how many times scenario (g) crashes domnet in a row (the re-add race hunt); 0, the default, skips it
 CRASHES = os.environ.get("XENDDD_IT_CRASHES", "0")
+# how many times scenario (g) detaches and attaches a healthy vif of its xl guest (memory per replug)
+REPLUGS = os.environ.get("XENDDD_IT_REPLUGS", "0")
 # `product`: the driver domains boot the image `xenddd image build` made (integration/scenarios/dd_image.py)
 DD_IMAGE = os.environ.get("XENDDD_IT_DD_IMAGE", "legacy")
 # two test beds at once starve each other of the host's cores (and time out): one boots after the other
@@ -105,6 +107,7 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
     (results / "select").write_text(select)
     (results / "crashes").write_text(CRASHES)
     (results / "dd-image").write_text(DD_IMAGE)
+    (results / "replugs").write_text(REPLUGS)
     store = results / "store-disk.img"  # the block driver domain's data disk, fresh for every boot
     # and the two it serves to scenario (g)'s guests: one read-only to both, one read-write to one
     extra = [results / "store-ro-disk.img", results / "store-rw-disk.img"]

@@ -8,7 +8,11 @@ for a disk (docs/design.md), so only the xl guest has one.
 
 On demand, `XENDDD_IT_CRASHES=N` (host side; results/<machine>/crashes in dom0) then crashes domnet N
 times in a row to hunt the frontends' re-add race (docs/design.md): each round's MTTR, stalled handshakes
-(`reattach-failed` events) and what the guests' kernels said go to results/<machine>/crashes.jsonl.
+(`reattach-failed` events), the guests' free memory and what their kernels said go to
+results/<machine>/crashes.jsonl. `XENDDD_IT_REPLUGS=N` (results file `replugs`) then detaches and attaches
+the xl guest's vif 1 N times — a healthy backend in dom0, no crash, nothing of xenddd's — and records the
+guest's free memory after each to results/<machine>/replugs.jsonl: whether a guest kernel loses memory on
+every vif it removes, crash or not.
 """
 
 from __future__ import annotations
@@ -292,6 +296,33 @@ def crash_round(round_no: int, rounds: int) -> int:
     say(f"repetition {round_no}/{rounds}: MTTR {observed:.1f}s, stalls {len(stalls)}, {entry['ifaces']}")
     say(f"repetition {round_no}/{rounds}: guests' memory {entry['mem']}, dying domains {entry['dying']}")
     return len(stalls)
+
+
+def test_faithful_replugs_of_a_healthy_vif() -> None:
+    """The memory a guest kernel keeps of each vif it removes, with no crash (on demand)."""
+    path = RESULTS / "replugs"
+    replugs = int(path.read_text().strip() or 0) if path.exists() else 0
+    if replugs <= 0:
+        pytest.skip("XENDDD_IT_REPLUGS not set")
+    guest, mac = "fg2", MACS["fg2"][1]
+    gid = domid(guest)
+    assert gid is not None
+    front = f"/local/domain/{gid}/device/vif/1"
+    for round_no in range(1, replugs + 1):
+        console = Console(guest).mark()
+        what = f"vif 1 of {guest} (replug {round_no})"
+        run("xl", "network-detach", guest, "1")
+        wait_until(lambda: xs_read(f"{front}/state") is None, 120, f"{what} gone")
+        run("xl", "network-attach", guest, f"mac={mac}", f"bridge={DOM0_BRIDGE}", "devid=1")
+        wait_until(lambda: xs_read(f"{front}/state") == "4", 120, f"{what} back")
+        wait_until(lambda c=console: mac in latest(c, "FE: ifaces "), 60, f"{what} seen by the guest")
+        time.sleep(3)  # the guest reports once a second
+        # at the removal (the previous device's frees had the whole last round) and at the re-add
+        mem = [ln.split("FE: mem ", 1)[1].strip() for ln in console.lines() if "FE: mem " in ln]
+        entry = {"round": round_no, "mem": mem, "dying": dying_domains()}
+        with open(RESULTS / "replugs.jsonl", "a") as out:
+            out.write(json.dumps(entry) + "\n")
+        say(f"replug {round_no}/{replugs} of {guest}'s vif 1: memory {entry['mem']}")
 
 
 # -- what the scenario reads ---------------------------------------------------------------------------
