@@ -5,8 +5,8 @@
 # /etc/xenddd-dd/start.d/*, then writes the readiness key xenddd waits for (data/ready = 1). Afterwards it
 # loads the driver of each PCI device that appears (passed through at boot or hot-plugged) and reports
 # the binding on the console, enslaves interfaces to bridges as the words say, and never exits (PID 1).
-# A word it cannot parse is reported and written to data/ready-error, and nothing starts: the domain
-# never claims to be ready with a configuration it did not understand.
+# A word it cannot parse, a backend module that does not load or an `xl devd` that does not start is
+# reported on the console and in data/ready-error, and the domain never claims to be ready.
 # `busybox sh dd-init.sh --print-config` with XENDDD_DD_CMDLINE set only parses (the tests compare it with the twin).
 
 bridges=; ports=; ips=; gateway=; forward=0; modules=; console_logs=0; errors=
@@ -94,15 +94,18 @@ mark init
 ln -sfn /proc/self/fd /dev/fd
 for n in 0:stdin 1:stdout 2:stderr; do ln -sfn "/proc/self/fd/${n%%:*}" "/dev/${n#*:}"; done
 mkdir -p /run/lock /run/xen /run/xen-hotplug /var/log/xen
-while read -r module; do insmod "$module" 2> /dev/null; done < /etc/xenddd-dd/modules
-mount -t xenfs xenfs /proc/xen
+fail() {  # PID 1 must not exit: report, and stay up without ever writing data/ready
+  say "cannot start: $*"
+  xenstore-write data/ready-error "$*"
+  while :; do sleep 3600; done
+}
+while read -r module; do
+  insmod "$module" || fail "insmod $module failed"
+done < /etc/xenddd-dd/modules
+mount -t xenfs xenfs /proc/xen || fail "cannot mount xenfs"
 mark modules
 parse_words "$(cat /proc/cmdline)"
-if [ -n "$errors" ]; then
-  say "cannot start: bad xenddd words on the kernel command line: ${errors%; }"
-  xenstore-write data/ready-error "bad kernel command line: ${errors%; }"
-  while :; do sleep 3600; done
-fi
+[ -z "$errors" ] || fail "bad xenddd words on the kernel command line: ${errors%; }"
 for module in $modules; do modprobe "$module" || say "no module $module in this image"; done
 ip link set lo up
 for bridge in $bridges; do
@@ -139,7 +142,7 @@ configure() {  # addresses, routes and bridge ports for the interfaces present n
 }
 
 configure
-xl devd -p /run/xl-devd.pid
+xl devd -p /run/xl-devd.pid || fail "xl devd did not start (see /var/log/xen/xldevd.log)"
 mark xl-devd
 for hook in /etc/xenddd-dd/start.d/*; do [ -x "$hook" ] && "$hook"; done
 if [ "$console_logs" = 1 ]; then
