@@ -35,8 +35,9 @@ SELECT = os.environ.get("XENDDD_IT_SELECT", "")
 CRASHES = os.environ.get("XENDDD_IT_CRASHES", "0")
 # how many times scenario (g) detaches and attaches a healthy vif of its xl guest (memory per replug)
 REPLUGS = os.environ.get("XENDDD_IT_REPLUGS", "0")
-# `product`: the driver domains boot the image `xenddd image build` made (integration/scenarios/dd_image.py)
-DD_IMAGE = os.environ.get("XENDDD_IT_DD_IMAGE", "legacy")
+# what the driver domains boot: `product`, the image `xenddd image build` made (the default; see
+# integration/scenarios/dd_image.py), or `legacy`, the test bed's root disk with init=xenddd-it-dd
+DD_IMAGE = os.environ.get("XENDDD_IT_DD_IMAGE", "product")
 # two test beds at once starve each other of the host's cores (and time out): one boots after the other
 BOOT_LOCK = Path(os.environ.get("XENDDD_IT_LOCK", "/run/lock/xenddd-integration.lock"))
 XEN_ARGS = (

@@ -18,10 +18,16 @@ select=$(cat "$R/select" 2>/dev/null)
 case "$select" in  # scenario (g) brings the disks domstore serves to its guests (see that file)
   *faithful*) cat "$H/integration/scenarios/xenddd-$M-faithful.toml" >> /etc/xenddd/xenddd.toml ;;
 esac
-# XENDDD_IT_DD_IMAGE=product: the driver domains boot the image `xenddd image build` made (dd_image.py)
-if [ "$(cat "$R/dd-image" 2>/dev/null)" = product ]; then
+# The driver domains boot the image `xenddd image build` made (dd_image.py) unless XENDDD_IT_DD_IMAGE=legacy
+# or a scenario needs the legacy one: (g)'s block-dummy files must outlive a crash of domstore (its root
+# disk keeps them), (j) compares the two images itself
+dd_image=$(cat "$R/dd-image" 2>/dev/null)
+case "$select" in *faithful* | *image_ab*) dd_image=legacy ;; esac
+if [ "$dd_image" = product ]; then
   python3 "$H/integration/scenarios/dd_image.py" /etc/xenddd/xenddd.toml
   say "driver domains boot the product image /boot/xenddd-dd"
+else
+  say "driver domains boot the legacy image (root disk, init=xenddd-it-dd)"
 fi
 systemctl daemon-reload
 say "xenddd installed; scenarios for machine $M start"

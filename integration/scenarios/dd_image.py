@@ -1,11 +1,14 @@
 """The test bed's driver domains booted from the product image (`xenddd image build`, built into the test
 bed's root at /boot/xenddd-dd by scripts/build-integration-image) instead of the legacy root disk with a
-busybox initramfs and init=xenddd-it-dd. `XENDDD_IT_DD_IMAGE=product` on the host asks for it (results
-file `dd-image`); run-in-dom0.sh then rewrites the installed config with `python3 dd_image.py FILE`.
+busybox initramfs and init=xenddd-it-dd: the default (`XENDDD_IT_DD_IMAGE=legacy` on the host keeps the
+legacy one; results file `dd-image`). run-in-dom0.sh rewrites the installed config with
+`python3 dd_image.py FILE`, unless the selection names a scenario that needs the legacy image.
 
-The rewrite: each driver domain's kernel and initrd become the image's, its command line the image's
-`xenddd.*` words (a bridge br0 for network domains, which enslaves any vif of its own: domfw's uplink;
-the hotplug logs mirrored to the console, since they die with the domain), and its root disk (xvda) goes.
+The rewrite: each driver domain's kernel and initrd become its kind's image (each loads only its own
+backends at boot), its command line the image's `xenddd.*` words (a bridge br0 for network domains,
+which enslaves any vif of its own: domfw's uplink; the hotplug logs mirrored to the console, since they
+die with the domain) with `quiet` (every kernel line costs console time under emulation; the init's own
+reports are not kernel lines), and its root disk (xvda) goes.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from pathlib import Path
 IMAGE = "/boot/xenddd-dd"
 LEGACY_CMDLINE = "root=/dev/xvda console=hvc0 init=/usr/local/sbin/xenddd-it-dd"
 WORDS = {
-    "network": "console=hvc0 xenddd.bridge=br0 xenddd.port=br0,vif xenddd.console_logs=1",
-    "block": "console=hvc0 xenddd.console_logs=1",
+    "network": "console=hvc0 quiet xenddd.bridge=br0 xenddd.port=br0,vif xenddd.console_logs=1",
+    "block": "console=hvc0 quiet xenddd.console_logs=1",
 }
 
 
@@ -30,16 +33,16 @@ def boot_from_image(toml: str) -> str:
 
 
 def _rewritten(block: str) -> str:
-    network = 'kind = ["network"]' in block
+    kind = "network" if 'kind = ["network"]' in block else "block"
     lines = []
     for line in block.split("\n"):
         if line == 'kernel = "/boot/vmlinuz"':
-            line = f'kernel = "{IMAGE}/vmlinuz"'
+            line = f'kernel = "{IMAGE}/{kind}/vmlinuz"'
         elif line == 'initrd = "/boot/dd-initrd.gz"':
-            line = f'initrd = "{IMAGE}/initrd.img"'
+            line = f'initrd = "{IMAGE}/{kind}/initrd.img"'
         elif line.startswith("cmdline = ") and LEGACY_CMDLINE in line:
             extra = line.split(LEGACY_CMDLINE, 1)[1].rstrip('"')
-            line = f'cmdline = "{WORDS["network" if network else "block"]}{extra}"'
+            line = f'cmdline = "{WORDS[kind]}{extra}"'
         lines.append(line)
     return "\n".join(lines)
 

@@ -46,10 +46,8 @@ def test_with_the_product_image_every_driver_domain_boots_it_with_words_its_init
     path = SCENARIOS / f"xenddd-{machine}.toml"
     config = parse_config(dd_image.boot_from_image(path.read_text()), path)
     for spec in config.driver_domains:
-        assert (spec.kernel, spec.initrd) == (
-            Path(f"{dd_image.IMAGE}/vmlinuz"),
-            Path(f"{dd_image.IMAGE}/initrd.img"),
-        )
+        image = Path(dd_image.IMAGE) / ("network" if spec.name == "domnet" else "block")
+        assert (spec.kernel, spec.initrd) == (image / "vmlinuz", image / "initrd.img")
         assert "xvda" not in [disk.vdev for disk in spec.disks]
         words = parse_words(spec.cmdline)
         assert words.bridges == (["br0"] if spec.name == "domnet" else [])
@@ -65,6 +63,6 @@ def test_scenario_hs_filtering_domain_boots_the_product_image_too() -> None:
     base = SCENARIOS / "xenddd-pc.toml"
     config = parse_config(dd_image.boot_from_image(base.read_text()) + dd_image.boot_from_image(domfw), base)
     fw = config.driver_domain("domfw")
-    assert fw.initrd == Path(f"{dd_image.IMAGE}/initrd.img") and fw.disks == ()
+    assert fw.initrd == Path(f"{dd_image.IMAGE}/network/initrd.img") and fw.disks == ()
     assert [vif.backend for vif in fw.vifs] == ["domnet"]
     assert ("br0", "vif") in parse_words(fw.cmdline).ports
