@@ -114,7 +114,6 @@ def build(root: RootTree, request: BuildRequest) -> Image:
         mode = source.stat().st_mode & 0o777
         staging.put(Entry(_absolute(inside), mode, source.read_bytes()), f"include:{source}")
     initrd = compress(archive(list(staging.entries.values())), request.compression)
-    chosen = set(every.names())
     kernel = root.read(kernel_path)
     manifest = Manifest(
         builder=__version__,
@@ -127,7 +126,7 @@ def build(root: RootTree, request: BuildRequest) -> Image:
         modules=[m.name for m in every.ordered],
         packages=dict(sorted(staging.packages.items())),
         files=[_record(staging, path) for path in sorted(staging.entries, key=str.encode)],
-        pci_aliases=[[p, m] for p, m in modules.aliases if p.startswith("pci:") and m in chosen],
+        pci_aliases=[[p, m] for p, m in modules.aliases_of(every) if p.startswith("pci:")],
         outputs={"vmlinuz": sha256(kernel), "initrd.img": sha256(initrd)},
         sizes={"vmlinuz": len(kernel), "initrd.img": len(initrd)},
     )
@@ -208,9 +207,8 @@ def _modules(staging: _Staging, modules: KernelModules, boot: ModuleSet, every: 
         data = modules.module_bytes(module)
         staging.put(Entry(f"{base}/{module.path}", 0o644, data), staging.origin(module.source))
     staging.put(Entry(f"{base}/modules.dep", 0o644, every.dep_lines().encode()), "generated:depmod")
-    staging.put(
-        Entry(f"{base}/modules.alias", 0o644, modules.alias_lines(every).encode()), "generated:depmod"
-    )
+    aliases = "".join(f"alias {pattern} {name}\n" for pattern, name in modules.aliases_of(every))
+    staging.put(Entry(f"{base}/modules.alias", 0o644, aliases.encode()), "generated:depmod")
     builtin = f"{base}/modules.builtin"
     staging.put(Entry(builtin, 0o644, staging.root.read(builtin)), "root")
     boot_list = "".join(f"{base}/{m.path}\n" for m in boot.ordered)

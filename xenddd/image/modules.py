@@ -101,9 +101,10 @@ class KernelModules:
             raise InputError(f"{module.source}: only xz-compressed modules are supported")
         return data
 
-    def alias_lines(self, chosen: ModuleSet) -> str:
-        names = {m.name for m in chosen.ordered}
-        return "".join(f"alias {pattern} {name}\n" for pattern, name in self.aliases if name in names)
+    def aliases_of(self, chosen: ModuleSet) -> list[tuple[str, str]]:
+        """(pattern, module) for the chosen modules: the image's modules.alias and the manifest's PCI ones."""
+        names = set(chosen.names())
+        return [(pattern, name) for pattern, name in self.aliases if name in names]
 
     def _add(self, key: str, chosen: ModuleSet, seen: set[str]) -> None:
         if key in seen or key in self.builtin:
