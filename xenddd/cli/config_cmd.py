@@ -9,9 +9,9 @@ import click
 
 from xenddd.adapters.pci_sysfs import PciSysfs
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.cli.output import emit_record
+from xenddd.cli.output import echo_findings, emit_record
 from xenddd.config.check import Finding, file_findings
-from xenddd.config.loader import load_config, located
+from xenddd.config.loader import load_config
 from xenddd.config.toml_reader import locate_line
 from xenddd.pci.preflight import device_findings
 from xenddd.registry.xenstored_quota import devices_recorded, quota_warnings, read_xenstored_quotas
@@ -59,10 +59,7 @@ def check(cli: CliContext, file: Path | None) -> None:
         "warnings": [_finding_json(text, f) for f in findings if f.severity == "warning"],
     }
     if not cli.as_json:
-        for finding in findings:
-            label = "warning: " if finding.severity == "warning" else ""
-            message = f"{finding.key_path}: {finding.message}"
-            click.echo(f"xenddd: {label}{located(path, text, finding.key_path, message)}", err=True)
+        echo_findings(findings, path, text)
     if cli.as_json or not errors:
         summary = f"{path}: ok, {len(names)} driver domain(s)" + (
             f" (start order: {', '.join(names)})" if names else ""

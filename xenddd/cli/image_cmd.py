@@ -9,8 +9,9 @@ import click
 
 from xenddd.adapters.pci_sysfs import PciSysfs
 from xenddd.cli.context import CliContext, pass_cli
-from xenddd.cli.output import Column, emit_list, emit_record
-from xenddd.config.loader import load_config, located
+from xenddd.cli.output import Column, echo_findings, emit_list, emit_record
+from xenddd.config.loader import load_config
+from xenddd.config.spec import Config
 from xenddd.errors import InputError
 from xenddd.image import recipe
 from xenddd.image.builder import BuildRequest, build, write
@@ -137,13 +138,9 @@ def check_cmd(cli: CliContext, directory: Path | None) -> None:
     sysfs = PciSysfs(config.settings.sysfs_root if config else Path("/sys"))
     findings = check_image(manifest, directory, config, lambda bdf: _modalias(sysfs, bdf))
     errors = [f for f in findings if f.severity == "error"]
-    text = cli.config_path.read_text(encoding="utf-8") if config else ""
     if not cli.as_json:
-        for finding in findings:
-            label = "warning: " if finding.severity == "warning" else ""
-            message = f"{finding.key_path}: {finding.message}"
-            where = located(cli.config_path, text, finding.key_path, message) if config else message
-            click.echo(f"xenddd: {label}{where}", err=True)
+        text = cli.config_path.read_text(encoding="utf-8") if config else ""
+        echo_findings(findings, cli.config_path if config else None, text)
     record = {
         "directory": str(directory),
         "valid": not errors,
@@ -174,7 +171,7 @@ def _include(text: str) -> tuple[Path, str]:
     return Path(source), inside
 
 
-def _first_image(config: Any) -> Path:
+def _first_image(config: Config | None) -> Path:
     for spec in config.driver_domains if config else ():
         if spec.initrd is not None and (spec.initrd.parent / NAME).is_file():
             return Path(spec.initrd.parent)

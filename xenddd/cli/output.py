@@ -12,9 +12,13 @@ import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
+
+from xenddd.config.check import Finding
+from xenddd.config.loader import located
 
 JSON_SCHEMA_VERSION = 1
 
@@ -58,6 +62,17 @@ def emit_record(as_json: bool, kind: str, record: Mapping[str, Any], text: str) 
         emit_json(kind, [record])
     else:
         click.echo(text)
+
+
+def echo_findings(findings: Sequence[Finding], config_path: Path | None, text: str = "") -> None:
+    """One line on stderr per finding, `xenddd: [warning: ]FILE:LINE: key: message`, the line looked up in
+    the config's `text` when there is a config (`config check`, `image check`)."""
+    for finding in findings:
+        label = "warning: " if finding.severity == "warning" else ""
+        message = f"{finding.key_path}: {finding.message}"
+        if config_path is not None:
+            message = located(config_path, text, finding.key_path, message)
+        click.echo(f"xenddd: {label}{message}", err=True)
 
 
 def local_time(ts: float) -> str:
