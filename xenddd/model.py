@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from xenddd.errors import InputError
 
 _BDF_RE = re.compile(r"(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-9a-fA-F])")
-_DOMAIN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_DOMAIN_NAME = 64
+_DOMAIN_NAME_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_DOMAIN_NAME - 1}}}")
 _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
@@ -48,7 +49,9 @@ class Bdf:
 def validate_domain_name(name: object) -> str:
     """Domain names as libvirt and xl both accept them; anything else cannot name a driver domain."""
     if not isinstance(name, str) or not _DOMAIN_NAME_RE.fullmatch(name):
-        raise InputError(f"{name!r} is not a valid domain name (letters, digits, '_', '.', '-'; at most 64)")
+        raise InputError(
+            f"{name!r} is not a valid domain name (letters, digits, '_', '.', '-'; at most {MAX_DOMAIN_NAME})"
+        )
     return name
 
 

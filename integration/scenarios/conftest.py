@@ -169,7 +169,9 @@ def recovery_phases(driver_domain: str, seen: int, devices: dict[str, str] | Non
         explain=lambda: recovery_state(seen, devices or {}),
     )
     return {
-        p: found[p] - found["detected"] for p in ("detached", "restarted", "ready", "recovered") if p in found
+        p: found[p] - found["detected"]
+        for p in ("detached", "restarted", "promoted", "ready", "recovered")
+        if p in found
     }
 
 
@@ -181,13 +183,16 @@ def report_mttr(
     *,
     method: str = "xenddd",
     dd_ready: float | None = None,
+    path: str = "cold",
 ) -> None:
     """On the console for the log, and in results/<machine>/mttr.jsonl for the host's MTTR table.
     `method`: who recovered (xenddd, or the peers' method); `dd_ready`: the driver domain's own
-    restart-to-ready (its uptime when it wrote its readiness key), where the scenario measured it."""
+    restart-to-ready (its uptime when it wrote its readiness key), where the scenario measured it;
+    `path`: cold (a new instance booted) or standby (a warm standby promoted)."""
     shown = " ".join(f"{p}=+{t:.1f}s" for p, t in phases.items())
-    say(f"MTTR {method} {driver_domain} {how}: {shown} (observed {observed:.1f}s)")
-    entry = {"method": method, "driver_domain": driver_domain, "how": how, **phases, "observed": observed}
+    say(f"MTTR {method} ({path}) {driver_domain} {how}: {shown} (observed {observed:.1f}s)")
+    entry = {"method": method, "path": path, "driver_domain": driver_domain, "how": how, **phases}
+    entry["observed"] = observed
     if dd_ready is not None:
         entry["dd_ready"] = dd_ready
     with open(RESULTS / "mttr.jsonl", "a") as out:

@@ -79,7 +79,9 @@ def wait_for_both_vifs(old: int | None, what: str) -> int:
     return new
 
 
-def crash_and_measure(method: str, round_no: int) -> None:
+def crash_and_measure(method: str, round_no: int, path: str = "cold") -> None:
+    """`path` standby: a promoted standby booted long before the crash, so there is no restart-to-ready
+    of its own to read from its console."""
     dd = domid("domnet")
     assert dd is not None
     time.sleep(max(0.0, BORN.get(dd, 0.0) + HEALTHY - time.monotonic()))  # domnet has run healthy
@@ -94,10 +96,11 @@ def crash_and_measure(method: str, round_no: int) -> None:
         )
     observed = time.monotonic() - started
     assert xs_read(f"/local/domain/{domid('fe')}/device/vif/0/mac") == MAC
-    line = wait_until(lambda: console.find(f"ready domid={new} "), 60, "domnet's readiness line")
-    ready_uptime = float(line.rsplit("uptime=", 1)[1].split()[0])
+    ready_uptime = None
+    if path == "cold":
+        line = wait_until(lambda: console.find(f"ready domid={new} "), 60, "domnet's readiness line")
+        ready_uptime = float(line.rsplit("uptime=", 1)[1].split()[0])
     phases = recovery_phases("domnet", seen) if method == "xenddd" else {}
-    report_mttr(
-        "domnet", f"kernel crash, round {round_no}", phases, observed, method=method, dd_ready=ready_uptime
-    )
-    say(f"{method} round {round_no}: MTTR {observed:.1f}s, DD ready after {ready_uptime:.1f}s of uptime")
+    how = f"kernel crash, round {round_no}"
+    report_mttr("domnet", how, phases, observed, method=method, dd_ready=ready_uptime, path=path)
+    say(f"{method} ({path}) round {round_no}: MTTR {observed:.1f}s, DD ready after {ready_uptime}s of uptime")

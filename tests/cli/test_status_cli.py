@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from tests.cli.conftest import CONFIG, wait_for
 from xenddd.cli.main import cli
+from xenddd.cli.service_cmd import standby_line
 from xenddd.service.daemon import Daemon
 from xenddd.sim.socket_host import SimulatedHost
 
@@ -139,3 +140,12 @@ def test_status_names_a_slow_toolstack_call(
     while "toolstack call" in CliRunner().invoke(cli, ["--config", str(config), "status"]).stdout:
         assert time.monotonic() < wait_until_quiet, "status kept naming a call that returned"
         time.sleep(0.05)
+
+
+def test_status_says_what_a_standby_is_doing_and_costs() -> None:
+    ready = {"name": "domnet-standby", "domid": 7, "state": "ready", "memory_mib": 128, "error": None}
+    assert standby_line("domnet", ready) == "domnet: standby domnet-standby ready as domid 7 (128 MiB)"
+    failed = ready | {"domid": None, "state": "absent", "error": "out of memory"}
+    assert standby_line("domnet", failed) == (
+        "domnet: standby domnet-standby absent (128 MiB); last start failed: out of memory"
+    )

@@ -226,6 +226,12 @@ class FreezingHypervisor(SimHypervisor):
         super().attach(guest, *args)
         self._done("attach", guest)
 
+    def rename(self, old: str, new: str) -> DomainInfo:
+        self._gate()
+        info = super().rename(old, new)
+        self._done("rename", new)
+        return info
+
 
 def freeze(handle: RunningDaemon, freezes_after: Callable[[str, str], bool]) -> FreezingHypervisor:
     """Put a FreezingHypervisor under a running daemon's reconciler."""

@@ -250,6 +250,11 @@ class LibvirtHypervisor:
             if exc.get_error_code() not in _GONE:
                 raise XendddError(f"{name}: destroy failed: {_message(exc)}") from None
 
+    def rename(self, old: str, new: str) -> DomainInfo:
+        """libvirt's libxl driver has no domainRename, and nothing makes libvirt re-read a name libxl
+        changed underneath it: a domain that must be renamed is created by xl (`toolstack = "xl"`)."""
+        raise XendddError(f"{old}: libvirt cannot rename a running domain (to {new})")
+
     # -- devices ---------------------------------------------------------------------------------------
 
     def attach(

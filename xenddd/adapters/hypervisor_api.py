@@ -44,6 +44,16 @@ class DomainInfo:
     stopped: LifecycleKind | None = None
 
 
+ALIVE = (DomainState.RUNNING, DomainState.PAUSED, DomainState.OTHER)
+
+
+def running_domid(info: DomainInfo | None) -> int | None:
+    """The domid of a live instance; a crashed or shut-down one that the toolstack still lists is dead."""
+    if info is None or info.domid is None or info.state not in ALIVE:
+        return None
+    return info.domid
+
+
 class LifecycleKind(enum.Enum):
     DEFINED = "defined"
     UNDEFINED = "undefined"
@@ -90,6 +100,10 @@ class Hypervisor(Protocol):
 
     def destroy(self, name: str) -> None:
         """Stop the domain at once; a domain that is not running is not an error."""
+        ...
+
+    def rename(self, old: str, new: str) -> DomainInfo:
+        """Rename a running domain (a standby promoted); refused while a domain called `new` exists."""
         ...
 
     def manages(self, guest: str) -> bool:

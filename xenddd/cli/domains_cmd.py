@@ -55,7 +55,7 @@ def list_domains(cli: CliContext, names: tuple[str, ...]) -> None:
     for name in names:
         cli.config().driver_domain(name)
     answer = _daemon(cli, "list")
-    rows = answer["driver_domains"] if answer is not None else _list_from_libvirt(cli)
+    rows = answer["driver_domains"] if answer is not None else _list_from_toolstacks(cli)
     rows = [row for row in rows if not names or row["name"] in names]
     if not cli.as_json:
         rows = [
@@ -69,11 +69,12 @@ def list_domains(cli: CliContext, names: tuple[str, ...]) -> None:
     emit_list(cli.as_json, "driver-domains", _COLUMNS, rows)
 
 
-def _list_from_libvirt(cli: CliContext) -> list[dict[str, Any]]:
+def _list_from_toolstacks(cli: CliContext) -> list[dict[str, Any]]:
     from xenddd.adapters.hypervisor import LibvirtHypervisor
+    from xenddd.adapters.toolstacks import toolstacks
 
     config = cli.config()
-    hypervisor = LibvirtHypervisor(config.settings.libvirt_uri)
+    hypervisor = toolstacks(config, LibvirtHypervisor(config.settings.libvirt_uri))
     try:
         rows = []
         for spec in config.driver_domains:
@@ -101,7 +102,8 @@ def _list_from_libvirt(cli: CliContext) -> list[dict[str, Any]]:
 @click.argument("name")
 @pass_cli
 def create(cli: CliContext, name: str) -> None:
-    """Define (or update the definition of) and start the configured driver domain NAME through libvirt.
+    """Define (or update the definition of) and start the configured driver domain NAME through libvirt
+    (or xl, for one with toolstack = "xl").
 
     Hides its PCI devices from dom0 first (refusing without IOMMU passthrough). Through the daemon when it
     runs, which then also clears a planned stop and, once the domain is ready, attaches again the guest
@@ -116,10 +118,11 @@ def create(cli: CliContext, name: str) -> None:
     if answer is None:
         from xenddd.adapters.hypervisor import LibvirtHypervisor
         from xenddd.adapters.pci_sysfs import PciSysfs
+        from xenddd.adapters.toolstacks import toolstacks
         from xenddd.adapters.udev import PyudevUevents
         from xenddd.pci.assignment import PciAssigner
 
-        hypervisor = LibvirtHypervisor(config.settings.libvirt_uri)
+        hypervisor = toolstacks(config, LibvirtHypervisor(config.settings.libvirt_uri))
         try:
             pci = PciAssigner(
                 PciSysfs(config.settings.sysfs_root), PyudevUevents(), config.settings.state_dir
@@ -167,11 +170,12 @@ def destroy(cli: CliContext, name: str, force: bool) -> None:
     \b
     Exit status: 0 stopped, 1 failed, 2 unknown NAME or refused (not running, frontends attached).
     """
-    cli.config().driver_domain(name)
+    spec = cli.config().driver_domain(name)
     answer = _daemon(cli, "destroy", name=name, force=force)
     if answer is None:
+        tool = "xl" if spec.toolstack == "xl" else "virsh"
         raise DaemonNotRunning(
-            f"the xenddd daemon is not running; stop {name} with `virsh destroy {name}` "
+            f"the xenddd daemon is not running; stop {name} with `{tool} destroy {name}` "
             "(its guests' frontends are then left stale)"
         )
     detached = answer.get("detached", 0)

@@ -143,6 +143,7 @@ def status(cli: CliContext) -> None:
         lines.append(f"reload failed, running the previous config: {daemon_health['reload_error']}")
     lines.append(render_table(_STATUS_COLUMNS, rows))
     lines += [f"{d['name']}: {d['error']}" for d in domains if d.get("error")]
+    lines += [standby_line(d["name"], d["standby"]) for d in domains if d.get("standby")]
     if daemon_health.get("mode") != "simulated":  # the simulated host's xenstored has its own quotas
         served = {d["name"]: int(d.get("frontends") or 0) for d in domains}
         near = quota_warnings(served, read_xenstored_quotas())
@@ -286,3 +287,10 @@ def _parse_since(text: str) -> float:
         raise InputError(
             f"--since {text!r}: give an age (90s, 10m, 1h, 2d) or an ISO 8601 time (2024-05-01T12:00)"
         ) from None
+
+
+def standby_line(name: str, standby: dict[str, Any]) -> str:
+    """What a standby costs is said with its state: a whole second instance's memory."""
+    where = f" as domid {standby['domid']}" if standby.get("domid") is not None else ""
+    line = f"{name}: standby {standby['name']} {standby['state']}{where} ({standby['memory_mib']} MiB)"
+    return line + (f"; last start failed: {standby['error']}" if standby.get("error") else "")

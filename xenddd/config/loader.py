@@ -25,11 +25,12 @@ from xenddd.config.spec import (
     RestartPolicy,
     Settings,
     SimGuestSpec,
+    Standby,
     VifSpec,
 )
 from xenddd.config.toml_reader import TableReader, locate_line
 from xenddd.errors import ConfigError, InputError
-from xenddd.model import Bdf, DriverDomainKind, normalise_mac, validate_domain_name
+from xenddd.model import MAX_DOMAIN_NAME, Bdf, DriverDomainKind, normalise_mac, validate_domain_name
 
 DEFAULT_CONFIG_PATH = Path("/etc/xenddd/xenddd.toml")
 # What the Debian package and scripts/install put at DEFAULT_CONFIG_PATH: no driver domain, so a freshly
@@ -137,6 +138,8 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
         readiness=_readiness(t.table("readiness")),
         depends_on=tuple(t.string_list("depends_on", None)),
         on_crash=t.choice("on_crash", ("destroy", "preserve"), "destroy"),  # type: ignore[arg-type]
+        toolstack=t.choice("toolstack", ("libvirt", "xl"), "libvirt"),  # type: ignore[arg-type]
+        standby=_standby(t.table("standby")),
     )
     if virt == "pv" and spec.kernel is None:
         raise t.error("kernel", "a PV driver domain needs a kernel")
@@ -149,8 +152,35 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
         raise t.error("pci", "the same PCI device is listed twice")
     if name in spec.upstreams:
         raise t.error("vif" if name in [v.backend for v in vifs] else "disk", f"{name!r} cannot serve itself")
+    if spec.standby.enabled:
+        _check_standby(t, spec)
     t.finish()
     return spec
+
+
+def _standby(t: TableReader) -> Standby:
+    standby = Standby(enabled=t.boolean("enabled", False))
+    t.finish()
+    return standby
+
+
+def _check_standby(t: TableReader, spec: DriverDomainSpec) -> None:
+    """A standby runs beside the active instance and is promoted by a rename: what both would share, or
+    what only a cold start could give it, is refused here rather than found at the first crash."""
+    if spec.toolstack != "xl":
+        raise t.error(
+            "standby",
+            'a standby is promoted by renaming it while it runs, which libvirt cannot: set toolstack = "xl"',
+        )
+    if spec.virt != "pv":
+        raise t.error("standby", 'a standby must be type = "pv" (PCI devices reach it by PV hot-plug)')
+    if spec.vifs:
+        raise t.error("vif", "a standby would put a second vif with the same MAC on the same bridge")
+    writable = [disk.vdev for disk in spec.disks if not disk.readonly]
+    if writable:
+        raise t.error("disk", f"a standby would open {', '.join(writable)} too: give it only read-only disks")
+    if len(spec.standby_name) > MAX_DOMAIN_NAME:
+        raise t.error("name", f"its standby's name {spec.standby_name!r} is longer than {MAX_DOMAIN_NAME}")
 
 
 def _disk(t: TableReader) -> DiskSpec:
@@ -279,6 +309,11 @@ def _check_names(domains: tuple[DriverDomainSpec, ...], guests: tuple[SimGuestSp
     for i, name in enumerate(names):
         if name in names[:i]:
             raise _located(f"driver_domain[{i}].name", f"duplicate driver domain name {name!r}")
+    for i, spec in enumerate(domains):
+        if spec.standby.enabled and spec.standby_name in names:
+            raise _located(
+                f"driver_domain[{i}].standby", f"{spec.standby_name!r} names another driver domain"
+            )
     known = set(names)
     for i, spec in enumerate(domains):
         for dep in spec.depends_on:

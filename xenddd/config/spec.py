@@ -16,6 +16,7 @@ from xenddd.model import Bdf, DriverDomainKind
 Policy = Literal["strict", "relaxed"]
 Virt = Literal["pv", "hvm"]
 OnCrash = Literal["destroy", "preserve"]
+Toolstack = Literal["libvirt", "xl"]
 ReadinessCondition = Literal["xenstore-key", "backend-initwait", "running"]
 
 
@@ -112,6 +113,18 @@ class Readiness:
 
 
 @dataclass(frozen=True)
+class Standby:
+    """A second, booted instance (`<name>-standby`) kept ready to take a crashed instance's place: it is
+    renamed to the driver domain's name and given its PCI devices, with no boot on the recovery's path.
+    It costs one more domain's memory for as long as it runs."""
+
+    enabled: bool = False
+
+
+STANDBY_SUFFIX = "-standby"
+
+
+@dataclass(frozen=True)
 class DriverDomainSpec:
     """One driver domain as the operator declared it: the desired state the reconciler converges to."""
 
@@ -130,6 +143,18 @@ class DriverDomainSpec:
     readiness: Readiness = field(default_factory=Readiness)
     depends_on: tuple[str, ...] = ()
     on_crash: OnCrash = "destroy"
+    # Who creates and owns the domain. `xl`: created with `xl create`, invisible to libvirt, and
+    # renameable while it runs (libxl_domain_rename), which a standby's promotion needs and libvirt's
+    # libxl driver has no call for.
+    toolstack: Toolstack = "libvirt"
+    standby: Standby = field(default_factory=Standby)
+    # Created ready for PCI devices passed through while it runs (Xen's IOMMU context, a PCI hole in a PV
+    # domain's memory map): a standby, which gets the crashed instance's devices by hot-plug.
+    pci_hotplug: bool = False
+
+    @property
+    def standby_name(self) -> str:
+        return self.name + STANDBY_SUFFIX
 
     @property
     def upstreams(self) -> tuple[str, ...]:

@@ -3,6 +3,10 @@
 detected → waiting-restart → waiting-ready → reattaching → (recovered)   or → failed
     └── stale frontends detached beside the restart ──┘
 
+The restart is a promotion when the driver domain has a ready standby (standby.py): the dead instance's
+remains are destroyed, the standby is renamed to the driver domain's name and given its PCI devices, and
+its readiness holds already — no build, no boot. Without a ready standby it is a cold start.
+
 Each call to `advance` looks at the real state, takes the steps that are due, saves the record (intent)
 before anything destructive, and returns when it wants to be called again. Nothing blocks: toolstack calls
 (the start, each detach and attach) run on workers (`ToolstackCalls`) and wake the loop when they return;
@@ -20,17 +24,28 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from xenddd.adapters.hypervisor_api import DomainInfo, DomainState
+from xenddd.adapters.hypervisor_api import DomainInfo, running_domid
 from xenddd.config.spec import DriverDomainSpec
+from xenddd.errors import XendddError
 from xenddd.model import Frontend
 from xenddd.recovery.frontend_steps import FrontendSteps, earliest
 from xenddd.recovery.intent import DomainRecord, Incident, PendingFrontend, Phase
 from xenddd.recovery.restart_policy import crash_loop_restarts, decide_restart
+from xenddd.recovery.standby import Standbys
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import CallResult
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Promoted:
+    """What a promotion's call returns: the standby's instance, now under the driver domain's name."""
+
+    info: DomainInfo
+
 
 READY_RECHECK = 5.0  # readiness is watched; this only bounds what a lost watch event can cost
 UPSTREAM_RECHECK = 1.0  # an upstream's progress makes passes anyway; this bounds a missed one
@@ -46,15 +61,6 @@ ServedBy = Callable[[str, int | None], list[Frontend]]
 UpstreamsWaited = Callable[[DriverDomainSpec], list[str]]
 """The driver domains a domain depends on that do not yet run ready to serve it."""
 
-ALIVE = (DomainState.RUNNING, DomainState.PAUSED, DomainState.OTHER)
-
-
-def running_domid(info: DomainInfo | None) -> int | None:
-    """The domid of a live instance; a crashed or shut-down one that the toolstack still lists is dead."""
-    if info is None or info.domid is None or info.state not in ALIVE:
-        return None
-    return info.domid
-
 
 class Recovery:
     def __init__(
@@ -64,9 +70,11 @@ class Recovery:
         prepare: PrepareDomain,
         served_by: ServedBy,
         upstreams_waited: UpstreamsWaited = lambda _spec: [],
+        standbys: Standbys | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._t = tools
+        self._standbys = standbys or Standbys(tools)
         self._prepare = prepare
         self._served_by = served_by
         self._upstreams_waited = upstreams_waited
@@ -76,9 +84,16 @@ class Recovery:
 
     # -- public ----------------------------------------------------------------------------------------
 
-    def advance(self, spec: DriverDomainSpec, record: DomainRecord, info: DomainInfo | None) -> float | None:
+    def advance(
+        self,
+        spec: DriverDomainSpec,
+        record: DomainRecord,
+        info: DomainInfo | None,
+        standby: DomainInfo | None = None,
+    ) -> float | None:
         """Take every step of the record's incident that is due; return seconds until the next re-check
-        (None: a hint will come — a call returning, a watch firing, a lifecycle event)."""
+        (None: a hint will come — a call returning, a watch firing, a lifecycle event). `standby`: the
+        toolstack's view of the driver domain's standby, if it has one."""
         incident = record.incident
         assert incident is not None
         running = running_domid(info)
@@ -91,7 +106,9 @@ class Recovery:
         dead_present = info is not None and info.domid is not None and info.domid == incident.dead_domid
         wake = self._steps.detach_stale(spec, record, incident, dead_present)
         if incident.phase is Phase.WAITING_RESTART:
-            wake = earliest(wake, self._restart(spec, record, incident, running, started, dead_present))
+            wake = earliest(
+                wake, self._restart(spec, record, incident, running, started, dead_present, standby)
+            )
         if incident.phase is Phase.WAITING_READY:
             wake = earliest(wake, self._await_ready(spec, record, incident))
         if incident.phase is Phase.REATTACHING:
@@ -138,23 +155,39 @@ class Recovery:
         running: int | None,
         started: CallResult | None,
         dead_present: bool,
+        standby: DomainInfo | None,
     ) -> float | None:
         """`dead_present`: the toolstack still lists the dead instance (libvirt cleaning up a crash); a
         start now would race that cleanup, so it waits for it — at most CLEANUP_WAIT, after which the
-        start destroys the remains itself, as it must for a domain kept with on_crash = "preserve"."""
+        start destroys the remains itself, as it must for a domain kept with on_crash = "preserve". A
+        promotion does not wait: it destroys the remains first, as it must before the rename."""
         if started is not None:
             return self._started(spec, record, incident, started)
         if self._t.calls.busy((spec.name, "start")):
             return None  # our start is under way; its return wakes us
         now = self._t.clock()
         if running is not None:
-            # Started meanwhile (e.g. by an operator with xl/virsh): adopt that instance.
+            # Started meanwhile (e.g. by an operator with xl/virsh, or a promotion whose daemon was killed
+            # before its call returned): adopt that instance, with the PCI devices it must have.
+            self._prepare(spec)
+            self._t.hypervisor.ensure_passthrough(spec)
             self._enter_ready_wait(spec, record, incident, running)
             return None
         if now < incident.not_before:
             return incident.not_before - now
+        start = (spec.name, "start")
+        promotable = self._standbys.ready_domid(spec, standby) if spec.standby.enabled else None
+        if promotable is not None:
+            record.restart_times.append(now)
+            self._t.save(record)
+            self._t.event("promoting", spec.name, incident, standby=promotable)
+            what = f"{spec.name}: promote {spec.standby_name}"
+            self._t.calls.submit(start, what, lambda: self._promote(spec), lane=start)
+            return None
         cleanup_ends = incident.detected_at + CLEANUP_WAIT
-        if dead_present and spec.on_crash != "preserve" and now < cleanup_ends:
+        # only libvirt cleans up after a crash: xl's domains are created with no monitor (adapters/xl_domains)
+        cleaned_up_by_libvirt = spec.toolstack == "libvirt" and spec.on_crash != "preserve"
+        if dead_present and cleaned_up_by_libvirt and now < cleanup_ends:
             return cleanup_ends - now  # the cleanup's lifecycle event wakes us sooner
         waiting = self._upstreams_waited(spec)
         if waiting:
@@ -168,9 +201,26 @@ class Recovery:
         self._upstream_reported.discard(incident.id)
         record.restart_times.append(now)
         self._t.save(record)
-        start = (spec.name, "start")
         self._t.calls.submit(start, f"{spec.name}: start", lambda: self._start(spec), lane=start)
         return None
+
+    def _promote(self, spec: DriverDomainSpec) -> Promoted:
+        """On a worker. A new instance somebody started meanwhile is left alone (the next pass adopts it);
+        the remains of the dead one go first — libxl refuses a name that is taken, and its destroy
+        releases the PCI devices the standby is to get. A standby that cannot take them is destroyed
+        rather than left serving without its hardware: the retry is then a cold start."""
+        hv = self._t.hypervisor
+        if running_domid(hv.domain(spec.name)) is not None:
+            raise XendddError(f"{spec.name}: a new instance runs already; not promoting its standby")
+        hv.destroy(spec.name)
+        info = hv.rename(spec.standby_name, spec.name)
+        try:
+            self._prepare(spec)
+            hv.ensure_passthrough(spec)
+        except XendddError:
+            hv.destroy(spec.name)
+            raise
+        return Promoted(info)
 
     def _start(self, spec: DriverDomainSpec) -> DomainInfo:
         self._prepare(spec)
@@ -185,7 +235,11 @@ class Recovery:
             log.error("%s: restart failed: %s", spec.name, result.error)
             self._schedule_restart(spec, record, incident, planned=False, uptime=0.0)
             return 0.0 if incident.phase is Phase.WAITING_RESTART else None
-        info: DomainInfo = result.value
+        promoted = isinstance(result.value, Promoted)
+        info: DomainInfo = result.value.info if promoted else result.value
+        if promoted:
+            self._standbys.promoted(spec)
+            self._t.guests.renamed(info.uuid)
         if info.domid == incident.dead_domid:  # Xen never reuses a domid at once: that is the dead one
             log.warning(
                 "%s: the toolstack still reports dead domid %s as running; retrying", spec.name, info.domid
@@ -198,7 +252,7 @@ class Recovery:
             record.manual_restarts += 1
         else:
             record.restarts += 1
-        self._t.event("restarted", spec.name, incident, domid=info.domid)
+        self._t.event("promoted" if promoted else "restarted", spec.name, incident, domid=info.domid)
         if info.domid is None:
             self._schedule_restart(spec, record, incident, planned=False, uptime=0.0)
             return 0.0

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor
+from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, running_domid
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
 from xenddd.hints import CallReturned, ControlRequest, Hint, Recheck, ResyncHint, XenstoreHint, domain_gone
@@ -25,7 +25,8 @@ from xenddd.recovery.frontend_steps import earliest
 from xenddd.recovery.history import History
 from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend, Phase
 from xenddd.recovery.own_devices import OwnDevices
-from xenddd.recovery.phases import UPSTREAM_RECHECK, PrepareDomain, Recovery, running_domid
+from xenddd.recovery.phases import UPSTREAM_RECHECK, PrepareDomain, Recovery
+from xenddd.recovery.standby import Standbys
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import ToolstackCalls
 from xenddd.registry.frontends import FrontendRegistry
@@ -71,11 +72,13 @@ class Reconciler:
             hypervisor, guests, history, intents, self.calls, watch=watch, unwatch=unwatch, clock=clock
         )
         self._own_devices = OwnDevices(tools)
+        self._standbys = Standbys(tools)
         self._recovery = Recovery(
             tools,
             prepare=prepare,
             served_by=self._served_by,
             upstreams_waited=self._upstreams_waited,
+            standbys=self._standbys,
             rng=rng,
         )
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
@@ -256,6 +259,9 @@ class Reconciler:
                     },
                     "last_incident": record.last_incident,
                     "error": self._errors.get(spec.name) or self._listing_errors.get(spec.name),
+                    "standby": self._standbys.status(spec, observed.get(spec.standby_name))
+                    if spec.standby.enabled
+                    else None,
                 }
             )
         return {"driver_domains": domains, "last_reconcile_seconds": self.last_pass_seconds}
@@ -267,6 +273,9 @@ class Reconciler:
     ) -> float | None:
         """`advance=False`: open an incident if there is one to open, and take no step of it yet."""
         wake = self._reconcile_instance(spec, info, advance=advance)
+        if advance and spec.standby.enabled:
+            record = self._records[spec.name]
+            wake = earliest(wake, self._standbys.keep(spec, record, self._standby_info(spec)))
         if not advance or not spec.upstreams:
             return wake
         record, running = self._records[spec.name], running_domid(info)
@@ -287,7 +296,7 @@ class Reconciler:
         record = self._records[spec.name]
         running = running_domid(info)
         if record.incident is not None:
-            return self._recovery.advance(spec, record, info)
+            return self._recovery.advance(spec, record, info, self._standby_info(spec))
         if record.stopped_by_request or record.failed:
             return None
         if running is not None and record.domid in (None, running):
@@ -355,7 +364,11 @@ class Reconciler:
             spec.name, incident.dead_domid, reason, len(incident.frontends),
             _ignored(self._registry.rejected()),
         )  # fmt: skip
-        return self._recovery.advance(spec, record, info) if advance else None
+        return self._recovery.advance(spec, record, info, self._standby_info(spec)) if advance else None
+
+    def _standby_info(self, spec: DriverDomainSpec) -> DomainInfo | None:
+        """The pass's listing of the driver domain's standby (None: it has none, or none runs)."""
+        return (self._observed or {}).get(spec.standby_name) if spec.standby.enabled else None
 
     def _adopt_replacement(self, spec: DriverDomainSpec, record: DomainRecord, running: int) -> None:
         """Somebody else restarted it while xenddd was not looking, and it served nobody then: nothing
@@ -483,6 +496,8 @@ class Reconciler:
         for frontend in served:
             self._hv.detach(frontend.guest_name, frontend.kind, frontend.devid, frontend.params)
         self._hv.destroy(spec.name)
+        if spec.standby.enabled:
+            self._hv.destroy(spec.standby_name)  # started again with the domain (`create`)
         record.domid = None
         self._intents.save(record)
         self._history.record("destroyed", driver_domain=spec.name, detached=len(served), by="operator")

@@ -1,7 +1,9 @@
 """Watches the backend trees of every driver domain and turns xenstore watch events into reconciler hints.
 
-Watches are `@introduceDomain`, `@releaseDomain`, and `/local/domain/<dd>/backend/{vif,vbd}` of each
-configured driver domain, re-armed whenever a driver domain appears under a new domid (restart) or goes away.
+Watches are `@introduceDomain`, `@releaseDomain`, `/vm` (where libxl's rename of a running domain shows:
+a standby promoted to a driver domain's name is no new domain), and `/local/domain/<dd>/backend/{vif,vbd}`
+of each configured driver domain, re-armed whenever a driver domain appears under a new domid (restart,
+promotion) or goes away.
 Watch events fire spuriously and coalesce, so an event carries no information beyond "look again here": every
 batch of events is reduced to one `XenstoreHint` per device subtree (`.../backend/<kind>/<guest>/<devid>`).
 After a lost connection to xenstored comes back, events of the gap are lost: a `ResyncHint` says so.
@@ -27,6 +29,7 @@ from xenddd.registry.domain_directory import DomainDirectory
 log = logging.getLogger(__name__)
 
 DOMAIN_WATCHES = ("@introduceDomain", "@releaseDomain")
+NAMES_WATCH = "/vm"  # dom0-owned: libxl writes /vm/<uuid>/name at a domain's creation and at its rename
 _BATCH_LIMIT = 4096
 _DEVICE_DEPTH = 7  # local / domain / <dd> / backend / <kind> / <guest> / <devid>
 
@@ -98,7 +101,7 @@ class BackendWatcher:
                 self._stop.wait(0.5)
 
     def _arm(self) -> None:
-        for path in DOMAIN_WATCHES:
+        for path in (*DOMAIN_WATCHES, NAMES_WATCH):
             self._xs.watch(path)
         self._rearm()
 
@@ -116,12 +119,19 @@ class BackendWatcher:
 
     def _handle(self, batch: list[WatchEvent | Reconnected]) -> None:
         reconnected = any(isinstance(e, Reconnected) for e in batch)
-        domains_changed = reconnected or any(
-            isinstance(e, WatchEvent) and e.watched in DOMAIN_WATCHES for e in batch
+        renamed = [
+            uuid for e in batch if isinstance(e, WatchEvent) and (uuid := _renamed_uuid(e)) is not None
+        ]
+        for uuid in renamed:
+            self.domains.renamed(uuid)
+        domains_changed = (
+            reconnected
+            or bool(renamed)
+            or any(isinstance(e, WatchEvent) and e.watched in DOMAIN_WATCHES for e in batch)
         )
         paths: dict[str, None] = {}
         for event in batch:
-            if isinstance(event, WatchEvent):
+            if isinstance(event, WatchEvent) and event.watched != NAMES_WATCH:
                 paths[event.watched if event.watched in DOMAIN_WATCHES else device_subtree(event.path)] = None
         if domains_changed:
             self._rearm()
@@ -147,6 +157,14 @@ class BackendWatcher:
             self._armed[name] = current
             log.info("driver domain %s: backend watches armed for domid %s", name, current)
             self._emit(DomainHint("xenstore", name=name, domid=current))
+
+
+def _renamed_uuid(event: WatchEvent) -> str | None:
+    """The UUID whose `/vm/<uuid>/name` changed, if that is what the event says."""
+    if event.watched != NAMES_WATCH:
+        return None
+    parts = split_path(event.path)
+    return parts[1] if len(parts) == 3 and parts[0] == "vm" and parts[2] == "name" else None
 
 
 def device_subtree(path: str) -> str:

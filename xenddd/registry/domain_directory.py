@@ -11,8 +11,9 @@ from xenddd.registry.records import GuestIdentity, parse_domid, parse_guest_iden
 class DomainDirectory:
     """Running domains by domid: name and UUID from dom0-owned `/local/domain/<id>/{name,vm}`.
 
-    Cached because a domid's name and UUID do not change during its life; `refresh()` lists
-    `/local/domain` and reads only domids not seen before, so @introduceDomain costs O(new domains).
+    Cached because a domid's UUID does not change during its life, nor its name but by a rename
+    (`renamed`); `refresh()` lists `/local/domain` and reads only domids not seen before, so
+    @introduceDomain costs O(new domains).
     """
 
     def __init__(self, xenstore: Xenstore) -> None:
@@ -40,6 +41,16 @@ class DomainDirectory:
                 if identity is not None:
                     self._by_name.setdefault(identity.name, set()).add(domid)
             if gone or new:
+                self.version += 1
+
+    def renamed(self, uuid: str) -> None:
+        """libxl renamed the domain with this UUID (its `/vm/<uuid>/name` changed: a standby promoted, an
+        operator's `xl rename`): the next refresh reads its name again."""
+        with self._lock:
+            for domid in [
+                d for d, known in self._by_domid.items() if known is not None and known.uuid == uuid
+            ]:
+                self._forget(domid)
                 self.version += 1
 
     def identity(self, domid: int) -> GuestIdentity | None:

@@ -21,6 +21,11 @@ class GuestView:
         self._xs = xenstore
         self._domains = domains
 
+    def renamed(self, uuid: str) -> None:
+        """A domain xenddd renamed (a standby promoted): read its name again, not the cached one. The
+        backend watcher learns it from /vm too, but a pass may run before its event is handled."""
+        self._domains.renamed(uuid)
+
     def refresh(self) -> None:
         self._domains.refresh()
 

@@ -15,6 +15,7 @@ from typing import TypeVar
 from xenddd.adapters.hypervisor import LibvirtHypervisor
 from xenddd.adapters.pci_sysfs import PciSysfs
 from xenddd.adapters.systemd import Notifier
+from xenddd.adapters.toolstacks import toolstacks
 from xenddd.adapters.udev import PyudevUevents
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.config.spec import Config, DriverDomainSpec
@@ -36,7 +37,8 @@ def production_runtime(config: Config, notifier: Notifier) -> Runtime:
         return xenstore
 
     xenstore = _until_connected(connect_xenstore, "xenstored", notifier)
-    hypervisor = _until_connected(lambda: LibvirtHypervisor(settings.libvirt_uri), "libvirtd", notifier)
+    libvirt = _until_connected(lambda: LibvirtHypervisor(settings.libvirt_uri), "libvirtd", notifier)
+    hypervisor = toolstacks(config, libvirt)
     pci = PciAssigner(
         PciSysfs(settings.sysfs_root),
         PyudevUevents(),

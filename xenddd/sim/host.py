@@ -206,6 +206,27 @@ class SimHost:
             if self.domains[name].domid == domid and domid in self.dying:
                 self.stop(name, "cleaned-up")
 
+    def rename(self, old: str, new: str) -> SimDomain:
+        """libxl_domain_rename: both name nodes in one transaction, refused (EEXIST) while a domain of the
+        new name exists, dying ones included. A stopped definition of that name (what an xl domain that
+        died leaves in this model) is replaced: xl forgets a destroyed domain."""
+        with self._lock:
+            domain = self.domains[old]
+            other = self.domains.get(new)
+            if domain.domid is None or (other is not None and other.domid is not None):
+                raise XsError("EEXIST" if domain.domid is not None else "ENOENT")
+            domid = domain.domid
+
+            def write(tx: int) -> None:
+                self.dom0.write(f"/local/domain/{domid}/name", new.encode(), tx)
+                self.dom0.write(f"/vm/{domain.uuid}/name", new.encode(), tx)
+
+            self.dom0.transaction(write)
+            del self.domains[old]
+            domain.name = new
+            self.domains[new] = domain
+            return domain
+
     def crash(self, name: str) -> None:
         self.stop(name, "crashed")
 

@@ -49,6 +49,9 @@ class SimHypervisor:
         self._thread: threading.Thread | None = None
         self._on_reconnect: Callable[[], None] = lambda: None
         self._lost_until = 0.0
+        # driver domains `xl create`d (toolstack = "xl"): libvirt never hears of them, so no lifecycle
+        # event does either; their deaths reach the daemon as @releaseDomain only
+        self._xl_owned: set[str] = set()
         host.listen(self._on_host_event)
 
     def drop_connection(self, gap: float) -> None:
@@ -72,6 +75,8 @@ class SimHypervisor:
 
     def define(self, spec: DriverDomainSpec) -> None:
         self._reachable()
+        if spec.toolstack == "xl":
+            self._xl_owned.add(spec.name)
         self.host.define(
             spec.name,
             driver=True,
@@ -96,8 +101,18 @@ class SimHypervisor:
         if name in self.host.domains:
             self.host.destroy(name)
 
+    def rename(self, old: str, new: str) -> DomainInfo:
+        self._reachable()
+        try:
+            return _info(self.host.rename(old, new))
+        except KeyError:
+            raise XendddError(f"{old}: no such domain") from None
+        except XsError as exc:
+            reason = "a domain with that name exists" if exc.errno_name == "EEXIST" else "it is not running"
+            raise XendddError(f"renaming {old} to {new} failed: {reason}") from None
+
     def manages(self, guest: str) -> bool:
-        return guest in self.host.domains
+        return guest in self.host.domains and guest not in self._xl_owned
 
     def attach(
         self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
@@ -167,6 +182,8 @@ class SimHypervisor:
 
     def _on_host_event(self, what: str, domain: SimDomain) -> None:
         kind = _KINDS.get(what)
+        if domain.name in self._xl_owned:
+            return
         if kind is not None and time.monotonic() >= self._lost_until:
             self._events.put(LifecycleEvent(domain.name, domain.uuid, kind, domain.domid))
 

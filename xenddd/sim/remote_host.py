@@ -126,6 +126,9 @@ class RemoteToolstack:
     def destroy(self, name: str) -> None:
         self._calls.call("destroy", name)
 
+    def rename(self, old: str, new: str) -> DomainInfo:
+        return cast(DomainInfo, self._calls.call("rename", old, new))
+
     def manages(self, guest: str) -> bool:
         return cast(bool, self._calls.call("manages", guest))
 
@@ -235,6 +238,7 @@ class _HostInChild:
             "define": toolstack.define,
             "start": toolstack.start,
             "destroy": toolstack.destroy,
+            "rename": toolstack.rename,
             "manages": toolstack.manages,
             "attach": toolstack.attach,
             "detach": toolstack.detach,

@@ -1,0 +1,69 @@
+"""(k, with vs_peers) The same kernel crashes of domnet, in the same boot as (c, against the peers),
+recovered by promoting a warm standby: domnet becomes xl's (`toolstack = "xl"`, libvirt's definition is
+undefined) with `[driver_domain.standby]`, so a second instance, domnet-standby, runs booted beside it.
+Each crash is then recovered by renaming the standby to domnet and reattaching fe's and fe2's vifs to it —
+no boot on the way. Each round's MTTR (crash → both vifs Connected through the new domnet, polled as in
+vs_peers) goes to mttr.jsonl with path=standby; the host compares it with the cold rounds' DD
+restart-to-ready and the peers' MTTR of the same boot (results/comparison.txt).
+
+Also checked: libvirt lists neither instance (it did not create them; `virsh list` is true by omission),
+`xl list` shows both, and the guests' vifs — a libvirt guest's `<backenddomain name='domnet'/>` and an xl
+guest's `backend=domnet` — reach the promoted instance by name. Afterwards domnet goes back to libvirt.
+XENDDD_IT_SELECT='smoke or network_dd or vs_peers or standby' XENDDD_IT_RELEASES=trixie \
+  scripts/integration -k pc
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import domid, run, say, wait_until, xs_read
+from test_c_vs_peers import ROUNDS, crash_and_measure, wait_for_both_vifs
+
+ON_DEMAND = True
+
+CONFIG = Path("/etc/xenddd/xenddd.toml")
+VIRSH = ("virsh", "-c", "xen:///system")
+
+
+def with_standby(toml: str) -> str:
+    """domnet's block (the first, `name = "domnet"`) gets toolstack = "xl" and a standby table."""
+    blocks = toml.split("\n\n")
+    index = next(i for i, block in enumerate(blocks) if 'name = "domnet"' in block.split("\n"))
+    blocks[index] += '\ntoolstack = "xl"\n\n[driver_domain.standby]\nenabled = true'
+    return "\n\n".join(blocks)
+
+
+def standby_ready() -> int | None:
+    standby = domid("domnet-standby")
+    return standby if standby is not None and xs_read(f"/local/domain/{standby}/data/ready") == "1" else None
+
+
+def test_xenddd_with_a_standby_recovers_the_same_crashes_by_promoting_it() -> None:
+    base = CONFIG.read_text()
+    old = domid("domnet")
+    run("systemctl", "stop", "xenddd")
+    run(*VIRSH, "destroy", "domnet")
+    run(*VIRSH, "undefine", "domnet")
+    CONFIG.write_text(with_standby(base))
+    try:
+        run("systemctl", "start", "xenddd")
+        wait_for_both_vifs(old, "xenddd's recovery onto an xl-owned domnet")
+        wait_until(standby_ready, 400, "domnet's standby ready")
+        listed = run(*VIRSH, "list", "--all", "--name").stdout.split()
+        assert "domnet" not in listed and "domnet-standby" not in listed, listed
+        xl_names = [line.split()[0] for line in run("xl", "list").stdout.splitlines()[1:]]
+        assert {"domnet", "domnet-standby"} <= set(xl_names), xl_names
+        for round_no in range(1, ROUNDS + 1):
+            standby = wait_until(standby_ready, 400, f"a ready standby (round {round_no})")
+            crash_and_measure("xenddd", round_no, path="standby")
+            assert domid("domnet") == standby, "the standby was not the instance promoted"
+        say("standby: every crash recovered by promoting the standby")
+    finally:
+        run("systemctl", "stop", "xenddd")
+        old = domid("domnet")
+        for name in ("domnet-standby", "domnet"):
+            run("xl", "destroy", name, check=False)
+        CONFIG.write_text(base)
+        run("systemctl", "start", "xenddd")
+        wait_for_both_vifs(old, "back on libvirt's domnet")

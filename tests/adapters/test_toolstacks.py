@@ -1,0 +1,85 @@
+"""Which toolstack a call goes to: xl for the driver domains the config gives it and their standbys,
+libvirt for everything else — guests' devices always, whatever owns their driver domain."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from tests.config.parsing import parse
+from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, Hypervisor
+from xenddd.adapters.toolstacks import Toolstacks, xl_owned_names
+from xenddd.adapters.xl_domains import XlDomains
+from xenddd.model import DeviceKind, VifParams
+
+CONFIG = """
+[[driver_domain]]
+name = "domnet"
+kind = "network"
+kernel = "/k"
+toolstack = "xl"
+[driver_domain.standby]
+enabled = true
+
+[[driver_domain]]
+name = "domstore"
+kind = "block"
+kernel = "/k"
+"""
+
+
+class Recorder:
+    """Records every call; lists the domains it was given."""
+
+    def __init__(self, listed: list[str]) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self._listed = listed
+
+    def domains(self) -> list[DomainInfo]:
+        return [DomainInfo(name, "u", 1, DomainState.RUNNING, 1024, 1) for name in self._listed]
+
+    def __getattr__(self, method: str) -> Any:
+        def call(*args: Any) -> None:
+            self.calls.append((method, *(a if isinstance(a, str) else getattr(a, "name", "?") for a in args)))
+
+        return call
+
+
+def routed() -> tuple[Toolstacks, Recorder, Recorder]:
+    config = parse(CONFIG)
+    libvirt, xl = (
+        Recorder(["Domain-0", "domstore", "web"]),
+        Recorder(["Domain-0", "domnet", "domnet-standby", "x"]),
+    )
+    stacks = Toolstacks(cast(Hypervisor, libvirt), cast(XlDomains, xl), xl_owned_names(config.driver_domains))
+    return stacks, libvirt, xl
+
+
+def test_xl_owned_driver_domains_and_their_standbys_go_to_xl_the_rest_to_libvirt() -> None:
+    stacks, libvirt, xl = routed()
+    config = parse(CONFIG)
+    for spec in config.driver_domains:
+        stacks.define(spec)
+        stacks.start(spec.name)
+    stacks.rename("domnet-standby", "domnet")
+    stacks.destroy("domnet-standby")
+    stacks.attach("web", DeviceKind.VIF, 0, VifParams(mac="00:16:3e:00:00:01"), "domnet")
+    assert xl.calls == [
+        ("define", "domnet"),
+        ("start", "domnet"),
+        ("rename", "domnet-standby", "domnet"),
+        ("destroy", "domnet-standby"),
+    ]
+    assert [c[0] for c in libvirt.calls] == ["define", "start", "attach"]
+
+
+def test_the_listing_joins_libvirt_s_domains_and_only_xl_s_own_ones() -> None:
+    stacks, _libvirt, _xl = routed()
+    assert [d.name for d in stacks.domains()] == ["Domain-0", "domstore", "web", "domnet", "domnet-standby"]
+
+
+def test_a_reloaded_config_moving_a_driver_domain_to_libvirt_moves_its_calls() -> None:
+    stacks, libvirt, xl = routed()
+    moved = parse(CONFIG.replace('toolstack = "xl"\n[driver_domain.standby]\nenabled = true\n', ""))
+    stacks.define(moved.driver_domain("domnet"))
+    stacks.start("domnet")
+    assert libvirt.calls == [("define", "domnet"), ("start", "domnet")] and not xl.calls

@@ -1,0 +1,297 @@
+"""XlDomains against a fake `xl`: a script that records its argv and answers each command line with canned
+output in the format of Xen's tools/xl (xl_info.c list_domains, xl_utils.c find_domain, libxl's rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xenddd.adapters.hypervisor_api import DomainState, LifecycleKind
+from xenddd.adapters.xl_config import xl_config
+from xenddd.adapters.xl_domains import XlDomains
+from xenddd.config.spec import DriverDomainSpec, PciDeviceSpec
+from xenddd.errors import XendddError
+from xenddd.model import Bdf, DriverDomainKind
+
+HEADER = (
+    "Name                                        ID   Mem VCPUs\tState\tTime(s)"
+    "   UUID                            Reason-Code\tSecurity Label"
+)
+UUID = "6b0b1f3c-2a52-4c1e-9f0e-0d1c7e6f5a41"
+FAKE_XL = """#!{python}
+import json, sys
+from pathlib import Path
+
+here = Path(__file__).parent
+args = sys.argv[1:]
+with open(here / "calls.jsonl", "a") as calls:
+    calls.write(json.dumps(args) + "\\n")
+script = json.loads((here / "responses.json").read_text())
+queue = script.get(" ".join(args))
+if not queue:
+    sys.stderr.write("fake xl: nothing scripted for " + " ".join(args) + "\\n")
+    sys.exit(99)
+answer = queue.pop(0) if len(queue) > 1 else queue[0]
+(here / "responses.json").write_text(json.dumps(script))
+sys.stdout.write(answer["stdout"])
+sys.stderr.write(answer["stderr"])
+sys.exit(answer["rc"])
+"""
+
+
+def line(name: str, domid: int, flags: str, mem_mib: int = 256, seconds: float = 12.3, vcpus: int = 1) -> str:
+    """One row as list_domains prints it in verbose mode (the reason code only for a shut-down domain)."""
+    reason = f"{'-rscwS'.index(flags[4]):8x}" if flags[3] == "s" else f"{'-':>8}"
+    return (
+        f"{name:<40} {domid:5d} {mem_mib:5d} {vcpus:5d}     {flags}  {seconds:8.1f} {UUID} {reason} {'-':>16}"
+    )
+
+
+def listing(*rows: str) -> str:
+    return "\n".join([HEADER, *rows]) + "\n"
+
+
+def invalid(name: str) -> dict[str, Any]:
+    return {"stdout": "", "stderr": f"{name} is an invalid domain identifier (rc=-6)\n", "rc": 1}
+
+
+def ok(stdout: str = "") -> dict[str, Any]:
+    return {"stdout": stdout, "stderr": "", "rc": 0}
+
+
+class FakeXl:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / "xl"
+        self.path.write_text(FAKE_XL.format(python=sys.executable))
+        self.path.chmod(0o755)
+        self.script: dict[str, list[dict[str, Any]]] = {}
+        self.answer_all()
+
+    def answer(self, command: str, *answers: dict[str, Any]) -> None:
+        """Answers to `command` in turn; the last one is repeated."""
+        self.script[command] = list(answers)
+        self.answer_all()
+
+    def answer_all(self) -> None:
+        (self.directory / "responses.json").write_text(json.dumps(self.script))
+
+    @property
+    def calls(self) -> list[list[str]]:
+        log = self.directory / "calls.jsonl"
+        return [json.loads(text) for text in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.fixture
+def xl(tmp_path: Path) -> FakeXl:
+    (tmp_path / "bin").mkdir()
+    return FakeXl(tmp_path / "bin")
+
+
+@pytest.fixture
+def domains(tmp_path: Path, xl: FakeXl) -> XlDomains:
+    return XlDomains(tmp_path / "xl-config", command=str(xl.path))
+
+
+def spec(name: str = "domnet", pci: tuple[PciDeviceSpec, ...] = ()) -> DriverDomainSpec:
+    return DriverDomainSpec(
+        name,
+        frozenset({DriverDomainKind.NETWORK}),
+        kernel=Path("/var/lib/xenddd/dd-vmlinuz"),
+        pci=pci,
+        toolstack="xl",
+    )
+
+
+def test_every_listed_domain_is_read_with_its_state(domains: XlDomains, xl: FakeXl) -> None:
+    long_name = "a-driver-domain-with-a-name-longer-than-forty-chars"
+    xl.answer(
+        "list -v",
+        ok(
+            listing(
+                line("Domain-0", 0, "r-----", mem_mib=2048, seconds=1234.5, vcpus=4),
+                line("domnet", 3, "-b----"),
+                line(long_name, 4, "------"),
+                line("paused", 5, "--p---"),
+                line("crashed", 6, "---sc-"),
+                line("rebooting", 7, "---sr-"),
+                line("poweroff", 8, "---s--"),
+                line("dying", 9, "-----d"),
+                line("crashed-dying", 10, "---scd"),
+            )
+        ),
+    )
+    found = domains.domains()
+    assert xl.calls == [["list", "-v"]]
+    assert [(d.name, d.domid, d.state, d.stopped) for d in found] == [
+        ("Domain-0", 0, DomainState.RUNNING, None),
+        ("domnet", 3, DomainState.RUNNING, None),
+        (long_name, 4, DomainState.RUNNING, None),
+        ("paused", 5, DomainState.PAUSED, None),
+        ("crashed", 6, DomainState.CRASHED, LifecycleKind.CRASHED),
+        ("rebooting", 7, DomainState.SHUTDOWN, LifecycleKind.SHUTDOWN),  # an "r" that is not running
+        ("poweroff", 8, DomainState.SHUTDOWN, LifecycleKind.SHUTDOWN),
+        ("dying", 9, DomainState.SHUTDOWN, LifecycleKind.DESTROYED),
+        ("crashed-dying", 10, DomainState.CRASHED, LifecycleKind.CRASHED),
+    ]
+    dom0 = found[0]
+    assert (dom0.memory_kib, dom0.vcpus, dom0.cpu_time_ns, dom0.uuid) == (
+        2048 * 1024,
+        4,
+        1234_500_000_000,
+        UUID,
+    )
+
+
+def test_an_unexpected_line_is_an_error_not_a_guess(domains: XlDomains, xl: FakeXl) -> None:
+    xl.answer("list -v", ok(listing("domnet 3 256 1 -b---- 1.0")))
+    with pytest.raises(XendddError, match="unexpected line"):
+        domains.domains()
+
+
+def test_a_name_xl_does_not_know_is_no_domain(domains: XlDomains, xl: FakeXl) -> None:
+    xl.answer("list -v domnet", invalid("domnet"))
+    assert domains.domain("domnet") is None
+    assert xl.calls == [["list", "-v", "domnet"]]
+
+
+def test_a_failed_listing_of_one_domain_is_an_error(domains: XlDomains, xl: FakeXl) -> None:
+    xl.answer("list -v domnet", {"stdout": "", "stderr": "libxl_domain_info failed (code -3).\n", "rc": 1})
+    with pytest.raises(XendddError, match="libxl_domain_info failed"):
+        domains.domain("domnet")
+
+
+def test_define_replaces_the_config_atomically_and_privately(
+    domains: XlDomains, xl: FakeXl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replaced: list[tuple[Path, int]] = []
+    real_replace = os.replace
+
+    def spy(src: str, dst: Path) -> None:
+        replaced.append((Path(dst), stat.S_IMODE(os.stat(src).st_mode)))
+        assert Path(src).parent == Path(dst).parent  # same filesystem: a rename, never a copy
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    domains.define(spec())
+    path = domains.config_dir / "domnet.cfg"
+    assert replaced == [(path, 0o600)]
+    assert path.read_text() == xl_config(spec())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(domains.config_dir.stat().st_mode) == 0o700
+    assert sorted(p.name for p in domains.config_dir.iterdir()) == ["domnet.cfg"]
+    assert xl.calls == []
+
+
+def test_start_creates_a_domain_that_is_not_running(domains: XlDomains, xl: FakeXl) -> None:
+    domains.define(spec())
+    xl.answer("list -v domnet", invalid("domnet"), ok(listing(line("domnet", 12, "r-----"))))
+    cfg = str(domains.config_dir / "domnet.cfg")
+    xl.answer(f"create -e {cfg}", ok())
+    info = domains.start("domnet")
+    assert xl.calls == [["list", "-v", "domnet"], ["create", "-e", cfg], ["list", "-v", "domnet"]]
+    assert (info.name, info.domid, info.state) == ("domnet", 12, DomainState.RUNNING)
+
+
+def test_start_leaves_an_alive_domain_alone(domains: XlDomains, xl: FakeXl) -> None:
+    domains.define(spec())
+    xl.answer("list -v domnet", ok(listing(line("domnet", 7, "-b----"))))
+    assert domains.start("domnet").domid == 7
+    assert xl.calls == [["list", "-v", "domnet"]]
+
+
+def test_start_destroys_the_remains_of_a_crash_before_creating(domains: XlDomains, xl: FakeXl) -> None:
+    domains.define(spec())
+    xl.answer(
+        "list -v domnet",
+        ok(listing(line("domnet", 7, "---sc-"))),
+        ok(listing(line("domnet", 8, "r-----"))),
+    )
+    cfg = str(domains.config_dir / "domnet.cfg")
+    xl.answer("destroy domnet", ok())
+    xl.answer(f"create -e {cfg}", ok())
+    assert domains.start("domnet").domid == 8
+    assert xl.calls == [
+        ["list", "-v", "domnet"],
+        ["destroy", "domnet"],
+        ["create", "-e", cfg],
+        ["list", "-v", "domnet"],
+    ]
+
+
+def test_start_of_a_domain_never_defined_is_refused(domains: XlDomains, xl: FakeXl) -> None:
+    with pytest.raises(XendddError, match="domnet: not defined"):
+        domains.start("domnet")
+    assert xl.calls == []
+
+
+def test_a_failed_create_says_why(domains: XlDomains, xl: FakeXl) -> None:
+    domains.define(spec())
+    xl.answer("list -v domnet", invalid("domnet"))
+    cfg = str(domains.config_dir / "domnet.cfg")
+    stderr = (
+        f"Parsing config from {cfg}\n"
+        "libxl: error: libxl_pci.c:1484:pci_add_dm_done: Domain 9:xc_assign_device failed: No such device\n"
+        "libxl: error: libxl_domain.c:1537:domain_destroy_domid_cb: Domain 9:fail\n"
+    )
+    xl.answer(f"create -e {cfg}", {"stdout": "", "stderr": stderr, "rc": 3})
+    with pytest.raises(XendddError, match="domnet: start failed") as caught:
+        domains.start("domnet")
+    assert "xc_assign_device failed" in str(caught.value)
+    assert "domain_destroy_domid_cb" in str(caught.value)
+
+
+def test_destroying_a_domain_that_is_gone_is_done(domains: XlDomains, xl: FakeXl) -> None:
+    xl.answer("destroy domnet", invalid("domnet"))
+    domains.destroy("domnet")
+    assert xl.calls == [["destroy", "domnet"]]
+
+
+def test_a_destroy_that_fails_otherwise_is_an_error(domains: XlDomains, xl: FakeXl) -> None:
+    xl.answer("destroy domnet", {"stdout": "", "stderr": "destroy failed (rc=-3)\n", "rc": 1})
+    with pytest.raises(XendddError, match=r"destroy failed \(rc=-3\)"):
+        domains.destroy("domnet")
+
+
+def test_rename_returns_the_renamed_domain(domains: XlDomains, xl: FakeXl) -> None:
+    xl.answer("rename domnet-standby domnet", ok())
+    xl.answer("list -v domnet", ok(listing(line("domnet", 5, "-b----"))))
+    info = domains.rename("domnet-standby", "domnet")
+    assert xl.calls == [["rename", "domnet-standby", "domnet"], ["list", "-v", "domnet"]]
+    assert (info.name, info.domid) == ("domnet", 5)
+
+
+def test_a_rename_onto_a_name_in_use_says_so(domains: XlDomains, xl: FakeXl) -> None:
+    stderr = (
+        "libxl: error: libxl_domain.c:81:libxl__domain_rename: Domain 5:"
+        'Domain with name "domnet" already exists.\n'
+        "Can't rename domain 'domnet-standby'.\n"
+    )
+    xl.answer("rename domnet-standby domnet", {"stdout": "", "stderr": stderr, "rc": 1})
+    with pytest.raises(XendddError, match="renaming domnet-standby to domnet failed") as caught:
+        domains.rename("domnet-standby", "domnet")
+    assert 'Domain with name "domnet" already exists.' in str(caught.value)
+    assert xl.calls == [["rename", "domnet-standby", "domnet"]]
+
+
+def test_ensure_passthrough_attaches_only_the_missing_device(domains: XlDomains, xl: FakeXl) -> None:
+    devices = (
+        PciDeviceSpec(Bdf.parse("0000:00:10.0"), permissive=True),
+        PciDeviceSpec(Bdf.parse("0000:03:00.1")),
+    )
+    xl.answer("pci-list domnet", ok("Vdev Device\n00.0 0000:03:00.1\n"))
+    xl.answer("pci-attach domnet 0000:00:10.0,permissive=1", ok())
+    domains.ensure_passthrough(spec(pci=devices))
+    assert xl.calls == [["pci-list", "domnet"], ["pci-attach", "domnet", "0000:00:10.0,permissive=1"]]
+
+
+def test_a_missing_xl_is_an_error_that_says_so(tmp_path: Path) -> None:
+    domains = XlDomains(tmp_path / "cfg", command=str(tmp_path / "no-such-xl"))
+    with pytest.raises(XendddError, match="is not installed"):
+        domains.domains()

@@ -1,0 +1,145 @@
+"""A warm standby on the simulated host: promoted at its driver domain's crash instead of a cold start,
+replaced once the recovery is over, restarted quietly when it dies itself, and a promotion cut short by a
+SIGKILL finished by the next daemon. The driver domain is xl's (`toolstack = "xl"`), so its death reaches
+the daemon as @releaseDomain only, as on real Xen: libvirt never hears of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tests.recovery.conftest import (
+    TOPOLOGY,
+    RunningDaemon,
+    all_connected,
+    domid,
+    freeze,
+    frontends,
+    wait_until,
+)
+from xenddd.adapters.hypervisor_api import DomainInfo
+from xenddd.errors import XendddError
+from xenddd.sim.hypervisor import SimHypervisor
+
+FIVE_DEVICES = 5
+STANDBY_TOPOLOGY = TOPOLOGY.replace(
+    'name = "domnet"\nkind = "network"\nkernel = "/boot/dd"\n',
+    'name = "domnet"\nkind = "network"\nkernel = "/boot/dd"\ntoolstack = "xl"\n'
+    "[driver_domain.standby]\nenabled = true\n",
+    1,
+)
+
+
+def events(handle: RunningDaemon, name: str) -> list[dict[str, Any]]:
+    return [r for r in handle.daemon.history.since() if r["event"] == name]
+
+
+def standby_ready(handle: RunningDaemon) -> int | None:
+    """The standby's domid once it runs and has written its readiness key."""
+    standby = handle.sim.host.domains.get("domnet-standby")
+    if standby is None or standby.domid is None:
+        return None
+    ready = handle.sim.host.dom0.read(f"/local/domain/{standby.domid}/data/ready")
+    return standby.domid if ready == b"1" else None
+
+
+def domnet_status(handle: RunningDaemon) -> dict[str, Any]:
+    reconciler = handle.daemon._wiring.reconciler  # type: ignore[union-attr]
+    return next(d for d in reconciler.snapshot()["driver_domains"] if d["name"] == "domnet")
+
+
+def started_with_a_ready_standby(start_daemon: Callable[..., RunningDaemon], **options: Any) -> RunningDaemon:
+    handle = start_daemon(topology=STANDBY_TOPOLOGY, **options)
+    wait_until(lambda: handle.settled(FIVE_DEVICES), what="the guests' devices connected")
+    wait_until(lambda: standby_ready(handle) is not None, what="the standby ready")
+    return handle
+
+
+def test_a_crashed_driver_domain_is_replaced_by_its_standby_and_a_new_standby_boots(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    handle = started_with_a_ready_standby(start_daemon)
+    sim = handle.sim
+    standby = standby_ready(handle)
+    assert domnet_status(handle)["standby"] == {
+        "name": "domnet-standby",
+        "domid": standby,
+        "state": "ready",
+        "memory_mib": 256,
+        "error": None,
+    }
+
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    assert not events(handle, "restarted")  # no cold start
+    assert domid(sim.host.domains["domnet"]) == standby
+    assert sim.host.dom0.read(f"/local/domain/{standby}/name") == b"domnet"
+    assert {d["backend_id"] for k, d in frontends(sim).items() if k[1] == "vif"} == {str(standby)}
+    wait_until(lambda: standby_ready(handle) not in (None, standby), what="a new standby")
+    wait_until(lambda: len(events(handle, "standby-started")) == 2, what="the new standby's start said")
+
+
+def test_a_second_crash_before_the_new_standby_is_ready_takes_the_cold_path(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    refusing: list[str] = []
+
+    class NoSecondStandby(SimHypervisor):
+        """The replacement standby cannot start (its boot failed): the next recovery must not wait."""
+
+        def start(self, name: str) -> DomainInfo:
+            if name == "domnet-standby" and refusing:
+                raise XendddError("domnet-standby: start failed: out of memory")
+            return super().start(name)
+
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=NoSecondStandby, healthy_uptime=0.0)
+    sim = handle.sim
+    refusing.append("on")
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), what="the first recovery")
+    wait_until(lambda: events(handle, "standby-failed"), what="the new standby's failed start")
+    assert domnet_status(handle)["standby"]["error"] == "domnet-standby: start failed: out of memory"
+
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "recovered")) == 2, what="the second recovery")
+    assert len(events(handle, "promoted")) == 1 and len(events(handle, "restarted")) == 1
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected again")
+
+
+def test_a_standby_that_dies_is_started_again_without_an_incident(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    handle = started_with_a_ready_standby(start_daemon)
+    first = standby_ready(handle)
+    handle.sim.host.crash("domnet-standby")
+    wait_until(lambda: standby_ready(handle) not in (None, first), what="another standby")
+    assert [e["domid"] for e in events(handle, "standby-died")] == [first]
+    assert not events(handle, "detected") and domnet_status(handle)["crashes"] == 0
+
+
+def test_a_daemon_killed_right_after_the_rename_is_finished_by_the_next_one(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The rename is done but not recorded: the next daemon finds the driver domain running under a
+    domid it never started, with the dead instance's frontends to recover, and reattaches them there."""
+    first = started_with_a_ready_standby(start_daemon)
+    sim = first.sim
+    standby = standby_ready(first)
+    freezing = freeze(first, lambda step, _domain: step == "rename")
+    sim.host.crash("domnet")
+    wait_until(freezing.frozen.is_set, what="the first daemon to freeze after the rename")
+
+    second = start_daemon(sim=sim, topology=STANDBY_TOPOLOGY)
+    try:
+        wait_until(lambda: len(events(second, "recovered")) == 1, timeout=30, what="the second's recovery")
+        wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+        assert domid(sim.host.domains["domnet"]) == standby
+        assert not events(second, "reattach-failed")
+        wait_until(lambda: standby_ready(second) not in (None, standby), what="a new standby")
+    finally:
+        second.stop()
+        freezing.release.set()

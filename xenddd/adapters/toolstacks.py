@@ -1,0 +1,97 @@
+"""The Hypervisor protocol over both toolstacks of a dom0: libvirt for the guests and the driver domains it
+owns, `xl` for the driver domains the config gives to xl (`toolstack = "xl"`) and their standbys.
+
+Why two: a standby is promoted by renaming it while it runs, which libvirt's libxl driver cannot do, and a
+domain libvirt did not create is invisible to it — so an xl-owned driver domain never shows in `virsh list`
+under a name that is no longer true, and `xl list` shows both instances as they are. Guests stay with
+libvirt whatever owns their driver domains: a `<backenddomain name='domnet'/>` is resolved by libxl from
+xenstore at each attach, so it finds the promoted instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, LifecycleEvent
+from xenddd.adapters.xl_domains import XlDomains
+from xenddd.config.spec import Config, DriverDomainSpec
+from xenddd.model import DeviceKind, VbdParams, VifParams
+
+XL_CONFIGS = "xl"  # under the state directory: the xl.cfg files xenddd writes for its xl-owned domains
+
+
+def toolstacks(config: Config, libvirt: Hypervisor) -> Toolstacks:
+    xl = XlDomains(config.settings.state_dir / XL_CONFIGS)
+    return Toolstacks(libvirt, xl, xl_owned_names(config.driver_domains))
+
+
+def xl_owned_names(specs: Iterable[DriverDomainSpec]) -> set[str]:
+    names: set[str] = set()
+    for spec in specs:
+        if spec.toolstack == "xl":
+            names.add(spec.name)
+            if spec.standby.enabled:
+                names.add(spec.standby_name)
+    return names
+
+
+class Toolstacks:
+    def __init__(self, libvirt: Hypervisor, xl: XlDomains, xl_owned: Iterable[str]) -> None:
+        self._libvirt = libvirt
+        self._xl = xl
+        self._xl_owned = set(xl_owned)
+
+    def _owner(self, name: str) -> Hypervisor | XlDomains:
+        return self._xl if name in self._xl_owned else self._libvirt
+
+    def domains(self) -> list[DomainInfo]:
+        listed = self._libvirt.domains()
+        if self._xl_owned:
+            listed += [info for info in self._xl.domains() if info.name in self._xl_owned]
+        return listed
+
+    def domain(self, name: str) -> DomainInfo | None:
+        return self._owner(name).domain(name)
+
+    def define(self, spec: DriverDomainSpec) -> None:
+        """A reloaded config may hand a driver domain to the other toolstack: its next start goes there."""
+        if spec.toolstack == "xl":
+            self._xl_owned.add(spec.name)
+        else:
+            self._xl_owned.discard(spec.name)
+        self._owner(spec.name).define(spec)
+
+    def start(self, name: str) -> DomainInfo:
+        return self._owner(name).start(name)
+
+    def destroy(self, name: str) -> None:
+        self._owner(name).destroy(name)
+
+    def rename(self, old: str, new: str) -> DomainInfo:
+        return self._owner(old).rename(old, new)
+
+    def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
+        self._owner(spec.name).ensure_passthrough(spec)
+
+    def manages(self, guest: str) -> bool:
+        return self._libvirt.manages(guest)
+
+    def attach(
+        self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
+    ) -> None:
+        self._libvirt.attach(guest, kind, devid, params, backend)
+
+    def detach(self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams) -> None:
+        self._libvirt.detach(guest, kind, devid, params)
+
+    def iommu_available(self) -> bool:
+        return self._libvirt.iommu_available()
+
+    def watch_lifecycle(
+        self, handler: Callable[[LifecycleEvent], None], on_reconnect: Callable[[], None]
+    ) -> None:
+        """libvirt's events only: an xl-owned domain's death reaches the daemon as @releaseDomain."""
+        self._libvirt.watch_lifecycle(handler, on_reconnect)
+
+    def close(self) -> None:
+        self._libvirt.close()

@@ -1,0 +1,213 @@
+"""Driver domains that `xl` creates and owns (`toolstack = "xl"`), for the one thing libvirt cannot do:
+rename a running domain, which promoting a warm standby (`domnet-standby` becoming `domnet` when the
+active instance dies) is.
+
+libvirt's libxl driver has no domainRename for a running domain, and libvirt keeps its own table of names
+that nothing re-reads from libxl, so a rename behind its back would leave it wrong. libxl can:
+libxl_domain_rename refuses a name another domain has, then writes the new name (/local/domain/<domid>/name
+and /vm/<uuid>/name) in one xenstore transaction, so every reader sees one name or the other.
+
+These domains are invisible to libvirt: `virsh list` stays true by not listing them, while `xl list` shows
+both instances. Each one's xl.cfg is written by `define` into a directory of xenddd's own (adapters/xl_config
+for what it holds). They are created with `xl create -e`: no xl monitoring daemon waits for their death,
+since xenddd is what acts on it (it destroys the remains before a restart or a promotion), and a daemon
+forked from xenddd would live in xenddd's cgroup, where systemd kills it at every stop of the service
+(KillMode=mixed) — a monitor that vanishes at a daemon restart is worse than none. State comes from
+`xl list -v` (tools/xl/xl_info.c list_domains, the same columns in Xen 4.17 and 4.20): Name, ID, Mem
+(MiB), VCPUs, six state flags, Time(s), UUID, Reason-Code, Security Label.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from xenddd.adapters.hypervisor_api import ALIVE, DomainInfo, DomainState, LifecycleKind
+from xenddd.adapters.xl import XL_TIMEOUT, Xl
+from xenddd.adapters.xl_config import xl_config
+from xenddd.config.spec import DriverDomainSpec
+from xenddd.errors import XendddError
+
+log = logging.getLogger(__name__)
+
+# What xl says of a name that is no domain: find_domain's message (tools/xl/xl_utils.c), and main_list's
+# when the domain went between finding it and reading its info.
+NOT_A_DOMAIN = ("{name} is an invalid domain identifier", "Domain '{name}' does not exist")
+_FIELDS_AFTER_NAME = 8  # ID, Mem, VCPUs, State, Time(s), UUID, Reason-Code, Security Label
+_CRASH = "c"  # the shutdown reason letter of a crash, in the fifth state flag ("-rscwS" by reason code)
+
+
+class XlDomains:
+    def __init__(self, config_dir: Path, command: str = "xl") -> None:
+        self.config_dir = config_dir
+        self.command = command
+        self._xl = Xl(command)
+        self._specs: dict[str, DriverDomainSpec] = {}
+
+    def domains(self) -> list[DomainInfo]:
+        return parse_list(self._run("list", "-v"))
+
+    def domain(self, name: str) -> DomainInfo | None:
+        result = self._call("list", "-v", name)
+        if result.returncode != 0 and _not_a_domain(result.stderr, name):
+            return None
+        found = parse_list(_stdout(result, ("list", "-v", name)))
+        if len(found) != 1:
+            raise XendddError(f"xl list -v {name}: {len(found)} domains listed, expected one")
+        return found[0]
+
+    def config_path(self, name: str) -> Path:
+        return self.config_dir / f"{name}.cfg"
+
+    def define(self, spec: DriverDomainSpec) -> None:
+        """The config is replaced atomically, so that an `xl create` racing the write reads the old file
+        or the new one, never half of one; it is private to root, like xenddd's other records."""
+        text = xl_config(spec)
+        path = self.config_path(spec.name)
+        try:
+            self.config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_atomically(path, text)
+        except OSError as exc:
+            raise XendddError(f"{spec.name}: writing {path}: {exc.strerror or exc}") from None
+        self._specs[spec.name] = spec
+
+    def start(self, name: str) -> DomainInfo:
+        if name not in self._specs:
+            raise XendddError(f"{name}: not defined (no xl config written for it)")
+        info = self.domain(name)
+        if info is not None and info.state in ALIVE:
+            return info
+        if info is not None:
+            # The remains of an instance that died (nothing but xenddd destroys them): xl create would
+            # refuse the name while they hold it.
+            log.info(
+                "%s: domid %s is %s, not yet cleaned up: destroying it", name, info.domid, info.state.value
+            )
+            self.destroy(name)
+        try:
+            self._run("create", "-e", str(self.config_path(name)))
+        except XendddError as exc:
+            raise XendddError(f"{name}: start failed: {exc}") from None
+        started = self.domain(name)
+        if started is None:
+            raise XendddError(f"{name}: xl create succeeded, but xl lists no domain of that name")
+        return started
+
+    def destroy(self, name: str) -> None:
+        """Idempotent, as the recovery needs: a domain that is already gone is not an error."""
+        result = self._call("destroy", name)
+        if result.returncode != 0 and not _not_a_domain(result.stderr, name):
+            raise _failure(("destroy", name), result.stderr)
+
+    def rename(self, old: str, new: str) -> DomainInfo:
+        try:
+            self._run("rename", old, new)
+        except XendddError as exc:
+            raise XendddError(f"renaming {old} to {new} failed: {exc}") from None
+        info = self.domain(new)
+        if info is None:
+            raise XendddError(f"{old} was renamed to {new}, but xl lists no domain of that name")
+        return info
+
+    def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
+        """After a rename gave a standby the dead instance's name, it gets that instance's devices; a device
+        it already has (a promotion interrupted and retried) is left alone."""
+        attached = self._xl.pci_list(spec.name) if spec.pci else []
+        for pci in spec.pci:
+            if pci.bdf not in attached:
+                log.info("%s: passing %s through", spec.name, pci.bdf)
+                self._xl.pci_attach(spec.name, pci)
+
+    def _run(self, *args: str) -> str:
+        return _stdout(self._call(*args), args)
+
+    def _call(self, *args: str) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                [self.command, *args], capture_output=True, text=True, timeout=XL_TIMEOUT, check=False
+            )
+        except FileNotFoundError:
+            raise XendddError(f"'{self.command}' is not installed (needed for {args[0]})") from None
+        except subprocess.TimeoutExpired:
+            raise XendddError(f"xl {' '.join(args)} did not finish within {XL_TIMEOUT:.0f} s") from None
+
+
+def parse_list(output: str) -> list[DomainInfo]:
+    """The domains of `xl list -v` output, read from the right: the name is whatever precedes the eight
+    other columns."""
+    lines = output.splitlines()
+    if not lines or not lines[0].startswith("Name"):
+        raise XendddError(f"xl list -v: expected its header, got {output[:80]!r}")
+    return [_domain_info(line) for line in lines[1:] if line.strip()]
+
+
+def _domain_info(line: str) -> DomainInfo:
+    fields = line.rsplit(None, _FIELDS_AFTER_NAME)
+    try:
+        name, domid, mem_mib, vcpus, flags, seconds, uuid, _reason, _label = fields
+        state, stopped = _state(flags)
+        return DomainInfo(
+            name=name,
+            uuid=uuid,
+            domid=int(domid),
+            state=state,
+            memory_kib=int(mem_mib) * 1024,
+            vcpus=int(vcpus),
+            cpu_time_ns=round(float(seconds) * 1e9),
+            stopped=stopped,
+        )
+    except ValueError:
+        raise XendddError(f"xl list -v: unexpected line {line!r}") from None
+
+
+def _state(flags: str) -> tuple[DomainState, LifecycleKind | None]:
+    """The six flags are positional (r b p s, the shutdown reason's letter, d): a domain shut down for a
+    reboot shows `r` in the fifth place, which is not `running`."""
+    if len(flags) != 6:
+        raise ValueError(flags)
+    if flags[3] == "s" and flags[4] == _CRASH:
+        return DomainState.CRASHED, LifecycleKind.CRASHED
+    if flags[3] == "s":
+        return DomainState.SHUTDOWN, LifecycleKind.SHUTDOWN
+    if flags[5] == "d":
+        return DomainState.SHUTDOWN, LifecycleKind.DESTROYED
+    return (DomainState.PAUSED if flags[2] == "p" else DomainState.RUNNING), None
+
+
+def _stdout(result: subprocess.CompletedProcess[str], args: tuple[str, ...]) -> str:
+    if result.returncode != 0:
+        raise _failure(args, result.stderr)
+    return result.stdout
+
+
+def _failure(args: tuple[str, ...], stderr: str) -> XendddError:
+    return XendddError(f"xl {' '.join(args)} failed: {_detail(stderr)}")
+
+
+def _detail(stderr: str) -> str:
+    """xl's last line, preceded by libxl's first error when there is one: `xl rename` ends with "Can't
+    rename domain", the reason ("Domain with name ... already exists") is libxl's line before it."""
+    lines = stderr.strip().splitlines() or ["no message"]
+    first_error = [line for line in lines if "error" in line.lower()][:1]
+    return "; ".join(dict.fromkeys([*first_error, lines[-1]]))
+
+
+def _not_a_domain(stderr: str, name: str) -> bool:
+    return any(marker.format(name=name) in stderr for marker in NOT_A_DOMAIN)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """mkstemp creates the file with mode 0600."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
