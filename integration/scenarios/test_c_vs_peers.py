@@ -103,4 +103,5 @@ def crash_and_measure(method: str, round_no: int, path: str = "cold") -> None:
     phases = recovery_phases("domnet", seen) if method == "xenddd" else {}
     how = f"kernel crash, round {round_no}"
     report_mttr("domnet", how, phases, observed, method=method, dd_ready=ready_uptime, path=path)
-    say(f"{method} ({path}) round {round_no}: MTTR {observed:.1f}s, DD ready after {ready_uptime}s of uptime")
+    booted = f", DD ready after {ready_uptime:.1f}s of uptime" if ready_uptime is not None else ""
+    say(f"{method} ({path}) round {round_no}: MTTR {observed:.1f}s{booted}")

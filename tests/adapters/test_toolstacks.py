@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from tests.config.parsing import parse
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, Hypervisor
-from xenddd.adapters.toolstacks import Toolstacks, xl_owned_names
+from xenddd.adapters.toolstacks import LISTING_MAX_AGE, Toolstacks, xl_owned_names
 from xenddd.adapters.xl_domains import XlDomains
 from xenddd.model import DeviceKind, VifParams
 
@@ -35,6 +35,7 @@ class Recorder:
         self._listed = listed
 
     def domains(self) -> list[DomainInfo]:
+        self.calls.append(("domains",))
         return [DomainInfo(name, "u", 1, DomainState.RUNNING, 1024, 1) for name in self._listed]
 
     def __getattr__(self, method: str) -> Any:
@@ -44,13 +45,17 @@ class Recorder:
         return call
 
 
-def routed() -> tuple[Toolstacks, Recorder, Recorder]:
+def routed(clock: list[float] | None = None) -> tuple[Toolstacks, Recorder, Recorder]:
     config = parse(CONFIG)
-    libvirt, xl = (
-        Recorder(["Domain-0", "domstore", "web"]),
-        Recorder(["Domain-0", "domnet", "domnet-standby", "x"]),
+    libvirt = Recorder(["Domain-0", "domstore", "web"])
+    xl = Recorder(["Domain-0", "domnet", "domnet-standby", "x"])
+    now = clock if clock is not None else [0.0]
+    stacks = Toolstacks(
+        cast(Hypervisor, libvirt),
+        cast(XlDomains, xl),
+        xl_owned_names(config.driver_domains),
+        clock=lambda: now[0],
     )
-    stacks = Toolstacks(cast(Hypervisor, libvirt), cast(XlDomains, xl), xl_owned_names(config.driver_domains))
     return stacks, libvirt, xl
 
 
@@ -63,7 +68,7 @@ def test_xl_owned_driver_domains_and_their_standbys_go_to_xl_the_rest_to_libvirt
     stacks.rename("domnet-standby", "domnet")
     stacks.destroy("domnet-standby")
     stacks.attach("web", DeviceKind.VIF, 0, VifParams(mac="00:16:3e:00:00:01"), "domnet")
-    assert xl.calls == [
+    assert [c for c in xl.calls if c != ("domains",)] == [
         ("define", "domnet"),
         ("start", "domnet"),
         ("rename", "domnet-standby", "domnet"),
@@ -83,3 +88,24 @@ def test_a_reloaded_config_moving_a_driver_domain_to_libvirt_moves_its_calls() -
     stacks.define(moved.driver_domain("domnet"))
     stacks.start("domnet")
     assert libvirt.calls == [("define", "domnet"), ("start", "domnet")] and not xl.calls
+
+
+def test_xl_s_listing_is_kept_until_a_domain_event_a_change_made_here_or_its_age() -> None:
+    clock = [100.0]
+    stacks, _libvirt, xl = routed(clock)
+
+    def xl_listings() -> int:
+        return xl.calls.count(("domains",))
+
+    for _ in range(3):
+        stacks.domains()
+    assert xl_listings() == 1  # every pass of a recovery would otherwise start a process
+    stacks.domains_may_have_changed()  # @releaseDomain, a lifecycle event, a resync
+    stacks.domains()
+    assert xl_listings() == 2
+    stacks.rename("domnet-standby", "domnet")
+    stacks.domains()
+    assert xl_listings() == 3
+    clock[0] += LISTING_MAX_AGE
+    stacks.domains()
+    assert xl_listings() == 4

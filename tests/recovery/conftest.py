@@ -232,6 +232,11 @@ class FreezingHypervisor(SimHypervisor):
         self._done("rename", new)
         return info
 
+    def destroy(self, name: str) -> None:
+        self._gate()
+        super().destroy(name)
+        self._done("destroy", name)
+
 
 def freeze(handle: RunningDaemon, freezes_after: Callable[[str, str], bool]) -> FreezingHypervisor:
     """Put a FreezingHypervisor under a running daemon's reconciler."""

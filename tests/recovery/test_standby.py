@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.recovery.conftest import (
     TOPOLOGY,
     RunningDaemon,
@@ -121,17 +123,19 @@ def test_a_standby_that_dies_is_started_again_without_an_incident(
     assert not events(handle, "detected") and domnet_status(handle)["crashes"] == 0
 
 
-def test_a_daemon_killed_right_after_the_rename_is_finished_by_the_next_one(
-    start_daemon: Callable[..., RunningDaemon],
+@pytest.mark.parametrize("killed_after", ["destroy", "rename"])
+def test_a_daemon_killed_right_after_a_step_of_the_promotion_is_finished_by_the_next_one(
+    start_daemon: Callable[..., RunningDaemon], killed_after: str
 ) -> None:
-    """The rename is done but not recorded: the next daemon finds the driver domain running under a
-    domid it never started, with the dead instance's frontends to recover, and reattaches them there."""
+    """After the destroy of the remains, the next daemon promotes the standby itself; after the rename,
+    it finds the driver domain running under a domid it never started, with the dead instance's
+    frontends to recover, and reattaches them there. Either way the standby is the new instance."""
     first = started_with_a_ready_standby(start_daemon)
     sim = first.sim
     standby = standby_ready(first)
-    freezing = freeze(first, lambda step, _domain: step == "rename")
+    freezing = freeze(first, lambda step, domain: (step, domain) == (killed_after, "domnet"))
     sim.host.crash("domnet")
-    wait_until(freezing.frozen.is_set, what="the first daemon to freeze after the rename")
+    wait_until(freezing.frozen.is_set, what=f"the first daemon to freeze after the {killed_after}")
 
     second = start_daemon(sim=sim, topology=STANDBY_TOPOLOGY)
     try:
@@ -143,3 +147,23 @@ def test_a_daemon_killed_right_after_the_rename_is_finished_by_the_next_one(
     finally:
         second.stop()
         freezing.release.set()
+
+
+def test_a_standby_that_dies_as_it_is_promoted_is_followed_by_a_cold_start(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    class DiesAtPromotion(SimHypervisor):
+        def rename(self, old: str, new: str) -> DomainInfo:
+            info = super().rename(old, new)
+            self.host.crash(new)
+            return info
+
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=DiesAtPromotion, healthy_uptime=0.0)
+    sim = handle.sim
+    standby = standby_ready(handle)
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    assert events(handle, "crashed-again") and events(handle, "restarted")
+    assert domid(sim.host.domains["domnet"]) != standby

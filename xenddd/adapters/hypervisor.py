@@ -163,6 +163,9 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as exc:
             raise XendddError(f"listing domains: {_message(exc)}") from None
 
+    def domains_may_have_changed(self) -> None:
+        """libvirt's listing is asked for each time: nothing is kept."""
+
     def domain(self, name: str) -> DomainInfo | None:
         dom = self._lookup(name)
         return _info(dom) if dom is not None else None

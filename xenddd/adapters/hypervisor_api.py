@@ -92,6 +92,11 @@ class Hypervisor(Protocol):
 
     def domain(self, name: str) -> DomainInfo | None: ...
 
+    def domains_may_have_changed(self) -> None:
+        """A hint said a domain came, went, stopped or was renamed: a listing kept from before it (one
+        that costs a process per call, `xl list`) must not be reused."""
+        ...
+
     def define(self, spec: DriverDomainSpec) -> None:
         """Define (or update the persistent definition of) a driver domain; does not start it."""
         ...

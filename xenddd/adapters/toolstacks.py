@@ -10,6 +10,8 @@ xenstore at each attach, so it finds the promoted instance.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable
 
 from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, LifecycleEvent
@@ -35,11 +37,28 @@ def xl_owned_names(specs: Iterable[DriverDomainSpec]) -> set[str]:
     return names
 
 
+LISTING_MAX_AGE = 30.0  # seconds: the daemon's safety resync, for a domain event that was lost
+
+
 class Toolstacks:
-    def __init__(self, libvirt: Hypervisor, xl: XlDomains, xl_owned: Iterable[str]) -> None:
+    """xl's listing is kept between passes: each `xl list` is a process, half a second of a dom0's CPU
+    under emulation, and a recovery makes a pass per watch event. It is taken again after any hint that a
+    domain came, went, stopped or was renamed (`@releaseDomain` comes for every shutdown and crash), after
+    any change made through here, and when it is LISTING_MAX_AGE old."""
+
+    def __init__(
+        self,
+        libvirt: Hypervisor,
+        xl: XlDomains,
+        xl_owned: Iterable[str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._libvirt = libvirt
         self._xl = xl
         self._xl_owned = set(xl_owned)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._listing: tuple[float, list[DomainInfo]] | None = None
 
     def _owner(self, name: str) -> Hypervisor | XlDomains:
         return self._xl if name in self._xl_owned else self._libvirt
@@ -47,8 +66,22 @@ class Toolstacks:
     def domains(self) -> list[DomainInfo]:
         listed = self._libvirt.domains()
         if self._xl_owned:
-            listed += [info for info in self._xl.domains() if info.name in self._xl_owned]
+            listed += [info for info in self._xl_listing() if info.name in self._xl_owned]
         return listed
+
+    def domains_may_have_changed(self) -> None:
+        with self._lock:
+            self._listing = None
+
+    def _xl_listing(self) -> list[DomainInfo]:
+        now = self._clock()
+        with self._lock:
+            if self._listing is not None and now - self._listing[0] < LISTING_MAX_AGE:
+                return self._listing[1]
+        listing = self._xl.domains()
+        with self._lock:
+            self._listing = (now, listing)
+        return listing
 
     def domain(self, name: str) -> DomainInfo | None:
         return self._owner(name).domain(name)
@@ -62,13 +95,22 @@ class Toolstacks:
         self._owner(spec.name).define(spec)
 
     def start(self, name: str) -> DomainInfo:
-        return self._owner(name).start(name)
+        try:
+            return self._owner(name).start(name)
+        finally:
+            self.domains_may_have_changed()
 
     def destroy(self, name: str) -> None:
-        self._owner(name).destroy(name)
+        try:
+            self._owner(name).destroy(name)
+        finally:
+            self.domains_may_have_changed()
 
     def rename(self, old: str, new: str) -> DomainInfo:
-        return self._owner(old).rename(old, new)
+        try:
+            return self._owner(old).rename(old, new)
+        finally:
+            self.domains_may_have_changed()
 
     def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
         self._owner(spec.name).ensure_passthrough(spec)

@@ -19,7 +19,16 @@ from typing import Any
 from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, running_domid
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
-from xenddd.hints import CallReturned, ControlRequest, Hint, Recheck, ResyncHint, XenstoreHint, domain_gone
+from xenddd.hints import (
+    CallReturned,
+    ControlRequest,
+    DomainHint,
+    Hint,
+    Recheck,
+    ResyncHint,
+    XenstoreHint,
+    domain_gone,
+)
 from xenddd.model import Frontend, FrontendKey
 from xenddd.recovery.frontend_steps import earliest
 from xenddd.recovery.history import History
@@ -102,6 +111,8 @@ class Reconciler:
             self._report_listing_troubles()
             self.last_pass_seconds = time.monotonic() - started
             return wake
+        if any(about_domains(h) for h in hints):
+            self._hv.domains_may_have_changed()
         observed = self._observe()
         self._detect_crashes(observed)
         wake = self._refresh_registry(hints)
@@ -534,6 +545,13 @@ class Reconciler:
         record.domid = None
         self._intents.save(record)
         return {"name": spec.name}
+
+
+def about_domains(hint: Hint) -> bool:
+    """A hint after which the toolstack's listing is to be taken again: a domain came, went, stopped (its
+    lifecycle event, xenstored's @introduceDomain/@releaseDomain), a resync, an operator's request."""
+    xenstore_domain = isinstance(hint, XenstoreHint) and hint.path.startswith("@")
+    return xenstore_domain or isinstance(hint, DomainHint | ResyncHint | ControlRequest)
 
 
 def _how_it_stopped(info: DomainInfo | None) -> str:

@@ -67,6 +67,9 @@ class SimHypervisor:
         with self.host.whole():
             return [_info(d) for d in self.host.domains.values()]
 
+    def domains_may_have_changed(self) -> None:
+        """The simulated host's listing is read each time: nothing is kept."""
+
     def domain(self, name: str) -> DomainInfo | None:
         self._reachable()
         with self.host.whole():

@@ -50,7 +50,12 @@ class RemoteHost:
 
     @classmethod
     def start(
-        cls, socket_path: Path, *, quotas: QuotaBook | None = None, cleanup_delay: float = 0.0
+        cls,
+        socket_path: Path,
+        *,
+        quotas: QuotaBook | None = None,
+        cleanup_delay: float = 0.0,
+        boot_delay: float = 0.0,
     ) -> RemoteHost:
         """As `SimulatedHost.start`; returns once the child's xenstored is listening on `socket_path`."""
         context = multiprocessing.get_context("spawn")
@@ -59,7 +64,7 @@ class RemoteHost:
         level = logging.getLogger().getEffectiveLevel()
         process = context.Process(
             target=_serve,
-            args=(child_end, authkey, Path(socket_path), quotas, cleanup_delay, level),
+            args=(child_end, authkey, Path(socket_path), quotas, cleanup_delay, boot_delay, level),
             name="sim-host",
             daemon=True,
         )
@@ -113,6 +118,9 @@ class RemoteToolstack:
 
     def domains(self) -> list[DomainInfo]:
         return cast(list[DomainInfo], self._calls.call("domains"))
+
+    def domains_may_have_changed(self) -> None:
+        """The simulated host's listing is read each time: nothing is kept."""
 
     def domain(self, name: str) -> DomainInfo | None:
         return cast(DomainInfo | None, self._calls.call("domain", name))
@@ -202,13 +210,16 @@ def _serve(
     socket_path: Path,
     quotas: QuotaBook | None,
     cleanup_delay: float,
+    boot_delay: float,
     log_level: int,
 ) -> None:
     """The child's main: the host, a listener for the parent's calls, then a wait on the lifeline, which
     ends when the parent closes it or dies."""
     logging.basicConfig(level=log_level, format="sim host process: %(levelname)s %(name)s: %(message)s")
     try:
-        sim = SimulatedHost.start(socket_path, quotas=quotas, cleanup_delay=cleanup_delay)
+        sim = SimulatedHost.start(
+            socket_path, quotas=quotas, cleanup_delay=cleanup_delay, boot_delay=boot_delay
+        )
     except Exception as exc:
         lifeline.send(exc)
         return
