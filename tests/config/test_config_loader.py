@@ -221,3 +221,8 @@ def _toml_value(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(value)
+
+
+def test_a_driver_domain_named_like_a_domid_is_refused() -> None:
+    text = '[[driver_domain]]\nname = "42"\nkind = "network"\nkernel = "/k"\n'
+    assert "driver_domain[0].name: '42': a driver domain's name cannot be all digits" in rejection(text)

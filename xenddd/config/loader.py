@@ -118,6 +118,10 @@ def _settings(t: TableReader) -> Settings:
 
 def _driver_domain(t: TableReader) -> DriverDomainSpec:
     name = t.checked("name", validate_domain_name, required=True)
+    if name.isdigit():
+        # libxl_domain_qualifier_to_domid: `backend=domnet` and `<backenddomain name=…>` are resolved by
+        # libxl, which takes a name of digits for a domid
+        raise t.error("name", f"{name!r}: a driver domain's name cannot be all digits (libxl reads a domid)")
     kinds = frozenset(DriverDomainKind(k) for k in t.string_list("kind", ("network", "block"), required=True))
     virt = t.choice("type", ("pv", "hvm"), "pv")
     disks = tuple(_disk(d) for d in t.tables("disk"))
