@@ -26,22 +26,24 @@ WORDS = {
 }
 
 
-def boot_from_image(toml: str) -> str:
+def boot_from_image(toml: str, network: str = "network") -> str:
     """The same config with every driver domain booting the product image (line-based: the test bed's
-    configs are written one key per line, blocks separated by blank lines)."""
+    configs are written one key per line, blocks separated by blank lines); `network`: which of the
+    network images (network-cloud: the one with Debian's cloud kernel)."""
     blocks = toml.split("\n\n")
-    kept = [_rewritten(block) for block in blocks if not _is_root_disk(block)]
+    kept = [_rewritten(block, network) for block in blocks if not _is_root_disk(block)]
     return "\n\n".join(kept)
 
 
-def _rewritten(block: str) -> str:
+def _rewritten(block: str, network: str) -> str:
     kind = "network" if 'kind = ["network"]' in block else "block"
+    image = network if kind == "network" else kind
     lines = []
     for line in block.split("\n"):
         if line == 'kernel = "/boot/vmlinuz"':
-            line = f'kernel = "{IMAGE}/{kind}/vmlinuz"'
+            line = f'kernel = "{IMAGE}/{image}/vmlinuz"'
         elif line == 'initrd = "/boot/dd-initrd.gz"':
-            line = f'initrd = "{IMAGE}/{kind}/initrd.img"'
+            line = f'initrd = "{IMAGE}/{image}/initrd.img"'
         elif line.startswith("memory = "):
             line = MEMORY
         elif line.startswith("cmdline = ") and LEGACY_CMDLINE in line:

@@ -68,3 +68,14 @@ def test_scenario_hs_filtering_domain_boots_the_product_image_too() -> None:
     assert fw.initrd == Path(f"{dd_image.IMAGE}/network/initrd.img") and fw.disks == ()
     assert [vif.backend for vif in fw.vifs] == ["domnet"]
     assert ("br0", "vif") in parse_words(fw.cmdline).ports
+
+
+def test_scenario_j_s_cloud_variant_boots_domnet_from_the_cloud_kernel_s_image_and_domstore_as_before() -> (
+    None
+):
+    dd_image = _dd_image()
+    path = SCENARIOS / "xenddd-pc.toml"
+    config = parse_config(dd_image.boot_from_image(path.read_text(), network="network-cloud"), path)
+    image = Path(dd_image.IMAGE)
+    kernels = {spec.name: spec.kernel for spec in config.driver_domains}
+    assert kernels == {"domnet": image / "network-cloud/vmlinuz", "domstore": image / "block/vmlinuz"}
