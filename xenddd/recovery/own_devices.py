@@ -77,6 +77,10 @@ class OwnDevices:
             record.own_reattaching = [p for p in record.own_reattaching if p not in stale]
             self._t.save(record)
         self._t.guests.refresh()
+        if not self._t.guests.is_running(domid):
+            # died since the pass listed it: its devices are gone with it, and its incident comes next —
+            # judging them now would report a stall of a dead instance's uplink
+            return None
         now = self._t.clock()
         wake: float | None = None
         watched: set[tuple[str, FrontendKey]] = set()
@@ -103,6 +107,9 @@ class OwnDevices:
                 if entry is None or entry.upstream_domid != upstream_domid:
                     entry = self._unconnected[key] = _Unconnected(upstream_domid, now)
                 back = self._t.guests.backend_state(upstream_domid, domid, frontend)
+                if back is None and frontend not in lost and not self._t.guests.recorded(domid, frontend):
+                    watched.discard(key)  # its record went with the instance, which died since the listing
+                    continue
                 gave_up = (
                     frontend in lost or back is None or back in (XenbusState.CLOSING, XenbusState.CLOSED)
                 )

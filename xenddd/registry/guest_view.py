@@ -29,6 +29,16 @@ class GuestView:
     def refresh(self) -> None:
         self._domains.refresh()
 
+    def recorded(self, guest_domid: int, frontend: Frontend) -> bool:
+        """Whether dom0's toolstack still records the device (libxl removes it with the domain)."""
+        return (
+            self._xs.read(f"{toolstack_path(guest_domid, frontend.kind, frontend.devid)}/backend") is not None
+        )
+
+    def is_running(self, domid: int) -> bool:
+        """Whether xenstore still lists the domain (as of the last refresh)."""
+        return self._domains.is_running(domid)
+
     def current_domid(self, frontend: Frontend) -> int | None:
         """The running instance of the frontend's guest, matched by name AND UUID (a guest recreated under
         the same name with another UUID is a different guest), or None if it is gone."""
