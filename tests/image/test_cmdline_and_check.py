@@ -162,6 +162,16 @@ def test_a_pci_device_no_module_in_the_image_drives_is_an_error_naming_the_fix(
     assert findings(image, config, alias="pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00") == []
 
 
+def test_a_driver_domain_with_pci_devices_needs_room_for_xen_swiotlb_too(tmp_path: Path, image: Path) -> None:
+    e1000 = "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00"
+    pci = '[[driver_domain.pci]]\nbdf = "0000:00:05.0"\n'
+    small = findings(image, config_booting(tmp_path, image, "memory = 128\n" + pci), alias=e1000)
+    assert [(key, "xen-swiotlb" in message) for _, key, message in small] == [
+        ("driver_domain[0].memory", True)
+    ]
+    assert findings(image, config_booting(tmp_path, image, "memory = 192\n" + pci), alias=e1000) == []
+
+
 def test_an_image_of_another_kind_is_an_error(tmp_path: Path, image: Path) -> None:
     config = config_booting(tmp_path, image).read_text().replace('kind = ["network"]', 'kind = ["block"]', 1)
     (tmp_path / "block.toml").write_text(config)

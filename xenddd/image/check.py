@@ -22,6 +22,16 @@ from xenddd.model import Bdf
 
 # the kernel, the initramfs and its unpacked copy live together while the domain boots
 MIN_MEMORY_MIB = 128
+# a PV domain that may get PCI devices sets up xen-swiotlb's bounce buffer at boot (64 MiB by default):
+# at 128 MiB the initramfs then no longer unpacks ("Initramfs unpacking failed: write error", seen on the
+# test bed's vtd machine)
+SWIOTLB_MIB = 64
+
+
+def minimum_memory_mib(spec: DriverDomainSpec) -> int:
+    return MIN_MEMORY_MIB + (
+        SWIOTLB_MIB if spec.pci or spec.pci_hotplug or "iommu=soft" in spec.cmdline else 0
+    )
 
 
 def check(
@@ -69,8 +79,10 @@ def _domain_findings(
     if readiness.condition == "xenstore-key" and (readiness.key, readiness.value) != ("data/ready", "1"):
         message = f"{spec.name} waits for {readiness.key}={readiness.value}; the image writes data/ready=1"
         findings.append(Finding("error", f"{where}.readiness", message))
-    if spec.memory_mib < MIN_MEMORY_MIB:
-        message = f"{spec.name} has {spec.memory_mib} MiB; the image needs at least {MIN_MEMORY_MIB}"
+    needed = minimum_memory_mib(spec)
+    if spec.memory_mib < needed:
+        why = " (with PCI devices: xen-swiotlb's 64 MiB)" if needed > MIN_MEMORY_MIB else ""
+        message = f"{spec.name} has {spec.memory_mib} MiB; the image needs at least {needed}{why}"
         findings.append(Finding("error", f"{where}.memory", message))
     for j, device in enumerate(spec.pci):
         alias = modalias(device.bdf)
