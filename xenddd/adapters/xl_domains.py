@@ -20,9 +20,7 @@ forked from xenddd would live in xenddd's cgroup, where systemd kills it at ever
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 from xenddd.adapters.hypervisor_api import ALIVE, DomainInfo, DomainState, LifecycleKind
@@ -30,6 +28,7 @@ from xenddd.adapters.xl import XL_TIMEOUT, Xl
 from xenddd.adapters.xl_config import xl_config
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import XendddError
+from xenddd.state import write_text
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ class XlDomains:
         path = self.config_path(spec.name)
         try:
             self.config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_atomically(path, text)
+            write_text(path, text)
         except OSError as exc:
             raise XendddError(f"{spec.name}: writing {path}: {exc.strerror or exc}") from None
         self._specs[spec.name] = spec
@@ -197,17 +196,3 @@ def _detail(stderr: str) -> str:
 
 def _not_a_domain(stderr: str, name: str) -> bool:
     return any(marker.format(name=name) in stderr for marker in NOT_A_DOMAIN)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """mkstemp creates the file with mode 0600."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
