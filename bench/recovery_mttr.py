@@ -19,11 +19,13 @@ xenstored) and only then sends its lifecycle event; `--cleanup-delay` is how lon
 so the detection measured includes the simulated xenstored's removal.
 `--boot-delay S` gives each driver domain's boot S seconds (its readiness key comes that long after its
 start), as a real one's does; `--path standby` (or `both`) gives each driver domain a warm standby
-(`toolstack = "xl"`), waited ready before each crash, so the recovery promotes it instead of booting.
+(`toolstack = "xl"`), waited ready before each crash, so the recovery promotes it instead of booting;
+`--path inplace` makes each an xl driver domain with `reconnect = "in-place"`: restarted with its domid,
+its guests' backends written again, nothing detached or attached (`all`: the three paths in turn).
 `--domains N` spreads the frontends over N driver domains that all crash at once; the MTTR is then the
 last one's.
 Run: .venv/bin/python bench/recovery_mttr.py [--sizes 1,16,64,256,1000] [--repeat 3] [--in-process]
-     [--cleanup-delay 0.05] [--boot-delay 0] [--path cold|standby|both] [--domains 1,8]
+     [--cleanup-delay 0.05] [--boot-delay 0] [--path cold|standby|inplace|all] [--domains 1,8]
 """
 
 from __future__ import annotations
@@ -58,19 +60,23 @@ DOMAIN = """
 name = "{name}"
 kind = "network"
 kernel = "/k"
-{standby}[driver_domain.restart]
+{path}[driver_domain.restart]
 max_restarts = 1000
 backoff_base = 0
 backoff_cap = 0
 """
-STANDBY = 'toolstack = "xl"\n[driver_domain.standby]\nenabled = true\n'
+PATHS = {
+    "cold": "",
+    "standby": 'toolstack = "xl"\n[driver_domain.standby]\nenabled = true\n',
+    "inplace": 'toolstack = "xl"\nreconnect = "in-place"\n',
+}
 
 
 @dataclass(frozen=True)
 class Shape:
     frontends: int
     domains: int = 1
-    standby: bool = False
+    path: str = "cold"
     boot_delay: float = 0.0
     cleanup_delay: float = 0.05
     in_process: bool = False
@@ -79,7 +85,7 @@ class Shape:
         names = [f"dd{i}" for i in range(self.domains)]
         text = CONFIG.format(tmp=tmp)
         for name in names:
-            text += DOMAIN.format(name=name, standby=STANDBY if self.standby else "")
+            text += DOMAIN.format(name=name, path=PATHS[self.path])
         for i in range(self.frontends):
             text += f'\n[[simulation.guest]]\nname = "g{i}"\nvif = ["{names[i % self.domains]}"]\n'
         return text
@@ -112,7 +118,7 @@ def measure(shape: Shape, repeat: int) -> tuple[list[float], list[float], list[f
         connected = len(entries) == shape.frontends and all(
             f.backend_state == 4 and not f.orphaned for f in entries
         )
-        return connected and (not shape.standby or standbys_ready(config.settings.control_socket))
+        return connected and (shape.path != "standby" or standbys_ready(config.settings.control_socket))
 
     wait(steady, 600, sim)
     detections, mttrs, requests = [], [], []
@@ -165,7 +171,7 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true", help="the sim in the daemon's process")
     parser.add_argument("--cleanup-delay", type=float, default=0.05, help="libvirt's destroy of a crash (s)")
     parser.add_argument("--boot-delay", type=float, default=0.0, help="a driver domain's boot (s)")
-    parser.add_argument("--path", choices=("cold", "standby", "both"), default="cold")
+    parser.add_argument("--path", choices=(*PATHS, "all"), default="cold")
     parser.add_argument("--domains", default="1", help="driver domains crashing at once, e.g. 1,8")
     args = parser.parse_args()
     print(
@@ -173,7 +179,7 @@ def main() -> None:
         f"  {'MTTR median (s)':>15}  {'MTTR max (s)':>12}  {'xenstore requests/frontend':>26}",
         flush=True,
     )
-    paths = ("cold", "standby") if args.path == "both" else (args.path,)
+    paths = tuple(PATHS) if args.path == "all" else (args.path,)
     for path in paths:
         for domains in (int(d) for d in args.domains.split(",")):
             medians: dict[int, float] = {}
@@ -181,7 +187,7 @@ def main() -> None:
                 shape = Shape(
                     max(size, domains),
                     domains,
-                    path == "standby",
+                    path,
                     args.boot_delay,
                     args.cleanup_delay,
                     args.in_process,

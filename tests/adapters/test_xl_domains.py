@@ -295,3 +295,84 @@ def test_a_missing_xl_is_an_error_that_says_so(tmp_path: Path) -> None:
     domains = XlDomains(tmp_path / "cfg", command=str(tmp_path / "no-such-xl"))
     with pytest.raises(XendddError, match="is not installed"):
         domains.domains()
+
+
+FAKE_LIBXL_CREATE = """#!{python}
+import json, sys
+from pathlib import Path
+
+here = Path(__file__).parent
+(here / "libxl-create.json").write_text(json.dumps({{"argv": sys.argv[1:], "stdin": sys.stdin.read()}}))
+answer = json.loads((here / "libxl-create-answer.json").read_text())
+sys.stdout.write(answer["stdout"])
+sys.stderr.write(answer["stderr"])
+sys.exit(answer["rc"])
+"""
+DRY_RUN = '{\n    "c_info": {\n        "type": "pv",\n        "name": "domnet"\n    }\n}\n'
+
+
+@pytest.fixture
+def libxl_create(tmp_path: Path) -> Path:
+    program = tmp_path / "bin" / "libxl-create"
+    program.write_text(FAKE_LIBXL_CREATE.format(python=sys.executable))
+    program.chmod(0o755)
+    return program
+
+
+def created(program: Path, answer: dict[str, Any]) -> XlDomains:
+    (program.parent / "libxl-create-answer.json").write_text(json.dumps(answer))
+    return XlDomains(
+        program.parent.parent / "xl-config", command=str(program.parent / "xl"), libxl_create=(str(program),)
+    )
+
+
+def test_start_with_domid_destroys_the_remains_then_creates_xls_parse_as_that_domid_and_unpauses(
+    xl: FakeXl, libxl_create: Path
+) -> None:
+    domains = created(libxl_create, ok("7\n"))
+    domains.define(spec())
+    xl.answer(
+        "list -v domnet",
+        ok(listing(line("domnet", 7, "---sc-"))),
+        ok(listing(line("domnet", 7, "r-----"))),
+    )
+    cfg = str(domains.config_dir / "domnet.cfg")
+    xl.answer("destroy domnet", ok())
+    xl.answer(f"-N create {cfg}", {"stdout": DRY_RUN, "stderr": f"Parsing config from {cfg}\n", "rc": 0})
+    xl.answer("unpause 7", ok())
+    info = domains.start_with_domid("domnet", 7)
+    assert (info.domid, info.state) == (7, DomainState.RUNNING)
+    assert xl.calls == [
+        ["list", "-v", "domnet"],
+        ["destroy", "domnet"],
+        ["-N", "create", cfg],
+        ["unpause", "7"],
+        ["list", "-v", "domnet"],
+    ]
+    asked = json.loads((libxl_create.parent / "libxl-create.json").read_text())
+    assert asked == {"argv": ["7"], "stdin": DRY_RUN}
+
+
+def test_start_with_domid_says_what_libxl_said_when_the_create_fails(xl: FakeXl, libxl_create: Path) -> None:
+    stderr = (
+        "libxl: error: libxl_create.c:726:libxl__domain_make: Domain 7:domain creation fail: File exists\n"
+    )
+    domains = created(libxl_create, {"stdout": "", "stderr": stderr, "rc": 1})
+    domains.define(spec())
+    xl.answer("list -v domnet", invalid("domnet"))
+    xl.answer(f"-N create {domains.config_path('domnet')}", ok(DRY_RUN))
+    with pytest.raises(XendddError, match=r"domnet: starting it as domid 7 failed: .*domain creation fail"):
+        domains.start_with_domid("domnet", 7)
+    assert ["unpause", "7"] not in xl.calls
+
+
+def test_start_with_domid_refuses_an_instance_running_as_another_domid(
+    xl: FakeXl, libxl_create: Path
+) -> None:
+    domains = created(libxl_create, ok("7\n"))
+    domains.define(spec())
+    xl.answer("list -v domnet", ok(listing(line("domnet", 9, "-b----"))))
+    with pytest.raises(XendddError, match="runs already, as domid 9"):
+        domains.start_with_domid("domnet", 7)
+    xl.answer("list -v domnet", ok(listing(line("domnet", 7, "-b----"))))
+    assert domains.start_with_domid("domnet", 7).domid == 7  # the instance asked for: left alone

@@ -221,6 +221,12 @@ class FreezingHypervisor(SimHypervisor):
         self._done("start", name)
         return info
 
+    def start_with_domid(self, name: str, domid: int) -> DomainInfo:
+        self._gate()
+        info = super().start_with_domid(name, domid)
+        self._done("start_with_domid", name)
+        return info
+
     def attach(self, guest: str, *args: Any) -> None:
         self._gate()
         super().attach(guest, *args)

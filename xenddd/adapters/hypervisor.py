@@ -253,6 +253,11 @@ class LibvirtHypervisor:
             if exc.get_error_code() not in _GONE:
                 raise XendddError(f"{name}: destroy failed: {_message(exc)}") from None
 
+    def start_with_domid(self, name: str, domid: int) -> DomainInfo:
+        """libvirt's libxl driver never sets libxl's create_info.domid: a driver domain that reconnects in
+        place is created by xl (`toolstack = "xl"`)."""
+        raise XendddError(f"{name}: libvirt cannot start a domain as a chosen domid ({domid})")
+
     def rename(self, old: str, new: str) -> DomainInfo:
         """libvirt's libxl driver has no domainRename, and nothing makes libvirt re-read a name libxl
         changed underneath it: a domain that must be renamed is created by xl (`toolstack = "xl"`)."""

@@ -103,6 +103,12 @@ class Hypervisor(Protocol):
 
     def start(self, name: str) -> DomainInfo: ...
 
+    def start_with_domid(self, name: str, domid: int) -> DomainInfo:
+        """Start a driver domain as `domid`, its dead instance's (an in-place reconnect: the guests' rings,
+        grants and unbound event channels name that domid). Refused while the domid is in use, and by a
+        toolstack that cannot choose one (libvirt)."""
+        ...
+
     def destroy(self, name: str) -> None:
         """Stop the domain at once; a domain that is not running is not an error."""
         ...

@@ -100,6 +100,12 @@ class Toolstacks:
         finally:
             self.domains_may_have_changed()
 
+    def start_with_domid(self, name: str, domid: int) -> DomainInfo:
+        try:
+            return self._owner(name).start_with_domid(name, domid)
+        finally:
+            self.domains_may_have_changed()
+
     def destroy(self, name: str) -> None:
         try:
             self._owner(name).destroy(name)

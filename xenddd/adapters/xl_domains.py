@@ -1,6 +1,7 @@
-"""Driver domains that `xl` creates and owns (`toolstack = "xl"`), for the one thing libvirt cannot do:
+"""Driver domains that `xl` creates and owns (`toolstack = "xl"`), for the two things libvirt cannot do:
 rename a running domain, which promoting a warm standby (`domnet-standby` becoming `domnet` when the
-active instance dies) is.
+active instance dies) is, and create one as a chosen domid, which an in-place reconnect needs (the dead
+instance's: see adapters/libxl_create).
 
 libvirt's libxl driver has no domainRename for a running domain, and libvirt keeps its own table of names
 that nothing re-reads from libxl, so a rename behind its back would leave it wrong. libxl can:
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import sys
 from pathlib import Path
 
 from xenddd.adapters.hypervisor_api import ALIVE, DomainInfo, DomainState, LifecycleKind
@@ -36,13 +38,18 @@ log = logging.getLogger(__name__)
 # when the domain went between finding it and reading its info.
 NOT_A_DOMAIN = ("{name} is an invalid domain identifier", "Domain '{name}' does not exist")
 _FIELDS_AFTER_NAME = 8  # ID, Mem, VCPUs, State, Time(s), UUID, Reason-Code, Security Label
+# the program that creates a domain as a chosen domid (adapters/libxl_create), with the daemon's own Python
+LIBXL_CREATE = (sys.executable, "-m", "xenddd.adapters.libxl_create")
 _CRASH = "c"  # the shutdown reason letter of a crash, in the fifth state flag ("-rscwS" by reason code)
 
 
 class XlDomains:
-    def __init__(self, config_dir: Path, command: str = "xl") -> None:
+    def __init__(
+        self, config_dir: Path, command: str = "xl", libxl_create: tuple[str, ...] = LIBXL_CREATE
+    ) -> None:
         self.config_dir = config_dir
         self.command = command
+        self.libxl_create = libxl_create
         self._xl = Xl(command)
         self._specs: dict[str, DriverDomainSpec] = {}
 
@@ -95,6 +102,34 @@ class XlDomains:
             raise XendddError(f"{name}: xl create succeeded, but xl lists no domain of that name")
         return started
 
+    def start_with_domid(self, name: str, domid: int) -> DomainInfo:
+        """xl's own parse of the config (`xl -N create` prints it as libxl's JSON), created as `domid` by
+        libxl through ctypes in a process of its own (adapters/libxl_create says why), then unpaused as xl
+        create does. An instance running as that domid already (a daemon killed after this call) is
+        the one asked for; remains of the dead one are destroyed first, as `start` does."""
+        if name not in self._specs:
+            raise XendddError(f"{name}: not defined (no xl config written for it)")
+        info = self.domain(name)
+        if info is not None and info.state in ALIVE:
+            if info.domid == domid:
+                return info
+            raise XendddError(f"{name}: runs already, as domid {info.domid} (not {domid})")
+        if info is not None:
+            self.destroy(name)
+        config = self._run("-N", "create", str(self.config_path(name)))
+        created = _create_with_domid(config[config.find("{") :], domid, self.libxl_create)
+        if created.returncode != 0:
+            raise XendddError(f"{name}: starting it as domid {domid} failed: {_detail(created.stderr)}")
+        try:
+            self._run("unpause", str(domid))
+        except XendddError as exc:
+            self.destroy(name)
+            raise XendddError(f"{name}: created as domid {domid}, but not unpaused: {exc}") from None
+        started = self.domain(name)
+        if started is None or started.domid != domid:
+            raise XendddError(f"{name}: created as domid {domid}, but xl lists {started}")
+        return started
+
     def destroy(self, name: str) -> None:
         """Idempotent, as the recovery needs: a domain that is already gone is not an error."""
         result = self._call("destroy", name)
@@ -132,6 +167,20 @@ class XlDomains:
             raise XendddError(f"'{self.command}' is not installed (needed for {args[0]})") from None
         except subprocess.TimeoutExpired:
             raise XendddError(f"xl {' '.join(args)} did not finish within {XL_TIMEOUT:.0f} s") from None
+
+
+def _create_with_domid(config: str, domid: int, program: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [*program, str(domid)],
+            input=config,
+            capture_output=True,
+            text=True,
+            timeout=XL_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise XendddError(f"creating domid {domid} did not finish within {XL_TIMEOUT:.0f} s") from None
 
 
 def parse_list(output: str) -> list[DomainInfo]:

@@ -144,6 +144,11 @@ def status(cli: CliContext) -> None:
     lines.append(render_table(_STATUS_COLUMNS, rows))
     lines += [f"{d['name']}: {d['error']}" for d in domains if d.get("error")]
     lines += [standby_line(d["name"], d["standby"]) for d in domains if d.get("standby")]
+    lines += [
+        f"{d['name']}: reconnects its guests in place (restarted as the same domid, nothing detached)"
+        for d in domains
+        if d.get("reconnect") == "in-place"
+    ]
     if daemon_health.get("mode") != "simulated":  # the simulated host's xenstored has its own quotas
         served = {d["name"]: int(d.get("frontends") or 0) for d in domains}
         near = quota_warnings(served, read_xenstored_quotas())

@@ -144,6 +144,7 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
         on_crash=t.choice("on_crash", ("destroy", "preserve"), "destroy"),  # type: ignore[arg-type]
         toolstack=t.choice("toolstack", ("libvirt", "xl"), "libvirt"),  # type: ignore[arg-type]
         standby=_standby(t.table("standby")),
+        reconnect=t.choice("reconnect", ("reattach", "in-place"), "reattach"),  # type: ignore[arg-type]
     )
     if virt == "pv" and spec.kernel is None:
         raise t.error("kernel", "a PV driver domain needs a kernel")
@@ -158,6 +159,8 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
         raise t.error("vif" if name in [v.backend for v in vifs] else "disk", f"{name!r} cannot serve itself")
     if spec.standby.enabled:
         _check_standby(t, spec)
+    if spec.reconnect == "in-place":
+        _check_in_place(t, spec)
     t.finish()
     return spec
 
@@ -185,6 +188,22 @@ def _check_standby(t: TableReader, spec: DriverDomainSpec) -> None:
         raise t.error("disk", f"a standby would open {', '.join(writable)} too: give it only read-only disks")
     if len(spec.standby_name) > MAX_DOMAIN_NAME:
         raise t.error("name", f"its standby's name {spec.standby_name!r} is longer than {MAX_DOMAIN_NAME}")
+
+
+def _check_in_place(t: TableReader, spec: DriverDomainSpec) -> None:
+    """The new instance must have the dead one's domid, which only libxl's own create can give (libvirt
+    never sets it), and a promoted standby has another."""
+    if spec.toolstack != "xl":
+        raise t.error(
+            "reconnect",
+            '"in-place" needs the dead instance\'s domid, which libvirt cannot give: toolstack = "xl"',
+        )
+    if spec.standby.enabled:
+        raise t.error("reconnect", '"in-place" keeps the domid, a promoted standby has its own: choose one')
+    if spec.readiness.condition == "backend-initwait":
+        raise t.error(
+            "reconnect", '"in-place" attaches nothing to probe readiness with: use condition = "xenstore-key"'
+        )
 
 
 def _disk(t: TableReader) -> DiskSpec:

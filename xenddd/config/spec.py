@@ -16,6 +16,7 @@ from xenddd.model import Bdf, DriverDomainKind
 Policy = Literal["strict", "relaxed"]
 Virt = Literal["pv", "hvm"]
 OnCrash = Literal["destroy", "preserve"]
+Reconnect = Literal["reattach", "in-place"]
 Toolstack = Literal["libvirt", "xl"]
 ReadinessCondition = Literal["xenstore-key", "backend-initwait", "running"]
 
@@ -148,6 +149,11 @@ class DriverDomainSpec:
     # libxl driver has no call for.
     toolstack: Toolstack = "libvirt"
     standby: Standby = field(default_factory=Standby)
+    # How its guests get their devices back after a crash. `reattach`: detached from the dead instance and
+    # attached to the new one (new devices in the guests). `in-place`: the new instance is created with the
+    # dead one's domid and takes the guests' rings over as they are (their devices never go); only xl can
+    # choose a domid, and a device that does not reconnect so within reattach_timeout is reattached.
+    reconnect: Reconnect = "reattach"
     # Created ready for PCI devices passed through while it runs (Xen's IOMMU context, a PCI hole in a PV
     # domain's memory map): a standby, which gets the crashed instance's devices by hot-plug.
     pci_hotplug: bool = False

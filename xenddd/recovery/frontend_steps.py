@@ -83,6 +83,7 @@ class FrontendSteps:
             and not incident.detached_reported
             and _none_stale(incident)
             and not self._busy(spec, incident)
+            and not incident.in_place  # nothing is detached then (but what failed in place, said apart)
         ):
             incident.detached_reported = True
             self._t.event("detached", spec.name, incident, frontends=len(incident.frontends))
@@ -100,7 +101,9 @@ class FrontendSteps:
         now = self._t.clock()
         wake: float | None = None
         for pending in list(incident.frontends):
-            if pending.detached or pending.attached or self._t.calls.busy(self._key(spec, pending)):
+            if pending.detached or pending.attached or pending.restore:
+                continue  # a device reconnecting in place is never detached: the guest keeps it
+            if self._t.calls.busy(self._key(spec, pending)):
                 continue
             if self._t.guests.current_domid(pending.frontend) is None:
                 self._drop(record, incident, pending, "guest is gone")
@@ -128,6 +131,7 @@ class FrontendSteps:
         changed = False
         present: list[tuple[PendingFrontend, int]] = []
         attaching: list[tuple[PendingFrontend, int]] = []  # its attach still running
+        restore: list[tuple[PendingFrontend, int]] = []  # in place: its backend to write again
         for pending in list(incident.frontends):
             key = self._key(spec, pending)
             guest = self._t.guests.current_domid(pending.frontend)
@@ -179,16 +183,41 @@ class FrontendSteps:
                 else:
                     wake = earliest(wake, min(pending.confirm_deadline - now, CONFIRM_RECHECK))
                 continue
+            if pending.restore:
+                restore.append((pending, guest))
+                continue
             if not pending.detached:
                 continue  # still being detached
             if pending.not_before > now:
                 wake = earliest(wake, pending.not_before - now)
                 continue
             due.append(pending)
-        if changed:
+        if changed or restore:
             self._t.unsaved = True
+        for pending, guest in restore:
+            self._restore(spec, incident, pending, guest)
         self.attach(spec, record, incident, due)
         return wake
+
+    def _restore(
+        self, spec: DriverDomainSpec, incident: Incident, pending: PendingFrontend, guest: int
+    ) -> None:
+        """In place: the device's backend directory written again in the new instance, which has the dead
+        one's domid, and confirmed like an attach (both ends Connected within reattach_timeout). One that
+        cannot be restored, or does not connect so, goes the way of a stalled handshake: detached and
+        attached anew."""
+        assert incident.new_domid is not None
+        why = self._t.guests.restore_backend(incident.new_domid, guest, pending.frontend)
+        pending.attached = True
+        pending.attempts += 1
+        pending.confirm_deadline = self._t.clock() + spec.readiness.reattach_timeout_seconds
+        if why is None:
+            self._watch(pending, guest)
+            return
+        error = f"not reconnected in place: {why}"
+        self._t.event("in-place-failed", spec.name, incident, **pending.event_fields(), error=error)
+        log.warning("%s: %s %s", spec.name, pending.describe(), error)
+        self._redetach(spec, incident, pending, error)
 
     def attach(
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, due: list[PendingFrontend]
@@ -393,11 +422,22 @@ class FrontendSteps:
         front = self._t.guests.frontend_state(guest, pending.frontend)
         back = self._t.guests.backend_state(incident.new_domid, guest, pending.frontend)
         states = f"frontend {state_name(front)}, backend {state_name(back)}"
-        pending.last_error = (
+        error = (
             f"not Connected within {spec.readiness.reattach_timeout_seconds:.0f} s ({states})"
             if self._t.clock() >= pending.confirm_deadline
             else f"its new backend gave up before Connected ({states})"
         )
+        if pending.restore:
+            error = f"not reconnected in place: {error}"
+            self._t.event("in-place-failed", spec.name, incident, **pending.event_fields(), error=error)
+        self._redetach(spec, incident, pending, error)
+
+    def _redetach(
+        self, spec: DriverDomainSpec, incident: Incident, pending: PendingFrontend, error: str
+    ) -> None:
+        """Detached, then (when the detach returns) attached again, backing off."""
+        pending.last_error = error
+        pending.restore = False
         self._unwatch(pending)
         self._window.stalled(spec.name)
         f = pending.frontend

@@ -53,6 +53,9 @@ class PendingFrontend:
     not_before: float = 0.0
     last_error: str | None = None
     confirm_deadline: float = 0.0  # once attached: when a handshake still not Connected counts as failed
+    # reconnected in place (its backend written again for the dead instance's domid), not detached and
+    # attached; False once that failed and the device went the detach/attach way
+    restore: bool = False
 
     @property
     def key(self) -> FrontendKey:
@@ -89,6 +92,9 @@ class Incident:
     dropped: list[str] = field(default_factory=list)
     dead_uptime: float | None = None  # how long the dead instance ran (None: unknown); decides the backoff
     detached_reported: bool = False
+    # reconnecting in place: the new instance gets the dead one's domid and the guests' backend
+    # directories back, nothing is detached (see phases); False again once that failed
+    in_place: bool = False
 
     @classmethod
     def new(
@@ -199,6 +205,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
             "dropped": incident.dropped,
             "dead_uptime": incident.dead_uptime,
             "detached_reported": incident.detached_reported,
+            "in_place": incident.in_place,
             "frontends": [_pending_to_json(p) for p in incident.frontends],
         },
         "parked": [_pending_to_json(p) for p in record.parked],
@@ -215,6 +222,7 @@ def _pending_to_json(pending: PendingFrontend) -> dict[str, Any]:
         "not_before": pending.not_before,
         "last_error": pending.last_error,
         "confirm_deadline": pending.confirm_deadline,
+        "restore": pending.restore,
     }
 
 
@@ -268,6 +276,7 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         dropped=[str(d) for d in _list(raw, "dropped")],
         dead_uptime=_opt_number(raw, "dead_uptime"),
         detached_reported=_bool(raw, "detached_reported"),
+        in_place=_bool(raw, "in_place"),
     )
     return record
 
@@ -288,6 +297,7 @@ def _pending_from_json(item: object) -> PendingFrontend:
         not_before=_number(item.get("not_before", 0.0), "not_before"),
         last_error=last_error,
         confirm_deadline=_number(item.get("confirm_deadline", 0.0), "confirm_deadline"),
+        restore=_bool(item, "restore"),
     )
 
 

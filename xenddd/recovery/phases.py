@@ -14,9 +14,14 @@ readiness and reattach confirmations arrive as xenstore hints (watches on the re
 backends and the frontends' states). So the restart is not held up by the detaches, and one driver
 domain's slow call never holds another's recovery.
 
-Reconnecting a frontend in place is impossible with stock netfront (it reads its backend only at probe), so
-a dead backend's frontends are detached — libxl's "cleanup frontend only" — and attached again with the same
-devid, MAC and vdev, which guests' own configuration recognises.
+Stock netfront and blkfront read their backend only at probe (and on a resume), so a dead backend's
+frontends are detached — libxl's "cleanup frontend only" — and attached again with the same devid, MAC and
+vdev, which guests' own configuration recognises. Unless the driver domain reconnects in place
+(`reconnect = "in-place"`, an xl driver domain): its new instance is then started as the dead one's domid,
+whose event channels and grants the guests still hold, nothing is detached, and each device's backend
+directory is written again (frontend_steps, registry/backend_restore) for netback/blkback to take the
+guest's rings over; a device that cannot be so goes the detach/attach way, and so does the whole recovery
+if the domid cannot be had.
 """
 
 from __future__ import annotations
@@ -43,6 +48,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Promoted:
     """What a promotion's call returns: the standby's instance, now under the driver domain's name."""
+
+    info: DomainInfo
+
+
+@dataclass(frozen=True)
+class InPlace:
+    """What an in-place start's call returns: the new instance, with the dead one's domid."""
 
     info: DomainInfo
 
@@ -103,7 +115,13 @@ class Recovery:
             self._died_again(spec, record, incident, running)
         if incident.phase is Phase.DETECTED:
             self._decide(spec, record, incident)
-        dead_present = info is not None and info.domid is not None and info.domid == incident.dead_domid
+        # (an instance started in place runs as the dead one's domid, and is not its remains)
+        dead_present = (
+            info is not None
+            and info.domid is not None
+            and info.domid == incident.dead_domid
+            and not (incident.in_place and running == incident.dead_domid)
+        )
         wake = self._steps.detach_stale(spec, record, incident, dead_present)
         if incident.phase is Phase.WAITING_RESTART:
             wake = earliest(
@@ -145,6 +163,12 @@ class Recovery:
         if incident.new_domid is not None:
             self._enter_ready_wait(spec, record, incident, incident.new_domid)
             return
+        # an operator's restart may have closed the backends on its way down: reattached as usual
+        incident.in_place = (
+            spec.reconnect == "in-place" and incident.dead_domid is not None and not incident.by_operator
+        )
+        for pending in incident.frontends:
+            pending.restore = incident.in_place
         self._schedule_restart(spec, record, incident, planned=incident.planned, uptime=incident.dead_uptime)
 
     def _restart(
@@ -201,6 +225,11 @@ class Recovery:
         self._upstream_reported.discard(incident.id)
         record.restart_times.append(now)
         self._t.save(record)
+        if incident.in_place and incident.dead_domid is not None:
+            domid = incident.dead_domid
+            what = f"{spec.name}: start as domid {domid}"
+            self._t.calls.submit(start, what, lambda: self._start_in_place(spec, domid), lane=start)
+            return None
         self._t.calls.submit(start, f"{spec.name}: start", lambda: self._start(spec), lane=start)
         return None
 
@@ -227,20 +256,40 @@ class Recovery:
         self._t.hypervisor.define(spec)
         return self._t.hypervisor.start(spec.name)
 
+    def _start_in_place(self, spec: DriverDomainSpec, domid: int) -> InPlace:
+        """On a worker: the dead instance's remains go (the toolstack's start destroys them: they hold the
+        domid), then a new instance is created as that domid."""
+        self._prepare(spec)
+        self._t.hypervisor.define(spec)
+        return InPlace(self._t.hypervisor.start_with_domid(spec.name, domid))
+
     def _started(
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, result: CallResult
     ) -> float | None:
+        if result.error is not None and incident.in_place:
+            # the guests' devices are still there, waiting: they are detached and attached to a new
+            # instance with a domid of its own, as they would be without in-place
+            incident.in_place = False
+            for pending in incident.frontends:
+                pending.restore = False
+            self._t.event("in-place-failed", spec.name, incident, error=str(result.error))
+            log.error("%s: restart as the same domid failed, restarting cold: %s", spec.name, result.error)
+            record.restart_times.pop()  # the cold start follows at once and is the restart that counts
+            incident.not_before = self._t.clock()
+            self._t.save(record)
+            return 0.0
         if result.error is not None:
             self._t.event("restart-failed", spec.name, incident, error=str(result.error))
             log.error("%s: restart failed: %s", spec.name, result.error)
             self._schedule_restart(spec, record, incident, planned=False, uptime=0.0)
             return 0.0 if incident.phase is Phase.WAITING_RESTART else None
         promoted = isinstance(result.value, Promoted)
-        info: DomainInfo = result.value.info if promoted else result.value
+        in_place = isinstance(result.value, InPlace)
+        info: DomainInfo = result.value.info if promoted or in_place else result.value
         if promoted:
             self._standbys.promoted(spec)
             self._t.guests.renamed(info.uuid)
-        if info.domid == incident.dead_domid:  # Xen never reuses a domid at once: that is the dead one
+        if info.domid == incident.dead_domid and not in_place:  # Xen never reuses a domid at once
             log.warning(
                 "%s: the toolstack still reports dead domid %s as running; retrying", spec.name, info.domid
             )
@@ -252,7 +301,9 @@ class Recovery:
             record.manual_restarts += 1
         else:
             record.restarts += 1
-        self._t.event("promoted" if promoted else "restarted", spec.name, incident, domid=info.domid)
+        fields: dict[str, object] = {"in_place": True} if in_place else {}
+        event = "promoted" if promoted else "restarted"
+        self._t.event(event, spec.name, incident, domid=info.domid, **fields)
         if info.domid is None:
             self._schedule_restart(spec, record, incident, planned=False, uptime=0.0)
             return 0.0
@@ -354,11 +405,14 @@ class Recovery:
         record.crashes += 1
         self._steps.forget_watches(incident)
         for pending in incident.frontends:
+            # in place, a device attached to the instance that died (restored, or attached after a
+            # failed restore) has its dom0 record naming that domid, and is restored again
+            pending.restore = incident.in_place and pending.attached
             pending.attached = False
             pending.detached = False
         known = {pending.key for pending in incident.frontends}
         confirmed = [f for f in self._served_by(spec.name, incident.new_domid) if f.key not in known]
-        incident.frontends.extend(PendingFrontend(f) for f in confirmed)
+        incident.frontends.extend(PendingFrontend(f, restore=incident.in_place) for f in confirmed)
         self._t.event(
             "crashed-again",
             spec.name,

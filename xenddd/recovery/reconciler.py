@@ -267,9 +267,11 @@ class Reconciler:
                         "id": incident.id,
                         "phase": incident.phase.value,
                         "waiting": len(incident.frontends),
+                        "in_place": incident.in_place,
                     },
                     "last_incident": record.last_incident,
                     "error": self._errors.get(spec.name) or self._listing_errors.get(spec.name),
+                    "reconnect": spec.reconnect,
                     "standby": self._standbys.status(spec, observed.get(spec.standby_name))
                     if spec.standby.enabled
                     else None,

@@ -11,6 +11,7 @@ from collections.abc import Collection, Sequence
 
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import Frontend, FrontendKey, VifParams, XenbusState
+from xenddd.registry.backend_restore import restore_backend
 from xenddd.registry.domain_directory import DomainDirectory
 from xenddd.registry.records import backend_path, frontend_path, parse_domid, parse_state, toolstack_path
 from xenddd.registry.toolstack_records import recorded_frontends
@@ -136,6 +137,11 @@ class GuestView:
 
     def read(self, path: str) -> bytes | None:
         return self._xs.read(path)
+
+    def restore_backend(self, driver_domid: int, guest_domid: int, frontend: Frontend) -> str | None:
+        """The device's backend directory written again for `driver_domid` (see backend_restore); None
+        once it is there, else why it cannot be."""
+        return restore_backend(self._xs, driver_domid, guest_domid, frontend.kind, frontend.devid)
 
 
 def _identity(frontend: Frontend) -> dict[str, str | None]:

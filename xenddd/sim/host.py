@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 Listener = Callable[[str, "SimDomain"], None]
 
 
+VIF_MTU = "1500"  # libxl's default (LIBXL_DEVICE_NIC_MTU), what it writes in a vif's frontend
+
+
 @dataclass
 class SimDevice:
     """A guest device as the toolstack's live definition lists it (kept, like libvirt, after its backend
@@ -113,16 +116,20 @@ class SimHost:
             domain.memory_kib, domain.vcpus, domain.defined = memory_kib, vcpus, defined
             return domain
 
-    def start(self, name: str) -> SimDomain:
+    def start(self, name: str, domid: int | None = None) -> SimDomain:
         """libxl's create: the domain, then the devices of its definition; a device whose backend domain
-        is not running fails the create, which destroys the half-made domain again (ENODEV)."""
+        is not running fails the create, which destroys the half-made domain again (ENODEV). `domid`:
+        libxl's create_info.domid, refused (EEXIST) while any domain, dying ones included, holds it."""
         with self._lock:
             domain = self.domains[name]
             if domain.domid is not None and domain.domid in self.dying:
                 self.stop(name, "cleaned-up")  # what libvirt's start of a crashed, uncleaned domain does
             if domain.domid is not None:
                 return domain
-            domid = next(self._domids)
+            if domid is None:
+                domid = next(self._domids)
+            elif domid in self.dying or any(d.domid == domid for d in self.domains.values()):
+                raise XsError("EEXIST")
             domain.domid, domain.state = domid, "running"
             self._write_domain(domain)
             kernel: Kernel = (
@@ -317,6 +324,9 @@ class SimHost:
                 self.dom0.set_perms(front, [f"n{g}", f"r{b}"], tx)
                 for key, value in front_nodes.items():
                     self.dom0.write(f"{front}/{key}", value, tx)
+                if kind == "vif":  # libxl's ro_front: the backend's to write (its hotplug script does)
+                    self.dom0.write(f"{front}/mtu", params.get("mtu", VIF_MTU), tx)
+                    self.dom0.set_perms(f"{front}/mtu", [f"n{b}", f"r{g}"], tx)
                 for key, value in back_nodes.items():
                     self.dom0.write(f"{back}/{key}", value, tx)
                 # dom0's own copy: the device's parameters, and where its two ends live

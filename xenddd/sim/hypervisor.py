@@ -99,6 +99,20 @@ class SimHypervisor:
                 f"{name}: starting it failed: a device's backend domain is not running ({exc.errno_name})"
             ) from None
 
+    def start_with_domid(self, name: str, domid: int) -> DomainInfo:
+        self._reachable()
+        if name not in self._xl_owned:
+            raise XendddError(f"{name}: libvirt cannot start a domain as a chosen domid ({domid})")
+        if name not in self.host.domains:
+            raise XendddError(f"{name}: not defined")
+        try:
+            return _info(self.host.start(name, domid))
+        except XsError as exc:
+            reason = (
+                "the domid is in use" if exc.errno_name == "EEXIST" else "a device's backend is not running"
+            )
+            raise XendddError(f"{name}: starting it as domid {domid} failed: {reason}") from None
+
     def destroy(self, name: str) -> None:
         self._reachable()
         if name in self.host.domains:

@@ -131,6 +131,8 @@ class BackendKernel(Kernel):
             return
         if state in (CONNECTED, CLOSED, None):
             self._handshaking.discard(path)
+        if state is None:
+            self.stalled_hotplug.discard(path)  # the stalled script went with its device
         if state == INITIALISING and not self.stall_initwait:
             if path not in self._handshaking and self.hotplug_slots is not None:
                 # what was removed meanwhile is not stepped again: counted by its state
@@ -145,7 +147,7 @@ class BackendKernel(Kernel):
             if path in self.stalled_hotplug:
                 pass
             elif self.hotplug_slots is None:
-                self.xs.write(f"{path}/hotplug-status", b"connected")
+                self._script_done(path, locked=True)
             else:  # a script that takes its time, so that handshakes overlap as they do on a slow host
                 timer = threading.Timer(HOTPLUG_SECONDS, self._script_done, args=(path,))
                 timer.daemon = True
@@ -161,12 +163,22 @@ class BackendKernel(Kernel):
                 self.xs.write(f"{path}/state", str(CONNECTED))
                 self._handshaking.discard(path)
 
-    def _script_done(self, path: str) -> None:
+    def _script_done(self, path: str, *, locked: bool = False) -> None:
+        """The hotplug script's end: a vif's sets the frontend's MTU first (Xen's vif-common.sh), in the
+        `mtu` node libxl made this driver domain's; when it cannot, the script fails."""
         if not self.alive:
             return
-        with self._lock, contextlib.suppress(XsError):
-            if self._state(path) == INIT_WAIT:
-                self.xs.write(f"{path}/hotplug-status", b"connected")
+        with contextlib.nullcontext() if locked else self._lock, contextlib.suppress(XsError):
+            if not locked and self._state(path) != INIT_WAIT:
+                return
+            frontend = (self.xs.read(f"{path}/frontend") or b"").decode("ascii", "replace")
+            if "/device/vif/" in frontend:
+                try:
+                    self.xs.write(f"{frontend}/mtu", self.xs.read(f"{path}/mtu") or b"1500")
+                except XsError:
+                    self.xs.write(f"{path}/hotplug-status", b"error")
+                    return
+            self.xs.write(f"{path}/hotplug-status", b"connected")
 
 
 class FrontendKernel(Kernel):

@@ -131,6 +131,9 @@ class RemoteToolstack:
     def start(self, name: str) -> DomainInfo:
         return cast(DomainInfo, self._calls.call("start", name))
 
+    def start_with_domid(self, name: str, domid: int) -> DomainInfo:
+        return cast(DomainInfo, self._calls.call("start_with_domid", name, domid))
+
     def destroy(self, name: str) -> None:
         self._calls.call("destroy", name)
 
@@ -248,6 +251,7 @@ class _HostInChild:
             "domain": toolstack.domain,
             "define": toolstack.define,
             "start": toolstack.start,
+            "start_with_domid": toolstack.start_with_domid,
             "destroy": toolstack.destroy,
             "rename": toolstack.rename,
             "manages": toolstack.manages,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from xenddd.sim.quotas import QuotaBook
@@ -69,16 +69,28 @@ class Node:
         return Node(self.value, self.perms, set(self.children), self.gen)
 
 
-def can(domid: int, node: Node, want: str) -> bool:
-    """`want` is 'r' or 'w'; the owner may do anything, listed domains their entry, others the default."""
+def can(domid: int, node: Node, want: str, introduced: Mapping[int, int] | None = None) -> bool:
+    """`want` is 'r' or 'w'; the owner may do anything, listed domains their entry, others the default.
+    `introduced`: see `valid_perms`."""
     if domid == PRIVILEGED or node.owner == domid:
         return True
     access = node.perms[0].access
-    for perm in node.perms[1:]:
+    for perm in valid_perms(node, introduced)[1:]:
         if perm.domid == domid:
             access = perm.access
             break
     return access == "b" or access == want
+
+
+def valid_perms(node: Node, introduced: Mapping[int, int] | None) -> tuple[Perm, ...]:
+    """The node's permissions but the entries xenstored ignores (domain_adjust_node_perms, XSA-322): one
+    naming a domain that is gone, or one introduced after the node was last written — an earlier domain
+    of that domid. A new domain never inherits a dead one's access, and GET_PERMS no longer shows it.
+    `introduced`: each known domain's generation (see Store.introduced); None checks nothing."""
+    if introduced is None:
+        return node.perms
+    kept = [p for p in node.perms[1:] if p.domid in introduced and introduced[p.domid] <= node.gen]
+    return (node.perms[0], *kept)
 
 
 def parent_of(path: str) -> str:
@@ -199,9 +211,20 @@ class Store:
         self.tree = Tree()
         self.quotas = quotas or QuotaBook()
         self._gen = itertools.count(1)
+        # domid → the generation its domain got when xenstored first heard of it: introduced, or named in
+        # a node's permissions before that (libxl sets a new domain's up before it introduces it); forgotten
+        # when the domain is released, so that a later domain with that domid gets a generation of its own
+        self.introduced: dict[int, int] = {}
 
     def next_gen(self) -> int:
         return next(self._gen)
+
+    def remember(self, domid: int) -> None:
+        if domid not in self.introduced:
+            self.introduced[domid] = self.next_gen()
+
+    def forget(self, domid: int) -> None:
+        self.introduced.pop(domid, None)
 
     # -- operations on a tree (live or a transaction's copy); they return the changed paths -----------
 
@@ -209,7 +232,7 @@ class Store:
         node = tree.get(path)
         if node is None:
             raise XsError("ENOENT")
-        if not can(domid, node, "r"):
+        if not can(domid, node, "r", self.introduced):
             raise XsError("EACCES")
         return node
 
@@ -219,7 +242,7 @@ class Store:
             raise XsError("ENOSPC")
         node = tree.get(path)
         if node is not None:
-            if not can(domid, node, "w"):
+            if not can(domid, node, "w", self.introduced):
                 raise XsError("EACCES")
             node.value = value
             node.gen = self.next_gen()
@@ -243,7 +266,7 @@ class Store:
             return []
         parent = tree.get(parent_of(path))
         assert parent is not None
-        if not can(domid, parent, "w") and not can(domid, node, "w"):
+        if not can(domid, parent, "w", self.introduced) and not can(domid, node, "w", self.introduced):
             raise XsError("EACCES")
         for victim in subtree:
             tree.remove(victim)
@@ -261,6 +284,8 @@ class Store:
             raise XsError("EACCES")
         if domid != PRIVILEGED and perms[0].domid != node.owner:
             raise XsError("EPERM")  # only a privileged domain may hand a node to another owner
+        for perm in perms:
+            self.remember(perm.domid)
         tree.set_perms(path, node, perms)
         node.gen = self.next_gen()
         return [path]
@@ -273,7 +298,7 @@ class Store:
             missing.append(ancestor)
         parent = tree.get(parent_of(missing[-1]))
         assert parent is not None
-        if not can(domid, parent, "w"):
+        if not can(domid, parent, "w", self.introduced):
             raise XsError("EACCES")
         owned = tree.owned_by(domid) + len(missing) - 1
         if domid != PRIVILEGED and self.quotas.exceeded(domid, "nodes", owned):

@@ -183,11 +183,11 @@ class Xenstored:
             return True
         node = tree.get(path)
         if node is not None:
-            return can(conn.domid, node, "r")
+            return can(conn.domid, node, "r", self.store.introduced)
         perms = (removed or {}).get(path)
         if perms is None:
             parent = tree.get(parent_of(path))
-            return parent is not None and can(conn.domid, parent, "r")
+            return parent is not None and can(conn.domid, parent, "r", self.store.introduced)
         return can(conn.domid, Node(b"", perms), "r")
 
     # -- domains ---------------------------------------------------------------------------------------
@@ -195,6 +195,7 @@ class Xenstored:
     def introduce(self, domid: int) -> None:
         with self.lock:
             self.introduced.add(domid)
+            self.store.remember(domid)
             self.fire_special("@introduceDomain")
 
     def shut_down(self, domid: int) -> None:
@@ -205,8 +206,20 @@ class Xenstored:
                 self.fire_special("@releaseDomain")
 
     def release(self, domid: int) -> None:
+        """As C xenstored's domain_tree_remove: the nodes the domain owned outside its home (a driver
+        domain's `mtu` in its guests' vif frontends) are deleted, since no one else may write them."""
         with self.lock:
             self.introduced.discard(domid)
+            self.store.forget(domid)
+            tree = self.store.tree
+            orphans = [path for path, node in tree.nodes.items() if node.owner == domid and path != "/"]
+            for path in sorted(orphans, key=len):
+                if tree.get(path) is None:
+                    continue  # under an orphan removed already
+                nodes = tree.subtree(path)
+                before = {p: node.perms for p in nodes if (node := tree.get(p)) is not None}
+                self.store.rm(tree, PRIVILEGED, path, nodes)
+                self.fire([path], removed_perms=before)
             for conn in list(self.connections):
                 if conn.domid == domid:
                     self.clear_watches(conn)

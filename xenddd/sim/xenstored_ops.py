@@ -20,6 +20,7 @@ from xenddd.sim.store import (
     XsError,
     normalise,
     parent_of,
+    valid_perms,
 )
 from xenddd.sim.xenstored_conn import Connection, Watch
 
@@ -118,7 +119,7 @@ def _get_perms(
 ) -> bytes:
     path = xs.path_arg(conn, args)
     node = xs.store.read(tree, conn.domid, path)
-    return b"".join(str(p).encode() + b"\0" for p in node.perms)
+    return b"".join(str(p).encode() + b"\0" for p in valid_perms(node, xs.store.introduced))
 
 
 def _mutate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,3 +30,9 @@ class Transaction:
 
     def rm(self, path: str) -> None:
         self._xs.rm(path, self.tx_id)
+
+    def set_perms(self, path: str, perms: Sequence[str]) -> None:
+        self._xs.set_perms(path, perms, self.tx_id)
+
+    def get_perms(self, path: str) -> list[str] | None:
+        return self._xs.get_perms(path, self.tx_id)
