@@ -306,14 +306,21 @@ def compare_methods(entries: list[dict[str, object]]) -> str | None:
         f"xenddd {our_overhead:.1f} s vs peers {peer_overhead:.1f} s "
         f"(ratio {our_overhead / peer_overhead:.2f}, goal <= 0.50)"
     )
+    restart_to_ready = statistics.median(float(e["dd_ready"]) for e in cold)  # type: ignore[arg-type]
     promoted = [float(e["observed"]) for e in entries if e.get("path") == "standby"]  # type: ignore[arg-type]
     if promoted:
         standby = statistics.median(promoted)
-        restart_to_ready = statistics.median(float(e["dd_ready"]) for e in cold)  # type: ignore[arg-type]
         text += (
             f"; standby MTTR {standby:.1f} s = {standby / restart_to_ready:.2f} of the DD's restart-to-ready "
             f"{restart_to_ready:.1f} s (goal <= 0.50) and {standby / peer_mttr:.2f} of the peers' MTTR "
             "(goal <= 0.35)"
+        )
+    in_place = [float(e["observed"]) for e in entries if e.get("path") == "inplace"]  # type: ignore[arg-type]
+    if in_place:
+        mttr = statistics.median(in_place)
+        text += (
+            f"; in-place MTTR {mttr:.1f} s = {mttr / peer_mttr:.2f} of the peers' MTTR (goal <= 0.70), "
+            f"{mttr / restart_to_ready:.2f} of the DD's restart-to-ready {restart_to_ready:.1f} s"
         )
     return text
 
