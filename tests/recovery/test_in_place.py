@@ -52,9 +52,14 @@ def vifs(handle: RunningDaemon) -> dict[tuple[str, str, str], dict[str, str | No
     return {k: d for k, d in frontends(handle.sim).items() if k[1] == "vif"}
 
 
-def started(start_daemon: Callable[..., RunningDaemon], **options: Any) -> RunningDaemon:
+def started(
+    start_daemon: Callable[..., RunningDaemon],
+    hypervisor: type[CountingDeviceCalls] = CountingDeviceCalls,
+    **options: Any,
+) -> RunningDaemon:
+    """The daemon settled on the in-place topology, the device calls of getting there forgotten."""
     DEVICE_CALLS.clear()
-    handle = start_daemon(topology=IN_PLACE_TOPOLOGY, hypervisor=CountingDeviceCalls, **options)
+    handle = start_daemon(topology=IN_PLACE_TOPOLOGY, hypervisor=hypervisor, **options)
     wait_until(lambda: handle.settled(FIVE_DEVICES), what="the guests' devices connected")
     DEVICE_CALLS.clear()
     return handle
@@ -98,10 +103,7 @@ def test_when_the_domid_cannot_be_had_the_devices_are_reattached_to_a_cold_start
         def start_with_domid(self, name: str, domid: int) -> DomainInfo:
             raise XendddError(f"{name}: starting it as domid {domid} failed: the domid is in use")
 
-    DEVICE_CALLS.clear()
-    handle = start_daemon(topology=IN_PLACE_TOPOLOGY, hypervisor=DomidTaken)
-    wait_until(lambda: handle.settled(FIVE_DEVICES), what="the guests' devices connected")
-    DEVICE_CALLS.clear()
+    handle = started(start_daemon, DomidTaken)
     sim = handle.sim
     dead = domid(sim.host.domains["domnet"])
 
@@ -134,10 +136,7 @@ def test_a_device_that_does_not_reconnect_in_place_is_detached_and_attached_whil
             kernel.stalled_hotplug.add(f"/local/domain/{domid}/backend/vif/{cache}/0")
             return info
 
-    DEVICE_CALLS.clear()
-    handle = start_daemon(topology=IN_PLACE_TOPOLOGY, hypervisor=OneHotplugStalls, reattach_timeout=1.0)
-    wait_until(lambda: handle.settled(FIVE_DEVICES), what="the guests' devices connected")
-    DEVICE_CALLS.clear()
+    handle = started(start_daemon, OneHotplugStalls, reattach_timeout=1.0)
     sim = handle.sim
     dead = domid(sim.host.domains["domnet"])
     sim.host.crash("domnet")

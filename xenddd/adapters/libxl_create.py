@@ -1,5 +1,5 @@
 """Create a domain with a chosen domid, which `xl create` cannot do: a program of its own, run by
-`XlDomains.create_with_domid` as `python3 -m xenddd.adapters.libxl_create DOMID < config.json`.
+`XlDomains.start_with_domid` as `python3 -m xenddd.adapters.libxl_create DOMID < config.json`.
 
 Why the domid matters: when a driver domain dies, Xen leaves each guest's end of its event channels unbound
 with the dead domain's id as the only domain allowed to bind them again, and the guests' grants name that

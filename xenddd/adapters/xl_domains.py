@@ -81,18 +81,9 @@ class XlDomains:
         self._specs[spec.name] = spec
 
     def start(self, name: str) -> DomainInfo:
-        if name not in self._specs:
-            raise XendddError(f"{name}: not defined (no xl config written for it)")
-        info = self.domain(name)
-        if info is not None and info.state in ALIVE:
-            return info
-        if info is not None:
-            # The remains of an instance that died (nothing but xenddd destroys them): xl create would
-            # refuse the name while they hold it.
-            log.info(
-                "%s: domid %s is %s, not yet cleaned up: destroying it", name, info.domid, info.state.value
-            )
-            self.destroy(name)
+        alive = self._alive_or_cleared(name)
+        if alive is not None:
+            return alive
         try:
             self._run("create", "-e", str(self.config_path(name)))
         except XendddError as exc:
@@ -107,15 +98,11 @@ class XlDomains:
         libxl through ctypes in a process of its own (adapters/libxl_create says why), then unpaused as xl
         create does. An instance running as that domid already (a daemon killed after this call) is
         the one asked for; remains of the dead one are destroyed first, as `start` does."""
-        if name not in self._specs:
-            raise XendddError(f"{name}: not defined (no xl config written for it)")
-        info = self.domain(name)
-        if info is not None and info.state in ALIVE:
-            if info.domid == domid:
-                return info
-            raise XendddError(f"{name}: runs already, as domid {info.domid} (not {domid})")
-        if info is not None:
-            self.destroy(name)
+        alive = self._alive_or_cleared(name)
+        if alive is not None:
+            if alive.domid == domid:
+                return alive
+            raise XendddError(f"{name}: runs already, as domid {alive.domid} (not {domid})")
         config = self._run("-N", "create", str(self.config_path(name)))
         created = _create_with_domid(config[config.find("{") :], domid, self.libxl_create)
         if created.returncode != 0:
@@ -129,6 +116,22 @@ class XlDomains:
         if started is None or started.domid != domid:
             raise XendddError(f"{name}: created as domid {domid}, but xl lists {started}")
         return started
+
+    def _alive_or_cleared(self, name: str) -> DomainInfo | None:
+        """The running instance of a defined domain, or None once no instance holds the name: the remains
+        of one that died (nothing but xenddd destroys them) are destroyed, since a create would refuse the
+        name (and the domid) while they hold it."""
+        if name not in self._specs:
+            raise XendddError(f"{name}: not defined (no xl config written for it)")
+        info = self.domain(name)
+        if info is not None and info.state in ALIVE:
+            return info
+        if info is not None:
+            log.info(
+                "%s: domid %s is %s, not yet cleaned up: destroying it", name, info.domid, info.state.value
+            )
+            self.destroy(name)
+        return None
 
     def destroy(self, name: str) -> None:
         """Idempotent, as the recovery needs: a domain that is already gone is not an error."""

@@ -214,10 +214,7 @@ class FrontendSteps:
         if why is None:
             self._watch(pending, guest)
             return
-        error = f"not reconnected in place: {why}"
-        self._t.event("in-place-failed", spec.name, incident, **pending.event_fields(), error=error)
-        log.warning("%s: %s %s", spec.name, pending.describe(), error)
-        self._redetach(spec, incident, pending, error)
+        self._redetach(spec, incident, pending, why)
 
     def attach(
         self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, due: list[PendingFrontend]
@@ -427,15 +424,17 @@ class FrontendSteps:
             if self._t.clock() >= pending.confirm_deadline
             else f"its new backend gave up before Connected ({states})"
         )
-        if pending.restore:
-            error = f"not reconnected in place: {error}"
-            self._t.event("in-place-failed", spec.name, incident, **pending.event_fields(), error=error)
         self._redetach(spec, incident, pending, error)
 
     def _redetach(
         self, spec: DriverDomainSpec, incident: Incident, pending: PendingFrontend, error: str
     ) -> None:
-        """Detached, then (when the detach returns) attached again, backing off."""
+        """Detached, then (when the detach returns) attached again, backing off; one that was to reconnect
+        in place goes the detach/attach way from now on, and says so."""
+        if pending.restore:
+            error = f"not reconnected in place: {error}"
+            self._t.event("in-place-failed", spec.name, incident, **pending.event_fields(), error=error)
+            log.warning("%s: %s %s", spec.name, pending.describe(), error)
         pending.last_error = error
         pending.restore = False
         self._unwatch(pending)

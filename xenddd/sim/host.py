@@ -20,16 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from xenddd.sim.domain_client import DomainClient
-from xenddd.sim.kernels import BackendKernel, FrontendKernel, Kernel
+from xenddd.sim.kernels import VIF_MTU, BackendKernel, FrontendKernel, Kernel
 from xenddd.sim.store import XsError
 from xenddd.sim.xenstored import Xenstored
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, "SimDomain"], None]
-
-
-VIF_MTU = "1500"  # libxl's default (LIBXL_DEVICE_NIC_MTU), what it writes in a vif's frontend
 
 
 @dataclass

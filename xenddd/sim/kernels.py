@@ -21,6 +21,7 @@ from xenddd.sim.xenstored import Xenstored
 log = logging.getLogger(__name__)
 
 INITIALISING, INIT_WAIT, INITIALISED, CONNECTED, CLOSING, CLOSED = 1, 2, 3, 4, 5, 6
+VIF_MTU = "1500"  # libxl's default (LIBXL_DEVICE_NIC_MTU), what it writes in a vif's frontend
 HOTPLUG_SECONDS = 0.2  # a hotplug script's run in a driver domain given `hotplug_slots`
 
 
@@ -147,7 +148,7 @@ class BackendKernel(Kernel):
             if path in self.stalled_hotplug:
                 pass
             elif self.hotplug_slots is None:
-                self._script_done(path, locked=True)
+                self._run_script(path)
             else:  # a script that takes its time, so that handshakes overlap as they do on a slow host
                 timer = threading.Timer(HOTPLUG_SECONDS, self._script_done, args=(path,))
                 timer.daemon = True
@@ -163,22 +164,25 @@ class BackendKernel(Kernel):
                 self.xs.write(f"{path}/state", str(CONNECTED))
                 self._handshaking.discard(path)
 
-    def _script_done(self, path: str, *, locked: bool = False) -> None:
-        """The hotplug script's end: a vif's sets the frontend's MTU first (Xen's vif-common.sh), in the
-        `mtu` node libxl made this driver domain's; when it cannot, the script fails."""
+    def _script_done(self, path: str) -> None:
+        """A slow script's end, on its timer: only for a device still waiting for it."""
         if not self.alive:
             return
-        with contextlib.nullcontext() if locked else self._lock, contextlib.suppress(XsError):
-            if not locked and self._state(path) != INIT_WAIT:
+        with self._lock, contextlib.suppress(XsError):
+            if self._state(path) == INIT_WAIT:
+                self._run_script(path)
+
+    def _run_script(self, path: str) -> None:
+        """The hotplug script: a vif's sets the frontend's MTU first (Xen's vif-common.sh), in the `mtu`
+        node libxl made this driver domain's; when it cannot, the script fails."""
+        frontend = (self.xs.read(f"{path}/frontend") or b"").decode("ascii", "replace")
+        if "/device/vif/" in frontend:
+            try:
+                self.xs.write(f"{frontend}/mtu", self.xs.read(f"{path}/mtu") or VIF_MTU.encode())
+            except XsError:
+                self.xs.write(f"{path}/hotplug-status", b"error")
                 return
-            frontend = (self.xs.read(f"{path}/frontend") or b"").decode("ascii", "replace")
-            if "/device/vif/" in frontend:
-                try:
-                    self.xs.write(f"{frontend}/mtu", self.xs.read(f"{path}/mtu") or b"1500")
-                except XsError:
-                    self.xs.write(f"{path}/hotplug-status", b"error")
-                    return
-            self.xs.write(f"{path}/hotplug-status", b"connected")
+        self.xs.write(f"{path}/hotplug-status", b"connected")
 
 
 class FrontendKernel(Kernel):

@@ -212,7 +212,10 @@ class Xenstored:
             self.introduced.discard(domid)
             self.store.forget(domid)
             tree = self.store.tree
-            orphans = [path for path, node in tree.nodes.items() if node.owner == domid and path != "/"]
+            owns = tree.owned_by(domid) > 0  # most domains own nothing by now: no walk of the database
+            orphans = (
+                [p for p, node in tree.nodes.items() if node.owner == domid and p != "/"] if owns else []
+            )
             for path in sorted(orphans, key=len):
                 if tree.get(path) is None:
                     continue  # under an orphan removed already
