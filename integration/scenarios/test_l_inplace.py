@@ -133,10 +133,19 @@ def one_round(dd: int, round_no: int) -> dict[str, object]:
     run("xenstore-write", f"/local/domain/{dd}/data/crash", "1")
     wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") is None, 60, "domnet's crash", every=0.2)
     devices = {g: "vif/0" for g in GUESTS}
+
+    def recovered() -> bool:
+        """Every vif Connected and xenddd's incident ended: a device that falls back to detach/attach
+        after `reattach_timeout` belongs to this round, not to the next."""
+        if not all(vif_connected_to(dd, g) for g in GUESTS):
+            return False
+        events = xenddd_json("events")["items"][seen:]
+        return any(e["event"] == "recovered" and e.get("driver_domain") == "domnet" for e in events)
+
     wait_until(
-        lambda: all(vif_connected_to(dd, g) for g in GUESTS),
-        300,
-        f"every vif Connected again through domid {dd} (round {round_no})",
+        recovered,
+        420,
+        f"every vif Connected again through domid {dd} and the recovery recorded (round {round_no})",
         every=0.5,
         explain=lambda: recovery_state(seen, devices),
     )

@@ -83,6 +83,39 @@ def test_the_init_and_its_python_twin_agree_on_every_case(cmdline: str) -> None:
         assert twin_parses(cmdline) == (False, [])
 
 
+def fake_interface(sys: Path, name: str, device: str, bus: str, mac: str = "00:16:3e:00:00:01") -> None:
+    """An interface as sysfs shows it: its device on a xen bus, driven by the "vif" driver."""
+    (sys / "bus" / bus / "drivers" / "vif").mkdir(parents=True, exist_ok=True)
+    (sys / "devices" / device).mkdir(parents=True)
+    (sys / "devices" / device / "subsystem").symlink_to(sys / "bus" / bus)
+    (sys / "devices" / device / "driver").symlink_to(sys / "bus" / bus / "drivers" / "vif")
+    (sys / "class" / "net" / name).mkdir(parents=True)
+    (sys / "class" / "net" / name / "device").symlink_to(sys / "devices" / device)
+    (sys / "class" / "net" / name / "address").write_text(mac + "\n")
+
+
+@pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed")
+def test_a_vif_port_word_takes_the_domains_own_frontends_never_netbacks_interfaces(tmp_path: Path) -> None:
+    """netback's vifD.N are the "vif" driver's too; joining one to a bridge races the vif script, which
+    takes it down first (it hung the scripts of every in-place reconnect on real Xen)."""
+    assert BUSYBOX is not None
+    sys = tmp_path / "sys"
+    fake_interface(sys, "eth0", "vif-0", "xen")
+    fake_interface(sys, "vif3.0", "vif-3-0", "xen-backend", mac="fe:ff:ff:ff:ff:ff")
+    fake_interface(sys, "eth1", "vif-1", "xen")
+    (sys / "class" / "net" / "eth1" / "master").symlink_to(sys / "class" / "net")
+    init = resources.files("xenddd.image").joinpath("dd-init.sh")
+    with resources.as_file(init) as path:
+        done = subprocess.run(
+            [BUSYBOX, "sh", str(path), "--print-port-joins", str(sys)],
+            env={**os.environ, "XENDDD_DD_CMDLINE": "xenddd.bridge=br0 xenddd.port=br0,vif"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    assert done.stdout.splitlines() == ["eth0 br0"]
+
+
 def test_the_twin_reads_bridges_ports_addresses_and_modules() -> None:
     words = parse(GOOD[2] + " " + GOOD[4])
     assert words.bridges == ["br0", "br-lan.1"]

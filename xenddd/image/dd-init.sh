@@ -7,7 +7,8 @@
 # the binding on the console, enslaves interfaces to bridges as the words say, and never exits (PID 1).
 # A word it cannot parse, a backend module that does not load or an `xl devd` that does not start is
 # reported on the console and in data/ready-error, and the domain never claims to be ready.
-# `busybox sh dd-init.sh --print-config` with XENDDD_DD_CMDLINE set only parses (the tests compare it with the twin).
+# `busybox sh dd-init.sh --print-config` with XENDDD_DD_CMDLINE set only parses (the tests compare it with the twin);
+# `--print-port-joins SYS` also says which interfaces of a sysfs tree its port words would enslave.
 
 bridges=; ports=; ips=; gateway=; forward=0; modules=; console_logs=0; errors=
 
@@ -69,10 +70,35 @@ print_config() {
   echo "console_logs $console_logs"
 }
 
+port_joins() {  # "IFACE BRIDGE" for each interface under $1/class/net a port word asks for, not joined yet
+  for rule in $ports; do
+    bridge=${rule%%,*}
+    for net in "$1"/class/net/*; do
+      iface=${net##*/}
+      [ -e "$net/device" ] && [ ! -e "$net/master" ] || continue
+      case ${rule#*,} in
+        # the domain's own frontends only: netback's interfaces (vifD.N) are also the "vif" driver's, on
+        # the xen-backend bus, and their bridge is the vif script's to set, after it takes them down
+        vif) [ "$(basename "$(readlink "$net/device/driver")")" = vif ] &&
+          [ "$(basename "$(readlink "$net/device/subsystem")")" = xen ] || continue ;;
+        mac=*) [ "$(cat "$net/address")" = "${rule#*,mac=}" ] || continue ;;
+        if=*) [ "$iface" = "${rule#*,if=}" ] || continue ;;
+        pci=*) [ "$(basename "$(readlink "$net/device")")" = "${rule#*,pci=}" ] || continue ;;
+      esac
+      echo "$iface $bridge"
+    done
+  done
+}
+
 if [ "${1:-}" = --print-config ]; then
   parse_words "${XENDDD_DD_CMDLINE:-}"
   if [ -n "$errors" ]; then echo "bad: ${errors%; }"; exit 1; fi
   print_config
+  exit 0
+fi
+if [ "${1:-}" = --print-port-joins ]; then  # the same, then what port_joins makes of the sysfs tree at $2
+  parse_words "${XENDDD_DD_CMDLINE:-}"
+  port_joins "$2"
   exit 0
 fi
 
@@ -124,20 +150,9 @@ configure() {  # addresses, routes and bridge ports for the interfaces present n
   if [ -n "$gateway" ] && ! ip route show default | grep -q .; then
     ip route add default via "$gateway" 2> /dev/null && say "default route via $gateway"
   fi
-  for rule in $ports; do
-    bridge=${rule%%,*}
-    for net in /sys/class/net/*; do
-      iface=${net##*/}
-      [ -e "$net/device" ] && [ ! -e "$net/master" ] || continue
-      case ${rule#*,} in
-        vif) [ "$(basename "$(readlink "$net/device/driver")")" = vif ] || continue ;;
-        mac=*) [ "$(cat "$net/address")" = "${rule#*,mac=}" ] || continue ;;
-        if=*) [ "$iface" = "${rule#*,if=}" ] || continue ;;
-        pci=*) [ "$(basename "$(readlink "$net/device")")" = "${rule#*,pci=}" ] || continue ;;
-      esac
-      ip link set "$iface" master "$bridge" && ip link set "$iface" up &&
-        say "port $iface mac=$(cat "$net/address") joined $bridge"
-    done
+  port_joins /sys | while read -r iface bridge; do
+    ip link set "$iface" master "$bridge" && ip link set "$iface" up &&
+      say "port $iface mac=$(cat "/sys/class/net/$iface/address") joined $bridge"
   done
 }
 
