@@ -19,7 +19,11 @@ from tests.recovery.conftest import (
     wait_until,
 )
 from xenddd.adapters.hypervisor_api import DomainInfo
+from xenddd.config.spec import DriverDomainSpec, Readiness
 from xenddd.errors import XendddError
+from xenddd.model import DeviceKind, DriverDomainKind, Frontend, VifParams
+from xenddd.recovery.frontend_steps import IN_PLACE_CONFIRM, confirm_seconds
+from xenddd.recovery.intent import PendingFrontend
 from xenddd.sim.hypervisor import SimHypervisor
 from xenddd.sim.kernels import BackendKernel
 
@@ -170,3 +174,21 @@ def test_a_daemon_killed_right_after_the_start_as_the_same_domid_is_finished_by_
     finally:
         second.stop()
         freezing.release.set()
+
+
+def test_a_device_restored_in_place_is_given_up_on_soon_after_libxl_kills_its_hotplug_script() -> None:
+    """An attach is given reattach_timeout; a device restored in place no longer than libxl's 40 s
+    hotplug limit with a margin (a guest's outage), and a shorter reattach_timeout still holds."""
+    vif = Frontend(3, "web", "uuid", DeviceKind.VIF, 0, "domnet", 1, VifParams(mac="00:16:3e:00:00:01"))
+    for timeout, restore, expected in (
+        (120.0, False, 120.0),
+        (120.0, True, IN_PLACE_CONFIRM),
+        (30.0, True, 30.0),
+    ):
+        spec = DriverDomainSpec(
+            "domnet",
+            frozenset({DriverDomainKind.NETWORK}),
+            readiness=Readiness(reattach_timeout_seconds=timeout),
+        )
+        assert confirm_seconds(spec, PendingFrontend(vif, restore=restore)) == expected
+    assert 40.0 < IN_PLACE_CONFIRM < 120.0

@@ -32,6 +32,15 @@ log = logging.getLogger(__name__)
 CONFIRM_RECHECK = 5.0  # a handshake is watched; this only bounds what a lost watch event can cost
 DETACH_RETRY = 1.0
 PARKED_RETRY = 60.0  # a parked frontend's slow schedule
+# A device restored in place is served by the new instance's `xl devd`, whose hotplug script libxl kills
+# after 40 s: one not Connected well after that never will be, and each second more is the guest's outage.
+IN_PLACE_CONFIRM = 60.0
+
+
+def confirm_seconds(spec: DriverDomainSpec, pending: PendingFrontend) -> float:
+    """How long an attached (or restored) device may take to reach Connected."""
+    timeout = spec.readiness.reattach_timeout_seconds
+    return min(timeout, IN_PLACE_CONFIRM) if pending.restore else timeout
 
 
 class FrontendSteps:
@@ -210,7 +219,7 @@ class FrontendSteps:
         why = self._t.guests.restore_backend(incident.new_domid, guest, pending.frontend)
         pending.attached = True
         pending.attempts += 1
-        pending.confirm_deadline = self._t.clock() + spec.readiness.reattach_timeout_seconds
+        pending.confirm_deadline = self._t.clock() + confirm_seconds(spec, pending)
         if why is None:
             self._watch(pending, guest)
             return
@@ -237,7 +246,7 @@ class FrontendSteps:
         for pending, guest in zip(unpaused, guests, strict=True):
             if guest is not None and next(attached):
                 pending.attached = True  # done before a daemon restart: never attach twice
-                pending.confirm_deadline = self._t.clock() + spec.readiness.reattach_timeout_seconds
+                pending.confirm_deadline = self._t.clock() + confirm_seconds(spec, pending)
                 self._watch(pending, guest)
             else:
                 pending.attempts += 1
@@ -420,7 +429,7 @@ class FrontendSteps:
         back = self._t.guests.backend_state(incident.new_domid, guest, pending.frontend)
         states = f"frontend {state_name(front)}, backend {state_name(back)}"
         error = (
-            f"not Connected within {spec.readiness.reattach_timeout_seconds:.0f} s ({states})"
+            f"not Connected within {confirm_seconds(spec, pending):.0f} s ({states})"
             if self._t.clock() >= pending.confirm_deadline
             else f"its new backend gave up before Connected ({states})"
         )
