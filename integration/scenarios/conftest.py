@@ -19,6 +19,8 @@ import pytest
 MACHINE_NOW = os.environ.get("XENDDD_IT_MACHINE", "pc")
 RESULTS = Path(os.environ.get("XENDDD_IT_RESULTS", "/tmp"))
 CONSOLE_LOGS = Path("/var/log/xen/console")
+# a crash after this much uptime is not a crash loop (xenddd's healthy_uptime is 60 s): restarted at once
+HEALTHY = 65.0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

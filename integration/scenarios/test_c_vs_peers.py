@@ -14,7 +14,18 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import Console, domid, recovery_phases, report_mttr, run, say, wait_until, xenddd_json, xs_read
+from conftest import (
+    HEALTHY,
+    Console,
+    domid,
+    recovery_phases,
+    report_mttr,
+    run,
+    say,
+    wait_until,
+    xenddd_json,
+    xs_read,
+)
 from test_c_network_dd import MAC, XL_MAC, vif_connected_to
 
 # A benchmark (ten minutes of crashes), which CI has no room for:
@@ -22,7 +33,6 @@ from test_c_network_dd import MAC, XL_MAC, vif_connected_to
 ON_DEMAND = True
 
 ROUNDS = 3
-HEALTHY = 65.0  # each crash comes after domnet ran this long: xenddd's default healthy_uptime is 60 s
 POLLER = Path(__file__).with_name("peer_poller.py")
 GUESTS = ("fe", "fe2")
 BORN: dict[int, float] = {}  # domid of domnet → when this scenario first saw it running

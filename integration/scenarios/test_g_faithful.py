@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import (
+    HEALTHY,
     RESULTS,
     Console,
     busybox_guest,
@@ -56,7 +57,6 @@ SCRIPT_TARGET = "dummy:/var/lib/xenddd-it/dummy2.img"  # a file in domstore (int
 # Debian 12's guest kernel (6.1) keeps about 1 MB of every vif it removes, crash or plain detach
 # (replugs.jsonl, 2026-12-03): at 96 MiB a guest ran out of memory after seven backend crashes
 GUEST_MIB = 160
-HEALTHY = 65.0  # a crash after this much uptime is not a crash loop (healthy_uptime is 60 s): no backoff
 LV_DEVICES = f"""<interface type='bridge'>
       <mac address='{MACS["fg"][0]}'/>
       <source bridge='br0'/>

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from conftest import (
+    HEALTHY,
     RESULTS,
     Console,
     domid,
@@ -36,7 +37,6 @@ ON_DEMAND = True
 
 CONFIG = Path("/etc/xenddd/xenddd.toml")
 ROUNDS = 3  # crashes per image
-HEALTHY = 65.0  # healthy_uptime is 60 s: a crash after this long is restarted at once
 # "XENDDD-IT-DD: ready domid=7 uptime=14.52" (legacy) or "xenddd-dd: ready domid=7 uptime=9.87" (product)
 READY = re.compile(r"ready domid=(\d+) uptime=([0-9.]+)")
 

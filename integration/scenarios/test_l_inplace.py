@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from conftest import (
+    HEALTHY,
     Console,
     busybox_guest,
     domid,
@@ -37,7 +38,6 @@ from test_k_standby import CONFIG, VIRSH
 ON_DEMAND = True
 
 ROUNDS = 3
-HEALTHY = 65.0  # each crash after domnet ran this long (healthy_uptime is 60 s by default)
 FL_IP, FL2_IP, PORT = "10.99.0.12", "10.99.0.13", "5000"
 FL_MAC, FL2_MAC = "00:16:3e:00:00:12", "00:16:3e:00:00:13"
 GUESTS = ("fe", "fe2", "fl", "fl2")
