@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from tests.adapters.golden import golden_text
 from xenddd.adapters.domain_xml import driver_domain_xml, frontend_disk_xml
 from xenddd.config.spec import DiskSpec, DriverDomainSpec, PciDeviceSpec, VifSpec
 from xenddd.model import Bdf, DriverDomainKind, VbdParams
 
-GOLDEN = Path(__file__).with_name("golden")
 NET = frozenset({DriverDomainKind.NETWORK})
 
 CASES = {
@@ -96,10 +95,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_xml_matches_its_golden_file(name: str) -> None:
-    path = GOLDEN / f"{name}.xml"
-    if os.environ.get("XENDDD_REGOLD"):
-        path.write_text(CASES[name])
-    assert CASES[name] == path.read_text()
+    assert CASES[name] == golden_text(f"{name}.xml", CASES[name])
     ET.fromstring(CASES[name])  # well-formed
 
 

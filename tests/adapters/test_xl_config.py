@@ -4,17 +4,16 @@ xl-network-configuration(5), xl-pci-configuration(5))."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.adapters.golden import golden_text
 from xenddd.adapters.xl_config import xl_config, xl_rate
 from xenddd.config.spec import DiskSpec, DriverDomainSpec, PciDeviceSpec, VifSpec
 from xenddd.errors import InputError
 from xenddd.model import Bdf, DriverDomainKind
 
-GOLDEN = Path(__file__).with_name("golden")
 NET = frozenset({DriverDomainKind.NETWORK})
 KERNEL = Path("/var/lib/xenddd/dd-vmlinuz")
 
@@ -88,10 +87,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_cfg_matches_its_golden_file(name: str) -> None:
-    path = GOLDEN / f"{name}.cfg"
-    if os.environ.get("XENDDD_REGOLD"):
-        path.write_text(CASES[name])
-    assert CASES[name] == path.read_text()
+    assert CASES[name] == golden_text(f"{name}.cfg", CASES[name])
 
 
 def _settings(cfg: str) -> dict[str, str]:
