@@ -315,7 +315,11 @@ def compare_methods(entries: list[dict[str, object]]) -> str | None:
             f"{restart_to_ready:.1f} s (goal <= 0.50) and {standby / peer_mttr:.2f} of the peers' MTTR "
             "(goal <= 0.35)"
         )
-    in_place = [float(e["observed"]) for e in entries if e.get("path") == "inplace"]  # type: ignore[arg-type]
+    in_place = [
+        float(e["observed"])  # type: ignore[arg-type]
+        for e in entries
+        if e.get("path") == "inplace" and e.get("driver_domain") == "domnet"  # domstore's: not the peers'
+    ]
     if in_place:
         mttr = statistics.median(in_place)
         text += (

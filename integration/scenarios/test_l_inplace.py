@@ -8,6 +8,8 @@ Two new guests, fl (libvirt, listening) and fl2 (xl, sending a counted line ten 
 and fe2 on domnet, which becomes xl's (`toolstack = "xl"`: only libxl's own create can choose a domid). Each
 round's MTTR (crash → every vif Connected again through the same domid) goes to mttr.jsonl with
 path=inplace, with the driver domain's own restart-to-ready. Afterwards domnet goes back to libvirt.
+Then the same for domstore (two crashes): flb (xl), whose disk it serves, writes a counted record to it and
+reads it back every second; the I/O must go on with no error and no change of the guest's disks.
 XENDDD_IT_SELECT='smoke or network_dd or inplace' XENDDD_IT_RELEASES=trixie scripts/integration -k pc
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import (
@@ -41,12 +44,14 @@ ROUNDS = 3
 FL_IP, FL2_IP, PORT = "10.99.0.12", "10.99.0.13", "5000"
 FL_MAC, FL2_MAC = "00:16:3e:00:00:12", "00:16:3e:00:00:13"
 GUESTS = ("fe", "fe2", "fl", "fl2")
+XVDB = 202 * 256 + 16  # flb's disk from domstore (domstore's own xvdb, the disk scenario (d) serves)
 
 
-def in_place(toml: str) -> str:
-    """domnet's block (the first, `name = "domnet"`) gets toolstack = "xl" and reconnect = "in-place"."""
+def in_place(toml: str, name: str = "domnet") -> str:
+    """The driver domain's block (the first, `name = "..."`) gets toolstack = "xl" and reconnect =
+    "in-place"."""
     blocks = toml.split("\n\n")
-    index = next(i for i, block in enumerate(blocks) if 'name = "domnet"' in block.split("\n"))
+    index = next(i for i, block in enumerate(blocks) if f'name = "{name}"' in block.split("\n"))
     blocks[index] += '\ntoolstack = "xl"\nreconnect = "in-place"'
     return "\n\n".join(blocks)
 
@@ -123,6 +128,27 @@ def test_a_crashed_domnet_comes_back_with_its_domid_and_its_guests_notice_nothin
         wait_for_both_vifs(now, "back on libvirt's domnet")
 
 
+def wait_recovered(
+    name: str, connected: Callable[[], bool], seen: int, devices: dict[str, str], what: str
+) -> None:
+    """The devices Connected again and xenddd's incident ended: a device that falls back to
+    detach/attach after the in-place bound belongs to this round, not to the next."""
+
+    def recovered() -> bool:
+        if not connected():
+            return False
+        events = xenddd_json("events")["items"][seen:]
+        return any(e["event"] == "recovered" and e.get("driver_domain") == name for e in events)
+
+    wait_until(
+        recovered,
+        420,
+        f"{what} Connected again and the recovery recorded",
+        every=0.5,
+        explain=lambda: recovery_state(seen, devices),
+    )
+
+
 def one_round(dd: int, round_no: int) -> dict[str, object]:
     time.sleep(HEALTHY)  # domnet has run healthy: no crash-loop backoff
     consoles = {g: Console(g).mark() for g in GUESTS}
@@ -133,21 +159,12 @@ def one_round(dd: int, round_no: int) -> dict[str, object]:
     run("xenstore-write", f"/local/domain/{dd}/data/crash", "1")
     wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") is None, 60, "domnet's crash", every=0.2)
     devices = {g: "vif/0" for g in GUESTS}
-
-    def recovered() -> bool:
-        """Every vif Connected and xenddd's incident ended: a device that falls back to detach/attach
-        after `reattach_timeout` belongs to this round, not to the next."""
-        if not all(vif_connected_to(dd, g) for g in GUESTS):
-            return False
-        events = xenddd_json("events")["items"][seen:]
-        return any(e["event"] == "recovered" and e.get("driver_domain") == "domnet" for e in events)
-
-    wait_until(
-        recovered,
-        420,
-        f"every vif Connected again through domid {dd} and the recovery recorded (round {round_no})",
-        every=0.5,
-        explain=lambda: recovery_state(seen, devices),
+    wait_recovered(
+        "domnet",
+        lambda: all(vif_connected_to(dd, g) for g in GUESTS),
+        seen,
+        devices,
+        f"every vif through domid {dd} (round {round_no})",
     )
     observed = time.monotonic() - started
     assert domid("domnet") == dd, "domnet did not come back with its domid"
@@ -178,4 +195,106 @@ def one_round(dd: int, round_no: int) -> dict[str, object]:
         "events": events,
     }
     say(f"in place round {round_no}: MTTR {observed:.1f}s (DD ready after {ready_uptime:.1f}s), {entry}")
+    return entry
+
+
+def flb_vbd_connected(dd: int) -> bool:
+    guest = domid("flb")
+    return (
+        guest is not None
+        and xs_read(f"/local/domain/{guest}/device/vbd/{XVDB}/state") == "4"
+        and xs_read(f"/local/domain/{guest}/device/vbd/{XVDB}/backend-id") == str(dd)
+        and xs_read(f"/local/domain/{dd}/backend/vbd/{guest}/{XVDB}/state") == "4"
+    )
+
+
+def last_blkio(console: Console) -> int:
+    lines = [ln for ln in console.lines() if "FE: blkio seq " in ln]
+    return int(lines[-1].rsplit(" ", 1)[1]) if lines else -1
+
+
+def test_a_crashed_domstore_comes_back_with_its_domid_and_the_guests_disk_io_goes_on() -> None:
+    base = CONFIG.read_text()
+    run("systemctl", "stop", "xenddd")
+    run("xl", "destroy", "feblk", check=False)  # scenario (d)'s guest, if it ran: the disk is flb's now
+    run(*VIRSH, "destroy", "domstore")
+    run(*VIRSH, "undefine", "domstore")
+    CONFIG.write_text(in_place(base, "domstore"))
+    results: list[dict[str, object]] = []
+    try:
+        run("systemctl", "start", "xenddd")
+        wait_until(lambda: domid("domstore") is not None, 300, "domstore started by xl")
+        dd = domid("domstore")
+        assert dd is not None
+        wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") == "1", 300, "domstore ready")
+        cfg = Path("/tmp/flb.cfg")
+        cfg.write_text("""name = "flb"
+type = "pv"
+kernel = "/boot/vmlinuz"
+ramdisk = "/boot/fe-initrd.gz"
+extra = "console=hvc0 xenddd.blkio=1"
+memory = 96
+vcpus = 1
+disk = [ "format=raw,vdev=xvdb,access=rw,backend=domstore,target=/dev/xvdb" ]
+""")
+        run("xl", "create", str(cfg))
+        wait_until(lambda: flb_vbd_connected(dd), 300, "flb's vbd Connected through domstore")
+        wait_until(lambda: last_blkio(Console("flb")) >= 20, 180, "flb's disk I/O going")
+        for round_no in (1, 2):
+            results.append(one_storage_round(dd, round_no))
+        say(f"in place, storage: {json.dumps(results)}")
+        failures = [r for r in results if r["reports"] or r["events"]]
+        assert not failures, failures
+    finally:
+        run("systemctl", "stop", "xenddd")
+        run("xl", "destroy", "flb", check=False)
+        run("xl", "destroy", "domstore", check=False)
+        CONFIG.write_text(base)
+        run("systemctl", "start", "xenddd")
+        wait_until(lambda: domid("domstore") is not None, 300, "domstore back on libvirt")
+        back = domid("domstore")
+        wait_until(lambda: xs_read(f"/local/domain/{back}/data/ready") == "1", 300, "domstore ready again")
+
+
+def one_storage_round(dd: int, round_no: int) -> dict[str, object]:
+    time.sleep(HEALTHY)  # domstore has run healthy: no crash-loop backoff
+    console = Console("flb").mark()
+    dd_console = Console("domstore").mark()
+    seen = len(xenddd_json("events")["items"])
+    before = last_blkio(Console("flb"))
+    started = time.monotonic()
+    run("xenstore-write", f"/local/domain/{dd}/data/crash", "1")
+    wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") is None, 60, "domstore's crash", every=0.2)
+    devices = {"flb": f"vbd/{XVDB}"}
+    wait_recovered(
+        "domstore",
+        lambda: flb_vbd_connected(dd),
+        seen,
+        devices,
+        f"flb's vbd through domid {dd} (round {round_no})",
+    )
+    observed = time.monotonic() - started
+    assert domid("domstore") == dd, "domstore did not come back with its domid"
+    line = wait_until(lambda: dd_console.find(f"ready domid={dd} "), 60, "domstore's readiness line")
+    ready_uptime = float(line.rsplit("uptime=", 1)[1].split()[0])
+    phases = recovery_phases("domstore", seen, devices)
+    report_mttr(
+        "domstore", f"kernel crash, round {round_no}", phases, observed, dd_ready=ready_uptime, path="inplace"
+    )
+    wait_until(lambda: last_blkio(Console("flb")) >= before + 40, 180, "flb's disk I/O going on")
+    markers = ("FE: vbd gone", "FE: disks", "FE: blkio error")
+    reports = [ln for ln in console.lines() if any(m in ln for m in markers)]
+    items = xenddd_json("events")["items"][seen:]
+    events = [e for e in items if e["event"] in ("in-place-failed", "reattach-failed")]
+    restarted = [e for e in items if e["event"] == "restarted" and e.get("driver_domain") == "domstore"]
+    assert [e.get("in_place") for e in restarted] == [True], restarted
+    entry: dict[str, object] = {
+        "round": round_no,
+        "mttr": round(observed, 1),
+        "dd_ready": ready_uptime,
+        "phases": {k: round(v, 1) for k, v in phases.items()},
+        "reports": reports,
+        "events": events,
+    }
+    say(f"in place, storage round {round_no}: MTTR {observed:.1f}s (DD ready {ready_uptime:.1f}s), {entry}")
     return entry
