@@ -75,6 +75,7 @@ class XenRun:
     messages: dict[str, str] = field(default_factory=dict)
     markers: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    timed_out: bool = False  # killed at XENDDD_IT_TIMEOUT: the scenarios it had not finished fail
 
 
 def build(script: str, *args: str) -> Path:
@@ -163,12 +164,10 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
                 done = re.search(r"DONE rc=(\S+)", line)
                 if done:
                     run.returncode = done.group(1)
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline:  # recorded, not raised: a second boot would wipe the results
                 process.kill()
-                pytest.fail(
-                    f"the {machine.name}-{release} test bed did not finish within {BOOT_TIMEOUT:.0f} s "
-                    f"(see {results}/serial.log)"
-                )
+                run.timed_out = True
+                break
         process.wait(60)
     run.seconds = time.monotonic() - started
     store.unlink()
@@ -225,7 +224,9 @@ class TestBed:
                 self._images[release] = build("build-integration-image", "--release", release)
             run = boot(self._images[release], MACHINES[machine], release, selection(scenarios))
             (RESULTS / f"{machine}-{release}" / "summary.txt").write_text(
-                f"{release} {machine}: boot+suite {run.seconds:.0f} s, dom0 rc={run.returncode}\n"
+                f"{release} {machine}: boot+suite {run.seconds:.0f} s, dom0 rc={run.returncode}"
+                + (" (killed at XENDDD_IT_TIMEOUT)" if run.timed_out else "")
+                + "\n"
                 + "\n".join(run.markers)
                 + "\n"
             )

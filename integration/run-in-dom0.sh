@@ -31,9 +31,15 @@ else
 fi
 systemctl daemon-reload
 say "xenddd installed; scenarios for machine $M start"
+# the domains' consoles, copied once a minute while the scenarios run: a boot killed at the host's
+# deadline never reaches the collection below
+( while sleep 60; do mkdir -p "$R/consoles-live" && cp -u /var/log/xen/console/*.log "$R/consoles-live/"; done ) \
+  > /dev/null 2>&1 &
+copier=$!
 python3 -m pytest -v -p no:cacheprovider ${select:+-k "$select"} --rootdir="$H/integration/scenarios" \
   -c "$H/integration/scenarios/pytest.ini" --junitxml="$R/junit.xml" "$H/integration/scenarios"
 rc=$?
+kill "$copier"
 say "scenarios done rc=$rc"
 xl dmesg > "$R/xl-dmesg.txt" 2>&1
 journalctl -u xenddd --no-pager > "$R/xenddd-journal.txt" 2>&1
