@@ -6,8 +6,11 @@ next one."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from tests.recovery.conftest import (
     TOPOLOGY,
@@ -24,6 +27,7 @@ from xenddd.errors import XendddError
 from xenddd.model import DeviceKind, DriverDomainKind, Frontend, VifParams
 from xenddd.recovery.frontend_steps import IN_PLACE_CONFIRM, confirm_seconds
 from xenddd.recovery.intent import PendingFrontend
+from xenddd.registry.guest_view import GuestView
 from xenddd.sim.hypervisor import SimHypervisor
 from xenddd.sim.kernels import BackendKernel
 
@@ -192,3 +196,30 @@ def test_a_device_restored_in_place_is_given_up_on_soon_after_libxl_kills_its_ho
         )
         assert confirm_seconds(spec, PendingFrontend(vif, restore=restore)) == expected
     assert 40.0 < IN_PLACE_CONFIRM < 120.0
+
+
+def test_devices_are_restored_in_place_no_more_at_once_than_the_lane_is_wide(
+    start_daemon: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore starts its hotplug script in a driver domain that has just booted; with
+    max_parallel_reattach = 1 each device is restored only once the one before it connected."""
+    restored: list[float] = []
+    restore = GuestView.restore_backend
+
+    def recording(view: GuestView, *args: Any) -> str | None:
+        restored.append(time.time())
+        return restore(view, *args)
+
+    monkeypatch.setattr(GuestView, "restore_backend", recording)
+    topology = IN_PLACE_TOPOLOGY.replace("[xenddd]\n", "[xenddd]\nmax_parallel_reattach = 1\n", 1)
+    DEVICE_CALLS.clear()
+    handle = start_daemon(topology=topology, hypervisor=CountingDeviceCalls)
+    wait_until(lambda: handle.settled(FIVE_DEVICES), what="the guests' devices connected")
+    handle.sim.host.crash("domnet")
+
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    connected = sorted(e["ts"] for e in events(handle, "reattached"))
+    assert len(restored) == len(connected) == 3  # web, db and cache: domnet's
+    for index, when in enumerate(restored[1:], start=1):
+        assert sum(ts <= when for ts in connected) >= index, (restored, connected)
+    assert not [c for c in DEVICE_CALLS if c[0] == "detach"]

@@ -201,6 +201,8 @@ class FrontendSteps:
                 wake = earliest(wake, pending.not_before - now)
                 continue
             due.append(pending)
+        if restore:  # the rest wait for a handshake to end, as paced attaches do
+            restore = restore[: self._window.restore_room(spec.name, self._in_handshake(spec, incident))]
         if changed or restore:
             self._t.unsaved = True
         for pending, guest in restore:

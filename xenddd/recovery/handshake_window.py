@@ -8,6 +8,8 @@ recovery 636 s. So attaches are paced like TCP's congestion window: unpaced unti
 its backend gives up, then the calls' lane width halved on each such stall and one wider for every
 device that connects, unpaced again once back at the lane's width. A host fast enough never stalls and
 never sees the window (nor pays for it: a paced recovery looks again at what waits on every pass).
+Devices reconnected in place have no call to pace (dom0 writes their backends in one step) and all
+their scripts would start at once in a driver domain that has just booted: they always keep to the window.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ class HandshakeWindow:
         None while the driver domain has not stalled (no limit but the lane's)."""
         width = self._width.get(driver_domain)
         return None if width is None else max(0, width - in_handshake)
+
+    def restore_room(self, driver_domain: str, in_handshake: int) -> int:
+        """How many more devices may be restored in place now: never more than the lane's width in
+        their handshake at once, fewer after a stall."""
+        return max(0, self._width.get(driver_domain, self._widest) - in_handshake)
 
     def stalled(self, driver_domain: str) -> None:
         self._width[driver_domain] = max(1, self._width.get(driver_domain, self._widest) // 2)
