@@ -128,11 +128,18 @@ def test_a_crashed_domnet_comes_back_with_its_domid_and_its_guests_notice_nothin
         wait_for_both_vifs(now, "back on libvirt's domnet")
 
 
-def wait_recovered(
-    name: str, connected: Callable[[], bool], seen: int, devices: dict[str, str], what: str
-) -> None:
-    """The devices Connected again and xenddd's incident ended: a device that falls back to
-    detach/attach after the in-place bound belongs to this round, not to the next."""
+def crash_in_place(
+    name: str, dd: int, round_no: int, connected: Callable[[], bool], devices: dict[str, str], what: str
+) -> tuple[int, float, float, dict[str, float]]:
+    """Crash `name` (domid `dd`), wait until `connected` holds and xenddd recorded the recovery (a device
+    that falls back to detach/attach after the in-place bound belongs to this round, not to the next),
+    check the domid came back, report the MTTR. Returns the events seen before, the MTTR, the driver
+    domain's uptime at ready and xenddd's phases."""
+    dd_console = Console(name).mark()
+    seen = len(xenddd_json("events")["items"])
+    started = time.monotonic()
+    run("xenstore-write", f"/local/domain/{dd}/data/crash", "1")
+    wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") is None, 60, f"{name}'s crash", every=0.2)
 
     def recovered() -> bool:
         if not connected():
@@ -143,59 +150,66 @@ def wait_recovered(
     wait_until(
         recovered,
         420,
-        f"{what} Connected again and the recovery recorded",
+        f"{what} through domid {dd} (round {round_no}) Connected again and the recovery recorded",
         every=0.5,
         explain=lambda: recovery_state(seen, devices),
     )
-
-
-def one_round(dd: int, round_no: int) -> dict[str, object]:
-    time.sleep(HEALTHY)  # domnet has run healthy: no crash-loop backoff
-    consoles = {g: Console(g).mark() for g in GUESTS}
-    dd_console = Console("domnet").mark()
-    seen = len(xenddd_json("events")["items"])
-    seq_before = last_seq(Console("fl"))
-    started = time.monotonic()
-    run("xenstore-write", f"/local/domain/{dd}/data/crash", "1")
-    wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") is None, 60, "domnet's crash", every=0.2)
-    devices = {g: "vif/0" for g in GUESTS}
-    wait_recovered(
-        "domnet",
-        lambda: all(vif_connected_to(dd, g) for g in GUESTS),
-        seen,
-        devices,
-        f"every vif through domid {dd} (round {round_no})",
-    )
     observed = time.monotonic() - started
-    assert domid("domnet") == dd, "domnet did not come back with its domid"
-    line = wait_until(lambda: dd_console.find(f"ready domid={dd} "), 60, "domnet's readiness line")
+    assert domid(name) == dd, f"{name} did not come back with its domid"
+    line = wait_until(lambda: dd_console.find(f"ready domid={dd} "), 60, f"{name}'s readiness line")
     ready_uptime = float(line.rsplit("uptime=", 1)[1].split()[0])
-    phases = recovery_phases("domnet", seen, devices)
+    phases = recovery_phases(name, seen, devices)
     report_mttr(
-        "domnet", f"kernel crash, round {round_no}", phases, observed, dd_ready=ready_uptime, path="inplace"
+        name, f"kernel crash, round {round_no}", phases, observed, dd_ready=ready_uptime, path="inplace"
     )
-    wait_until(lambda: last_seq(Console("fl")) >= seq_before + 100, 120, "fl's stream going on")
-    for guest in ("fe", "fe2"):
-        wait_until(
-            lambda g=guest: last_ping(consoles[g]) in ("", "up"), 60, f"{guest} pinging its peer again"
-        )
-    events = [
-        e
-        for e in xenddd_json("events")["items"][seen:]
-        if e["event"] in ("in-place-failed", "reattach-failed")
-    ]
-    restarted = [e for e in xenddd_json("events")["items"][seen:] if e["event"] == "restarted"]
+    return seen, observed, ready_uptime, phases
+
+
+def round_entry(
+    name: str,
+    label: str,
+    round_no: int,
+    crash: tuple[int, float, float, dict[str, float]],
+    reports: object,
+) -> dict[str, object]:
+    """The round's verdict: `reports` (what the guests said that they must not) and xenddd's fallback
+    events must be empty, and its one restart must have been in place."""
+    seen, observed, ready_uptime, phases = crash
+    items = xenddd_json("events")["items"][seen:]
+    events = [e for e in items if e["event"] in ("in-place-failed", "reattach-failed")]
+    restarted = [e for e in items if e["event"] == "restarted" and e.get("driver_domain") == name]
     assert [e.get("in_place") for e in restarted] == [True], restarted
     entry: dict[str, object] = {
         "round": round_no,
         "mttr": round(observed, 1),
         "dd_ready": ready_uptime,
         "phases": {k: round(v, 1) for k, v in phases.items()},
-        "reports": {g: guest_reports(c) for g, c in consoles.items() if guest_reports(c)},
+        "reports": reports,
         "events": events,
     }
-    say(f"in place round {round_no}: MTTR {observed:.1f}s (DD ready after {ready_uptime:.1f}s), {entry}")
+    say(f"{label} round {round_no}: MTTR {observed:.1f}s (DD ready after {ready_uptime:.1f}s), {entry}")
     return entry
+
+
+def one_round(dd: int, round_no: int) -> dict[str, object]:
+    time.sleep(HEALTHY)  # domnet has run healthy: no crash-loop backoff
+    consoles = {g: Console(g).mark() for g in GUESTS}
+    seq_before = last_seq(Console("fl"))
+    crash = crash_in_place(
+        "domnet",
+        dd,
+        round_no,
+        lambda: all(vif_connected_to(dd, g) for g in GUESTS),
+        {g: "vif/0" for g in GUESTS},
+        "every vif",
+    )
+    wait_until(lambda: last_seq(Console("fl")) >= seq_before + 100, 120, "fl's stream going on")
+    for guest in ("fe", "fe2"):
+        wait_until(
+            lambda g=guest: last_ping(consoles[g]) in ("", "up"), 60, f"{guest} pinging its peer again"
+        )
+    reports = {g: guest_reports(c) for g, c in consoles.items() if guest_reports(c)}
+    return round_entry("domnet", "in place", round_no, crash, reports)
 
 
 def flb_vbd_connected(dd: int) -> bool:
@@ -259,42 +273,11 @@ disk = [ "format=raw,vdev=xvdb,access=rw,backend=domstore,target=/dev/xvdb" ]
 def one_storage_round(dd: int, round_no: int) -> dict[str, object]:
     time.sleep(HEALTHY)  # domstore has run healthy: no crash-loop backoff
     console = Console("flb").mark()
-    dd_console = Console("domstore").mark()
-    seen = len(xenddd_json("events")["items"])
     before = last_blkio(Console("flb"))
-    started = time.monotonic()
-    run("xenstore-write", f"/local/domain/{dd}/data/crash", "1")
-    wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") is None, 60, "domstore's crash", every=0.2)
-    devices = {"flb": f"vbd/{XVDB}"}
-    wait_recovered(
-        "domstore",
-        lambda: flb_vbd_connected(dd),
-        seen,
-        devices,
-        f"flb's vbd through domid {dd} (round {round_no})",
-    )
-    observed = time.monotonic() - started
-    assert domid("domstore") == dd, "domstore did not come back with its domid"
-    line = wait_until(lambda: dd_console.find(f"ready domid={dd} "), 60, "domstore's readiness line")
-    ready_uptime = float(line.rsplit("uptime=", 1)[1].split()[0])
-    phases = recovery_phases("domstore", seen, devices)
-    report_mttr(
-        "domstore", f"kernel crash, round {round_no}", phases, observed, dd_ready=ready_uptime, path="inplace"
+    crash = crash_in_place(
+        "domstore", dd, round_no, lambda: flb_vbd_connected(dd), {"flb": f"vbd/{XVDB}"}, "flb's vbd"
     )
     wait_until(lambda: last_blkio(Console("flb")) >= before + 40, 180, "flb's disk I/O going on")
     markers = ("FE: vbd gone", "FE: disks", "FE: blkio error")
     reports = [ln for ln in console.lines() if any(m in ln for m in markers)]
-    items = xenddd_json("events")["items"][seen:]
-    events = [e for e in items if e["event"] in ("in-place-failed", "reattach-failed")]
-    restarted = [e for e in items if e["event"] == "restarted" and e.get("driver_domain") == "domstore"]
-    assert [e.get("in_place") for e in restarted] == [True], restarted
-    entry: dict[str, object] = {
-        "round": round_no,
-        "mttr": round(observed, 1),
-        "dd_ready": ready_uptime,
-        "phases": {k: round(v, 1) for k, v in phases.items()},
-        "reports": reports,
-        "events": events,
-    }
-    say(f"in place, storage round {round_no}: MTTR {observed:.1f}s (DD ready {ready_uptime:.1f}s), {entry}")
-    return entry
+    return round_entry("domstore", "in place, storage", round_no, crash, reports)
