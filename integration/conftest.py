@@ -236,9 +236,8 @@ class TestBed:
 
 
 MTTR_COLUMNS = ("detached", "restarted", "promoted", "ready", "recovered", "observed", "dd_ready")
-MTTR_HEADER = "\t".join(
-    ("when", "commit", "release", "machine", "method", "path", "driver_domain", "how", *MTTR_COLUMNS)
-)
+MTTR_FIELDS = ("when", "commit", "release", "machine", "method", "path", "driver_domain", "how")
+MTTR_HEADER = "\t".join((*MTTR_FIELDS, *MTTR_COLUMNS, "paused"))
 
 
 def write_mttr_table(release: str, machine: str) -> None:
@@ -271,6 +270,7 @@ def write_mttr_table(release: str, machine: str) -> None:
                     entry["driver_domain"],
                     entry["how"],
                     *phases,
+                    entry.get("paused", "-"),
                 )
             )
         )

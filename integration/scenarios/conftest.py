@@ -186,17 +186,21 @@ def report_mttr(
     method: str = "xenddd",
     dd_ready: float | None = None,
     path: str = "cold",
+    paused: dict[str, float] | None = None,
 ) -> None:
     """On the console for the log, and in results/<machine>/mttr.jsonl for the host's MTTR table.
     `method`: who recovered (xenddd, or the peers' method); `dd_ready`: the driver domain's own
     restart-to-ready (its uptime when it wrote its readiness key), where the scenario measured it;
-    `path`: cold (a new instance booted) or standby (a warm standby promoted)."""
+    `path`: cold (a new instance booted), standby (a warm standby promoted) or inplace (the same domid,
+    the guests' devices kept); `paused`: the longest pause each guest's own I/O saw (in place)."""
     shown = " ".join(f"{p}=+{t:.1f}s" for p, t in phases.items())
     say(f"MTTR {method} ({path}) {driver_domain} {how}: {shown} (observed {observed:.1f}s)")
     entry = {"method": method, "path": path, "driver_domain": driver_domain, "how": how, **phases}
     entry["observed"] = observed
     if dd_ready is not None:
         entry["dd_ready"] = dd_ready
+    if paused is not None:
+        entry["paused"] = " ".join(f"{guest}={seconds:.1f}" for guest, seconds in paused.items())
     with open(RESULTS / "mttr.jsonl", "a") as out:
         out.write(json.dumps(entry) + "\n")
 
