@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from tests.cli.conftest import CONFIG, wait_for
 from xenddd.cli.main import cli
-from xenddd.cli.service_cmd import standby_line
+from xenddd.cli.service_cmd import in_place_line, standby_line
 from xenddd.service.daemon import Daemon
 from xenddd.sim.socket_host import SimulatedHost
 
@@ -149,3 +149,11 @@ def test_status_says_what_a_standby_is_doing_and_costs() -> None:
     assert standby_line("domnet", failed) == (
         "domnet: standby domnet-standby absent (128 MiB); last start failed: out of memory"
     )
+
+
+def test_status_names_the_guests_an_in_place_driver_domain_reattaches_all_the_same() -> None:
+    domnet = {"name": "domnet", "reconnect": "in-place", "reattach_guests": []}
+    assert in_place_line(domnet) == (
+        "domnet: reconnects its guests in place (restarted as the same domid, nothing detached)"
+    )
+    assert in_place_line(domnet | {"reattach_guests": ["db", "raid1"]}).endswith(", but reattaches db, raid1")

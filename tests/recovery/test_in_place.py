@@ -159,6 +159,37 @@ def test_a_device_that_does_not_reconnect_in_place_is_detached_and_attached_whil
     assert domid(sim.host.domains["domnet"]) == dead
 
 
+def test_a_guest_named_in_reattach_guests_gets_a_new_device_while_the_others_keep_theirs(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """`reattach_guests`: that guest's vif is detached and attached (its I/O fails at the crash instead of
+    waiting), the others are restored in place; each `reattached` event says which way; and so again when
+    the driver domain dies a second time."""
+    topology = IN_PLACE_TOPOLOGY.replace(
+        'reconnect = "in-place"\n', 'reconnect = "in-place"\nreattach_guests = ["db"]\n'
+    )
+    DEVICE_CALLS.clear()
+    handle = start_daemon(topology=topology, hypervisor=CountingDeviceCalls)
+    wait_until(lambda: handle.settled(FIVE_DEVICES), what="the guests' devices connected")
+    DEVICE_CALLS.clear()
+    sim = handle.sim
+    dead = domid(sim.host.domains["domnet"])
+    before = vifs(handle)
+
+    for crash in (1, 2):
+        sim.host.crash("domnet")
+        wait_until(lambda n=crash: len(events(handle, "recovered")) == n, what=f"recovery {crash}")
+        wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+        assert domid(sim.host.domains["domnet"]) == dead
+        calls = list(DEVICE_CALLS)  # only db's vif was detached and attached, once per crash
+        assert calls == [("detach", "db"), ("attach", "db")] * crash
+        reattached = events(handle, "reattached")[-3:]
+        assert {e["guest"]: e["in_place"] for e in reattached} == {"web": True, "db": False, "cache": True}
+    assert not events(handle, "in-place-failed")
+    after = vifs(handle)
+    assert {k for k in before if before[k] != after[k]} <= {k for k in before if k[0] == "db"}
+
+
 def test_a_daemon_killed_right_after_the_start_as_the_same_domid_is_finished_by_the_next_one(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:

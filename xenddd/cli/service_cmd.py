@@ -144,11 +144,7 @@ def status(cli: CliContext) -> None:
     lines.append(render_table(_STATUS_COLUMNS, rows))
     lines += [f"{d['name']}: {d['error']}" for d in domains if d.get("error")]
     lines += [standby_line(d["name"], d["standby"]) for d in domains if d.get("standby")]
-    lines += [
-        f"{d['name']}: reconnects its guests in place (restarted as the same domid, nothing detached)"
-        for d in domains
-        if d.get("reconnect") == "in-place"
-    ]
+    lines += [in_place_line(d) for d in domains if d.get("reconnect") == "in-place"]
     if daemon_health.get("mode") != "simulated":  # the simulated host's xenstored has its own quotas
         served = {d["name"]: int(d.get("frontends") or 0) for d in domains}
         near = quota_warnings(served, read_xenstored_quotas())
@@ -292,6 +288,12 @@ def _parse_since(text: str) -> float:
         raise InputError(
             f"--since {text!r}: give an age (90s, 10m, 1h, 2d) or an ISO 8601 time (2024-05-01T12:00)"
         ) from None
+
+
+def in_place_line(domain: dict[str, Any]) -> str:
+    line = f"{domain['name']}: reconnects its guests in place (restarted as the same domid, nothing detached)"
+    others = domain.get("reattach_guests")
+    return f"{line}, but reattaches {', '.join(others)}" if others else line
 
 
 def standby_line(name: str, standby: dict[str, Any]) -> str:

@@ -145,6 +145,7 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
         toolstack=t.choice("toolstack", ("libvirt", "xl"), "libvirt"),  # type: ignore[arg-type]
         standby=_standby(t.table("standby")),
         reconnect=t.choice("reconnect", ("reattach", "in-place"), "reattach"),  # type: ignore[arg-type]
+        reattach_guests=frozenset(t.checked("reattach_guests", _guest_names, default=[])),
     )
     if virt == "pv" and spec.kernel is None:
         raise t.error("kernel", "a PV driver domain needs a kernel")
@@ -161,6 +162,10 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
         _check_standby(t, spec)
     if spec.reconnect == "in-place":
         _check_in_place(t, spec)
+    elif spec.reattach_guests:
+        raise t.error(
+            "reattach_guests", 'applies only with reconnect = "in-place" (else every guest is reattached)'
+        )
     t.finish()
     return spec
 
@@ -240,6 +245,15 @@ def stable_mac(domain: str, index: int) -> str:
     start, unlike libxl's random one, so the domain's own view of its uplink survives restarts."""
     digest = hashlib.sha256(f"{domain}/{index}".encode()).digest()
     return "00:16:3e:" + ":".join(f"{b:02x}" for b in (digest[0] & 0x7F, digest[1], digest[2]))
+
+
+def _guest_names(value: object) -> list[str]:
+    """Domain names (a guest's name is what dom0's toolstack records, never what the guest writes); one
+    name alone is a list of one, as for `kind`."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list):
+        raise InputError(f"must be a list of guest names, not {type(value).__name__}")
+    return [validate_domain_name(name) for name in names]
 
 
 def _backend_name(value: object) -> str:

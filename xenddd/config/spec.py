@@ -154,9 +154,17 @@ class DriverDomainSpec:
     # dead one's domid and takes the guests' rings over as they are (their devices never go); only xl can
     # choose a domid, and a device that does not reconnect so within reattach_timeout is reattached.
     reconnect: Reconnect = "reattach"
+    # Guests whose devices are detached and attached again even when the driver domain reconnects in
+    # place: in place, a guest's I/O on them waits out the outage; detached, it fails at once, which a
+    # guest that fails over itself (a RAID mirror or a bond over two driver domains) must see.
+    reattach_guests: frozenset[str] = frozenset()
     # Created ready for PCI devices passed through while it runs (Xen's IOMMU context, a PCI hole in a PV
     # domain's memory map): a standby, which gets the crashed instance's devices by hot-plug.
     pci_hotplug: bool = False
+
+    def restores_in_place(self, guest: str) -> bool:
+        """Whether `guest`'s devices reconnect in place after a crash of this driver domain."""
+        return self.reconnect == "in-place" and guest not in self.reattach_guests
 
     @property
     def standby_name(self) -> str:

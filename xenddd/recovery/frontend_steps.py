@@ -183,8 +183,15 @@ class FrontendSteps:
                     incident.frontends.remove(pending)
                     self._unwatch(pending)
                     self._window.connected(spec.name)
+                    # in place or not: which way this guest got its device back
+                    path = {"in_place": pending.restore} if incident.in_place else {}
                     self._t.event(
-                        "reattached", spec.name, incident, **pending.event_fields(), attempts=pending.attempts
+                        "reattached",
+                        spec.name,
+                        incident,
+                        **pending.event_fields(),
+                        attempts=pending.attempts,
+                        **path,
                     )
                     changed = True
                 elif now >= pending.confirm_deadline or self._backend_gave_up(incident, pending, guest):

@@ -168,7 +168,7 @@ class Recovery:
             spec.reconnect == "in-place" and incident.dead_domid is not None and not incident.by_operator
         )
         for pending in incident.frontends:
-            pending.restore = incident.in_place
+            pending.restore = incident.in_place and spec.restores_in_place(pending.frontend.guest_name)
         self._schedule_restart(spec, record, incident, planned=incident.planned, uptime=incident.dead_uptime)
 
     def _restart(
@@ -407,12 +407,17 @@ class Recovery:
         for pending in incident.frontends:
             # in place, a device attached to the instance that died (restored, or attached after a
             # failed restore) has its dom0 record naming that domid, and is restored again
-            pending.restore = incident.in_place and pending.attached
+            pending.restore = (
+                incident.in_place and pending.attached and spec.restores_in_place(pending.frontend.guest_name)
+            )
             pending.attached = False
             pending.detached = False
         known = {pending.key for pending in incident.frontends}
         confirmed = [f for f in self._served_by(spec.name, incident.new_domid) if f.key not in known]
-        incident.frontends.extend(PendingFrontend(f, restore=incident.in_place) for f in confirmed)
+        incident.frontends.extend(
+            PendingFrontend(f, restore=incident.in_place and spec.restores_in_place(f.guest_name))
+            for f in confirmed
+        )
         self._t.event(
             "crashed-again",
             spec.name,

@@ -272,6 +272,7 @@ class Reconciler:
                     "last_incident": record.last_incident,
                     "error": self._errors.get(spec.name) or self._listing_errors.get(spec.name),
                     "reconnect": spec.reconnect,
+                    "reattach_guests": sorted(spec.reattach_guests),
                     "standby": self._standbys.status(spec, observed.get(spec.standby_name))
                     if spec.standby.enabled
                     else None,
