@@ -5,7 +5,9 @@ guests must notice nothing but a pause: the same interfaces with the same ifinde
 two guests going on over the same connection with no gap.
 
 Two new guests, fl (libvirt, listening) and fl2 (xl, sending a counted line ten times a second), join fe
-and fe2 on domnet, which becomes xl's (`toolstack = "xl"`: only libxl's own create can choose a domid). Each
+and fe2 on domnet, which becomes xl's (`toolstack = "xl"`: only libxl's own create can choose a domid).
+fe2 is in its `reattach_guests`: its vif must come back by detach and attach (a `reattached` event with
+in_place false) while the others' come back in place. Each
 round's MTTR (crash → every vif Connected again through the same domid) goes to mttr.jsonl with
 path=inplace, with the driver domain's own restart-to-ready. Afterwards domnet goes back to libvirt.
 Then the same for domstore (two crashes): flb (xl) and flv (libvirt) each mount an ext4 from it (a
@@ -49,15 +51,18 @@ ROUNDS = 3
 FL_IP, FL2_IP, PORT = "10.99.0.12", "10.99.0.13", "5000"
 FL_MAC, FL2_MAC = "00:16:3e:00:00:12", "00:16:3e:00:00:13"
 GUESTS = ("fe", "fe2", "fl", "fl2")
+REATTACHED = "fe2"  # in domnet's reattach_guests: its vif is detached and attached, a new device each time
 XVDB = 202 * 256 + 16  # flb's disk from domstore (domstore's own xvdb, the disk scenario (d) serves)
 
 
-def in_place(toml: str, name: str = "domnet") -> str:
-    """The driver domain's block (the first, `name = "..."`) gets toolstack = "xl" and reconnect =
-    "in-place"."""
+def in_place(toml: str, name: str = "domnet", reattached: tuple[str, ...] = ()) -> str:
+    """The driver domain's block (the first, `name = "..."`) gets toolstack = "xl", reconnect =
+    "in-place" and `reattached` as its reattach_guests."""
     blocks = toml.split("\n\n")
     index = next(i for i, block in enumerate(blocks) if f'name = "{name}"' in block.split("\n"))
-    blocks[index] += '\ntoolstack = "xl"\nreconnect = "in-place"'
+    blocks[index] += (
+        f'\ntoolstack = "xl"\nreconnect = "in-place"\nreattach_guests = {json.dumps(list(reattached))}'
+    )
     return "\n\n".join(blocks)
 
 
@@ -107,7 +112,7 @@ def test_a_crashed_domnet_comes_back_with_its_domid_and_its_guests_notice_nothin
     run("systemctl", "stop", "xenddd")
     run(*VIRSH, "destroy", "domnet")
     run(*VIRSH, "undefine", "domnet")
-    CONFIG.write_text(in_place(base))
+    CONFIG.write_text(in_place(base, reattached=(REATTACHED,)))
     results: list[dict[str, object]] = []
     try:
         run("systemctl", "start", "xenddd")
@@ -221,8 +226,15 @@ def one_round(dd: int, round_no: int) -> dict[str, object]:
         wait_until(
             lambda g=guest: last_ping(consoles[g]) in ("", "up"), 60, f"{guest} pinging its peer again"
         )
-    reports = {g: guest_reports(c) for g, c in consoles.items() if guest_reports(c)}
+    reports = {g: guest_reports(c) for g, c in consoles.items() if g != REATTACHED and guest_reports(c)}
     paused = {"fl2->fl": max(pauses(consoles["fl"], "tcp"), default=0.0)}  # the stream's longest pause
+    # each device came back the way the config says: in place, but fe2's reattached
+    ways = {
+        e["guest"]: e.get("in_place")
+        for e in xenddd_json("events")["items"][crash[0] :]
+        if e["event"] == "reattached"
+    }
+    assert ways == {g: g != REATTACHED for g in GUESTS}, ways
     return round_entry("domnet", "in place", round_no, crash, reports, paused)
 
 
