@@ -167,3 +167,22 @@ def test_a_standby_that_dies_as_it_is_promoted_is_followed_by_a_cold_start(
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
     assert events(handle, "crashed-again") and events(handle, "restarted")
     assert domid(sim.host.domains["domnet"]) != standby
+
+
+def test_a_standby_the_config_no_longer_enables_is_destroyed_by_the_next_daemon(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The operator turned the standby off (a new config, a daemon started with it): the standby that
+    still runs would cost a domain's memory for nothing; it goes, and nothing else does."""
+    first = started_with_a_ready_standby(start_daemon)
+    sim, standby, active = first.sim, standby_ready(first), domid(first.sim.host.domains["domnet"])
+    first.stop()
+    before = len(first.daemon.history.since())  # the history is kept across daemons
+    without = STANDBY_TOPOLOGY.replace("[driver_domain.standby]\nenabled = true\n", "", 1)
+    second = start_daemon(sim=sim, topology=without)
+    wait_until(lambda: events(second, "standby-retired"), what="the standby retired")
+    since = [e["event"] for e in second.daemon.history.since()[before:]]
+    assert [e["domid"] for e in events(second, "standby-retired")] == [standby]
+    assert sim.host.domains["domnet-standby"].state == "shutoff"
+    assert domid(sim.host.domains["domnet"]) == active and all_connected(sim, FIVE_DEVICES)
+    assert "detected" not in since and "standby-started" not in since, since

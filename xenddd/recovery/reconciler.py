@@ -290,6 +290,9 @@ class Reconciler:
         if advance and spec.standby.enabled:
             record = self._records[spec.name]
             wake = earliest(wake, self._standbys.keep(spec, record, self._standby_info(spec)))
+        elif advance and spec.toolstack == "xl":
+            left = (self._observed or {}).get(spec.standby_name)
+            wake = earliest(wake, self._standbys.retire(spec, self._records[spec.name], left))
         if not advance or not spec.upstreams:
             return wake
         record, running = self._records[spec.name], running_domid(info)

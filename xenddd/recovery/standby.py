@@ -6,7 +6,8 @@ What this module owns: the standby's definition (the driver domain's, without it
 ready to receive them by hot-plug), starting it, restarting one that died — quietly, with a backoff of its
 own, since no guest depends on it — and saying whether one is ready to promote. A new standby is booted
 only once no recovery of its driver domain is under way, so that its boot never competes with the
-recovery it exists to shorten.
+recovery it exists to shorten. And retiring a standby its driver domain's config no longer enables (a
+reload, or a daemon started with the new config), rather than leave it costing a domain's memory.
 """
 
 from __future__ import annotations
@@ -68,6 +69,37 @@ class Standbys:
         if now < kept.not_before:
             return kept.not_before - now
         self._t.calls.submit(lane, f"{spec.standby_name}: start", lambda: self._start(spec), lane=lane)
+        return None
+
+    def retire(self, spec: DriverDomainSpec, record: DomainRecord, info: DomainInfo | None) -> float | None:
+        """Destroy the standby of an xl driver domain whose config does not enable one, if it runs — never
+        during a recovery (a promotion under way would lose its instance); `info` is the toolstack's view
+        of it. Returns when to try again after a failed destroy."""
+        kept = self._kept.setdefault(spec.name, _Keeping())
+        lane = (spec.standby_name, "destroy")
+        now = self._t.clock()
+        result = self._t.calls.take(lane)
+        if result is not None and result.error is not None:
+            kept.error = str(result.error)
+            self._back_off(kept, now)
+            log.warning("%s: its standby %s not destroyed: %s", spec.name, spec.standby_name, result.error)
+        elif result is not None:
+            self._t.history.record("standby-retired", driver_domain=spec.name, domid=kept.domid)
+            log.info("%s: standby %s destroyed: the config enables none", spec.name, spec.standby_name)
+            self._kept[spec.name] = _Keeping()
+            return None
+        running = running_domid(info)
+        if running is None or record.incident is not None or self._t.calls.busy(lane):
+            return None
+        if now < kept.not_before:
+            return kept.not_before - now
+        kept.domid = running
+        self._t.calls.submit(
+            lane,
+            f"{spec.standby_name}: destroy",
+            lambda: self._t.hypervisor.destroy(spec.standby_name),
+            lane=lane,
+        )
         return None
 
     def ready_domid(self, spec: DriverDomainSpec, info: DomainInfo | None) -> int | None:
