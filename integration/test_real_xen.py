@@ -85,6 +85,11 @@ def scenario_ids() -> list[Any]:
 def test_scenario_on_real_xen(test_bed: Any, release: str, machine: str, scenario: str) -> None:
     run = test_bed.run(release, machine, RELEASES[release])
     outcome = run.outcomes.get(scenario)
+    if outcome is None and run.dom0_crashed:
+        pytest.fail(
+            f"dom0 of the {release} {machine} test bed crashed before {scenario} finished (if it was "
+            f"selected); see integration/results/{machine}-{release}/serial.log"
+        )
     if outcome is None and run.timed_out:
         pytest.fail(
             f"the {release} {machine} test bed was killed after XENDDD_IT_TIMEOUT before {scenario} "
