@@ -131,6 +131,22 @@ def busybox_guest(name: str, cmdline: str, devices: str, memory_mib: int = 96) -
     return path
 
 
+def busybox_xl_guest(name: str, cmdline: str, devices: str = "", memory_mib: int = 96) -> Path:
+    """The same guest for `xl create`: an xl.cfg whose `devices` are its own lines (`vif = [ ... ]`,
+    `disk = [ ... ]`), written to a file."""
+    path = Path(f"/tmp/{name}.cfg")
+    path.write_text(f"""name = "{name}"
+type = "pv"
+kernel = "/boot/vmlinuz"
+ramdisk = "/boot/fe-initrd.gz"
+extra = "console=hvc0 {cmdline}"
+memory = {memory_mib}
+vcpus = 1
+{devices.strip()}
+""")
+    return path
+
+
 class Console:
     """A guest's console as xenconsoled logs it in dom0 (the guests and driver domains of the test bed
     report on it what they see), read from a mark on: `mark()` now, `lines()` what came after it."""

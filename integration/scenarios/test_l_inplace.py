@@ -25,12 +25,12 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from conftest import (
     HEALTHY,
     Console,
     busybox_guest,
+    busybox_xl_guest,
     domid,
     recovery_phases,
     recovery_state,
@@ -74,17 +74,9 @@ def start_stream_guests(dd: int) -> None:
     </interface>"""
     xml = busybox_guest("fl", f"xenddd.ip={FL_IP} xenddd.peer={FL2_IP} xenddd.listen={PORT}", vif)
     run(*VIRSH, "create", str(xml))
-    cfg = Path("/tmp/fl2.cfg")
-    cfg.write_text(f"""name = "fl2"
-type = "pv"
-kernel = "/boot/vmlinuz"
-ramdisk = "/boot/fe-initrd.gz"
-extra = "console=hvc0 xenddd.ip={FL2_IP} xenddd.peer={FL_IP} xenddd.send={FL_IP}:{PORT}"
-memory = 96
-vcpus = 1
-vif = [ "mac={FL2_MAC},bridge=br0,backend=domnet" ]
-""")
-    run("xl", "create", str(cfg))
+    cmdline = f"xenddd.ip={FL2_IP} xenddd.peer={FL_IP} xenddd.send={FL_IP}:{PORT}"
+    vifs = f'vif = [ "mac={FL2_MAC},bridge=br0,backend=domnet" ]'
+    run("xl", "create", str(busybox_xl_guest("fl2", cmdline, vifs)))
     for guest in ("fl", "fl2"):
         wait_until(lambda g=guest: vif_connected_to(dd, g), 300, f"{guest}'s vif Connected through domnet")
     wait_until(lambda: Console("fl").find("FE: tcp seq 50"), 180, "fl receiving fl2's stream")
@@ -290,17 +282,8 @@ def pauses(console: Console, what: str) -> list[float]:
 
 
 def start_fs_guests(dd: int) -> None:
-    cfg = Path("/tmp/flb.cfg")
-    cfg.write_text("""name = "flb"
-type = "pv"
-kernel = "/boot/vmlinuz"
-ramdisk = "/boot/fe-initrd.gz"
-extra = "console=hvc0 xenddd.fsio=/dev/xvdb"
-memory = 128
-vcpus = 1
-disk = [ "format=raw,vdev=xvdb,access=rw,backend=domstore,target=/dev/xvdb1" ]
-""")
-    run("xl", "create", str(cfg))
+    disks = 'disk = [ "format=raw,vdev=xvdb,access=rw,backend=domstore,target=/dev/xvdb1" ]'
+    run("xl", "create", str(busybox_xl_guest("flb", "xenddd.fsio=/dev/xvdb", disks, memory_mib=128)))
     vbd = """<disk type='block' device='disk'>
       <driver name='phy'/>
       <source dev='/dev/xvdb2'/>

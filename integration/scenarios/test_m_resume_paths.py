@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import Console, domid, run, say, wait_until
+from conftest import Console, busybox_xl_guest, domid, run, say, wait_until
 from test_c_network_dd import vif_connected_to
 
 ON_DEMAND = True
@@ -46,18 +46,7 @@ print("resume", xl.libxl_domain_resume(ctx, domid, cancel, None), flush=True)
 
 
 def throwaway_guest(name: str, vif: str = "") -> int:
-    cfg = Path(f"/tmp/{name}.cfg")
-    vifs = f"vif = [ {vif} ]" if vif else ""
-    cfg.write_text(f"""name = "{name}"
-type = "pv"
-kernel = "/boot/vmlinuz"
-ramdisk = "/boot/fe-initrd.gz"
-extra = "console=hvc0"
-memory = 96
-vcpus = 1
-{vifs}
-""")
-    run("xl", "create", str(cfg))
+    run("xl", "create", str(busybox_xl_guest(name, "", f"vif = [ {vif} ]" if vif else "")))
     wait_until(lambda: Console(name).find("FE: up"), 120, f"{name}'s init")
     guest = domid(name)
     assert guest is not None
