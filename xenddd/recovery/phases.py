@@ -168,7 +168,7 @@ class Recovery:
             spec.reconnect == "in-place" and incident.dead_domid is not None and not incident.by_operator
         )
         for pending in incident.frontends:
-            pending.restore = incident.in_place and spec.restores_in_place(pending.frontend.guest_name)
+            pending.restore = _restores(spec, incident, pending.frontend)
         self._schedule_restart(spec, record, incident, planned=incident.planned, uptime=incident.dead_uptime)
 
     def _restart(
@@ -407,17 +407,12 @@ class Recovery:
         for pending in incident.frontends:
             # in place, a device attached to the instance that died (restored, or attached after a
             # failed restore) has its dom0 record naming that domid, and is restored again
-            pending.restore = (
-                incident.in_place and pending.attached and spec.restores_in_place(pending.frontend.guest_name)
-            )
+            pending.restore = pending.attached and _restores(spec, incident, pending.frontend)
             pending.attached = False
             pending.detached = False
         known = {pending.key for pending in incident.frontends}
         confirmed = [f for f in self._served_by(spec.name, incident.new_domid) if f.key not in known]
-        incident.frontends.extend(
-            PendingFrontend(f, restore=incident.in_place and spec.restores_in_place(f.guest_name))
-            for f in confirmed
-        )
+        incident.frontends.extend(PendingFrontend(f, restore=_restores(spec, incident, f)) for f in confirmed)
         self._t.event(
             "crashed-again",
             spec.name,
@@ -449,3 +444,9 @@ class Recovery:
         record.incident = None
         self._t.save(record)
         log.info("%s: recovered in %.2f s (incident %s)", spec.name, now - incident.detected_at, incident.id)
+
+
+def _restores(spec: DriverDomainSpec, incident: Incident, frontend: Frontend) -> bool:
+    """Whether this incident restores the frontend's backend in place, or detaches and attaches it: the
+    incident may reconnect in place, and the guest may be one the config reattaches all the same."""
+    return incident.in_place and spec.restores_in_place(frontend.guest_name)
