@@ -53,3 +53,28 @@ def elf(
     data = header + headers + interp + strtab + dyn
     assert len(data) == size
     return data
+
+
+def module(modinfo: list[tuple[str, str]], *, kind: int = 1, name: str = ".modinfo") -> bytes:
+    """A minimal kernel module (ELF64 relocatable): a section named `name` holding the `key=value`
+    entries, the section-name table, and the section headers last (null, that section, the names)."""
+    body = b"".join(f"{key}={value}".encode() + b"\0" for key, value in modinfo)
+    names = b"\0" + name.encode() + b"\0.shstrtab\0"
+    body_at = 64
+    names_at = body_at + len(body)
+    headers_at = names_at + len(names)
+    header = struct.pack(
+        "<4sBBBB8xHHIQQQIHHHHHH",
+        *(b"\x7fELF", 2, 1, 1, 0),
+        *(kind, 62, 1, 0, 0, headers_at, 0, 64, 0, 0, 64, 3, 2),  # shoff, shentsize 64, shnum 3, shstrndx 2
+    )
+    sections = [
+        (0, 0, 0, 0),
+        (1, 1, body_at, len(body)),  # SHT_PROGBITS
+        (1 + len(name) + 1, 3, names_at, len(names)),  # SHT_STRTAB
+    ]
+    headers = b"".join(
+        struct.pack("<IIQQQQIIQQ", name_at, kind_, 0, 0, offset, size, 0, 0, 1, 0)
+        for name_at, kind_, offset, size in sections
+    )
+    return header + body + names + headers

@@ -8,7 +8,7 @@ import lzma
 import os
 from pathlib import Path
 
-from tests.image.elf_files import elf
+from tests.image.elf_files import elf, module
 from xenddd.image import recipe
 
 KERNEL = "6.1.0-test-amd64"
@@ -35,6 +35,30 @@ MODULES = {  # name -> (path under the kernel's tree, its modules.dep dependenci
     "r8169": ("kernel/drivers/net/ethernet/realtek/r8169.ko", ["libphy"]),
 }
 BUILTIN = ("loop",)  # built into this kernel: nothing to load
+SOFTDEPS = {"r8169": "pre: realtek", "e1000": "pre: crc-absent"}
+ALIASES = {"e1000": "pci:v00008086d0000100Esv*sd*bc*sc*i*", "r8169": "pci:v000010ECd00008168sv*sd*bc*sc*i*"}
+
+
+BUILTIN_LIST = "".join(f"kernel/drivers/block/{m}.ko\n" for m in BUILTIN)
+
+
+def kernel_package_tree(directory: Path, version: str, merged: bool) -> None:
+    """What a kernel package's data holds, unpacked: /boot/vmlinuz-VERSION and the modules of MODULES as
+    real (synthetic) module files whose .modinfo says what the fake root's depmod files say, with no
+    depmod files but modules.builtin, under /usr/lib (trixie) or /lib (bookworm, `merged` False)."""
+    base = directory / ("usr/lib" if merged else "lib") / "modules" / version
+    (directory / "boot").mkdir(parents=True)
+    (directory / f"boot/vmlinuz-{version}").write_bytes(f"the kernel {version}".encode())
+    for name, (path, deps) in MODULES.items():
+        info = [("depends", ",".join(deps)), ("name", name.replace("-", "_"))]
+        info += [("softdep", SOFTDEPS[name])] if name in SOFTDEPS else []
+        info += [("alias", ALIASES[name])] if name in ALIASES else []
+        body = module(info)
+        (base / path).parent.mkdir(parents=True, exist_ok=True)
+        (base / path).write_bytes(lzma.compress(body) if path.endswith(".xz") else body)
+    (base / "modules.builtin").write_text(BUILTIN_LIST)
+    (directory / "usr/share/doc/linux-image").mkdir(parents=True)
+    (directory / "usr/share/doc/linux-image/copyright").write_text("GPL-2\n")
 
 
 class FakeRoot:
@@ -83,15 +107,10 @@ class FakeRoot:
             self.file(package, f"{base}/{path}", lzma.compress(body) if path.endswith(".xz") else body, 0o644)
             dep_lines.append(f"{path}: {' '.join(MODULES[d][0] for d in deps)}".rstrip())
         self.write(f"{base}/modules.dep", "\n".join(dep_lines) + "\n")
-        self.write(
-            f"{base}/modules.softdep", "# soft\nsoftdep r8169 pre: realtek\nsoftdep e1000 pre: crc-absent\n"
-        )
-        aliases = {
-            "e1000": "pci:v00008086d0000100Esv*sd*bc*sc*i*",
-            "r8169": "pci:v000010ECd00008168sv*sd*bc*sc*i*",
-        }
-        self.write(f"{base}/modules.alias", "".join(f"alias {p} {m}\n" for m, p in aliases.items()))
-        self.write(f"{base}/modules.builtin", "".join(f"kernel/drivers/block/{m}.ko\n" for m in BUILTIN))
+        softdeps = "".join(f"softdep {m} {rule}\n" for m, rule in SOFTDEPS.items())
+        self.write(f"{base}/modules.softdep", "# soft\n" + softdeps)
+        self.write(f"{base}/modules.alias", "".join(f"alias {p} {m}\n" for m, p in ALIASES.items()))
+        self.write(f"{base}/modules.builtin", BUILTIN_LIST)
 
     def file(self, package: str, inside: str, data: bytes, mode: int = 0o755) -> None:
         self.write(inside, data, mode)

@@ -1,5 +1,6 @@
-"""Reading an ELF file's interpreter, needed libraries and soname from its bytes, on synthetic files built
-here (independent of the machine) and on one real binary of this machine when there is one."""
+"""Reading an ELF file's interpreter, needed libraries and soname, and a kernel module's .modinfo, from
+their bytes, on synthetic files built here (independent of the machine) and on one real binary of this
+machine when there is one."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.image.elf_files import BASE, LOADER, elf
+from tests.image.elf_files import BASE, LOADER, elf, module
 from xenddd.errors import XendddError
-from xenddd.image.elf import DynamicInfo, ElfError, dynamic_info, is_elf
+from xenddd.image.elf import DynamicInfo, ElfError, dynamic_info, is_elf, modinfo
 
 
 def test_an_executable_names_its_interpreter_and_libraries_in_order() -> None:
@@ -120,3 +121,20 @@ def test_corruptions_of_a_valid_binary_give_info_or_an_elf_error(
     for offset, replacement in patches:
         data[offset : offset + len(replacement)] = replacement
     assert_only_elf_errors(bytes(data[:length]))
+
+
+def test_a_modules_modinfo_entries_are_read_in_order_repeats_kept() -> None:
+    entries = [("alias", "pci:v00008086d*"), ("depends", "libphy,mdio"), ("alias", "of:foo"), ("name", "r")]
+    assert modinfo(module(entries)) == entries
+
+
+def test_a_module_without_modinfo_has_no_entries_and_an_executable_is_no_module() -> None:
+    assert modinfo(module([("license", "GPL")], name=".text")) == []
+    with pytest.raises(ElfError, match="not a relocatable object"):
+        modinfo(module([], kind=3))
+
+
+def test_a_section_table_beyond_the_file_is_refused() -> None:
+    data = module([("depends", "")])
+    with pytest.raises(ElfError, match="section header table"):
+        modinfo(data[:-10])

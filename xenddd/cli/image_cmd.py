@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
+from xenddd.adapters.debian_packages import AptPackages
 from xenddd.adapters.pci_sysfs import PciSysfs
 from xenddd.cli.context import CliContext, pass_cli
 from xenddd.cli.output import Column, echo_findings, emit_list, emit_record
 from xenddd.config.loader import load_config
 from xenddd.config.spec import Config
 from xenddd.errors import InputError
-from xenddd.image import recipe
+from xenddd.image import kernel_package, recipe
 from xenddd.image.builder import BuildRequest, build, write
 from xenddd.image.check import check as check_image
 from xenddd.image.cpio import COMPRESSIONS
@@ -42,6 +44,12 @@ def image_group() -> None:
 )
 @click.option("--kernel", help="A kernel version under /lib/modules [default: the root's only one].")
 @click.option(
+    "--kernel-from",
+    metavar="PKG",
+    help="Take the kernel and its modules from this Debian package (name, name=version or a .deb file), "
+    "downloaded by apt from the root's sources and unpacked, not installed.",
+)
+@click.option(
     "--nic", "nics", multiple=True, help=f"A NIC module (repeat) [default: {' '.join(recipe.DEFAULT_NICS)}]."
 )
 @click.option("--compress", type=click.Choice(COMPRESSIONS), default="gzip", show_default=True)
@@ -55,6 +63,7 @@ def build_cmd(
     output: Path | None,
     root: Path,
     kernel: str | None,
+    kernel_from: str | None,
     nics: tuple[str, ...],
     compress: str,
     includes: tuple[str, ...],
@@ -64,14 +73,24 @@ def build_cmd(
     Debian tools they run, and an init that writes the readiness key xenddd waits for (data/ready=1).
     Same root, same options: same bytes. The driver domain's bridges, ports and addresses come from
     `xenddd.*` words on its kernel command line (see the README); `image check` validates them.
+    `--kernel-from linux-image-cloud-amd64` takes another kernel (a metapackage is followed to the
+    versioned package) without installing it; the manifest records the package and its .deb's hash.
 
     \b
     Exit status: 0 built, 2 bad options or the root lacks something (named), nothing written.
     """
     chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
     pairs = tuple(_include(text) for text in includes)
+    if kernel and kernel_from:
+        raise InputError("--kernel and --kernel-from: choose one")
     request = BuildRequest(chosen, nics or None, kernel, compress, pairs)
-    image = build(RootTree(root), request)
+    tree = RootTree(root)
+    if kernel_from is None:
+        image = build(tree, request)
+    else:
+        with tempfile.TemporaryDirectory(prefix="xenddd-kernel-") as scratch:
+            package = kernel_package.fetch(AptPackages(root), kernel_from, Path(scratch))
+            image = build(tree, request, package)
     directory = output or IMAGES / "-".join(image.manifest.kinds)
     write(image, directory)
     manifest = image.manifest
@@ -92,10 +111,17 @@ def list_cmd(cli: CliContext, directory: Path | None) -> None:
     packages, NIC drivers and sizes."""
     if directory is not None:
         manifest = Manifest.load(directory)
-        record = {"directory": str(directory), **_summary(manifest), "packages": manifest.packages}
+        record = {
+            "directory": str(directory),
+            **_summary(manifest),
+            "packages": manifest.packages,
+            "kernel_package": manifest.kernel_package,
+        }
+        taken = manifest.kernel_package
         lines = [
             f"{directory}: {', '.join(manifest.kinds)} image of {manifest.release}, "
-            f"kernel {manifest.kernel}, Xen {manifest.xen}",
+            f"kernel {manifest.kernel}, Xen {manifest.xen}"
+            + (f" (from {taken['name']} {taken['version']}, not installed)" if taken else ""),
             f"modules: {' '.join(manifest.modules)}",
             f"NIC drivers: {' '.join(manifest.nics) or 'none'}",
             f"packages: {' '.join(f'{n}={v}' for n, v in manifest.packages.items())}",

@@ -1,6 +1,7 @@
 """`xenddd image build`: a Debian kernel and one initramfs holding everything a driver domain of the asked
 kinds needs, taken from an installed Debian root (the host's own `/`, or a debootstrapped tree), with the
-manifest that records where each file came from.
+manifest that records where each file came from. The kernel and its modules come from the same root, or
+from a kernel package unpacked beside it (`kernel_package`).
 
 Nothing runs inside the root: binaries' libraries come from their ELF headers (`elf`), modules from the
 kernel package's depmod files (`modules`), so a root of another release builds as well as the host's.
@@ -19,6 +20,7 @@ from xenddd.errors import InputError
 from xenddd.image import recipe
 from xenddd.image.cpio import Entry, archive, compress
 from xenddd.image.elf import ElfError, dynamic_info, is_elf
+from xenddd.image.kernel_package import KernelPackage
 from xenddd.image.manifest import FileRecord, Manifest, sha256
 from xenddd.image.modules import KernelModules, ModuleSet
 from xenddd.image.root_tree import RootTree
@@ -71,27 +73,28 @@ class _Staging:
         self.put(entry, self.origin(canonical))
         return canonical
 
-    def origin(self, canonical: str) -> str:
+    def origin(self, canonical: str, tree: RootTree | None = None) -> str:
         """`package:<name>` for a file a package ships (its version joins the manifest), else `root`."""
-        owner = self.root.owner(canonical)
+        owner = (tree or self.root).owner(canonical)
         if owner is None:
             return "root"
         self.packages[owner.name] = owner.version
         return f"package:{owner.name}"
 
 
-def build(root: RootTree, request: BuildRequest) -> Image:
+def build(root: RootTree, request: BuildRequest, kernel_package: KernelPackage | None = None) -> Image:
     """The image, in memory; `write` puts it on disk. Raises InputError naming what the root lacks."""
     unknown = [k for k in request.kinds if k not in recipe.KINDS]
     if unknown or not request.kinds:
         raise InputError(f"--kind: {', '.join(unknown) or 'nothing'}; choose from {', '.join(recipe.KINDS)}")
     needs = recipe.needs(request.kinds, request.nics)
-    version = request.kernel or _only_kernel(root)
+    kernel_root = kernel_package.root if kernel_package else root
+    version = request.kernel or _only_kernel(kernel_root)
     kernel_path = f"/boot/vmlinuz-{version}"
-    if not root.exists(kernel_path):
-        raise InputError(f"{root.path}: no {kernel_path}")
+    if not kernel_root.exists(kernel_path):
+        raise InputError(f"{kernel_root.path}: no {kernel_path}")
     xen = _xen_version(root)
-    modules = KernelModules(root, version)
+    modules = KernelModules(kernel_root, version, unpacked=kernel_package is not None)
     boot = modules.closure(needs.modules)
     # NICs the operator named must exist; the default set takes what this kernel has
     named, defaults = (needs.nics, ()) if request.nics is not None else ((), needs.nics)
@@ -114,7 +117,7 @@ def build(root: RootTree, request: BuildRequest) -> Image:
         mode = source.stat().st_mode & 0o777
         staging.put(Entry(_absolute(inside), mode, source.read_bytes()), f"include:{source}")
     initrd = compress(archive(list(staging.entries.values())), request.compression)
-    kernel = root.read(kernel_path)
+    kernel = kernel_root.read(kernel_path)
     manifest = Manifest(
         builder=__version__,
         release=_release(root),
@@ -129,6 +132,7 @@ def build(root: RootTree, request: BuildRequest) -> Image:
         pci_aliases=[[p, m] for p, m in modules.aliases_of(every) if p.startswith("pci:")],
         outputs={"vmlinuz": sha256(kernel), "initrd.img": sha256(initrd)},
         sizes={"vmlinuz": len(kernel), "initrd.img": len(initrd)},
+        kernel_package=kernel_package.record() if kernel_package else {},
     )
     return Image(kernel, initrd, manifest)
 
@@ -205,12 +209,12 @@ def _modules(staging: _Staging, modules: KernelModules, boot: ModuleSet, every: 
     base = f"/usr/lib/modules/{modules.version}"
     for module in every.ordered:
         data = modules.module_bytes(module)
-        staging.put(Entry(f"{base}/{module.path}", 0o644, data), staging.origin(module.source))
+        staging.put(Entry(f"{base}/{module.path}", 0o644, data), staging.origin(module.source, modules.root))
     staging.put(Entry(f"{base}/modules.dep", 0o644, every.dep_lines().encode()), "generated:depmod")
     aliases = "".join(f"alias {pattern} {name}\n" for pattern, name in modules.aliases_of(every))
     staging.put(Entry(f"{base}/modules.alias", 0o644, aliases.encode()), "generated:depmod")
     builtin = f"{base}/modules.builtin"
-    staging.put(Entry(builtin, 0o644, staging.root.read(builtin)), "root")
+    staging.put(Entry(builtin, 0o644, modules.root.read(builtin)), "root")
     boot_list = "".join(f"{base}/{m.path}\n" for m in boot.ordered)
     staging.put(Entry(f"{CONFIG_DIR}/modules", 0o644, boot_list.encode()), "generated:boot modules")
 

@@ -1,10 +1,13 @@
-"""What a dynamically linked ELF executable or shared library needs, read from its bytes without running it.
+"""What a dynamically linked ELF executable or shared library needs, and what a kernel module says of
+itself, read from their bytes without running anything.
 
 The initramfs builder copies each binary's shared libraries out of a Debian root tree. `ldd` would run the
 build host's loader on the target, which is wrong when the tree is another release (or refuses a binary the
 host cannot load); reading the file is exact and safe. Only the program headers are used, as the kernel and
 ld.so do: they are what a loaded binary has, while section headers are optional (`sstrip` removes them).
-Only ELF64 little-endian x86-64 is supported; anything else, or a corrupt file, raises `ElfError`.
+A kernel module is a relocatable object with no program headers: its `.modinfo` section (found through
+the section headers) carries what depmod would index, for a kernel unpacked from its package where depmod
+never ran. Only ELF64 little-endian x86-64 is supported; anything else, or a corrupt file, raises `ElfError`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ ELF_MAGIC = b"\x7fELF"
 _HEADER = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
 _PROGRAM_HEADER = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr: type flags offset vaddr paddr filesz memsz align
 _DYN = struct.Struct("<qQ")  # Elf64_Dyn: d_tag, d_val
-ET_EXEC, ET_DYN, EM_X86_64 = 2, 3, 62
+_SECTION_HEADER = struct.Struct("<IIQQQQIIQQ")  # Elf64_Shdr: name type flags addr offset size link info ...
+ET_REL, ET_EXEC, ET_DYN, EM_X86_64 = 1, 2, 3, 62
 PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME = 0, 1, 5, 14
 
@@ -74,8 +78,30 @@ def dynamic_info(data: bytes) -> DynamicInfo:
     return DynamicInfo(interpreter, needed, soname)
 
 
-def _program_headers(data: bytes) -> list[tuple[int, int, int, int]]:
-    """(p_type, p_offset, p_vaddr, p_filesz) of each program header, after checking the ELF header."""
+def modinfo(data: bytes) -> list[tuple[str, str]]:
+    """The `key=value` entries of a kernel module's `.modinfo` section, in order (`depends`, `alias`,
+    `softdep` repeat); empty if it has none."""
+    kind, _, _, _, _, shoff, _, _, _, _, shentsize, shnum, shstrndx = _header(data)
+    if kind != ET_REL:
+        raise ElfError(f"ELF type {kind} is not a relocatable object (a kernel module)")
+    if shnum and shentsize != _SECTION_HEADER.size:
+        raise ElfError(f"section headers of {shentsize} bytes, not {_SECTION_HEADER.size}")
+    if shstrndx >= shnum:
+        raise ElfError(f"the section-name table's index {shstrndx} is beyond the {shnum} sections")
+    table = _within(data, shoff, shnum * _SECTION_HEADER.size, "the section header table")
+    sections = [_SECTION_HEADER.unpack_from(table, i * _SECTION_HEADER.size) for i in range(shnum)]
+    names = _within(data, sections[shstrndx][4], sections[shstrndx][5], "the section-name table")
+    for name_at, _, _, _, offset, size, *_ in sections:
+        if names[name_at : names.find(b"\0", name_at)] == b".modinfo":
+            body = _within(data, offset, size, "the .modinfo section")
+            entries = [_decode(raw, ".modinfo").partition("=") for raw in body.split(b"\0") if raw]
+            return [(key, value) for key, _, value in entries]
+    return []
+
+
+def _header(data: bytes) -> tuple[int, ...]:
+    """The ELF header's fields after e_ident (type, machine, ..., shstrndx), once it is known to be ELF64
+    little-endian x86-64."""
     if not is_elf(data):
         raise ElfError("not an ELF file (no \\x7fELF magic)")
     if data[4:5] != b"\x02":
@@ -84,9 +110,15 @@ def _program_headers(data: bytes) -> list[tuple[int, int, int, int]]:
         raise ElfError("not a little-endian ELF file (only ELF64 x86-64 is supported)")
     if len(data) < _HEADER.size:
         raise ElfError(f"truncated: {len(data)} bytes, shorter than the {_HEADER.size}-byte ELF header")
-    _, kind, machine, _, _, phoff, _, _, _, phentsize, phnum, _, _, _ = _HEADER.unpack_from(data)
-    if machine != EM_X86_64:
-        raise ElfError(f"built for ELF machine {machine}, not x86-64 ({EM_X86_64})")
+    fields: tuple[int, ...] = _HEADER.unpack_from(data)[1:]
+    if fields[1] != EM_X86_64:
+        raise ElfError(f"built for ELF machine {fields[1]}, not x86-64 ({EM_X86_64})")
+    return fields
+
+
+def _program_headers(data: bytes) -> list[tuple[int, int, int, int]]:
+    """(p_type, p_offset, p_vaddr, p_filesz) of each program header, after checking the ELF header."""
+    kind, _, _, _, phoff, _, _, _, phentsize, phnum, _, _, _ = _header(data)
     if kind not in (ET_EXEC, ET_DYN):
         raise ElfError(f"ELF type {kind} is neither an executable nor a shared library")
     if phnum and phentsize != _PROGRAM_HEADER.size:

@@ -42,6 +42,8 @@ class Manifest:
     pci_aliases: list[list[str]]  # [pattern, module]: which PCI devices a module in the image drives
     outputs: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     sizes: dict[str, int] = field(default_factory=dict)
+    # with --kernel-from: the kernel package's name, version and .deb's sha256; empty for the root's kernel
+    kernel_package: dict[str, str] = field(default_factory=dict)
     format: int = FORMAT
 
     def to_json(self) -> str:

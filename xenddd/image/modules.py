@@ -1,6 +1,9 @@
 """Kernel modules for the image: the closure of what was asked over `depends` and soft pre-dependencies,
 in load order, read from the kernel package's own `modules.dep`, `modules.softdep`, `modules.alias` and
-`modules.builtin` (the root has them: depmod ran when the kernel was installed).
+`modules.builtin` (an installed root has them: depmod ran when the kernel was installed). A kernel
+unpacked from its package (`--kernel-from`) has only `modules.builtin`: the same tables then come from
+each module's own `.modinfo` (its `depends`, `softdep` and `alias` entries, which are what depmod indexes;
+`depends` names only direct prerequisites, and the closure follows them).
 
 Modules compressed with xz (trixie's kernels) are stored decompressed: the signature is inside the
 compressed payload so it survives, the initramfs is compressed once as a whole (smaller), and busybox's
@@ -14,6 +17,7 @@ import posixpath
 from dataclasses import dataclass, field
 
 from xenddd.errors import InputError
+from xenddd.image.elf import ElfError, modinfo
 from xenddd.image.root_tree import RootTree
 
 _SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
@@ -56,26 +60,58 @@ def normalize(name: str) -> str:
 class KernelModules:
     """One kernel's modules in a root: `/lib/modules/<version>`."""
 
-    def __init__(self, root: RootTree, version: str) -> None:
+    def __init__(self, root: RootTree, version: str, *, unpacked: bool = False) -> None:
+        """`unpacked`: the root is a kernel package unpacked without depmod; read the modules instead."""
         self.root = root
         self.version = version
         self.base = f"/usr/lib/modules/{version}"
-        if not root.exists(f"{self.base}/modules.dep"):
-            raise InputError(f"{root.path}: no modules.dep for kernel {version} (is its package installed?)")
-        self.deps: dict[str, list[str]] = {}
+        self.deps: dict[str, list[str]] = {}  # source -> prerequisites' sources, the last loaded first
         self.by_name: dict[str, str] = {}
+        self.softdeps: dict[str, list[str]] = {}
+        self.aliases: list[tuple[str, str]] = []
+        if unpacked:
+            self._index_modinfo()
+        else:
+            self._index_depmod()
+        self.builtin = {_name_of(line) for line in self._text("modules.builtin").split()}
+
+    def _index_depmod(self) -> None:
+        if not self.root.exists(f"{self.base}/modules.dep"):
+            raise InputError(
+                f"{self.root.path}: no modules.dep for kernel {self.version} (is its package installed?)"
+            )
         for line in self._text("modules.dep").splitlines():
             module, _, rest = line.partition(":")
             source = f"{self.base}/{module.strip()}"
             self.deps[source] = [f"{self.base}/{d}" for d in rest.split()]
             self.by_name[_name_of(module)] = source
-        self.builtin = {_name_of(line) for line in self._text("modules.builtin").split()}
         self.softdeps = _softdeps(self._text("modules.softdep", missing_ok=True))
-        self.aliases: list[tuple[str, str]] = []
         for line in self._text("modules.alias", missing_ok=True).splitlines():
             words = line.split()
             if len(words) == 3 and words[0] == "alias":
                 self.aliases.append((words[1], normalize(words[2])))
+
+    def _index_modinfo(self) -> None:
+        sources = [p for p in self.root.files_under(self.base) if p.endswith(_SUFFIXES)]
+        if not sources:
+            raise InputError(f"{self.root.path}: no modules under {self.base}")
+        self.by_name = {_name_of(source): source for source in sources}
+        softdeps = []
+        for source in sources:
+            name = _name_of(source)
+            try:
+                entries = modinfo(self._bytes(source))
+            except ElfError as exc:
+                raise InputError(f"{source}: {exc}") from exc
+            listed = ",".join(value for key, value in entries if key == "depends")
+            needed = [normalize(d) for d in listed.split(",") if d]
+            missing = [d for d in needed if d not in self.by_name]
+            if missing:
+                raise InputError(f"{source} depends on {', '.join(missing)}, which this kernel lacks")
+            self.deps[source] = [self.by_name[d] for d in needed]
+            softdeps += [f"softdep {name} {value}" for key, value in entries if key == "softdep"]
+            self.aliases += [(value, name) for key, value in entries if key == "alias"]
+        self.softdeps = _softdeps("\n".join(softdeps))
 
     def closure(self, wanted: tuple[str, ...], optional: tuple[str, ...] = ()) -> ModuleSet:
         """`wanted` must exist (built in counts); `optional` ones this kernel lacks are listed as skipped."""
@@ -94,11 +130,14 @@ class KernelModules:
         return chosen
 
     def module_bytes(self, module: Module) -> bytes:
-        data = self.root.read(module.source)
-        if module.source.endswith(".xz"):
+        return self._bytes(module.source)
+
+    def _bytes(self, source: str) -> bytes:
+        data = self.root.read(source)
+        if source.endswith(".xz"):
             return lzma.decompress(data)
-        if module.source.endswith((".zst", ".gz")):
-            raise InputError(f"{module.source}: only xz-compressed modules are supported")
+        if source.endswith((".zst", ".gz")):
+            raise InputError(f"{source}: only xz-compressed modules are supported")
         return data
 
     def aliases_of(self, chosen: ModuleSet) -> list[tuple[str, str]]:

@@ -84,6 +84,19 @@ class RootTree:
         host = self._host(self.canonical(inside))
         return sorted(p.name for p in host.iterdir()) if host.is_dir() else []
 
+    def files_under(self, inside: str) -> list[str]:
+        """Every regular file below a directory of the root, by its path inside, sorted; symlinks are not
+        followed (a kernel's modules are plain files)."""
+        top = self.canonical(inside)
+        host = self._host(top)
+        found = [
+            posixpath.join(top, os.path.relpath(os.path.join(directory, name), host))
+            for directory, _, names in os.walk(host)
+            for name in names
+            if not os.path.islink(os.path.join(directory, name))
+        ]
+        return sorted(found)
+
     def which(self, command: str, search: tuple[str, ...]) -> str | None:
         """Where the tree's shell finds `command` on `search` (a PATH, first match), not resolved."""
         for directory in search:
