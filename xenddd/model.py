@@ -63,6 +63,28 @@ def normalise_mac(text: str) -> str:
     return mac
 
 
+_XVD = re.compile(r"xvd([a-z]+)([1-9][0-9]*)?")
+
+
+def xvd_devid(vdev: str) -> int | None:
+    """The devid Xen gives a PV disk named `xvd<letters>[partition]` (docs/misc/vbd-interface.txt: disks
+    a..p with partitions below 16 in the xvd major's minors, others in the extended form), the number
+    `xl block-list` and xenstore know it by; None for another name or one out of range."""
+    found = _XVD.fullmatch(vdev)
+    if found is None:
+        return None
+    disk = 0
+    for letter in found.group(1):  # bijective base 26: a=0 ... z=25, aa=26
+        disk = disk * 26 + ord(letter) - ord("a") + 1
+    disk -= 1
+    partition = int(found.group(2) or 0)
+    if disk < 16 and partition < 16:
+        return (202 << 8) | (disk << 4) | partition
+    if disk < (1 << 20) and partition < 256:
+        return (1 << 28) | (disk << 8) | partition
+    return None
+
+
 class DriverDomainKind(enum.Enum):
     """What a driver domain serves; decides which backend trees xenddd watches in it."""
 

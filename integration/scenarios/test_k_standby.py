@@ -26,16 +26,16 @@ CONFIG = Path("/etc/xenddd/xenddd.toml")
 VIRSH = ("virsh", "-c", "xen:///system")
 
 
-def with_standby(toml: str) -> str:
-    """domnet's block (the first, `name = "domnet"`) gets toolstack = "xl" and a standby table."""
+def with_standby(toml: str, name: str = "domnet") -> str:
+    """The driver domain's block (`name = "<name>"`) gets toolstack = "xl" and a standby table."""
     blocks = toml.split("\n\n")
-    index = next(i for i, block in enumerate(blocks) if 'name = "domnet"' in block.split("\n"))
+    index = next(i for i, block in enumerate(blocks) if f'name = "{name}"' in block.split("\n"))
     blocks[index] += '\ntoolstack = "xl"\n\n[driver_domain.standby]\nenabled = true'
     return "\n\n".join(blocks)
 
 
-def standby_ready() -> int | None:
-    standby = domid("domnet-standby")
+def standby_ready(name: str = "domnet") -> int | None:
+    standby = domid(f"{name}-standby")
     return standby if standby is not None and xs_read(f"/local/domain/{standby}/data/ready") == "1" else None
 
 

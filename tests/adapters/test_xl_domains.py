@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from xenddd.adapters.hypervisor_api import DomainState, LifecycleKind
 from xenddd.adapters.xl_config import xl_config
 from xenddd.adapters.xl_domains import XlDomains
-from xenddd.config.spec import DriverDomainSpec, PciDeviceSpec
+from xenddd.config.spec import DiskSpec, DriverDomainSpec, PciDeviceSpec
 from xenddd.errors import XendddError
 from xenddd.model import Bdf, DriverDomainKind
 
@@ -289,6 +290,71 @@ def test_ensure_passthrough_attaches_only_the_missing_device(domains: XlDomains,
     xl.answer("pci-attach domnet 0000:00:10.0,permissive=1", ok())
     domains.ensure_passthrough(spec(pci=devices))
     assert xl.calls == [["pci-list", "domnet"], ["pci-attach", "domnet", "0000:00:10.0,permissive=1"]]
+
+
+BLOCK_HEADER = "Vdev  BE  handle state evt-ch ring-ref BE-path                       \n"
+
+
+def block_row(devid: int, state: int, domid: int = 7) -> str:
+    """A row as main_blocklist prints it (tools/xl/xl_block.c)."""
+    backend = f"/local/domain/0/backend/vbd/{domid}/{devid}"
+    return f"{devid:<5d} {0:<3d} {domid:<6d} {state:<5d} {9:<6d} {8:<8d} {backend}\n"
+
+
+STORE_DISKS = (
+    DiskSpec(Path("/srv/dd-root.img"), vdev="xvda", readonly=True),  # the standby booted with it
+    DiskSpec(Path("/dev/vdd"), vdev="xvdb"),  # the guests' data: moved at the promotion
+    DiskSpec(Path("/dev/vde"), vdev="xvdc"),  # moved already, by a promotion interrupted and retried
+)
+
+
+def test_a_promoted_standby_gets_the_writable_disks_it_lacks_and_they_connect_before_it_returns(
+    tmp_path: Path, xl: FakeXl
+) -> None:
+    ticks = iter(range(100))
+    domains = XlDomains(
+        tmp_path / "cfg", command=str(xl.path), clock=lambda: next(ticks), sleep=lambda _: None
+    )
+    before = BLOCK_HEADER + block_row(51712, 4) + block_row(51744, 4)
+    connecting = before + block_row(51728, 1)
+    xl.answer(
+        "block-list domstore",
+        ok(before),
+        ok(connecting),
+        ok(connecting),
+        ok(connecting + block_row(51728, 4)),
+    )
+    attach = "block-attach domstore format=raw,vdev=xvdb,access=rw,backendtype=phy,target=/dev/vdd"
+    xl.answer(attach, ok())
+    domains.ensure_passthrough(replace(spec("domstore"), disks=STORE_DISKS))
+    assert xl.calls == [
+        ["block-list", "domstore"],
+        attach.split(" "),
+        *[["block-list", "domstore"]] * 3,
+    ]
+
+
+def test_a_moved_disk_that_never_connects_fails_the_promotion_naming_it(tmp_path: Path, xl: FakeXl) -> None:
+    ticks = iter(range(0, 1000, 10))
+    domains = XlDomains(
+        tmp_path / "cfg", command=str(xl.path), clock=lambda: next(ticks), sleep=lambda _: None
+    )
+    before = BLOCK_HEADER + block_row(51712, 4) + block_row(51744, 4)
+    xl.answer("block-list domstore", ok(before), ok(before + block_row(51728, 3)))
+    xl.answer("block-attach domstore format=raw,vdev=xvdb,access=rw,backendtype=phy,target=/dev/vdd", ok())
+    with pytest.raises(XendddError, match="domstore: its disk xvdb not Connected within 60 s"):
+        domains.ensure_passthrough(replace(spec("domstore"), disks=STORE_DISKS))
+
+
+def test_an_adopted_domains_own_disks_are_not_waited_for(tmp_path: Path, xl: FakeXl) -> None:
+    """Adoption runs on the daemon's loop: a domain still booting has disks not yet Connected."""
+    domains = XlDomains(tmp_path / "cfg", command=str(xl.path), sleep=lambda _: pytest.fail("waited"))
+    xl.answer(
+        "block-list domstore",
+        ok(BLOCK_HEADER + block_row(51712, 1) + block_row(51728, 1) + block_row(51744, 3)),
+    )
+    domains.ensure_passthrough(replace(spec("domstore"), disks=STORE_DISKS))
+    assert xl.calls == [["block-list", "domstore"]]
 
 
 def test_a_missing_xl_is_an_error_that_says_so(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.config.parsing import parse, rejection
+from xenddd.recovery.standby import standby_spec
 
 DOMNET = """
 [[driver_domain]]
@@ -36,7 +37,7 @@ def test_without_a_standby_table_there_is_none_and_libvirt_owns_the_domain() -> 
         ("", "driver_domain[0].standby: a standby is promoted by renaming it while it runs, which libvirt"),
         ('toolstack = "xl"\ntype = "hvm"\n[[driver_domain.disk]]\npath = "/d"\nreadonly = true', "must be"),
         ('toolstack = "xl"\n[[driver_domain.vif]]\nbridge = "br0"', "vif: a standby would put a second vif"),
-        ('toolstack = "xl"\n[[driver_domain.disk]]\npath = "/dev/vg/dd"', "would open xvda too"),
+        ('toolstack = "xl"\n[[driver_domain.disk]]\npath = "/dev/vg/dd"\nvdev = "hdb"', "hdb: a disk moved"),
         ('toolstack = "libxl"', "toolstack"),
     ],
 )
@@ -49,6 +50,19 @@ def test_a_standby_may_have_read_only_disks() -> None:
         extra='toolstack = "xl"\n[[driver_domain.disk]]\npath = "/dev/vg/root"\nreadonly = true'
     )
     assert parse(text).driver_domain("domnet").disks[0].readonly
+
+
+def test_a_standby_takes_writable_disks_over_at_a_promotion_and_boots_without_them() -> None:
+    text = DOMNET.format(extra='toolstack = "xl"\n[[driver_domain.disk]]\npath = "/dev/vdd"\nvdev = "xvdb"')
+    spec = parse(text).driver_domain("domnet")
+    assert not spec.disks[0].readonly
+    assert standby_spec(spec).disks == ()
+
+
+def test_a_standby_of_a_domain_whose_root_is_a_writable_disk_is_refused() -> None:
+    disk = '[[driver_domain.disk]]\npath = "/dev/vg/dd"'
+    text = DOMNET.format(extra=f'toolstack = "xl"\ncmdline = "console=hvc0 root=/dev/xvda1 ro"\n{disk}')
+    assert "driver_domain[0].disk: a standby boots without xvda (writable disks move to it" in rejection(text)
 
 
 def test_a_standby_whose_name_another_driver_domain_has_is_refused() -> None:

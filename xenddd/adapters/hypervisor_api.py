@@ -137,7 +137,8 @@ class Hypervisor(Protocol):
 
     def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
         """For a running driver domain xenddd has no record of starting (a daemon killed between the
-        start and the passthrough that follows it): pass through whatever the start would have."""
+        start and the passthrough that follows it), or a standby just promoted: give it whatever devices
+        of its own the start would have (PCI devices; for a promoted standby also its writable disks)."""
         ...
 
     def watch_lifecycle(

@@ -23,13 +23,16 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from xenddd.adapters.hypervisor_api import ALIVE, DomainInfo, DomainState, LifecycleKind
 from xenddd.adapters.xl import XL_TIMEOUT, Xl
-from xenddd.adapters.xl_config import xl_config
-from xenddd.config.spec import DriverDomainSpec
+from xenddd.adapters.xl_config import disk_spec, xl_config
+from xenddd.config.spec import DiskSpec, DriverDomainSpec
 from xenddd.errors import XendddError
+from xenddd.model import XenbusState, xvd_devid
 from xenddd.state import write_text
 
 log = logging.getLogger(__name__)
@@ -41,13 +44,24 @@ _FIELDS_AFTER_NAME = 8  # ID, Mem, VCPUs, State, Time(s), UUID, Reason-Code, Sec
 # the program that creates a domain as a chosen domid (adapters/libxl_create), with the daemon's own Python
 LIBXL_CREATE = (sys.executable, "-m", "xenddd.adapters.libxl_create")
 _CRASH = "c"  # the shutdown reason letter of a crash, in the fifth state flag ("-rscwS" by reason code)
+# a disk hot-plugged into a running driver domain: dom0's backend is set up when block-attach returns, the
+# domain's blkfront connects a moment later
+DISK_CONNECT_TIMEOUT = 60.0
+DISK_POLL = 0.2
 
 
 class XlDomains:
     def __init__(
-        self, config_dir: Path, command: str = "xl", libxl_create: tuple[str, ...] = LIBXL_CREATE
+        self,
+        config_dir: Path,
+        command: str = "xl",
+        libxl_create: tuple[str, ...] = LIBXL_CREATE,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config_dir = config_dir
+        self.clock = clock
+        self.sleep = sleep
         self.command = command
         self.libxl_create = libxl_create
         self._xl = Xl(command)
@@ -150,13 +164,44 @@ class XlDomains:
         return info
 
     def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
-        """After a rename gave a standby the dead instance's name, it gets that instance's devices; a device
-        it already has (a promotion interrupted and retried) is left alone."""
+        """After a rename gave a standby the dead instance's name, it gets that instance's devices: its
+        writable disks, which a standby boots without, and its PCI devices; a device it already has (a
+        promotion interrupted and retried, a domain created with them) is left alone. Returns once each
+        such disk is Connected in it: the guests' disks it serves are backed by them, and their reattach
+        follows at once."""
+        self._ensure_disks(spec)
         attached = self._xl.pci_list(spec.name) if spec.pci else []
         for pci in spec.pci:
             if pci.bdf not in attached:
                 log.info("%s: passing %s through", spec.name, pci.bdf)
                 self._xl.pci_attach(spec.name, pci)
+
+    def _ensure_disks(self, spec: DriverDomainSpec) -> None:
+        moved: dict[int, DiskSpec] = {}
+        for disk in spec.disks:
+            devid = xvd_devid(disk.vdev)
+            if not disk.readonly and devid is not None:  # the config refuses a moved disk of another name
+                moved[devid] = disk
+        if not moved:
+            return
+        states = self._xl.block_states(spec.name)
+        attached = [devid for devid in moved if devid not in states]
+        for devid in attached:
+            disk = moved[devid]
+            log.info("%s: attaching its disk %s (%s)", spec.name, disk.vdev, disk.path)
+            self._run("block-attach", spec.name, disk_spec(disk, hvm=False))
+        # only what this call attached is waited for: an adopted domain's own disks (on the daemon's loop)
+        # connect as it boots, and holding the loop for them would hold every other driver domain
+        deadline = self.clock() + DISK_CONNECT_TIMEOUT
+        while attached:
+            states = self._xl.block_states(spec.name)
+            waiting = [moved[d].vdev for d in attached if states.get(d) != XenbusState.CONNECTED]
+            if not waiting:
+                return
+            if self.clock() >= deadline:
+                limit = f"{DISK_CONNECT_TIMEOUT:.0f} s"
+                raise XendddError(f"{spec.name}: its disk {', '.join(waiting)} not Connected within {limit}")
+            self.sleep(DISK_POLL)
 
     def _run(self, *args: str) -> str:
         return _stdout(self._call(*args), args)

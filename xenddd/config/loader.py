@@ -30,7 +30,14 @@ from xenddd.config.spec import (
 )
 from xenddd.config.toml_reader import TableReader, locate_line
 from xenddd.errors import ConfigError, InputError
-from xenddd.model import MAX_DOMAIN_NAME, Bdf, DriverDomainKind, normalise_mac, validate_domain_name
+from xenddd.model import (
+    MAX_DOMAIN_NAME,
+    Bdf,
+    DriverDomainKind,
+    normalise_mac,
+    validate_domain_name,
+    xvd_devid,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/xenddd/xenddd.toml")
 # What the Debian package and scripts/install put at DEFAULT_CONFIG_PATH: no driver domain, so a freshly
@@ -189,8 +196,23 @@ def _check_standby(t: TableReader, spec: DriverDomainSpec) -> None:
     if spec.vifs:
         raise t.error("vif", "a standby would put a second vif with the same MAC on the same bridge")
     writable = [disk.vdev for disk in spec.disks if not disk.readonly]
-    if writable:
-        raise t.error("disk", f"a standby would open {', '.join(writable)} too: give it only read-only disks")
+    rooted = [
+        vdev
+        for vdev in writable
+        for word in spec.cmdline.split()
+        if re.fullmatch(rf"root=/dev/{vdev}\d*", word)
+    ]
+    if rooted:
+        raise t.error(
+            "disk",
+            f"a standby boots without {rooted[0]} (writable disks move to it at a promotion), "
+            "which the cmdline mounts as root: boot from an image, or make the root disk read-only",
+        )
+    unnamed = [vdev for vdev in writable if xvd_devid(vdev) is None]
+    if unnamed:
+        raise t.error(
+            "disk", f"{', '.join(unnamed)}: a disk moved to a standby by hot-plug needs an xvd name"
+        )
     if len(spec.standby_name) > MAX_DOMAIN_NAME:
         raise t.error("name", f"its standby's name {spec.standby_name!r} is longer than {MAX_DOMAIN_NAME}")
 

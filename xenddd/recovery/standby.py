@@ -28,8 +28,16 @@ BACKOFF_CAP = 300.0
 
 def standby_spec(spec: DriverDomainSpec) -> DriverDomainSpec:
     """The standby's own definition: nothing it would share with the active instance (the config refuses
-    own vifs and writable disks), its PCI devices only after a promotion, by hot-plug."""
-    return replace(spec, name=spec.standby_name, pci=(), pci_hotplug=bool(spec.pci), standby=Standby())
+    own vifs); its PCI devices and writable disks only after a promotion, by hot-plug, once the dead
+    instance that held them is destroyed (two instances must not write one disk)."""
+    return replace(
+        spec,
+        name=spec.standby_name,
+        pci=(),
+        pci_hotplug=bool(spec.pci),
+        disks=tuple(disk for disk in spec.disks if disk.readonly),
+        standby=Standby(),
+    )
 
 
 @dataclass

@@ -171,7 +171,7 @@ class SimHypervisor:
         return self._iommu
 
     def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
-        """The simulated host has no PCI devices to pass through."""
+        """The simulated host has no PCI devices to pass through, and its driver domains no disks."""
 
     def watch_lifecycle(
         self, handler: Callable[[LifecycleEvent], None], on_reconnect: Callable[[], None]

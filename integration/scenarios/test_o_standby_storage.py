@@ -1,0 +1,110 @@
+"""(o, on demand, after (d)) A warm standby for the storage driver domain: domstore becomes xl's with
+`[driver_domain.standby]`, so domstore-standby runs booted beside it without the data disk it serves
+the guests' disks from (xvdb, dom0's /dev/vdd: two instances must not write one disk). Each kernel crash
+of domstore is recovered by renaming the standby to domstore, attaching xvdb to it once the dead instance
+is destroyed (xenddd waits until it is Connected inside), and reattaching feblk's vbd to it: feblk must
+read back what it wrote before any crash. MTTR: crash until feblk's vbd is Connected through the promoted
+instance.
+
+The issue's goal compares it with the driver domain's own restart-to-ready, measured in the same boot by
+(d)'s cold recovery (its `ready` phase: detection until the new instance's readiness key); the ratio goes
+to results/<machine>/standby_storage.txt (goal <= 0.5). Afterwards domstore goes back to libvirt.
+XENDDD_IT_SELECT='smoke or block_dd or standby_storage' XENDDD_IT_RELEASES=trixie scripts/integration -k pc
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from pathlib import Path
+
+from conftest import RESULTS, Console, domid, recovery_phases, report_mttr, run, say, wait_until, xenddd_json
+from test_d_block_dd import vbd_connected_to, written_token
+from test_k_standby import VIRSH, standby_ready, with_standby
+
+ON_DEMAND = True
+ROUNDS = 2
+CONFIG = Path("/etc/xenddd/xenddd.toml")
+DATA_DISK = 51728  # xvdb, domstore's own disk from dom0
+
+
+def store_standby_ready() -> int | None:
+    return standby_ready("domstore")
+
+
+def data_disk_connected(dd: int) -> bool:
+    states = run("xl", "block-list", str(dd), check=False).stdout.splitlines()[1:]
+    return any(line.split()[:1] == [str(DATA_DISK)] and line.split()[3] == "4" for line in states)
+
+
+def cold_restart_to_ready() -> float:
+    """(d)'s cold recovery of domstore in this boot: detection until the new instance was ready."""
+    entries = [json.loads(line) for line in (RESULTS / "mttr.jsonl").read_text().splitlines()]
+    cold = [e for e in entries if e["driver_domain"] == "domstore" and e.get("path", "cold") == "cold"]
+    assert cold, "no cold recovery of domstore in this boot: (d) must run first"
+    return float(cold[-1]["ready"])
+
+
+def crash_and_promote(round_no: int, token: str) -> float:
+    """Crash the active domstore; the seconds until feblk's vbd is Connected through the promoted standby,
+    after which feblk must read its token again."""
+    standby = wait_until(store_standby_ready, 400, f"a ready standby (round {round_no})")
+    assert not data_disk_connected(standby), "the standby must not hold the data disk before a promotion"
+    old = domid("domstore")
+    console = Console("feblk").mark()
+    seen = len(xenddd_json("events")["items"])
+    started = time.monotonic()
+    run("xenstore-write", f"/local/domain/{old}/data/crash", "1")
+    wait_until(lambda: domid("domstore") == standby, 300, f"domstore-standby promoted (round {round_no})")
+    wait_until(lambda: vbd_connected_to(standby), 300, "feblk's vbd Connected through the promoted standby")
+    elapsed = time.monotonic() - started
+    assert data_disk_connected(standby)
+    report_mttr("domstore", "kernel crash", recovery_phases("domstore", seen), elapsed, path="standby")
+    read = wait_until(
+        lambda: next((ln for ln in console.lines() if re.search(r"FE: vbd read .* attach=", ln)), None),
+        120,
+        "feblk reading its disk again after the promotion",
+    )
+    assert f"FE: vbd read {token} attach=" in read, read
+    return elapsed
+
+
+def test_a_promoted_storage_standby_gets_the_data_disk_and_the_guest_reads_its_data_back() -> None:
+    cold_ready = cold_restart_to_ready()
+    token = written_token()
+    assert token, "needs feblk and its token from (d)"
+    base = CONFIG.read_text()
+    old = domid("domstore")
+    run("systemctl", "stop", "xenddd")
+    run(*VIRSH, "destroy", "domstore")
+    run(*VIRSH, "undefine", "domstore")
+    CONFIG.write_text(with_standby(base, "domstore"))
+    try:
+        run("systemctl", "start", "xenddd")
+        active = wait_until(lambda: (d := domid("domstore")) not in (None, old) and d, 300, "xl's domstore")
+        wait_until(lambda: vbd_connected_to(active), 300, "feblk's vbd Connected through xl's domstore")
+        wait_until(store_standby_ready, 400, "domstore's standby ready")
+        mttrs = [crash_and_promote(round_no, token) for round_no in range(1, ROUNDS + 1)]
+        median = statistics.median(mttrs)
+        rounds = " / ".join(f"{m:.1f}" for m in mttrs)
+        report = (
+            f"storage standby, data disk moved at the promotion: MTTR {rounds} s, median {median:.1f} s = "
+            f"{median / cold_ready:.2f} of the DD's restart-to-ready {cold_ready:.1f} s (the cold recovery's "
+            "ready phase in this boot; goal <= 0.50)"
+        )
+        (RESULTS / "standby_storage.txt").write_text(report + "\n")
+        say(report)
+    finally:
+        run("systemctl", "stop", "xenddd")
+        old = domid("domstore")
+        for name in ("domstore-standby", "domstore"):
+            run("xl", "destroy", name, check=False)
+        CONFIG.write_text(base)
+        run("systemctl", "start", "xenddd")
+        wait_until(
+            lambda: (d := domid("domstore")) not in (None, old) and vbd_connected_to(d),
+            400,
+            "feblk back on libvirt's domstore",
+        )
