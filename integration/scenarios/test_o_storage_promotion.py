@@ -9,7 +9,7 @@ instance.
 The issue's goal compares it with the driver domain's own restart-to-ready, measured in the same boot by
 (d)'s cold recovery (its `ready` phase: detection until the new instance's readiness key); the ratio goes
 to results/<machine>/standby_storage.txt (goal <= 0.5). Afterwards domstore goes back to libvirt.
-XENDDD_IT_SELECT='smoke or block_dd or standby_storage' XENDDD_IT_RELEASES=trixie scripts/integration -k pc
+XENDDD_IT_SELECT='smoke or block_dd or storage_promotion' XENDDD_IT_RELEASES=trixie scripts/integration -k pc
 """
 
 from __future__ import annotations
