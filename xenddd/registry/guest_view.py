@@ -138,6 +138,19 @@ class GuestView:
     def read(self, path: str) -> bytes | None:
         return self._xs.read(path)
 
+    def release_pci_backend(self, dead_domid: int) -> bool:
+        """Remove the state node of dom0's PCI backend for a driver domain that died. libxl's destroy of a
+        PV domain asks pciback to reconfigure its devices away and then waits for the backend to be
+        Connected again, which only the domain's pcifront brings about: a dead one never does, and the
+        destroy hangs 10 s (libxl__wait_for_backend's 100 reads) before it releases the devices. With no
+        state node that wait ends at its next read, and the devices go back to pciback at once. Only for
+        a domain that can never run again, which the caller checks; True if there was a node to remove."""
+        state = f"/local/domain/0/backend/pci/{dead_domid}/0/state"
+        if self._xs.read(state) is None:
+            return False
+        self._xs.rm(state)
+        return True
+
     def restore_backend(self, driver_domid: int, guest_domid: int, frontend: Frontend) -> str | None:
         """The device's backend directory written again for `driver_domid` (see backend_restore); None
         once it is there, else why it cannot be."""

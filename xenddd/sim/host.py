@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,10 @@ from xenddd.sim.store import XsError
 from xenddd.sim.xenstored import Xenstored
 
 log = logging.getLogger(__name__)
+
+# libxl__wait_for_backend: how often and how many times libxl reads a backend's state while it waits
+PCI_REMOVE_POLL_SECONDS = 0.1
+PCI_REMOVE_POLLS = 100
 
 Listener = Callable[[str, "SimDomain"], None]
 
@@ -58,6 +63,7 @@ class SimDomain:
     # domain's uplink from another driver domain — (kind, backend domain, xenstore parameters)
     defined: tuple[tuple[str, str, dict[str, str]], ...] = ()
     front_kernel: FrontendKernel | None = None  # a driver domain that is also a guest of another one
+    pci: tuple[str, ...] = ()  # PCI devices passed through to it (pciback's backend in dom0, pcifront)
 
 
 class SimHost:
@@ -81,6 +87,8 @@ class SimHost:
         # crash, libvirt's lifecycle event only once the cleanup is done.
         self.cleanup_delay = cleanup_delay
         self.dying: set[int] = set()
+        # how each destroy of a dead domain's PCI devices ended: (domid, "released" | "timed out")
+        self.pci_removals: list[tuple[int, str]] = []
         self._timers: list[threading.Timer] = []
 
     # -- life cycle ------------------------------------------------------------------------------------
@@ -104,13 +112,14 @@ class SimHost:
         memory_kib: int = 262144,
         vcpus: int = 1,
         defined: tuple[tuple[str, str, dict[str, str]], ...] = (),
+        pci: tuple[str, ...] = (),
     ) -> SimDomain:
         with self._lock:
             domain = self.domains.get(name)
             if domain is None:
                 domain = SimDomain(name, str(uuidlib.uuid4()), driver, memory_kib, vcpus)
                 self.domains[name] = domain
-            domain.memory_kib, domain.vcpus, domain.defined = memory_kib, vcpus, defined
+            domain.memory_kib, domain.vcpus, domain.defined, domain.pci = memory_kib, vcpus, defined, pci
             return domain
 
     def start(self, name: str, domid: int | None = None) -> SimDomain:
@@ -129,6 +138,7 @@ class SimHost:
                 raise XsError("EEXIST")
             domain.domid, domain.state = domid, "running"
             self._write_domain(domain)
+            self._write_pci(domain)
             kernel: Kernel = (
                 BackendKernel(self.engine, domid) if domain.driver else FrontendKernel(self.engine, domid)
             )
@@ -186,17 +196,19 @@ class SimHost:
                     kernel.stop()
             domain.kernel = domain.front_kernel = None
             domain.stopped = announced = "crashed" if how == "cleaned-up" else how
-            if how == "crashed" and self.cleanup_delay > 0 and domid not in self.dying:
+            # (a domain with PCI devices always: its cleanup takes them away first, and that takes a while)
+            if how == "crashed" and (self.cleanup_delay > 0 or domain.pci) and domid not in self.dying:
                 # xenstored fires @releaseDomain as soon as the hypervisor reports the domain shut down;
                 # libvirt marks it crashed, destroys it, and only then queues its lifecycle event
                 self.dying.add(domid)
                 domain.state = "crashed"
-                self._after(self.cleanup_delay, lambda: self._clean_up(name, domid))
+                self._after(self.cleanup_delay, lambda: self._clean_up(name, domid), thread=True)
                 self.engine.shut_down(domid)
                 return
             self.dying.discard(domid)
             self._destroy_devices_of(domain)  # a driver domain's own uplink too
-            for path in (f"/local/domain/{domid}", f"/vm/{domain.uuid}", f"/libxl/{domid}"):
+            pci_backend = [f"/local/domain/0/backend/pci/{domid}"] if domain.pci else []
+            for path in (f"/local/domain/{domid}", f"/vm/{domain.uuid}", f"/libxl/{domid}", *pci_backend):
                 self.dom0.rm(path)
             domain.domid, domain.state = None, "crashed" if how in ("crashed", "cleaned-up") else "shutoff"
             self.engine.release(domid)
@@ -206,6 +218,7 @@ class SimHost:
     def _clean_up(self, name: str, domid: int) -> None:
         """The toolstack's cleanup of crashed instance `domid` — not of a newer instance of the same name
         started meanwhile (a start of a dying domain cleans it up itself)."""
+        self._remove_pci_of_dead(name, domid)
         with self._lock:
             if self.domains[name].domid == domid and domid in self.dying:
                 self.stop(name, "cleaned-up")
@@ -235,7 +248,39 @@ class SimHost:
         self.stop(name, "crashed")
 
     def destroy(self, name: str) -> None:
+        domain = self.domains.get(name)
+        if domain is not None and domain.domid is not None:
+            self._remove_pci_of_dead(name, domain.domid)
         self.stop(name, "destroyed")
+
+    def _remove_pci_of_dead(self, name: str, domid: int) -> None:
+        """libxl's destroy takes a domain's PCI devices away first; for a PV domain it asks pciback to
+        reconfigure (state-N Closing, state Reconfiguring) and reads the backend's state until it is
+        Connected again, which only a live pcifront brings about. A dead one never answers: libxl reads
+        100 times, 0.1 s apart, before it goes on — unless the state node is gone, which ends the wait
+        at the next read ("backend does not exist"). Not under the host's lock: libvirt's destroy
+        holds that domain's object only."""
+        with self._lock:
+            domain = self.domains.get(name)
+            if domain is None or domain.domid != domid or not domain.pci or domid not in self.dying:
+                return  # a live pcifront answers at once
+        back = f"/local/domain/0/backend/pci/{domid}/0"
+        if self.dom0.read(f"{back}/state") is None:
+            self.pci_removals.append((domid, "released"))
+            return
+
+        def reconfigure(tx: int) -> None:
+            for index in range(len(domain.pci)):
+                self.dom0.write(f"{back}/state-{index}", b"5", tx)
+            self.dom0.write(f"{back}/state", b"7", tx)
+
+        self.dom0.transaction(reconfigure)
+        for _ in range(PCI_REMOVE_POLLS):
+            if self.dom0.read(f"{back}/state") is None:
+                self.pci_removals.append((domid, "released"))
+                return
+            time.sleep(PCI_REMOVE_POLL_SECONDS)
+        self.pci_removals.append((domid, "timed out"))
 
     def pause(self, name: str) -> None:
         domain = self.domains[name]
@@ -400,6 +445,22 @@ class SimHost:
         self.dom0.write(f"/vm/{domain.uuid}/name", domain.name.encode())
         self.dom0.write(f"/libxl/{d}/type", b"pv")
 
+    def _write_pci(self, domain: SimDomain) -> None:
+        """pciback's backend in dom0 and pcifront's frontend, Connected from the start (nothing in the
+        simulated driver domain uses the devices)."""
+        if not domain.pci:
+            return
+        d = domain.domid
+        assert d is not None
+        back, front = f"/local/domain/0/backend/pci/{d}/0", f"/local/domain/{d}/device/pci/0"
+        nodes = {"frontend": front, "frontend-id": str(d), "num_devs": str(len(domain.pci)), "state": "4"}
+        for index, bdf in enumerate(domain.pci):
+            nodes |= {f"dev-{index}": bdf, f"state-{index}": "3"}
+        for key, value in nodes.items():
+            self.dom0.write(f"{back}/{key}", value.encode())
+        self.dom0.write(f"{front}/backend", back.encode())
+        self.dom0.write(f"{front}/state", b"4")
+
     def _destroy_devices_of(self, guest: SimDomain) -> None:
         """Destroying a guest removes its backends too (libxl__devices_destroy), not only its own nodes."""
         assert guest.domid is not None
@@ -410,8 +471,10 @@ class SimHost:
                     self.dom0.rm(back)
         guest.devices.clear()
 
-    def _after(self, delay: float, action: Callable[[], None]) -> None:
-        if delay <= 0:
+    def _after(self, delay: float, action: Callable[[], None], *, thread: bool = False) -> None:
+        """`thread`: on a timer's thread even with no delay (an action that must not run under the
+        caller's lock)."""
+        if delay <= 0 and not thread:
             action()
             return
         timer = threading.Timer(delay, action)

@@ -86,6 +86,7 @@ class SimHypervisor:
             memory_kib=spec.memory_mib * 1024,
             vcpus=spec.vcpus,
             defined=defined_devices(spec),
+            pci=tuple(str(pci.bdf) for pci in spec.pci),
         )
 
     def start(self, name: str) -> DomainInfo:
