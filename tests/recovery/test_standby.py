@@ -50,8 +50,10 @@ def domnet_status(handle: RunningDaemon) -> dict[str, Any]:
     return next(d for d in reconciler.snapshot()["driver_domains"] if d["name"] == "domnet")
 
 
-def started_with_a_ready_standby(start_daemon: Callable[..., RunningDaemon], **options: Any) -> RunningDaemon:
-    handle = start_daemon(topology=STANDBY_TOPOLOGY, **options)
+def started_with_a_ready_standby(
+    start_daemon: Callable[..., RunningDaemon], topology: str = STANDBY_TOPOLOGY, **options: Any
+) -> RunningDaemon:
+    handle = start_daemon(topology=topology, **options)
     wait_until(lambda: handle.settled(FIVE_DEVICES), what="the guests' devices connected")
     wait_until(lambda: standby_ready(handle) is not None, what="the standby ready")
     return handle
@@ -82,6 +84,32 @@ def test_a_crashed_driver_domain_is_replaced_by_its_standby_and_a_new_standby_bo
     assert {d["backend_id"] for k, d in frontends(sim).items() if k[1] == "vif"} == {str(standby)}
     wait_until(lambda: standby_ready(handle) not in (None, standby), what="a new standby")
     wait_until(lambda: len(events(handle, "standby-started")) == 2, what="the new standby's start said")
+
+
+def test_a_crash_loop_promotes_at_once_and_its_backoff_delays_the_next_standby_instead(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The second crash comes within healthy_uptime (60 s): a cold restart would wait the loop's backoff
+    (5 s, jittered by at most a fifth); the ready standby is promoted at once, and the standby that
+    replaces it boots only after that backoff."""
+    backoff = 5.0
+    slow = STANDBY_TOPOLOGY.replace("backoff_base = 0.05\nbackoff_cap = 0.2", f"backoff_base = {backoff}", 1)
+    handle = started_with_a_ready_standby(start_daemon, topology=slow)
+    sim = handle.sim
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), what="the first recovery")
+    wait_until(lambda: standby_ready(handle) is not None, what="the next standby ready")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "recovered")) == 2, what="the second recovery")
+    detected = events(handle, "detected")[1]["ts"]
+    (scheduled,) = [e["delay"] for e in events(handle, "restart-scheduled")[1:]]
+    assert scheduled >= backoff * 0.8
+    assert events(handle, "promoting")[1]["ts"] - detected < backoff * 0.8
+    assert len(events(handle, "promoted")) == 2 and not events(handle, "restarted")
+    wait_until(lambda: len(events(handle, "standby-started")) == 3, backoff * 3, "the third standby")
+    assert events(handle, "standby-started")[2]["ts"] - detected >= scheduled
 
 
 def test_a_second_crash_before_the_new_standby_is_ready_takes_the_cold_path(

@@ -213,9 +213,10 @@ class Recovery:
             self._t.hypervisor.ensure_passthrough(spec)
             self._enter_ready_wait(spec, record, incident, running)
             return None
-        if now < incident.not_before:
-            return incident.not_before - now
         start = (spec.name, "start")
+        # A ready standby is promoted without the crash loop's backoff, which keeps the host from booting
+        # a crashing domain over and over: a promotion boots nothing (the next standby's boot waits for
+        # its own backoff), and waiting would only lengthen the outage. It still counts as a restart.
         promotable = self._standbys.ready_domid(spec, standby) if spec.standby.enabled else None
         if promotable is not None:
             record.restart_times.append(now)
@@ -224,6 +225,8 @@ class Recovery:
             what = f"{spec.name}: promote {spec.standby_name}"
             self._t.calls.submit(start, what, lambda: self._promote(spec), lane=start)
             return None
+        if now < incident.not_before:
+            return incident.not_before - now
         cleanup_ends = incident.detected_at + CLEANUP_WAIT
         # only libvirt cleans up after a crash: xl's domains are created with no monitor (adapters/xl_domains)
         cleaned_up_by_libvirt = spec.toolstack == "libvirt" and spec.on_crash != "preserve"
@@ -303,7 +306,7 @@ class Recovery:
         in_place = isinstance(result.value, InPlace)
         info: DomainInfo = result.value.info if promoted or in_place else result.value
         if promoted:
-            self._standbys.promoted(spec)
+            self._standbys.promoted(spec, not_before=incident.not_before)
             self._t.guests.renamed(info.uuid)
         if info.domid == incident.dead_domid and not in_place:  # Xen never reuses a domid at once
             log.warning(

@@ -119,9 +119,11 @@ class Standbys:
         value = self._t.guests.read(f"/local/domain/{running}/{spec.readiness.key}")
         return running if value == spec.readiness.value.encode() else None
 
-    def promoted(self, spec: DriverDomainSpec) -> None:
-        """The standby now is the driver domain: the next one is a new instance, not a death."""
-        self._kept[spec.name] = _Keeping()
+    def promoted(self, spec: DriverDomainSpec, *, not_before: float) -> None:
+        """The standby now is the driver domain: the next one is a new instance, not a death. It boots
+        no earlier than `not_before`, when a cold restart would have: the promotion skipped the crash
+        loop's backoff, which thus paces the standbys' boots instead of the guests' outage."""
+        self._kept[spec.name] = _Keeping(not_before=not_before)
 
     def status(self, spec: DriverDomainSpec, info: DomainInfo | None) -> dict[str, object]:
         kept = self._kept.get(spec.name, _Keeping())
