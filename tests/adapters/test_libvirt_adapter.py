@@ -201,7 +201,8 @@ def test_an_adopted_driver_domain_gets_the_passthrough_it_is_missing(
 
 
 class DyingDomain:
-    """What libvirt hands back in the moment after a crash: still active, state crashed, old domid."""
+    """What libvirt's libxl driver hands back from a crash until its cleanup is done (libxl's destroy,
+    seconds): still active with its old domid, listed as shut off with reason crashed."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -211,8 +212,12 @@ class DyingDomain:
         return self.domid == 7 and "destroy" not in self.calls
 
     def info(self) -> list[int]:
-        state = libvirt.VIR_DOMAIN_CRASHED if self.isActive() else libvirt.VIR_DOMAIN_RUNNING
-        return [state, 131072, 131072, 1, 0]
+        return [self.state()[0], 131072, 131072, 1, 0]
+
+    def state(self) -> list[int]:
+        if self.isActive():
+            return [libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED]
+        return [libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED]
 
     def ID(self) -> int:
         return self.domid

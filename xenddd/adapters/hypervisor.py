@@ -30,7 +30,14 @@ from typing import Any
 import libvirt
 
 from xenddd.adapters.domain_xml import driver_domain_xml, frontend_disk_xml, libxl_pci
-from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, GuestDevice, LifecycleEvent, LifecycleKind
+from xenddd.adapters.hypervisor_api import (
+    DomainInfo,
+    DomainState,
+    GuestDevice,
+    LifecycleEvent,
+    LifecycleKind,
+    running_domid,
+)
 from xenddd.adapters.xl import Xl
 from xenddd.config.spec import DriverDomainSpec, PciDeviceSpec
 from xenddd.errors import XendddError
@@ -194,10 +201,11 @@ class LibvirtHypervisor:
         try:
             if dom.isActive():
                 info = _info(dom)
-                if info.state not in (DomainState.CRASHED, DomainState.SHUTDOWN):
+                if running_domid(info) is not None:
                     return info
-                # The instance that just died, which libvirt has not cleaned up yet: "starting" it would
-                # hand back the dead domid (and guests' frontends would be attached to its remains).
+                # The instance that just died, which libvirt has not cleaned up yet (listed shut off,
+                # reason crashed, with its domid): "starting" it would hand back the dead domid (and
+                # guests' frontends would be attached to its remains).
                 log.info(
                     "%s: domid %s is %s, not yet cleaned up: destroying it",
                     name,

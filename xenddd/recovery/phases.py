@@ -31,7 +31,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, running_domid
+from xenddd.adapters.hypervisor_api import DomainInfo, LifecycleKind, running_domid
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import XendddError
 from xenddd.model import Frontend
@@ -122,7 +122,7 @@ class Recovery:
             and info.domid == incident.dead_domid
             and not (incident.in_place and running == incident.dead_domid)
         )
-        if dead_present and spec.pci and info is not None and info.state is DomainState.CRASHED:
+        if dead_present and spec.pci and info is not None and info.stopped is LifecycleKind.CRASHED:
             self._release_pci(spec, incident)
         wake = self._steps.detach_stale(spec, record, incident, dead_present)
         if incident.phase is Phase.WAITING_RESTART:
@@ -175,8 +175,9 @@ class Recovery:
 
     def _release_pci(self, spec: DriverDomainSpec, incident: Incident) -> None:
         """The dead instance's PCI devices, which its destroy (libvirt's cleanup, or ours before a start
-        or a promotion) would otherwise hold 10 s waiting for its pcifront (see GuestView). Crashed only:
-        a domain listed as shut down may still be on its way down, its pcifront answering. On every pass
+        or a promotion) would otherwise hold 10 s waiting for its pcifront (see GuestView). Only once the
+        toolstack says it crashed (libvirt lists it shut off, reason crashed, while its cleanup runs): a
+        domain shutting down may still have its pcifront answering. On every pass
         while it is listed, since a destroy already under way may write the backend's state again."""
         assert incident.dead_domid is not None
         if self._t.guests.release_pci_backend(incident.dead_domid):

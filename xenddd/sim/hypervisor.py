@@ -16,7 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, LifecycleEvent, LifecycleKind
 from xenddd.config.spec import DOM0_BACKEND, DriverDomainSpec
@@ -65,7 +65,7 @@ class SimHypervisor:
     def domains(self) -> list[DomainInfo]:
         self._reachable()
         with self.host.whole():
-            return [_info(d) for d in self.host.domains.values()]
+            return [_info(d, self._xl_owned) for d in self.host.domains.values()]
 
     def domains_may_have_changed(self) -> None:
         """The simulated host's listing is read each time: nothing is kept."""
@@ -74,7 +74,7 @@ class SimHypervisor:
         self._reachable()
         with self.host.whole():
             domain = self.host.domains.get(name)
-            return _info(domain) if domain is not None else None
+            return _info(domain, self._xl_owned) if domain is not None else None
 
     def define(self, spec: DriverDomainSpec) -> None:
         self._reachable()
@@ -221,12 +221,18 @@ def defined_devices(spec: DriverDomainSpec) -> tuple[tuple[str, str, dict[str, s
     return tuple(devices)
 
 
-def _info(domain: SimDomain) -> DomainInfo:
+def _info(domain: SimDomain, xl_owned: Collection[str] = ()) -> DomainInfo:
+    """A crashed domain still there (its cleanup under way) is listed as xl lists it, crashed — or, as
+    libvirt's libxl driver does from the crash until its cleanup is done, shut off (reason crashed) with
+    its domid."""
+    state = _STATES.get(domain.state, DomainState.OTHER)
+    if state is DomainState.CRASHED and domain.domid is not None and domain.name not in xl_owned:
+        state = DomainState.SHUTOFF
     return DomainInfo(
         name=domain.name,
         uuid=domain.uuid,
         domid=domain.domid,
-        state=_STATES.get(domain.state, DomainState.OTHER),
+        state=state,
         stopped=LifecycleKind(domain.stopped)
         if domain.stopped and domain.state in ("crashed", "shutoff")
         else None,
