@@ -159,6 +159,12 @@ configure() {  # addresses, routes and bridge ports for the interfaces present n
 configure
 xl devd -p /run/xl-devd.pid || fail "xl devd did not start (see /var/log/xen/xldevd.log)"
 mark xl-devd
+# the backends only now: xl devd runs the hotplug script of a backend whose state it sees change, never
+# of one that reached InitWait before it watched (a guest attached while this domain boots)
+while read -r module; do
+  insmod "$module" || fail "insmod $module failed"
+done < /etc/xenddd-dd/backends
+mark backends
 for hook in /etc/xenddd-dd/start.d/*; do [ -x "$hook" ] && "$hook"; done
 if [ "$console_logs" = 1 ]; then
   touch /var/log/xen/xen-hotplug.log /var/log/xen/xldevd.log
