@@ -328,7 +328,11 @@ def compare_methods(entries: list[dict[str, object]]) -> str | None:
         f"(ratio {our_overhead / peer_overhead:.2f}, goal <= 0.50)"
     )
     restart_to_ready = statistics.median(float(e["dd_ready"]) for e in cold)  # type: ignore[arg-type]
-    promoted = [float(e["observed"]) for e in entries if e.get("path") == "standby"]  # type: ignore[arg-type]
+    promoted = [
+        float(e["observed"])  # type: ignore[arg-type]
+        for e in entries
+        if e.get("path") == "standby" and e.get("driver_domain") == "domnet"  # (o)'s domstore: not the peers'
+    ]
     if promoted:
         standby = statistics.median(promoted)
         text += (
