@@ -71,7 +71,7 @@ def crash_and_promote(round_no: int, token: str) -> float:
     return elapsed
 
 
-def test_a_promoted_storage_standby_gets_the_data_disk_and_the_guest_reads_its_data_back() -> None:
+def test_a_promoted_storage_domain_gets_the_data_disk_and_the_guest_reads_its_data_back() -> None:
     cold_ready = cold_restart_to_ready()
     token = written_token()
     assert token, "needs feblk and its token from (d)"
