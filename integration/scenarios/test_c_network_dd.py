@@ -11,6 +11,7 @@ from pathlib import Path
 from conftest import (
     Console,
     busybox_guest,
+    create_guest,
     domid,
     recovery_phases,
     recovery_state,
@@ -55,7 +56,7 @@ def test_a_guest_vif_served_by_domnet_connects() -> None:
     assert dd is not None, "domnet is not running (scenario a starts it)"
     wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") == "1", 400, "domnet ready")
     xml = busybox_guest("fe", f"xenddd.ip={FE_IP} xenddd.peer={FE2_IP}", VIF_XML, memory_mib=128)
-    run("virsh", "-c", "xen:///system", "create", str(xml))
+    create_guest("fe", "virsh", "-c", "xen:///system", "create", str(xml))
     wait_until(lambda: vif_connected_to(dd), 300, "fe's vif Connected through domnet")
     listing = xenddd_json("network-list", "fe")
     (vif,) = listing["items"]
@@ -67,7 +68,7 @@ def test_a_guest_made_by_xl_gets_a_vif_through_domnet_too() -> None:
     assert dd is not None
     config = Path("/tmp/fe2.cfg")
     config.write_text(XL_GUEST_CFG)
-    run("xl", "create", str(config))
+    create_guest("fe2", "xl", "create", str(config))
     wait_until(lambda: vif_connected_to(dd, "fe2"), 300, "fe2's vif Connected through domnet")
     wait_until(lambda: xenddd_json("network-list", "fe2")["items"], 60, "fe2 in xenddd's registry")
     for guest, peer in (("fe", FE2_IP), ("fe2", FE_IP)):

@@ -9,6 +9,7 @@ import time
 from conftest import (
     Console,
     busybox_guest,
+    create_guest,
     domid,
     recovery_phases,
     recovery_state,
@@ -49,7 +50,7 @@ def test_a_guest_vbd_served_by_domstore_connects_and_takes_data() -> None:
     dd = domid("domstore")
     assert dd is not None, "domstore is not running (scenario a starts it)"
     wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") == "1", 300, "domstore ready")
-    run("virsh", "-c", "xen:///system", "create", str(busybox_guest("feblk", "", VBD_XML)))
+    create_guest("feblk", "virsh", "-c", "xen:///system", "create", str(busybox_guest("feblk", "", VBD_XML)))
     wait_until(lambda: vbd_connected_to(dd), 300, "feblk's vbd Connected through domstore")
     token = wait_until(written_token, 120, "feblk writing its token to the vbd")
     wait_until(lambda: Console("feblk").find(f"FE: vbd read {token} attach=1"), 60, "feblk reading it back")

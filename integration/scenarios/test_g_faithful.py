@@ -29,6 +29,7 @@ from conftest import (
     RESULTS,
     Console,
     busybox_guest,
+    create_guest,
     domid,
     recovery_phases,
     recovery_state,
@@ -116,7 +117,8 @@ def test_faithful_guests_with_two_vifs_and_two_disks_start() -> None:
     # one guest after the other: libxl in the driver domains gives each hotplug script 40 s, which
     # four block scripts at once (they take a lock each) do not all get under emulation
     cmdline = f"xenddd.ip={IPS['fg']} xenddd.peer={IPS['fg2']} xenddd.mac={MACS['fg'][0]}"
-    run("virsh", "-c", "xen:///system", "create", str(busybox_guest("fg", cmdline, LV_DEVICES, GUEST_MIB)))
+    xml = busybox_guest("fg", cmdline, LV_DEVICES, GUEST_MIB)
+    create_guest("fg", "virsh", "-c", "xen:///system", "create", str(xml))
     wait_until(
         lambda: all_connected("fg", net, store),
         600,
@@ -125,7 +127,7 @@ def test_faithful_guests_with_two_vifs_and_two_disks_start() -> None:
     )
     config = Path("/tmp/fg2.cfg")
     config.write_text(XL_CFG)
-    run("xl", "create", str(config))
+    create_guest("fg2", "xl", "create", str(config))
     for guest in GUESTS:
         wait_until(
             lambda g=guest: all_connected(g, net, store),

@@ -13,6 +13,7 @@ import pytest
 from conftest import (
     Console,
     busybox_guest,
+    create_guest,
     domid,
     recovery_phases,
     recovery_state,
@@ -117,7 +118,7 @@ def test_domfw_starts_behind_domnet_and_its_guest_reaches_domnets_guest() -> Non
     wait_until(lambda: connected("domfw", "domnet"), 300, "domfw's uplink Connected through domnet")
     for guest, (backend, mac, address, peer) in GUESTS.items():
         xml = busybox_guest(guest, f"xenddd.ip={address} xenddd.peer={peer}", vif_xml(backend, mac))
-        run("virsh", "-c", "xen:///system", "create", str(xml))
+        create_guest(guest, "virsh", "-c", "xen:///system", "create", str(xml))
         wait_until(lambda g=guest, b=backend: connected(g, b), 300, f"{guest}'s vif Connected via {backend}")
     wait_until(lambda: Console("fwfe").find(f"FE: ping {NET_PEER_IP} up"), 180, "fwfe pinging netpeer")
     (row,) = xenddd_json("list", "domfw")["items"]

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import (
     busybox_guest,
+    create_guest,
     domid,
     recovery_phases,
     recovery_state,
@@ -82,7 +83,7 @@ def guests() -> Iterator[None]:
     try:
         for index, name in enumerate(GUESTS):
             xml = busybox_guest(name, "", interfaces(index))  # 96 MiB: 64 cannot hold kernel and initrd
-            run("virsh", "-c", "xen:///system", "create", str(xml))
+            create_guest(name, "virsh", "-c", "xen:///system", "create", str(xml))
             # one guest at a time: domnet's `xl devd` gives each hotplug script 40 s
             wait_until(lambda n=name: connected_to(dd, [n]), 300, f"{name}'s {VIFS} vifs Connected")
         yield

@@ -31,6 +31,7 @@ from conftest import (
     Console,
     busybox_guest,
     busybox_xl_guest,
+    create_guest,
     domid,
     recovery_phases,
     recovery_state,
@@ -73,10 +74,10 @@ def start_stream_guests(dd: int) -> None:
       <backenddomain name='domnet'/>
     </interface>"""
     xml = busybox_guest("fl", f"xenddd.ip={FL_IP} xenddd.peer={FL2_IP} xenddd.listen={PORT}", vif)
-    run(*VIRSH, "create", str(xml))
+    create_guest("fl", *VIRSH, "create", str(xml))
     cmdline = f"xenddd.ip={FL2_IP} xenddd.peer={FL_IP} xenddd.send={FL_IP}:{PORT}"
     vifs = f'vif = [ "mac={FL2_MAC},bridge=br0,backend=domnet" ]'
-    run("xl", "create", str(busybox_xl_guest("fl2", cmdline, vifs)))
+    create_guest("fl2", "xl", "create", str(busybox_xl_guest("fl2", cmdline, vifs)))
     for guest in ("fl", "fl2"):
         wait_until(lambda g=guest: vif_connected_to(dd, g), 300, f"{guest}'s vif Connected through domnet")
     wait_until(lambda: Console("fl").find("FE: tcp seq 50"), 180, "fl receiving fl2's stream")
@@ -283,14 +284,16 @@ def pauses(console: Console, what: str) -> list[float]:
 
 def start_fs_guests(dd: int) -> None:
     disks = 'disk = [ "format=raw,vdev=xvdb,access=rw,backend=domstore,target=/dev/xvdb1" ]'
-    run("xl", "create", str(busybox_xl_guest("flb", "xenddd.fsio=/dev/xvdb", disks, memory_mib=128)))
+    flb = busybox_xl_guest("flb", "xenddd.fsio=/dev/xvdb", disks, memory_mib=128)
+    create_guest("flb", "xl", "create", str(flb))
     vbd = """<disk type='block' device='disk'>
       <driver name='phy'/>
       <source dev='/dev/xvdb2'/>
       <backenddomain name='domstore'/>
       <target dev='xvdb' bus='xen'/>
     </disk>"""
-    run(*VIRSH, "create", str(busybox_guest("flv", "xenddd.fsio=/dev/xvdb", vbd, memory_mib=128)))
+    flv = busybox_guest("flv", "xenddd.fsio=/dev/xvdb", vbd, memory_mib=128)
+    create_guest("flv", *VIRSH, "create", str(flv))
     for guest in FS_GUESTS:
         wait_until(lambda g=guest: vbd_connected(g, dd), 300, f"{guest}'s vbd Connected through domstore")
         wait_until(lambda g=guest: last_fsio(Console(g)) >= 20, 180, f"{guest}'s filesystem I/O going")

@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import Console, busybox_xl_guest, domid, run, say, wait_until
+from conftest import Console, busybox_xl_guest, create_guest, domid, run, say, wait_until
 from test_c_network_dd import vif_connected_to
 
 ON_DEMAND = True
@@ -46,8 +46,7 @@ print("resume", xl.libxl_domain_resume(ctx, domid, cancel, None), flush=True)
 
 
 def throwaway_guest(name: str, vif: str = "") -> int:
-    run("xl", "create", str(busybox_xl_guest(name, "", f"vif = [ {vif} ]" if vif else "")))
-    wait_until(lambda: Console(name).find("FE: up"), 120, f"{name}'s init")
+    create_guest(name, "xl", "create", str(busybox_xl_guest(name, "", f"vif = [ {vif} ]" if vif else "")))
     guest = domid(name)
     assert guest is not None
     return guest
