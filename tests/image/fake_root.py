@@ -89,6 +89,7 @@ class FakeRoot:
         xl = elf(soname=None, needed=("libxenlight.so.4.17", "libc.so.6"))
         self.file(f"xen-utils-{XEN}", f"/usr/lib/xen-{XEN}/bin/xl", xl)
         scripts = set(recipe.BASE_SCRIPTS) | {s for group in recipe.KIND_SCRIPTS.values() for s in group}
+        scripts |= {s for own in recipe.OWN_SCRIPTS.values() for s in own}  # Xen's, which the image replaces
         for script in sorted(scripts):
             self.file("xen-utils-common", f"/etc/xen/scripts/{script}", b"#!/bin/bash\n", mode=0o755)
         self.file("xen-utils-common", "/etc/xen/xl.conf", b'#autoballoon="auto"\n', mode=0o644)

@@ -33,7 +33,8 @@ def members(image: Image) -> dict[str, tuple[int, bytes]]:
 
 
 def test_a_network_image_has_netback_bridge_vif_bridge_and_xl_with_its_libraries(root: FakeRoot) -> None:
-    files = members(built(root))
+    image = built(root)
+    files = members(image)
     for path in (
         "/init",
         f"{MODULES}/kernel/drivers/net/xen-netback/xen-netback.ko",
@@ -50,6 +51,13 @@ def test_a_network_image_has_netback_bridge_vif_bridge_and_xl_with_its_libraries
         assert path in files, path
     assert files["/usr/sbin/xl"][1] == f"/usr/lib/xen-{XEN}/bin/xl".encode()
     assert files["/init"][1].startswith(b"#!/usr/bin/busybox sh\n")  # the busybox the image carries
+    # the image's own vif-bridge, not Xen's bash one from the root (xen-utils-common)
+    assert files["/etc/xen/scripts/vif-bridge"][1].startswith(b"#!/usr/bin/busybox sh\n")
+    assert b"xenstore-ls -f" in files["/etc/xen/scripts/vif-bridge"][1]
+    assert files["/etc/xen/scripts/vif-bridge"][0] & 0o777 == 0o755
+    origins = {f.path: f.origin for f in image.manifest.files}
+    assert origins["/etc/xen/scripts/vif-bridge"] == "generated:vif-bridge"
+    assert origins["/etc/xen/scripts/vif-route"] == "package:xen-utils-common"
     assert "/etc/xen/scripts/block" not in files and "/usr/sbin/losetup" not in files
     assert stat.S_ISLNK(files["/lib64"][0]) and files["/lib64"][1] == b"usr/lib64"
 
@@ -62,6 +70,7 @@ def test_the_block_kind_brings_blkback_the_block_scripts_and_losetup_and_skips_a
     assert f"{MODULES}/kernel/drivers/block/xen-blkback/xen-blkback.ko" in files
     assert {"/etc/xen/scripts/block", "/etc/xen/scripts/block-dummy", "/usr/sbin/losetup"} <= files.keys()
     assert "loop" not in image.manifest.modules
+    assert "/etc/xen/scripts/vif-bridge" not in files
     assert image.manifest.nics == []
 
 

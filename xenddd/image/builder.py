@@ -165,11 +165,13 @@ def _commands(staging: _Staging, needs: recipe.Needs, xen: str) -> None:
         if found is None:
             raise InputError(f"{staging.root.path}: no command {command} on {':'.join(recipe.COMMAND_PATH)}")
         binaries.append(staging.copy(found))
-    # the init is a busybox shell script; its interpreter line names the busybox just copied (a
-    # script with an unusual interpreter has no place among a package's Python files)
-    script = resources.files("xenddd.image").joinpath("dd-init.sh").read_bytes()
+    # the init and the image's own hotplug scripts are busybox shell scripts; the interpreter line names
+    # the busybox just copied (a script with an unusual interpreter has no place among a package's files)
     busybox = binaries[recipe.BASE_COMMANDS.index("busybox")]
-    staging.put(Entry("/init", 0o755, f"#!{busybox} sh\n".encode() + script), "generated:init")
+    staging.put(Entry("/init", 0o755, _busybox_script(busybox, "dd-init.sh")), "generated:init")
+    for name, source in needs.own_scripts:
+        path = posixpath.join(recipe.SCRIPT_DIR, name)
+        staging.put(Entry(path, 0o755, _busybox_script(busybox, source)), f"generated:{name}")
     xl = f"/usr/lib/xen-{xen}/bin/xl"
     binaries.append(staging.copy(xl))
     # Debian's /usr/sbin/xl is a wrapper choosing the version from /sys/hypervisor: one version here
@@ -177,6 +179,10 @@ def _commands(staging: _Staging, needs: recipe.Needs, xen: str) -> None:
     done: set[str] = set()
     for binary in binaries:
         _libraries(staging, binary, done)
+
+
+def _busybox_script(busybox: str, source: str) -> bytes:
+    return f"#!{busybox} sh\n".encode() + resources.files("xenddd.image").joinpath(source).read_bytes()
 
 
 def _libraries(staging: _Staging, path: str, done: set[str]) -> None:

@@ -51,6 +51,7 @@ BASE_COMMANDS = (
     "xenstore-rm",
     "xenstore-exists",
     "xenstore-list",
+    "xenstore-ls",
     "xenstore-watch",
     "ip",
 )
@@ -60,9 +61,13 @@ COMMAND_PATH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 SCRIPT_DIR = "/etc/xen/scripts"
 BASE_SCRIPTS = ("xen-hotplug-common.sh", "xen-script-common.sh", "logging.sh", "locking.sh", "hotplugpath.sh")
 KIND_SCRIPTS = {
-    "network": ("vif-bridge", "vif-route", "vif-common.sh", "xen-network-common.sh"),
+    "network": ("vif-route", "vif-common.sh", "xen-network-common.sh"),
     "block": ("block", "block-common.sh", "block-dummy"),
 }
+# The image's own scripts in place of Xen's of the same name (script → its file in this package): a
+# guest's vif runs `vif-bridge` unless its config names another, and Xen's took 5 to 40 s under
+# emulation in a driver domain that had just booted (see vif-bridge.sh)
+OWN_SCRIPTS = {"network": {"vif-bridge": "vif-bridge.sh"}}
 BASE_FILES = ("/etc/xen/xl.conf",)
 # busybox applets that must not be installed: they would change what the hotplug scripts run
 NEVER_APPLETS = ("brctl",)
@@ -78,6 +83,7 @@ class Needs:
     commands: tuple[str, ...]
     scripts: tuple[str, ...]
     files: tuple[str, ...]
+    own_scripts: tuple[tuple[str, str], ...] = ()  # (script name, its file in this package)
 
 
 def needs(kinds: tuple[str, ...], nics: tuple[str, ...] | None = None) -> Needs:
@@ -86,7 +92,8 @@ def needs(kinds: tuple[str, ...], nics: tuple[str, ...] | None = None) -> Needs:
     commands = _union(BASE_COMMANDS, *(KIND_COMMANDS[k] for k in kinds))
     scripts = _union(BASE_SCRIPTS, *(KIND_SCRIPTS[k] for k in kinds))
     chosen = (DEFAULT_NICS if "network" in kinds else ()) if nics is None else nics
-    return Needs(tuple(k for k in KINDS if k in kinds), modules, chosen, commands, scripts, BASE_FILES)
+    own = tuple(dict.fromkeys(item for k in kinds for item in OWN_SCRIPTS.get(k, {}).items()))
+    return Needs(tuple(k for k in KINDS if k in kinds), modules, chosen, commands, scripts, BASE_FILES, own)
 
 
 def _union(*groups: tuple[str, ...]) -> tuple[str, ...]:
