@@ -1,5 +1,5 @@
 """Driver-domain images: one Debian kernel and one initramfs with everything a network or block driver
-domain needs (backends, `xl devd`, Xen's hotplug scripts, a small init), so that a driver domain boots
+domain needs (backends, `xl devd`, hotplug scripts, a small init), so that a driver domain boots
 with no root disk and is ready in seconds.
 
 Owns: reading an installed Debian root (`root_tree`: files, symlinks under merged /usr, which package owns

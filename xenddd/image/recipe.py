@@ -1,4 +1,5 @@
-"""What each kind of driver domain needs in its image: kernel modules, commands, Xen's hotplug scripts.
+"""What each kind of driver domain needs in its image: kernel modules, commands, hotplug scripts (Xen's,
+and the image's own `vif-bridge`).
 
 The commands are Debian's own binaries, not busybox applets, because Xen's hotplug scripts parse GNU
 output (`block` runs sed over `losetup -a`, uses `expr index` and `stat -c %t:%T`) and `locking.sh` needs
