@@ -42,6 +42,7 @@ def test_a_crashed_driver_domains_pci_devices_are_released_without_libxls_wait(
     wait_until(lambda: events(handle, "recovered"), what="the recovery")
     wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
 
-    assert sim.host.pci_removals == [(dead, "released")]
+    # libvirt's cleanup and the daemon's destroy may both reach the remains: each must find them released
+    assert set(sim.host.pci_removals) == {(dead, "released")}
     assert sim.host.dom0.read(f"/local/domain/0/backend/pci/{dead}") is None
     assert bool(events(handle, "promoted")) is standby

@@ -76,6 +76,9 @@ class SimHost:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self.stall_initwait: set[str] = set()  # driver domains whose backends never reach InitWait
+        # libxl's LIBXL_INIT_TIMEOUT: a device add waits this long for its backend to reach InitWait and
+        # then fails, leaving the device in xenstore and in dom0's record (a driver domain still booting)
+        self.init_timeout = 10.0
         # driver domain → how many handshakes its `xl devd` gets through at once (see BackendKernel)
         self.hotplug_slots: dict[str, int] = {}
         # (backend domain, guest) whose next device's hotplug script never finishes: it stays in InitWait
@@ -145,7 +148,8 @@ class SimHost:
             if isinstance(kernel, BackendKernel):
                 kernel.stall_initwait = name in self.stall_initwait
                 kernel.hotplug_slots = self.hotplug_slots.get(name)
-            kernel.start()  # type: ignore[attr-defined]
+            else:
+                kernel.start()  # type: ignore[attr-defined]
             domain.kernel = kernel
             if domain.driver and domain.defined:
                 domain.front_kernel = FrontendKernel(self.engine, domid)
@@ -157,7 +161,8 @@ class SimHost:
                 self.stop(name, "destroyed", quiet=True)
                 raise
         if isinstance(kernel, BackendKernel):
-            self._after(self.boot_delay, kernel.announce_ready)
+            # the image's init: netback and blkback load at the end of the boot, then the readiness key
+            self._after(self.boot_delay, kernel.load_backends)
         self._emit("started", domain)
         return domain
 
@@ -382,7 +387,11 @@ class SimHost:
             guest.devices = [d for d in guest.devices if not (d.kind == kind and d.devid == devid)]
             if live:  # a defined device is in the persistent definition already
                 guest.devices.append(device)
-            return device
+            kernel = backend.kernel
+        if live and isinstance(kernel, BackendKernel) and not kernel.loaded.wait(self.init_timeout):
+            # libxl__wait_device_connection gave up: the device stays, its backend may still come
+            raise XsError("ETIMEDOUT")
+        return device
 
     def next_devid(self, guest_domid: int, kind: str) -> int:
         """libxl__device_nextid (libxl_device.c): the last entry of `/libxl/<domid>/device/<kind>` plus

@@ -83,10 +83,17 @@ class BackendKernel(Kernel):
         self.hotplug_slots: int | None = None
         self._handshaking: set[str] = set()
         self._watched: set[str] = set()
-
-    def start(self) -> None:
         self._by_frontend: dict[str, tuple[str, str]] = {}
+        self.loaded = threading.Event()  # netback and blkback: until then no backend leaves state 1
+
+    def load_backends(self) -> None:
+        """What the driver-domain image does at the end of its boot: `xl devd`, then netback and blkback
+        (which pick up every backend written meanwhile), then the readiness key."""
+        if not self.alive:
+            return
         self.xs.watch(f"{self.home}/backend", self._guarded)
+        self.loaded.set()
+        self.announce_ready()
 
     def handle(self, path: str) -> None:
         """Only the device (or the guest's devices) the event is about: a rescan per event would make N
