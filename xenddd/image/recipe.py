@@ -84,7 +84,7 @@ class Needs:
     commands: tuple[str, ...]
     scripts: tuple[str, ...]
     files: tuple[str, ...]
-    own_scripts: tuple[tuple[str, str], ...] = ()  # (script name, its file in this package)
+    own_scripts: tuple[tuple[str, str], ...]  # (script name, its file in this package)
 
 
 def needs(kinds: tuple[str, ...], nics: tuple[str, ...] | None = None) -> Needs:

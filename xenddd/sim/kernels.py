@@ -93,7 +93,7 @@ class BackendKernel(Kernel):
             return
         self.xs.watch(f"{self.home}/backend", self._guarded)
         self.loaded.set()
-        self.announce_ready()
+        self.xs.write(f"{self.home}/data/ready", b"1")
 
     def handle(self, path: str) -> None:
         """Only the device (or the guest's devices) the event is about: a rescan per event would make N
@@ -113,11 +113,6 @@ class BackendKernel(Kernel):
             self._step(*known)
             return
         self.rescan()
-
-    def announce_ready(self) -> None:
-        """What the driver-domain image does once netback, blkback and `xl devd` run."""
-        if self.alive:
-            self.xs.write(f"{self.home}/data/ready", b"1")
 
     def rescan(self) -> None:
         for kind in self.xs.directory(f"{self.home}/backend"):
