@@ -255,7 +255,18 @@ class TestBed:
         return self._runs[key]
 
 
-MTTR_COLUMNS = ("detached", "restarted", "promoted", "ready", "recovered", "observed", "dd_ready")
+MTTR_COLUMNS = (
+    "detached",
+    "restarted",
+    "promoted",
+    "ready",
+    "recovered",
+    "observed",
+    "dd_ready",
+    "to_new_domid",
+    "dd_restart",
+    "ready_to_recovered",
+)
 MTTR_FIELDS = ("when", "commit", "release", "machine", "method", "path", "driver_domain", "how")
 MTTR_HEADER = "\t".join((*MTTR_FIELDS, *MTTR_COLUMNS, "paused"))
 
@@ -310,24 +321,39 @@ def write_mttr_table(release: str, machine: str) -> None:
 def compare_methods(entries: list[dict[str, object]]) -> str | None:
     """Median MTTR of xenddd and of the peers' method over the same rounds (cold path), their ratio, and
     each one's overhead beyond the driver domain's own restart-to-ready; and, where the same boot also
-    recovered by promoting a standby, its MTTR against that restart-to-ready and the peers' MTTR."""
+    recovered by promoting a standby, its MTTR against that restart-to-ready and the peers' MTTR. The
+    restart-to-ready is the issues' (from the new instance's creation to its readiness key, `dd_restart`)
+    where every cold round has it, else the instance's uptime at ready (`dd_ready`, which leaves out its
+    build in dom0, so the overheads carry it); the text says which."""
     cold = [e for e in entries if "dd_ready" in e and e.get("path", "cold") == "cold"]
+    key = "dd_restart" if cold and all("dd_restart" in e for e in cold) else "dd_ready"
+    measure = "creation to readiness key" if key == "dd_restart" else "uptime at ready"
     medians: dict[str, tuple[float, float]] = {}
     for method in ("peers", "xenddd"):
         mine = [e for e in cold if e.get("method") == method]
         if not mine:
             return None
         mttr = statistics.median(float(e["observed"]) for e in mine)  # type: ignore[arg-type]
-        overhead = statistics.median(float(e["observed"]) - float(e["dd_ready"]) for e in mine)  # type: ignore[arg-type]
+        overhead = statistics.median(float(e["observed"]) - float(e[key]) for e in mine)  # type: ignore[arg-type]
         medians[method] = (mttr, overhead)
     (peer_mttr, peer_overhead), (our_mttr, our_overhead) = medians["peers"], medians["xenddd"]
+    restart_to_ready = statistics.median(float(e[key]) for e in cold)  # type: ignore[arg-type]
     text = (
         f"median MTTR xenddd {our_mttr:.1f} s vs peers' method {peer_mttr:.1f} s "
-        f"(ratio {our_mttr / peer_mttr:.2f}, goal <= 0.70); overhead beyond the DD's restart-to-ready "
-        f"xenddd {our_overhead:.1f} s vs peers {peer_overhead:.1f} s "
-        f"(ratio {our_overhead / peer_overhead:.2f}, goal <= 0.50)"
+        f"(ratio {our_mttr / peer_mttr:.2f}, goal <= 0.70); the DD's restart-to-ready ({measure}) "
+        f"{restart_to_ready:.1f} s; overhead beyond it xenddd {our_overhead:.1f} s vs peers "
+        f"{peer_overhead:.1f} s (ratio {our_overhead / peer_overhead:.2f}, goal <= 0.50)"
     )
-    restart_to_ready = statistics.median(float(e["dd_ready"]) for e in cold)  # type: ignore[arg-type]
+    if key == "dd_restart":
+        each = [
+            f"{method} "
+            + " / ".join(
+                f"{statistics.median(float(e[p]) for e in cold if e.get('method') == method):.1f}"  # type: ignore[arg-type]
+                for p in ("to_new_domid", "dd_restart", "ready_to_recovered")
+            )
+            for method in ("peers", "xenddd")
+        ]
+        text += f"; medians of crash -> new domid / restart-to-ready / ready -> recovered: {', '.join(each)}"
     promoted = [
         float(e["observed"])  # type: ignore[arg-type]
         for e in entries

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,9 @@ import pytest
 MACHINE_NOW = os.environ.get("XENDDD_IT_MACHINE", "pc")
 RESULTS = Path(os.environ.get("XENDDD_IT_RESULTS", "/tmp"))
 CONSOLE_LOGS = Path("/var/log/xen/console")
+# xenstored's log of every write and watch, with millisecond timestamps (rotated into .1, .2, ...)
+ACCESS_LOG = Path("/var/log/xen/xenstored-access.log")
+ACCESS_WRITE = re.compile(r"^\[(\d{8}T\d\d:\d\d:\d\d\.\d+)Z\]\s+(\S+)\s+write\s+(\S+)\s+(.*)$")
 # a crash after this much uptime is not a crash loop (xenddd's healthy_uptime is 60 s): restarted at once
 HEALTHY = 65.0
 GUEST_BOOT = 120.0  # a busybox guest's kernel to its init, under emulation with a driver domain booting
@@ -215,6 +220,55 @@ def recovery_phases(driver_domain: str, seen: int, devices: dict[str, str] | Non
     }
 
 
+def instance_phases(old: int, new: int) -> dict[str, float]:
+    """The issues' phases of one cold recovery of a driver domain, from xenstored's access log (one clock,
+    milliseconds): `to_new_domid`, from the crash trigger (dom0's write of the old instance's data/crash)
+    to the new instance's creation (the toolstack writing its name); `dd_restart`, from there to its
+    readiness key (its own write of data/ready): its restart-to-ready, its build in dom0 included (5 to
+    9 s of a start call under emulation), which its uptime at ready leaves out; `ready_to_recovered`,
+    from there to the last of its vif backends going Connected. Waited for a little (the log is written
+    as it goes); empty where xenstored keeps no such log."""
+    crash, name = f"/local/domain/{old}/data/crash", f"/local/domain/{new}/name"
+    connected = re.compile(r"^backend/vif/\d+/\d+/state$")
+
+    def found() -> dict[str, float] | None:
+        firsts: dict[str, float] = {}
+        for log in sorted(ACCESS_LOG.parent.glob(ACCESS_LOG.name + "*")):
+            for line in log.read_text(errors="replace").splitlines():
+                if crash not in line and name not in line and f"D{new}" not in line:
+                    continue
+                match = ACCESS_WRITE.match(line)
+                if match is None:
+                    continue
+                stamp, conn, node, value = match.groups()
+                mine, value = conn.split(".")[0] == f"D{new}", value.strip()
+                if node == crash and value == "1":
+                    what = "crash"
+                elif node == name:
+                    what = "created"
+                elif mine and node == "data/ready" and value == "1":
+                    what = "ready"
+                elif mine and connected.match(node) and value == "4":
+                    what = node
+                else:
+                    continue
+                when = datetime.strptime(stamp, "%Y%m%dT%H:%M:%S.%f").timestamp()
+                firsts[what] = min(firsts.get(what, when), when)
+        backends = [when for what, when in firsts.items() if what.startswith("backend/")]
+        if not {"crash", "created", "ready"} <= firsts.keys() or not backends:
+            return None
+        return {
+            "to_new_domid": firsts["created"] - firsts["crash"],
+            "dd_restart": firsts["ready"] - firsts["created"],
+            "ready_to_recovered": max(backends) - firsts["ready"],
+        }
+
+    if not ACCESS_LOG.exists():
+        return {}
+    phases: dict[str, float] = wait_until(found, 30, f"domid {new}'s recovery in {ACCESS_LOG}")
+    return phases
+
+
 def report_mttr(
     driver_domain: str,
     how: str,
@@ -223,20 +277,23 @@ def report_mttr(
     *,
     method: str = "xenddd",
     dd_ready: float | None = None,
+    instance: dict[str, float] | None = None,
     path: str = "cold",
     paused: dict[str, float] | None = None,
 ) -> None:
     """On the console for the log, and in results/<machine>/mttr.jsonl for the host's MTTR table.
-    `method`: who recovered (xenddd, or the peers' method); `dd_ready`: the driver domain's own
-    restart-to-ready (its uptime when it wrote its readiness key), where the scenario measured it;
-    `path`: cold (a new instance booted), standby (a warm standby promoted) or inplace (the same domid,
-    the guests' devices kept); `paused`: the longest pause each guest's own I/O saw (in place)."""
+    `method`: who recovered (xenddd, or the peers' method); `dd_ready`: the new driver-domain instance's
+    uptime when it wrote its readiness key, and `instance`: its phases in xenstored's log
+    (instance_phases), where the scenario measured them; `path`: cold (a new instance booted), standby
+    (a warm standby promoted) or inplace (the same domid, the guests' devices kept); `paused`: the
+    longest pause each guest's own I/O saw (in place)."""
     shown = " ".join(f"{p}=+{t:.1f}s" for p, t in phases.items())
     say(f"MTTR {method} ({path}) {driver_domain} {how}: {shown} (observed {observed:.1f}s)")
     entry = {"method": method, "path": path, "driver_domain": driver_domain, "how": how, **phases}
     entry["observed"] = observed
     if dd_ready is not None:
         entry["dd_ready"] = dd_ready
+    entry.update(instance or {})
     if paused is not None:
         entry["paused"] = " ".join(f"{guest}={seconds:.1f}" for guest, seconds in paused.items())
     with open(RESULTS / "mttr.jsonl", "a") as out:

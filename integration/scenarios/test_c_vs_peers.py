@@ -3,8 +3,10 @@ would run instead of xenddd — libvirt's `<on_crash>restart</on_crash>` and a p
 stale vifs once the new domnet is ready (peer_poller.py) — and then by xenddd as installed (domnet's
 readiness on its key, as the poller's). Each round's MTTR (crash →
 both guests' vifs Connected through the new domnet, polled the same way for both), the driver domain's own
-restart-to-ready (its kernel's uptime when it wrote its readiness key) and the overhead beyond it go to
-mttr.jsonl with the method; the host prints the medians and their ratio.
+restart-to-ready (from the new instance's creation to its readiness key) with the time from the crash to
+that creation and from readiness to both vifs Connected, all three in xenstored's access log, and its
+kernel's uptime at ready, go to mttr.jsonl with the method; the host prints the medians, their ratio
+and the overhead beyond the restart-to-ready.
 
 Runs after test_c_network_dd (its guests fe, a libvirt guest, and fe2, an xl guest, are reused)."""
 
@@ -19,6 +21,7 @@ from conftest import (
     HEALTHY,
     Console,
     domid,
+    instance_phases,
     recovery_phases,
     report_mttr,
     run,
@@ -111,12 +114,15 @@ def crash_and_measure(method: str, round_no: int, path: str = "cold") -> None:
         )
     observed = time.monotonic() - started
     assert xs_read(f"/local/domain/{domid('fe')}/device/vif/0/mac") == MAC
-    ready_uptime = None
+    ready_uptime, instance = None, None
     if path == "cold":
         line = wait_until(lambda: console.find(f"ready domid={new} "), 60, "domnet's readiness line")
         ready_uptime = float(line.rsplit("uptime=", 1)[1].split()[0])
+        instance = instance_phases(dd, new)
     phases = recovery_phases("domnet", seen) if method == "xenddd" else {}
     how = f"kernel crash, round {round_no}"
-    report_mttr("domnet", how, phases, observed, method=method, dd_ready=ready_uptime, path=path)
+    report_mttr(
+        "domnet", how, phases, observed, method=method, dd_ready=ready_uptime, instance=instance, path=path
+    )
     booted = f", DD ready after {ready_uptime:.1f}s of uptime" if ready_uptime is not None else ""
     say(f"{method} ({path}) round {round_no}: MTTR {observed:.1f}s{booted}")
