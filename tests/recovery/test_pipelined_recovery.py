@@ -79,6 +79,38 @@ def test_a_device_connected_before_its_attach_returns_is_reattached_and_the_late
     wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES))
 
 
+def test_the_detached_phase_is_reported_when_the_detaches_end_not_when_the_attaches_after_them_return(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The phase goes to the events and to MTTR tables: one frontend's detach ends only after another
+    one's attach began (as behind a promoted standby, ready at once), and that attach hangs; the phase
+    ends with the last detach all the same."""
+    crashed, attaching, release = threading.Event(), threading.Event(), threading.Event()
+    first = threading.Lock()
+
+    class LateDetachHangingAttach(SimHypervisor):
+        def detach(self, *args: Any, **kwargs: Any) -> None:
+            if crashed.is_set() and first.acquire(blocking=False):
+                attaching.wait(20)
+            super().detach(*args, **kwargs)
+
+        def attach(self, *args: Any, **kwargs: Any) -> None:
+            super().attach(*args, **kwargs)
+            if crashed.is_set():
+                attaching.set()
+                release.wait(30)
+
+    handle = start_daemon(hypervisor=LateDetachHangingAttach)
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    crashed.set()
+    handle.sim.host.crash("domnet")
+    wait_until(attaching.is_set, what="an attach under way, with a detach still to end")
+    wait_until(lambda: events(handle, "detached"), what="the detached phase, while the attaches hang")
+    release.set()
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES))
+
+
 def test_a_failing_detach_is_retried_without_holding_the_restart(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:

@@ -91,7 +91,7 @@ class FrontendSteps:
             incident is not None
             and not incident.detached_reported
             and _none_stale(incident)
-            and not self._busy(spec, incident)
+            and not self._detaching(spec, incident)
             and not incident.in_place  # nothing is detached then (but what failed in place, said apart)
         ):
             incident.detached_reported = True
@@ -544,8 +544,12 @@ class FrontendSteps:
             for p in incident.frontends
         )
 
-    def _busy(self, spec: DriverDomainSpec, incident: Incident) -> bool:
-        return any(self._t.calls.busy(self._key(spec, p)) for p in incident.frontends)
+    def _detaching(self, spec: DriverDomainSpec, incident: Incident) -> bool:
+        """A call other than an attach still runs for one of the incident's frontends. The attaches that
+        follow the detaches at once (a promoted standby is ready) do not hold the `detached` report,
+        which would otherwise carry their time into the phase."""
+        keys = [self._key(spec, p) for p in incident.frontends]
+        return any(self._t.calls.busy(k) and self._what.get(k, ("", None))[0] != "attach" for k in keys)
 
     def _watch(self, pending: PendingFrontend, guest: int) -> None:
         path = _state_path(guest, pending)
