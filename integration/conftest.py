@@ -255,6 +255,8 @@ class TestBed:
         return self._runs[key]
 
 
+# the issues' phases of a cold recovery, from xenstored's access log (scenarios/conftest.instance_phases)
+PHASES = ("to_new_domid", "dd_restart", "ready_to_recovered")
 MTTR_COLUMNS = (
     "detached",
     "restarted",
@@ -263,9 +265,7 @@ MTTR_COLUMNS = (
     "recovered",
     "observed",
     "dd_ready",
-    "to_new_domid",
-    "dd_restart",
-    "ready_to_recovered",
+    *PHASES,
 )
 MTTR_FIELDS = ("when", "commit", "release", "machine", "method", "path", "driver_domain", "how")
 MTTR_HEADER = "\t".join((*MTTR_FIELDS, *MTTR_COLUMNS, "paused"))
@@ -329,6 +329,7 @@ def compare_methods(entries: list[dict[str, object]]) -> str | None:
     key = "dd_restart" if cold and all("dd_restart" in e for e in cold) else "dd_ready"
     measure = "creation to readiness key" if key == "dd_restart" else "uptime at ready"
     medians: dict[str, tuple[float, float]] = {}
+    phases: list[str] = []  # each method's medians of the issues' three phases, where they were measured
     for method in ("peers", "xenddd"):
         mine = [e for e in cold if e.get("method") == method]
         if not mine:
@@ -336,6 +337,9 @@ def compare_methods(entries: list[dict[str, object]]) -> str | None:
         mttr = statistics.median(float(e["observed"]) for e in mine)  # type: ignore[arg-type]
         overhead = statistics.median(float(e["observed"]) - float(e[key]) for e in mine)  # type: ignore[arg-type]
         medians[method] = (mttr, overhead)
+        if key == "dd_restart":
+            each = (statistics.median(float(e[p]) for e in mine) for p in PHASES)  # type: ignore[arg-type]
+            phases.append(f"{method} " + " / ".join(f"{seconds:.1f}" for seconds in each))
     (peer_mttr, peer_overhead), (our_mttr, our_overhead) = medians["peers"], medians["xenddd"]
     restart_to_ready = statistics.median(float(e[key]) for e in cold)  # type: ignore[arg-type]
     text = (
@@ -344,16 +348,9 @@ def compare_methods(entries: list[dict[str, object]]) -> str | None:
         f"{restart_to_ready:.1f} s; overhead beyond it xenddd {our_overhead:.1f} s vs peers "
         f"{peer_overhead:.1f} s (ratio {our_overhead / peer_overhead:.2f}, goal <= 0.50)"
     )
-    if key == "dd_restart":
-        each = [
-            f"{method} "
-            + " / ".join(
-                f"{statistics.median(float(e[p]) for e in cold if e.get('method') == method):.1f}"  # type: ignore[arg-type]
-                for p in ("to_new_domid", "dd_restart", "ready_to_recovered")
-            )
-            for method in ("peers", "xenddd")
-        ]
-        text += f"; medians of crash -> new domid / restart-to-ready / ready -> recovered: {', '.join(each)}"
+    if phases:
+        shown = ", ".join(phases)
+        text += f"; medians of crash -> new domid / restart-to-ready / ready -> recovered: {shown}"
     promoted = [
         float(e["observed"])  # type: ignore[arg-type]
         for e in entries
