@@ -1,21 +1,27 @@
 # (no interpreter line: the builder writes it, naming the image's busybox)
 # /etc/xen/scripts/vif-bridge of a driver domain booted from `xenddd image build`: what Xen's script of
 # that name does for a guest's vif in a driver domain, as `xl devd` runs it (`online` or `offline`,
-# XENBUS_PATH and vif in the environment), in a busybox shell with three processes where Xen's bash
+# XENBUS_PATH and vif in the environment), in a busybox shell with five processes where Xen's bash
 # script starts about thirty. Under emulation each process costs a driver domain that has just booted
 # a noticeable share of a second, and Xen's script took 5 to 40 s there (libxl kills it at 40 s and the
-# device is lost): that is the guest's outage. Same contract: the vif (renamed to `vifname` if the
+# device is lost): that is the guest's outage. So the steps the kernel offers in sysfs (the up flag, the
+# MTU) are writes of this shell, and the rest is busybox's `ip` (an exec of busybox, a few times cheaper
+# than iproute2's with its eight shared libraries). Same contract: the vif (renamed to `vifname` if the
 # backend has one) gets the MAC fe:ff:ff:ff:ff:ff, no address, the MTU of the backend's `mtu` node or
 # else of the bridge (also written to the frontend's `mtu`, which libxl gives the backend to write),
 # joins the bridge the backend names (or the first one) and comes up; then `connected` goes to
 # hotplug-status, or a failure to hotplug-error and hotplug-status `error`. Xen's iptables rules need
 # iptables, which the image does not carry (Xen's script skips them then too); hooks in
 # /etc/xen/scripts/vif-post.d run as in Xen's. The backend's nodes are the driver domain's own, written
-# by dom0's toolstack; a name, number or path in them that is not one is refused all the same.
-# XENDDD_DD_ROOT (tests only) puts /sys, /var/log/xen and /etc/xen under another directory.
+# by dom0's toolstack; a name, number or path in them that is not one is refused all the same. Each
+# device brought online is logged with the uptime it took (xen-hotplug.log has no timestamps).
+# XENDDD_DD_ROOT (tests only) puts /sys, /var/log/xen, /etc/xen and /usr/bin/busybox under another
+# directory.
 
+read -r started _ < /proc/uptime
 root=${XENDDD_DD_ROOT:-}
 sys=$root/sys
+ip() { "$root/usr/bin/busybox" ip "$@"; }
 exec 2>> "$root/var/log/xen/xen-hotplug.log"
 command=${1:-}
 [ $# -gt 0 ] && shift
@@ -36,16 +42,6 @@ case $command in
 esac
 [ -n "${XENBUS_PATH:-}" ] || { echo "$0: XENBUS_PATH is not set" >&2; exit 1; }
 name_ok "${vif:-}" || fatal "bad vif name: ${vif:-}"
-# iproute2's ip (for -batch), found on PATH as Xen's script finds it: this busybox shell would run its
-# own `ip` applet for a bare `ip`
-ip=
-old_ifs=$IFS; IFS=:
-for directory in $PATH; do
-  [ -x "$directory/ip" ] && ! [ "$directory/ip" -ef "/proc/$$/exe" ] && { ip=$directory/ip; break; }
-done
-IFS=$old_ifs
-[ -n "$ip" ] || fatal "no iproute2 ip on $PATH"
-
 # the backend's own nodes in one request (-f: whole paths, values never cut at 80 columns)
 bridge=; vifname=; mtu=; frontend=
 nodes=$(xenstore-ls -f "$XENBUS_PATH") || fatal "cannot read $XENBUS_PATH"
@@ -74,7 +70,7 @@ if [ -n "$vifname" ]; then
   if [ "$command" = online ]; then
     [ -e "$sys/class/net/$vifname" ] &&
       fatal "Cannot rename interface $vif. An interface with name $vifname already exists."
-    "$ip" link set dev "$vif" name "$vifname" || fatal "cannot rename $vif to $vifname"
+    ip link set dev "$vif" name "$vifname" || fatal "cannot rename $vif to $vifname"
   fi
   dev=$vifname
 fi
@@ -90,25 +86,19 @@ fi
 name_ok "$bridge" && [ -e "$sys/class/net/$bridge" ] || fatal "Could not find bridge device $bridge"
 
 if [ "$command" = offline ]; then
-  "$ip" -force -batch - > /dev/null 2>&1 << STEPS
-link set dev $dev down
-link set dev $dev nomaster
-STEPS
+  ip link set dev "$dev" down nomaster > /dev/null 2>&1
 else
   [ -n "$mtu" ] || read -r mtu < "$sys/class/net/$bridge/mtu"
   case $mtu in "" | *[!0-9]*) fatal "bad MTU: $mtu" ;; esac
-  # one process for every step; a MAC or an MTU refused is tolerated, as Xen's script tolerates it,
-  # and what must hold is checked afterwards: the interface up, on the bridge
-  said=$("$ip" -force -batch - 2>&1 << STEPS
-link set dev $dev down
-link set dev $dev address fe:ff:ff:ff:ff:ff
-address flush dev $dev
-link set dev $dev mtu $mtu
-link set dev $dev master $bridge
-link set dev $dev up
-STEPS
-  )
+  # a MAC, an address flush or an MTU refused is tolerated, as Xen's script tolerates it; what must
+  # hold is checked afterwards: the interface up, on the bridge
   flags=0
+  read -r flags < "$sys/class/net/$dev/flags" 2> /dev/null
+  [ $((flags & 1)) = 0 ] || printf '0x%x\n' $((flags & ~1)) > "$sys/class/net/$dev/flags"
+  ip link set dev "$dev" address fe:ff:ff:ff:ff:ff
+  ip address flush dev "$dev"
+  echo "$mtu" > "$sys/class/net/$dev/mtu"
+  said=$(ip link set dev "$dev" master "$bridge" up 2>&1)
   read -r flags < "$sys/class/net/$dev/flags" 2> /dev/null
   [ -e "$sys/class/net/$bridge/brif/$dev" ] && [ $((flags & 1)) = 1 ] ||
     fatal "$dev is not up on bridge $bridge: $said"
@@ -117,3 +107,5 @@ for hook in "$root"/etc/xen/scripts/vif-post.d/*.hook; do [ -x "$hook" ] && . "$
 [ "$command" = online ] || exit 0
 xenstore-write "$frontend/mtu" "$mtu" "$XENBUS_PATH/hotplug-status" connected ||
   fatal "cannot write $frontend/mtu and hotplug-status"
+read -r ended _ < /proc/uptime
+echo "$0 online: $dev up on bridge $bridge with MTU $mtu, connected (uptime $started to $ended s)" >&2
