@@ -42,7 +42,7 @@ rc=$?
 kill "$copier"
 say "scenarios done rc=$rc"
 xl dmesg > "$R/xl-dmesg.txt" 2>&1
-journalctl -u xenddd --no-pager > "$R/xenddd-journal.txt" 2>&1
+journalctl -u xenddd --no-pager -o short-precise > "$R/xenddd-journal.txt" 2>&1
 journalctl -b --no-pager | tail -300 > "$R/journal-tail.txt" 2>&1
 cp -r /var/log/libvirt "$R/libvirt-logs" 2>/dev/null
 cp -r /var/log/xen "$R/xen-logs" 2>/dev/null
