@@ -139,9 +139,8 @@ def test_online_puts_the_vif_on_the_named_bridge_with_its_mtu_then_says_connecte
     done = host.run()
     assert done.returncode == 0, host.hotplug_log()
     assert host.calls() == [
-        "ip link set dev vif3.0 address fe:ff:ff:ff:ff:ff",
         "ip address flush dev vif3.0",
-        "ip link set dev vif3.0 master br1 up",
+        "ip link set dev vif3.0 address fe:ff:ff:ff:ff:ff master br1 up",
         f"write {FRONTEND}/mtu 1400",
         f"write {BACKEND}/hotplug-status connected",
     ]
@@ -164,7 +163,7 @@ def test_without_bridge_or_mtu_nodes_the_first_bridge_and_its_mtu_are_taken(host
     host.backend()
     assert host.run().returncode == 0, host.hotplug_log()
     calls = host.calls()
-    assert "ip link set dev vif3.0 master br0 up" in calls
+    assert "ip link set dev vif3.0 address fe:ff:ff:ff:ff:ff master br0 up" in calls
     assert calls[-2:] == [f"write {FRONTEND}/mtu 9000", f"write {BACKEND}/hotplug-status connected"]
 
 
@@ -173,14 +172,16 @@ def test_a_vifname_renames_the_interface_first(host: Host) -> None:
     assert host.run().returncode == 0, host.hotplug_log()
     calls = host.calls()
     assert calls[0] == "ip link set dev vif3.0 name web0"
-    assert "ip link set dev web0 master br0 up" in calls
+    assert "ip link set dev web0 address fe:ff:ff:ff:ff:ff master br0 up" in calls
     assert (host.root / "sys/class/net/br0/brif/web0").is_dir()
 
 
 def test_a_refused_mac_is_tolerated_as_xens_script_tolerates_it(host: Host) -> None:
     host.backend(bridge="br0")
     assert host.run(FAKE_REFUSE_MAC="1").returncode == 0, host.hotplug_log()
+    assert "ip link set dev vif3.0 master br0 up" in host.calls()
     assert host.calls()[-1] == f"write {BACKEND}/hotplug-status connected"
+    assert (host.root / "sys/class/net/br0/brif/vif3.0").is_dir()
 
 
 @pytest.mark.parametrize(
@@ -212,7 +213,7 @@ def test_a_deeper_node_named_like_one_of_the_backends_is_not_read(host: Host) ->
     with host.nodes.open("a") as nodes:
         nodes.write(f'{BACKEND}/queue-0/bridge = "br9"\n')
     assert host.run().returncode == 0, host.hotplug_log()
-    assert "ip link set dev vif3.0 master br0 up" in host.calls()
+    assert "ip link set dev vif3.0 address fe:ff:ff:ff:ff:ff master br0 up" in host.calls()
 
 
 def test_a_vif_that_does_not_end_up_on_the_bridge_fails_with_what_ip_said(host: Host) -> None:

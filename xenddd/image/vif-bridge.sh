@@ -1,7 +1,7 @@
 # (no interpreter line: the builder writes it, naming the image's busybox)
 # /etc/xen/scripts/vif-bridge of a driver domain booted from `xenddd image build`: what Xen's script of
 # that name does for a guest's vif in a driver domain, as `xl devd` runs it (`online` or `offline`,
-# XENBUS_PATH and vif in the environment), in a busybox shell with five processes where Xen's bash
+# XENBUS_PATH and vif in the environment), in a busybox shell with four processes where Xen's bash
 # script starts about thirty. Under emulation each process costs a driver domain that has just booted
 # a noticeable share of a second, and Xen's script took 5 to 40 s there (libxl kills it at 40 s and the
 # device is lost): that is the guest's outage. So the steps the kernel offers in sysfs (the up flag, the
@@ -95,10 +95,11 @@ else
   flags=0
   read -r flags < "$sys/class/net/$dev/flags" 2> /dev/null
   [ $((flags & 1)) = 0 ] || printf '0x%x\n' $((flags & ~1)) > "$sys/class/net/$dev/flags"
-  ip link set dev "$dev" address fe:ff:ff:ff:ff:ff
   ip address flush dev "$dev"
   echo "$mtu" > "$sys/class/net/$dev/mtu"
-  said=$(ip link set dev "$dev" master "$bridge" up 2>&1)
+  # busybox's `ip link set` changes the MAC first and stops at a refusal: then again without it
+  said=$(ip link set dev "$dev" address fe:ff:ff:ff:ff:ff master "$bridge" up 2>&1) ||
+    said=$(ip link set dev "$dev" master "$bridge" up 2>&1)
   read -r flags < "$sys/class/net/$dev/flags" 2> /dev/null
   [ -e "$sys/class/net/$bridge/brif/$dev" ] && [ $((flags & 1)) = 1 ] ||
     fatal "$dev is not up on bridge $bridge: $said"
