@@ -40,7 +40,9 @@ class Recorder:
 
     def __getattr__(self, method: str) -> Any:
         def call(*args: Any) -> None:
-            self.calls.append((method, *(a if isinstance(a, str) else getattr(a, "name", "?") for a in args)))
+            self.calls.append(
+                (method, *(a if isinstance(a, str) else getattr(a, "name", repr(a)) for a in args))
+            )
 
         return call
 
@@ -109,3 +111,21 @@ def test_xl_s_listing_is_kept_until_a_domain_event_a_change_made_here_or_its_age
     clock[0] += LISTING_MAX_AGE
     stacks.domains()
     assert xl_listings() == 4
+
+
+def test_a_listing_taken_while_a_change_was_told_is_not_kept() -> None:
+    """A destroy returning on a worker while a pass runs `xl list`: that listing may still show the
+    destroyed domain, and the next pass must not reuse it."""
+    stacks, _libvirt, xl = routed()
+    listed = xl.domains
+
+    def listing_across_a_destroy() -> list[DomainInfo]:
+        found = listed()
+        stacks.domains_may_have_changed()  # the worker's destroy returned meanwhile
+        return found
+
+    xl.domains = listing_across_a_destroy  # type: ignore[method-assign]
+    stacks.domains()
+    xl.domains = listed  # type: ignore[method-assign]
+    stacks.domains()
+    assert xl.calls.count(("domains",)) == 2

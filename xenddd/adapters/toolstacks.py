@@ -44,7 +44,9 @@ class Toolstacks:
     """xl's listing is kept between passes: each `xl list` is a process, half a second of a dom0's CPU
     under emulation, and a recovery makes a pass per watch event. It is taken again after any hint that a
     domain came, went, stopped or was renamed (`@releaseDomain` comes for every shutdown and crash), after
-    any change made through here, and when it is LISTING_MAX_AGE old."""
+    any change made through here, and when it is LISTING_MAX_AGE old. A listing that was under way when
+    such a change was told (a destroy on a worker returning as a pass lists) may show the domain as it
+    was: it serves the pass that took it, and is not kept."""
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class Toolstacks:
         self._clock = clock
         self._lock = threading.Lock()
         self._listing: tuple[float, list[DomainInfo]] | None = None
+        self._changes = 0  # how many changes were told: a listing taken across one is not kept
 
     def _owner(self, name: str) -> Hypervisor | XlDomains:
         return self._xl if name in self._xl_owned else self._libvirt
@@ -72,15 +75,18 @@ class Toolstacks:
     def domains_may_have_changed(self) -> None:
         with self._lock:
             self._listing = None
+            self._changes += 1
 
     def _xl_listing(self) -> list[DomainInfo]:
         now = self._clock()
         with self._lock:
             if self._listing is not None and now - self._listing[0] < LISTING_MAX_AGE:
                 return self._listing[1]
+            changes = self._changes
         listing = self._xl.domains()
         with self._lock:
-            self._listing = (now, listing)
+            if changes == self._changes:
+                self._listing = (now, listing)
         return listing
 
     def domain(self, name: str) -> DomainInfo | None:
