@@ -59,6 +59,16 @@ def test_define_start_and_destroy_a_driver_domain(hypervisor: LibvirtHypervisor)
     assert hypervisor.domain("absent") is None
 
 
+def test_a_destroy_by_domid_leaves_another_instance_of_the_name_alone(hypervisor: LibvirtHypervisor) -> None:
+    hypervisor.define(SPEC)
+    info = hypervisor.start("domnet")
+    assert info.domid is not None
+    hypervisor.destroy("domnet", info.domid + 1000)  # a dead instance's remains, gone already
+    assert hypervisor.domain("domnet").state is DomainState.RUNNING  # type: ignore[union-attr]
+    hypervisor.destroy("domnet", info.domid)
+    assert hypervisor.domain("domnet").state is DomainState.SHUTOFF  # type: ignore[union-attr]
+
+
 def test_a_crash_is_reported_as_crashed(hypervisor: LibvirtHypervisor) -> None:
     received = events_of(hypervisor)
     hypervisor.define(SPEC)

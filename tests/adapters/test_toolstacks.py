@@ -74,7 +74,7 @@ def test_xl_owned_driver_domains_and_their_standbys_go_to_xl_the_rest_to_libvirt
         ("define", "domnet"),
         ("start", "domnet"),
         ("rename", "domnet-standby", "domnet"),
-        ("destroy", "domnet-standby"),
+        ("destroy", "domnet-standby", "None"),
     ]
     assert [c[0] for c in libvirt.calls] == ["define", "start", "attach"]
 

@@ -254,6 +254,14 @@ def test_destroying_a_domain_that_is_gone_is_done(domains: XlDomains, xl: FakeXl
     assert xl.calls == [["destroy", "domnet"]]
 
 
+def test_a_destroy_by_domid_names_only_that_instance_and_one_gone_is_done(
+    domains: XlDomains, xl: FakeXl
+) -> None:
+    xl.answer("destroy 17", invalid("17"))
+    domains.destroy("domnet", 17)
+    assert xl.calls == [["destroy", "17"]]
+
+
 def test_a_destroy_that_fails_otherwise_is_an_error(domains: XlDomains, xl: FakeXl) -> None:
     xl.answer("destroy domnet", {"stdout": "", "stderr": "destroy failed (rc=-3)\n", "rc": 1})
     with pytest.raises(XendddError, match=r"destroy failed \(rc=-3\)"):

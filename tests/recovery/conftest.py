@@ -238,9 +238,9 @@ class FreezingHypervisor(SimHypervisor):
         self._done("rename", new)
         return info
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, name: str, domid: int | None = None) -> None:
         self._gate()
-        super().destroy(name)
+        super().destroy(name, domid)
         self._done("destroy", name)
 
 

@@ -197,6 +197,33 @@ def test_a_standby_that_dies_as_it_is_promoted_is_followed_by_a_cold_start(
     assert domid(sim.host.domains["domnet"]) != standby
 
 
+def test_an_instance_an_operator_starts_as_the_promotion_begins_is_kept_and_the_standby_stays_one(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The promotion destroys the dead instance by its domid: a new one the operator started meanwhile
+    (the remains destroyed, `xl create` run) survives it, the rename refuses its name, and the recovery
+    adopts it; the standby is neither promoted nor destroyed."""
+
+    class OperatorStartsOne(SimHypervisor):
+        def destroy(self, name: str, domid: int | None = None) -> None:
+            if name == "domnet" and self.host.domains[name].state == "crashed":
+                super().destroy(name)  # the operator's `xl destroy domnet; xl create domnet.cfg`
+                self.host.start(name)
+            super().destroy(name, domid)
+
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=OperatorStartsOne)
+    sim = handle.sim
+    standby = standby_ready(handle)
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+    new = domid(sim.host.domains["domnet"])
+    assert new not in (None, standby)
+    assert not events(handle, "promoted")
+    assert {d["backend_id"] for k, d in frontends(sim).items() if k[1] == "vif"} == {str(new)}
+    assert standby_ready(handle) == standby  # still the standby, still ready
+
+
 def test_a_standby_the_config_no_longer_enables_is_destroyed_by_the_next_daemon(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:

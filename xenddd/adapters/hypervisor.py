@@ -251,9 +251,9 @@ class LibvirtHypervisor:
                 ) from None
             log.info("%s: %s passed through by libxl (reset policy relaxed)", name, pci.bdf)
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, name: str, domid: int | None = None) -> None:
         dom = self._lookup(name)
-        if dom is None:
+        if dom is None or (domid is not None and dom.ID() != domid):
             return
         try:
             dom.destroy()

@@ -109,8 +109,9 @@ class Hypervisor(Protocol):
         toolstack that cannot choose one (libvirt)."""
         ...
 
-    def destroy(self, name: str) -> None:
-        """Stop the domain at once; a domain that is not running is not an error."""
+    def destroy(self, name: str, domid: int | None = None) -> None:
+        """Stop the domain at once; a domain that is not running is not an error. `domid`: only that
+        instance (the remains of a dead one) — another instance of the name, started meanwhile, stays."""
         ...
 
     def rename(self, old: str, new: str) -> DomainInfo:

@@ -112,9 +112,9 @@ class Toolstacks:
         finally:
             self.domains_may_have_changed()
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, name: str, domid: int | None = None) -> None:
         try:
-            self._owner(name).destroy(name)
+            self._owner(name).destroy(name, domid)
         finally:
             self.domains_may_have_changed()
 

@@ -147,11 +147,13 @@ class XlDomains:
             self.destroy(name)
         return None
 
-    def destroy(self, name: str) -> None:
-        """Idempotent, as the recovery needs: a domain that is already gone is not an error."""
-        result = self._call("destroy", name)
-        if result.returncode != 0 and not _not_a_domain(result.stderr, name):
-            raise _failure(("destroy", name), result.stderr)
+    def destroy(self, name: str, domid: int | None = None) -> None:
+        """Idempotent, as the recovery needs: a domain that is already gone is not an error. By `domid`,
+        one process and never another instance of the name (Xen does not give a domid out again soon)."""
+        target = name if domid is None else str(domid)
+        result = self._call("destroy", target)
+        if result.returncode != 0 and not _not_a_domain(result.stderr, target):
+            raise _failure(("destroy", target), result.stderr)
 
     def rename(self, old: str, new: str) -> DomainInfo:
         try:

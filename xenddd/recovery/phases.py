@@ -224,7 +224,8 @@ class Recovery:
             self._t.save(record)
             self._t.event("promoting", spec.name, incident, standby=promotable)
             what = f"{spec.name}: promote {spec.standby_name}"
-            self._t.calls.submit(start, what, lambda: self._promote(spec), lane=start)
+            dead = incident.dead_domid
+            self._t.calls.submit(start, what, lambda: self._promote(spec, dead), lane=start)
             return None
         if now < incident.not_before:
             return incident.not_before - now
@@ -253,15 +254,17 @@ class Recovery:
         self._t.calls.submit(start, f"{spec.name}: start", lambda: self._start(spec), lane=start)
         return None
 
-    def _promote(self, spec: DriverDomainSpec) -> Promoted:
-        """On a worker. A new instance somebody started meanwhile is left alone (the next pass adopts it);
-        the remains of the dead one go first — libxl refuses a name that is taken, and its destroy
-        releases the PCI devices the standby is to get. A standby that cannot take them is destroyed
+    def _promote(self, spec: DriverDomainSpec, dead: int | None) -> Promoted:
+        """On a worker. The remains of the dead instance (domid `dead`) go first — libxl refuses a name
+        that is taken, and their destroy releases the PCI devices the standby is to get — by domid, so
+        that a new instance somebody started meanwhile is left alone: the rename then refuses its name,
+        and the next pass adopts it. (Without a dead domid on record, the name is checked first: one
+        process more, on the outage's path.) A standby that cannot take the devices is destroyed
         rather than left serving without its hardware: the retry is then a cold start."""
         hv = self._t.hypervisor
-        if running_domid(hv.domain(spec.name)) is not None:
+        if dead is None and running_domid(hv.domain(spec.name)) is not None:
             raise XendddError(f"{spec.name}: a new instance runs already; not promoting its standby")
-        hv.destroy(spec.name)
+        hv.destroy(spec.name, dead)
         info = hv.rename(spec.standby_name, spec.name)
         try:
             self._prepare(spec)

@@ -114,9 +114,9 @@ class SimHypervisor:
             )
             raise XendddError(f"{name}: starting it as domid {domid} failed: {reason}") from None
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, name: str, domid: int | None = None) -> None:
         self._reachable()
-        if name in self.host.domains:
+        if name in self.host.domains and domid in (None, self.host.domains[name].domid):
             self.host.destroy(name)
 
     def rename(self, old: str, new: str) -> DomainInfo:

@@ -134,8 +134,8 @@ class RemoteToolstack:
     def start_with_domid(self, name: str, domid: int) -> DomainInfo:
         return cast(DomainInfo, self._calls.call("start_with_domid", name, domid))
 
-    def destroy(self, name: str) -> None:
-        self._calls.call("destroy", name)
+    def destroy(self, name: str, domid: int | None = None) -> None:
+        self._calls.call("destroy", name, domid)
 
     def rename(self, old: str, new: str) -> DomainInfo:
         return cast(DomainInfo, self._calls.call("rename", old, new))
