@@ -5,7 +5,9 @@ the daemon as @releaseDomain only, as on real Xen: libvirt never hears of it."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from tests.recovery.conftest import (
     frontends,
     wait_until,
 )
-from xenddd.adapters.hypervisor_api import DomainInfo
+from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, LifecycleKind
 from xenddd.errors import XendddError
 from xenddd.sim.hypervisor import SimHypervisor
 
@@ -222,6 +224,55 @@ def test_an_instance_an_operator_starts_as_the_promotion_begins_is_kept_and_the_
     assert not events(handle, "promoted")
     assert {d["backend_id"] for k, d in frontends(sim).items() if k[1] == "vif"} == {str(new)}
     assert standby_ready(handle) == standby  # still the standby, still ready
+
+
+def test_a_promotion_renames_and_detaches_once_xenstore_drops_the_remains_not_once_a_listing_does(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """`xl destroy` returns a while after the remains are gone from xenstore, and an `xl list` taken
+    meanwhile still shows them: the rename and the stale frontends' detaches go on xenstore's word.
+    Here the destroy returns only once a detach has run, and the listing shows the dead instance until
+    then: waiting for the listing would hold the recovery 10 s, and the rename comes before the
+    destroy returns."""
+    detached = threading.Event()
+    order: list[str] = []
+
+    class SlowToolstack(SimHypervisor):
+        destroyed = threading.Event()
+
+        def destroy(self, name: str, domid: int | None = None) -> None:
+            super().destroy(name, domid)
+            if domid is not None:
+                self.destroyed.set()
+                detached.wait(10)
+                order.append("destroy returned")
+
+        def rename(self, old: str, new: str) -> DomainInfo:
+            order.append("rename")
+            return super().rename(old, new)
+
+        def domains(self) -> list[DomainInfo]:
+            listed = super().domains()
+            if self.destroyed.is_set() and not detached.is_set():  # a listing from before the destroy
+                listed = [remains if d.name == "domnet" else d for d in listed]
+            return listed
+
+        def detach(self, guest: str, *args: Any) -> None:
+            super().detach(guest, *args)
+            detached.set()
+
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=SlowToolstack)
+    sim = handle.sim
+    sim.host.cleanup_delay = 30.0  # nobody but xenddd destroys a crashed xl domain (no xl monitor)
+    standby = standby_ready(handle)
+    running = handle.daemon._wiring.reconciler._hv.domain("domnet")  # type: ignore[union-attr]
+    assert running is not None
+    remains = replace(running, state=DomainState.CRASHED, stopped=LifecycleKind.CRASHED)
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), timeout=8, what="the recovery")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    assert order == ["rename", "destroy returned"]
 
 
 def test_a_standby_the_config_no_longer_enables_is_destroyed_by_the_next_daemon(

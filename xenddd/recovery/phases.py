@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from xenddd.adapters.hypervisor_api import DomainInfo, LifecycleKind, running_domid
@@ -62,6 +64,7 @@ class InPlace:
 READY_RECHECK = 5.0  # readiness is watched; this only bounds what a lost watch event can cost
 UPSTREAM_RECHECK = 1.0  # an upstream's progress makes passes anyway; this bounds a missed one
 CLEANUP_WAIT = 10.0  # libvirt cleans up a crashed domain in about a second; beyond this, do it ourselves
+NAME_FREE_POLL = 0.05  # a promotion's look at xenstore while the remains' destroy frees the name
 NOT_READY = ", then not ready in time"  # added to an incident's reason when a restart was not ready
 
 PrepareDomain = Callable[[DriverDomainSpec], None]
@@ -122,6 +125,11 @@ class Recovery:
             and info.domid == incident.dead_domid
             and not (incident.in_place and running == incident.dead_domid)
         )
+        if dead_present and spec.toolstack == "xl" and incident.dead_domid is not None:
+            # Nothing but xenddd destroys an xl domain's remains, and libxl's detach needs only their
+            # backend nodes gone: xenstore says so at once, where a listing (an `xl list`) comes later
+            self._t.guests.refresh()
+            dead_present = self._t.guests.is_running(incident.dead_domid)
         if dead_present and spec.pci and info is not None and info.stopped is LifecycleKind.CRASHED:
             self._release_pci(spec, incident)
         wake = self._steps.detach_stale(spec, record, incident, dead_present)
@@ -264,8 +272,11 @@ class Recovery:
         hv = self._t.hypervisor
         if dead is None and running_domid(hv.domain(spec.name)) is not None:
             raise XendddError(f"{spec.name}: a new instance runs already; not promoting its standby")
-        hv.destroy(spec.name, dead)
-        info = hv.rename(spec.standby_name, spec.name)
+        if dead is None or spec.pci:  # PCI devices are released only at the end of the destroy
+            hv.destroy(spec.name, dead)
+            info = hv.rename(spec.standby_name, spec.name)
+        else:
+            info = self._rename_as_the_name_frees(spec, dead)
         try:
             self._prepare(spec)
             hv.ensure_passthrough(spec)
@@ -273,6 +284,23 @@ class Recovery:
             hv.destroy(spec.name)
             raise
         return Promoted(info)
+
+    def _rename_as_the_name_frees(self, spec: DriverDomainSpec, dead: int) -> DomainInfo:
+        """libxl's rename needs only the name free in xenstore, which the remains' destroy frees first;
+        `xl destroy` returns about 0.7 s later under emulation, once the hypervisor is done with the
+        domain. So the rename runs as soon as xenstore no longer names the dead instance, beside the end
+        of its destroy, and returns once both are done (the destroy's error first: a rename refused
+        because the destroy failed says less)."""
+        hv = self._t.hypervisor
+        name = f"/local/domain/{dead}/name"
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xenddd-remains") as pool:
+            destroyed = pool.submit(hv.destroy, spec.name, dead)
+            while not destroyed.done() and self._t.guests.read(name) is not None:
+                time.sleep(NAME_FREE_POLL)
+            try:
+                return hv.rename(spec.standby_name, spec.name)
+            finally:
+                destroyed.result()
 
     def _start(self, spec: DriverDomainSpec) -> DomainInfo:
         self._prepare(spec)
