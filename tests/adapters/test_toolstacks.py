@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
+
 from tests.config.parsing import parse
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, Hypervisor
 from xenddd.adapters.toolstacks import LISTING_MAX_AGE, Toolstacks, xl_owned_names
 from xenddd.adapters.xl_domains import XlDomains
+from xenddd.errors import XendddError
 from xenddd.model import DeviceKind, VifParams
 
 CONFIG = """
@@ -36,7 +39,11 @@ class Recorder:
 
     def domains(self) -> list[DomainInfo]:
         self.calls.append(("domains",))
-        return [DomainInfo(name, "u", 1, DomainState.RUNNING, 1024, 1) for name in self._listed]
+        return [DomainInfo(name, "u", i, DomainState.RUNNING, 1024, 1) for i, name in enumerate(self._listed)]
+
+    def rename(self, old: str, new: str) -> DomainInfo:
+        self.calls.append(("rename", old, new))
+        return DomainInfo(new, "u", self._listed.index(old), DomainState.RUNNING, 1024, 1)
 
     def __getattr__(self, method: str) -> Any:
         def call(*args: Any) -> None:
@@ -105,7 +112,7 @@ def test_xl_s_listing_is_kept_until_a_domain_event_a_change_made_here_or_its_age
     stacks.domains_may_have_changed()  # @releaseDomain, a lifecycle event, a resync
     stacks.domains()
     assert xl_listings() == 2
-    stacks.rename("domnet-standby", "domnet")
+    stacks.destroy("domnet")
     stacks.domains()
     assert xl_listings() == 3
     clock[0] += LISTING_MAX_AGE
@@ -129,3 +136,29 @@ def test_a_listing_taken_while_a_change_was_told_is_not_kept() -> None:
     xl.domains = listed  # type: ignore[method-assign]
     stacks.domains()
     assert xl.calls.count(("domains",)) == 2
+
+
+def test_a_rename_brings_the_kept_listing_up_to_date_instead_of_taking_another() -> None:
+    """On a promotion's path: the renamed standby is listed under the name at once, the remains that
+    lost it are not, and no `xl list` runs for it."""
+    stacks, _libvirt, xl = routed()
+    before = {d.name: d.domid for d in stacks.domains()}
+    info = stacks.rename("domnet-standby", "domnet")
+    after = [(d.name, d.domid) for d in stacks.domains()]
+    assert xl.calls.count(("domains",)) == 1
+    assert ("domnet", before["domnet-standby"]) in after and info.domid == before["domnet-standby"]
+    assert [name for name, _ in after].count("domnet") == 1 and "domnet-standby" not in dict(after)
+
+
+def test_a_rename_not_in_the_kept_listing_or_refused_makes_the_next_pass_list_again() -> None:
+    stacks, _libvirt, xl = routed()
+    stacks.domains()
+    xl.rename = lambda old, new: (_ for _ in ()).throw(XendddError("refused"))  # type: ignore[method-assign]
+    with pytest.raises(XendddError):
+        stacks.rename("domnet-standby", "domnet")
+    stacks.domains()
+    assert xl.calls.count(("domains",)) == 2
+    xl.rename = lambda old, new: DomainInfo(new, "u", 99, DomainState.RUNNING, 1024, 1)  # type: ignore[method-assign]
+    stacks.rename("domnet-standby", "domnet")  # a domid the kept listing does not have
+    stacks.domains()
+    assert xl.calls.count(("domains",)) == 3

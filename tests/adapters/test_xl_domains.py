@@ -1,5 +1,5 @@
 """XlDomains against a fake `xl`: a script that records its argv and answers each command line with canned
-output in the format of Xen's tools/xl (xl_info.c list_domains, xl_utils.c find_domain, libxl's rename)."""
+output in the format of Xen's tools/xl (xl_info.c list_domains, xl_utils.c find_domain)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from xenddd.adapters.hypervisor_api import DomainState, LifecycleKind
+from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.adapters.xl_config import xl_config
 from xenddd.adapters.xl_domains import XlDomains
 from xenddd.config.spec import DiskSpec, DriverDomainSpec, PciDeviceSpec
@@ -95,9 +96,14 @@ def xl(tmp_path: Path) -> FakeXl:
     return FakeXl(tmp_path / "bin")
 
 
+def unused_xenstore(tmp_path: Path) -> Xenstore:
+    """Connected at a rename's first request only: for the tests that rename nothing."""
+    return Xenstore(tmp_path / "no-xenstored")
+
+
 @pytest.fixture
-def domains(tmp_path: Path, xl: FakeXl) -> XlDomains:
-    return XlDomains(tmp_path / "xl-config", command=str(xl.path))
+def domains(tmp_path: Path, xl: FakeXl, xs: Xenstore) -> XlDomains:
+    return XlDomains(tmp_path / "xl-config", xs, command=str(xl.path))
 
 
 def spec(name: str = "domnet", pci: tuple[PciDeviceSpec, ...] = ()) -> DriverDomainSpec:
@@ -268,25 +274,16 @@ def test_a_destroy_that_fails_otherwise_is_an_error(domains: XlDomains, xl: Fake
         domains.destroy("domnet")
 
 
-def test_rename_returns_the_renamed_domain(domains: XlDomains, xl: FakeXl) -> None:
-    xl.answer("rename domnet-standby domnet", ok())
-    xl.answer("list -v domnet", ok(listing(line("domnet", 5, "-b----"))))
+def test_a_rename_is_written_to_xenstore_without_an_xl_process(domains: XlDomains, xl: FakeXl) -> None:
+    """What libxl's rename writes, in the daemon's own connection (adapters/domain_rename; its refusals
+    are tested there): no process on a promotion's path."""
+    xs = domains.xenstore
+    xs.write("/local/domain/5/name", "domnet-standby")
+    xs.write("/local/domain/5/vm", f"/vm/{UUID}")
     info = domains.rename("domnet-standby", "domnet")
-    assert xl.calls == [["rename", "domnet-standby", "domnet"], ["list", "-v", "domnet"]]
-    assert (info.name, info.domid) == ("domnet", 5)
-
-
-def test_a_rename_onto_a_name_in_use_says_so(domains: XlDomains, xl: FakeXl) -> None:
-    stderr = (
-        "libxl: error: libxl_domain.c:81:libxl__domain_rename: Domain 5:"
-        'Domain with name "domnet" already exists.\n'
-        "Can't rename domain 'domnet-standby'.\n"
-    )
-    xl.answer("rename domnet-standby domnet", {"stdout": "", "stderr": stderr, "rc": 1})
-    with pytest.raises(XendddError, match="renaming domnet-standby to domnet failed") as caught:
-        domains.rename("domnet-standby", "domnet")
-    assert 'Domain with name "domnet" already exists.' in str(caught.value)
-    assert xl.calls == [["rename", "domnet-standby", "domnet"]]
+    assert (info.name, info.domid, info.uuid) == ("domnet", 5, UUID)
+    assert xs.read_many(["/local/domain/5/name", f"/vm/{UUID}/name"]) == [b"domnet", b"domnet"]
+    assert xl.calls == []
 
 
 def test_ensure_passthrough_attaches_only_the_missing_device(domains: XlDomains, xl: FakeXl) -> None:
@@ -321,7 +318,11 @@ def test_a_promoted_standby_gets_the_writable_disks_it_lacks_and_they_connect_be
 ) -> None:
     ticks = iter(range(100))
     domains = XlDomains(
-        tmp_path / "cfg", command=str(xl.path), clock=lambda: next(ticks), sleep=lambda _: None
+        tmp_path / "cfg",
+        unused_xenstore(tmp_path),
+        command=str(xl.path),
+        clock=lambda: next(ticks),
+        sleep=lambda _: None,
     )
     before = BLOCK_HEADER + block_row(51712, 4) + block_row(51744, 4)
     connecting = before + block_row(51728, 1)
@@ -345,7 +346,11 @@ def test_a_promoted_standby_gets_the_writable_disks_it_lacks_and_they_connect_be
 def test_a_moved_disk_that_never_connects_fails_the_promotion_naming_it(tmp_path: Path, xl: FakeXl) -> None:
     ticks = iter(range(0, 1000, 10))
     domains = XlDomains(
-        tmp_path / "cfg", command=str(xl.path), clock=lambda: next(ticks), sleep=lambda _: None
+        tmp_path / "cfg",
+        unused_xenstore(tmp_path),
+        command=str(xl.path),
+        clock=lambda: next(ticks),
+        sleep=lambda _: None,
     )
     before = BLOCK_HEADER + block_row(51712, 4) + block_row(51744, 4)
     xl.answer("block-list domstore", ok(before), ok(before + block_row(51728, 3)))
@@ -356,7 +361,12 @@ def test_a_moved_disk_that_never_connects_fails_the_promotion_naming_it(tmp_path
 
 def test_an_adopted_domains_own_disks_are_not_waited_for(tmp_path: Path, xl: FakeXl) -> None:
     """Adoption runs on the daemon's loop: a domain still booting has disks not yet Connected."""
-    domains = XlDomains(tmp_path / "cfg", command=str(xl.path), sleep=lambda _: pytest.fail("waited"))
+    domains = XlDomains(
+        tmp_path / "cfg",
+        unused_xenstore(tmp_path),
+        command=str(xl.path),
+        sleep=lambda _: pytest.fail("waited"),
+    )
     xl.answer(
         "block-list domstore",
         ok(BLOCK_HEADER + block_row(51712, 1) + block_row(51728, 1) + block_row(51744, 3)),
@@ -366,7 +376,7 @@ def test_an_adopted_domains_own_disks_are_not_waited_for(tmp_path: Path, xl: Fak
 
 
 def test_a_missing_xl_is_an_error_that_says_so(tmp_path: Path) -> None:
-    domains = XlDomains(tmp_path / "cfg", command=str(tmp_path / "no-such-xl"))
+    domains = XlDomains(tmp_path / "cfg", unused_xenstore(tmp_path), command=str(tmp_path / "no-such-xl"))
     with pytest.raises(XendddError, match="is not installed"):
         domains.domains()
 
@@ -396,7 +406,10 @@ def libxl_create(tmp_path: Path) -> Path:
 def created(program: Path, answer: dict[str, Any]) -> XlDomains:
     (program.parent / "libxl-create-answer.json").write_text(json.dumps(answer))
     return XlDomains(
-        program.parent.parent / "xl-config", command=str(program.parent / "xl"), libxl_create=(str(program),)
+        program.parent.parent / "xl-config",
+        unused_xenstore(program.parent),
+        command=str(program.parent / "xl"),
+        libxl_create=(str(program),),
     )
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, LifecycleEvent
+from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.adapters.xl_domains import XlDomains
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.model import DeviceKind, VbdParams, VifParams
@@ -22,8 +24,9 @@ from xenddd.model import DeviceKind, VbdParams, VifParams
 XL_CONFIGS = "xl"  # under the state directory: the xl.cfg files xenddd writes for its xl-owned domains
 
 
-def toolstacks(config: Config, libvirt: Hypervisor) -> Toolstacks:
-    xl = XlDomains(config.settings.state_dir / XL_CONFIGS)
+def toolstacks(config: Config, libvirt: Hypervisor, xenstore: Xenstore) -> Toolstacks:
+    """`xenstore`: where xl's domains are renamed (connected at the first rename)."""
+    xl = XlDomains(config.settings.state_dir / XL_CONFIGS, xenstore)
     return Toolstacks(libvirt, xl, xl_owned_names(config.driver_domains))
 
 
@@ -44,9 +47,9 @@ class Toolstacks:
     """xl's listing is kept between passes: each `xl list` is a process, half a second of a dom0's CPU
     under emulation, and a recovery makes a pass per watch event. It is taken again after any hint that a
     domain came, went, stopped or was renamed (`@releaseDomain` comes for every shutdown and crash), after
-    any change made through here, and when it is LISTING_MAX_AGE old. A listing that was under way when
-    such a change was told (a destroy on a worker returning as a pass lists) may show the domain as it
-    was: it serves the pass that took it, and is not kept."""
+    any change made through here but a rename (which updates it), and when it is LISTING_MAX_AGE old. A
+    listing that was under way when such a change was told (a destroy on a worker returning as a pass
+    lists) may show the domain as it was: it serves the pass that took it, and is not kept."""
 
     def __init__(
         self,
@@ -119,10 +122,26 @@ class Toolstacks:
             self.domains_may_have_changed()
 
     def rename(self, old: str, new: str) -> DomainInfo:
+        """A rename that succeeded is known exactly: a kept listing is brought up to date rather than
+        taken again (on a promotion's path, `xl list` would be half a second of dom0's CPU before the
+        guests' attaches). What it says of the renamed domain is xl's; the remains that had the name
+        lost it in xenstore first, so `xl list` no longer shows them under it either."""
         try:
-            return self._owner(old).rename(old, new)
-        finally:
+            info = self._owner(old).rename(old, new)
+        except BaseException:
             self.domains_may_have_changed()
+            raise
+        with self._lock:
+            self._changes += 1  # a listing under way may show the old name: it is not kept
+            kept = self._listing
+            if kept is None or not any(d.domid == info.domid and d.name == old for d in kept[1]):
+                self._listing = None
+            else:
+                renamed = [
+                    replace(d, name=new) if d.domid == info.domid else d for d in kept[1] if d.name != new
+                ]
+                self._listing = (kept[0], renamed)
+        return info
 
     def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
         self._owner(spec.name).ensure_passthrough(spec)

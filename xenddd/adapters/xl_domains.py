@@ -6,7 +6,8 @@ instance's: see adapters/libxl_create).
 libvirt's libxl driver has no domainRename for a running domain, and libvirt keeps its own table of names
 that nothing re-reads from libxl, so a rename behind its back would leave it wrong. libxl can:
 libxl_domain_rename refuses a name another domain has, then writes the new name (/local/domain/<domid>/name
-and /vm/<uuid>/name) in one xenstore transaction, so every reader sees one name or the other.
+and /vm/<uuid>/name) in one xenstore transaction, so every reader sees one name or the other — which
+this adapter does in the daemon's own xenstore connection (adapters/domain_rename says why not `xl rename`).
 
 These domains are invisible to libvirt: `virsh list` stays true by not listing them, while `xl list` shows
 both instances. Each one's xl.cfg is written by `define` into a directory of xenddd's own (adapters/xl_config
@@ -27,7 +28,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from xenddd.adapters.domain_rename import rename_domain
 from xenddd.adapters.hypervisor_api import ALIVE, DomainInfo, DomainState, LifecycleKind
+from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.adapters.xl import XL_TIMEOUT, Xl
 from xenddd.adapters.xl_config import disk_spec, xl_config
 from xenddd.config.spec import DiskSpec, DriverDomainSpec
@@ -54,12 +57,14 @@ class XlDomains:
     def __init__(
         self,
         config_dir: Path,
+        xenstore: Xenstore,
         command: str = "xl",
         libxl_create: tuple[str, ...] = LIBXL_CREATE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config_dir = config_dir
+        self.xenstore = xenstore
         self.clock = clock
         self.sleep = sleep
         self.command = command
@@ -156,14 +161,7 @@ class XlDomains:
             raise _failure(("destroy", target), result.stderr)
 
     def rename(self, old: str, new: str) -> DomainInfo:
-        try:
-            self._run("rename", old, new)
-        except XendddError as exc:
-            raise XendddError(f"renaming {old} to {new} failed: {exc}") from None
-        info = self.domain(new)
-        if info is None:
-            raise XendddError(f"{old} was renamed to {new}, but xl lists no domain of that name")
-        return info
+        return rename_domain(self.xenstore, old, new)
 
     def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
         """After a rename gave a standby the dead instance's name, it gets that instance's devices: its

@@ -7,7 +7,9 @@ reattach frontends afterwards) asks for the daemon.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +17,10 @@ from xenddd.cli.context import CliContext, pass_cli
 from xenddd.cli.output import Column, emit_list, emit_record, incident_summary
 from xenddd.errors import DaemonNotRunning
 from xenddd.service.control import answer_or_raise, request
+
+if TYPE_CHECKING:
+    from xenddd.adapters.toolstacks import Toolstacks
+    from xenddd.config.spec import Config
 
 _COLUMNS = (
     Column("Name", "name"),
@@ -70,12 +76,8 @@ def list_domains(cli: CliContext, names: tuple[str, ...]) -> None:
 
 
 def _list_from_toolstacks(cli: CliContext) -> list[dict[str, Any]]:
-    from xenddd.adapters.hypervisor import LibvirtHypervisor
-    from xenddd.adapters.toolstacks import toolstacks
-
     config = cli.config()
-    hypervisor = toolstacks(config, LibvirtHypervisor(config.settings.libvirt_uri))
-    try:
+    with _toolstacks(config) as hypervisor:
         rows = []
         for spec in config.driver_domains:
             info = hypervisor.domain(spec.name)
@@ -94,8 +96,25 @@ def _list_from_toolstacks(cli: CliContext) -> list[dict[str, Any]]:
                 }
             )
         return rows
+
+
+@contextlib.contextmanager
+def _toolstacks(config: Config) -> Iterator[Toolstacks]:
+    """The daemon's toolstacks, for a command run without it; xenstored is connected only if a rename
+    needs it (none of these commands renames)."""
+    from xenddd.adapters.hypervisor import LibvirtHypervisor
+    from xenddd.adapters.toolstacks import toolstacks
+    from xenddd.adapters.xenstore.client import Xenstore
+
+    xenstore = Xenstore(config.settings.xenstore_socket)
+    try:
+        hypervisor = toolstacks(config, LibvirtHypervisor(config.settings.libvirt_uri), xenstore)
+        try:
+            yield hypervisor
+        finally:
+            hypervisor.close()
     finally:
-        hypervisor.close()
+        xenstore.close()
 
 
 @click.command()
@@ -116,22 +135,17 @@ def create(cli: CliContext, name: str) -> None:
     spec = config.driver_domain(name)
     answer = _daemon(cli, "create", name=name)
     if answer is None:
-        from xenddd.adapters.hypervisor import LibvirtHypervisor
         from xenddd.adapters.pci_sysfs import PciSysfs
-        from xenddd.adapters.toolstacks import toolstacks
         from xenddd.adapters.udev import PyudevUevents
         from xenddd.pci.assignment import PciAssigner
 
-        hypervisor = toolstacks(config, LibvirtHypervisor(config.settings.libvirt_uri))
-        try:
+        with _toolstacks(config) as hypervisor:
             pci = PciAssigner(
                 PciSysfs(config.settings.sysfs_root), PyudevUevents(), config.settings.state_dir
             )
             pci.prepare_domain(spec, hypervisor.iommu_available)
             hypervisor.define(spec)
             info = hypervisor.start(name)
-        finally:
-            hypervisor.close()
         from xenddd.recovery.intent import IntentLog
 
         detached = len(IntentLog(config.settings.state_dir, read_only=True).load(name).detached_by_destroy)

@@ -38,7 +38,7 @@ def production_runtime(config: Config, notifier: Notifier) -> Runtime:
 
     xenstore = _until_connected(connect_xenstore, "xenstored", notifier)
     libvirt = _until_connected(lambda: LibvirtHypervisor(settings.libvirt_uri), "libvirtd", notifier)
-    hypervisor = toolstacks(config, libvirt)
+    hypervisor = toolstacks(config, libvirt, xenstore)
     pci = PciAssigner(
         PciSysfs(settings.sysfs_root),
         PyudevUevents(),

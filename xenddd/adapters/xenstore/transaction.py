@@ -19,6 +19,9 @@ class Transaction:
     def read(self, path: str) -> bytes | None:
         return self._xs.read(path, self.tx_id)
 
+    def read_many(self, paths: Sequence[str]) -> list[bytes | None]:
+        return self._xs.read_many(paths, self.tx_id)
+
     def directory(self, path: str) -> list[str] | None:
         return self._xs.directory(path, self.tx_id)
 
