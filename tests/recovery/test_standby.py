@@ -275,6 +275,35 @@ def test_a_promotion_renames_and_detaches_once_xenstore_drops_the_remains_not_on
     assert order == ["rename", "destroy returned"]
 
 
+def test_a_promotion_goes_on_while_the_remains_destroy_ends_and_its_late_failure_is_only_logged(
+    start_daemon: Callable[..., RunningDaemon], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The remains' destroy frees their name first and returns later (`xl destroy`: 0.7 s under
+    emulation, once the hypervisor is done). Here it returns only once the promotion is recorded, and
+    then fails: the promotion, the attaches and the recovery did not wait for it, and its failure, after
+    the rename, is said in the log and changes nothing else."""
+    promoted = threading.Event()
+
+    class SlowToolstack(SimHypervisor):
+        def destroy(self, name: str, domid: int | None = None) -> None:
+            super().destroy(name, domid)
+            if domid is not None:
+                promoted.wait(10)
+                raise XendddError(f"xl destroy {domid}: libxl__destroy_domid: xc_domain_destroy failed")
+
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=SlowToolstack)
+    handle.daemon.history.subscribe(lambda record: promoted.set() if record["event"] == "promoted" else None)
+    sim = handle.sim
+    sim.host.cleanup_delay = 30.0  # nobody but xenddd destroys a crashed xl domain (no xl monitor)
+    standby = standby_ready(handle)
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), timeout=8, what="the recovery")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    assert not events(handle, "restart-failed")
+    wait_until(lambda: "destroying the remains of domid" in caplog.text, what="the destroy's failure logged")
+
+
 def test_a_standby_the_config_no_longer_enables_is_destroyed_by_the_next_daemon(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:

@@ -30,7 +30,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from xenddd.adapters.hypervisor_api import DomainInfo, LifecycleKind, running_domid
@@ -288,19 +288,30 @@ class Recovery:
     def _rename_as_the_name_frees(self, spec: DriverDomainSpec, dead: int) -> DomainInfo:
         """libxl's rename needs only the name free in xenstore, which the remains' destroy frees first;
         `xl destroy` returns about 0.7 s later under emulation, once the hypervisor is done with the
-        domain. So the rename runs as soon as xenstore no longer names the dead instance, beside the end
-        of its destroy, and returns once both are done (the destroy's error first: a rename refused
-        because the destroy failed says less)."""
+        domain. So the rename runs as soon as xenstore no longer names the dead instance, and the
+        promotion goes on without waiting for the rest of the destroy: nothing the promoted instance or
+        the guests' reattach needs is left in the remains (their backends went with their xenstore
+        directory). A destroy that fails before the name is free is the promotion's error; one that fails
+        later is logged."""
         hv = self._t.hypervisor
         name = f"/local/domain/{dead}/name"
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xenddd-remains") as pool:
-            destroyed = pool.submit(hv.destroy, spec.name, dead)
-            while not destroyed.done() and self._t.guests.read(name) is not None:
-                time.sleep(NAME_FREE_POLL)
-            try:
-                return hv.rename(spec.standby_name, spec.name)
-            finally:
-                destroyed.result()
+
+        def destroyed(future: Future[None]) -> None:
+            error = future.exception()
+            if error is not None:
+                log.error("%s: destroying the remains of domid %s failed: %s", spec.name, dead, error)
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xenddd-remains")
+        destroy = pool.submit(hv.destroy, spec.name, dead)
+        pool.shutdown(wait=False)
+        while not destroy.done() and self._t.guests.read(name) is not None:
+            time.sleep(NAME_FREE_POLL)
+        if destroy.done():
+            destroy.result()  # failed before the name was freed: its error says more than the rename's
+        try:
+            return hv.rename(spec.standby_name, spec.name)
+        finally:
+            destroy.add_done_callback(destroyed)
 
     def _start(self, spec: DriverDomainSpec) -> DomainInfo:
         self._prepare(spec)
