@@ -89,6 +89,9 @@ class SimHost:
         # meanwhile, as libxl's does ("failed to detach network device"). @releaseDomain fires at the
         # crash, libvirt's lifecycle event only once the cleanup is done.
         self.cleanup_delay = cleanup_delay
+        # Domains nobody cleans up after a crash: xl's, created without a monitor (`xl create -e`), whose
+        # remains stay — listed crashed, their nodes in place, their name taken — until destroyed.
+        self.kept_on_crash: set[str] = set()
         self.dying: set[int] = set()
         # how each destroy of a dead domain's PCI devices ended: (domid, "released" | "timed out")
         self.pci_removals: list[tuple[int, str]] = []
@@ -202,12 +205,18 @@ class SimHost:
             domain.kernel = domain.front_kernel = None
             domain.stopped = announced = "crashed" if how == "cleaned-up" else how
             # (a domain with PCI devices always: its cleanup takes them away first, and that takes a while)
-            if how == "crashed" and (self.cleanup_delay > 0 or domain.pci) and domid not in self.dying:
+            kept = name in self.kept_on_crash
+            if (
+                how == "crashed"
+                and (kept or self.cleanup_delay > 0 or domain.pci)
+                and domid not in self.dying
+            ):
                 # xenstored fires @releaseDomain as soon as the hypervisor reports the domain shut down;
                 # libvirt marks it crashed, destroys it, and only then queues its lifecycle event
                 self.dying.add(domid)
                 domain.state = "crashed"
-                self._after(self.cleanup_delay, lambda: self._clean_up(name, domid), thread=True)
+                if not kept:
+                    self._after(self.cleanup_delay, lambda: self._clean_up(name, domid), thread=True)
                 self.engine.shut_down(domid)
                 return
             self.dying.discard(domid)

@@ -80,6 +80,10 @@ class SimHypervisor:
         self._reachable()
         if spec.toolstack == "xl":
             self._xl_owned.add(spec.name)
+            self.host.kept_on_crash.add(spec.name)
+        else:
+            self._xl_owned.discard(spec.name)
+            self.host.kept_on_crash.discard(spec.name)
         self.host.define(
             spec.name,
             driver=True,
