@@ -1,7 +1,7 @@
 # (no interpreter line: the builder writes it, naming the image's busybox)
 # /etc/xen/scripts/vif-bridge of a driver domain booted from `xenddd image build`: what Xen's script of
 # that name does for a guest's vif in a driver domain, as `xl devd` runs it (`online` or `offline`,
-# XENBUS_PATH and vif in the environment), in a busybox shell with four processes where Xen's bash
+# XENBUS_PATH and vif in the environment), in a busybox shell with three processes where Xen's bash
 # script starts about thirty. Under emulation each process costs a driver domain that has just booted
 # a noticeable share of a second, and Xen's script took 5 to 40 s there (libxl kills it at 40 s and the
 # device is lost): that is the guest's outage. So the steps the kernel offers in sysfs (the up flag, the
@@ -92,10 +92,15 @@ else
   case $mtu in "" | *[!0-9]*) fatal "bad MTU: $mtu" ;; esac
   # a MAC, an address flush or an MTU refused is tolerated, as Xen's script tolerates it; what must
   # hold is checked afterwards: the interface up, on the bridge
+  # A vif found up (a device brought online again) goes down, and its addresses go; one netback has
+  # just made was never up, and nothing in the image gives a down interface an address: no flush (an
+  # exec, a noticeable share of a second under emulation)
   flags=0
   read -r flags < "$sys/class/net/$dev/flags" 2> /dev/null
-  [ $((flags & 1)) = 0 ] || printf '0x%x\n' $((flags & ~1)) > "$sys/class/net/$dev/flags"
-  ip address flush dev "$dev"
+  if [ $((flags & 1)) = 1 ]; then
+    printf '0x%x\n' $((flags & ~1)) > "$sys/class/net/$dev/flags"
+    ip address flush dev "$dev"
+  fi
   echo "$mtu" > "$sys/class/net/$dev/mtu"
   # busybox's `ip link set` changes the MAC first and stops at a refusal: then again without it
   said=$(ip link set dev "$dev" address fe:ff:ff:ff:ff:ff master "$bridge" up 2>&1) ||
