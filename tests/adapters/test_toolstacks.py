@@ -99,12 +99,14 @@ def test_a_reloaded_config_moving_a_driver_domain_to_libvirt_moves_its_calls() -
     assert libvirt.calls == [("define", "domnet"), ("start", "domnet")] and not xl.calls
 
 
-def test_xl_s_listing_is_kept_until_a_domain_event_a_change_made_here_or_its_age() -> None:
+def test_the_listing_is_kept_until_a_domain_event_a_change_made_here_or_its_age() -> None:
     clock = [100.0]
-    stacks, _libvirt, xl = routed(clock)
+    stacks, libvirt, xl = routed(clock)
 
     def xl_listings() -> int:
-        return xl.calls.count(("domains",))
+        listings = xl.calls.count(("domains",))
+        assert libvirt.calls.count(("domains",)) == listings  # libvirt's is kept alike
+        return listings
 
     for _ in range(3):
         stacks.domains()
@@ -162,3 +164,12 @@ def test_a_rename_not_in_the_kept_listing_or_refused_makes_the_next_pass_list_ag
     stacks.rename("domnet-standby", "domnet")  # a domid the kept listing does not have
     stacks.domains()
     assert xl.calls.count(("domains",)) == 3
+
+
+def test_a_definition_made_here_is_listed_at_the_next_pass() -> None:
+    """libvirt lists a defined domain, running or not: a kept listing would miss it."""
+    stacks, libvirt, _xl = routed()
+    stacks.domains()
+    stacks.define(parse(CONFIG).driver_domain("domstore"))
+    stacks.domains()
+    assert libvirt.calls.count(("domains",)) == 2

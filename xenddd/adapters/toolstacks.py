@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, LifecycleEvent
 from xenddd.adapters.xenstore.client import Xenstore
@@ -43,13 +43,23 @@ def xl_owned_names(specs: Iterable[DriverDomainSpec]) -> set[str]:
 LISTING_MAX_AGE = 30.0  # seconds: the daemon's safety resync, for a domain event that was lost
 
 
+@dataclass(frozen=True)
+class _Listing:
+    taken: float
+    libvirt: list[DomainInfo]
+    xl: list[DomainInfo]  # every domain xl lists; only xl-owned ones are shown
+
+
 class Toolstacks:
-    """xl's listing is kept between passes: each `xl list` is a process, half a second of a dom0's CPU
-    under emulation, and a recovery makes a pass per watch event. It is taken again after any hint that a
-    domain came, went, stopped or was renamed (`@releaseDomain` comes for every shutdown and crash), after
-    any change made through here but a rename (which updates it), and when it is LISTING_MAX_AGE old. A
-    listing that was under way when such a change was told (a destroy on a worker returning as a pass
-    lists) may show the domain as it was: it serves the pass that took it, and is not kept."""
+    """The domains' listing — libvirt's and xl's — is kept between passes: each `xl list` is a process,
+    half a second of a dom0's CPU under emulation, libvirt's is a request per domain (0.1 to 0.5 s of a
+    busy dom0 there), and a recovery makes a pass per watch event, some of them on its path (the one that
+    sees the dead instance's nodes gone submits the stale frontends' detaches). It is taken again after
+    any hint that a domain came, went or stopped (libvirt's lifecycle events; `@releaseDomain`, which comes
+    for every shutdown and crash; a resync, after libvirtd's connection is back too), after any change
+    made through here but a rename (which updates it), and when it is LISTING_MAX_AGE old. A listing that
+    was under way when such a change was told (a destroy on a worker returning as a pass lists) may show
+    the domain as it was: it serves the pass that took it, and is not kept."""
 
     def __init__(
         self,
@@ -63,45 +73,45 @@ class Toolstacks:
         self._xl_owned = set(xl_owned)
         self._clock = clock
         self._lock = threading.Lock()
-        self._listing: tuple[float, list[DomainInfo]] | None = None
+        self._listing: _Listing | None = None
         self._changes = 0  # how many changes were told: a listing taken across one is not kept
 
     def _owner(self, name: str) -> Hypervisor | XlDomains:
         return self._xl if name in self._xl_owned else self._libvirt
 
     def domains(self) -> list[DomainInfo]:
-        listed = self._libvirt.domains()
-        if self._xl_owned:
-            listed += [info for info in self._xl_listing() if info.name in self._xl_owned]
-        return listed
+        now = self._clock()
+        with self._lock:
+            kept = self._listing
+            if kept is None or now - kept.taken >= LISTING_MAX_AGE:
+                kept = None
+            changes = self._changes
+        if kept is None:
+            kept = _Listing(now, self._libvirt.domains(), self._xl.domains() if self._xl_owned else [])
+            with self._lock:
+                if changes == self._changes:
+                    self._listing = kept
+        return [*kept.libvirt, *(info for info in kept.xl if info.name in self._xl_owned)]
 
     def domains_may_have_changed(self) -> None:
         with self._lock:
             self._listing = None
             self._changes += 1
 
-    def _xl_listing(self) -> list[DomainInfo]:
-        now = self._clock()
-        with self._lock:
-            if self._listing is not None and now - self._listing[0] < LISTING_MAX_AGE:
-                return self._listing[1]
-            changes = self._changes
-        listing = self._xl.domains()
-        with self._lock:
-            if changes == self._changes:
-                self._listing = (now, listing)
-        return listing
-
     def domain(self, name: str) -> DomainInfo | None:
         return self._owner(name).domain(name)
 
     def define(self, spec: DriverDomainSpec) -> None:
-        """A reloaded config may hand a driver domain to the other toolstack: its next start goes there."""
+        """A reloaded config may hand a driver domain to the other toolstack: its next start goes there.
+        libvirt lists a domain it has defined, running or not."""
         if spec.toolstack == "xl":
             self._xl_owned.add(spec.name)
         else:
             self._xl_owned.discard(spec.name)
-        self._owner(spec.name).define(spec)
+        try:
+            self._owner(spec.name).define(spec)
+        finally:
+            self.domains_may_have_changed()
 
     def start(self, name: str) -> DomainInfo:
         try:
@@ -134,13 +144,13 @@ class Toolstacks:
         with self._lock:
             self._changes += 1  # a listing under way may show the old name: it is not kept
             kept = self._listing
-            if kept is None or not any(d.domid == info.domid and d.name == old for d in kept[1]):
+            if kept is None or not any(d.domid == info.domid and d.name == old for d in kept.xl):
                 self._listing = None
             else:
                 renamed = [
-                    replace(d, name=new) if d.domid == info.domid else d for d in kept[1] if d.name != new
+                    replace(d, name=new) if d.domid == info.domid else d for d in kept.xl if d.name != new
                 ]
-                self._listing = (kept[0], renamed)
+                self._listing = replace(kept, xl=renamed)
         return info
 
     def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
