@@ -263,7 +263,6 @@ def test_a_promotion_renames_and_detaches_once_xenstore_drops_the_remains_not_on
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=SlowToolstack)
     sim = handle.sim
-    sim.host.cleanup_delay = 30.0  # nobody but xenddd destroys a crashed xl domain (no xl monitor)
     standby = standby_ready(handle)
     running = handle.daemon._wiring.reconciler._hv.domain("domnet")  # type: ignore[union-attr]
     assert running is not None
@@ -294,7 +293,6 @@ def test_a_promotion_goes_on_while_the_remains_destroy_ends_and_its_late_failure
     handle = started_with_a_ready_standby(start_daemon, hypervisor=SlowToolstack)
     handle.daemon.history.subscribe(lambda record: promoted.set() if record["event"] == "promoted" else None)
     sim = handle.sim
-    sim.host.cleanup_delay = 30.0  # nobody but xenddd destroys a crashed xl domain (no xl monitor)
     standby = standby_ready(handle)
     sim.host.crash("domnet")
     wait_until(lambda: events(handle, "recovered"), timeout=8, what="the recovery")
