@@ -297,82 +297,85 @@ def test_ensure_passthrough_attaches_only_the_missing_device(domains: XlDomains,
     assert xl.calls == [["pci-list", "domnet"], ["pci-attach", "domnet", "0000:00:10.0,permissive=1"]]
 
 
-BLOCK_HEADER = "Vdev  BE  handle state evt-ch ring-ref BE-path                       \n"
-
-
-def block_row(devid: int, state: int, domid: int = 7) -> str:
-    """A row as main_blocklist prints it (tools/xl/xl_block.c)."""
-    backend = f"/local/domain/0/backend/vbd/{domid}/{devid}"
-    return f"{devid:<5d} {0:<3d} {domid:<6d} {state:<5d} {9:<6d} {8:<8d} {backend}\n"
-
-
 STORE_DISKS = (
     DiskSpec(Path("/srv/dd-root.img"), vdev="xvda", readonly=True),  # the standby booted with it
     DiskSpec(Path("/dev/vdd"), vdev="xvdb"),  # the guests' data: moved at the promotion
     DiskSpec(Path("/dev/vde"), vdev="xvdc"),  # moved already, by a promotion interrupted and retried
 )
+ATTACH_XVDB = "block-attach domstore format=raw,vdev=xvdb,access=rw,backendtype=phy,target=/dev/vdd"
+
+
+def disk(xs: Xenstore, devid: int, backend_state: int, frontend_state: int, domid: int = 7) -> None:
+    """A disk of domid 7 as libxl records it (/libxl/…/backend) and as both ends say how far they are."""
+    backend = f"/local/domain/0/backend/vbd/{domid}/{devid}"
+    xs.write(f"/libxl/{domid}/device/vbd/{devid}/backend", backend)
+    xs.write(f"{backend}/state", str(backend_state))
+    xs.write(f"/local/domain/{domid}/device/vbd/{devid}/state", str(frontend_state))
+
+
+def storage_domain(xs: Xenstore) -> None:
+    xs.write("/local/domain/7/name", "domstore")
+    xs.write("/local/domain/8/name", "domstore-standby")
+    disk(xs, 51712, 4, 4)
+    disk(xs, 51744, 4, 4)
 
 
 def test_a_promoted_standby_gets_the_writable_disks_it_lacks_and_they_connect_before_it_returns(
-    tmp_path: Path, xl: FakeXl
+    tmp_path: Path, xl: FakeXl, xs: Xenstore
 ) -> None:
-    ticks = iter(range(100))
-    domains = XlDomains(
-        tmp_path / "cfg",
-        unused_xenstore(tmp_path),
-        command=str(xl.path),
-        clock=lambda: next(ticks),
-        sleep=lambda _: None,
+    """Read in xenstore as `xl block-list` reads it, with no process per look; returns only once both
+    ends are Connected (the backend first, here)."""
+    storage_domain(xs)
+    steps = iter(
+        [lambda: disk(xs, 51728, 1, 1), lambda: disk(xs, 51728, 4, 3), lambda: disk(xs, 51728, 4, 4)]
     )
-    before = BLOCK_HEADER + block_row(51712, 4) + block_row(51744, 4)
-    connecting = before + block_row(51728, 1)
-    xl.answer(
-        "block-list domstore",
-        ok(before),
-        ok(connecting),
-        ok(connecting),
-        ok(connecting + block_row(51728, 4)),
-    )
-    attach = "block-attach domstore format=raw,vdev=xvdb,access=rw,backendtype=phy,target=/dev/vdd"
-    xl.answer(attach, ok())
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        next(steps)()  # the attach made by the fake xl, then the device's handshake
+
+    domains = XlDomains(tmp_path / "cfg", xs, command=str(xl.path), sleep=sleep)
+    xl.answer(ATTACH_XVDB, ok())
     domains.ensure_passthrough(replace(spec("domstore"), disks=STORE_DISKS))
-    assert xl.calls == [
-        ["block-list", "domstore"],
-        attach.split(" "),
-        *[["block-list", "domstore"]] * 3,
-    ]
+    assert xl.calls == [ATTACH_XVDB.split(" ")]
+    assert len(slept) == 3
 
 
-def test_a_moved_disk_that_never_connects_fails_the_promotion_naming_it(tmp_path: Path, xl: FakeXl) -> None:
+def test_a_moved_disk_that_never_connects_fails_the_promotion_naming_it(
+    tmp_path: Path, xl: FakeXl, xs: Xenstore
+) -> None:
+    storage_domain(xs)
     ticks = iter(range(0, 1000, 10))
     domains = XlDomains(
         tmp_path / "cfg",
-        unused_xenstore(tmp_path),
+        xs,
         command=str(xl.path),
         clock=lambda: next(ticks),
-        sleep=lambda _: None,
+        sleep=lambda _: disk(xs, 51728, 4, 3),
     )
-    before = BLOCK_HEADER + block_row(51712, 4) + block_row(51744, 4)
-    xl.answer("block-list domstore", ok(before), ok(before + block_row(51728, 3)))
-    xl.answer("block-attach domstore format=raw,vdev=xvdb,access=rw,backendtype=phy,target=/dev/vdd", ok())
+    xl.answer(ATTACH_XVDB, ok())
     with pytest.raises(XendddError, match="domstore: its disk xvdb not Connected within 60 s"):
         domains.ensure_passthrough(replace(spec("domstore"), disks=STORE_DISKS))
 
 
-def test_an_adopted_domains_own_disks_are_not_waited_for(tmp_path: Path, xl: FakeXl) -> None:
+def test_an_adopted_domains_own_disks_are_not_waited_for(tmp_path: Path, xl: FakeXl, xs: Xenstore) -> None:
     """Adoption runs on the daemon's loop: a domain still booting has disks not yet Connected."""
-    domains = XlDomains(
-        tmp_path / "cfg",
-        unused_xenstore(tmp_path),
-        command=str(xl.path),
-        sleep=lambda _: pytest.fail("waited"),
-    )
-    xl.answer(
-        "block-list domstore",
-        ok(BLOCK_HEADER + block_row(51712, 1) + block_row(51728, 1) + block_row(51744, 3)),
-    )
+    storage_domain(xs)
+    disk(xs, 51712, 1, 1)
+    disk(xs, 51728, 1, 1)
+    domains = XlDomains(tmp_path / "cfg", xs, command=str(xl.path), sleep=lambda _: pytest.fail("waited"))
     domains.ensure_passthrough(replace(spec("domstore"), disks=STORE_DISKS))
-    assert xl.calls == [["block-list", "domstore"]]
+    assert xl.calls == []
+
+
+def test_a_disk_move_into_a_domain_xenstore_does_not_know_by_that_name_is_refused(
+    tmp_path: Path, xl: FakeXl, xs: Xenstore
+) -> None:
+    domains = XlDomains(tmp_path / "cfg", xs, command=str(xl.path))
+    with pytest.raises(XendddError, match="domstore: no running domain of that name"):
+        domains.ensure_passthrough(replace(spec("domstore"), disks=STORE_DISKS))
+    assert xl.calls == []
 
 
 def test_a_missing_xl_is_an_error_that_says_so(tmp_path: Path) -> None:

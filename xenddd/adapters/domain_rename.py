@@ -20,6 +20,8 @@ domain (HVM only; libxl renames the stub domain too) is refused: driver domains 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Protocol
 
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState
 from xenddd.adapters.xenstore.client import Xenstore
@@ -42,11 +44,26 @@ def rename_domain(xenstore: Xenstore, old: str, new: str) -> DomainInfo:
         raise XendddError(f"renaming {old} to {new} failed: {exc}") from None
 
 
+class _Reader(Protocol):
+    """A xenstore connection or one of its transactions."""
+
+    def directory(self, path: str) -> list[str] | None: ...
+
+    def read_many(self, paths: Sequence[str]) -> list[bytes | None]: ...
+
+
+def domain_names(reader: _Reader) -> dict[int, bytes | None]:
+    """Each domain xenstore knows, by domid, with its name (None: the remains of one being destroyed,
+    whose name went first). Names are dom0's nodes: a domain can read its own, not write it."""
+    domids = sorted(int(entry) for entry in reader.directory("/local/domain") or [] if entry.isdigit())
+    names = reader.read_many([f"/local/domain/{domid}/name" for domid in domids])
+    return dict(zip(domids, names, strict=True))
+
+
 def _rename(tx: Transaction, old: str, new: str) -> DomainInfo:
-    domids = sorted(int(entry) for entry in tx.directory("/local/domain") or [] if entry.isdigit())
-    names = tx.read_many([f"/local/domain/{domid}/name" for domid in domids])
-    named_old = [d for d, name in zip(domids, names, strict=True) if name == old.encode()]
-    if any(name == new.encode() and d not in named_old for d, name in zip(domids, names, strict=True)):
+    names = domain_names(tx)
+    named_old = [d for d, name in names.items() if name == old.encode()]
+    if any(name == new.encode() and d not in named_old for d, name in names.items()):
         raise XendddError(f'a domain called "{new}" already exists')
     if len(named_old) != 1:
         raise XendddError(f'{"no" if not named_old else "more than one"} running domain is called "{old}"')

@@ -68,17 +68,6 @@ class Xl:
                     raise XendddError(f"xl pci-list {domain}: unexpected line {line!r}") from None
         return devices
 
-    def block_states(self, domain: str) -> dict[int, int]:
-        """devid -> the frontend's xenbus state, of each disk of `domain` (`xl block-list`: a header, then
-        Vdev (the devid), BE, handle, state, ...)."""
-        states = {}
-        for line in self._run("block-list", domain).splitlines()[1:]:
-            fields = line.split()
-            if len(fields) < 4 or not (fields[0].isdigit() and fields[3].isdigit()):
-                raise XendddError(f"xl block-list {domain}: unexpected line {line!r}")
-            states[int(fields[0])] = int(fields[3])
-        return states
-
     def detach(self, guest: str, kind: DeviceKind, devid: int) -> None:
         """Idempotent: a device that is already gone is not an error. xl says so as "Unknown device N."
         (network-detach, when `xl devd` in the driver domain removed a device whose hotplug script it
