@@ -14,7 +14,8 @@ libxl's checks, stricter: the old name must be the domain's and the new one nobo
 inside the transaction (libxl looks for the new name before its own transaction starts), so a domain that
 takes either name meanwhile makes the commit conflict, and the whole is read again. The nodes read are
 dom0's own (a domain can read its `name` and `vm`, not write them). A domain with a device-model stub
-domain (HVM only; libxl renames the stub domain too) is refused: driver domains are PV.
+domain (HVM only; libxl renames the stub domain too) is refused: driver domains are PV. The scan of
+every domain's name it makes (`domain_names`) also finds a promoted domain's domid for xl_domains.
 """
 
 from __future__ import annotations

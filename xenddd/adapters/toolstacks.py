@@ -25,7 +25,8 @@ XL_CONFIGS = "xl"  # under the state directory: the xl.cfg files xenddd writes f
 
 
 def toolstacks(config: Config, libvirt: Hypervisor, xenstore: Xenstore) -> Toolstacks:
-    """`xenstore`: where xl's domains are renamed (connected at the first rename)."""
+    """`xenstore`: where xl's domains are renamed and a promoted one's moved disks looked at (connected
+    at the first use)."""
     xl = XlDomains(config.settings.state_dir / XL_CONFIGS, xenstore)
     return Toolstacks(libvirt, xl, xl_owned_names(config.driver_domains))
 

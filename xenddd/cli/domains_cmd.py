@@ -100,8 +100,8 @@ def _list_from_toolstacks(cli: CliContext) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def _toolstacks(config: Config) -> Iterator[Toolstacks]:
-    """The daemon's toolstacks, for a command run without it; xenstored is connected only if a rename
-    needs it (none of these commands renames)."""
+    """The daemon's toolstacks, for a command run without it; xenstored is connected only if a promotion's
+    rename or disk move needs it (none of these commands promotes)."""
     from xenddd.adapters.hypervisor import LibvirtHypervisor
     from xenddd.adapters.toolstacks import toolstacks
     from xenddd.adapters.xenstore.client import Xenstore
