@@ -49,10 +49,14 @@ class SimHypervisor:
         self._thread: threading.Thread | None = None
         self._on_reconnect: Callable[[], None] = lambda: None
         self._lost_until = 0.0
-        # driver domains `xl create`d (toolstack = "xl"): libvirt never hears of them, so no lifecycle
-        # event does either; their deaths reach the daemon as @releaseDomain only
-        self._xl_owned: set[str] = set()
         host.listen(self._on_host_event)
+
+    @property
+    def _xl_owned(self) -> set[str]:
+        """Driver domains `xl create`d (toolstack = "xl"): libvirt never hears of them, so no lifecycle
+        event does either (their deaths reach the daemon as @releaseDomain only), and nobody cleans up
+        after their crash — the host's own record of them."""
+        return self.host.kept_on_crash
 
     def drop_connection(self, gap: float) -> None:
         """libvirtd is unreachable for `gap` seconds: calls fail and lifecycle events are lost; then the
@@ -80,10 +84,8 @@ class SimHypervisor:
         self._reachable()
         if spec.toolstack == "xl":
             self._xl_owned.add(spec.name)
-            self.host.kept_on_crash.add(spec.name)
         else:
             self._xl_owned.discard(spec.name)
-            self.host.kept_on_crash.discard(spec.name)
         self.host.define(
             spec.name,
             driver=True,
