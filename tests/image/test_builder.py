@@ -69,6 +69,14 @@ def test_the_block_kind_brings_blkback_the_block_scripts_and_losetup_and_skips_a
     files = members(image)
     assert f"{MODULES}/kernel/drivers/block/xen-blkback/xen-blkback.ko" in files
     assert {"/etc/xen/scripts/block", "/etc/xen/scripts/block-dummy", "/usr/sbin/losetup"} <= files.keys()
+    # the image's own `block`, which hands what it does not serve itself to Xen's, kept beside it
+    assert files["/etc/xen/scripts/block"][1].startswith(b"#!/usr/bin/busybox sh\n")
+    assert b"block.xen" in files["/etc/xen/scripts/block"][1]
+    mode, body = files["/etc/xen/scripts/block.xen"]
+    assert mode & 0o777 == 0o755 and body == b"#!/bin/bash\n"  # the root's (fake) Xen script
+    origins = {f.path: f.origin for f in image.manifest.files}
+    assert origins["/etc/xen/scripts/block"] == "generated:block"
+    assert origins["/etc/xen/scripts/block.xen"] == "package:xen-utils-common"
     assert "loop" not in image.manifest.modules
     assert "/etc/xen/scripts/vif-bridge" not in files
     assert image.manifest.nics == []

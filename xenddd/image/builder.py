@@ -63,9 +63,14 @@ class _Staging:
         self.entries.setdefault(entry.path, entry)
         self.origins.setdefault(entry.path, origin)
 
-    def copy(self, inside: str) -> str:
-        """The root's file at `inside` with the chain of symlinks that leads to it; its canonical path."""
+    def copy(self, inside: str, as_path: str | None = None) -> str:
+        """The root's file at `inside` with the chain of symlinks that leads to it; its canonical path.
+        `as_path`: the file alone, at that path instead."""
         canonical, links = self.root.resolve(inside)
+        if as_path is not None:
+            entry = Entry(as_path, self.root.mode(canonical), self.root.read(canonical))
+            self.put(entry, self.origin(canonical))
+            return as_path
         for where, target in links:
             if where not in TOP_LINKS:
                 self.put(Entry(where, 0o777, target=target), f"link:{target}")
@@ -106,7 +111,8 @@ def build(root: RootTree, request: BuildRequest, kernel_package: KernelPackage |
         path = posixpath.join(recipe.SCRIPT_DIR, script)
         if not root.exists(path):
             raise InputError(f"{root.path}: no {path} (is xen-utils-common installed?)")
-        staging.copy(path)
+        kept = recipe.XEN_KEPT_AS.get(script)
+        staging.copy(path, posixpath.join(recipe.SCRIPT_DIR, kept) if kept else None)
     for path in needs.files:
         staging.copy(path)
     _modules(staging, modules, boot, every)

@@ -2,7 +2,8 @@
 # /init of a driver domain booted from `xenddd image build`: no root disk, no udev, no systemd. Loads the
 # backends, sets up what the kernel command line asks (xenddd.* words, parsed by parse_words below and
 # by its twin xenddd/image/cmdline.py), starts `xl devd` for Xen's hotplug scripts, runs
-# /etc/xenddd-dd/start.d/*, then writes the readiness key xenddd waits for (data/ready = 1). Afterwards it
+# /etc/xenddd-dd/start.d/*, then writes the readiness key xenddd waits for (data/ready = 1; a storage
+# domain with data/feature-block-wait = 1 beside it, in the same write: see block.sh). Afterwards it
 # loads the driver of each PCI device that appears (passed through at boot or hot-plugged) and reports
 # the binding on the console, enslaves interfaces to bridges as the words say, and never exits (PID 1).
 # A word it cannot parse, a backend module that does not load or an `xl devd` that does not start is
@@ -170,7 +171,11 @@ if [ "$console_logs" = 1 ]; then
   touch /var/log/xen/xen-hotplug.log /var/log/xen/xldevd.log
   tail -F /var/log/xen/xen-hotplug.log /var/log/xen/xldevd.log > /dev/console 2>&1 &
 fi
-xenstore-write data/ready 1
+# a storage domain's `block` script (the image's) waits for a target that is not there yet: xenddd may
+# attach guests' disks to it while dom0 still gives it the disk they are on (a promoted standby)
+features=
+case ,$kinds, in *,block,*) features="data/feature-block-wait 1" ;; esac
+xenstore-write $features data/ready 1
 read -r up _ < /proc/uptime
 say "ready domid=$(xenstore-read domid) uptime=$up"
 reported=

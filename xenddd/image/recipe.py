@@ -67,8 +67,11 @@ KIND_SCRIPTS = {
 }
 # The image's own scripts in place of Xen's of the same name (script → its file in this package): a
 # guest's vif runs `vif-bridge` unless its config names another, and Xen's took 5 to 40 s under
-# emulation in a driver domain that had just booted (see vif-bridge.sh)
-OWN_SCRIPTS = {"network": {"vif-bridge": "vif-bridge.sh"}}
+# emulation in a driver domain that had just booted (see vif-bridge.sh); a guest's disk runs `block`,
+# whose own one serves the domain's block devices and hands anything else to Xen's (block.sh)
+OWN_SCRIPTS = {"network": {"vif-bridge": "vif-bridge.sh"}, "block": {"block": "block.sh"}}
+# Xen's scripts an own script of the same name hands work to, kept under another name
+XEN_KEPT_AS = {"block": "block.xen"}
 BASE_FILES = ("/etc/xen/xl.conf",)
 # busybox applets that must not be installed: they would change what the hotplug scripts run
 NEVER_APPLETS = ("brctl",)
