@@ -2,9 +2,10 @@
 `[driver_domain.standby]`, so domstore-standby runs booted beside it without the data disk it serves
 the guests' disks from (xvdb, dom0's /dev/vdd: two instances must not write one disk). Each kernel crash
 of domstore is recovered by renaming the standby to domstore, attaching xvdb to it once the dead instance
-is destroyed (xenddd waits until it is Connected inside), and reattaching feblk's vbd to it: feblk must
-read back what it wrote before any crash. MTTR: crash until feblk's vbd is Connected through the promoted
-instance.
+is destroyed, and reattaching feblk's vbd to it meanwhile: the image's `block` script waits for xvdb to
+appear (its init says so, data/feature-block-wait), and xenddd calls the recovery over only once xvdb is
+Connected (`disks-attached`). feblk must read back what it wrote before any crash. MTTR: crash until
+feblk's vbd is Connected through the promoted instance.
 
 The issue's goal compares it with the driver domain's own restart-to-ready, measured in the same boot by
 (d)'s cold recovery (its `ready` phase: detection until the new instance's readiness key); the ratio goes
@@ -62,6 +63,8 @@ def crash_and_promote(round_no: int, token: str) -> float:
     elapsed = time.monotonic() - started
     assert data_disk_connected(standby)
     report_mttr("domstore", "kernel crash", recovery_phases("domstore", seen), elapsed, path="standby")
+    said = {e["event"] for e in xenddd_json("events")["items"][seen:] if e.get("driver_domain") == "domstore"}
+    assert "disks-attached" in said, f"xvdb not attached beside feblk's reattach: {sorted(said)}"
     read = wait_until(
         lambda: next((ln for ln in console.lines() if re.search(r"FE: vbd read .* attach=", ln)), None),
         120,

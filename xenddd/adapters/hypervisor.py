@@ -225,7 +225,8 @@ class LibvirtHypervisor:
         self._pass_through_with_libxl(name, dom)
         return _info(dom)
 
-    def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
+    def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
+        """(A libvirt driver domain has no standby, and so no disks to move.)"""
         self._libxl_pci[spec.name] = libxl_pci(spec)
         attached = self._xl.pci_list(spec.name) if self._libxl_pci[spec.name] else []
         for pci in self._libxl_pci[spec.name]:

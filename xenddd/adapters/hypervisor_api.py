@@ -136,10 +136,11 @@ class Hypervisor(Protocol):
         """Whether Xen can pass PCI devices through (pv_ or hvm_directio); without it libxl fails late."""
         ...
 
-    def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
+    def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
         """For a running driver domain xenddd has no record of starting (a daemon killed between the
         start and the passthrough that follows it), or a standby just promoted: give it whatever devices
-        of its own the start would have (PCI devices; for a promoted standby also its writable disks)."""
+        of its own the start would have (PCI devices; for a promoted standby also its writable disks,
+        unless `disks` is False: a promotion that attaches them beside the guests' reattach)."""
         ...
 
     def watch_lifecycle(

@@ -154,8 +154,8 @@ class Toolstacks:
                 self._listing = replace(kept, xl=renamed)
         return info
 
-    def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
-        self._owner(spec.name).ensure_passthrough(spec)
+    def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
+        self._owner(spec.name).ensure_passthrough(spec, disks)
 
     def manages(self, guest: str) -> bool:
         return self._libvirt.manages(guest)

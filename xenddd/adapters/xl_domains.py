@@ -163,13 +163,14 @@ class XlDomains:
     def rename(self, old: str, new: str) -> DomainInfo:
         return rename_domain(self.xenstore, old, new)
 
-    def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
+    def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
         """After a rename gave a standby the dead instance's name, it gets that instance's devices: its
-        writable disks, which a standby boots without, and its PCI devices; a device it already has (a
-        promotion interrupted and retried, a domain created with them) is left alone. Returns once each
-        such disk is Connected in it: the guests' disks it serves are backed by them, and their reattach
-        follows at once."""
-        self._ensure_disks(spec)
+        writable disks, which a standby boots without (unless `disks` is False), and its PCI devices; a
+        device it already has (a promotion interrupted and retried, a domain created with them) is left
+        alone. Returns once each such disk is Connected in it: the guests' disks it serves are backed by
+        them."""
+        if disks:
+            self._ensure_disks(spec)
         attached = self._xl.pci_list(spec.name) if spec.pci else []
         for pci in spec.pci:
             if pci.bdf not in attached:

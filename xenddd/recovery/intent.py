@@ -95,6 +95,9 @@ class Incident:
     # reconnecting in place: the new instance gets the dead one's domid and the guests' backend
     # directories back, nothing is detached (see phases); False again once that failed
     in_place: bool = False
+    # a promoted standby's writable disks, attached beside the guests' reattach (see phases): the
+    # incident is not over until they are Connected in it
+    disks_pending: bool = False
 
     @classmethod
     def new(
@@ -206,6 +209,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
             "dead_uptime": incident.dead_uptime,
             "detached_reported": incident.detached_reported,
             "in_place": incident.in_place,
+            "disks_pending": incident.disks_pending,
             "frontends": [_pending_to_json(p) for p in incident.frontends],
         },
         "parked": [_pending_to_json(p) for p in record.parked],
@@ -277,6 +281,7 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         dead_uptime=_opt_number(raw, "dead_uptime"),
         detached_reported=_bool(raw, "detached_reported"),
         in_place=_bool(raw, "in_place"),
+        disks_pending=_bool(raw, "disks_pending"),
     )
     return record
 

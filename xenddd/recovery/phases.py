@@ -49,9 +49,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Promoted:
-    """What a promotion's call returns: the standby's instance, now under the driver domain's name."""
+    """What a promotion's call returns: the standby's instance, now under the driver domain's name;
+    `disks_follow`: its writable disks are still to be attached, beside the guests' reattach."""
 
     info: DomainInfo
+    disks_follow: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,10 @@ READY_RECHECK = 5.0  # readiness is watched; this only bounds what a lost watch 
 UPSTREAM_RECHECK = 1.0  # an upstream's progress makes passes anyway; this bounds a missed one
 CLEANUP_WAIT = 10.0  # libvirt cleans up a crashed domain in about a second; beyond this, do it ourselves
 NAME_FREE_POLL = 0.05  # a promotion's look at xenstore while the remains' destroy frees the name
-NOT_READY = ", then not ready in time"  # added to an incident's reason when a restart was not ready
+NOT_READY = ", then not ready in time"
+# Written by a driver domain whose `block` script waits for a target that is not there yet (the image's:
+# xenddd/image/block.sh): its guests' disks may be attached while its own disk is still being given to it
+BLOCK_WAIT_FEATURE = "data/feature-block-wait"  # added to an incident's reason when a restart was not ready
 
 PrepareDomain = Callable[[DriverDomainSpec], None]
 """Called before each (re)start: re-hide the driver domain's PCI devices (and reset them per policy)."""
@@ -137,11 +142,12 @@ class Recovery:
             wake = earliest(
                 wake, self._restart(spec, record, incident, running, started, dead_present, standby)
             )
+        self._follow_disks(spec, record, incident)  # (submitted in the pass that took the promotion)
         if incident.phase is Phase.WAITING_READY:
             wake = earliest(wake, self._await_ready(spec, record, incident))
         if incident.phase is Phase.REATTACHING:
             wake = earliest(wake, self._steps.reattach(spec, record, incident))
-            if not incident.frontends:
+            if not incident.frontends and not incident.disks_pending:
                 self._finish(spec, record, incident)
                 # What it parked is retried on its own schedule from now on, and no event will come to
                 # say when: the pass that ends the incident asks to be woken for it.
@@ -233,7 +239,7 @@ class Recovery:
             self._t.event("promoting", spec.name, incident, standby=promotable)
             what = f"{spec.name}: promote {spec.standby_name}"
             dead = incident.dead_domid
-            self._t.calls.submit(start, what, lambda: self._promote(spec, dead), lane=start)
+            self._t.calls.submit(start, what, lambda: self._promote(spec, dead, promotable), lane=start)
             return None
         if now < incident.not_before:
             return incident.not_before - now
@@ -262,14 +268,22 @@ class Recovery:
         self._t.calls.submit(start, f"{spec.name}: start", lambda: self._start(spec), lane=start)
         return None
 
-    def _promote(self, spec: DriverDomainSpec, dead: int | None) -> Promoted:
+    def _promote(self, spec: DriverDomainSpec, dead: int | None, standby: int) -> Promoted:
         """On a worker. The remains of the dead instance (domid `dead`) go first — libxl refuses a name
         that is taken, and their destroy releases the PCI devices the standby is to get — by domid, so
         that a new instance somebody started meanwhile is left alone: the rename then refuses its name,
         and the next pass adopts it. (Without a dead domid on record, the name is checked first: one
         process more, on the outage's path.) A standby that cannot take the devices is destroyed
-        rather than left serving without its hardware: the retry is then a cold start."""
+        rather than left serving without its hardware: the retry is then a cold start.
+
+        The writable disks of a standby (domid `standby`) that says its `block` script waits for them
+        are left to `_follow_disks`: dom0's `block` script for such a disk takes seconds, and so does the
+        standby's for each guest disk it serves on it, which can run meanwhile."""
         hv = self._t.hypervisor
+        follow = (
+            any(not disk.readonly for disk in spec.disks)
+            and self._t.guests.read(f"/local/domain/{standby}/{BLOCK_WAIT_FEATURE}") == b"1"
+        )
         if dead is None and running_domid(hv.domain(spec.name)) is not None:
             raise XendddError(f"{spec.name}: a new instance runs already; not promoting its standby")
         if dead is None or spec.pci:  # PCI devices are released only at the end of the destroy
@@ -279,11 +293,11 @@ class Recovery:
             info = self._rename_as_the_name_frees(spec, dead)
         try:
             self._prepare(spec)
-            hv.ensure_passthrough(spec)
+            hv.ensure_passthrough(spec, disks=not follow)
         except XendddError:
             hv.destroy(spec.name)
             raise
-        return Promoted(info)
+        return Promoted(info, disks_follow=follow)
 
     def _rename_as_the_name_frees(self, spec: DriverDomainSpec, dead: int) -> DomainInfo:
         """libxl's rename needs only the name free in xenstore, which the remains' destroy frees first;
@@ -351,6 +365,7 @@ class Recovery:
         if promoted:
             self._standbys.promoted(spec, not_before=incident.not_before)
             self._t.guests.renamed(info.uuid)
+            incident.disks_pending = result.value.disks_follow
         if info.domid == incident.dead_domid and not in_place:  # Xen never reuses a domid at once
             log.warning(
                 "%s: the toolstack still reports dead domid %s as running; retrying", spec.name, info.domid
@@ -465,6 +480,7 @@ class Recovery:
         """Every frontend of the incident points at the dead instance again, and so do those already
         confirmed on it (no longer in the incident): all of them are detached and reattached anew."""
         record.crashes += 1
+        incident.disks_pending = False
         self._steps.forget_watches(incident)
         for pending in incident.frontends:
             # in place, a device attached to the instance that died (restored, or attached after a
@@ -488,6 +504,35 @@ class Recovery:
         incident.detached_reported = False
         incident.phase = Phase.DETECTED
         record.domid = running
+        self._t.save(record)
+
+    def _follow_disks(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
+        """A promoted standby's writable disks (`Promoted.disks_follow`), attached on a worker while its
+        guests' disks are reattached; submitted again after a daemon restart lost the call. One that
+        fails leaves the promoted instance serving without its storage: it is destroyed, and the next
+        pass recovers it like any instance that died (cold, unless another standby is ready)."""
+        key = (spec.name, "disks")
+        done = self._t.calls.take(key)
+        if not incident.disks_pending or incident.new_domid is None:
+            return  # (a result for an instance that died meanwhile: nothing to do with it)
+        if done is None:
+            if not self._t.calls.busy(key):
+                what = f"{spec.name}: attach its disks"
+                self._t.calls.submit(key, what, lambda: self._t.hypervisor.ensure_passthrough(spec), lane=key)
+            return
+        if done.error is None:
+            incident.disks_pending = False
+            self._t.event("disks-attached", spec.name, incident, domid=incident.new_domid)
+            self._t.save(record)
+            return
+        log.error("%s: its disks could not be attached after its promotion: %s", spec.name, done.error)
+        self._t.event("disks-failed", spec.name, incident, domid=incident.new_domid, error=str(done.error))
+        try:
+            self._t.hypervisor.destroy(spec.name, incident.new_domid)
+        except XendddError as exc:  # still running: its disks are tried again on the next pass
+            log.error("%s: destroying domid %s failed: %s", spec.name, incident.new_domid, exc)
+            return
+        incident.disks_pending = False
         self._t.save(record)
 
     def _finish(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:

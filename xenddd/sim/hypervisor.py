@@ -177,7 +177,7 @@ class SimHypervisor:
     def iommu_available(self) -> bool:
         return self._iommu
 
-    def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
+    def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
         """The simulated host has no PCI devices to pass through, and its driver domains no disks."""
 
     def watch_lifecycle(

@@ -154,8 +154,8 @@ class RemoteToolstack:
     def iommu_available(self) -> bool:
         return cast(bool, self._calls.call("iommu_available"))
 
-    def ensure_passthrough(self, spec: DriverDomainSpec) -> None:
-        self._calls.call("ensure_passthrough", spec)
+    def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
+        self._calls.call("ensure_passthrough", spec, disks)
 
     def watch_lifecycle(
         self, handler: Callable[[LifecycleEvent], None], on_reconnect: Callable[[], None]

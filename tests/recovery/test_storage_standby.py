@@ -1,0 +1,182 @@
+"""A storage driver domain's warm standby on the simulated host: it boots without the writable disk it
+serves on, which moves to it at a promotion. When the standby says its `block` script waits for a target
+that is not there yet (data/feature-block-wait, as the image's does), that disk is attached beside the
+guests' reattach instead of before it, and the recovery ends only once it is Connected; a disk that cannot
+be attached takes the promoted instance down, and the recovery goes on cold."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tests.recovery.conftest import (
+    TOPOLOGY,
+    FreezingHypervisor,
+    RunningDaemon,
+    all_connected,
+    domid,
+    frontends,
+    wait_until,
+)
+from xenddd.config.spec import DriverDomainSpec
+from xenddd.errors import XendddError
+from xenddd.sim.hypervisor import SimHypervisor
+
+FIVE_DEVICES = 5
+STORE_STANDBY = TOPOLOGY.replace(
+    'name = "domstore"\nkind = "block"\nkernel = "/boot/dd"\n',
+    'name = "domstore"\nkind = "block"\nkernel = "/boot/dd"\ntoolstack = "xl"\n'
+    '[[driver_domain.disk]]\npath = "/dev/vg/store"\nvdev = "xvdb"\n'
+    "[driver_domain.standby]\nenabled = true\n",
+    1,
+)
+FEATURE = "data/feature-block-wait"
+
+
+def events(handle: RunningDaemon, name: str) -> list[dict[str, Any]]:
+    return [r for r in handle.daemon.history.since() if r["event"] == name]
+
+
+def standby_ready(handle: RunningDaemon) -> int | None:
+    standby = handle.sim.host.domains.get("domstore-standby")
+    if standby is None or standby.domid is None:
+        return None
+    ready = handle.sim.host.dom0.read(f"/local/domain/{standby.domid}/data/ready")
+    return standby.domid if ready == b"1" else None
+
+
+def vbds_connected_to(handle: RunningDaemon, backend: int) -> bool:
+    vbds = [d for key, d in frontends(handle.sim).items() if key[1] == "vbd"]
+    return len(vbds) == 2 and all(
+        d["backend_id"] == str(backend) and d["state"] == d["backend_state"] == "4" for d in vbds
+    )
+
+
+class MovedDisks(SimHypervisor):
+    """Records each ensure_passthrough of domstore after the crash; the one that attaches the disks
+    returns once `release()` says so (or fails with `error`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.armed = threading.Event()
+        self.calls: list[bool] = []
+        self.entered = threading.Event()
+        self.released = threading.Event()
+        self.error: str | None = None
+
+    def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
+        if spec.name != "domstore" or not self.armed.is_set():
+            return
+        self.calls.append(disks)
+        if disks:
+            self.entered.set()
+            assert self.released.wait(10), "never released"
+            if self.error is not None:
+                raise XendddError(self.error)
+
+
+def started(
+    start_daemon: Callable[..., RunningDaemon], feature: bool
+) -> tuple[RunningDaemon, MovedDisks, int]:
+    handle = start_daemon(topology=STORE_STANDBY, hypervisor=MovedDisks, healthy_uptime=0.0)
+    wait_until(lambda: handle.settled(FIVE_DEVICES), what="the guests' devices connected")
+    wait_until(lambda: standby_ready(handle) is not None, what="the standby ready")
+    standby = standby_ready(handle)
+    assert standby is not None
+    if feature:
+        handle.sim.host.dom0.write(f"/local/domain/{standby}/{FEATURE}", b"1")
+    hv = handle.daemon.runtime.hypervisor
+    assert isinstance(hv, MovedDisks)
+    hv.armed.set()
+    return handle, hv, standby
+
+
+def test_the_disk_of_a_standby_that_waits_for_it_is_attached_beside_the_guests_reattach(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The guests' disks reach the promoted standby while its own disk's attach is still under way, and
+    the recovery is over only once that attach has returned."""
+    handle, hv, standby = started(start_daemon, feature=True)
+    handle.sim.host.crash("domstore")
+    wait_until(hv.entered.is_set, what="the disks' attach")
+    wait_until(lambda: vbds_connected_to(handle, standby), what="the guests' disks on the promoted standby")
+    assert not events(handle, "recovered")
+    hv.released.set()
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    assert hv.calls == [False, True]  # the promotion left the disks to a call of their own
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    (attached,) = events(handle, "disks-attached")
+    assert attached["ts"] <= events(handle, "recovered")[0]["ts"]
+    assert domid(handle.sim.host.domains["domstore"]) == standby
+    assert all_connected(handle.sim, FIVE_DEVICES)
+
+
+def test_without_the_standby_saying_it_waits_its_disk_is_attached_before_the_guests_disks(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    handle, hv, standby = started(start_daemon, feature=False)
+    handle.sim.host.crash("domstore")
+    wait_until(hv.entered.is_set, what="the disks' attach")
+    assert not any(d["backend_id"] == str(standby) for k, d in frontends(handle.sim).items() if k[1] == "vbd")
+    hv.released.set()
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    assert hv.calls == [True]  # within the promotion
+    assert not events(handle, "disks-attached")
+    wait_until(lambda: vbds_connected_to(handle, standby), what="the guests' disks on the promoted standby")
+
+
+def test_a_disk_that_cannot_be_attached_takes_the_promoted_standby_down_and_the_recovery_goes_on_cold(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    handle, hv, standby = started(start_daemon, feature=True)
+    hv.error = "xl block-attach domstore: libxl: device /dev/vg/store is in use"
+    hv.released.set()
+    handle.sim.host.crash("domstore")
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES), what="every device connected")
+    (failed,) = events(handle, "disks-failed")
+    assert failed["domid"] == standby and "in use" in failed["error"]
+    assert events(handle, "crashed-again") and events(handle, "restarted")
+    new = domid(handle.sim.host.domains["domstore"])
+    assert new != standby
+    assert vbds_connected_to(handle, new)
+
+
+class FreezesAtTheDisks(FreezingHypervisor):
+    """As a SIGKILL leaves the daemon while the promoted standby's disk is being attached."""
+
+    def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
+        if spec.name == "domstore" and disks:
+            self.frozen.set()
+            self.release.wait()
+
+
+def test_a_daemon_killed_while_the_disk_is_attached_is_followed_by_one_that_attaches_it_again(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The attach is lost with its daemon; the record says the disk is still to come, and the next
+    daemon attaches it (ensure_passthrough keeps what is there) before it calls the recovery over."""
+    first, _, standby = started(start_daemon, feature=True)
+    freezing = FreezesAtTheDisks(first.sim.host, lambda _step, _domain: False)
+    reconciler = first.daemon._wiring.reconciler  # type: ignore[union-attr]
+    first.daemon.runtime.hypervisor = freezing
+    reconciler._hv = reconciler._recovery._t.hypervisor = freezing
+    first.sim.host.crash("domstore")
+    wait_until(freezing.frozen.is_set, what="the first daemon to freeze in the disks' attach")
+
+    second = start_daemon(sim=first.sim, topology=STORE_STANDBY, hypervisor=MovedDisks)
+    again = second.daemon.runtime.hypervisor
+    assert isinstance(again, MovedDisks)
+    again.armed.set()
+    again.released.set()
+    try:
+        wait_until(lambda: events(second, "recovered"), what="the second daemon's recovery")
+        assert again.calls == [True] and events(second, "disks-attached")
+        assert domid(first.sim.host.domains["domstore"]) == standby
+        wait_until(
+            lambda: vbds_connected_to(second, standby), what="the guests' disks on the promoted standby"
+        )
+    finally:
+        second.stop()
+        freezing.release.set()
