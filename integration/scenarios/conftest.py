@@ -222,20 +222,20 @@ def recovery_phases(driver_domain: str, seen: int, devices: dict[str, str] | Non
     }
 
 
-def instance_phases(old: int, new: int, *, booted: bool = True) -> dict[str, float]:
+def instance_phases(old: int, new: int, *, booted: bool = True, kind: str = "vif") -> dict[str, float]:
     """One recovery of a driver domain in xenstored's access log (one clock, milliseconds). `mttr_log`:
     the guests' outage, from the old instance's death (the first @releaseDomain after dom0's write of its
-    data/crash) to the last of the new instance's vif backends going Connected; unlike the MTTR observed
-    by polling, it carries neither the crash trigger's latency in the old instance (0.1 to 0.9 s) nor
-    the poll's lag (its 0.5 s period and a few processes per look, 0.5 to 1.5 s). `booted` (a cold
-    recovery) adds the issues' three phases: `to_new_domid`, from the death to the new instance's
-    creation (the toolstack writing its name); `dd_restart`, from there to its readiness key (its own
-    write of data/ready): its restart-to-ready, its build in dom0 included (5 to 9 s of a start call
-    under emulation), which its uptime at ready leaves out; `ready_to_recovered`, from there to the last
-    of its vif backends going Connected. Waited for a little (the log is written as it goes); empty
-    where xenstored keeps no such log."""
+    data/crash) to the last of the new instance's backends of `kind` (its guests' vifs, or vbds) going
+    Connected; unlike the MTTR observed by polling, it carries neither the crash trigger's latency in the
+    old instance (0.1 to 0.9 s) nor the poll's lag (its 0.5 s period and a few processes per look, 0.5 to
+    1.5 s). `booted` (a cold recovery) adds the issues' three phases: `to_new_domid`, from the death to
+    the new instance's creation (the toolstack writing its name); `dd_restart`, from there to its
+    readiness key (its own write of data/ready): its restart-to-ready, its build in dom0 included (5 to 9
+    s of a start call under emulation), which its uptime at ready leaves out; `ready_to_recovered`, from
+    there to the last of its backends going Connected. Waited for a little (the log is written as it
+    goes); empty where xenstored keeps no such log."""
     crash, name = f"/local/domain/{old}/data/crash", f"/local/domain/{new}/name"
-    connected = re.compile(r"^backend/vif/\d+/\d+/state$")
+    connected = re.compile(rf"^backend/{kind}/\d+/\d+/state$")
 
     def found() -> dict[str, float] | None:
         firsts: dict[str, float] = {}

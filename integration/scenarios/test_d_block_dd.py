@@ -11,6 +11,7 @@ from conftest import (
     busybox_guest,
     create_guest,
     domid,
+    instance_phases,
     recovery_phases,
     recovery_state,
     report_mttr,
@@ -75,7 +76,8 @@ def test_a_crashed_domstore_is_restarted_and_the_data_reads_back_through_the_rea
         explain=lambda: recovery_state(seen, {"feblk": "vbd/51728"}),
     )
     elapsed = time.monotonic() - started
-    report_mttr("domstore", "kernel crash", recovery_phases("domstore", seen), elapsed)
+    instance = instance_phases(old, new, kind="vbd")
+    report_mttr("domstore", "kernel crash", recovery_phases("domstore", seen), elapsed, instance=instance)
     xml = run("virsh", "-c", "xen:///system", "dumpxml", "feblk").stdout
     assert xml.count("<disk") == 1 and f"dev='{VDEV}'" in xml
     read = wait_until(

@@ -4,12 +4,15 @@ the guests' disks from (xvdb, dom0's /dev/vdd: two instances must not write one 
 of domstore is recovered by renaming the standby to domstore, attaching xvdb to it once the dead instance
 is destroyed, and reattaching feblk's vbd to it meanwhile: the image's `block` script waits for xvdb to
 appear (its init says so, data/feature-block-wait), and xenddd calls the recovery over only once xvdb is
-Connected (`disks-attached`). feblk must read back what it wrote before any crash. MTTR: crash until
-feblk's vbd is Connected through the promoted instance.
+Connected (`disks-attached`). feblk must read back what it wrote before any crash. MTTR: the dead
+instance's death until feblk's vbd backend is Connected in the promoted instance, in xenstored's log
+(`mttr_log`, as (k) measures domnet's; the MTTR observed by polling is recorded beside it).
 
 The issue's goal compares it with the driver domain's own restart-to-ready, measured in the same boot by
-(d)'s cold recovery (its `ready` phase: detection until the new instance's readiness key); the ratio goes
-to results/<machine>/standby_storage.txt (goal <= 0.5). Afterwards domstore goes back to libvirt.
+(d)'s cold recovery in the same log (`dd_restart`: the new instance's creation until its readiness key,
+as for domnet; before 2026-12-05 morning, (d)'s `ready` phase, detection until xenddd saw it ready, and
+the observed MTTR); the ratio goes to results/<machine>/standby_storage.txt (goal <= 0.5). Afterwards
+domstore goes back to libvirt.
 XENDDD_IT_SELECT='smoke or block_dd or storage_promotion' XENDDD_IT_RELEASES=trixie scripts/integration -k pc
 """
 
@@ -21,7 +24,18 @@ import statistics
 import time
 from pathlib import Path
 
-from conftest import RESULTS, Console, domid, recovery_phases, report_mttr, run, say, wait_until, xenddd_json
+from conftest import (
+    RESULTS,
+    Console,
+    domid,
+    instance_phases,
+    recovery_phases,
+    report_mttr,
+    run,
+    say,
+    wait_until,
+    xenddd_json,
+)
 from test_d_block_dd import vbd_connected_to, written_token
 from test_k_standby import VIRSH, standby_ready, with_standby
 
@@ -41,16 +55,18 @@ def data_disk_connected(dd: int) -> bool:
 
 
 def cold_restart_to_ready() -> float:
-    """(d)'s cold recovery of domstore in this boot: detection until the new instance was ready."""
+    """(d)'s cold recovery of domstore in this boot: the new instance's creation until its readiness key
+    in xenstored's log."""
     entries = [json.loads(line) for line in (RESULTS / "mttr.jsonl").read_text().splitlines()]
     cold = [e for e in entries if e["driver_domain"] == "domstore" and e.get("path", "cold") == "cold"]
     assert cold, "no cold recovery of domstore in this boot: (d) must run first"
-    return float(cold[-1]["ready"])
+    assert "dd_restart" in cold[-1], "(d)'s recovery is not in xenstored's log"
+    return float(cold[-1]["dd_restart"])
 
 
 def crash_and_promote(round_no: int, token: str) -> float:
-    """Crash the active domstore; the seconds until feblk's vbd is Connected through the promoted standby,
-    after which feblk must read its token again."""
+    """Crash the active domstore; the outage until feblk's vbd is Connected through the promoted standby
+    (in xenstored's log), after which feblk must read its token again."""
     standby = wait_until(store_standby_ready, 400, f"a ready standby (round {round_no})")
     assert not data_disk_connected(standby), "the standby must not hold the data disk before a promotion"
     old = domid("domstore")
@@ -62,7 +78,9 @@ def crash_and_promote(round_no: int, token: str) -> float:
     wait_until(lambda: vbd_connected_to(standby), 300, "feblk's vbd Connected through the promoted standby")
     elapsed = time.monotonic() - started
     assert data_disk_connected(standby)
-    report_mttr("domstore", "kernel crash", recovery_phases("domstore", seen), elapsed, path="standby")
+    instance = instance_phases(old, standby, booted=False, kind="vbd")
+    phases = recovery_phases("domstore", seen)
+    report_mttr("domstore", "kernel crash", phases, elapsed, instance=instance, path="standby")
     said = {e["event"] for e in xenddd_json("events")["items"][seen:] if e.get("driver_domain") == "domstore"}
     assert "disks-attached" in said, f"xvdb not attached beside feblk's reattach: {sorted(said)}"
     read = wait_until(
@@ -71,7 +89,7 @@ def crash_and_promote(round_no: int, token: str) -> float:
         "feblk reading its disk again after the promotion",
     )
     assert f"FE: vbd read {token} attach=" in read, read
-    return elapsed
+    return instance["mttr_log"]
 
 
 def test_a_promoted_storage_domain_gets_the_data_disk_and_the_guest_reads_its_data_back() -> None:
@@ -93,9 +111,10 @@ def test_a_promoted_storage_domain_gets_the_data_disk_and_the_guest_reads_its_da
         median = statistics.median(mttrs)
         rounds = " / ".join(f"{m:.1f}" for m in mttrs)
         report = (
-            f"storage standby, data disk moved at the promotion: MTTR {rounds} s, median {median:.1f} s = "
-            f"{median / cold_ready:.2f} of the DD's restart-to-ready {cold_ready:.1f} s (the cold recovery's "
-            "ready phase in this boot; goal <= 0.50)"
+            f"storage standby, data disk moved at the promotion: MTTR (death to feblk's vbd Connected in "
+            f"xenstored's log) {rounds} s, median {median:.1f} s = {median / cold_ready:.2f} of the DD's "
+            f"restart-to-ready {cold_ready:.1f} s (creation to readiness key, (d)'s cold recovery in this "
+            "boot; goal <= 0.50)"
         )
         (RESULTS / "standby_storage.txt").write_text(report + "\n")
         say(report)

@@ -5,6 +5,7 @@ not there yet, and what it hands to Xen's script."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -147,7 +148,26 @@ def test_a_block_device_of_the_domain_is_served_in_one_write_under_xens_lock(dom
     assert result.returncode == 0, result.stderr
     assert dom.calls() == [CONNECTED]
     assert "/dev/xvdb (ca:10, mode w) connected" in dom.hotplug_log()
-    assert not (dom.root / "var/run/xen-hotplug/block").exists()  # released as Xen's locking.sh does
+
+
+def test_the_device_waits_for_xens_block_lock(dom: Domain) -> None:
+    """Another hotplug script holding the lock (Xen's, which removes the file when it releases it) holds
+    this one until then; the lock is free again afterwards."""
+    dom.device("/dev/xvdb")
+    dom.backends(**{"3_51728": disk()})
+    lockfile = dom.root / "var/run/xen-hotplug/block"
+    lockfile.parent.mkdir(parents=True)
+    with open(lockfile, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        running = threading.Thread(target=dom.run)
+        running.start()
+        time.sleep(1.0)
+        assert dom.calls() == []
+        lockfile.unlink()  # Xen's release_lock
+    running.join(30)
+    assert dom.calls() == [CONNECTED]
+    with open(lockfile) as again:
+        fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def test_a_target_that_appears_later_is_waited_for_then_served(dom: Domain) -> None:

@@ -31,7 +31,6 @@ fatal() {
   xenstore-write "$XENBUS_PATH/hotplug-error" "$*" "$XENBUS_PATH/hotplug-status" error
   exit 1
 }
-unlock() { [ -z "${lockfile:-}" ] || rm -f "$lockfile"; }
 
 case $command in add | remove) ;; *) xen_script ;; esac
 [ -n "${XENBUS_PATH:-}" ] || xen_script
@@ -73,13 +72,23 @@ if [ "$command" = remove ]; then
   exit 0  # a device of this domain's: nothing to undo
 fi
 [ -z "$physical" ] || exit 0
+lockdir=$root/var/run/xen-hotplug
+[ -d "$lockdir" ] || mkdir -p "$lockdir"
 limit=${XENDDD_BLOCK_WAIT:-20}
 case $limit in "" | *[!0-9]*) limit=20 ;; esac
-now=$started
-while [ ! -e "$root$dev" ] && [ $((${now%.*} - ${started%.*})) -lt "$limit" ]; do
-  sleep 0.1
-  read -r now _ < /proc/uptime
-done
+if [ ! -e "$root$dev" ]; then
+  # looked for every 0.1 s without a process per look (busybox's `sleep` is one, and dom0 needs the
+  # CPUs meanwhile to give the domain the disk): a read that times out on a FIFO nobody writes to
+  fifo=$lockdir/block-wait
+  [ -p "$fifo" ] || mkfifo "$fifo" 2> /dev/null || [ -p "$fifo" ] || fatal "cannot make $fifo"
+  exec 8<> "$fifo"
+  now=$started
+  while [ ! -e "$root$dev" ] && [ $((${now%.*} - ${started%.*})) -lt "$limit" ]; do
+    read -r -t 0.1 -u 8 _
+    read -r now _ < /proc/uptime
+  done
+  exec 8<&-
+fi
 [ -e "$root$dev" ] || fatal "$dev does not exist (waited $limit s)"
 if [ -L "$root$dev" ]; then  # (the path Xen's script writes is the link's target)
   dev=$(readlink -f "$root$dev") || fatal "$dev: a link to nothing"
@@ -88,34 +97,30 @@ fi
 [ -b "$root$dev" ] || xen_script  # a file under /dev: a loop device's, as Xen's script makes it
 case $mode in *w*!* | *!*w*) mode='!' ;; *w*) mode=w ;; *) mode=r ;; esac
 
-lockfile=$root/var/run/xen-hotplug/block
-mkdir -p "${lockfile%/*}"
-# Xen's locking.sh: the lock is held once the file locked is still the one at the path (its holder
-# removes it on release)
+# Xen's locking.sh: the lock is held once the file locked is still the one at its path (Xen's scripts
+# remove it when they release it; this one leaves it, which theirs accept)
+lockfile=$lockdir/block
 while :; do
   exec 9<> "$lockfile"
   flock -x 9 || fatal "cannot lock $lockfile"
-  mounted=
-  while read -r source _ _ options _; do
-    [ -b "$root$source" ] || continue
-    [ "$mode" = w ] || case ,$options, in *,ro,*) continue ;; esac
-    mounted="$mounted $root$source"
-  done < "$root/proc/mounts"
-  # one process for the lock's check, the target's major:minor and every mounted block device's
-  facts=$(stat -L -c '%D.%i %t:%T' /dev/stdin "$lockfile" "$root$dev" $mounted 0<&9) ||
-    { unlock; fatal "cannot stat $dev"; }
-  n=0; held=; path=; target=; in_use=
-  while read -r id numbers; do
-    n=$((n + 1))
-    case $n in 1) held=$id ;; 2) path=$id ;; 3) target=$numbers ;; *) [ "$numbers" != "$target" ] || in_use=1 ;; esac
-  done << FACTS
-$facts
-FACTS
-  [ "$held" = "$path" ] && break
+  [ "/proc/$$/fd/9" -ef "$lockfile" ] && break
   exec 9<&-
 done
+mounted=
+while read -r source _ _ options _; do
+  [ -b "$root$source" ] || continue
+  [ "$mode" = w ] || case ,$options, in *,ro,*) continue ;; esac
+  mounted="$mounted $root$source"
+done < "$root/proc/mounts"
+# one process for the target's major:minor and every mounted block device's
+numbers=$(stat -L -c %t:%T "$root$dev" $mounted) || fatal "cannot stat $dev"
+target=${numbers%%
+*}
+in_use=
+[ "$target" = "$numbers" ] || for found in ${numbers#*
+}; do [ "$found" != "$target" ] || in_use=1; done
 if [ "$mode" != '!' ]; then
-  [ -z "$in_use" ] || { unlock; fatal "$dev is mounted in this domain"; }
+  [ -z "$in_use" ] || fatal "$dev is mounted in this domain"
   while read -r device node value; do
     [ "$node" = physical-device ] && [ "$value" = "$target" ] || continue
     theirs=
@@ -129,13 +134,12 @@ OTHERS
     # Xen's same_vm, stub domains aside: a node this domain cannot read counts as the same guest
     mine=$(xenstore-read "/local/domain/${me%/*}/vm" 2> /dev/null) || mine=unknown
     vm=$(xenstore-read "/local/domain/${device%/*}/vm" 2> /dev/null) || vm=$mine
-    [ "$mine" = "$vm" ] || { unlock; fatal "$dev is in use by another guest's disk ($device)"; }
+    [ "$mine" = "$vm" ] || fatal "$dev is in use by another guest's disk ($device)"
   done << OTHERS
 $others
 OTHERS
 fi
 xenstore-write "$XENBUS_PATH/physical-device" "$target" "$XENBUS_PATH/physical-device-path" "$dev" \
-  "$XENBUS_PATH/hotplug-status" connected || { unlock; fatal "cannot write $XENBUS_PATH"; }
-unlock
+  "$XENBUS_PATH/hotplug-status" connected || fatal "cannot write $XENBUS_PATH"
 read -r ended _ < /proc/uptime
 echo "$0 add: $dev ($target, mode $mode) connected (uptime $started to $ended s)" >&2
