@@ -19,6 +19,7 @@ from conftest import (
     wait_until,
     xenddd_json,
     xs_read,
+    xs_read_many,
 )
 
 VDEV = "xvdb"
@@ -42,6 +43,16 @@ def vbd_connected_to(dd: int) -> bool:
     )
 
 
+def vbd_through_a_new_domstore(old: int, guest: int) -> int | None:
+    """The new domstore's domid once feblk's vbd is Connected through it, both ends: two `xenstore-read`
+    processes a look at most, and no `xl` (see xs_read_many)."""
+    front = xs_read_many([f"/local/domain/{guest}/device/vbd/{DEVID}/{n}" for n in ("state", "backend-id")])
+    if front is None or front[0] != "4" or front[1] == str(old) or not front[1].isdigit():
+        return None
+    back = xs_read_many([f"/local/domain/{front[1]}/backend/vbd/{guest}/{DEVID}/state"])
+    return int(front[1]) if back == ["4"] else None
+
+
 def written_token() -> str | None:
     line = Console("feblk").find("FE: vbd wrote ")
     return line.split("FE: vbd wrote ", 1)[1].strip() if line else None
@@ -60,22 +71,24 @@ def test_a_guest_vbd_served_by_domstore_connects_and_takes_data() -> None:
 
 
 def test_a_crashed_domstore_is_restarted_and_the_data_reads_back_through_the_reattached_vbd() -> None:
-    old = domid("domstore")
+    old, guest = domid("domstore"), domid("feblk")
     token = written_token()
-    assert old is not None and token, "needs the guest and token of the previous scenario"
+    assert old is not None and guest is not None and token, (
+        "needs the guest and token of the previous scenario"
+    )
     seen = len(xenddd_json("events")["items"])
     console = Console("feblk").mark()
     started = time.monotonic()
     run("xenstore-write", f"/local/domain/{old}/data/crash", "1")
-    new = wait_until(lambda: (d := domid("domstore")) not in (None, old) and d, 300, "a new domstore")
-    wait_until(
-        lambda: vbd_connected_to(new),
+    new = wait_until(
+        lambda: vbd_through_a_new_domstore(old, guest),
         600,
-        "feblk's vbd Connected through the new domstore",
-        every=2,
+        "feblk's vbd Connected through a new domstore",
+        every=0.5,
         explain=lambda: recovery_state(seen, {"feblk": "vbd/51728"}),
     )
     elapsed = time.monotonic() - started
+    assert domid("domstore") == new
     instance = instance_phases(old, new, kind="vbd")
     report_mttr("domstore", "kernel crash", recovery_phases("domstore", seen), elapsed, instance=instance)
     xml = run("virsh", "-c", "xen:///system", "dumpxml", "feblk").stdout

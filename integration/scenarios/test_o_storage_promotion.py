@@ -35,8 +35,9 @@ from conftest import (
     say,
     wait_until,
     xenddd_json,
+    xs_read_many,
 )
-from test_d_block_dd import vbd_connected_to, written_token
+from test_d_block_dd import DEVID, vbd_connected_to, written_token
 from test_k_standby import VIRSH, standby_ready, with_standby
 
 ON_DEMAND = True
@@ -69,14 +70,27 @@ def crash_and_promote(round_no: int, token: str) -> float:
     (in xenstored's log), after which feblk must read its token again."""
     standby = wait_until(store_standby_ready, 400, f"a ready standby (round {round_no})")
     assert not data_disk_connected(standby), "the standby must not hold the data disk before a promotion"
-    old = domid("domstore")
+    old, guest = domid("domstore"), domid("feblk")
+    assert old is not None and guest is not None
     console = Console("feblk").mark()
     seen = len(xenddd_json("events")["items"])
+    # one xenstore-read process a look (see xs_read_many): feblk's vbd Connected through the standby
+    frontend = f"/local/domain/{guest}/device/vbd/{DEVID}"
+    nodes = [
+        f"{frontend}/state",
+        f"{frontend}/backend-id",
+        f"/local/domain/{standby}/backend/vbd/{guest}/{DEVID}/state",
+    ]
     started = time.monotonic()
     run("xenstore-write", f"/local/domain/{old}/data/crash", "1")
-    wait_until(lambda: domid("domstore") == standby, 300, f"domstore-standby promoted (round {round_no})")
-    wait_until(lambda: vbd_connected_to(standby), 300, "feblk's vbd Connected through the promoted standby")
+    wait_until(
+        lambda: xs_read_many(nodes) == ["4", str(standby), "4"],
+        300,
+        f"feblk's vbd Connected through the promoted standby (round {round_no})",
+        every=0.5,
+    )
     elapsed = time.monotonic() - started
+    assert domid("domstore") == standby, "the standby was not the instance promoted"
     assert data_disk_connected(standby)
     instance = instance_phases(old, standby, booted=False, kind="vbd")
     phases = recovery_phases("domstore", seen)
