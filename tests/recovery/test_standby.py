@@ -6,6 +6,7 @@ the daemon as @releaseDomain only, as on real Xen: libvirt never hears of it."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -319,3 +320,44 @@ def test_a_standby_the_config_no_longer_enables_is_destroyed_by_the_next_daemon(
     assert sim.host.domains["domnet-standby"].state == "shutoff"
     assert domid(sim.host.domains["domnet"]) == active and all_connected(sim, FIVE_DEVICES)
     assert "detected" not in since and "standby-started" not in since, since
+
+
+def test_a_detached_frontend_is_attached_before_the_pass_lists_the_domains(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The promoted instance is ready when a stale frontend's detach returns; the pass it wakes lists
+    the domains first (an `xl list` after the remains' @releaseDomain: a second or more under
+    emulation). Here every listing after the first detach returns waits until an attach has been made,
+    at most 5 s: the attach must come before the listing, not after it."""
+
+    class ListsSlowly(SimHypervisor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.armed = False
+            self.attached = threading.Event()
+            self.waits: list[bool] = []
+
+        def domains(self) -> list[DomainInfo]:
+            if self.armed and not self.attached.is_set():
+                self.waits.append(self.attached.wait(5))
+            return super().domains()
+
+        def detach(self, guest: str, *args: Any) -> None:
+            super().detach(guest, *args)
+            time.sleep(0.3)  # returns after the promotion, as on the test bed
+            self.armed = True
+
+        def attach(self, guest: str, *args: Any) -> None:
+            self.attached.set()
+            super().attach(guest, *args)
+
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=ListsSlowly)
+    sim = handle.sim
+    standby = standby_ready(handle)
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    hv = handle.daemon.runtime.hypervisor
+    assert isinstance(hv, ListsSlowly)
+    assert hv.waits and all(hv.waits), "a listing waited for an attach the pass should have made first"

@@ -217,6 +217,23 @@ class FrontendSteps:
         self.attach(spec, record, incident, due)
         return wake
 
+    def attach_detached(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
+        """The attaches `reattach` would submit for frontends detached and not yet attached, without its
+        confirmations of the others (see Recovery.attach_detached)."""
+        now = self._t.clock()
+        due = [
+            p
+            for p in incident.frontends
+            if p.detached
+            and not p.attached
+            and not p.restore
+            and p.not_before <= now
+            and not self._t.calls.busy(self._key(spec, p))
+            and self._t.guests.current_domid(p.frontend) is not None  # (a guest gone: the pass drops it)
+        ]
+        if due:
+            self.attach(spec, record, incident, due)
+
     def _restore(
         self, spec: DriverDomainSpec, incident: Incident, pending: PendingFrontend, guest: int
     ) -> None:

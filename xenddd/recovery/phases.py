@@ -157,6 +157,20 @@ class Recovery:
             self._t.save(record)
         return wake
 
+    def attach_detached(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
+        """At the start of a pass, before the domains are listed: the attaches of the frontends whose
+        detach has just returned, to an instance already ready. A listing after a domain hint (the dead
+        instance's remains going, which comes while the detaches run) is an `xl list` and a registry
+        resync, a second or more of a busy dom0 under emulation, and nothing in it changes whether these
+        are due; what the pass then sees (an instance that died meanwhile) is judged as ever."""
+        incident = record.incident
+        if incident is None or incident.phase is not Phase.REATTACHING:
+            return
+        self._steps.collect(spec, record, incident)
+        self._steps.attach_detached(spec, record, incident)
+        if self._t.unsaved:
+            self._t.save(record)
+
     def idle(self, spec: DriverDomainSpec, record: DomainRecord, domid: int) -> float | None:
         """Outside any incident: what device calls an ended incident left running return (a device
         confirmed before its attach returned), and the parked frontends' slow retries on the running

@@ -111,6 +111,10 @@ class Reconciler:
             self._report_listing_troubles()
             self.last_pass_seconds = time.monotonic() - started
             return wake
+        for spec in self.config.start_order():
+            # (an error here: the pass's own turn for this domain meets it again and reports it)
+            with contextlib.suppress(XendddError):
+                self._recovery.attach_detached(spec, self._records[spec.name])
         if any(about_domains(h) for h in hints):
             self._hv.domains_may_have_changed()
         observed = self._observe()
