@@ -144,10 +144,16 @@ def test_a_disk_that_cannot_be_attached_takes_the_promoted_standby_down_and_the_
 
 
 class FreezesAtTheDisks(FreezingHypervisor):
-    """As a SIGKILL leaves the daemon while the promoted standby's disk is being attached."""
+    """As a SIGKILL leaves the daemon while the promoted standby's disk is being attached, once `recorded`
+    says the daemon has saved the promotion (the attach starts as the promotion ends, before that)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorded = threading.Event()
 
     def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
         if spec.name == "domstore" and disks:
+            assert self.recorded.wait(10), "the promotion was never recorded"
             self.frozen.set()
             self.release.wait()
 
@@ -162,7 +168,10 @@ def test_a_daemon_killed_while_the_disk_is_attached_is_followed_by_one_that_atta
     reconciler = first.daemon._wiring.reconciler  # type: ignore[union-attr]
     first.daemon.runtime.hypervisor = freezing
     reconciler._hv = reconciler._recovery._t.hypervisor = freezing
+    readiness = len(events(first, "ready"))
     first.sim.host.crash("domstore")
+    wait_until(lambda: len(events(first, "ready")) > readiness, what="the promoted standby ready")
+    freezing.recorded.set()
     wait_until(freezing.frozen.is_set, what="the first daemon to freeze in the disks' attach")
 
     second = start_daemon(sim=first.sim, topology=STORE_STANDBY, hypervisor=MovedDisks)

@@ -311,6 +311,8 @@ class Recovery:
         except XendddError:
             hv.destroy(spec.name)
             raise
+        if follow:  # at once, not on the pass that takes this result: that pass lists, a second or more
+            self._submit_disks(spec)
         return Promoted(info, disks_follow=follow)
 
     def _rename_as_the_name_frees(self, spec: DriverDomainSpec, dead: int) -> DomainInfo:
@@ -525,14 +527,11 @@ class Recovery:
         guests' disks are reattached; submitted again after a daemon restart lost the call. One that
         fails leaves the promoted instance serving without its storage: it is destroyed, and the next
         pass recovers it like any instance that died (cold, unless another standby is ready)."""
-        key = (spec.name, "disks")
-        done = self._t.calls.take(key)
+        done = self._t.calls.take((spec.name, "disks"))
         if not incident.disks_pending or incident.new_domid is None:
             return  # (a result for an instance that died meanwhile: nothing to do with it)
         if done is None:
-            if not self._t.calls.busy(key):
-                what = f"{spec.name}: attach its disks"
-                self._t.calls.submit(key, what, lambda: self._t.hypervisor.ensure_passthrough(spec), lane=key)
+            self._submit_disks(spec)  # (after a daemon restart; the promotion's call runs otherwise)
             return
         if done.error is None:
             incident.disks_pending = False
@@ -548,6 +547,12 @@ class Recovery:
             return
         incident.disks_pending = False
         self._t.save(record)
+
+    def _submit_disks(self, spec: DriverDomainSpec) -> None:
+        key = (spec.name, "disks")
+        if not self._t.calls.busy(key):
+            what = f"{spec.name}: attach its disks"
+            self._t.calls.submit(key, what, lambda: self._t.hypervisor.ensure_passthrough(spec), lane=key)
 
     def _finish(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
         now = self._t.clock()
