@@ -67,10 +67,10 @@ READY_RECHECK = 5.0  # readiness is watched; this only bounds what a lost watch 
 UPSTREAM_RECHECK = 1.0  # an upstream's progress makes passes anyway; this bounds a missed one
 CLEANUP_WAIT = 10.0  # libvirt cleans up a crashed domain in about a second; beyond this, do it ourselves
 NAME_FREE_POLL = 0.05  # a promotion's look at xenstore while the remains' destroy frees the name
-NOT_READY = ", then not ready in time"
+NOT_READY = ", then not ready in time"  # added to an incident's reason when a restart was not ready
 # Written by a driver domain whose `block` script waits for a target that is not there yet (the image's:
 # xenddd/image/block.sh): its guests' disks may be attached while its own disk is still being given to it
-BLOCK_WAIT_FEATURE = "data/feature-block-wait"  # added to an incident's reason when a restart was not ready
+BLOCK_WAIT_FEATURE = "data/feature-block-wait"
 
 PrepareDomain = Callable[[DriverDomainSpec], None]
 """Called before each (re)start: re-hide the driver domain's PCI devices (and reset them per policy)."""
@@ -142,7 +142,7 @@ class Recovery:
             wake = earliest(
                 wake, self._restart(spec, record, incident, running, started, dead_present, standby)
             )
-        self._follow_disks(spec, record, incident)  # (submitted in the pass that took the promotion)
+        self._follow_disks(spec, record, incident)
         if incident.phase is Phase.WAITING_READY:
             wake = earliest(wake, self._await_ready(spec, record, incident))
         if incident.phase is Phase.REATTACHING:
