@@ -68,6 +68,20 @@ def xs_read_many(paths: list[str]) -> list[str] | None:
     return values if result.returncode == 0 and len(values) == len(paths) else None
 
 
+def through_a_new_backend(old: int, guests: list[int], kind: str, devid: int) -> int | None:
+    """The new driver domain's domid once each guest's device `kind`/`devid` is Connected through it,
+    both ends, and it is not `old`: two `xenstore-read` processes a look at most, and no `xl`."""
+    nodes = [f"/local/domain/{g}/device/{kind}/{devid}/{n}" for g in guests for n in ("state", "backend-id")]
+    fronts = xs_read_many(nodes)
+    if fronts is None or set(fronts[::2]) != {"4"} or len(set(fronts[1::2])) != 1:
+        return None
+    new = fronts[1]
+    if new == str(old) or not new.isdigit():
+        return None
+    backs = xs_read_many([f"/local/domain/{new}/backend/{kind}/{g}/{devid}/state" for g in guests])
+    return int(new) if backs is not None and set(backs) == {"4"} else None
+
+
 def domid(name: str) -> int | None:
     result = run("xl", "domid", name, check=False, timeout=60)
     return int(result.stdout) if result.returncode == 0 and result.stdout.strip().isdigit() else None

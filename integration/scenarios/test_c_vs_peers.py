@@ -27,10 +27,10 @@ from conftest import (
     report_mttr,
     run,
     say,
+    through_a_new_backend,
     wait_until,
     xenddd_json,
     xs_read,
-    xs_read_many,
 )
 from test_c_network_dd import MAC, XL_MAC, vif_connected_to
 
@@ -99,21 +99,6 @@ def wait_for_both_vifs(old: int | None, what: str) -> int:
     return new
 
 
-def vifs_through_a_new_domnet(old: int, guests: list[int]) -> int | None:
-    """The new domnet's domid once every guest's vif 0 is Connected through it, both ends: two
-    `xenstore-read` processes a look at most (see xs_read_many)."""
-    fronts = xs_read_many(
-        [f"/local/domain/{g}/device/vif/0/{n}" for g in guests for n in ("state", "backend-id")]
-    )
-    if fronts is None or set(fronts[::2]) != {"4"} or len(set(fronts[1::2])) != 1 or fronts[1] == str(old):
-        return None
-    if not fronts[1].isdigit():
-        return None
-    new = int(fronts[1])
-    backs = xs_read_many([f"/local/domain/{new}/backend/vif/{g}/0/state" for g in guests])
-    return new if backs is not None and set(backs) == {"4"} else None
-
-
 def crash_and_measure(method: str, round_no: int, path: str = "cold") -> None:
     """`path` standby: a promoted standby booted long before the crash, so there is no restart-to-ready
     of its own to read from its console. The guests' domids are looked up before the crash: the round
@@ -129,7 +114,7 @@ def crash_and_measure(method: str, round_no: int, path: str = "cold") -> None:
     started = time.monotonic()
     run("xenstore-write", f"/local/domain/{dd}/data/crash", "1")
     new: int = wait_until(
-        lambda: vifs_through_a_new_domnet(dd, guests),
+        lambda: through_a_new_backend(dd, guests, "vif", 0),
         600,
         f"both vifs through a new domnet (round {round_no})",
         every=0.5,

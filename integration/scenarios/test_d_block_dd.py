@@ -16,10 +16,10 @@ from conftest import (
     recovery_state,
     report_mttr,
     run,
+    through_a_new_backend,
     wait_until,
     xenddd_json,
     xs_read,
-    xs_read_many,
 )
 
 VDEV = "xvdb"
@@ -41,16 +41,6 @@ def vbd_connected_to(dd: int) -> bool:
         and xs_read(f"{frontend}/backend-id") == str(dd)
         and xs_read(f"/local/domain/{dd}/backend/vbd/{guest}/{DEVID}/state") == "4"
     )
-
-
-def vbd_through_a_new_domstore(old: int, guest: int) -> int | None:
-    """The new domstore's domid once feblk's vbd is Connected through it, both ends: two `xenstore-read`
-    processes a look at most, and no `xl` (see xs_read_many)."""
-    front = xs_read_many([f"/local/domain/{guest}/device/vbd/{DEVID}/{n}" for n in ("state", "backend-id")])
-    if front is None or front[0] != "4" or front[1] == str(old) or not front[1].isdigit():
-        return None
-    back = xs_read_many([f"/local/domain/{front[1]}/backend/vbd/{guest}/{DEVID}/state"])
-    return int(front[1]) if back == ["4"] else None
 
 
 def written_token() -> str | None:
@@ -81,7 +71,7 @@ def test_a_crashed_domstore_is_restarted_and_the_data_reads_back_through_the_rea
     started = time.monotonic()
     run("xenstore-write", f"/local/domain/{old}/data/crash", "1")
     new = wait_until(
-        lambda: vbd_through_a_new_domstore(old, guest),
+        lambda: through_a_new_backend(old, [guest], "vbd", DEVID),
         600,
         "feblk's vbd Connected through a new domstore",
         every=0.5,
