@@ -11,7 +11,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+
+from tests.image.fake_commands import install
 
 BUSYBOX = shutil.which("busybox")
 pytestmark = pytest.mark.skipif(
@@ -124,9 +125,7 @@ def dom(tmp_path: Path) -> Domain:
         bin_dir / "xenstore-write": FAKE_XENSTORE_WRITE,
         bin_dir / "xenstore-read": FAKE_XENSTORE_READ,
     }
-    for path, code in fakes.items():
-        path.write_text(f"#!{sys.executable}\n{code}")
-        path.chmod(0o755)
+    install(fakes)
     xen = root / "etc/xen/scripts/block.xen"
     xen.write_text(FAKE_XEN_SCRIPT)
     xen.chmod(0o755)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import pytest
+
+from tests.image.fake_commands import install
 
 BUSYBOX = shutil.which("busybox")
 pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed")
@@ -124,9 +125,7 @@ def host(tmp_path: Path) -> Host:
         bin_dir / "xenstore-write": FAKE_XENSTORE_WRITE,
         root / "usr/bin/busybox": FAKE_BUSYBOX,
     }
-    for path, code in fakes.items():
-        path.write_text(f"#!{sys.executable}\n{code}")
-        path.chmod(0o755)
+    install(fakes)
     host = Host(root, bin_dir, tmp_path / "calls", tmp_path / "nodes")
     host.interface("br0", bridge=True, mtu=9000)
     host.interface("vif3.0")
