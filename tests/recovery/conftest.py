@@ -86,6 +86,20 @@ class RunningDaemon:
         assert not self.thread.is_alive(), "the daemon did not stop"
 
 
+def events(handle: RunningDaemon, name: str) -> list[dict[str, Any]]:
+    """The daemon's history records of one event, oldest first."""
+    return [r for r in handle.daemon.history.since() if r["event"] == name]
+
+
+def standby_ready(handle: RunningDaemon, name: str = "domnet") -> int | None:
+    """The domid of `name`'s standby once it runs and has written its readiness key."""
+    standby = handle.sim.host.domains.get(f"{name}-standby")
+    if standby is None or standby.domid is None:
+        return None
+    ready = handle.sim.host.dom0.read(f"/local/domain/{standby.domid}/data/ready")
+    return standby.domid if ready == b"1" else None
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():

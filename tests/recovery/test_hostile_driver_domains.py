@@ -12,17 +12,19 @@ from typing import Any
 
 import pytest
 
-from tests.recovery.conftest import RunningDaemon, all_connected, domid, wait_until
+from tests.recovery.conftest import (
+    RunningDaemon,
+    all_connected,
+    domid,
+    events,
+    wait_until,
+)
 from xenddd.hints import ResyncHint
 from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.xenstored import Xenstored
 from xenddd.sim.xenstored_ops import DIRECTORY_PART, HANDLERS
 
 FIVE_DEVICES = 5
-
-
-def events(handle: RunningDaemon, name: str) -> list[dict[str, Any]]:
-    return [r for r in handle.daemon.history.since() if r["event"] == name]
 
 
 @contextmanager

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from tests.recovery.conftest import TOPOLOGY, RunningDaemon, all_connected, domid, frontends, wait_until
+from tests.recovery.conftest import (
+    TOPOLOGY,
+    RunningDaemon,
+    all_connected,
+    domid,
+    events,
+    frontends,
+    wait_until,
+)
 from xenddd.hints import ControlRequest
 from xenddd.recovery import frontend_steps
 from xenddd.service import daemon as daemon_module
@@ -26,10 +34,6 @@ INITWAIT_TOPOLOGY = TOPOLOGY.replace(
     "reattach_timeout = {reattach_timeout}",
     'condition = "backend-initwait"\ntimeout = 3\nreattach_timeout = {reattach_timeout}',
 )
-
-
-def events(handle: RunningDaemon, name: str) -> list[dict[str, Any]]:
-    return [r for r in handle.daemon.history.since() if r["event"] == name]
 
 
 def crash_domnet_with_cache_silent(handle: RunningDaemon) -> Kernel:

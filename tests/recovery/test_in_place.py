@@ -17,6 +17,7 @@ from tests.recovery.conftest import (
     RunningDaemon,
     all_connected,
     domid,
+    events,
     freeze,
     frontends,
     wait_until,
@@ -50,10 +51,6 @@ class CountingDeviceCalls(SimHypervisor):
     def detach(self, guest: str, *args: Any) -> None:
         DEVICE_CALLS.append(("detach", guest))
         super().detach(guest, *args)
-
-
-def events(handle: RunningDaemon, name: str) -> list[dict[str, Any]]:
-    return [r for r in handle.daemon.history.since() if r["event"] == name]
 
 
 def vifs(handle: RunningDaemon) -> dict[tuple[str, str, str], dict[str, str | None]]:

@@ -11,17 +11,19 @@ from typing import Any
 
 import pytest
 
-from tests.recovery.conftest import TOPOLOGY, RunningDaemon, all_connected, wait_until
+from tests.recovery.conftest import (
+    TOPOLOGY,
+    RunningDaemon,
+    all_connected,
+    events,
+    wait_until,
+)
 from xenddd.errors import XendddError
 from xenddd.hints import DomainHint, Hint, XenstoreHint
 from xenddd.sim.host import SimHost
 from xenddd.sim.hypervisor import SimHypervisor
 
 FIVE_DEVICES = 5
-
-
-def events(handle: RunningDaemon, name: str) -> list[dict[str, Any]]:
-    return [r for r in handle.daemon.history.since() if r["event"] == name]
 
 
 def test_the_restart_begins_while_the_stale_frontends_are_still_being_detached(

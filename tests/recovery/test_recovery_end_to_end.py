@@ -11,17 +11,20 @@ from typing import Any
 
 import pytest
 
-from tests.recovery.conftest import RunningDaemon, all_connected, freeze, frontends, wait_until
+from tests.recovery.conftest import (
+    RunningDaemon,
+    all_connected,
+    events,
+    freeze,
+    frontends,
+    wait_until,
+)
 from xenddd.adapters.hypervisor_api import DomainInfo
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import InputError
 from xenddd.hints import ResyncHint
 
 FIVE_DEVICES = 5  # web: vif+vbd, db: vif+vbd, cache: vif
-
-
-def events(handle: RunningDaemon, name: str) -> list[dict[str, object]]:
-    return [r for r in handle.daemon.history.since() if r["event"] == name]
 
 
 def test_crashed_network_and_block_domains_get_all_five_frontends_back(

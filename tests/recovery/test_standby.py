@@ -18,8 +18,10 @@ from tests.recovery.conftest import (
     RunningDaemon,
     all_connected,
     domid,
+    events,
     freeze,
     frontends,
+    standby_ready,
     wait_until,
 )
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, LifecycleKind
@@ -35,19 +37,6 @@ STANDBY_TOPOLOGY = TOPOLOGY.replace(
 )
 
 
-def events(handle: RunningDaemon, name: str) -> list[dict[str, Any]]:
-    return [r for r in handle.daemon.history.since() if r["event"] == name]
-
-
-def standby_ready(handle: RunningDaemon) -> int | None:
-    """The standby's domid once it runs and has written its readiness key."""
-    standby = handle.sim.host.domains.get("domnet-standby")
-    if standby is None or standby.domid is None:
-        return None
-    ready = handle.sim.host.dom0.read(f"/local/domain/{standby.domid}/data/ready")
-    return standby.domid if ready == b"1" else None
-
-
 def domnet_status(handle: RunningDaemon) -> dict[str, Any]:
     reconciler = handle.daemon._wiring.reconciler  # type: ignore[union-attr]
     return next(d for d in reconciler.snapshot()["driver_domains"] if d["name"] == "domnet")
@@ -60,6 +49,16 @@ def started_with_a_ready_standby(
     wait_until(lambda: handle.settled(FIVE_DEVICES), what="the guests' devices connected")
     wait_until(lambda: standby_ready(handle) is not None, what="the standby ready")
     return handle
+
+
+def crash_and_recover(handle: RunningDaemon, timeout: float = 20.0) -> int | None:
+    """Crash the active domnet and wait for the recovery and every device connected; the domid of the
+    standby that was ready before the crash."""
+    standby = standby_ready(handle)
+    handle.sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), timeout, "the recovery")
+    wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES), what="every device connected")
+    return standby
 
 
 def test_a_crashed_driver_domain_is_replaced_by_its_standby_and_a_new_standby_boots(
@@ -191,10 +190,7 @@ def test_a_standby_that_dies_as_it_is_promoted_is_followed_by_a_cold_start(
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=DiesAtPromotion, healthy_uptime=0.0)
     sim = handle.sim
-    standby = standby_ready(handle)
-    sim.host.crash("domnet")
-    wait_until(lambda: events(handle, "recovered"), what="the recovery")
-    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+    standby = crash_and_recover(handle)
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
     assert events(handle, "crashed-again") and events(handle, "restarted")
     assert domid(sim.host.domains["domnet"]) != standby
@@ -216,10 +212,7 @@ def test_an_instance_an_operator_starts_as_the_promotion_begins_is_kept_and_the_
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=OperatorStartsOne)
     sim = handle.sim
-    standby = standby_ready(handle)
-    sim.host.crash("domnet")
-    wait_until(lambda: events(handle, "recovered"), what="the recovery")
-    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+    standby = crash_and_recover(handle)
     new = domid(sim.host.domains["domnet"])
     assert new not in (None, standby)
     assert not events(handle, "promoted")
@@ -293,11 +286,7 @@ def test_a_promotion_goes_on_while_the_remains_destroy_ends_and_its_late_failure
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=SlowToolstack)
     handle.daemon.history.subscribe(lambda record: promoted.set() if record["event"] == "promoted" else None)
-    sim = handle.sim
-    standby = standby_ready(handle)
-    sim.host.crash("domnet")
-    wait_until(lambda: events(handle, "recovered"), timeout=8, what="the recovery")
-    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+    standby = crash_and_recover(handle, timeout=8)
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
     assert not events(handle, "restart-failed")
     wait_until(lambda: "destroying the remains of domid" in caplog.text, what="the destroy's failure logged")
@@ -352,11 +341,7 @@ def test_a_detached_frontend_is_attached_before_the_pass_lists_the_domains(
             super().attach(guest, *args)
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=ListsSlowly)
-    sim = handle.sim
-    standby = standby_ready(handle)
-    sim.host.crash("domnet")
-    wait_until(lambda: events(handle, "recovered"), what="the recovery")
-    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+    standby = crash_and_recover(handle)
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
     hv = handle.daemon.runtime.hypervisor
     assert isinstance(hv, ListsSlowly)

@@ -16,11 +16,14 @@ from tests.recovery.conftest import (
     RunningDaemon,
     all_connected,
     domid,
+    events,
     frontends,
+    standby_ready,
     wait_until,
 )
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import XendddError
+from xenddd.recovery.phases import BLOCK_WAIT_FEATURE
 from xenddd.sim.hypervisor import SimHypervisor
 
 FIVE_DEVICES = 5
@@ -31,19 +34,10 @@ STORE_STANDBY = TOPOLOGY.replace(
     "[driver_domain.standby]\nenabled = true\n",
     1,
 )
-FEATURE = "data/feature-block-wait"
 
 
-def events(handle: RunningDaemon, name: str) -> list[dict[str, Any]]:
-    return [r for r in handle.daemon.history.since() if r["event"] == name]
-
-
-def standby_ready(handle: RunningDaemon) -> int | None:
-    standby = handle.sim.host.domains.get("domstore-standby")
-    if standby is None or standby.domid is None:
-        return None
-    ready = handle.sim.host.dom0.read(f"/local/domain/{standby.domid}/data/ready")
-    return standby.domid if ready == b"1" else None
+def store_standby_ready(handle: RunningDaemon) -> int | None:
+    return standby_ready(handle, "domstore")
 
 
 def vbds_connected_to(handle: RunningDaemon, backend: int) -> bool:
@@ -81,11 +75,11 @@ def started(
 ) -> tuple[RunningDaemon, MovedDisks, int]:
     handle = start_daemon(topology=STORE_STANDBY, hypervisor=MovedDisks, healthy_uptime=0.0)
     wait_until(lambda: handle.settled(FIVE_DEVICES), what="the guests' devices connected")
-    wait_until(lambda: standby_ready(handle) is not None, what="the standby ready")
-    standby = standby_ready(handle)
+    wait_until(lambda: store_standby_ready(handle) is not None, what="the standby ready")
+    standby = store_standby_ready(handle)
     assert standby is not None
     if feature:
-        handle.sim.host.dom0.write(f"/local/domain/{standby}/{FEATURE}", b"1")
+        handle.sim.host.dom0.write(f"/local/domain/{standby}/{BLOCK_WAIT_FEATURE}", b"1")
     hv = handle.daemon.runtime.hypervisor
     assert isinstance(hv, MovedDisks)
     hv.armed.set()
