@@ -9,10 +9,11 @@ Quirks contained here:
 - After a backend domain dies, libvirt keeps the guest's device in its live definition (qubes-issues#1426):
   the stale device must be detached through libvirt before the same device can be attached again, and
   "device not found" on detach means "already gone", not failure.
-- Guests that `xl` created are not libvirt's; their devices are attached and detached with `xl`.
+- Guests that `xl` created are not libvirt's; their devices are attached and detached by libxl itself
+  (adapters/libxl_devices, as `xl network-attach` and the like would, without a process per call).
 - libvirt cannot keep a vif's devid: libxlMakeNic never sets `libxl_device_nic.devid`, so libxl takes
-  the last listed devid plus one. A libvirt guest's vifs are therefore detached and attached with
-  `xl ... devid=N`, as are disks with a hotplug script (libxlMakeDisk has no field for one). libvirt's
+  the last listed devid plus one. A libvirt guest's vifs are therefore detached and attached by libxl
+  with their devid, as are disks with a hotplug script (libxlMakeDisk has no field for one). libvirt's
   live and persistent definitions are left alone: they still describe the same device (MAC, bridge,
   `<backenddomain name>`; the driver domain keeps its name), so they stay true (docs/design.md).
 """
@@ -38,6 +39,7 @@ from xenddd.adapters.hypervisor_api import (
     LifecycleKind,
     running_domid,
 )
+from xenddd.adapters.libxl_devices import LibxlDevices
 from xenddd.adapters.xl import Xl
 from xenddd.config.spec import DriverDomainSpec, PciDeviceSpec
 from xenddd.errors import XendddError
@@ -84,11 +86,20 @@ def _run_event_loop() -> None:
 
 class LibvirtHypervisor:
     def __init__(
-        self, uri: str, *, xl: Xl | None = None, backoff_initial: float = 0.5, backoff_max: float = 30.0
+        self,
+        uri: str,
+        *,
+        xl: Xl | None = None,
+        devices: LibxlDevices | None = None,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
     ) -> None:
+        """`devices`: what attaches and detaches the devices libvirt cannot (by default libxl's helpers,
+        none started before the first call)."""
         _register_event_impl()
         self.uri = uri
         self._xl = xl or Xl()
+        self._devices = devices or LibxlDevices()
         self._lock = threading.RLock()
         self._conn: Any = None
         self._handler: Callable[[LifecycleEvent], None] | None = None
@@ -153,6 +164,7 @@ class LibvirtHypervisor:
 
     def close(self) -> None:
         self._closed = True
+        self._devices.close()
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None and _alive(conn):
@@ -281,7 +293,7 @@ class LibvirtHypervisor:
         if dom is not None and isinstance(params, VifParams) and params.model is None:
             params = self._with_model(dom, params)
         if dom is None or not isinstance(params, VbdParams) or not libvirt_can_express(params):
-            self._xl.attach(guest, kind, devid, params, backend)
+            self._devices.attach(guest, kind, devid, params, backend)
             return
         try:
             dom.attachDeviceFlags(frontend_disk_xml(params, backend), _flags(dom))
@@ -291,8 +303,8 @@ class LibvirtHypervisor:
             ) from None
 
     def _with_model(self, dom: Any, params: VifParams) -> VifParams:
-        """A vif's emulated model is in libvirt's definition only (libxl records no `model` node), and an
-        `xl` detach leaves the interface there: it is read at the moment of the attach, by MAC."""
+        """A vif's emulated model is in libvirt's definition only (libxl records no `model` node), and a
+        libxl detach leaves the interface there: it is read at the moment of the attach, by MAC."""
         try:
             devices = parse_guest_devices(dom.XMLDesc(0))
         except libvirt.libvirtError:
@@ -305,7 +317,7 @@ class LibvirtHypervisor:
     def detach(self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams) -> None:
         dom = self._lookup(guest)
         if dom is None or not isinstance(params, VbdParams) or not libvirt_can_express(params):
-            self._xl.detach(guest, kind, devid)
+            self._devices.detach(guest, kind, devid)
             return
         current = [d for d in parse_guest_devices(dom.XMLDesc(0)) if _same_device(d, kind, params)]
         if not current or not isinstance(current[0].params, VbdParams):

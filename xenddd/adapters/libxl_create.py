@@ -23,14 +23,10 @@ _dispose: its layout changes between Xen releases and Python never looks inside.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import glob
 import json
 import sys
 
-CONFIG_BUFFER = 1 << 16  # far more than sizeof(libxl_domain_config) in Xen 4.17 to 4.20 (about 2 KiB)
-XTL_ERROR = 6  # xentoollog_level: XTL_NONE, DEBUG, VERBOSE, DETAIL, PROGRESS, INFO, NOTICE, WARN, ERROR
-LIBXL_VERSION = 0
+from xenddd.adapters.libxl_ctypes import BUFFER, LibxlError, open_context
 
 
 class CreateError(Exception):
@@ -49,31 +45,12 @@ def with_domid(config_json: str, domid: int) -> str:
     return json.dumps(config)
 
 
-def _library(name: str) -> ctypes.CDLL:
-    found = ctypes.util.find_library(name) or next(
-        iter(sorted(glob.glob(f"/usr/lib/*/lib{name}.so.*"))), None
-    )
-    if found is None:
-        raise CreateError(f"lib{name} is not installed (Debian: libxenmisc / libxentoollog)")
-    return ctypes.CDLL(found, use_errno=True)
-
-
 def create(config_json: str, domid: int) -> int:
-    xl = _library("xenlight")
-    toollog = _library("xentoollog")
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.fdopen.restype = ctypes.c_void_p
-    libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
-    toollog.xtl_createlogger_stdiostream.restype = ctypes.c_void_p
-    toollog.xtl_createlogger_stdiostream.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint]
-    toollog.xtl_logger_destroy.argtypes = [ctypes.c_void_p]
-    xl.libxl_ctx_alloc.argtypes = [
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.c_int,
-        ctypes.c_uint,
-        ctypes.c_void_p,
-    ]
-    xl.libxl_ctx_free.argtypes = [ctypes.c_void_p]
+    try:
+        libxl = open_context()
+    except LibxlError as exc:
+        raise CreateError(str(exc)) from None
+    xl, ctx = libxl.lib, libxl.ctx
     xl.libxl_clear_domid_history.argtypes = [ctypes.c_void_p]
     xl.libxl_domain_config_init.argtypes = [ctypes.c_void_p]
     xl.libxl_domain_config_dispose.argtypes = [ctypes.c_void_p]
@@ -85,15 +62,7 @@ def create(config_json: str, domid: int) -> int:
         ctypes.c_void_p,
         ctypes.c_void_p,
     ]
-
-    logger = toollog.xtl_createlogger_stdiostream(libc.fdopen(2, b"w"), XTL_ERROR, 0)
-    if not logger:
-        raise CreateError("cannot create libxl's logger")
-    ctx = ctypes.c_void_p()
-    if xl.libxl_ctx_alloc(ctypes.byref(ctx), LIBXL_VERSION, 0, logger) != 0:
-        toollog.xtl_logger_destroy(logger)
-        raise CreateError("cannot open a libxl context (not root, or no Xen?)")
-    config = ctypes.create_string_buffer(CONFIG_BUFFER)
+    config = ctypes.create_string_buffer(BUFFER)
     xl.libxl_domain_config_init(config)
     try:
         rc = xl.libxl_domain_config_from_json(ctx, config, with_domid(config_json, domid).encode())
@@ -111,8 +80,7 @@ def create(config_json: str, domid: int) -> int:
         return created.value
     finally:
         xl.libxl_domain_config_dispose(config)
-        xl.libxl_ctx_free(ctx)
-        toollog.xtl_logger_destroy(logger)
+        libxl.close()
 
 
 def main(argv: list[str]) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from xenddd.adapters.hypervisor import LibvirtHypervisor
+from xenddd.adapters.libxl_devices import LibxlDevices
 from xenddd.adapters.pci_sysfs import PciSysfs
 from xenddd.adapters.systemd import Notifier
 from xenddd.adapters.toolstacks import toolstacks
@@ -37,7 +38,10 @@ def production_runtime(config: Config, notifier: Notifier) -> Runtime:
         return xenstore
 
     xenstore = _until_connected(connect_xenstore, "xenstored", notifier)
-    libvirt = _until_connected(lambda: LibvirtHypervisor(settings.libvirt_uri), "libvirtd", notifier)
+    devices = LibxlDevices(warm=True)  # one helper loads libxl now, not during the first recovery
+    libvirt = _until_connected(
+        lambda: LibvirtHypervisor(settings.libvirt_uri, devices=devices), "libvirtd", notifier
+    )
     hypervisor = toolstacks(config, libvirt, xenstore)
     pci = PciAssigner(
         PciSysfs(settings.sysfs_root),

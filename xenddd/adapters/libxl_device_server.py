@@ -1,0 +1,235 @@
+"""A guest's vif or disk attached or detached by libxl in a process that keeps its libxl context between
+requests: `python3 -m xenddd.adapters.libxl_device_server`, one JSON request a line on standard input,
+one JSON reply a line on standard output (`libxl_devices` is its client).
+
+Why not `xl network-attach` and the like, one process per call: each loads libxl and its score of
+libraries and looks the guest up before its first write, and on the test bed under emulation that took
+0.5 to 1.9 s of every detach and attach of a recovery, before libxl did anything. What this does is xl's
+own (tools/xl/xl_nic.c, xl_block.c): the guest named as xl names it (libxl_domain_qualifier_to_domid);
+a vif from xl.conf's `vif.default.*` (set_default_nic_values) overridden by what the request gives, as
+libxl's JSON of a libxl_device_nic (the client writes what libxl recorded of the device); a disk from
+xl's own disk syntax, parsed by libxlutil (xlu_disk_parse); a vif removed as `xl network-detach` does
+(libxl_devid_to_device_nic, libxl_device_nic_remove), a disk as `xl block-detach` does
+(libxl_vdev_to_device_disk, libxl_device_disk_safe_remove). A device that xl
+would call unknown or not connected is `gone` in the reply. libxl's own messages go to standard error,
+the daemon's journal.
+
+A process of its own for the reasons adapters/libxl_create gives: libxl takes SIGCHLD while it has
+children, and a fault in C must not take the daemon down.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import sys
+from collections.abc import Iterable
+from typing import IO, Any
+
+from xenddd.adapters.libxl_ctypes import BUFFER, Context, LibxlError, library, open_context
+
+XL_CONF = "/etc/xen/xl.conf"
+# xl.conf's keys for a vif's defaults, in the order xl reads them (a later one wins), and the field each sets
+NIC_DEFAULTS = (
+    ("vifscript", "script"),
+    ("vif.default.script", "script"),
+    ("defaultbridge", "bridge"),
+    ("vif.default.bridge", "bridge"),
+    ("vif.default.gatewaydev", "gatewaydev"),
+    ("vif.default.backend", "backend_domname"),
+)
+_P = ctypes.c_void_p
+
+
+class DeviceCalls:
+    """The four calls on one open context; `lib` and `xlu` are libxenlight and libxlutil (or, in tests,
+    objects with the same functions)."""
+
+    def __init__(self, lib: Any, ctx: Any, xlu: Any, nic_defaults: dict[str, str]) -> None:
+        self._lib, self._ctx, self._xlu = lib, ctx, xlu
+        self._nic_defaults = nic_defaults
+
+    def attach_nic(self, guest: str, nic: dict[str, Any]) -> None:
+        domid = self._domid(guest)
+        buffer = ctypes.create_string_buffer(BUFFER)
+        self._lib.libxl_device_nic_init(buffer)
+        try:
+            spec = json.dumps({**self._nic_defaults, **nic}).encode()
+            if self._lib.libxl_device_nic_from_json(self._ctx, buffer, spec) != 0:
+                raise LibxlError(f"libxl cannot read the vif {spec.decode()}")
+            if self._lib.libxl_device_nic_add(self._ctx, domid, buffer, None) != 0:
+                raise LibxlError("libxl_device_nic_add failed")
+        finally:
+            self._lib.libxl_device_nic_dispose(buffer)
+
+    def detach_nic(self, guest: str, devid: int) -> bool:
+        """False: libxl has no such vif (xl's "Unknown device")."""
+        domid = self._domid(guest)
+        buffer = ctypes.create_string_buffer(BUFFER)
+        self._lib.libxl_device_nic_init(buffer)
+        try:
+            if self._lib.libxl_devid_to_device_nic(self._ctx, domid, devid, buffer) != 0:
+                return False
+            if self._lib.libxl_device_nic_remove(self._ctx, domid, buffer, None) != 0:
+                raise LibxlError("libxl_device_nic_remove failed")
+            return True
+        finally:
+            self._lib.libxl_device_nic_dispose(buffer)
+
+    def attach_disk(self, guest: str, spec: str) -> None:
+        domid = self._domid(guest)
+        buffer = ctypes.create_string_buffer(BUFFER)
+        self._lib.libxl_device_disk_init(buffer)
+        config = self._xlu.xlu_cfg_init(_stderr(), b"command line")
+        try:
+            if not config:
+                raise LibxlError("libxlutil cannot make a config")
+            specs = (ctypes.c_char_p * 1)(spec.encode())
+            if self._xlu.xlu_disk_parse(config, 1, specs, buffer) != 0:
+                raise LibxlError(f"bad disk spec {spec!r} (libxlutil's message above)")
+            if self._lib.libxl_device_disk_add(self._ctx, domid, buffer, None) != 0:
+                raise LibxlError("libxl_device_disk_add failed")
+        finally:
+            if config:
+                self._xlu.xlu_cfg_destroy(config)
+            self._lib.libxl_device_disk_dispose(buffer)
+
+    def detach_disk(self, guest: str, vdev: str) -> bool:
+        """False: libxl has no such disk (xl's "Device ... not connected")."""
+        domid = self._domid(guest)
+        buffer = ctypes.create_string_buffer(BUFFER)
+        self._lib.libxl_device_disk_init(buffer)
+        try:
+            if self._lib.libxl_vdev_to_device_disk(self._ctx, domid, vdev.encode(), buffer) != 0:
+                return False
+            if self._disk_field(buffer, "specification") == "virtio":
+                raise LibxlError("hot-unplug is not supported for a virtio disk")
+            if self._lib.libxl_device_disk_safe_remove(self._ctx, domid, buffer, None) != 0:
+                raise LibxlError("libxl_device_disk_safe_remove failed")
+            return True
+        finally:
+            self._lib.libxl_device_disk_dispose(buffer)
+
+    def _domid(self, guest: str) -> int:
+        domid = ctypes.c_uint32()
+        if self._lib.libxl_domain_qualifier_to_domid(self._ctx, guest.encode(), ctypes.byref(domid)) != 0:
+            raise LibxlError(f"{guest} is an invalid domain identifier")
+        return domid.value
+
+    def _disk_field(self, buffer: Any, field: str) -> object:
+        text = self._lib.libxl_device_disk_to_json(self._ctx, buffer)
+        if not text:
+            raise LibxlError("libxl cannot describe the disk")
+        try:
+            described: dict[str, object] = json.loads(ctypes.string_at(text).decode())
+            return described.get(field)
+        finally:
+            _libc().free(text)
+
+
+def serve(calls: DeviceCalls, requests: Iterable[str], replies: IO[str]) -> None:
+    """One reply a request, in order; a request that is not one gets an error reply, and the next is
+    read as ever."""
+    for line in requests:
+        try:
+            request = json.loads(line)
+            reply = _answer(calls, request)
+        except (LibxlError, ValueError, KeyError, TypeError) as exc:
+            reply = {"ok": False, "error": str(exc)}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
+def _answer(calls: DeviceCalls, request: dict[str, Any]) -> dict[str, object]:
+    op, guest = request["op"], str(request["guest"])
+    if op == "attach-nic":
+        calls.attach_nic(guest, dict(request["nic"]))
+    elif op == "attach-disk":
+        calls.attach_disk(guest, str(request["spec"]))
+    elif op == "detach-nic":
+        return {"ok": True, "gone": not calls.detach_nic(guest, int(request["devid"]))}
+    elif op == "detach-disk":
+        return {"ok": True, "gone": not calls.detach_disk(guest, str(request["vdev"]))}
+    else:
+        raise ValueError(f"unknown op {op!r}")
+    return {"ok": True}
+
+
+def nic_defaults(xlu: Any, path: str = XL_CONF) -> dict[str, str]:
+    """xl.conf's vif defaults, read by libxlutil as xl reads them; none without the file."""
+    config = xlu.xlu_cfg_init(_stderr(), path.encode())
+    if not config:
+        raise LibxlError("libxlutil cannot make a config")
+    try:
+        if xlu.xlu_cfg_readfile(config, path.encode()) != 0:
+            return {}
+        defaults: dict[str, str] = {}
+        for key, field in NIC_DEFAULTS:
+            value = ctypes.c_char_p()
+            if xlu.xlu_cfg_get_string(config, key.encode(), ctypes.byref(value), 1) == 0 and value.value:
+                defaults[field] = value.value.decode()
+        return defaults
+    finally:
+        xlu.xlu_cfg_destroy(config)
+
+
+def _declare(lib: ctypes.CDLL, xlu: ctypes.CDLL) -> None:
+    for kind in ("nic", "disk"):
+        getattr(lib, f"libxl_device_{kind}_init").argtypes = [_P]
+        getattr(lib, f"libxl_device_{kind}_dispose").argtypes = [_P]
+        call = "remove" if kind == "nic" else "safe_remove"
+        for name in (f"libxl_device_{kind}_add", f"libxl_device_{kind}_{call}"):
+            getattr(lib, name).argtypes = [_P, ctypes.c_uint32, _P, _P]
+    lib.libxl_device_nic_from_json.argtypes = [_P, _P, ctypes.c_char_p]
+    lib.libxl_device_disk_to_json.argtypes = [_P, _P]
+    lib.libxl_device_disk_to_json.restype = _P
+    lib.libxl_devid_to_device_nic.argtypes = [_P, ctypes.c_uint32, ctypes.c_int, _P]
+    lib.libxl_vdev_to_device_disk.argtypes = [_P, ctypes.c_uint32, ctypes.c_char_p, _P]
+    lib.libxl_domain_qualifier_to_domid.argtypes = [_P, ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint32)]
+    xlu.xlu_cfg_init.argtypes = [_P, ctypes.c_char_p]
+    xlu.xlu_cfg_init.restype = _P
+    xlu.xlu_cfg_readfile.argtypes = [_P, ctypes.c_char_p]
+    xlu.xlu_cfg_destroy.argtypes = [_P]
+    xlu.xlu_cfg_get_string.argtypes = [_P, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int]
+    xlu.xlu_disk_parse.argtypes = [_P, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p), _P]
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fdopen.restype = _P
+    libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+    libc.free.argtypes = [_P]
+    return libc
+
+
+@functools.cache
+def _stderr() -> int:
+    """A stdio stream on standard error, which libxlutil reports a bad spec to."""
+    stream: int = _libc().fdopen(2, b"w")
+    return stream
+
+
+def main() -> int:
+    context: Context | None = None
+    try:
+        context = open_context()
+        xlu = library("xlutil")
+        _declare(context.lib, xlu)
+        calls = DeviceCalls(context.lib, context.ctx, xlu, nic_defaults(xlu))
+    except (LibxlError, AttributeError) as exc:
+        print(json.dumps({"ok": False, "error": f"libxl: {exc}"}), flush=True)
+        if context is not None:
+            context.close()
+        return 1
+    print(json.dumps({"ok": True, "ready": True}), flush=True)
+    try:
+        serve(calls, sys.stdin, sys.stdout)
+    finally:
+        context.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

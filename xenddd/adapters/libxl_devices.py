@@ -1,0 +1,209 @@
+"""Guests' vifs and disks attached and detached by libxl in long-lived helper processes
+(adapters/libxl_device_server: what they run, and why not an `xl` process per call).
+
+Every parameter libxl recorded of a device is given back: a vif as the fields of libxl's own
+libxl_device_nic (its rate as the bytes per interval and interval libxl recorded, exactly), a disk in xl's
+disk syntax, parsed by libxlutil as `xl block-attach` parses it.
+
+A helper serves one request at a time: a call takes an idle one or starts another, so that the
+recovery's parallel calls (max_parallel_reattach) each have one, and gives it back when it has answered.
+One is started beside the daemon, so that the first recovery does not wait for Python and libxl to load.
+A helper that dies, says what is not a reply or takes longer than CALL_TIMEOUT is killed, and so is one
+whose call libxl failed (its context may be what failed: a xenstore connection lost, say); the call fails
+with what happened, and the next call starts another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from xenddd.errors import XendddError
+from xenddd.model import DeviceKind, VbdParams, VifParams
+
+log = logging.getLogger(__name__)
+
+DEVICE_SERVER = (sys.executable, "-m", "xenddd.adapters.libxl_device_server")
+CALL_TIMEOUT = 120.0  # an attach took 6.3 s under emulation; allow for a slow, loaded dom0
+START_TIMEOUT = 60.0  # Python and libxl loading in a busy emulated dom0
+
+
+class _Failed(Exception):
+    """The helper itself failed (died, hung, garbled): it is killed, not reused."""
+
+
+class _Helper:
+    def __init__(self, command: tuple[str, ...]) -> None:
+        try:
+            self._proc = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+            )
+        except OSError as exc:
+            raise _Failed(f"cannot start {command[-1]}: {exc}") from None
+        try:
+            ready = self._reply(START_TIMEOUT)
+        except _Failed:
+            self.kill()
+            raise
+        if not ready.get("ready"):
+            self.kill()
+            raise _Failed(str(ready.get("error", "it did not say it was ready")))
+
+    def call(self, request: dict[str, object], timeout: float) -> dict[str, Any]:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+        except OSError as exc:
+            raise _Failed(f"the helper is gone ({exc})") from None
+        return self._reply(timeout)
+
+    def _reply(self, timeout: float) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._proc.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                raise _Failed(f"no answer within {timeout:.0f} s")
+        line = self._proc.stdout.readline()
+        if not line:
+            raise _Failed(f"the helper exited (status {self._proc.wait()})")
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise _Failed(f"the helper said {line.strip()[:200]!r}") from None
+        if not isinstance(reply, dict):
+            raise _Failed(f"the helper said {line.strip()[:200]!r}")
+        return reply
+
+    def kill(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+class LibxlDevices:
+    def __init__(
+        self,
+        command: tuple[str, ...] = DEVICE_SERVER,
+        *,
+        timeout: float = CALL_TIMEOUT,
+        warm: bool = False,
+    ) -> None:
+        """`warm`: start one helper now, in the background (the daemon's; a command-line call starts its
+        own when it needs one)."""
+        self._command = command
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._idle: list[_Helper] = []
+        self._closed = False
+        if warm:
+            threading.Thread(target=self._warm, name="xenddd-libxl-warm", daemon=True).start()
+
+    def attach(
+        self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
+    ) -> None:
+        if isinstance(params, VifParams):
+            request: dict[str, object] = {"op": "attach-nic", "nic": nic_fields(devid, params, backend)}
+        else:
+            request = {"op": "attach-disk", "spec": block_attach_spec(params, backend)}
+        self._call({**request, "guest": guest}, f"attaching {guest}'s {kind.value} {devid} via {backend}")
+
+    def detach(self, guest: str, kind: DeviceKind, devid: int) -> None:
+        """Idempotent: a device libxl no longer has is not an error (on real Xen, `xl devd` in a driver
+        domain removes a device whose hotplug script it killed, frontend and all)."""
+        request: dict[str, object] = (
+            {"op": "detach-nic", "devid": devid}
+            if kind is DeviceKind.VIF
+            else {"op": "detach-disk", "vdev": str(devid)}
+        )
+        self._call({**request, "guest": guest}, f"detaching {guest}'s {kind.value} {devid}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for helper in idle:
+            helper.kill()
+
+    def _call(self, request: dict[str, object], what: str) -> dict[str, Any]:
+        try:
+            helper = self._take()
+        except _Failed as exc:
+            raise XendddError(f"{what}: libxl's helper: {exc}") from None
+        started = time.monotonic()
+        try:
+            reply = helper.call(request, self._timeout)
+        except _Failed as exc:
+            helper.kill()
+            raise XendddError(f"{what}: libxl's helper: {exc}") from None
+        if not reply.get("ok"):
+            helper.kill()  # a context that failed once (its xenstore connection lost, say) is not trusted
+            raise XendddError(f"{what}: {reply.get('error', 'failed')}")
+        self._give_back(helper)
+        log.debug("%s took %.2f s", what, time.monotonic() - started)
+        return reply
+
+    def _take(self) -> _Helper:
+        with self._lock:
+            if self._closed:
+                raise _Failed("closed")
+            if self._idle:
+                return self._idle.pop()
+        return _Helper(self._command)
+
+    def _give_back(self, helper: _Helper) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(helper)
+                return
+        helper.kill()
+
+    def _warm(self) -> None:
+        try:
+            self._give_back(_Helper(self._command))
+        except _Failed as exc:
+            log.warning("libxl's helper did not start (the first device call starts another): %s", exc)
+
+
+def nic_fields(devid: int, params: VifParams, backend: str) -> dict[str, object]:
+    """libxl_device_nic's fields for the vif as libxl recorded it, devid included: without it libxl takes
+    the last listed devid plus one (libxl__device_nextid), not the freed one.
+
+    `type` is not given: only the PV half of a vif can be hot-plugged (libxl__device_nic_setdefault
+    makes a hot-plugged nic `vif`); an HVM guest's emulated twin stays as the domain was built."""
+    fields: dict[str, object] = {"devid": devid, "mac": params.mac, "backend_domname": backend}
+    optional: tuple[tuple[str, object], ...] = (
+        ("bridge", params.bridge),
+        ("script", params.script),
+        ("ip", params.ip),
+        ("mtu", params.mtu),
+        ("ifname", params.vifname),
+        ("model", params.model),
+    )
+    fields.update((key, value) for key, value in optional if value)
+    if params.rate:
+        per_interval, _, usecs = params.rate.partition(",")
+        if not (per_interval.isdigit() and usecs.isdigit() and int(usecs) < 2**32):
+            raise XendddError(f"vif rate {params.rate!r} is not libxl's <bytes per interval>,<interval µs>")
+        fields["rate_bytes_per_interval"] = int(per_interval)
+        fields["rate_interval_usecs"] = int(usecs)
+    return fields
+
+
+def block_attach_spec(params: VbdParams, backend: str) -> str:
+    """An xl disk spec (xl-disk-configuration); `target=` comes last, as that syntax requires, since a
+    target (an iSCSI or DRBD name for `script=block-iscsi`/`block-drbd`) may itself contain commas."""
+    items = [f"vdev={params.vdev}", f"access={'ro' if params.mode == 'r' else 'rw'}", f"backend={backend}"]
+    items += [f"format={params.format}"] if params.format else []
+    items += [f"backendtype={params.backend_type}"] if params.backend_type else []
+    items += [f"script={params.script}"] if params.script else []
+    items += [f"devtype={params.device_type}", f"target={params.target}"]
+    return ",".join(items)
