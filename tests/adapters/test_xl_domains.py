@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from xenddd.adapters.hypervisor_api import DomainState, LifecycleKind
+from xenddd.adapters.libxl_devices import LibxlDevices
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.adapters.xl_config import xl_config
 from xenddd.adapters.xl_domains import XlDomains
@@ -302,7 +304,20 @@ STORE_DISKS = (
     DiskSpec(Path("/dev/vdd"), vdev="xvdb"),  # the guests' data: moved at the promotion
     DiskSpec(Path("/dev/vde"), vdev="xvdc"),  # moved already, by a promotion interrupted and retried
 )
-ATTACH_XVDB = "block-attach domstore format=raw,vdev=xvdb,access=rw,backendtype=phy,target=/dev/vdd"
+XVDB = "format=raw,vdev=xvdb,access=rw,backendtype=phy,target=/dev/vdd"
+
+
+class Disks(LibxlDevices):
+    """libxl's helpers as the promotion uses them: each disk attach recorded, `then` run after it."""
+
+    def __init__(self, then: Callable[[], None] = lambda: None) -> None:
+        super().__init__()
+        self.attached: list[tuple[str, str]] = []
+        self.then = then
+
+    def attach_disk(self, domain: str, spec: str) -> None:
+        self.attached.append((domain, spec))
+        self.then()
 
 
 def disk(xs: Xenstore, devid: int, backend_state: int, frontend_state: int, domid: int = 7) -> None:
@@ -335,10 +350,10 @@ def test_a_promoted_standby_gets_the_writable_disks_it_lacks_and_they_connect_be
         slept.append(seconds)
         next(steps)()  # the attach made by the fake xl, then the device's handshake
 
-    domains = XlDomains(tmp_path / "cfg", xs, command=str(xl.path), sleep=sleep)
-    xl.answer(ATTACH_XVDB, ok())
+    disks = Disks()
+    domains = XlDomains(tmp_path / "cfg", xs, command=str(xl.path), sleep=sleep, devices=disks)
     domains.ensure_passthrough(replace(spec("domstore"), disks=STORE_DISKS))
-    assert xl.calls == [ATTACH_XVDB.split(" ")]
+    assert disks.attached == [("domstore", XVDB)] and xl.calls == []
     assert len(slept) == 3
 
 
@@ -353,8 +368,8 @@ def test_a_moved_disk_that_never_connects_fails_the_promotion_naming_it(
         command=str(xl.path),
         clock=lambda: next(ticks),
         sleep=lambda _: disk(xs, 51728, 4, 3),
+        devices=Disks(),
     )
-    xl.answer(ATTACH_XVDB, ok())
     with pytest.raises(XendddError, match="domstore: its disk xvdb not Connected within 60 s"):
         domains.ensure_passthrough(replace(spec("domstore"), disks=STORE_DISKS))
 
@@ -364,18 +379,22 @@ def test_an_adopted_domains_own_disks_are_not_waited_for(tmp_path: Path, xl: Fak
     storage_domain(xs)
     disk(xs, 51712, 1, 1)
     disk(xs, 51728, 1, 1)
-    domains = XlDomains(tmp_path / "cfg", xs, command=str(xl.path), sleep=lambda _: pytest.fail("waited"))
+    disks = Disks()
+    domains = XlDomains(
+        tmp_path / "cfg", xs, command=str(xl.path), sleep=lambda _: pytest.fail("waited"), devices=disks
+    )
     domains.ensure_passthrough(replace(spec("domstore"), disks=STORE_DISKS))
-    assert xl.calls == []
+    assert disks.attached == [] and xl.calls == []
 
 
 def test_a_disk_move_into_a_domain_xenstore_does_not_know_by_that_name_is_refused(
     tmp_path: Path, xl: FakeXl, xs: Xenstore
 ) -> None:
-    domains = XlDomains(tmp_path / "cfg", xs, command=str(xl.path))
+    disks = Disks()
+    domains = XlDomains(tmp_path / "cfg", xs, command=str(xl.path), devices=disks)
     with pytest.raises(XendddError, match="domstore: no running domain of that name"):
         domains.ensure_passthrough(replace(spec("domstore"), disks=STORE_DISKS))
-    assert xl.calls == []
+    assert disks.attached == [] and xl.calls == []
 
 
 def test_a_missing_xl_is_an_error_that_says_so(tmp_path: Path) -> None:

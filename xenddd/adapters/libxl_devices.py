@@ -110,11 +110,17 @@ class LibxlDevices:
     def attach(
         self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
     ) -> None:
-        if isinstance(params, VifParams):
-            request: dict[str, object] = {"op": "attach-nic", "nic": nic_fields(devid, params, backend)}
-        else:
-            request = {"op": "attach-disk", "spec": block_attach_spec(params, backend)}
-        self._call({**request, "guest": guest}, f"attaching {guest}'s {kind.value} {devid} via {backend}")
+        what = f"attaching {guest}'s {kind.value} {devid} via {backend}"
+        if isinstance(params, VbdParams):
+            self._call(
+                {"op": "attach-disk", "guest": guest, "spec": block_attach_spec(params, backend)}, what
+            )
+            return
+        self._call({"op": "attach-nic", "guest": guest, "nic": nic_fields(devid, params, backend)}, what)
+
+    def attach_disk(self, domain: str, spec: str) -> None:
+        """A disk given in xl's disk syntax, as `xl block-attach DOMAIN SPEC` attaches it."""
+        self._call({"op": "attach-disk", "guest": domain, "spec": spec}, f"attaching {spec} to {domain}")
 
     def detach(self, guest: str, kind: DeviceKind, devid: int) -> None:
         """Idempotent: a device libxl no longer has is not an error (on real Xen, `xl devd` in a driver

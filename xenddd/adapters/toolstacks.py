@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, LifecycleEvent
+from xenddd.adapters.libxl_devices import LibxlDevices
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.adapters.xl_domains import XlDomains
 from xenddd.config.spec import Config, DriverDomainSpec
@@ -24,10 +25,12 @@ from xenddd.model import DeviceKind, VbdParams, VifParams
 XL_CONFIGS = "xl"  # under the state directory: the xl.cfg files xenddd writes for its xl-owned domains
 
 
-def toolstacks(config: Config, libvirt: Hypervisor, xenstore: Xenstore) -> Toolstacks:
+def toolstacks(
+    config: Config, libvirt: Hypervisor, xenstore: Xenstore, devices: LibxlDevices | None = None
+) -> Toolstacks:
     """`xenstore`: where xl's domains are renamed and a promoted one's moved disks looked at (connected
-    at the first use)."""
-    xl = XlDomains(config.settings.state_dir / XL_CONFIGS, xenstore)
+    at the first use); `devices`: libxl's helpers, which attach those disks."""
+    xl = XlDomains(config.settings.state_dir / XL_CONFIGS, xenstore, devices=devices)
     return Toolstacks(libvirt, xl, xl_owned_names(config.driver_domains))
 
 

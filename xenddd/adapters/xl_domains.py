@@ -30,6 +30,7 @@ from pathlib import Path
 
 from xenddd.adapters.domain_rename import domain_names, rename_domain
 from xenddd.adapters.hypervisor_api import ALIVE, DomainInfo, DomainState, LifecycleKind
+from xenddd.adapters.libxl_devices import LibxlDevices
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.adapters.xl import XL_TIMEOUT, Xl
 from xenddd.adapters.xl_config import disk_spec, xl_config
@@ -47,7 +48,7 @@ _FIELDS_AFTER_NAME = 8  # ID, Mem, VCPUs, State, Time(s), UUID, Reason-Code, Sec
 # the program that creates a domain as a chosen domid (adapters/libxl_create), with the daemon's own Python
 LIBXL_CREATE = (sys.executable, "-m", "xenddd.adapters.libxl_create")
 _CRASH = "c"  # the shutdown reason letter of a crash, in the fifth state flag ("-rscwS" by reason code)
-# a disk hot-plugged into a running driver domain: dom0's backend is set up when block-attach returns, the
+# a disk hot-plugged into a running driver domain: dom0's backend is set up when libxl's add returns, the
 # domain's blkfront connects a moment later
 DISK_CONNECT_TIMEOUT = 60.0
 DISK_POLL = 0.1
@@ -62,7 +63,9 @@ class XlDomains:
         libxl_create: tuple[str, ...] = LIBXL_CREATE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        devices: LibxlDevices | None = None,
     ) -> None:
+        """`devices`: what attaches a promoted standby's disks (libxl's helpers, adapters/libxl_devices)."""
         self.config_dir = config_dir
         self.xenstore = xenstore
         self.clock = clock
@@ -70,6 +73,7 @@ class XlDomains:
         self.command = command
         self.libxl_create = libxl_create
         self._xl = Xl(command)
+        self._devices = devices or LibxlDevices()
         self._specs: dict[str, DriverDomainSpec] = {}
 
     def domains(self) -> list[DomainInfo]:
@@ -195,7 +199,7 @@ class XlDomains:
         for devid in attached:
             disk = moved[devid]
             log.info("%s: attaching its disk %s (%s)", spec.name, disk.vdev, disk.path)
-            self._run("block-attach", spec.name, disk_spec(disk, hvm=False))
+            self._devices.attach_disk(spec.name, disk_spec(disk, hvm=False))
         # only what this call attached is waited for: an adopted domain's own disks (on the daemon's loop)
         # connect as it boots, and holding the loop for them would hold every other driver domain
         deadline = self.clock() + DISK_CONNECT_TIMEOUT

@@ -42,7 +42,7 @@ def production_runtime(config: Config, notifier: Notifier) -> Runtime:
     libvirt = _until_connected(
         lambda: LibvirtHypervisor(settings.libvirt_uri, devices=devices), "libvirtd", notifier
     )
-    hypervisor = toolstacks(config, libvirt, xenstore)
+    hypervisor = toolstacks(config, libvirt, xenstore, devices)
     pci = PciAssigner(
         PciSysfs(settings.sysfs_root),
         PyudevUevents(),
