@@ -311,6 +311,41 @@ def test_a_standby_the_config_no_longer_enables_is_destroyed_by_the_next_daemon(
     assert "detected" not in since and "standby-started" not in since, since
 
 
+def test_a_returned_promotion_is_taken_before_the_pass_lists_the_domains(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The stale frontends' detaches return before the promotion (on the test bed, the pass that took a
+    promotion's result first listed the domains and resynced the registry: 1.4 s of one round before the
+    attaches). Here the rename is held until the detaches have returned, and every listing notes whether
+    the promotion's result was waiting, untaken, as it began: none may have."""
+    release = threading.Event()
+
+    class PromotesLate(SimHypervisor):
+        calls: Any = None
+        listed_over_a_result: list[float] = []
+
+        def domains(self) -> list[DomainInfo]:
+            if self.calls is not None and ("domnet", "start") in self.calls._done:  # returned, not taken
+                self.listed_over_a_result.append(time.monotonic())
+            return super().domains()
+
+        def rename(self, old: str, new: str) -> DomainInfo:
+            release.wait(10)
+            return super().rename(old, new)
+
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=PromotesLate)
+    hv = handle.daemon.runtime.hypervisor
+    assert isinstance(hv, PromotesLate)
+    hv.calls = handle.daemon._wiring.reconciler.calls  # type: ignore[union-attr]
+    standby = standby_ready(handle)
+    handle.sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "detached"), what="the stale frontends detached")
+    release.set()
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    assert hv.listed_over_a_result == [], "a pass listed the domains before taking the promotion"
+
+
 def test_a_detached_frontend_is_attached_before_the_pass_lists_the_domains(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:

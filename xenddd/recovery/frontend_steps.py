@@ -219,7 +219,7 @@ class FrontendSteps:
 
     def attach_detached(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
         """The attaches `reattach` would submit for frontends detached and not yet attached, without its
-        confirmations of the others (see Recovery.attach_detached)."""
+        confirmations of the others (see Recovery.before_listing)."""
         now = self._t.clock()
         due = [
             p

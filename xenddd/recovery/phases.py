@@ -157,19 +157,33 @@ class Recovery:
             self._t.save(record)
         return wake
 
-    def attach_detached(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
-        """At the start of a pass, before the domains are listed: the attaches of the frontends whose
-        detach has just returned, to an instance already ready. A listing after a domain hint (the dead
+    def before_listing(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
+        """At the start of a pass, before the domains are listed: a start or promotion that has returned is
+        taken (a promoted standby is ready at once), and the attaches of the frontends whose detach has
+        returned, to an instance already ready, are submitted. A listing after a domain hint (the dead
         instance's remains going, which comes while the detaches run) is an `xl list` and a registry
         resync, a second or more of a busy dom0 under emulation, and nothing in it changes whether these
         are due; what the pass then sees (an instance that died meanwhile) is judged as ever."""
         incident = record.incident
+        if incident is not None and incident.phase is Phase.WAITING_RESTART:
+            started = self._t.calls.take((spec.name, "start"))
+            if started is not None:
+                self._started(spec, record, incident, started)
+                self._ready_already(spec, record, incident)
         if incident is None or incident.phase is not Phase.REATTACHING:
+            if self._t.unsaved:
+                self._t.save(record)
             return
         self._steps.collect(spec, record, incident)
         self._steps.attach_detached(spec, record, incident)
         if self._t.unsaved:
             self._t.save(record)
+
+    def _ready_already(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
+        """An instance just started or promoted goes on to its reattach if it is ready already (a
+        promoted standby is); otherwise the pass waits for it as ever."""
+        if incident.phase is Phase.WAITING_READY:
+            self._await_ready(spec, record, incident)
 
     def idle(self, spec: DriverDomainSpec, record: DomainRecord, domid: int) -> float | None:
         """Outside any incident: what device calls an ended incident left running return (a device

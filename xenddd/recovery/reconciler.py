@@ -114,7 +114,7 @@ class Reconciler:
         for spec in self.config.start_order():
             # (an error here: the pass's own turn for this domain meets it again and reports it)
             with contextlib.suppress(XendddError):
-                self._recovery.attach_detached(spec, self._records[spec.name])
+                self._recovery.before_listing(spec, self._records[spec.name])
         if any(about_domains(h) for h in hints):
             self._hv.domains_may_have_changed()
         observed = self._observe()
