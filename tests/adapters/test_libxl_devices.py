@@ -20,6 +20,7 @@ MAC = "00:16:3e:00:00:02"
 HELPER = """
 import json, os, sys, time
 log = open(sys.argv[1], "a")
+open(sys.argv[1] + ".started", "a").write(f"{os.getpid()}\\n")
 broken = {"ok": False, "error": "libxl: cannot open a libxl context (not root, or no Xen?)"}
 print(json.dumps({"ok": True, "ready": True} if sys.argv[2] == "ready" else broken), flush=True)
 if sys.argv[2] != "ready":
@@ -51,10 +52,17 @@ def helper(tmp_path: Path) -> tuple[Path, Path]:
     return program, tmp_path / "requests"
 
 
-def devices(helper: tuple[Path, Path], *, ready: bool = True, timeout: float = 10.0) -> LibxlDevices:
+def devices(
+    helper: tuple[Path, Path], *, ready: bool = True, timeout: float = 10.0, warm: int = 0
+) -> LibxlDevices:
     program, log = helper
     command = (sys.executable, str(program), str(log), "ready" if ready else "broken")
-    return LibxlDevices(command, timeout=timeout)
+    return LibxlDevices(command, timeout=timeout, warm=warm)
+
+
+def started(helper: tuple[Path, Path]) -> list[int]:
+    path = helper[1].with_name(helper[1].name + ".started")
+    return [int(pid) for pid in path.read_text().split()] if path.exists() else []
 
 
 def requests(helper: tuple[Path, Path]) -> list[dict[str, object]]:
@@ -201,10 +209,18 @@ def test_a_helper_that_cannot_open_libxl_fails_the_call_with_its_reason(helper: 
     assert helper[1].read_text() == ""  # nothing was asked of it
 
 
-def test_two_calls_at_once_each_have_a_helper(helper: tuple[Path, Path]) -> None:
+def test_warm_helpers_serve_calls_at_once_and_one_that_failed_is_replaced(helper: tuple[Path, Path]) -> None:
+    """The daemon's: two helpers load in the background before any call; calls take them rather than
+    starting their own, and a helper whose call failed is replaced in the background."""
     import threading
 
-    calls = devices(helper)
+    def wait_for_started(count: int) -> int:
+        deadline = time.monotonic() + 10
+        while len(started(helper)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(started(helper))
+
+    calls = devices(helper, warm=2)
     barrier = threading.Barrier(2)
 
     def detach(devid: int) -> None:
@@ -213,12 +229,19 @@ def test_two_calls_at_once_each_have_a_helper(helper: tuple[Path, Path]) -> None
 
     threads = [threading.Thread(target=detach, args=(devid,)) for devid in (0, 1)]
     try:
+        assert wait_for_started(2) == 2  # no call made yet
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        calls.detach("fe", DeviceKind.VIF, 2)  # a helper given back is reused
+        assert len(started(helper)) == 2
+        with pytest.raises(XendddError):
+            calls.detach("fails", DeviceKind.VIF, 2)
+        assert wait_for_started(3) == 3  # before the next call
+        calls.detach("fe", DeviceKind.VIF, 3)
+        calls.detach("fe", DeviceKind.VIF, 4)
     finally:
         calls.close()
-    pids = [r["pid"] for r in requests(helper)]
-    assert len(set(pids[:2])) == 2 and pids[2] in pids[:2]
+    assert len(started(helper)) == 3
+    failed = next(r["pid"] for r in requests(helper) if r["guest"] == "fails")
+    assert failed not in [r["pid"] for r in requests(helper)[-2:]]

@@ -5,9 +5,12 @@ Every parameter libxl recorded of a device is given back: a vif as the fields of
 libxl_device_nic (its rate as the bytes per interval and interval libxl recorded, exactly), a disk in xl's
 disk syntax, parsed by libxlutil as `xl block-attach` parses it.
 
-A helper serves one request at a time: a call takes an idle one or starts another, so that the
-recovery's parallel calls (max_parallel_reattach) each have one, and gives it back when it has answered.
-One is started beside the daemon, so that the first recovery does not wait for Python and libxl to load.
+A helper serves one request at a time: a call takes an idle one (or one that is starting) or starts
+another, so that the recovery's parallel calls each have one, and gives it back when it has answered.
+The daemon keeps `warm` helpers started and idle (two at most: each is a Python process with libxl
+loaded, some 20 MB of dom0's memory), so that a recovery does not wait for Python and libxl to load: on
+the test bed under emulation a helper started on demand took 2 to 8 s to answer, beside a driver
+domain's start. A call that finds none idle starts its own, which goes when it is done.
 A helper that dies, says what is not a reply or takes longer than CALL_TIMEOUT is killed, and so is one
 whose call libxl failed (its context may be what failed: a xenstore connection lost, say); the call fails
 with what happened, and the next call starts another.
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 DEVICE_SERVER = (sys.executable, "-m", "xenddd.adapters.libxl_device_server")
 CALL_TIMEOUT = 120.0  # an attach took 6.3 s under emulation; allow for a slow, loaded dom0
 START_TIMEOUT = 60.0  # Python and libxl loading in a busy emulated dom0
+WARM_MAX = 2
 
 
 class _Failed(Exception):
@@ -95,17 +99,18 @@ class LibxlDevices:
         command: tuple[str, ...] = DEVICE_SERVER,
         *,
         timeout: float = CALL_TIMEOUT,
-        warm: bool = False,
+        warm: int = 0,
     ) -> None:
-        """`warm`: start one helper now, in the background (the daemon's; a command-line call starts its
-        own when it needs one)."""
+        """`warm`: how many helpers to keep started and idle, from now on, in the background (the
+        daemon's; a command-line call starts one when it needs one)."""
         self._command = command
         self._timeout = timeout
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._idle: list[_Helper] = []
+        self._starting = 0
+        self._warm = min(warm, WARM_MAX)
         self._closed = False
-        if warm:
-            threading.Thread(target=self._warm, name="xenddd-libxl-warm", daemon=True).start()
+        self._replenish()
 
     def attach(
         self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
@@ -133,9 +138,10 @@ class LibxlDevices:
         self._call({**request, "guest": guest}, f"detaching {guest}'s {kind.value} {devid}")
 
     def close(self) -> None:
-        with self._lock:
+        with self._cond:
             self._closed = True
             idle, self._idle = self._idle, []
+            self._cond.notify_all()
         for helper in idle:
             helper.kill()
 
@@ -148,17 +154,19 @@ class LibxlDevices:
         try:
             reply = helper.call(request, self._timeout)
         except _Failed as exc:
-            helper.kill()
+            self._discard(helper)
             raise XendddError(f"{what}: libxl's helper: {exc}") from None
         if not reply.get("ok"):
-            helper.kill()  # a context that failed once (its xenstore connection lost, say) is not trusted
+            self._discard(helper)  # a context that failed once (its xenstore connection lost, say)
             raise XendddError(f"{what}: {reply.get('error', 'failed')}")
         self._give_back(helper)
         log.debug("%s took %.2f s", what, time.monotonic() - started)
         return reply
 
     def _take(self) -> _Helper:
-        with self._lock:
+        with self._cond:
+            while not self._idle and self._starting and not self._closed:
+                self._cond.wait()  # a warm one is loading: sooner than a new one, which would load too
             if self._closed:
                 raise _Failed("closed")
             if self._idle:
@@ -166,17 +174,39 @@ class LibxlDevices:
         return _Helper(self._command)
 
     def _give_back(self, helper: _Helper) -> None:
-        with self._lock:
-            if not self._closed:
+        with self._cond:
+            if not self._closed and len(self._idle) < max(self._warm, 1):
                 self._idle.append(helper)
+                self._cond.notify_all()
                 return
         helper.kill()
 
-    def _warm(self) -> None:
+    def _discard(self, helper: _Helper) -> None:
+        helper.kill()
+        self._replenish()
+
+    def _replenish(self) -> None:
+        """Start, in the background, the helpers that `warm` keeps and that are neither idle nor starting."""
+        with self._cond:
+            missing = 0 if self._closed else self._warm - len(self._idle) - self._starting
+            self._starting += max(missing, 0)
+        for _ in range(missing):
+            threading.Thread(target=self._start_one, name="xenddd-libxl-warm", daemon=True).start()
+
+    def _start_one(self) -> None:
         try:
-            self._give_back(_Helper(self._command))
+            helper: _Helper | None = _Helper(self._command)
         except _Failed as exc:
-            log.warning("libxl's helper did not start (the first device call starts another): %s", exc)
+            helper = None
+            log.warning("libxl's helper did not start (a device call starts another): %s", exc)
+        with self._cond:
+            self._starting -= 1
+            if helper is not None and not self._closed:
+                self._idle.append(helper)
+                helper = None
+            self._cond.notify_all()
+        if helper is not None:
+            helper.kill()
 
 
 def nic_fields(devid: int, params: VifParams, backend: str) -> dict[str, object]:

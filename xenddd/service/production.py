@@ -38,7 +38,8 @@ def production_runtime(config: Config, notifier: Notifier) -> Runtime:
         return xenstore
 
     xenstore = _until_connected(connect_xenstore, "xenstored", notifier)
-    devices = LibxlDevices(warm=True)  # one helper loads libxl now, not during the first recovery
+    # libxl's helpers load now, not during the first recovery
+    devices = LibxlDevices(warm=settings.max_parallel_reattach)
     libvirt = _until_connected(
         lambda: LibvirtHypervisor(settings.libvirt_uri, devices=devices), "libvirtd", notifier
     )
