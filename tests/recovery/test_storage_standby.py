@@ -123,15 +123,20 @@ def test_without_the_standby_saying_it_waits_its_disk_is_attached_before_the_gue
 def test_a_disk_that_cannot_be_attached_takes_the_promoted_standby_down_and_the_recovery_goes_on_cold(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:
+    """The attach fails once the guests' disks have connected to the promoted standby: the incident goes
+    on with the instance's death, and does not end because every guest's device was confirmed."""
     handle, hv, standby = started(start_daemon, feature=True)
-    hv.error = "xl block-attach domstore: libxl: device /dev/vg/store is in use"
-    hv.released.set()
+    hv.error = "libxl_device_disk_add failed: device /dev/vg/store is in use"
     handle.sim.host.crash("domstore")
+    wait_until(hv.entered.is_set, what="the disks' attach")
+    wait_until(lambda: vbds_connected_to(handle, standby), what="the guests' disks on the promoted standby")
+    hv.released.set()
     wait_until(lambda: events(handle, "recovered"), what="the recovery")
     wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES), what="every device connected")
     (failed,) = events(handle, "disks-failed")
     assert failed["domid"] == standby and "in use" in failed["error"]
     assert events(handle, "crashed-again") and events(handle, "restarted")
+    assert [e["domid"] for e in events(handle, "recovered")] != [standby]
     new = domid(handle.sim.host.domains["domstore"])
     assert new != standby
     assert vbds_connected_to(handle, new)

@@ -539,8 +539,9 @@ class Recovery:
     def _follow_disks(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
         """A promoted standby's writable disks (`Promoted.disks_follow`), attached on a worker while its
         guests' disks are reattached; submitted again after a daemon restart lost the call. One that
-        fails leaves the promoted instance serving without its storage: it is destroyed, and the next
-        pass recovers it like any instance that died (cold, unless another standby is ready)."""
+        fails leaves the promoted instance serving without its storage: it is destroyed and judged at once
+        as an instance that died (cold, unless another standby is ready) — not left to the next pass, since
+        this pass would otherwise end the incident if every guest's device had connected to it meanwhile."""
         done = self._t.calls.take((spec.name, "disks"))
         if not incident.disks_pending or incident.new_domid is None:
             return  # (a result for an instance that died meanwhile: nothing to do with it)
@@ -559,8 +560,7 @@ class Recovery:
         except XendddError as exc:  # still running: its disks are tried again on the next pass
             log.error("%s: destroying domid %s failed: %s", spec.name, incident.new_domid, exc)
             return
-        incident.disks_pending = False
-        self._t.save(record)
+        self._died_again(spec, record, incident, None)
 
     def _submit_disks(self, spec: DriverDomainSpec) -> None:
         key = (spec.name, "disks")
