@@ -20,11 +20,12 @@ children, and a fault in C must not take the daemon down.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from xenddd.adapters.libxl_ctypes import BUFFER, Context, LibxlError, library, open_context
@@ -52,55 +53,42 @@ class DeviceCalls:
 
     def attach_nic(self, guest: str, nic: dict[str, Any]) -> None:
         domid = self._domid(guest)
-        buffer = ctypes.create_string_buffer(BUFFER)
-        self._lib.libxl_device_nic_init(buffer)
-        try:
+        with self._device("nic") as buffer:
             spec = json.dumps({**self._nic_defaults, **nic}).encode()
             if self._lib.libxl_device_nic_from_json(self._ctx, buffer, spec) != 0:
                 raise LibxlError(f"libxl cannot read the vif {spec.decode()}")
             if self._lib.libxl_device_nic_add(self._ctx, domid, buffer, None) != 0:
                 raise LibxlError("libxl_device_nic_add failed")
-        finally:
-            self._lib.libxl_device_nic_dispose(buffer)
 
     def detach_nic(self, guest: str, devid: int) -> bool:
         """False: libxl has no such vif (xl's "Unknown device")."""
         domid = self._domid(guest)
-        buffer = ctypes.create_string_buffer(BUFFER)
-        self._lib.libxl_device_nic_init(buffer)
-        try:
+        with self._device("nic") as buffer:
             if self._lib.libxl_devid_to_device_nic(self._ctx, domid, devid, buffer) != 0:
                 return False
             if self._lib.libxl_device_nic_remove(self._ctx, domid, buffer, None) != 0:
                 raise LibxlError("libxl_device_nic_remove failed")
             return True
-        finally:
-            self._lib.libxl_device_nic_dispose(buffer)
 
     def attach_disk(self, guest: str, spec: str) -> None:
         domid = self._domid(guest)
-        buffer = ctypes.create_string_buffer(BUFFER)
-        self._lib.libxl_device_disk_init(buffer)
-        config = self._xlu.xlu_cfg_init(_stderr(), b"command line")
-        try:
+        with self._device("disk") as buffer:
+            config = self._xlu.xlu_cfg_init(_stderr(), b"command line")
             if not config:
                 raise LibxlError("libxlutil cannot make a config")
-            specs = (ctypes.c_char_p * 1)(spec.encode())
-            if self._xlu.xlu_disk_parse(config, 1, specs, buffer) != 0:
-                raise LibxlError(f"bad disk spec {spec!r} (libxlutil's message above)")
-            if self._lib.libxl_device_disk_add(self._ctx, domid, buffer, None) != 0:
-                raise LibxlError("libxl_device_disk_add failed")
-        finally:
-            if config:
+            try:
+                specs = (ctypes.c_char_p * 1)(spec.encode())
+                if self._xlu.xlu_disk_parse(config, 1, specs, buffer) != 0:
+                    raise LibxlError(f"bad disk spec {spec!r} (libxlutil's message above)")
+                if self._lib.libxl_device_disk_add(self._ctx, domid, buffer, None) != 0:
+                    raise LibxlError("libxl_device_disk_add failed")
+            finally:
                 self._xlu.xlu_cfg_destroy(config)
-            self._lib.libxl_device_disk_dispose(buffer)
 
     def detach_disk(self, guest: str, vdev: str) -> bool:
         """False: libxl has no such disk (xl's "Device ... not connected")."""
         domid = self._domid(guest)
-        buffer = ctypes.create_string_buffer(BUFFER)
-        self._lib.libxl_device_disk_init(buffer)
-        try:
+        with self._device("disk") as buffer:
             if self._lib.libxl_vdev_to_device_disk(self._ctx, domid, vdev.encode(), buffer) != 0:
                 return False
             if self._disk_field(buffer, "specification") == "virtio":
@@ -108,8 +96,17 @@ class DeviceCalls:
             if self._lib.libxl_device_disk_safe_remove(self._ctx, domid, buffer, None) != 0:
                 raise LibxlError("libxl_device_disk_safe_remove failed")
             return True
+
+    @contextlib.contextmanager
+    def _device(self, kind: str) -> Iterator[ctypes.Array[ctypes.c_char]]:
+        """A libxl_device_<kind>, made by libxl's own _init and disposed of by its _dispose whatever
+        happens in between."""
+        buffer = ctypes.create_string_buffer(BUFFER)
+        getattr(self._lib, f"libxl_device_{kind}_init")(buffer)
+        try:
+            yield buffer
         finally:
-            self._lib.libxl_device_disk_dispose(buffer)
+            getattr(self._lib, f"libxl_device_{kind}_dispose")(buffer)
 
     def _domid(self, guest: str) -> int:
         domid = ctypes.c_uint32()
