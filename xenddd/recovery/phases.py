@@ -170,12 +170,9 @@ class Recovery:
             if started is not None:
                 self._started(spec, record, incident, started)
                 self._ready_already(spec, record, incident)
-        if incident is None or incident.phase is not Phase.REATTACHING:
-            if self._t.unsaved:
-                self._t.save(record)
-            return
-        self._steps.collect(spec, record, incident)
-        self._steps.attach_detached(spec, record, incident)
+        if incident is not None and incident.phase is Phase.REATTACHING:
+            self._steps.collect(spec, record, incident)
+            self._steps.attach_detached(spec, record, incident)
         if self._t.unsaved:
             self._t.save(record)
 
