@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.recovery.conftest import (
+    TOPOLOGY,
     RunningDaemon,
     all_connected,
     events,
@@ -23,6 +24,10 @@ from xenddd.adapters.hypervisor_api import DomainInfo
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import InputError
 from xenddd.hints import ResyncHint
+from xenddd.model import DeviceKind
+from xenddd.sim.host import SimHost
+from xenddd.sim.hypervisor import SimHypervisor
+from xenddd.sim.kernels import BackendKernel
 
 FIVE_DEVICES = 5  # web: vif+vbd, db: vif+vbd, cache: vif
 
@@ -172,6 +177,99 @@ def test_a_reattached_vif_whose_new_backend_gives_up_is_attached_again_without_w
     cache.kernel.unpause()
     wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery completed")
     wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every frontend connected again")
+
+
+def test_a_new_instance_that_probes_no_attached_device_is_destroyed_and_started_again(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The new domnet wrote its readiness key, then its kernel stopped answering xenstore: no backend
+    attached to it leaves state 1, and detaching and attaching again would meet the same silence (real
+    Xen: ten minutes of it). Once the attaches' `reattach_timeout` is over, that instance is destroyed and
+    judged as one that died; the next one serves every guest."""
+    handle = start_daemon(reattach_timeout=0.5)
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    sim.host.unresponsive_next.add("domnet")
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "unresponsive"), what="the silent instance given up")
+    (silent,) = events(handle, "unresponsive")
+    assert sorted(str(d) for d in silent["devices"]) == ["cache vif 0", "db vif 0", "web vif 0"]
+    wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery completed")
+    (again,) = events(handle, "crashed-again")
+    assert again["domid"] == silent["domid"]
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every frontend connected again")
+    newest = sim.host.domains["domnet"].domid
+    assert newest != silent["domid"] and len(events(handle, "restarted")) == 2
+    assert {d["backend_id"] for k, d in frontends(sim).items() if k[1] == "vif"} == {str(newest)}
+    assert not events(handle, "reattach-failed")
+
+
+def test_a_silent_instance_ready_by_running_alone_is_not_taken_for_unresponsive(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """With `condition = "running"` nothing says the new domnet's backends have loaded (a full
+    distribution loads netback late in its boot): backends below InitWait are no proof of a silent
+    kernel, and its devices only go the stalled-handshake way."""
+    timeout = "reattach_timeout = {reattach_timeout}"
+    topology = TOPOLOGY.replace(timeout, f'condition = "running"\n{timeout}', 1)
+    handle = start_daemon(reattach_timeout=0.3, topology=topology)
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    sim.host.unresponsive_next.add("domnet")
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "reattach-failed"), what="a stalled handshake given up")
+    kernel = sim.host.domains["domnet"].kernel
+    assert isinstance(kernel, BackendKernel)
+    kernel.stall_initwait = False
+    wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery completed")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every frontend connected again")
+    assert not events(handle, "unresponsive") and len(events(handle, "restarted")) == 1
+
+
+def test_one_guest_whose_backend_is_never_probed_does_not_take_its_driver_domain_down(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """Only cache's new backend stays below InitWait (as one does whose guest removed its frontend
+    directory before netback read it): web's and db's vifs are Connected through the same instance,
+    which therefore answers. cache's device goes the stalled-handshake way, never the instance."""
+    released = threading.Event()
+
+    class CacheUnprobed(SimHypervisor):
+        def attach(self, guest: str, kind: DeviceKind, *args: Any) -> None:
+            if guest == "cache" and kind is DeviceKind.VIF and not released.is_set():
+                wait_until(lambda: connected_vifs(self.host) == {"web", "db"}, what="web and db first")
+                kernel = self.host.domains["domnet"].kernel
+                assert isinstance(kernel, BackendKernel)
+                kernel.stall_initwait = True
+            super().attach(guest, kind, *args)
+
+    handle = start_daemon(reattach_timeout=0.5, hypervisor=CacheUnprobed)
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "reattach-failed"), what="cache's handshake given up")
+    (stalled, *_) = events(handle, "reattach-failed")
+    assert stalled["guest"] == "cache" and "backend INITIALISING" in str(stalled["error"])
+    released.set()
+    kernel = sim.host.domains["domnet"].kernel
+    assert isinstance(kernel, BackendKernel)
+    kernel.stall_initwait = False
+    wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery completed")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every frontend connected again")
+    assert not events(handle, "unresponsive") and len(events(handle, "restarted")) == 1
+
+
+def connected_vifs(host: SimHost) -> set[str]:
+    """The guests whose vif 0 is Connected at both ends."""
+    found = set()
+    for domain in list(host.domains.values()):
+        if domain.driver or domain.domid is None:
+            continue
+        path = f"/local/domain/{domain.domid}/device/vif/0"
+        backend = (host.dom0.read(f"{path}/backend") or b"").decode()
+        if backend and host.dom0.read(f"{path}/state") == b"4" and host.dom0.read(f"{backend}/state") == b"4":
+            found.add(domain.name)
+    return found
 
 
 def test_a_second_crash_before_the_recovery_ends_takes_back_the_frontends_already_reattached(

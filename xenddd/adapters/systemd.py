@@ -114,6 +114,7 @@ _EVENT_LEVELS = {
     "not-ready": logging.WARNING,
     "reattach-failed": logging.WARNING,
     "state-damaged": logging.WARNING,
+    "unresponsive": logging.WARNING,
     "error": logging.ERROR,
     "failed": logging.ERROR,
     "reload-failed": logging.ERROR,

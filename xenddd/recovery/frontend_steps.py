@@ -217,6 +217,22 @@ class FrontendSteps:
         self.attach(spec, record, incident, due)
         return wake
 
+    def unprobed(self, incident: Incident) -> list[PendingFrontend]:
+        """Attached devices whose time to connect is over while their new backend is still below InitWait:
+        the driver domain's kernel never probed them. netback and blkback probe a backend within a second
+        of its creation, even under emulation, whatever the guest or the hotplug script does."""
+        assert incident.new_domid is not None
+        now = self._t.clock()
+        stuck = []
+        for pending in incident.frontends:
+            guest = self._t.guests.current_domid(pending.frontend)
+            if not pending.attached or now < pending.confirm_deadline or guest is None:
+                continue
+            state = self._t.guests.backend_state(incident.new_domid, guest, pending.frontend)
+            if state is not None and state < XenbusState.INIT_WAIT:
+                stuck.append(pending)
+        return stuck
+
     def attach_detached(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
         """The attaches `reattach` would submit for frontends detached and not yet attached, without its
         confirmations of the others (see Recovery.before_listing)."""

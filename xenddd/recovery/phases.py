@@ -145,6 +145,8 @@ class Recovery:
         self._follow_disks(spec, record, incident)
         if incident.phase is Phase.WAITING_READY:
             wake = earliest(wake, self._await_ready(spec, record, incident))
+        if incident.phase is Phase.REATTACHING and self._unresponsive(spec, record, incident):
+            return 0.0
         if incident.phase is Phase.REATTACHING:
             wake = earliest(wake, self._steps.reattach(spec, record, incident))
             if not incident.frontends and not incident.disks_pending:
@@ -532,6 +534,45 @@ class Recovery:
         incident.phase = Phase.DETECTED
         record.domid = running
         self._t.save(record)
+
+    def _unresponsive(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> bool:
+        """A new instance that has not probed a device attached to it `reattach_timeout` ago, and serves
+        none, is destroyed and judged at once as an instance that died: its kernel no longer answers
+        xenstore (seen once on real Xen, a promoted instance's: its hotplug script waited 10 minutes on a
+        read), and every detach and attach again would meet the same silence. Not on one guest's word:
+        a guest that removes its own frontend directory keeps its backend from being probed too, so
+        a single device Connected through the instance (any guest's) clears it. Not for `running`
+        readiness either, which says nothing of the backends having loaded."""
+        if spec.readiness.condition == "running":
+            return False
+        stuck = self._steps.unprobed(incident)
+        if not stuck or self._serves(spec, incident):
+            return False
+        assert incident.new_domid is not None
+        devices = [pending.describe() for pending in stuck]
+        self._t.event("unresponsive", spec.name, incident, domid=incident.new_domid, devices=devices)
+        log.error(
+            "%s: domid %s has not probed %s within %g s of its attach; destroying it to start again",
+            spec.name,
+            incident.new_domid,
+            ", ".join(devices),
+            spec.readiness.reattach_timeout_seconds,
+        )
+        try:
+            self._t.hypervisor.destroy(spec.name, incident.new_domid)
+        except XendddError as exc:  # still running: judged again on the next pass
+            log.error("%s: destroying domid %s failed: %s", spec.name, incident.new_domid, exc)
+            return False
+        self._died_again(spec, record, incident, None)
+        return True
+
+    def _serves(self, spec: DriverDomainSpec, incident: Incident) -> bool:
+        """Any device Connected through the incident's new instance, by dom0's record and both ends."""
+        assert incident.new_domid is not None
+        attached = [pending.frontend for pending in incident.frontends if pending.attached]
+        frontends = [*self._served_by(spec.name, incident.new_domid), *attached]
+        present = [(guest, f) for f in frontends if (guest := self._t.guests.current_domid(f)) is not None]
+        return any(self._t.guests.connected_many(incident.new_domid, present))
 
     def _follow_disks(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
         """A promoted standby's writable disks (`Promoted.disks_follow`), attached on a worker while its

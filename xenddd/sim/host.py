@@ -75,7 +75,9 @@ class SimHost:
         self._domids = itertools.count(1)
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
-        self.stall_initwait: set[str] = set()  # driver domains whose backends never reach InitWait
+        # driver domains whose next instance never probes a backend (they stay below InitWait): its
+        # kernel no longer answers xenstore, as a promoted instance's once stopped on real Xen
+        self.unresponsive_next: set[str] = set()
         # libxl's LIBXL_INIT_TIMEOUT: a device add waits this long for its backend to reach InitWait and
         # then fails, leaving the device in xenstore and in dom0's record (a driver domain still booting)
         self.init_timeout = 10.0
@@ -149,7 +151,8 @@ class SimHost:
                 BackendKernel(self.engine, domid) if domain.driver else FrontendKernel(self.engine, domid)
             )
             if isinstance(kernel, BackendKernel):
-                kernel.stall_initwait = name in self.stall_initwait
+                kernel.stall_initwait = name in self.unresponsive_next
+                self.unresponsive_next.discard(name)
                 kernel.hotplug_slots = self.hotplug_slots.get(name)
             else:
                 kernel.start()  # type: ignore[attr-defined]
