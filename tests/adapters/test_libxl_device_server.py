@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from xenddd.adapters.libxl_device_server import DeviceCalls, nic_defaults, serve
+from xenddd.adapters.libxl_device_server import DeviceCalls, VmInfo, nic_defaults, serve
 
 DOMIDS = {b"fe": 5, b"7": 7}
 
@@ -25,6 +25,8 @@ class FakeLibxl:
         self.fail = fail
         self.specification = specification
         self.described = ctypes.create_string_buffer(0)
+        self.domains: dict[int, dict[str, Any]] = {}
+        self.strings: list[ctypes.Array[ctypes.c_char]] = []
 
     def __getattr__(self, name: str) -> Any:
         def call(*args: Any) -> int:
@@ -35,7 +37,9 @@ class FakeLibxl:
 
     def _do(self, name: str, args: tuple[Any, ...]) -> int:
         if name in self.fail:
-            return -3
+            return 0 if name == "libxl_list_vm" else -3  # (a pointer: NULL)
+        if name in LISTING:
+            return self._listing(name, args)
         if name == "libxl_domain_qualifier_to_domid":
             domid = DOMIDS.get(args[1])
             if domid is None:
@@ -49,6 +53,34 @@ class FakeLibxl:
             )
             return ctypes.addressof(self.described)
         return 0
+
+    def _listing(self, name: str, args: tuple[Any, ...]) -> int:
+        """libxl_list_vm's array, each domain's libxl_dominfo (its domid kept in the buffer) as JSON, and
+        its name; `self.domains` is what each says (a domain without `name` has none in xenstore, one
+        without `info` went before its own look)."""
+        if name == "libxl_list_vm":
+            self.vms = (VmInfo * len(self.domains))(*(VmInfo(domid=d) for d in self.domains))
+            args[1]._obj.value = len(self.domains)
+            return ctypes.addressof(self.vms)
+        if name == "libxl_domain_info":
+            if "info" not in self.domains[args[2]]:
+                return -3
+            ctypes.c_uint32.from_buffer(args[1]).value = args[2]
+            return 0
+        if name == "libxl_dominfo_to_json":
+            domid = ctypes.c_uint32.from_buffer(args[1]).value
+            return self._c_string(json.dumps({"domid": domid, **self.domains[domid]["info"]}))
+        if name == "libxl_domid_to_name":
+            known = self.domains[args[1]].get("name")
+            return self._c_string(known) if known else 0
+        return 0
+
+    def _c_string(self, text: str) -> int:
+        self.strings.append(ctypes.create_string_buffer(text.encode()))  # kept alive: see no_real_free
+        return ctypes.addressof(self.strings[-1])
+
+
+LISTING = ("libxl_list_vm", "libxl_domain_info", "libxl_dominfo_to_json", "libxl_domid_to_name")
 
 
 class FakeXlu:
@@ -196,3 +228,53 @@ def test_each_request_gets_one_reply_and_a_bad_one_does_not_stop_the_helper() ->
     assert replies[0] == {"ok": True, "gone": True}
     assert replies[1]["ok"] is False and replies[2] == {"ok": False, "error": "unknown op 'reboot'"}
     assert replies[3] == {"ok": True}
+
+
+DOM0_INFO = {
+    "uuid": "00000000-0000-0000-0000-000000000000",
+    "running": True,
+    "blocked": False,
+    "paused": False,
+    "shutdown": False,
+    "shutdown_reason": None,
+    "dying": False,
+    "current_memkb": 2097152,
+    "vcpu_online": 2,
+    "cpu_time": 1234500000000,
+    "ssidref": 0,  # (fields the listing does not pass on)
+    "max_memkb": 2097152,
+}
+
+
+def test_the_domains_are_listed_as_libxl_describes_them_each_disposed_of() -> None:
+    lib = FakeLibxl()
+    crashed = {**DOM0_INFO, "running": False, "shutdown": True, "shutdown_reason": "crash"}
+    lib.domains = {
+        0: {"name": "Domain-0", "info": DOM0_INFO},
+        3: {"name": "domnet", "info": crashed},
+        4: {"info": DOM0_INFO},  # no name (yet, or any more)
+        5: {"name": "gone"},  # went between the listing and its own look
+    }
+    found = DeviceCalls(lib, None, FakeXlu(), {}).domains()
+    assert [d["name"] for d in found] == ["Domain-0", "domnet"]
+    passed_on = {k: v for k, v in crashed.items() if k not in ("ssidref", "max_memkb")}
+    assert found[1] == {"name": "domnet", "domid": 3, **passed_on}
+    assert lib.calls.count("libxl_dominfo_init") == lib.calls.count("libxl_dominfo_dispose") == 4
+    assert lib.calls[-1] == "libxl_dominfo_dispose" and "libxl_vminfo_list_free" in lib.calls
+
+
+def test_a_listing_libxl_refuses_is_an_error_reply() -> None:
+    replies = io.StringIO()
+    serve(
+        DeviceCalls(FakeLibxl(fail=("libxl_list_vm",)), None, FakeXlu(), {}), ['{"op": "domains"}'], replies
+    )
+    assert json.loads(replies.getvalue()) == {"ok": False, "error": "libxl_list_vm failed"}
+
+
+def test_a_listing_is_answered_with_the_domains() -> None:
+    lib = FakeLibxl()
+    lib.domains = {0: {"name": "Domain-0", "info": DOM0_INFO}}
+    replies = io.StringIO()
+    serve(DeviceCalls(lib, None, FakeXlu(), {}), ['{"op": "domains"}'], replies)
+    reply = json.loads(replies.getvalue())
+    assert reply["ok"] and [d["domid"] for d in reply["domains"]] == [0]

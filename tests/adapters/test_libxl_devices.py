@@ -28,6 +28,10 @@ if sys.argv[2] != "ready":
 for line in sys.stdin:
     request = json.loads(line)
     log.write(json.dumps({"pid": os.getpid(), **request}) + "\\n"); log.flush()
+    if request["op"] == "domains":
+        listed = [{"name": "domnet", "domid": 3}] if "garbled" not in sys.argv[1] else {"domnet": 3}
+        print(json.dumps({"ok": True, "domains": listed}), flush=True)
+        continue
     guest = request["guest"]
     if guest == "dies":
         sys.exit(3)
@@ -245,3 +249,23 @@ def test_warm_helpers_serve_calls_at_once_and_one_that_failed_is_replaced(helper
     assert len(started(helper)) == 3
     failed = next(r["pid"] for r in requests(helper) if r["guest"] == "fails")
     assert failed not in [r["pid"] for r in requests(helper)[-2:]]
+
+
+def test_the_domains_are_listed_by_a_helper(helper: tuple[Path, Path]) -> None:
+    client = devices(helper)
+    try:
+        assert client.domains() == [{"name": "domnet", "domid": 3}]
+        assert requests(helper) == [{"pid": started(helper)[0], "op": "domains"}]
+    finally:
+        client.close()
+
+
+def test_a_listing_that_is_not_a_list_of_domains_is_an_error(tmp_path: Path) -> None:
+    program = tmp_path / "helper.py"
+    program.write_text(HELPER)
+    client = devices((program, tmp_path / "garbled-requests"))
+    try:
+        with pytest.raises(XendddError, match="listing the domains: libxl's helper answered"):
+            client.domains()
+    finally:
+        client.close()

@@ -118,33 +118,44 @@ def spec(name: str = "domnet", pci: tuple[PciDeviceSpec, ...] = ()) -> DriverDom
     )
 
 
-def test_every_listed_domain_is_read_with_its_state(domains: XlDomains, xl: FakeXl) -> None:
-    long_name = "a-driver-domain-with-a-name-longer-than-forty-chars"
-    xl.answer(
-        "list -v",
-        ok(
-            listing(
-                line("Domain-0", 0, "r-----", mem_mib=2048, seconds=1234.5, vcpus=4),
-                line("domnet", 3, "-b----"),
-                line(long_name, 4, "------"),
-                line("paused", 5, "--p---"),
-                line("crashed", 6, "---sc-"),
-                line("rebooting", 7, "---sr-"),
-                line("poweroff", 8, "---s--"),
-                line("dying", 9, "-----d"),
-                line("crashed-dying", 10, "---scd"),
-            )
-        ),
+class Listed(LibxlDevices):
+    """libxl's helper as the listing sees it: what it lists (starting no helper process)."""
+
+    def __init__(self, *listed: dict[str, Any]) -> None:
+        super().__init__()
+        self.listed = list(listed)
+
+    def domains(self) -> list[dict[str, Any]]:
+        return self.listed
+
+
+def dominfo(name: str, domid: int, **fields: Any) -> dict[str, Any]:
+    """One domain as libxl's helper lists it: libxl_dominfo's JSON fields (a running one unless told)."""
+    every = {"uuid": UUID, "running": True, "blocked": False, "paused": False, "shutdown": False}
+    every |= {"shutdown_reason": None, "dying": False, "current_memkb": 262144, "vcpu_online": 1}
+    return {"name": name, "domid": domid, **every, "cpu_time": 12_300_000_000, **fields}
+
+
+def test_every_domain_libxl_lists_is_read_with_its_state(tmp_path: Path, xl: FakeXl, xs: Xenstore) -> None:
+    down = {"running": False, "shutdown": True}
+    lister = Listed(
+        dominfo("Domain-0", 0, current_memkb=2048 * 1024, cpu_time=1234_500_000_000, vcpu_online=4),
+        dominfo("domnet", 3, running=False, blocked=True),
+        dominfo("paused", 5, running=False, paused=True),
+        dominfo("crashed", 6, **down, shutdown_reason="crash"),
+        dominfo("rebooting", 7, **down, shutdown_reason="reboot"),
+        dominfo("poweroff", 8, **down, shutdown_reason="poweroff"),
+        dominfo("dying", 9, running=False, dying=True),
+        dominfo("crashed-dying", 10, **down, shutdown_reason="crash", dying=True),
     )
-    found = domains.domains()
-    assert xl.calls == [["list", "-v"]]
+    found = XlDomains(tmp_path / "xl-config", xs, command=str(xl.path), lister=lister).domains()
+    assert xl.calls == []  # no xl process
     assert [(d.name, d.domid, d.state, d.stopped) for d in found] == [
         ("Domain-0", 0, DomainState.RUNNING, None),
         ("domnet", 3, DomainState.RUNNING, None),
-        (long_name, 4, DomainState.RUNNING, None),
         ("paused", 5, DomainState.PAUSED, None),
         ("crashed", 6, DomainState.CRASHED, LifecycleKind.CRASHED),
-        ("rebooting", 7, DomainState.SHUTDOWN, LifecycleKind.SHUTDOWN),  # an "r" that is not running
+        ("rebooting", 7, DomainState.SHUTDOWN, LifecycleKind.SHUTDOWN),
         ("poweroff", 8, DomainState.SHUTDOWN, LifecycleKind.SHUTDOWN),
         ("dying", 9, DomainState.SHUTDOWN, LifecycleKind.DESTROYED),
         ("crashed-dying", 10, DomainState.CRASHED, LifecycleKind.CRASHED),
@@ -158,10 +169,36 @@ def test_every_listed_domain_is_read_with_its_state(domains: XlDomains, xl: Fake
     )
 
 
+def test_a_listed_domain_missing_a_field_is_an_error_not_a_guess(
+    tmp_path: Path, xl: FakeXl, xs: Xenstore
+) -> None:
+    broken = dominfo("domnet", 3)
+    del broken["shutdown"]
+    lister = Listed(broken)
+    with pytest.raises(XendddError, match="libxl's helper listed"):
+        XlDomains(tmp_path / "xl-config", xs, command=str(xl.path), lister=lister).domains()
+
+
+def test_one_domain_is_read_with_its_state_from_xl(domains: XlDomains, xl: FakeXl) -> None:
+    long_name = "a-driver-domain-with-a-name-longer-than-forty-chars"
+    xl.answer(f"list -v {long_name}", ok(listing(line(long_name, 4, "---sc-", mem_mib=512, vcpus=2))))
+    found = domains.domain(long_name)
+    assert found is not None and (found.name, found.domid, found.state, found.stopped) == (
+        long_name,
+        4,
+        DomainState.CRASHED,
+        LifecycleKind.CRASHED,
+    )
+    assert (found.memory_kib, found.vcpus, found.uuid) == (512 * 1024, 2, UUID)
+    xl.answer("list -v rebooting", ok(listing(line("rebooting", 7, "---sr-"))))
+    rebooting = domains.domain("rebooting")  # an "r" in the fifth place is not running
+    assert rebooting is not None and rebooting.state is DomainState.SHUTDOWN
+
+
 def test_an_unexpected_line_is_an_error_not_a_guess(domains: XlDomains, xl: FakeXl) -> None:
-    xl.answer("list -v", ok(listing("domnet 3 256 1 -b---- 1.0")))
+    xl.answer("list -v domnet", ok(listing("domnet 3 256 1 -b---- 1.0")))
     with pytest.raises(XendddError, match="unexpected line"):
-        domains.domains()
+        domains.domain("domnet")
 
 
 def test_a_name_xl_does_not_know_is_no_domain(domains: XlDomains, xl: FakeXl) -> None:

@@ -1,6 +1,8 @@
 """A guest's vif or disk attached or detached by libxl in a process that keeps its libxl context between
 requests: `python3 -m xenddd.adapters.libxl_device_server`, one JSON request a line on standard input,
-one JSON reply a line on standard output (`libxl_devices` is its client).
+one JSON reply a line on standard output (`libxl_devices` is its client). It also lists the domains as
+`xl list -v` does (libxl_list_vm, then each one's libxl_dominfo as libxl's JSON, and its name), for the
+daemon's passes over xl's driver domains.
 
 Why not `xl network-attach` and the like, one process per call: each loads libxl and its score of
 libraries and looks the guest up before its first write, and on the test bed under emulation that took
@@ -40,11 +42,31 @@ NIC_DEFAULTS = (
     ("vif.default.gatewaydev", "gatewaydev"),
     ("vif.default.backend", "backend_domname"),
 )
+# what a listing gives of each domain's libxl_dominfo (xl list -v's columns)
+DOMINFO_FIELDS = (
+    "domid",
+    "uuid",
+    "running",
+    "blocked",
+    "paused",
+    "shutdown",
+    "shutdown_reason",
+    "dying",
+    "current_memkb",
+    "vcpu_online",
+    "cpu_time",
+)
 _P = ctypes.c_void_p
 
 
+class VmInfo(ctypes.Structure):
+    """libxl_vminfo, whose layout every Xen since 4.1 shares: a libxl_uuid (16 bytes) and the domid."""
+
+    _fields_ = [("uuid", ctypes.c_uint8 * 16), ("domid", ctypes.c_uint32)]
+
+
 class DeviceCalls:
-    """The four calls on one open context; `lib` and `xlu` are libxenlight and libxlutil (or, in tests,
+    """The calls on one open context; `lib` and `xlu` are libxenlight and libxlutil (or, in tests,
     objects with the same functions)."""
 
     def __init__(self, lib: Any, ctx: Any, xlu: Any, nic_defaults: dict[str, str]) -> None:
@@ -53,7 +75,7 @@ class DeviceCalls:
 
     def attach_nic(self, guest: str, nic: dict[str, Any]) -> None:
         domid = self._domid(guest)
-        with self._device("nic") as buffer:
+        with self._made("device_nic") as buffer:
             spec = json.dumps({**self._nic_defaults, **nic}).encode()
             if self._lib.libxl_device_nic_from_json(self._ctx, buffer, spec) != 0:
                 raise LibxlError(f"libxl cannot read the vif {spec.decode()}")
@@ -63,7 +85,7 @@ class DeviceCalls:
     def detach_nic(self, guest: str, devid: int) -> bool:
         """False: libxl has no such vif (xl's "Unknown device")."""
         domid = self._domid(guest)
-        with self._device("nic") as buffer:
+        with self._made("device_nic") as buffer:
             if self._lib.libxl_devid_to_device_nic(self._ctx, domid, devid, buffer) != 0:
                 return False
             if self._lib.libxl_device_nic_remove(self._ctx, domid, buffer, None) != 0:
@@ -72,7 +94,7 @@ class DeviceCalls:
 
     def attach_disk(self, guest: str, spec: str) -> None:
         domid = self._domid(guest)
-        with self._device("disk") as buffer:
+        with self._made("device_disk") as buffer:
             config = self._xlu.xlu_cfg_init(_stderr(), b"command line")
             if not config:
                 raise LibxlError("libxlutil cannot make a config")
@@ -88,25 +110,52 @@ class DeviceCalls:
     def detach_disk(self, guest: str, vdev: str) -> bool:
         """False: libxl has no such disk (xl's "Device ... not connected")."""
         domid = self._domid(guest)
-        with self._device("disk") as buffer:
+        with self._made("device_disk") as buffer:
             if self._lib.libxl_vdev_to_device_disk(self._ctx, domid, vdev.encode(), buffer) != 0:
                 return False
-            if self._disk_field(buffer, "specification") == "virtio":
+            if self._json("device_disk", buffer).get("specification") == "virtio":
                 raise LibxlError("hot-unplug is not supported for a virtio disk")
             if self._lib.libxl_device_disk_safe_remove(self._ctx, domid, buffer, None) != 0:
                 raise LibxlError("libxl_device_disk_safe_remove failed")
             return True
 
+    def domains(self) -> list[dict[str, object]]:
+        """Every domain but stub domains (libxl_list_vm), each as its libxl_dominfo's DOMINFO_FIELDS and
+        its name; one that went, or lost its name, between the listing and its own look is left out."""
+        count = ctypes.c_int()
+        listed = self._lib.libxl_list_vm(self._ctx, ctypes.byref(count))
+        if not listed:
+            raise LibxlError("libxl_list_vm failed")
+        try:
+            domids = [vm.domid for vm in (VmInfo * count.value).from_address(listed)]
+        finally:
+            self._lib.libxl_vminfo_list_free(listed, count.value)
+        found: list[dict[str, object]] = []
+        for domid in domids:
+            with self._made("dominfo") as buffer:
+                if self._lib.libxl_domain_info(self._ctx, buffer, domid) != 0:
+                    continue
+                info = self._json("dominfo", buffer)
+            name = self._lib.libxl_domid_to_name(self._ctx, domid)
+            if not name:
+                continue
+            try:
+                text = ctypes.string_at(name).decode()
+            finally:
+                _libc().free(name)
+            found.append({"name": text, **{field: info.get(field) for field in DOMINFO_FIELDS}})
+        return found
+
     @contextlib.contextmanager
-    def _device(self, kind: str) -> Iterator[ctypes.Array[ctypes.c_char]]:
-        """A libxl_device_<kind>, made by libxl's own _init and disposed of by its _dispose whatever
-        happens in between."""
+    def _made(self, kind: str) -> Iterator[ctypes.Array[ctypes.c_char]]:
+        """A libxl_<kind> (device_nic, device_disk, dominfo), made by libxl's own _init and disposed of by
+        its _dispose whatever happens in between."""
         buffer = ctypes.create_string_buffer(BUFFER)
-        getattr(self._lib, f"libxl_device_{kind}_init")(buffer)
+        getattr(self._lib, f"libxl_{kind}_init")(buffer)
         try:
             yield buffer
         finally:
-            getattr(self._lib, f"libxl_device_{kind}_dispose")(buffer)
+            getattr(self._lib, f"libxl_{kind}_dispose")(buffer)
 
     def _domid(self, guest: str) -> int:
         domid = ctypes.c_uint32()
@@ -114,15 +163,18 @@ class DeviceCalls:
             raise LibxlError(f"{guest} is an invalid domain identifier")
         return domid.value
 
-    def _disk_field(self, buffer: Any, field: str) -> object:
-        text = self._lib.libxl_device_disk_to_json(self._ctx, buffer)
+    def _json(self, kind: str, buffer: Any) -> dict[str, object]:
+        """A libxl_<kind> as libxl's own JSON of it."""
+        text = getattr(self._lib, f"libxl_{kind}_to_json")(self._ctx, buffer)
         if not text:
-            raise LibxlError("libxl cannot describe the disk")
+            raise LibxlError(f"libxl cannot describe the {kind}")
         try:
-            described: dict[str, object] = json.loads(ctypes.string_at(text).decode())
-            return described.get(field)
+            described = json.loads(ctypes.string_at(text).decode())
         finally:
             _libc().free(text)
+        if not isinstance(described, dict):
+            raise LibxlError(f"libxl described the {kind} as {described!r:.80}")
+        return described
 
 
 def serve(calls: DeviceCalls, requests: Iterable[str], replies: IO[str]) -> None:
@@ -139,7 +191,10 @@ def serve(calls: DeviceCalls, requests: Iterable[str], replies: IO[str]) -> None
 
 
 def _answer(calls: DeviceCalls, request: dict[str, Any]) -> dict[str, object]:
-    op, guest = request["op"], str(request["guest"])
+    op = request["op"]
+    if op == "domains":
+        return {"ok": True, "domains": calls.domains()}
+    guest = str(request["guest"])
     if op == "attach-nic":
         calls.attach_nic(guest, dict(request["nic"]))
     elif op == "attach-disk":
@@ -172,15 +227,22 @@ def nic_defaults(xlu: Any, path: str = XL_CONF) -> dict[str, str]:
 
 
 def _declare(lib: ctypes.CDLL, xlu: ctypes.CDLL) -> None:
-    for kind in ("nic", "disk"):
-        getattr(lib, f"libxl_device_{kind}_init").argtypes = [_P]
-        getattr(lib, f"libxl_device_{kind}_dispose").argtypes = [_P]
-        call = "remove" if kind == "nic" else "safe_remove"
+    for kind in ("device_nic", "device_disk", "dominfo"):
+        getattr(lib, f"libxl_{kind}_init").argtypes = [_P]
+        getattr(lib, f"libxl_{kind}_dispose").argtypes = [_P]
+    for kind in ("device_disk", "dominfo"):
+        getattr(lib, f"libxl_{kind}_to_json").argtypes = [_P, _P]
+        getattr(lib, f"libxl_{kind}_to_json").restype = _P
+    for kind, call in (("nic", "remove"), ("disk", "safe_remove")):
         for name in (f"libxl_device_{kind}_add", f"libxl_device_{kind}_{call}"):
             getattr(lib, name).argtypes = [_P, ctypes.c_uint32, _P, _P]
     lib.libxl_device_nic_from_json.argtypes = [_P, _P, ctypes.c_char_p]
-    lib.libxl_device_disk_to_json.argtypes = [_P, _P]
-    lib.libxl_device_disk_to_json.restype = _P
+    lib.libxl_list_vm.argtypes = [_P, ctypes.POINTER(ctypes.c_int)]
+    lib.libxl_list_vm.restype = _P
+    lib.libxl_vminfo_list_free.argtypes = [_P, ctypes.c_int]
+    lib.libxl_domain_info.argtypes = [_P, _P, ctypes.c_uint32]
+    lib.libxl_domid_to_name.argtypes = [_P, ctypes.c_uint32]
+    lib.libxl_domid_to_name.restype = _P
     lib.libxl_devid_to_device_nic.argtypes = [_P, ctypes.c_uint32, ctypes.c_int, _P]
     lib.libxl_vdev_to_device_disk.argtypes = [_P, ctypes.c_uint32, ctypes.c_char_p, _P]
     lib.libxl_domain_qualifier_to_domid.argtypes = [_P, ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint32)]

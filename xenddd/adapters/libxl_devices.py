@@ -137,6 +137,14 @@ class LibxlDevices:
         )
         self._call({**request, "guest": guest}, f"detaching {guest}'s {kind.value} {devid}")
 
+    def domains(self) -> list[dict[str, Any]]:
+        """Every domain but stub domains, as libxl_dominfo's fields that `xl list -v` shows, and its name
+        (adapters/libxl_device_server)."""
+        listed = self._call({"op": "domains"}, "listing the domains").get("domains")
+        if not isinstance(listed, list) or not all(isinstance(d, dict) for d in listed):
+            raise XendddError(f"listing the domains: libxl's helper answered {listed!r:.200}")
+        return listed
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

@@ -26,11 +26,16 @@ XL_CONFIGS = "xl"  # under the state directory: the xl.cfg files xenddd writes f
 
 
 def toolstacks(
-    config: Config, libvirt: Hypervisor, xenstore: Xenstore, devices: LibxlDevices | None = None
+    config: Config,
+    libvirt: Hypervisor,
+    xenstore: Xenstore,
+    devices: LibxlDevices | None = None,
+    lister: LibxlDevices | None = None,
 ) -> Toolstacks:
     """`xenstore`: where xl's domains are renamed and a promoted one's moved disks looked at (connected
-    at the first use); `devices`: libxl's helpers, which attach those disks."""
-    xl = XlDomains(config.settings.state_dir / XL_CONFIGS, xenstore, devices=devices)
+    at the first use); `devices`: libxl's helpers, which attach those disks; `lister`: those that list
+    xl's domains (see XlDomains)."""
+    xl = XlDomains(config.settings.state_dir / XL_CONFIGS, xenstore, devices=devices, lister=lister)
     return Toolstacks(libvirt, xl, xl_owned_names(config.driver_domains))
 
 

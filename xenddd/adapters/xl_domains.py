@@ -14,9 +14,12 @@ both instances. Each one's xl.cfg is written by `define` into a directory of xen
 for what it holds). They are created with `xl create -e`: no xl monitoring daemon waits for their death,
 since xenddd is what acts on it (it destroys the remains before a restart or a promotion), and a daemon
 forked from xenddd would live in xenddd's cgroup, where systemd kills it at every stop of the service
-(KillMode=mixed) — a monitor that vanishes at a daemon restart is worse than none. State comes from
-`xl list -v` (tools/xl/xl_info.c list_domains, the same columns in Xen 4.17 and 4.20): Name, ID, Mem
-(MiB), VCPUs, six state flags, Time(s), UUID, Reason-Code, Security Label.
+(KillMode=mixed) — a monitor that vanishes at a daemon restart is worse than none. The daemon's
+listing of every domain comes from libxl in a helper process (adapters/libxl_devices: what `xl list -v`
+reads, without its process, half a second of a busy dom0's CPU under emulation, on the path of every
+recovery); one domain's state from `xl list -v NAME` (tools/xl/xl_info.c list_domains, the same columns
+in Xen 4.17 and 4.20): Name, ID, Mem (MiB), VCPUs, six state flags, Time(s), UUID, Reason-Code, Security
+Label.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from xenddd.adapters.domain_rename import domain_names, rename_domain
 from xenddd.adapters.hypervisor_api import ALIVE, DomainInfo, DomainState, LifecycleKind
@@ -64,8 +68,11 @@ class XlDomains:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         devices: LibxlDevices | None = None,
+        lister: LibxlDevices | None = None,
     ) -> None:
-        """`devices`: what attaches a promoted standby's disks (libxl's helpers, adapters/libxl_devices)."""
+        """`devices`: what attaches a promoted standby's disks (libxl's helpers, adapters/libxl_devices);
+        `lister`: the helpers that list the domains (the daemon keeps one of its own, so that a pass never
+        waits for a helper busy attaching a guest's device; `devices` otherwise)."""
         self.config_dir = config_dir
         self.xenstore = xenstore
         self.clock = clock
@@ -74,10 +81,11 @@ class XlDomains:
         self.libxl_create = libxl_create
         self._xl = Xl(command)
         self._devices = devices or LibxlDevices()
+        self._lister = lister or self._devices
         self._specs: dict[str, DriverDomainSpec] = {}
 
     def domains(self) -> list[DomainInfo]:
-        return parse_list(self._run("list", "-v"))
+        return [_listed(raw) for raw in self._lister.domains()]
 
     def domain(self, name: str) -> DomainInfo | None:
         result = self._call("list", "-v", name)
@@ -286,18 +294,46 @@ def _domain_info(line: str) -> DomainInfo:
         raise XendddError(f"xl list -v: unexpected line {line!r}") from None
 
 
+def _listed(raw: dict[str, Any]) -> DomainInfo:
+    """A domain as libxl's helper lists it: libxl_dominfo's fields (its JSON's names) and its name."""
+    try:
+        crashed = raw["shutdown"] is True and raw["shutdown_reason"] == "crash"
+        state, stopped = _decided(
+            raw["shutdown"] is True, crashed, raw["dying"] is True, raw["paused"] is True
+        )
+        return DomainInfo(
+            name=str(raw["name"]),
+            uuid=str(raw["uuid"]),
+            domid=int(raw["domid"]),
+            state=state,
+            memory_kib=int(raw["current_memkb"]),
+            vcpus=int(raw["vcpu_online"]),
+            cpu_time_ns=int(raw["cpu_time"]),
+            stopped=stopped,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise XendddError(f"libxl's helper listed {raw!r:.200}") from None
+
+
 def _state(flags: str) -> tuple[DomainState, LifecycleKind | None]:
     """The six flags are positional (r b p s, the shutdown reason's letter, d): a domain shut down for a
     reboot shows `r` in the fifth place, which is not `running`."""
     if len(flags) != 6:
         raise ValueError(flags)
-    if flags[3] == "s" and flags[4] == _CRASH:
+    return _decided(flags[3] == "s", flags[3] == "s" and flags[4] == _CRASH, flags[5] == "d", flags[2] == "p")
+
+
+def _decided(
+    shutdown: bool, crashed: bool, dying: bool, paused: bool
+) -> tuple[DomainState, LifecycleKind | None]:
+    """A shut-down domain by its reason, whether dying or not; then a dying one; then paused or running."""
+    if crashed:
         return DomainState.CRASHED, LifecycleKind.CRASHED
-    if flags[3] == "s":
+    if shutdown:
         return DomainState.SHUTDOWN, LifecycleKind.SHUTDOWN
-    if flags[5] == "d":
+    if dying:
         return DomainState.SHUTDOWN, LifecycleKind.DESTROYED
-    return (DomainState.PAUSED if flags[2] == "p" else DomainState.RUNNING), None
+    return (DomainState.PAUSED if paused else DomainState.RUNNING), None
 
 
 def _stdout(result: subprocess.CompletedProcess[str], args: tuple[str, ...]) -> str:

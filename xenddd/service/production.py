@@ -16,7 +16,7 @@ from xenddd.adapters.hypervisor import LibvirtHypervisor
 from xenddd.adapters.libxl_devices import LibxlDevices
 from xenddd.adapters.pci_sysfs import PciSysfs
 from xenddd.adapters.systemd import Notifier
-from xenddd.adapters.toolstacks import toolstacks
+from xenddd.adapters.toolstacks import toolstacks, xl_owned_names
 from xenddd.adapters.udev import PyudevUevents
 from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.config.spec import Config, DriverDomainSpec
@@ -43,7 +43,9 @@ def production_runtime(config: Config, notifier: Notifier) -> Runtime:
     libvirt = _until_connected(
         lambda: LibvirtHypervisor(settings.libvirt_uri, devices=devices), "libvirtd", notifier
     )
-    hypervisor = toolstacks(config, libvirt, xenstore, devices)
+    # one helper of its own lists xl's domains, only if the config has any (another starts at a reload)
+    lister = LibxlDevices(warm=1 if xl_owned_names(config.driver_domains) else 0)
+    hypervisor = toolstacks(config, libvirt, xenstore, devices, lister)
     pci = PciAssigner(
         PciSysfs(settings.sysfs_root),
         PyudevUevents(),
@@ -59,6 +61,7 @@ def production_runtime(config: Config, notifier: Notifier) -> Runtime:
 
     def close() -> None:
         hypervisor.close()
+        lister.close()
         xenstore.close()
 
     return Runtime(xenstore=xenstore, hypervisor=hypervisor, prepare=prepare, close=close, description="Xen")
