@@ -19,6 +19,7 @@ BUSYBOX = shutil.which("busybox")
 pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed")
 
 BACKEND = "/local/domain/1/backend/vif/3/0"
+DEVD_BACKEND = "backend/vif/3/0"  # what xl devd, in the driver domain, gives as XENBUS_PATH
 SCRIPT = Path(str(resources.files("xenddd.image").joinpath("vif-bridge.sh")))
 FRONTEND = "/local/domain/3/device/vif/0"
 
@@ -55,7 +56,8 @@ while rest:
 """
 FAKE_XENSTORE_LS = """
 import os, sys
-print(open(os.environ["FAKE_NODES"]).read(), end="")
+# `-f PATH`: whole paths, as given (xl devd gives the backend's relative to the domain's home)
+print(open(os.environ["FAKE_NODES"]).read().replace(os.environ["FAKE_BACKEND"], sys.argv[2]), end="")
 """
 FAKE_XENSTORE_WRITE = """
 import os, sys
@@ -94,7 +96,7 @@ class Host:
         """As `xl devd` runs it."""
         return subprocess.run(
             self._argv(command, "type_if=vif"),
-            env=self._env(XENBUS_PATH=BACKEND, vif="vif3.0", **env),
+            env=self._env(XENBUS_PATH=DEVD_BACKEND, vif="vif3.0", **env),
             capture_output=True,
             text=True,
             check=False,
@@ -110,7 +112,7 @@ class Host:
     def devd_in_background(self) -> subprocess.Popen[str]:
         return subprocess.Popen(
             self._argv("online", "type_if=vif"),
-            env=self._env(XENBUS_PATH=BACKEND, vif="vif3.0"),
+            env=self._env(XENBUS_PATH=DEVD_BACKEND, vif="vif3.0"),
             text=True,
         )
 
@@ -124,6 +126,7 @@ class Host:
             "XENDDD_DD_ROOT": str(self.root),
             "FAKE_LOG": str(self.log),
             "FAKE_NODES": str(self.nodes),
+            "FAKE_BACKEND": BACKEND,
             **env,
         }
 
@@ -167,7 +170,7 @@ def test_online_puts_the_vif_on_the_named_bridge_with_its_mtu_then_says_connecte
     assert host.calls() == [  # a vif never up has no address: nothing to flush
         "ip link set dev vif3.0 address fe:ff:ff:ff:ff:ff master br1 up",
         f"write {FRONTEND}/mtu 1400",
-        f"write {BACKEND}/hotplug-status connected",
+        f"write {DEVD_BACKEND}/hotplug-status connected",
     ]
     assert host.sysfs("vif3.0/mtu") == "1400"
     assert host.sysfs("vif3.0/address") == "fe:ff:ff:ff:ff:ff"
@@ -192,7 +195,7 @@ def test_without_bridge_or_mtu_nodes_the_first_bridge_and_its_mtu_are_taken(host
     assert host.run().returncode == 0, host.hotplug_log()
     calls = host.calls()
     assert "ip link set dev vif3.0 address fe:ff:ff:ff:ff:ff master br0 up" in calls
-    assert calls[-2:] == [f"write {FRONTEND}/mtu 9000", f"write {BACKEND}/hotplug-status connected"]
+    assert calls[-2:] == [f"write {FRONTEND}/mtu 9000", f"write {DEVD_BACKEND}/hotplug-status connected"]
 
 
 def test_a_vifname_renames_the_interface_first(host: Host) -> None:
@@ -208,7 +211,7 @@ def test_a_refused_mac_is_tolerated_as_xens_script_tolerates_it(host: Host) -> N
     host.backend(bridge="br0")
     assert host.run(FAKE_REFUSE_MAC="1").returncode == 0, host.hotplug_log()
     assert "ip link set dev vif3.0 master br0 up" in host.calls()
-    assert host.calls()[-1] == f"write {BACKEND}/hotplug-status connected"
+    assert host.calls()[-1] == f"write {DEVD_BACKEND}/hotplug-status connected"
     assert (host.root / "sys/class/net/br0/brif/vif3.0").is_dir()
 
 
@@ -231,8 +234,8 @@ def test_a_backend_node_that_is_not_what_libxl_writes_fails_the_device_and_chang
     assert done.returncode == 1
     calls = host.calls()
     assert not [c for c in calls if c.startswith("ip ")]
-    assert calls[0].startswith(f"write {BACKEND}/hotplug-error ") and why in calls[0]
-    assert calls[1] == f"write {BACKEND}/hotplug-status error"
+    assert calls[0].startswith(f"write {DEVD_BACKEND}/hotplug-error ") and why in calls[0]
+    assert calls[1] == f"write {DEVD_BACKEND}/hotplug-status error"
     assert why in host.hotplug_log()
 
 
@@ -249,7 +252,7 @@ def test_a_vif_that_does_not_end_up_on_the_bridge_fails_with_what_ip_said(host: 
     (host.root / "sys/class/net/br0/bridge").rmdir()  # `master` refused: no longer a bridge
     done = host.run()
     assert done.returncode == 1
-    assert host.calls()[-1] == f"write {BACKEND}/hotplug-status error"
+    assert host.calls()[-1] == f"write {DEVD_BACKEND}/hotplug-status error"
     assert "vif3.0 is not up on bridge br0" in host.hotplug_log()
 
 
@@ -265,23 +268,25 @@ def test_a_device_models_tap_interface_is_left_alone(host: Host) -> None:
     assert host.calls() == []
 
 
-ONLINE_CALLS = [
-    "ip link set dev vif3.0 address fe:ff:ff:ff:ff:ff master br0 up",
-    f"write {FRONTEND}/mtu 9000",
-    f"write {BACKEND}/hotplug-status connected",
-]
+def online_calls(backend: str) -> list[str]:
+    """A vif brought online on br0, the run given `backend` as its XENBUS_PATH."""
+    return [
+        "ip link set dev vif3.0 address fe:ff:ff:ff:ff:ff master br0 up",
+        f"write {FRONTEND}/mtu 9000",
+        f"write {backend}/hotplug-status connected",
+    ]
 
 
 def test_a_uevent_brings_the_vif_online_and_xl_devds_run_then_finds_it_done(host: Host) -> None:
     host.backend(bridge="br0")
     done = host.uevent()
     assert done.returncode == 0, host.hotplug_log()
-    assert host.calls() == ONLINE_CALLS
+    assert host.calls() == online_calls(BACKEND)
     assert host.claim().read_text() == "connected\n"
     assert "online (uevent): vif3.0 up on bridge br0 with MTU 9000, connected" in host.hotplug_log()
     host.nodes.unlink()  # xl devd's run does not even read the backend: a read would fail now
     assert host.run().returncode == 0, host.hotplug_log()
-    assert host.calls() == ONLINE_CALLS  # nothing done twice
+    assert host.calls() == online_calls(BACKEND)  # nothing done twice
     assert "vif3.0 brought online by its uevent run" in host.hotplug_log()
 
 
@@ -351,7 +356,7 @@ def test_xl_devds_run_takes_the_device_over_from_a_uevent_run_that_failed_or_die
         outcome = str(gone.pid)
     host.claim().write_text(f"{outcome}\n")
     assert host.run().returncode == 0, host.hotplug_log()
-    assert host.calls() == ONLINE_CALLS
+    assert host.calls() == online_calls(DEVD_BACKEND)
     assert host.claim().read_text() == "connected\n"
 
 
@@ -359,7 +364,7 @@ def test_a_claim_of_an_earlier_interface_of_the_same_backend_is_no_claim_and_goe
     host.backend(bridge="br0")
     host.claim(ifindex=5).write_text("connected\n")  # an attach before this one: that interface is gone
     assert host.run().returncode == 0, host.hotplug_log()
-    assert host.calls() == ONLINE_CALLS
+    assert host.calls() == online_calls(DEVD_BACKEND)
     assert not host.claim(ifindex=5).exists() and host.claim().read_text() == "connected\n"
 
 

@@ -77,17 +77,17 @@ case $command in
 esac
 [ -n "${XENBUS_PATH:-}" ] || { echo "$0: XENBUS_PATH is not set" >&2; exit 1; }
 name_ok "${vif:-}" || fatal "bad vif name: ${vif:-}"
-claim_id=${XENBUS_PATH#*/backend/vif/}
+claim_id=${XENBUS_PATH##*backend/vif/}  # (xl devd gives the path relative to this domain's home)
 claim_id=vif-bridge.${claim_id%%/*}.${claim_id#*/}
 brought_online() {  # $1: the interface, $2: its ifindex; true (and said) if a uevent run did the work
   said=
-  read -r said < "$claims/$claim_id.$2" 2> /dev/null
+  [ -e "$claims/$claim_id.$2" ] && read -r said < "$claims/$claim_id.$2"
   [ "$said" = connected ] || return 1
   echo "$0 online: $1 brought online by its uevent run" >&2
 }
 # xl devd's run after a uevent run that is done: nothing to read (the common case, and the cheap one)
-if [ -z "$uevent" ] && [ "$command" = online ] &&
-  read -r ifindex < "$sys/class/net/$vif/ifindex" 2> /dev/null && brought_online "$vif" "$ifindex"; then
+if [ -z "$uevent" ] && [ "$command" = online ] && [ -e "$sys/class/net/$vif/ifindex" ] &&
+  read -r ifindex < "$sys/class/net/$vif/ifindex" && brought_online "$vif" "$ifindex"; then
   exit 0
 fi
 # the backend's own nodes in one request (-f: whole paths, values never cut at 80 columns)
@@ -119,7 +119,7 @@ elif [ "$command" = online ]; then
   dev=$vif
   [ -e "$sys/class/net/$vif" ] || [ -z "$vifname" ] || dev=$vifname  # renamed by a uevent run
   ifindex=
-  read -r ifindex < "$sys/class/net/$dev/ifindex" 2> /dev/null
+  [ -e "$sys/class/net/$dev/ifindex" ] && read -r ifindex < "$sys/class/net/$dev/ifindex"
   if [ -n "$ifindex" ] && ! claim "$ifindex"; then
     looks=0
     while [ -e "$mine" ] && [ $looks -lt 150 ]; do  # (30 s: libxl kills this script at 40)
