@@ -164,10 +164,11 @@ mark xl-devd
 case ,$kinds, in *,network,*)
   # the interface netback makes for a guest's vif starts the image's vif-bridge at once, through mdev,
   # rather than seconds later through xl devd (see vif-bridge.sh; devd's own run then finds it done);
-  # mdev runs its commands with /bin/sh, and the script needs this domain's domid to name the backend.
-  # Without it (it does not start) every vif still comes online, later, through xl devd.
+  # mdev runs its commands with /bin/sh, and waits for each: `&`, or two vifs made together would be
+  # brought online one after the other. The script needs this domain's domid to name the backend.
+  # Without mdev (it does not start) every vif still comes online, later, through xl devd.
   [ -x /bin/sh ] || { mkdir -p /bin && ln -sf /usr/bin/busybox /bin/sh; }
-  echo 'SUBSYSTEM=net;vif[0-9]+\.[0-9]+ 0:0 600 @/etc/xen/scripts/vif-bridge uevent' > /etc/mdev.conf
+  echo 'SUBSYSTEM=net;vif[0-9]+\.[0-9]+ 0:0 600 @/etc/xen/scripts/vif-bridge uevent &' > /etc/mdev.conf
   if XENDDD_DD_DOMID=$(xenstore-read domid) && export XENDDD_DD_DOMID && mdev -d; then
     mark mdev
   else
