@@ -67,9 +67,13 @@ class FakeLibxl:
                 return -3
             ctypes.c_uint32.from_buffer(args[1]).value = args[2]
             return 0
-        if name == "libxl_dominfo_to_json":
+        if name == "libxl_dominfo_to_json":  # as libxl writes it: a field with its type's default is left out
             domid = ctypes.c_uint32.from_buffer(args[1]).value
-            return self._c_string(json.dumps({"domid": domid, **self.domains[domid]["info"]}))
+            info = {"domid": domid, **self.domains[domid]["info"]}
+            nil = "00000000-0000-0000-0000-000000000000"
+            return self._c_string(
+                json.dumps({k: v for k, v in info.items() if v not in (False, 0, None, nil)})
+            )
         if name == "libxl_domid_to_name":
             known = self.domains[args[1]].get("name")
             return self._c_string(known) if known else 0
@@ -257,6 +261,14 @@ def test_the_domains_are_listed_as_libxl_describes_them_each_disposed_of() -> No
     }
     found = DeviceCalls(lib, None, FakeXlu(), {}).domains()
     assert [d["name"] for d in found] == ["Domain-0", "domnet"]
+    # what libxl's JSON left out, its default value, is put back
+    assert {k: found[0][k] for k in ("domid", "uuid", "blocked", "shutdown", "shutdown_reason")} == {
+        "domid": 0,
+        "uuid": "00000000-0000-0000-0000-000000000000",
+        "blocked": False,
+        "shutdown": False,
+        "shutdown_reason": None,
+    }
     passed_on = {k: v for k, v in crashed.items() if k not in ("ssidref", "max_memkb")}
     assert found[1] == {"name": "domnet", "domid": 3, **passed_on}
     assert lib.calls.count("libxl_dominfo_init") == lib.calls.count("libxl_dominfo_dispose") == 4

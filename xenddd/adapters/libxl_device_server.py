@@ -42,20 +42,21 @@ NIC_DEFAULTS = (
     ("vif.default.gatewaydev", "gatewaydev"),
     ("vif.default.backend", "backend_domname"),
 )
-# what a listing gives of each domain's libxl_dominfo (xl list -v's columns)
-DOMINFO_FIELDS = (
-    "domid",
-    "uuid",
-    "running",
-    "blocked",
-    "paused",
-    "shutdown",
-    "shutdown_reason",
-    "dying",
-    "current_memkb",
-    "vcpu_online",
-    "cpu_time",
-)
+# What a listing gives of each domain's libxl_dominfo (xl list -v's columns), with each field's default:
+# libxl's JSON leaves out a field that has its type's default value (dom0's domid 0, a false flag, a nil
+# uuid), and the listing puts it back.
+DOMINFO_DEFAULTS: dict[str, object] = {
+    "uuid": "00000000-0000-0000-0000-000000000000",
+    "running": False,
+    "blocked": False,
+    "paused": False,
+    "shutdown": False,
+    "shutdown_reason": None,
+    "dying": False,
+    "current_memkb": 0,
+    "vcpu_online": 0,
+    "cpu_time": 0,
+}
 _P = ctypes.c_void_p
 
 
@@ -120,8 +121,9 @@ class DeviceCalls:
             return True
 
     def domains(self) -> list[dict[str, object]]:
-        """Every domain but stub domains (libxl_list_vm), each as its libxl_dominfo's DOMINFO_FIELDS and
-        its name; one that went, or lost its name, between the listing and its own look is left out."""
+        """Every domain but stub domains (libxl_list_vm), each as its libxl_dominfo's fields (those of
+        DOMINFO_DEFAULTS), its domid and its name; one that went, or lost its name, between the listing
+        and its own look is left out."""
         count = ctypes.c_int()
         listed = self._lib.libxl_list_vm(self._ctx, ctypes.byref(count))
         if not listed:
@@ -143,7 +145,8 @@ class DeviceCalls:
                 text = ctypes.string_at(name).decode()
             finally:
                 _libc().free(name)
-            found.append({"name": text, **{field: info.get(field) for field in DOMINFO_FIELDS}})
+            fields = {field: info.get(field, default) for field, default in DOMINFO_DEFAULTS.items()}
+            found.append({"name": text, "domid": domid, **fields})
         return found
 
     @contextlib.contextmanager
