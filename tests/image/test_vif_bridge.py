@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,8 +18,6 @@ BUSYBOX = shutil.which("busybox")
 pytestmark = pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed")
 
 BACKEND = "/local/domain/1/backend/vif/3/0"
-DEVD_BACKEND = "backend/vif/3/0"  # what xl devd, in the driver domain, gives as XENBUS_PATH
-SCRIPT = Path(str(resources.files("xenddd.image").joinpath("vif-bridge.sh")))
 FRONTEND = "/local/domain/3/device/vif/0"
 
 # busybox's `ip` as far as the script uses it, acting on the fake sysfs: renames, bridge ports, the up flag
@@ -56,8 +53,7 @@ while rest:
 """
 FAKE_XENSTORE_LS = """
 import os, sys
-# `-f PATH`: whole paths, as given (xl devd gives the backend's relative to the domain's home)
-print(open(os.environ["FAKE_NODES"]).read().replace(os.environ["FAKE_BACKEND"], sys.argv[2]), end="")
+print(open(os.environ["FAKE_NODES"]).read(), end="")
 """
 FAKE_XENSTORE_WRITE = """
 import os, sys
@@ -75,63 +71,38 @@ class Host:
     log: Path
     nodes: Path
 
-    def interface(
-        self, name: str, bridge: bool = False, mtu: int = 1500, up: bool = False, ifindex: int = 7
-    ) -> None:
+    def interface(self, name: str, bridge: bool = False, mtu: int = 1500, up: bool = False) -> None:
         directory = self.root / "sys/class/net" / name
         directory.mkdir(parents=True)
         (directory / "flags").write_text("0x1003\n" if up else "0x1002\n")
         (directory / "mtu").write_text(f"{mtu}\n")
-        (directory / "ifindex").write_text(f"{ifindex}\n")
         if bridge:
             (directory / "bridge").mkdir()
 
     def backend(self, **nodes: str) -> None:
-        script = "/etc/xen/scripts/vif-bridge"
-        every = {"frontend": FRONTEND, "frontend-id": "3", "state": "2", "script": script, **nodes}
+        every = {"frontend": FRONTEND, "frontend-id": "3", "state": "2", "script": "vif-bridge", **nodes}
         lines = [f'{BACKEND}/{key} = "{value}"' for key, value in every.items()]
         self.nodes.write_text("\n".join(lines) + "\n")
 
     def run(self, command: str = "online", **env: str) -> subprocess.CompletedProcess[str]:
-        """As `xl devd` runs it."""
-        return subprocess.run(
-            self._argv(command, "type_if=vif"),
-            env=self._env(XENBUS_PATH=DEVD_BACKEND, vif="vif3.0", **env),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-
-    def uevent(self, ifindex: str = "7", **env: str) -> subprocess.CompletedProcess[str]:
-        """As the image's mdev runs it for the interface netback made: no XENBUS_PATH, no vif."""
-        every = {"ACTION": "add", "MDEV": "vif3.0", "IFINDEX": ifindex, "XENDDD_DD_DOMID": "1", **env}
-        return subprocess.run(
-            self._argv("uevent"), env=self._env(**every), capture_output=True, text=True, check=False
-        )
-
-    def devd_in_background(self) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self._argv("online", "type_if=vif"),
-            env=self._env(XENBUS_PATH=DEVD_BACKEND, vif="vif3.0"),
-            text=True,
-        )
-
-    def _argv(self, *args: str) -> list[str]:
         assert BUSYBOX is not None
-        return [BUSYBOX, "sh", str(SCRIPT), *args]
-
-    def _env(self, **env: str) -> dict[str, str]:
-        return {
-            "PATH": f"{self.bin}:/usr/bin:/bin",
-            "XENDDD_DD_ROOT": str(self.root),
-            "FAKE_LOG": str(self.log),
-            "FAKE_NODES": str(self.nodes),
-            "FAKE_BACKEND": BACKEND,
-            **env,
-        }
-
-    def claim(self, ifindex: int = 7) -> Path:
-        return self.root / f"run/xen-hotplug/vif-bridge.3.0.{ifindex}"
+        script = resources.files("xenddd.image").joinpath("vif-bridge.sh")
+        with resources.as_file(script) as path:
+            return subprocess.run(
+                [BUSYBOX, "sh", str(path), command, "type_if=vif"],
+                env={
+                    "PATH": f"{self.bin}:/usr/bin:/bin",
+                    "XENDDD_DD_ROOT": str(self.root),
+                    "XENBUS_PATH": BACKEND,
+                    "vif": "vif3.0",
+                    "FAKE_LOG": str(self.log),
+                    "FAKE_NODES": str(self.nodes),
+                    **env,
+                },
+                capture_output=True,
+                text=True,
+                check=False,
+            )
 
     def calls(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []
@@ -147,7 +118,6 @@ class Host:
 def host(tmp_path: Path) -> Host:
     root, bin_dir = tmp_path / "root", tmp_path / "bin"
     (root / "var/log/xen").mkdir(parents=True)
-    (root / "run/xen-hotplug").mkdir(parents=True)
     bin_dir.mkdir()
     (root / "usr/bin").mkdir(parents=True)
     fakes = {
@@ -157,7 +127,7 @@ def host(tmp_path: Path) -> Host:
     }
     install(fakes)
     host = Host(root, bin_dir, tmp_path / "calls", tmp_path / "nodes")
-    host.interface("br0", bridge=True, mtu=9000, ifindex=3)
+    host.interface("br0", bridge=True, mtu=9000)
     host.interface("vif3.0")
     return host
 
@@ -170,7 +140,7 @@ def test_online_puts_the_vif_on_the_named_bridge_with_its_mtu_then_says_connecte
     assert host.calls() == [  # a vif never up has no address: nothing to flush
         "ip link set dev vif3.0 address fe:ff:ff:ff:ff:ff master br1 up",
         f"write {FRONTEND}/mtu 1400",
-        f"write {DEVD_BACKEND}/hotplug-status connected",
+        f"write {BACKEND}/hotplug-status connected",
     ]
     assert host.sysfs("vif3.0/mtu") == "1400"
     assert host.sysfs("vif3.0/address") == "fe:ff:ff:ff:ff:ff"
@@ -195,7 +165,7 @@ def test_without_bridge_or_mtu_nodes_the_first_bridge_and_its_mtu_are_taken(host
     assert host.run().returncode == 0, host.hotplug_log()
     calls = host.calls()
     assert "ip link set dev vif3.0 address fe:ff:ff:ff:ff:ff master br0 up" in calls
-    assert calls[-2:] == [f"write {FRONTEND}/mtu 9000", f"write {DEVD_BACKEND}/hotplug-status connected"]
+    assert calls[-2:] == [f"write {FRONTEND}/mtu 9000", f"write {BACKEND}/hotplug-status connected"]
 
 
 def test_a_vifname_renames_the_interface_first(host: Host) -> None:
@@ -211,7 +181,7 @@ def test_a_refused_mac_is_tolerated_as_xens_script_tolerates_it(host: Host) -> N
     host.backend(bridge="br0")
     assert host.run(FAKE_REFUSE_MAC="1").returncode == 0, host.hotplug_log()
     assert "ip link set dev vif3.0 master br0 up" in host.calls()
-    assert host.calls()[-1] == f"write {DEVD_BACKEND}/hotplug-status connected"
+    assert host.calls()[-1] == f"write {BACKEND}/hotplug-status connected"
     assert (host.root / "sys/class/net/br0/brif/vif3.0").is_dir()
 
 
@@ -234,8 +204,8 @@ def test_a_backend_node_that_is_not_what_libxl_writes_fails_the_device_and_chang
     assert done.returncode == 1
     calls = host.calls()
     assert not [c for c in calls if c.startswith("ip ")]
-    assert calls[0].startswith(f"write {DEVD_BACKEND}/hotplug-error ") and why in calls[0]
-    assert calls[1] == f"write {DEVD_BACKEND}/hotplug-status error"
+    assert calls[0].startswith(f"write {BACKEND}/hotplug-error ") and why in calls[0]
+    assert calls[1] == f"write {BACKEND}/hotplug-status error"
     assert why in host.hotplug_log()
 
 
@@ -252,7 +222,7 @@ def test_a_vif_that_does_not_end_up_on_the_bridge_fails_with_what_ip_said(host: 
     (host.root / "sys/class/net/br0/bridge").rmdir()  # `master` refused: no longer a bridge
     done = host.run()
     assert done.returncode == 1
-    assert host.calls()[-1] == f"write {DEVD_BACKEND}/hotplug-status error"
+    assert host.calls()[-1] == f"write {BACKEND}/hotplug-status error"
     assert "vif3.0 is not up on bridge br0" in host.hotplug_log()
 
 
@@ -266,110 +236,3 @@ def test_a_device_models_tap_interface_is_left_alone(host: Host) -> None:
     host.backend(bridge="br0")
     assert host.run("add").returncode == 0
     assert host.calls() == []
-
-
-def online_calls(backend: str) -> list[str]:
-    """A vif brought online on br0, the run given `backend` as its XENBUS_PATH."""
-    return [
-        "ip link set dev vif3.0 address fe:ff:ff:ff:ff:ff master br0 up",
-        f"write {FRONTEND}/mtu 9000",
-        f"write {backend}/hotplug-status connected",
-    ]
-
-
-def test_a_uevent_brings_the_vif_online_and_xl_devds_run_then_finds_it_done(host: Host) -> None:
-    host.backend(bridge="br0")
-    done = host.uevent()
-    assert done.returncode == 0, host.hotplug_log()
-    assert host.calls() == online_calls(BACKEND)
-    assert host.claim().read_text() == "connected\n"
-    assert "online (uevent): vif3.0 up on bridge br0 with MTU 9000, connected" in host.hotplug_log()
-    host.nodes.unlink()  # xl devd's run does not even read the backend: a read would fail now
-    assert host.run().returncode == 0, host.hotplug_log()
-    assert host.calls() == online_calls(BACKEND)  # nothing done twice
-    assert "vif3.0 brought online by its uevent run" in host.hotplug_log()
-
-
-def test_xl_devds_run_after_a_renaming_uevent_run_finds_the_interface_by_its_new_name(host: Host) -> None:
-    host.backend(bridge="br0", vifname="web0")
-    assert host.uevent().returncode == 0, host.hotplug_log()
-    calls = host.calls()
-    assert calls[0] == "ip link set dev vif3.0 name web0"
-    assert host.run().returncode == 0, host.hotplug_log()
-    assert host.calls() == calls and "web0 brought online by its uevent run" in host.hotplug_log()
-
-
-def test_a_uevent_for_a_backend_that_names_another_script_is_left_to_xl_devd(host: Host) -> None:
-    host.backend(bridge="br0", script="/etc/xen/scripts/vif-route")
-    assert host.uevent().returncode == 0
-    assert host.calls() == [] and not host.claim().exists()
-
-
-@pytest.mark.parametrize(
-    "env",
-    [
-        {"ACTION": "remove"},
-        {"MDEV": "eth0"},
-        {"MDEV": "vif3.0x"},
-        {"MDEV": "vif.0"},
-        {"IFINDEX": ""},
-        {"IFINDEX": "7;reboot"},
-        {"XENDDD_DD_DOMID": ""},
-    ],
-)
-def test_a_uevent_that_is_not_of_a_netback_vif_being_made_is_ignored(host: Host, env: dict[str, str]) -> None:
-    host.backend(bridge="br0")
-    assert host.uevent(**env).returncode == 0
-    assert host.calls() == []
-
-
-def test_a_uevent_run_leaves_a_device_that_xl_devds_run_has_claimed(host: Host) -> None:
-    host.backend(bridge="br0")
-    with subprocess.Popen(["sleep", "30"]) as devd_run:
-        host.claim().write_text(f"{devd_run.pid}\n")
-        assert host.uevent().returncode == 0
-        devd_run.kill()
-    assert host.calls() == []
-
-
-def test_xl_devds_run_waits_for_a_uevent_run_at_work_and_takes_its_outcome(host: Host) -> None:
-    host.backend(bridge="br0")
-    with subprocess.Popen(["sleep", "30"]) as uevent_run:
-        host.claim().write_text(f"{uevent_run.pid}\n")
-        devd = host.devd_in_background()
-        time.sleep(0.5)
-        assert devd.poll() is None  # still waiting
-        host.claim().write_text("connected\n")
-        assert devd.wait(timeout=10) == 0
-        uevent_run.kill()
-    assert host.calls() == []
-
-
-@pytest.mark.parametrize("outcome", ["error", "dead"])
-def test_xl_devds_run_takes_the_device_over_from_a_uevent_run_that_failed_or_died(
-    host: Host, outcome: str
-) -> None:
-    host.backend(bridge="br0")
-    if outcome == "dead":
-        with subprocess.Popen(["true"]) as gone:
-            gone.wait()
-        outcome = str(gone.pid)
-    host.claim().write_text(f"{outcome}\n")
-    assert host.run().returncode == 0, host.hotplug_log()
-    assert host.calls() == online_calls(DEVD_BACKEND)
-    assert host.claim().read_text() == "connected\n"
-
-
-def test_a_claim_of_an_earlier_interface_of_the_same_backend_is_no_claim_and_goes(host: Host) -> None:
-    host.backend(bridge="br0")
-    host.claim(ifindex=5).write_text("connected\n")  # an attach before this one: that interface is gone
-    assert host.run().returncode == 0, host.hotplug_log()
-    assert host.calls() == online_calls(DEVD_BACKEND)
-    assert not host.claim(ifindex=5).exists() and host.claim().read_text() == "connected\n"
-
-
-def test_offline_forgets_the_backends_claims(host: Host) -> None:
-    host.backend(bridge="br0")
-    assert host.uevent().returncode == 0
-    assert host.run("offline").returncode == 0, host.hotplug_log()
-    assert not host.claim().exists()

@@ -1,8 +1,7 @@
 # (no interpreter line: the builder writes it, naming the image's busybox)
 # /init of a driver domain booted from `xenddd image build`: no root disk, no udev, no systemd. Loads the
 # backends, sets up what the kernel command line asks (xenddd.* words, parsed by parse_words below and
-# by its twin xenddd/image/cmdline.py), starts `xl devd` for Xen's hotplug scripts (and, in a network
-# domain, `mdev -d` to start the image's vif-bridge as soon as netback makes a vif), runs
+# by its twin xenddd/image/cmdline.py), starts `xl devd` for Xen's hotplug scripts, runs
 # /etc/xenddd-dd/start.d/*, then writes the readiness key xenddd waits for (data/ready = 1; a storage
 # domain with data/feature-block-wait = 1 beside it, in the same write: see block.sh). Afterwards it
 # loads the driver of each PCI device that appears (passed through at boot or hot-plugged) and reports
@@ -161,21 +160,6 @@ configure() {  # addresses, routes and bridge ports for the interfaces present n
 configure
 xl devd -p /run/xl-devd.pid || fail "xl devd did not start (see /var/log/xen/xldevd.log)"
 mark xl-devd
-case ,$kinds, in *,network,*)
-  # the interface netback makes for a guest's vif starts the image's vif-bridge at once, through mdev,
-  # rather than seconds later through xl devd (see vif-bridge.sh; devd's own run then finds it done);
-  # mdev runs its commands with /bin/sh, and waits for each: `&`, or two vifs made together would be
-  # brought online one after the other. The script needs this domain's domid to name the backend.
-  # Without mdev (it does not start) every vif still comes online, later, through xl devd.
-  [ -x /bin/sh ] || { mkdir -p /bin && ln -sf /usr/bin/busybox /bin/sh; }
-  echo 'SUBSYSTEM=net;vif[0-9]+\.[0-9]+ 0:0 600 @/etc/xen/scripts/vif-bridge uevent &' > /etc/mdev.conf
-  if XENDDD_DD_DOMID=$(xenstore-read domid) && export XENDDD_DD_DOMID && mdev -d; then
-    mark mdev
-  else
-    say "mdev did not start: guests' vifs come online through xl devd alone"
-  fi
-  ;;
-esac
 # the backends only now: xl devd runs the hotplug script of a backend whose state it sees change, never
 # of one that reached InitWait before it watched (a guest attached while this domain boots)
 while read -r module; do

@@ -15,14 +15,6 @@
 # /etc/xen/scripts/vif-post.d run as in Xen's. The backend's nodes are the driver domain's own, written
 # by dom0's toolstack; a name, number or path in them that is not one is refused all the same. Each
 # device brought online is logged with the uptime it took (xen-hotplug.log has no timestamps).
-# `uevent`: run by the image's `mdev -d` (dd-init.sh) for the interface netback makes as a vif's backend
-# reaches InitWait (ACTION=add, MDEV=vifD.N, IFINDEX), it brings that device online about two seconds
-# before `xl devd` would start this script (devd first waits on the backend's state through xenstore,
-# then forks): most of a recovered guest's wait in a driver domain under emulation. Only a backend that
-# names this script; one naming another is left to `xl devd`. The two runs for one interface agree
-# through a claim file named by its ifindex: whichever comes second does nothing but wait for the
-# first's outcome (`xl devd`'s run exits 0 on `connected`, and takes the device over if the first failed
-# or died).
 # XENDDD_DD_ROOT (tests only) puts /sys, /var/log/xen, /etc/xen and /usr/bin/busybox under another
 # directory.
 
@@ -37,38 +29,13 @@ command=${1:-}
 [ $# -gt 0 ] && shift
 for arg; do case $arg in type_if=*) type_if=${arg#type_if=} ;; esac; done
 type_if=${type_if:-vif}
-uevent=
-if [ "$command" = uevent ]; then  # from mdev: netback has just made the interface
-  [ "${ACTION:-}" = add ] || exit 0
-  vif=${MDEV:-}
-  case $vif in vif[0-9]*.[0-9]*) ;; *) exit 0 ;; esac
-  ids=${vif#vif}
-  case ${ids%%.*}${ids#*.}:${XENDDD_DD_DOMID:-x}:${IFINDEX:-x} in *[!0-9:]*) exit 0 ;; esac
-  XENBUS_PATH=/local/domain/$XENDDD_DD_DOMID/backend/vif/${ids%%.*}/${ids#*.}
-  command=online uevent=" (uevent)"
-fi
-claims=$root/run/xen-hotplug
-mine=
 
 fatal() {
-  echo "$0 $command$uevent: $*" >&2
-  [ -z "$mine" ] || echo error > "$mine"
+  echo "$0 $command: $*" >&2
   xenstore-write "$XENBUS_PATH/hotplug-error" "$*" "$XENBUS_PATH/hotplug-status" error
   exit 1
 }
 name_ok() { case $1 in "" | *[!A-Za-z0-9_.-]*) return 1 ;; esac; [ ${#1} -le 15 ]; }
-forget_claims() {  # $1: the claim this run keeps, if any
-  for old in "$claims/$claim_id".*; do [ -e "$old" ] && [ "$old" != "${1:-}" ] && rm -f "$old"; done
-}
-claim() {  # $1: the ifindex of netback's interface; true if this run has the device to itself
-  mine=$claims/$claim_id.$1
-  forget_claims "$mine"  # of interfaces made for this backend path before, all gone since
-  set -C
-  { echo $$ > "$mine"; } 2> /dev/null
-  got=$?
-  set +C
-  return $got
-}
 
 case $command in
   online | offline) [ "$type_if" = vif ] || exit 0 ;;
@@ -77,21 +44,8 @@ case $command in
 esac
 [ -n "${XENBUS_PATH:-}" ] || { echo "$0: XENBUS_PATH is not set" >&2; exit 1; }
 name_ok "${vif:-}" || fatal "bad vif name: ${vif:-}"
-claim_id=${XENBUS_PATH##*backend/vif/}  # (xl devd gives the path relative to this domain's home)
-claim_id=vif-bridge.${claim_id%%/*}.${claim_id#*/}
-brought_online() {  # $1: the interface, $2: its ifindex; true (and said) if a uevent run did the work
-  said=
-  [ -e "$claims/$claim_id.$2" ] && read -r said < "$claims/$claim_id.$2"
-  [ "$said" = connected ] || return 1
-  echo "$0 online: $1 brought online by its uevent run" >&2
-}
-# xl devd's run after a uevent run that is done: nothing to read (the common case, and the cheap one)
-if [ -z "$uevent" ] && [ "$command" = online ] && [ -e "$sys/class/net/$vif/ifindex" ] &&
-  read -r ifindex < "$sys/class/net/$vif/ifindex" && brought_online "$vif" "$ifindex"; then
-  exit 0
-fi
 # the backend's own nodes in one request (-f: whole paths, values never cut at 80 columns)
-bridge=; vifname=; mtu=; frontend=; script=
+bridge=; vifname=; mtu=; frontend=
 nodes=$(xenstore-ls -f "$XENBUS_PATH") || fatal "cannot read $XENBUS_PATH"
 while IFS= read -r line; do
   key=${line%% = \"*}
@@ -102,7 +56,6 @@ while IFS= read -r line; do
     vifname) vifname=$value ;;
     mtu) mtu=$value ;;
     frontend) frontend=$value ;;
-    script) script=$value ;;
   esac
 done << NODES
 $nodes
@@ -111,31 +64,6 @@ if [ "$command" = online ]; then  # where the MTU goes at the end: checked befor
   guest=${frontend#/local/domain/}; guest=${guest%%/*}; devid=${frontend##*/}
   case $guest:$devid in *[!0-9:]* | :* | *:) fatal "bad frontend path: $frontend" ;; esac
   [ "$frontend" = "/local/domain/$guest/device/vif/$devid" ] || fatal "bad frontend path: $frontend"
-fi
-if [ -n "$uevent" ]; then
-  [ "${script##*/}" = vif-bridge ] || exit 0  # the backend names another script: xl devd runs that one
-  claim "$IFINDEX" || exit 0                  # xl devd's run of this script has the device
-elif [ "$command" = online ]; then
-  dev=$vif
-  [ -e "$sys/class/net/$vif" ] || [ -z "$vifname" ] || dev=$vifname  # renamed by a uevent run
-  ifindex=
-  [ -e "$sys/class/net/$dev/ifindex" ] && read -r ifindex < "$sys/class/net/$dev/ifindex"
-  if [ -n "$ifindex" ] && ! claim "$ifindex"; then
-    looks=0
-    while [ -e "$mine" ] && [ $looks -lt 150 ]; do  # (30 s: libxl kills this script at 40)
-      brought_online "$dev" "$ifindex" && exit 0
-      case $said in  # the uevent run's pid while it works (empty while rewritten), then its outcome
-        "") ;;
-        *[!0-9]*) break ;;                    # it failed: this run tries again
-        *) kill -0 "$said" 2> /dev/null || break ;;  # it died
-      esac
-      sleep 0.2
-      looks=$((looks + 1))
-    done
-    echo $$ > "$mine"
-  fi
-else
-  forget_claims
 fi
 
 dev=$vif
@@ -187,6 +115,5 @@ for hook in "$root"/etc/xen/scripts/vif-post.d/*.hook; do [ -x "$hook" ] && . "$
 [ "$command" = online ] || exit 0
 xenstore-write "$frontend/mtu" "$mtu" "$XENBUS_PATH/hotplug-status" connected ||
   fatal "cannot write $frontend/mtu and hotplug-status"
-[ -z "$mine" ] || echo connected > "$mine"
 read -r ended _ < /proc/uptime
-echo "$0 online$uevent: $dev up on bridge $bridge with MTU $mtu, connected (uptime $started to $ended s)" >&2
+echo "$0 online: $dev up on bridge $bridge with MTU $mtu, connected (uptime $started to $ended s)" >&2
