@@ -225,8 +225,10 @@ class FrontendSteps:
         now = self._t.clock()
         stuck = []
         for pending in incident.frontends:
+            if not pending.attached or now < pending.confirm_deadline:
+                continue
             guest = self._t.guests.current_domid(pending.frontend)
-            if not pending.attached or now < pending.confirm_deadline or guest is None:
+            if guest is None:
                 continue
             state = self._t.guests.backend_state(incident.new_domid, guest, pending.frontend)
             if state is not None and state < XenbusState.INIT_WAIT:

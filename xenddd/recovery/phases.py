@@ -558,13 +558,7 @@ class Recovery:
             ", ".join(devices),
             spec.readiness.reattach_timeout_seconds,
         )
-        try:
-            self._t.hypervisor.destroy(spec.name, incident.new_domid)
-        except XendddError as exc:  # still running: judged again on the next pass
-            log.error("%s: destroying domid %s failed: %s", spec.name, incident.new_domid, exc)
-            return False
-        self._died_again(spec, record, incident, None)
-        return True
+        return self._destroyed_as_dead(spec, record, incident)
 
     def _serves(self, spec: DriverDomainSpec, incident: Incident) -> bool:
         """Any device Connected through the incident's new instance, by dom0's record and both ends."""
@@ -593,12 +587,18 @@ class Recovery:
             return
         log.error("%s: its disks could not be attached after its promotion: %s", spec.name, done.error)
         self._t.event("disks-failed", spec.name, incident, domid=incident.new_domid, error=str(done.error))
+        self._destroyed_as_dead(spec, record, incident)  # (if it is still running: tried again next pass)
+
+    def _destroyed_as_dead(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> bool:
+        """The incident's new instance destroyed and judged at once as one that died; False if the destroy
+        failed (it still runs, and the next pass judges it again)."""
         try:
             self._t.hypervisor.destroy(spec.name, incident.new_domid)
-        except XendddError as exc:  # still running: its disks are tried again on the next pass
+        except XendddError as exc:
             log.error("%s: destroying domid %s failed: %s", spec.name, incident.new_domid, exc)
-            return
+            return False
         self._died_again(spec, record, incident, None)
+        return True
 
     def _submit_disks(self, spec: DriverDomainSpec) -> None:
         key = (spec.name, "disks")
