@@ -218,9 +218,7 @@ def test_a_silent_instance_ready_by_running_alone_is_not_taken_for_unresponsive(
     sim.host.unresponsive_next.add("domnet")
     sim.host.crash("domnet")
     wait_until(lambda: events(handle, "reattach-failed"), what="a stalled handshake given up")
-    kernel = sim.host.domains["domnet"].kernel
-    assert isinstance(kernel, BackendKernel)
-    kernel.stall_initwait = False
+    domnet_kernel(sim.host).stall_initwait = False
     wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery completed")
     wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every frontend connected again")
     assert not events(handle, "unresponsive") and len(events(handle, "restarted")) == 1
@@ -238,9 +236,7 @@ def test_one_guest_whose_backend_is_never_probed_does_not_take_its_driver_domain
         def attach(self, guest: str, kind: DeviceKind, *args: Any) -> None:
             if guest == "cache" and kind is DeviceKind.VIF and not released.is_set():
                 wait_until(lambda: connected_vifs(self.host) == {"web", "db"}, what="web and db first")
-                kernel = self.host.domains["domnet"].kernel
-                assert isinstance(kernel, BackendKernel)
-                kernel.stall_initwait = True
+                domnet_kernel(self.host).stall_initwait = True
             super().attach(guest, kind, *args)
 
     handle = start_daemon(reattach_timeout=0.5, hypervisor=CacheUnprobed)
@@ -251,12 +247,17 @@ def test_one_guest_whose_backend_is_never_probed_does_not_take_its_driver_domain
     (stalled, *_) = events(handle, "reattach-failed")
     assert stalled["guest"] == "cache" and "backend INITIALISING" in str(stalled["error"])
     released.set()
-    kernel = sim.host.domains["domnet"].kernel
-    assert isinstance(kernel, BackendKernel)
-    kernel.stall_initwait = False
+    domnet_kernel(sim.host).stall_initwait = False
     wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery completed")
     wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every frontend connected again")
     assert not events(handle, "unresponsive") and len(events(handle, "restarted")) == 1
+
+
+def domnet_kernel(host: SimHost) -> BackendKernel:
+    """The running domnet's netback and `xl devd`, whose probing a test stops and starts again."""
+    kernel = host.domains["domnet"].kernel
+    assert isinstance(kernel, BackendKernel)
+    return kernel
 
 
 def connected_vifs(host: SimHost) -> set[str]:
