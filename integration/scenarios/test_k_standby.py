@@ -15,6 +15,8 @@ XENDDD_IT_SELECT='smoke or network_dd or vs_peers or standby' XENDDD_IT_RELEASES
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import domid, run, say, wait_until, xs_read
@@ -39,16 +41,32 @@ def standby_ready(name: str = "domnet") -> int | None:
     return standby if standby is not None and xs_read(f"/local/domain/{standby}/data/ready") == "1" else None
 
 
-def test_xenddd_with_a_standby_recovers_the_same_crashes_by_promoting_it() -> None:
+@contextmanager
+def xl_owned_domnet(edit: Callable[[str], str] = with_standby) -> Iterator[int]:
+    """domnet taken from libvirt (destroyed, undefined) and run by xenddd with the config `edit` makes of
+    the installed one; yields the xl-owned domnet's domid once both guests' vifs are Connected through it.
+    Afterwards xenddd stops, both instances go, the config is put back and domnet goes back to libvirt."""
     base = CONFIG.read_text()
     old = domid("domnet")
     run("systemctl", "stop", "xenddd")
     run(*VIRSH, "destroy", "domnet")
     run(*VIRSH, "undefine", "domnet")
-    CONFIG.write_text(with_standby(base))
+    CONFIG.write_text(edit(base))
     try:
         run("systemctl", "start", "xenddd")
-        wait_for_both_vifs(old, "xenddd's recovery onto an xl-owned domnet")
+        yield wait_for_both_vifs(old, "xenddd's recovery onto an xl-owned domnet")
+    finally:
+        run("systemctl", "stop", "xenddd")
+        old = domid("domnet")
+        for name in ("domnet-standby", "domnet"):
+            run("xl", "destroy", name, check=False)
+        CONFIG.write_text(base)
+        run("systemctl", "start", "xenddd")
+        wait_for_both_vifs(old, "back on libvirt's domnet")
+
+
+def test_xenddd_with_a_standby_recovers_the_same_crashes_by_promoting_it() -> None:
+    with xl_owned_domnet():
         wait_until(standby_ready, 400, "domnet's standby ready")
         listed = run(*VIRSH, "list", "--all", "--name").stdout.split()
         assert "domnet" not in listed and "domnet-standby" not in listed, listed
@@ -59,11 +77,3 @@ def test_xenddd_with_a_standby_recovers_the_same_crashes_by_promoting_it() -> No
             crash_and_measure("xenddd", round_no, path="standby")
             assert domid("domnet") == standby, "the standby was not the instance promoted"
         say("standby: every crash recovered by promoting the standby")
-    finally:
-        run("systemctl", "stop", "xenddd")
-        old = domid("domnet")
-        for name in ("domnet-standby", "domnet"):
-            run("xl", "destroy", name, check=False)
-        CONFIG.write_text(base)
-        run("systemctl", "start", "xenddd")
-        wait_for_both_vifs(old, "back on libvirt's domnet")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from conftest import domid, run, say, wait_until, xenddd_json
 from test_c_network_dd import vif_connected_to
-from test_c_vs_peers import GUESTS, wait_for_both_vifs
-from test_k_standby import CONFIG, VIRSH, standby_ready, with_standby
+from test_c_vs_peers import GUESTS
+from test_k_standby import standby_ready, with_standby, xl_owned_domnet
 
 ON_DEMAND = True
 
@@ -29,15 +29,7 @@ def quick_reattach(toml: str) -> str:
 
 
 def test_a_promoted_standby_that_never_probes_its_vifs_is_destroyed_and_the_recovery_goes_cold() -> None:
-    base = CONFIG.read_text()
-    old = domid("domnet")
-    run("systemctl", "stop", "xenddd")
-    run(*VIRSH, "destroy", "domnet")
-    run(*VIRSH, "undefine", "domnet")
-    CONFIG.write_text(quick_reattach(with_standby(base)))
-    try:
-        run("systemctl", "start", "xenddd")
-        active = wait_for_both_vifs(old, "xenddd's recovery onto an xl-owned domnet")
+    with xl_owned_domnet(lambda toml: quick_reattach(with_standby(toml))) as active:
         standby = wait_until(standby_ready, 400, "domnet's standby ready")
         seen = len(xenddd_json("events")["items"])
         run("xl", "pause", "domnet-standby")
@@ -54,11 +46,3 @@ def test_a_promoted_standby_that_never_probes_its_vifs_is_destroyed_and_the_reco
         assert ("unresponsive", standby) in names and ("crashed-again", standby) in names, names
         assert ("recovered", new) in names, names
         say(f"unresponsive: promoted domid {standby} destroyed, recovered cold as domid {new}")
-    finally:
-        run("systemctl", "stop", "xenddd")
-        old = domid("domnet")
-        for name in ("domnet-standby", "domnet"):
-            run("xl", "destroy", name, check=False)
-        CONFIG.write_text(base)
-        run("systemctl", "start", "xenddd")
-        wait_for_both_vifs(old, "back on libvirt's domnet")
