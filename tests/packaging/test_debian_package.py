@@ -76,6 +76,14 @@ def test_the_package_installs_the_command_the_unit_the_config_and_the_example(de
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]  # compiled on the host
 
 
+def test_every_script_the_image_builder_reads_is_in_the_package(deb: Path) -> None:
+    """`xenddd image build` reads the image's scripts from the installed package (builder.py): one left
+    out of the package data builds nowhere but in a clone."""
+    shipped = {Path(f).name for f in contents(deb) if "/dist-packages/xenddd/image/" in f}
+    scripts = {path.name for path in (TOP / "xenddd/image").glob("*.sh")}
+    assert scripts and scripts <= shipped, sorted(scripts - shipped)
+
+
 def test_the_do_nothing_config_is_the_only_conffile(deb: Path) -> None:
     assert member(deb, "/conffiles", "--ctrl-tarfile").decode().split() == ["/etc/xenddd/xenddd.toml"]
     assert member(deb, "/etc/xenddd/xenddd.toml") == INSTALLED_CONFIG_PATH.read_bytes()
