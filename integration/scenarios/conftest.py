@@ -306,6 +306,32 @@ def instance_phases(old: int, new: int, *, booted: bool = True, kind: str = "vif
     return phases
 
 
+def created_to_ready(domid: int) -> float | None:
+    """A domain's restart-to-ready in xenstored's log, for a start no crash preceded (instance_phases has it
+    for a recovery): the toolstack's first write of its name until its own write of data/ready; None where
+    xenstored keeps no such log."""
+    if not ACCESS_LOG.exists():
+        return None
+    name = f"/local/domain/{domid}/name"
+
+    def found() -> float | None:
+        created = ready = None
+        for log in sorted(ACCESS_LOG.parent.glob(ACCESS_LOG.name + "*")):
+            for line in log.read_text(errors="replace").splitlines():
+                match = ACCESS_WRITE.match(line)
+                if match is None:
+                    continue
+                stamp, conn, node, value = match.groups()
+                if node == name and created is None:
+                    created = _stamp(stamp)
+                elif conn.split(".")[0] == f"D{domid}" and node == "data/ready" and value.strip() == "1":
+                    ready = _stamp(stamp) if ready is None else min(ready, _stamp(stamp))
+        return ready - created if created is not None and ready is not None else None
+
+    elapsed: float = wait_until(found, 30, f"domid {domid}'s start in {ACCESS_LOG}")
+    return elapsed
+
+
 def _stamp(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y%m%dT%H:%M:%S.%f").timestamp()
 

@@ -8,11 +8,12 @@ Connected (`disks-attached`). feblk must read back what it wrote before any cras
 instance's death until feblk's vbd backend is Connected in the promoted instance, in xenstored's log
 (`mttr_log`, as (k) measures domnet's; the MTTR observed by polling is recorded beside it).
 
-The issue's goal compares it with the driver domain's own restart-to-ready, measured in the same boot by
-(d)'s cold recovery in the same log (`dd_restart`: the new instance's creation until its readiness key,
-as for domnet; before 2026-12-05 morning, (d)'s `ready` phase, detection until xenddd saw it ready, and
-the observed MTTR); the ratio goes to results/<machine>/standby_storage.txt (goal <= 0.5). Afterwards
-domstore goes back to libvirt.
+The issue's goal compares it with the driver domain's own restart-to-ready. Its data disk is served in
+dom0 through the package's lean block script (/usr/libexec/xenddd/block) rather than Xen's, so the
+fair measure is the same config's: xl's domstore's own start in this scenario (creation to readiness
+key in xenstored's log, the data disk attached in its build); beside it, (d)'s cold recovery of the
+libvirt-owned domstore in this boot, with Xen's script (`dd_restart`). The ratios go to
+results/<machine>/standby_storage.txt (goal <= 0.5). Afterwards domstore goes back to libvirt.
 XENDDD_IT_SELECT='smoke or block_dd or storage_promotion' XENDDD_IT_RELEASES=trixie scripts/integration -k pc
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from conftest import (
     RESULTS,
     Console,
+    created_to_ready,
     domid,
     instance_phases,
     recovery_phases,
@@ -44,6 +46,15 @@ ON_DEMAND = True
 ROUNDS = 2
 CONFIG = Path("/etc/xenddd/xenddd.toml")
 DATA_DISK = 51728  # xvdb, domstore's own disk from dom0
+LEAN_BLOCK = "/usr/libexec/xenddd/block"  # the package's block script for dom0 (xenddd/image/block.sh)
+
+
+def lean_data_disk(toml: str) -> str:
+    """domstore's data disk (xvdb) served through the package's block script in dom0, not Xen's: its
+    `block-attach` to the promoted standby waited 5.8-7.5 s on Xen's under emulation."""
+    line = 'vdev = "xvdb"\n'
+    assert toml.count(line) == 1, toml
+    return toml.replace(line, f'{line}script = "{LEAN_BLOCK}"\n')
 
 
 def store_standby_ready() -> int | None:
@@ -115,12 +126,13 @@ def test_a_promoted_storage_domain_gets_the_data_disk_and_the_guest_reads_its_da
     run("systemctl", "stop", "xenddd")
     run(*VIRSH, "destroy", "domstore")
     run(*VIRSH, "undefine", "domstore")
-    CONFIG.write_text(with_standby(base, "domstore"))
+    CONFIG.write_text(lean_data_disk(with_standby(base, "domstore")))
     try:
         run("systemctl", "start", "xenddd")
         active = wait_until(lambda: (d := domid("domstore")) not in (None, old) and d, 300, "xl's domstore")
         wait_until(lambda: vbd_connected_to(active), 300, "feblk's vbd Connected through xl's domstore")
         wait_until(store_standby_ready, 400, "domstore's standby ready")
+        own = created_to_ready(active)  # the same config's start: the lean script in its build too
         mttrs = [crash_and_promote(round_no, token) for round_no in range(1, ROUNDS + 1)]
         median = statistics.median(mttrs)
         rounds = " / ".join(f"{m:.1f}" for m in mttrs)
@@ -128,8 +140,13 @@ def test_a_promoted_storage_domain_gets_the_data_disk_and_the_guest_reads_its_da
             f"storage standby, data disk moved at the promotion: MTTR (death to feblk's vbd Connected in "
             f"xenstored's log) {rounds} s, median {median:.1f} s = {median / cold_ready:.2f} of the DD's "
             f"restart-to-ready {cold_ready:.1f} s (creation to readiness key, (d)'s cold recovery in this "
-            "boot; goal <= 0.50)"
+            "boot)"
         )
+        if own is not None:
+            report += (
+                f"; {median / own:.2f} of xl's domstore's own start to ready with the same config "
+                f"({own:.1f} s: its data disk through {LEAN_BLOCK} in its build too; goal <= 0.50)"
+            )
         (RESULTS / "standby_storage.txt").write_text(report + "\n")
         say(report)
     finally:

@@ -76,12 +76,20 @@ class Domain:
     def mounts(self, *lines: str) -> None:
         (self.root / "proc/mounts").write_text("".join(f"{line}\n" for line in lines))
 
-    def run(self, command: str = "add", **env: str) -> subprocess.CompletedProcess[str]:
+    def run(self, command: str = "add", dom0: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
+        """`dom0`: as the Debian package installs it for dom0 (debian/rules): bash, Xen's own script
+        named by `xen_block` on the first line (here the root's etc/xen/scripts/block)."""
         assert BUSYBOX is not None
         script = resources.files("xenddd.image").joinpath("block.sh")
         with resources.as_file(script) as path:
+            shell = [BUSYBOX, "sh", str(path)]
+            if dom0:
+                installed = self.root.parent / "dom0-block"
+                xen_block = self.root / "etc/xen/scripts/block"
+                installed.write_text(f"#!/bin/bash\nxen_block={xen_block}\n" + path.read_text())
+                shell = ["bash", str(installed)]
             return subprocess.run(
-                [BUSYBOX, "sh", str(path), command],
+                [*shell, command],
                 env={
                     "PATH": f"{self.bin}:/usr/bin:/bin",
                     "XENDDD_DD_ROOT": str(self.root),
@@ -154,7 +162,7 @@ def test_the_device_waits_for_xens_block_lock(dom: Domain) -> None:
     this one until then; the lock is free again afterwards."""
     dom.device("/dev/xvdb")
     dom.backends(**{"3_51728": disk()})
-    lockfile = dom.root / "var/run/xen-hotplug/block"
+    lockfile = dom.root / "var/lock/xen-hotplug/block"
     lockfile.parent.mkdir(parents=True)
     with open(lockfile, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -218,6 +226,18 @@ def test_what_is_not_a_block_device_of_the_domain_goes_to_xens_script(
     for command in ("add", "remove"):
         assert dom.run(command).returncode == 0
     assert dom.calls() == ["xen block add", "xen block remove"]
+
+
+def test_in_dom0_a_device_is_served_and_anything_else_goes_to_xens_block(dom: Domain) -> None:
+    xen = dom.root / "etc/xen/scripts/block"
+    xen.write_text(FAKE_XEN_SCRIPT.replace("xen block", "dom0's xen block"))
+    xen.chmod(0o755)
+    dom.device("/dev/xvdb")
+    dom.backends(**{"3_51728": disk()})
+    assert dom.run(dom0=True).returncode == 0
+    dom.backends(**{"3_51728": disk("/srv/disk.img")})
+    assert dom.run(dom0=True).returncode == 0
+    assert dom.calls() == [CONNECTED, "dom0's xen block add"]
 
 
 def test_removing_a_block_device_of_the_domain_has_nothing_to_undo(dom: Domain) -> None:

@@ -19,6 +19,7 @@ from xenddd.cli.main import cli
 from xenddd.config.loader import EXAMPLE_CONFIG_PATH, INSTALLED_CONFIG_PATH
 
 TOP = Path(__file__).resolve().parents[2]
+DOM0_BLOCK = "/usr/libexec/xenddd/block"
 # the first build installs the build dependencies with apt
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -82,6 +83,15 @@ def test_every_script_the_image_builder_reads_is_in_the_package(deb: Path) -> No
     shipped = {Path(f).name for f in contents(deb) if "/dist-packages/xenddd/image/" in f}
     scripts = {path.name for path in (TOP / "xenddd/image").glob("*.sh")}
     assert scripts and scripts <= shipped, sorted(scripts - shipped)
+
+
+def test_dom0_gets_the_image_block_script_for_a_driver_domains_own_disks(deb: Path) -> None:
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+    modes = {line.split()[-1].removeprefix("."): line.split()[0] for line in listing.splitlines()}
+    assert modes.get(DOM0_BLOCK) == "-rwxr-xr-x", modes.get(DOM0_BLOCK)
+    script = member(deb, DOM0_BLOCK).decode()
+    assert script.startswith("#!/bin/bash\nxen_block=/etc/xen/scripts/block\n")
+    assert script.endswith((TOP / "xenddd/image/block.sh").read_text())
 
 
 def test_the_do_nothing_config_is_the_only_conffile(deb: Path) -> None:

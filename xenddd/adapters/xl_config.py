@@ -70,6 +70,7 @@ def disk_spec(disk: DiskSpec, hvm: bool) -> str:
     items += [("access", "ro" if disk.readonly else "rw")]
     items += [("backend", disk.backend)] if disk.backend != DOM0_BACKEND else []
     items += [("backendtype", "phy" if block else "qdisk")]
+    items += [("script", disk.script)] if disk.script else []
     return _spec(items) + f",target={_checked(str(disk.path))}"
 
 

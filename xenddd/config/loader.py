@@ -165,6 +165,8 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
         raise t.error("pci", "the same PCI device is listed twice")
     if name in spec.upstreams:
         raise t.error("vif" if name in [v.backend for v in vifs] else "disk", f"{name!r} cannot serve itself")
+    if spec.toolstack != "xl" and any(disk.script for disk in disks):
+        raise t.error("disk", 'libvirt\'s libxl driver cannot give a disk a hotplug script: toolstack = "xl"')
     if spec.standby.enabled:
         _check_standby(t, spec)
     if spec.reconnect == "in-place":
@@ -240,9 +242,19 @@ def _disk(t: TableReader) -> DiskSpec:
         format=t.choice("format", ("raw", "qcow2", "vhd"), "raw"),
         readonly=t.boolean("readonly", False),
         backend=t.checked("backend", _backend_name, default=DOM0_BACKEND),
+        script=t.checked("script", _disk_script, default=None),
     )
     t.finish()
     return disk
+
+
+def _disk_script(value: object) -> str | None:
+    """A name under /etc/xen/scripts or an absolute path, which xl's disk syntax can carry (no comma)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"(/[A-Za-z0-9_.+-]+)+|[A-Za-z0-9_.+-]+", value):
+        raise InputError("must be a script's name under /etc/xen/scripts or its absolute path")
+    return value
 
 
 def _vif(t: TableReader, domain: str, index: int) -> VifSpec:

@@ -59,6 +59,9 @@ class DiskSpec:
     format: str = "raw"
     readonly: bool = False
     backend: str = DOM0_BACKEND
+    # the hotplug script its backend runs, as xl's `script=` names it (a name under /etc/xen/scripts or
+    # an absolute path); None: the toolstack's own (`block` for a device)
+    script: str | None = None
 
 
 @dataclass(frozen=True)
