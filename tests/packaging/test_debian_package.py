@@ -37,9 +37,14 @@ def deb() -> Path:
     return path
 
 
-def contents(deb: Path) -> set[str]:
+def modes(deb: Path) -> dict[str, str]:
+    """Every path the package installs, with its mode as `dpkg-deb -c` shows it (`-rwxr-xr-x`)."""
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
-    return {line.split()[-1].removeprefix(".") for line in listing.splitlines() if not line.startswith("d")}
+    return {line.split()[-1].removeprefix("."): line.split()[0] for line in listing.splitlines()}
+
+
+def contents(deb: Path) -> set[str]:
+    return {path for path, mode in modes(deb).items() if not mode.startswith("d")}
 
 
 def control_field(deb: Path, field: str) -> str:
@@ -86,9 +91,7 @@ def test_every_script_the_image_builder_reads_is_in_the_package(deb: Path) -> No
 
 
 def test_dom0_gets_the_image_block_script_for_a_driver_domains_own_disks(deb: Path) -> None:
-    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
-    modes = {line.split()[-1].removeprefix("."): line.split()[0] for line in listing.splitlines()}
-    assert modes.get(DOM0_BLOCK) == "-rwxr-xr-x", modes.get(DOM0_BLOCK)
+    assert modes(deb).get(DOM0_BLOCK) == "-rwxr-xr-x", modes(deb).get(DOM0_BLOCK)
     script = member(deb, DOM0_BLOCK).decode()
     assert script.startswith("#!/bin/bash\nxen_block=/etc/xen/scripts/block\n")
     assert script.endswith((TOP / "xenddd/image/block.sh").read_text())
