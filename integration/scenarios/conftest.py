@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -264,31 +264,30 @@ def instance_phases(old: int, new: int, *, booted: bool = True, kind: str = "vif
     def found() -> dict[str, float] | None:
         firsts: dict[str, float] = {}
         deaths: list[float] = []
-        for log in sorted(ACCESS_LOG.parent.glob(ACCESS_LOG.name + "*")):
-            for line in log.read_text(errors="replace").splitlines():
-                died = ACCESS_RELEASE.match(line)
-                if died is not None:
-                    deaths.append(_stamp(died.group(1)))
-                    continue
-                if crash not in line and name not in line and f"D{new}" not in line:
-                    continue
-                match = ACCESS_WRITE.match(line)
-                if match is None:
-                    continue
-                stamp, conn, node, value = match.groups()
-                mine, value = conn.split(".")[0] == f"D{new}", value.strip()
-                if node == crash and value == "1":
-                    what = "crash"
-                elif node == name:
-                    what = "created"
-                elif mine and node == "data/ready" and value == "1":
-                    what = "ready"
-                elif mine and connected.match(node) and value == "4":
-                    what = node
-                else:
-                    continue
-                when = _stamp(stamp)
-                firsts[what] = min(firsts.get(what, when), when)
+        for line in _access_log_lines():
+            died = ACCESS_RELEASE.match(line)
+            if died is not None:
+                deaths.append(_stamp(died.group(1)))
+                continue
+            if crash not in line and name not in line and f"D{new}" not in line:
+                continue
+            match = ACCESS_WRITE.match(line)
+            if match is None:
+                continue
+            stamp, conn, node, value = match.groups()
+            mine, value = conn.split(".")[0] == f"D{new}", value.strip()
+            if node == crash and value == "1":
+                what = "crash"
+            elif node == name:
+                what = "created"
+            elif mine and node == "data/ready" and value == "1":
+                what = "ready"
+            elif mine and connected.match(node) and value == "4":
+                what = node
+            else:
+                continue
+            when = _stamp(stamp)
+            firsts[what] = min(firsts.get(what, when), when)
         backends = [when for what, when in firsts.items() if what.startswith("backend/")]
         death = min((when for when in deaths if when >= firsts.get("crash", float("inf"))), default=None)
         if death is None or not backends or (booted and not {"created", "ready"} <= firsts.keys()):
@@ -316,20 +315,25 @@ def created_to_ready(domid: int) -> float | None:
 
     def found() -> float | None:
         created = ready = None
-        for log in sorted(ACCESS_LOG.parent.glob(ACCESS_LOG.name + "*")):
-            for line in log.read_text(errors="replace").splitlines():
-                match = ACCESS_WRITE.match(line)
-                if match is None:
-                    continue
-                stamp, conn, node, value = match.groups()
-                if node == name and created is None:
-                    created = _stamp(stamp)
-                elif conn.split(".")[0] == f"D{domid}" and node == "data/ready" and value.strip() == "1":
-                    ready = _stamp(stamp) if ready is None else min(ready, _stamp(stamp))
+        for line in _access_log_lines():
+            match = ACCESS_WRITE.match(line)
+            if match is None:
+                continue
+            stamp, conn, node, value = match.groups()
+            if node == name and created is None:
+                created = _stamp(stamp)
+            elif conn.split(".")[0] == f"D{domid}" and node == "data/ready" and value.strip() == "1":
+                ready = _stamp(stamp) if ready is None else min(ready, _stamp(stamp))
         return ready - created if created is not None and ready is not None else None
 
     elapsed: float = wait_until(found, 30, f"domid {domid}'s start in {ACCESS_LOG}")
     return elapsed
+
+
+def _access_log_lines() -> Iterator[str]:
+    """Every line of xenstored's access log and its rotated files, in their files' name order."""
+    for log in sorted(ACCESS_LOG.parent.glob(ACCESS_LOG.name + "*")):
+        yield from log.read_text(errors="replace").splitlines()
 
 
 def _stamp(stamp: str) -> float:

@@ -16,7 +16,7 @@ XENDDD_IT_SELECT='smoke or network_dd or vs_peers or standby' XENDDD_IT_RELEASES
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from conftest import domid, run, say, wait_until, xs_read
@@ -41,28 +41,39 @@ def standby_ready(name: str = "domnet") -> int | None:
     return standby if standby is not None and xs_read(f"/local/domain/{standby}/data/ready") == "1" else None
 
 
+# Given the instance it replaces (None: none ran), waits until a new instance of a driver domain
+# serves its guests again and returns its domid; the string says what for.
+Settled = Callable[[int | None, str], int]
+
+
 @contextmanager
-def xl_owned_domnet(edit: Callable[[str], str] = with_standby) -> Iterator[int]:
-    """domnet taken from libvirt (destroyed, undefined) and run by xenddd with the config `edit` makes of
-    the installed one; yields the xl-owned domnet's domid once both guests' vifs are Connected through it.
-    Afterwards xenddd stops, both instances go, the config is put back and domnet goes back to libvirt."""
+def xl_owned(name: str, edit: Callable[[str], str], settled: Settled, back: Settled) -> Iterator[int]:
+    """Driver domain `name` taken from libvirt (destroyed, undefined) and run by xenddd with the config
+    `edit` makes of the installed one; yields its xl-owned domid once `settled` says it serves its guests.
+    Afterwards xenddd stops, both instances go, the config is put back and `name` goes back to libvirt
+    (`back` waits for that)."""
     base = CONFIG.read_text()
-    old = domid("domnet")
+    old = domid(name)
     run("systemctl", "stop", "xenddd")
-    run(*VIRSH, "destroy", "domnet")
-    run(*VIRSH, "undefine", "domnet")
+    run(*VIRSH, "destroy", name)
+    run(*VIRSH, "undefine", name)
     CONFIG.write_text(edit(base))
     try:
         run("systemctl", "start", "xenddd")
-        yield wait_for_both_vifs(old, "xenddd's recovery onto an xl-owned domnet")
+        yield settled(old, f"xenddd's recovery onto an xl-owned {name}")
     finally:
         run("systemctl", "stop", "xenddd")
-        old = domid("domnet")
-        for name in ("domnet-standby", "domnet"):
-            run("xl", "destroy", name, check=False)
+        old = domid(name)
+        for instance in (f"{name}-standby", name):
+            run("xl", "destroy", instance, check=False)
         CONFIG.write_text(base)
         run("systemctl", "start", "xenddd")
-        wait_for_both_vifs(old, "back on libvirt's domnet")
+        back(old, f"back on libvirt's {name}")
+
+
+def xl_owned_domnet(edit: Callable[[str], str] = with_standby) -> AbstractContextManager[int]:
+    """domnet as xl_owned makes it, settled once both guests' vifs are Connected through it."""
+    return xl_owned("domnet", edit, wait_for_both_vifs, wait_for_both_vifs)
 
 
 def test_xenddd_with_a_standby_recovers_the_same_crashes_by_promoting_it() -> None:

@@ -23,7 +23,6 @@ import json
 import re
 import statistics
 import time
-from pathlib import Path
 
 from conftest import (
     RESULTS,
@@ -40,11 +39,10 @@ from conftest import (
     xs_read_many,
 )
 from test_d_block_dd import DEVID, vbd_connected_to, written_token
-from test_k_standby import VIRSH, standby_ready, with_standby
+from test_k_standby import standby_ready, with_standby, xl_owned
 
 ON_DEMAND = True
 ROUNDS = 2
-CONFIG = Path("/etc/xenddd/xenddd.toml")
 DATA_DISK = 51728  # xvdb, domstore's own disk from dom0
 LEAN_BLOCK = "/usr/libexec/xenddd/block"  # the package's block script for dom0 (xenddd/image/block.sh)
 
@@ -55,6 +53,25 @@ def lean_data_disk(toml: str) -> str:
     line = 'vdev = "xvdb"\n'
     assert toml.count(line) == 1, toml
     return toml.replace(line, f'{line}script = "{LEAN_BLOCK}"\n')
+
+
+def store_served(old: int | None, what: str) -> int:
+    """A new domstore (xl's), and feblk's vbd Connected through it."""
+    new: int = wait_until(
+        lambda: (d := domid("domstore")) not in (None, old) and d, 300, f"domstore ({what})"
+    )
+    wait_until(lambda: vbd_connected_to(new), 300, f"feblk's vbd Connected ({what})")
+    return new
+
+
+def store_back(old: int | None, what: str) -> int:
+    """A new domstore (libvirt's) with feblk's vbd Connected through it."""
+    new: int = wait_until(
+        lambda: (d := domid("domstore")) not in (None, old) and vbd_connected_to(d) and d,
+        400,
+        f"feblk {what}",
+    )
+    return new
 
 
 def store_standby_ready() -> int | None:
@@ -121,16 +138,9 @@ def test_a_promoted_storage_domain_gets_the_data_disk_and_the_guest_reads_its_da
     cold_ready = cold_restart_to_ready()
     token = written_token()
     assert token, "needs feblk and its token from (d)"
-    base = CONFIG.read_text()
-    old = domid("domstore")
-    run("systemctl", "stop", "xenddd")
-    run(*VIRSH, "destroy", "domstore")
-    run(*VIRSH, "undefine", "domstore")
-    CONFIG.write_text(lean_data_disk(with_standby(base, "domstore")))
-    try:
-        run("systemctl", "start", "xenddd")
-        active = wait_until(lambda: (d := domid("domstore")) not in (None, old) and d, 300, "xl's domstore")
-        wait_until(lambda: vbd_connected_to(active), 300, "feblk's vbd Connected through xl's domstore")
+    with xl_owned(
+        "domstore", lambda toml: lean_data_disk(with_standby(toml, "domstore")), store_served, store_back
+    ) as active:
         wait_until(store_standby_ready, 400, "domstore's standby ready")
         own = created_to_ready(active)  # the same config's start: the lean script in its build too
         mttrs = [crash_and_promote(round_no, token) for round_no in range(1, ROUNDS + 1)]
@@ -149,15 +159,3 @@ def test_a_promoted_storage_domain_gets_the_data_disk_and_the_guest_reads_its_da
             )
         (RESULTS / "standby_storage.txt").write_text(report + "\n")
         say(report)
-    finally:
-        run("systemctl", "stop", "xenddd")
-        old = domid("domstore")
-        for name in ("domstore-standby", "domstore"):
-            run("xl", "destroy", name, check=False)
-        CONFIG.write_text(base)
-        run("systemctl", "start", "xenddd")
-        wait_until(
-            lambda: (d := domid("domstore")) not in (None, old) and vbd_connected_to(d),
-            400,
-            "feblk back on libvirt's domstore",
-        )
