@@ -48,7 +48,7 @@ def test_with_the_product_image_every_driver_domain_boots_it_with_words_its_init
     config = parse_config(dd_image.boot_from_image(path.read_text()), path)
     for spec in config.driver_domains:
         image = Path(dd_image.IMAGE) / ("network" if spec.name == "domnet" else "block")
-        assert (spec.kernel, spec.initrd) == (image / "vmlinuz", image / "initrd.img")
+        assert (spec.kernel, spec.initrd) == (image / "vmlinux", image / "initrd.img")
         assert "xvda" not in [disk.vdev for disk in spec.disks]
         assert spec.memory_mib == (MIN_MEMORY_MIB if machine == "pc" else 256) >= minimum_memory_mib(spec)
         words = parse_words(spec.cmdline)
@@ -78,4 +78,4 @@ def test_scenario_j_s_cloud_variant_boots_domnet_from_the_cloud_kernel_s_image_a
     config = parse_config(dd_image.boot_from_image(path.read_text(), network="network-cloud"), path)
     image = Path(dd_image.IMAGE)
     kernels = {spec.name: spec.kernel for spec in config.driver_domains}
-    assert kernels == {"domnet": image / "network-cloud/vmlinuz", "domstore": image / "block/vmlinuz"}
+    assert kernels == {"domnet": image / "network-cloud/vmlinux", "domstore": image / "block/vmlinux"}

@@ -3,7 +3,12 @@ machine the tests run on."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import struct
+
+import zstandard
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 BASE = 0x400000  # the synthetic files' single PT_LOAD maps the whole file at this address
@@ -78,3 +83,29 @@ def module(modinfo: list[tuple[str, str]], *, kind: int = 1, name: str = ".modin
         for name_at, kind_, offset, size in sections
     )
     return header + body + names + headers
+
+
+def bzimage(payload: bytes, *, version: int = 0x020F, setup_sectors: int = 1) -> bytes:
+    """A bzImage as the x86 boot protocol lays it out: the setup sectors with the header's magic, version,
+    payload offset and length, then the (compressed) payload."""
+    setup = bytearray((setup_sectors + 1) * 512)
+    setup[0x1F1] = setup_sectors
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", setup, 0x206, version)
+    struct.pack_into("<II", setup, 0x248, 0, len(payload))
+    return bytes(setup) + payload
+
+
+def packed(kernel: bytes, fmt: str) -> bytes:
+    """`kernel` compressed as the kernel's build does for a bzImage: the unpacked size appended (le32) to
+    every format but gzip; a zstd frame that records no content size."""
+    size = struct.pack("<I", len(kernel))
+    if fmt == "gzip":
+        return gzip.compress(kernel, mtime=0)
+    body = {
+        "xz": lambda: lzma.compress(kernel, lzma.FORMAT_XZ, check=lzma.CHECK_CRC32),
+        "lzma": lambda: lzma.compress(kernel, lzma.FORMAT_ALONE),
+        "bzip2": lambda: bz2.compress(kernel),
+        "zstd": lambda: zstandard.ZstdCompressor(write_content_size=False).compress(kernel),
+    }[fmt]()
+    return body + size

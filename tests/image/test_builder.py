@@ -4,12 +4,16 @@ and that the same root gives the same bytes."""
 from __future__ import annotations
 
 import gzip
+import json
 import stat
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from tests.image.elf_files import bzimage, elf, packed
 from tests.image.fake_root import KERNEL, LIBC, XEN, FakeRoot, unpack
+from xenddd.cli.main import cli
 from xenddd.errors import InputError
 from xenddd.image.builder import BuildRequest, Image, build, write
 from xenddd.image.manifest import Manifest
@@ -181,3 +185,57 @@ def test_written_images_verify_against_their_manifest_until_a_byte_changes(
     assert manifest.mismatches(out) == []
     (out / "initrd.img").write_bytes(b"changed")
     assert manifest.mismatches(out) == ["initrd.img differs from the manifest"]
+
+
+def test_an_unpacked_kernel_is_written_as_vmlinux_in_place_of_a_vmlinuz_left_before(
+    root: FakeRoot, tmp_path: Path
+) -> None:
+    kernel = elf(interpreter=None, dynamic=False)
+    (root.path / f"boot/vmlinuz-{KERNEL}").write_bytes(bzimage(packed(kernel, "zstd")))
+    out = tmp_path / "image"
+    write(built(root), out)
+    assert (out / "vmlinuz").is_file() and not (out / "vmlinux").exists()
+    image = built(root, unpack_kernel=True)
+    assert (image.kernel, image.manifest.kernel_file) == (kernel, "vmlinux")
+    write(image, out)
+    assert sorted(p.name for p in out.iterdir()) == ["initrd.img", "manifest.json", "vmlinux"]
+    manifest = Manifest.load(out)
+    assert manifest.sizes["vmlinux"] == len(kernel) and manifest.mismatches(out) == []
+    (out / "vmlinux").write_bytes(b"changed")
+    assert manifest.mismatches(out) == ["vmlinux differs from the manifest"]
+
+
+def test_a_kernel_that_is_no_bzimage_is_refused_when_asked_to_unpack_it(root: FakeRoot) -> None:
+    with pytest.raises(InputError, match=f"vmlinuz-{KERNEL}: not a bzImage"):
+        built(root, unpack_kernel=True)
+
+
+def test_a_manifest_written_before_unpacking_reads_as_vmlinuz_and_an_unknown_kernel_file_is_refused(
+    root: FakeRoot, tmp_path: Path
+) -> None:
+    out = tmp_path / "image"
+    write(built(root), out)
+    raw = json.loads((out / "manifest.json").read_text())
+    del raw["kernel_file"]
+    (out / "manifest.json").write_text(json.dumps(raw))
+    assert Manifest.load(out).kernel_file == "vmlinuz" and Manifest.load(out).mismatches(out) == []
+    raw["kernel_file"] = "../../etc/passwd"
+    (out / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(InputError, match="damaged image manifest"):
+        Manifest.load(out)
+
+
+def test_image_build_unpack_kernel_says_what_it_wrote_and_a_packed_kernel_it_cannot_read_writes_nothing(
+    root: FakeRoot, tmp_path: Path
+) -> None:
+    args = ["image", "build", "--kind", "network", "--from-root", str(root.path), "--unpack-kernel"]
+    refused = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / "o")])
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "not a bzImage" in refused.stderr and not (tmp_path / "o").exists()
+    kernel = elf(interpreter=None, dynamic=False)
+    (root.path / f"boot/vmlinuz-{KERNEL}").write_bytes(bzimage(packed(kernel, "xz")))
+    result = CliRunner().invoke(cli, [*args, "--output", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert f"kernel {KERNEL} (vmlinux 0.0 MB)" in result.stdout
+    listed = CliRunner().invoke(cli, ["image", "list", str(tmp_path / "o")])
+    assert f"vmlinux {len(kernel)} B, initrd.img" in listed.stdout

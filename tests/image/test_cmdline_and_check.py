@@ -221,3 +221,16 @@ def test_drivers_match_a_modalias_as_modprobe_does(image: Path) -> None:
     manifest = Manifest.load(image)
     assert drivers_for(manifest, "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00") == ["e1000"]
     assert drivers_for(manifest, "pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00") == []
+
+
+def test_a_driver_domain_booting_the_image_s_initramfs_with_another_kernel_is_an_error(
+    tmp_path: Path, image: Path
+) -> None:
+    other = config_booting(tmp_path, image).read_text().replace(f'"{image}/vmlinuz"', '"/boot/vmlinuz"', 1)
+    (tmp_path / "other.toml").write_text(other)
+    ((severity, key, message),) = findings(image, tmp_path / "other.toml")
+    assert (severity, key) == ("error", "driver_domain[0].kernel")
+    assert (
+        message
+        == f"domnet boots /boot/vmlinuz; the image's kernel is {image}/vmlinuz, whose modules it holds"
+    )

@@ -19,7 +19,7 @@ from xenddd.image import kernel_package, recipe
 from xenddd.image.builder import BuildRequest, build, write
 from xenddd.image.check import check as check_image
 from xenddd.image.cpio import COMPRESSIONS
-from xenddd.image.manifest import NAME, Manifest
+from xenddd.image.manifest import INITRD, NAME, Manifest
 from xenddd.image.root_tree import RootTree
 from xenddd.model import Bdf
 
@@ -54,6 +54,13 @@ def image_group() -> None:
 )
 @click.option("--compress", type=click.Choice(COMPRESSIONS), default="gzip", show_default=True)
 @click.option(
+    "--unpack-kernel",
+    is_flag=True,
+    help="Write the kernel as its uncompressed ELF, vmlinux (about 58 MB for Debian's): Xen's domain builder "
+    "then does not decompress it in dom0 at every start of the driver domain. A zstd kernel (trixie's) "
+    "needs python3-zstandard.",
+)
+@click.option(
     "--include", "includes", multiple=True, metavar="SRC=DEST", help="Add a file of this host (repeat)."
 )
 @pass_cli
@@ -66,6 +73,7 @@ def build_cmd(
     kernel_from: str | None,
     nics: tuple[str, ...],
     compress: str,
+    unpack_kernel: bool,
     includes: tuple[str, ...],
 ) -> None:
     """Build a driver-domain image from the packages installed in a Debian root: the root's kernel, and one
@@ -83,7 +91,7 @@ def build_cmd(
     pairs = tuple(_include(text) for text in includes)
     if kernel and kernel_from:
         raise InputError("--kernel and --kernel-from: choose one")
-    request = BuildRequest(chosen, nics or None, kernel, compress, pairs)
+    request = BuildRequest(chosen, nics or None, kernel, compress, pairs, unpack_kernel)
     tree = RootTree(root)
     if kernel_from is None:
         image = build(tree, request)
@@ -96,7 +104,8 @@ def build_cmd(
     manifest = image.manifest
     record = {"directory": str(directory), **_summary(manifest)}
     text = (
-        f"{directory}: kernel {manifest.kernel}, initrd {manifest.sizes['initrd.img'] / 1e6:.1f} MB "
+        f"{directory}: kernel {manifest.kernel} ({manifest.kernel_file} "
+        f"{manifest.sizes[manifest.kernel_file] / 1e6:.1f} MB), initrd {manifest.sizes[INITRD] / 1e6:.1f} MB "
         f"({manifest.compression}), {len(manifest.modules)} modules, {len(manifest.packages)} packages "
         f"of {manifest.release or 'an unknown release'}"
     )
@@ -125,8 +134,8 @@ def list_cmd(cli: CliContext, directory: Path | None) -> None:
             f"modules: {' '.join(manifest.modules)}",
             f"NIC drivers: {' '.join(manifest.nics) or 'none'}",
             f"packages: {' '.join(f'{n}={v}' for n, v in manifest.packages.items())}",
-            f"files: {len(manifest.files)}, vmlinuz {manifest.sizes['vmlinuz']} B, "
-            f"initrd.img {manifest.sizes['initrd.img']} B ({manifest.compression})",
+            f"files: {len(manifest.files)}, {manifest.kernel_file} {manifest.sizes[manifest.kernel_file]} B, "
+            f"{INITRD} {manifest.sizes[INITRD]} B ({manifest.compression})",
         ]
         emit_record(cli.as_json, "image", record, "\n".join(lines))
         return

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from xenddd import __version__
 from xenddd.errors import InputError
-from xenddd.image import recipe
+from xenddd.image import bzimage, recipe
 from xenddd.image.cpio import Entry, archive, compress
 from xenddd.image.elf import ElfError, dynamic_info, is_elf
 from xenddd.image.kernel_package import KernelPackage
-from xenddd.image.manifest import FileRecord, Manifest, sha256
+from xenddd.image.manifest import INITRD, KERNEL_FILES, FileRecord, Manifest, sha256
 from xenddd.image.modules import KernelModules, ModuleSet
 from xenddd.image.root_tree import RootTree
 
@@ -41,6 +41,7 @@ class BuildRequest:
     kernel: str | None = None  # a version under /lib/modules; None: the root's only one
     compression: str = "gzip"
     includes: tuple[tuple[Path, str], ...] = ()  # (file on the build host, path in the image)
+    unpack_kernel: bool = False  # the kernel as its ELF (`vmlinux`), not the package's bzImage (bzimage)
 
 
 @dataclass
@@ -124,6 +125,9 @@ def build(root: RootTree, request: BuildRequest, kernel_package: KernelPackage |
         staging.put(Entry(_absolute(inside), mode, source.read_bytes()), f"include:{source}")
     initrd = compress(archive(list(staging.entries.values())), request.compression)
     kernel = kernel_root.read(kernel_path)
+    kernel_file = KERNEL_FILES[0]
+    if request.unpack_kernel:
+        kernel, kernel_file = bzimage.unpack(kernel, f"{kernel_root.path}{kernel_path}"), KERNEL_FILES[1]
     manifest = Manifest(
         builder=__version__,
         release=_release(root),
@@ -136,19 +140,24 @@ def build(root: RootTree, request: BuildRequest, kernel_package: KernelPackage |
         packages=dict(sorted(staging.packages.items())),
         files=[_record(staging, path) for path in sorted(staging.entries, key=str.encode)],
         pci_aliases=[[p, m] for p, m in modules.aliases_of(every) if p.startswith("pci:")],
-        outputs={"vmlinuz": sha256(kernel), "initrd.img": sha256(initrd)},
-        sizes={"vmlinuz": len(kernel), "initrd.img": len(initrd)},
+        outputs={kernel_file: sha256(kernel), INITRD: sha256(initrd)},
+        sizes={kernel_file: len(kernel), INITRD: len(initrd)},
         kernel_package=kernel_package.record() if kernel_package else {},
+        kernel_file=kernel_file,
     )
     return Image(kernel, initrd, manifest)
 
 
 def write(image: Image, directory: Path) -> None:
     """Kernel, initramfs and manifest, each written beside and then renamed, the manifest last: a
-    directory with a manifest holds a whole image."""
+    directory with a manifest holds a whole image. A kernel of the other form left by an earlier build
+    goes, so that no config boots it with this initramfs' modules."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "manifest.json").unlink(missing_ok=True)
-    for name, data in (("vmlinuz", image.kernel), ("initrd.img", image.initrd)):
+    for other in KERNEL_FILES:
+        if other != image.manifest.kernel_file:
+            (directory / other).unlink(missing_ok=True)
+    for name, data in ((image.manifest.kernel_file, image.kernel), (INITRD, image.initrd)):
         partial = directory / f".{name}.partial"
         partial.write_bytes(data)
         partial.replace(directory / name)

@@ -1,10 +1,12 @@
 """What `xenddd image check` finds about an image and the driver domains of a config that boot it: pure,
 from the manifest, the config and what the caller read of the host (each PCI device's modalias).
 
-An image that no longer matches its manifest is an error on its own. A driver domain booting it is
-checked for what would make it fail without a clear message at its first start: a kind the image lacks,
-an HVM domain (pcifront is PV only), a command line the image's init refuses, a readiness the init never
-writes, too little memory for the unpacked image, and a PCI device no module in the image drives.
+An image that no longer matches its manifest is an error on its own. A driver domain booting it (its
+initramfs) is checked for what would make it fail without a clear message at its first start: another
+kernel than the image's (vmlinuz, or vmlinux once unpacked: the modules are that kernel's), a kind the
+image lacks, an HVM domain (pcifront is PV only), a command line the image's init refuses, a readiness
+the init never writes, too little memory for the unpacked image, and a PCI device no module in the image
+drives.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from xenddd.config.check import Finding
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError
 from xenddd.image.cmdline import parse
-from xenddd.image.manifest import Manifest
+from xenddd.image.manifest import INITRD, Manifest
 from xenddd.model import Bdf
 
 # the kernel, the initramfs and its unpacked copy live together while the domain boots
@@ -44,6 +46,12 @@ def check(
     if not booting:
         findings.append(Finding("warning", "image", f"no driver domain of {config.source} boots {directory}"))
     for i, spec in booting:
+        kernel = directory / manifest.kernel_file
+        if spec.kernel is None or spec.kernel.resolve() != kernel.resolve():
+            message = (
+                f"{spec.name} boots {spec.kernel}; the image's kernel is {kernel}, whose modules it holds"
+            )
+            findings.append(Finding("error", f"driver_domain[{i}].kernel", message))
         findings += _domain_findings(f"driver_domain[{i}]", spec, manifest, modalias)
     return findings
 
@@ -54,7 +62,7 @@ def drivers_for(manifest: Manifest, alias: str) -> list[str]:
 
 
 def _boots(spec: DriverDomainSpec, directory: Path) -> bool:
-    return spec.initrd is not None and spec.initrd.resolve() == (directory / "initrd.img").resolve()
+    return spec.initrd is not None and spec.initrd.resolve() == (directory / INITRD).resolve()
 
 
 def _domain_findings(

@@ -15,7 +15,9 @@ from xenddd.errors import InputError
 
 FORMAT = 1
 NAME = "manifest.json"
-OUTPUTS = ("vmlinuz", "initrd.img")
+INITRD = "initrd.img"
+# the kernel as its package has it, or unpacked into its ELF (`image build --unpack-kernel`, see bzimage)
+KERNEL_FILES = ("vmlinuz", "vmlinux")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Manifest:
     sizes: dict[str, int] = field(default_factory=dict)
     # with --kernel-from: the kernel package's name, version and .deb's sha256; empty for the root's kernel
     kernel_package: dict[str, str] = field(default_factory=dict)
+    kernel_file: str = KERNEL_FILES[0]  # one of KERNEL_FILES; images built before unpacking have vmlinuz
     format: int = FORMAT
 
     def to_json(self) -> str:
@@ -60,14 +63,17 @@ class Manifest:
             raise InputError(f"{path}: manifest format {raw.get('format')!r}, this xenddd reads {FORMAT}")
         try:
             raw["files"] = [FileRecord(**f) for f in raw["files"]]
-            return cls(**raw)
+            manifest = cls(**raw)
         except (TypeError, KeyError) as exc:
             raise InputError(f"{path}: damaged image manifest ({exc})") from exc
+        if manifest.kernel_file not in KERNEL_FILES:
+            raise InputError(f"{path}: damaged image manifest (kernel file {manifest.kernel_file!r})")
+        return manifest
 
     def mismatches(self, directory: Path) -> list[str]:
         """The outputs whose bytes are not the ones recorded (missing, changed): empty when intact."""
         found = []
-        for name in OUTPUTS:
+        for name in (self.kernel_file, INITRD):
             path = directory / name
             if not path.is_file():
                 found.append(f"{name} is missing")
