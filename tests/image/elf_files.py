@@ -8,6 +8,7 @@ import gzip
 import lzma
 import struct
 
+import lz4.block
 import zstandard
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
@@ -107,5 +108,18 @@ def packed(kernel: bytes, fmt: str) -> bytes:
         "lzma": lambda: lzma.compress(kernel, lzma.FORMAT_ALONE),
         "bzip2": lambda: bz2.compress(kernel),
         "zstd": lambda: zstandard.ZstdCompressor(write_content_size=False).compress(kernel),
+        "lz4": lambda: lz4_legacy(kernel),
     }[fmt]()
     return body + size
+
+
+def lz4_legacy(kernel: bytes, blocks: int = 3) -> bytes:
+    """lz4's legacy format in `blocks` blocks, the magic again before the last one (as concatenated
+    frames have it)."""
+    magic = struct.pack("<I", 0x184C2102)
+    step = -(-len(kernel) // blocks)
+    out = magic
+    for n, at in enumerate(range(0, len(kernel), step)):
+        packed_block = lz4.block.compress(kernel[at : at + step], store_size=False)
+        out += (magic if n == blocks - 1 else b"") + struct.pack("<I", len(packed_block)) + packed_block
+    return out

@@ -58,7 +58,7 @@ def image_group() -> None:
     is_flag=True,
     help="Write the kernel as its uncompressed ELF, vmlinux (about 58 MB for Debian's): Xen's domain builder "
     "then does not decompress it in dom0 at every start of the driver domain. A zstd kernel (trixie's) "
-    "needs python3-zstandard.",
+    "needs python3-zstandard, an lz4 one python3-lz4.",
 )
 @click.option(
     "--include", "includes", multiple=True, metavar="SRC=DEST", help="Add a file of this host (repeat)."

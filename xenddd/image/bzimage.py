@@ -17,10 +17,12 @@ must be an ELF of exactly that size; anything else is refused in one line, and n
 from __future__ import annotations
 
 import bz2
+import importlib
 import lzma
 import struct
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 from xenddd.errors import InputError
 
@@ -29,6 +31,8 @@ MIN_PROTOCOL = 0x208  # payload_offset and payload_length
 ELF_MAGIC = b"\x7fELF"
 # a driver domain's kernel, unpacked: Debian's is about 58 MB; beyond this a size field is nonsense
 MAX_UNPACKED = 512 << 20
+LZ4_MAGIC = 0x184C2102  # lz4's legacy format
+LZ4_BLOCK = 8 << 20  # what each of its blocks but the last unpacks to
 
 
 def unpack(bzimage: bytes, where: str) -> bytes:
@@ -94,12 +98,7 @@ def _bzip2(body: bytes, size: int) -> bytes:
 
 
 def _zstd(body: bytes, size: int) -> bytes:
-    try:
-        import zstandard
-    except ImportError:
-        raise InputError(
-            "the kernel's payload is zstd: --unpack-kernel needs python3-zstandard (pip: zstandard)"
-        ) from None
+    zstandard = _library("zstandard", "zstd", "python3-zstandard")
     try:
         # the kernel's frame is packed with a large window (--ultra -22) and records no content size
         unpacker = zstandard.ZstdDecompressor(max_window_size=1 << 31)
@@ -109,11 +108,46 @@ def _zstd(body: bytes, size: int) -> bytes:
         raise ValueError(str(exc)) from exc
 
 
+def _lz4(body: bytes, size: int) -> bytes:
+    """lz4's legacy format (`lz4 -l`, bookworm's cloud kernel): the magic, then blocks each after its
+    packed length, every block but the last unpacking to LZ4_BLOCK; the magic may come again between."""
+    block = _library("lz4.block", "lz4", "python3-lz4")
+    chunks: list[bytes] = []
+    at = total = 0
+    while at < len(body) and total <= size:
+        if len(body) - at < 4:
+            raise ValueError(f"{len(body) - at} bytes after the last block")
+        length, at = _le32(body[at : at + 4]), at + 4
+        if length == LZ4_MAGIC:
+            continue
+        if length > len(body) - at:
+            raise ValueError(f"a block of {length} bytes runs past the payload")
+        try:
+            chunk = block.decompress(body[at : at + length], uncompressed_size=LZ4_BLOCK)
+        except block.LZ4BlockError as exc:
+            raise ValueError(str(exc)) from exc
+        chunks.append(chunk)
+        total, at = total + len(chunk), at + length
+    return b"".join(chunks)
+
+
+def _library(module: str, fmt: str, package: str) -> Any:
+    """The decompressor a format needs beyond Python's own: an optional dependency, named if missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pip = module.split(".")[0]
+        raise InputError(
+            f"the kernel's payload is {fmt}: --unpack-kernel needs {package} (pip: {pip})"
+        ) from None
+
+
 _FORMATS: tuple[tuple[bytes, str, Callable[[bytes, int], bytes]], ...] = (
     (b"\x1f\x8b", "gzip", _gzip),
     (b"\xfd7zXZ\x00", "xz", _xz),
     (b"\x5d\x00\x00", "lzma", _lzma),
     (b"BZh", "bzip2", _bzip2),
     (b"\x28\xb5\x2f\xfd", "zstd", _zstd),
+    (LZ4_MAGIC.to_bytes(4, "little"), "lz4", _lz4),
 )
 _NAMES = ", ".join(name for _m, name, _d in _FORMATS)
