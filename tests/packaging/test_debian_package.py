@@ -91,7 +91,8 @@ def test_every_script_the_image_builder_reads_is_in_the_package(deb: Path) -> No
 
 
 def test_dom0_gets_the_image_block_script_for_a_driver_domains_own_disks(deb: Path) -> None:
-    assert modes(deb).get(DOM0_BLOCK) == "-rwxr-xr-x", modes(deb).get(DOM0_BLOCK)
+    mode = modes(deb).get(DOM0_BLOCK)
+    assert mode == "-rwxr-xr-x", mode
     script = member(deb, DOM0_BLOCK).decode()
     assert script.startswith("#!/bin/bash\nxen_block=/etc/xen/scripts/block\n")
     assert script.endswith((TOP / "xenddd/image/block.sh").read_text())

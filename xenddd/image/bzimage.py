@@ -42,10 +42,8 @@ def unpack(bzimage: bytes, where: str) -> bytes:
     if found is None:
         raise InputError(f"{where}: the kernel's payload is in no format --unpack-kernel reads ({_NAMES})")
     _magic, name, decode = found
-    if name == "gzip":
-        body, size = payload, _le32(payload[-4:])
-    else:
-        body, size = payload[:-4], _le32(payload[-4:])
+    size = _le32(payload[-4:])
+    body = payload if name == "gzip" else payload[:-4]  # gzip's trailer is its own, the size its last word
     if not 0 < size <= MAX_UNPACKED:
         raise InputError(f"{where}: the kernel's {name} payload gives an unpacked size of {size} bytes")
     try:
@@ -80,21 +78,9 @@ def _le32(data: bytes) -> int:
     return int.from_bytes(data, "little")
 
 
-def _gzip(body: bytes, size: int) -> bytes:
-    unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    return unpacker.decompress(body, size + 1)
-
-
-def _xz(body: bytes, size: int) -> bytes:
-    return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(body, size + 1)
-
-
-def _lzma(body: bytes, size: int) -> bytes:
-    return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(body, size + 1)
-
-
-def _bzip2(body: bytes, size: int) -> bytes:
-    return bz2.BZ2Decompressor().decompress(body, size + 1)
+def _streamed(decompressor: Callable[[], Any]) -> Callable[[bytes, int], bytes]:
+    """A format Python reads itself: one byte more than the size asked for, so a longer output shows."""
+    return lambda body, size: decompressor().decompress(body, size + 1)
 
 
 def _zstd(body: bytes, size: int) -> bytes:
@@ -143,10 +129,10 @@ def _library(module: str, fmt: str, package: str) -> Any:
 
 
 _FORMATS: tuple[tuple[bytes, str, Callable[[bytes, int], bytes]], ...] = (
-    (b"\x1f\x8b", "gzip", _gzip),
-    (b"\xfd7zXZ\x00", "xz", _xz),
-    (b"\x5d\x00\x00", "lzma", _lzma),
-    (b"BZh", "bzip2", _bzip2),
+    (b"\x1f\x8b", "gzip", _streamed(lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))),
+    (b"\xfd7zXZ\x00", "xz", _streamed(lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ))),
+    (b"\x5d\x00\x00", "lzma", _streamed(lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE))),
+    (b"BZh", "bzip2", _streamed(bz2.BZ2Decompressor)),
     (b"\x28\xb5\x2f\xfd", "zstd", _zstd),
     (LZ4_MAGIC.to_bytes(4, "little"), "lz4", _lz4),
 )
