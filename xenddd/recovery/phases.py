@@ -161,17 +161,21 @@ class Recovery:
 
     def before_listing(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
         """At the start of a pass, before the domains are listed: a start or promotion that has returned is
-        taken (a promoted standby is ready at once), and the attaches of the frontends whose detach has
-        returned, to an instance already ready, are submitted. A listing after a domain hint (the dead
-        instance's remains going, which comes while the detaches run) is an `xl list` and a registry
-        resync, a second or more of a busy dom0 under emulation, and nothing in it changes whether these
-        are due; what the pass then sees (an instance that died meanwhile) is judged as ever."""
+        taken (a promoted standby is ready at once, and its stale frontends' detaches go at once: the
+        promotion destroyed the remains, backends and all, before its rename), and the attaches of the
+        frontends whose detach has returned, to an instance already ready, are submitted. A listing
+        after a domain hint (the dead instance's remains going, which comes while the detaches run) is
+        an `xl list` and a registry resync, a second or more of a busy dom0 under emulation, and nothing
+        in it changes whether these are due; what the pass then sees (an instance that died meanwhile)
+        is judged as ever."""
         incident = record.incident
         if incident is not None and incident.phase is Phase.WAITING_RESTART:
             started = self._t.calls.take((spec.name, "start"))
             if started is not None:
                 self._started(spec, record, incident, started)
                 self._ready_already(spec, record, incident)
+                if started.error is None and isinstance(started.value, Promoted):
+                    self._steps.detach_stale(spec, record, incident, dead_present=False)
         if incident is not None and incident.phase is Phase.REATTACHING:
             self._steps.collect(spec, record, incident)
             self._steps.attach_detached(spec, record, incident)
