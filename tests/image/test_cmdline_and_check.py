@@ -94,6 +94,23 @@ def fake_interface(sys: Path, name: str, device: str, bus: str, mac: str = "00:1
     (sys / "class" / "net" / name / "address").write_text(mac + "\n")
 
 
+def print_port_joins(sys: str, words: str, cwd: Path | None = None, path: str | None = None) -> list[str]:
+    """What the init's port words would enslave in the sysfs tree `sys` (`--print-port-joins`)."""
+    assert BUSYBOX is not None
+    init = resources.files("xenddd.image").joinpath("dd-init.sh")
+    env = {**os.environ, "XENDDD_DD_CMDLINE": words, "PATH": path or os.environ["PATH"]}
+    with resources.as_file(init) as script:
+        done = subprocess.run(
+            [BUSYBOX, "sh", str(script), "--print-port-joins", sys],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return done.stdout.splitlines()
+
+
 @pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed")
 def test_a_vif_port_word_takes_the_domains_own_frontends_never_netbacks_interfaces(tmp_path: Path) -> None:
     """netback's vifD.N are the "vif" driver's too; joining one to a bridge races the vif script, which
@@ -104,16 +121,32 @@ def test_a_vif_port_word_takes_the_domains_own_frontends_never_netbacks_interfac
     fake_interface(sys, "vif3.0", "vif-3-0", "xen-backend", mac="fe:ff:ff:ff:ff:ff")
     fake_interface(sys, "eth1", "vif-1", "xen")
     (sys / "class" / "net" / "eth1" / "master").symlink_to(sys / "class" / "net")
-    init = resources.files("xenddd.image").joinpath("dd-init.sh")
-    with resources.as_file(init) as path:
-        done = subprocess.run(
-            [BUSYBOX, "sh", str(path), "--print-port-joins", str(sys)],
-            env={**os.environ, "XENDDD_DD_CMDLINE": "xenddd.bridge=br0 xenddd.port=br0,vif"},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    assert done.stdout.splitlines() == ["eth0 br0"]
+    assert print_port_joins(str(sys), "xenddd.bridge=br0 xenddd.port=br0,vif") == ["eth0 br0"]
+
+
+@pytest.mark.skipif(BUSYBOX is None, reason="busybox is not installed")
+def test_the_port_words_are_matched_by_the_shell_alone_every_round(tmp_path: Path) -> None:
+    """The init matches its port words every 2 s, netback's interfaces among those it looks at while
+    guests are being reattached: a command there (readlink, basename, cat) is a process, a share of a
+    second of the driver domain's one vCPU under emulation, taken from the guests' hotplug scripts. Here
+    each such command, first on the PATH, leaves a line in a log: none may run, for any kind of word."""
+    assert BUSYBOX is not None
+    sys = tmp_path / "sys"
+    fake_interface(sys, "eth0", "vif-0", "xen")
+    fake_interface(sys, "vif3.0", "vif-3-0", "xen-backend", mac="fe:ff:ff:ff:ff:ff")
+    fake_interface(sys, "vif4.0", "vif-4-0", "xen-backend", mac="fe:ff:ff:ff:ff:ff")
+    fake_interface(sys, "eth1", "0000:00:04.0", "pci", mac="00:16:3e:00:00:09")
+    commands, log = tmp_path / "bin", tmp_path / "ran"
+    commands.mkdir()
+    for name in ("readlink", "basename", "cat", "dirname", "realpath", "sleep"):
+        (commands / name).write_text(f'#!/bin/sh\necho {name} >> {log}\nexec /usr/bin/{name} "$@"\n')
+        (commands / name).chmod(0o755)
+    path = f"{commands}:{os.environ['PATH']}"
+    words = "xenddd.bridge=br0 xenddd.bridge=br1 xenddd.port=br0,vif xenddd.port=br1,pci=0000:00:04.0"
+    assert print_port_joins("sys", words, cwd=tmp_path, path=path) == ["eth0 br0", "eth1 br1"]
+    mac_word = "xenddd.bridge=br0 xenddd.port=br0,mac=00:16:3e:00:00:09"
+    assert print_port_joins(str(sys), mac_word, path=path) == ["eth1 br0"]
+    assert not log.exists(), log.read_text()
 
 
 def test_the_twin_reads_bridges_ports_addresses_and_modules() -> None:

@@ -71,7 +71,19 @@ print_config() {
   echo "console_logs $console_logs"
 }
 
-port_joins() {  # "IFACE BRIDGE" for each interface under $1/class/net a port word asks for, not joined yet
+# The loop at the end runs these every round, netback's interfaces among those they look at: each
+# process started there (a readlink, a basename, a command substitution's fork) is a share of a second of
+# the domain's one vCPU under emulation, taken from the hotplug scripts of the guests being reattached.
+# So they start none: symlinks are resolved by cd -P and files read by `read`, in this shell.
+top=$PWD  # where a relative sysfs tree (--print-port-joins) is found again; / for PID 1
+link_name() {  # $name: the name of the directory the symlink $1 leads to ("" if none)
+  name=
+  cd -P "$1" 2> /dev/null && name=${PWD##*/}
+  cd "$top" || :
+}
+
+port_joins() {  # $joins: "IFACE:BRIDGE" for each interface under $1/class/net a port word asks for, not joined yet
+  joins=
   for rule in $ports; do
     bridge=${rule%%,*}
     for net in "$1"/class/net/*; do
@@ -80,13 +92,14 @@ port_joins() {  # "IFACE BRIDGE" for each interface under $1/class/net a port wo
       case ${rule#*,} in
         # the domain's own frontends only: netback's interfaces (vifD.N) are also the "vif" driver's, on
         # the xen-backend bus, and their bridge is the vif script's to set, after it takes them down
-        vif) [ "$(basename "$(readlink "$net/device/driver")")" = vif ] &&
-          [ "$(basename "$(readlink "$net/device/subsystem")")" = xen ] || continue ;;
-        mac=*) [ "$(cat "$net/address")" = "${rule#*,mac=}" ] || continue ;;
+        vif)
+          link_name "$net/device/driver"; [ "$name" = vif ] || continue
+          link_name "$net/device/subsystem"; [ "$name" = xen ] || continue ;;
+        mac=*) address=; read -r address < "$net/address"; [ "$address" = "${rule#*,mac=}" ] || continue ;;
         if=*) [ "$iface" = "${rule#*,if=}" ] || continue ;;
-        pci=*) [ "$(basename "$(readlink "$net/device")")" = "${rule#*,pci=}" ] || continue ;;
+        pci=*) link_name "$net/device"; [ "$name" = "${rule#*,pci=}" ] || continue ;;
       esac
-      echo "$iface $bridge"
+      joins="$joins $iface:$bridge"  # a colon is never in an interface's name
     done
   done
 }
@@ -100,6 +113,7 @@ fi
 if [ "${1:-}" = --print-port-joins ]; then  # the same, then what port_joins makes of the sysfs tree at $2
   parse_words "${XENDDD_DD_CMDLINE:-}"
   port_joins "$2"
+  for join in $joins; do echo "${join%%:*} ${join#*:}"; done
   exit 0
 fi
 
@@ -151,9 +165,12 @@ configure() {  # addresses, routes and bridge ports for the interfaces present n
   if [ -n "$gateway" ] && ! ip route show default | grep -q .; then
     ip route add default via "$gateway" 2> /dev/null && say "default route via $gateway"
   fi
-  port_joins /sys | while read -r iface bridge; do
-    ip link set "$iface" master "$bridge" && ip link set "$iface" up &&
-      say "port $iface mac=$(cat "/sys/class/net/$iface/address") joined $bridge"
+  port_joins /sys
+  for join in $joins; do
+    iface=${join%%:*} bridge=${join#*:} address=
+    ip link set "$iface" master "$bridge" && ip link set "$iface" up || continue
+    read -r address < "/sys/class/net/$iface/address"
+    say "port $iface mac=$address joined $bridge"
   done
 }
 
@@ -178,17 +195,28 @@ case ,$kinds, in *,block,*) features="data/feature-block-wait 1" ;; esac
 xenstore-write $features data/ready 1
 read -r up _ < /proc/uptime
 say "ready domid=$(xenstore-read domid) uptime=$up"
-reported=
+# each round waits on a FIFO nothing writes, in this shell (a `sleep` would be a process a round)
+tick=/run/xenddd-dd.tick
+mkfifo "$tick" || say "no $tick: each round waits in a sleep process"
+reported=; probed=
 while :; do
   for dev in /sys/bus/pci/devices/*; do
     [ -e "$dev/modalias" ] || continue
-    [ -e "$dev/driver" ] || modprobe -q "$(cat "$dev/modalias")" 2> /dev/null
-    driver=$(basename "$(readlink "$dev/driver")" 2> /dev/null)
-    [ -n "$driver" ] || continue
-    case " $reported " in *" ${dev##*/}=$driver "*) continue ;; esac
-    reported="$reported ${dev##*/}=$driver"
-    say "pci ${dev##*/} vendor=$(cat "$dev/vendor") device=$(cat "$dev/device") driver=$driver"
+    pci=${dev##*/}
+    if [ ! -e "$dev/driver" ]; then  # its driver loaded once per device: the image's modules do not change
+      modalias=; read -r modalias < "$dev/modalias"
+      case " $probed " in
+        *" $pci=$modalias "*) ;;
+        *) probed="$probed $pci=$modalias"; modprobe -q "$modalias" 2> /dev/null ;;
+      esac
+    fi
+    link_name "$dev/driver"
+    [ -n "$name" ] || continue
+    case " $reported " in *" $pci=$name "*) continue ;; esac
+    reported="$reported $pci=$name"
+    vendor=; device=; read -r vendor < "$dev/vendor"; read -r device < "$dev/device"
+    say "pci $pci vendor=$vendor device=$device driver=$name"
   done
   configure
-  sleep 2
+  if [ -p "$tick" ]; then read -t 2 _ <> "$tick"; else sleep 2; fi
 done
