@@ -95,6 +95,11 @@ def test_scenario_on_real_xen(test_bed: Any, release: str, machine: str, scenari
             f"the {release} {machine} test bed was killed after XENDDD_IT_TIMEOUT before {scenario} "
             f"finished (if it was selected); see integration/results/{machine}-{release}/serial.log"
         )
+    if outcome is None and run.returncode is None:  # QEMU ended (or was killed) before the runner said DONE
+        pytest.fail(
+            f"the {release} {machine} test bed ended before its dom0 runner finished {scenario} (if it "
+            f"was selected); see integration/results/{machine}-{release}/serial.log"
+        )
     if outcome is None and SELECT:
         pytest.skip("not selected by XENDDD_IT_SELECT")
     if outcome is None:
