@@ -140,12 +140,16 @@ fail() {  # PID 1 must not exit: report, and stay up without ever writing data/r
   xenstore-write data/ready-error "$*"
   while :; do sleep 3600; done
 }
-while read -r module; do
-  insmod "$module" || fail "insmod $module failed"
-done < /etc/xenddd-dd/modules
+load() {  # the modules a list of the image names by path, in its order, with one process for them all
+  names=
+  while read -r module; do module=${module##*/}; names="$names ${module%.ko}"; done < "$1"
+  [ -z "$names" ] || modprobe -a $names || fail "cannot load the modules of $1:$names"
+}
+load /etc/xenddd-dd/modules
 mount -t xenfs xenfs /proc/xen || fail "cannot mount xenfs"
 mark modules
-parse_words "$(cat /proc/cmdline)"
+read -r cmdline < /proc/cmdline
+parse_words "$cmdline"
 [ -z "$errors" ] || fail "bad xenddd words on the kernel command line: ${errors%; }"
 for module in $modules; do modprobe "$module" || say "no module $module in this image"; done
 ip link set lo up
@@ -179,9 +183,7 @@ xl devd -p /run/xl-devd.pid || fail "xl devd did not start (see /var/log/xen/xld
 mark xl-devd
 # the backends only now: xl devd runs the hotplug script of a backend whose state it sees change, never
 # of one that reached InitWait before it watched (a guest attached while this domain boots)
-while read -r module; do
-  insmod "$module" || fail "insmod $module failed"
-done < /etc/xenddd-dd/backends
+load /etc/xenddd-dd/backends
 mark backends
 for hook in /etc/xenddd-dd/start.d/*; do [ -x "$hook" ] && "$hook"; done
 if [ "$console_logs" = 1 ]; then

@@ -7,7 +7,7 @@ each module's own `.modinfo` (its `depends`, `softdep` and `alias` entries, whic
 
 Modules compressed with xz (trixie's kernels) are stored decompressed: the signature is inside the
 compressed payload so it survives, the initramfs is compressed once as a whole (smaller), and busybox's
-`insmod` loads them without an xz decoder.
+`modprobe` loads them without an xz decoder.
 """
 
 from __future__ import annotations
