@@ -140,7 +140,7 @@ fail() {  # PID 1 must not exit: report, and stay up without ever writing data/r
   xenstore-write data/ready-error "$*"
   while :; do sleep 3600; done
 }
-load() {  # the modules a list of the image names by path, in its order, with one process for them all
+load() {  # the modules a list of the image's names (by path), in the list's order, in one process
   names=
   while read -r module; do module=${module##*/}; names="$names ${module%.ko}"; done < "$1"
   [ -z "$names" ] || modprobe -a $names || fail "cannot load the modules of $1:$names"
