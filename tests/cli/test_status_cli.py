@@ -70,6 +70,46 @@ def test_status_says_when_a_reload_kept_the_running_config(tmp_path: Path) -> No
         daemon.wait(timeout=20)
 
 
+@pytest.mark.slow
+def test_a_storm_of_sighups_leaves_a_daemon_that_answers_and_stops(tmp_path: Path) -> None:
+    """The handlers run on the main thread between two of its bytecodes, inside a wait for hints among
+    them: a handler that takes a lock the main thread holds there never returns (the hint queue's own
+    lock hung this daemon, in the test above, once in CI). 2,000 SIGHUPs a millisecond apart found it
+    in one run of three before the fix; after them the daemon must answer and stop on SIGTERM."""
+    config = tmp_path / "xenddd.toml"
+    config.write_text(CONFIG.format(tmp=tmp_path))
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "xenddd", "--config", str(config), "daemon", "--simulate"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while CliRunner().invoke(cli, ["--config", str(config), "status"]).exit_code != 0:
+            assert time.monotonic() < deadline, "the daemon never answered"
+            time.sleep(0.1)
+        for _ in range(2000):
+            daemon.send_signal(signal.SIGHUP)
+            time.sleep(0.001)
+        answered = subprocess.run(
+            [sys.executable, "-m", "xenddd", "--config", str(config), "status"],
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
+        assert answered.returncode == 0, answered.stderr
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            stopped = daemon.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            raise AssertionError("the daemon did not stop on SIGTERM after the SIGHUPs") from None
+    assert stopped == 0
+
+
 def test_status_tells_a_recovery_whose_first_restart_was_not_ready_apart(tmp_path: Path) -> None:
     import threading
 

@@ -78,14 +78,16 @@ class Daemon:
     runtime: Runtime
     config_path: Path | None = None
     notifier: Notifier = field(default_factory=Notifier)
-    hints: queue.Queue[Hint] = field(default_factory=queue.Queue)
+    # A SimpleQueue: its put is reentrant, and the signal handlers put on it from the main thread, which
+    # may be inside a get (a Queue's put would wait for the lock its own get holds: the daemon hung so)
+    hints: queue.SimpleQueue[Hint] = field(default_factory=queue.SimpleQueue)
     started_at: float = field(default_factory=time.time)
     # What this run changes in every config it loads, a reload's too: a simulation's paths.
     local_settings: Callable[[Config], Config] = lambda config: config
 
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._reload = threading.Event()
+        self._stop = threading.Event()  # the main thread only reads it (no lock), so its handler may set it
+        self._reload_asked = False  # by SIGHUP; a flag, not an Event, whose clear() takes a lock
         self.history = History(self.config.settings.state_dir)
         self._wiring: _Wiring | None = None
         self._control: ControlServer | None = None
@@ -143,8 +145,8 @@ class Daemon:
             hints = self._gate.admit(self._drain(max(0.0, timeout)))
             if self._stop.is_set():
                 break
-            if self._reload.is_set():
-                self._reload.clear()
+            if self._reload_asked:
+                self._reload_asked = False
                 self._reload_config()
                 hints.append(ResyncHint("config reloaded"))
             now = time.monotonic()
@@ -195,7 +197,7 @@ class Daemon:
                 first = self.hints.get(timeout=max(0.0, min(SIGNAL_LATENCY, deadline - time.monotonic())))
                 break
             except queue.Empty:
-                if self._stop.is_set() or self._reload.is_set() or time.monotonic() >= deadline:
+                if self._stop.is_set() or self._reload_asked or time.monotonic() >= deadline:
                     return []
         batch = [first]
         until = time.monotonic() + COALESCE
@@ -374,7 +376,7 @@ class Daemon:
             self.stop()
 
         def on_hup(_signum: int, _frame: FrameType | None) -> None:
-            self._reload.set()
+            self._reload_asked = True
             self.hints.put(ResyncHint("SIGHUP"))
 
         if threading.current_thread() is threading.main_thread():
