@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from xenddd.cli.main import cli
 from xenddd.config.loader import load_config
 from xenddd.service.daemon import Daemon
 from xenddd.service.simulated import simulated_runtime
@@ -55,3 +62,36 @@ def wait_for(daemon: Daemon, event: str, count: int = 1) -> None:
     while sum(r["event"] == event for r in daemon.history.since()) < count:
         assert time.monotonic() < deadline, f"no {event}"
         time.sleep(0.02)
+
+
+def spawn_daemon(config: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`xenddd daemon --simulate` in a process of its own, told nothing of a systemd running the tests;
+    `env`: more of its environment."""
+    inherited = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "xenddd", "--config", str(config), "daemon", "--simulate"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**inherited, **env},
+    )
+
+
+@contextmanager
+def answering_daemon(config: Path, deadline: float) -> Iterator[subprocess.Popen[bytes]]:
+    """A spawned daemon, handed over once `status` answers (by `deadline`, time.monotonic). On the way
+    out it gets SIGTERM; one still running 20 s later is killed, and the test fails."""
+    daemon = spawn_daemon(config)
+    try:
+        while CliRunner().invoke(cli, ["--config", str(config), "status"]).exit_code != 0:
+            assert time.monotonic() < deadline, "the daemon never answered"
+            time.sleep(0.1)
+        yield daemon
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+                raise AssertionError("the daemon did not stop on SIGTERM") from None

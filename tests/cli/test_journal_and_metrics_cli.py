@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from tests.cli.conftest import wait_for
+from tests.cli.conftest import spawn_daemon, wait_for
 from tests.cli.simulated_cli import CONFIG, xenddd
 from xenddd.cli.main import cli
 from xenddd.service.daemon import Daemon
@@ -45,13 +42,8 @@ def test_under_systemd_each_recovery_event_is_a_journal_entry_with_its_driver_do
     journal = tmp_path / "journal.jsonl"
     config = tmp_path / "sim.toml"
     config.write_text(CONFIG)
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-    env.update(JOURNAL_STREAM="8:1234", FAKE_JOURNAL=str(journal), PYTHONPATH=str(tmp_path / "fake"))
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "xenddd", "--config", str(config), "daemon", "--simulate"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
+    daemon = spawn_daemon(
+        config, JOURNAL_STREAM="8:1234", FAKE_JOURNAL=str(journal), PYTHONPATH=str(tmp_path / "fake")
     )
     try:
         deadline = time.monotonic() + 30

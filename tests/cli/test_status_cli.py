@@ -4,7 +4,6 @@ says when a reload kept the running config."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.cli.conftest import CONFIG, wait_for
+from tests.cli.conftest import CONFIG, answering_daemon, wait_for
 from xenddd.cli.main import cli
 from xenddd.cli.service_cmd import in_place_line, standby_line
 from xenddd.service.daemon import Daemon
@@ -45,18 +44,8 @@ def test_status_and_list_show_how_the_last_incident_began_and_its_mttr(
 def test_status_says_when_a_reload_kept_the_running_config(tmp_path: Path) -> None:
     config = tmp_path / "xenddd.toml"
     config.write_text(CONFIG.format(tmp=tmp_path))
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "xenddd", "--config", str(config), "daemon", "--simulate"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while CliRunner().invoke(cli, ["--config", str(config), "status"]).exit_code != 0:
-            assert time.monotonic() < deadline, "the daemon never answered"
-            time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    with answering_daemon(config, deadline) as daemon:
         config.write_text(CONFIG.format(tmp=tmp_path) + "memory = -1\n")
         daemon.send_signal(signal.SIGHUP)
         while "reload failed" not in (
@@ -65,9 +54,6 @@ def test_status_says_when_a_reload_kept_the_running_config(tmp_path: Path) -> No
             assert time.monotonic() < deadline, f"status never said the reload failed: {out}"
             time.sleep(0.1)
         assert f"reload failed, running the previous config: {config}:" in out  # though the file is invalid
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=20)
 
 
 @pytest.mark.slow
@@ -78,18 +64,7 @@ def test_a_storm_of_sighups_leaves_a_daemon_that_answers_and_stops(tmp_path: Pat
     in one run of three before the fix; after them the daemon must answer and stop on SIGTERM."""
     config = tmp_path / "xenddd.toml"
     config.write_text(CONFIG.format(tmp=tmp_path))
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "xenddd", "--config", str(config), "daemon", "--simulate"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while CliRunner().invoke(cli, ["--config", str(config), "status"]).exit_code != 0:
-            assert time.monotonic() < deadline, "the daemon never answered"
-            time.sleep(0.1)
+    with answering_daemon(config, time.monotonic() + 30) as daemon:
         for _ in range(2000):
             daemon.send_signal(signal.SIGHUP)
             time.sleep(0.001)
@@ -100,14 +75,8 @@ def test_a_storm_of_sighups_leaves_a_daemon_that_answers_and_stops(tmp_path: Pat
             check=False,
         )
         assert answered.returncode == 0, answered.stderr
-    finally:
         daemon.send_signal(signal.SIGTERM)
-        try:
-            stopped = daemon.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            raise AssertionError("the daemon did not stop on SIGTERM after the SIGHUPs") from None
-    assert stopped == 0
+        assert daemon.wait(timeout=15) == 0
 
 
 def test_status_tells_a_recovery_whose_first_restart_was_not_ready_apart(tmp_path: Path) -> None:

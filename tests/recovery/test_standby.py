@@ -42,6 +42,22 @@ def domnet_status(handle: RunningDaemon) -> dict[str, Any]:
     return next(d for d in reconciler.snapshot()["driver_domains"] if d["name"] == "domnet")
 
 
+class ListingHeld(SimHypervisor):
+    """A toolstack whose every listing, once `armed`, waits for `released` (at most 5 s) and notes in
+    `waits` whether it came: what a pass did before it listed shows."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.armed = False
+        self.released = threading.Event()
+        self.waits: list[bool] = []
+
+    def domains(self) -> list[DomainInfo]:
+        if self.armed and not self.released.is_set():
+            self.waits.append(self.released.wait(5))
+        return super().domains()
+
+
 def started_with_a_ready_standby(
     start_daemon: Callable[..., RunningDaemon], topology: str = STANDBY_TOPOLOGY, **options: Any
 ) -> RunningDaemon:
@@ -354,25 +370,14 @@ def test_a_detached_frontend_is_attached_before_the_pass_lists_the_domains(
     emulation). Here every listing after the first detach returns waits until an attach has been made,
     at most 5 s: the attach must come before the listing, not after it."""
 
-    class ListsSlowly(SimHypervisor):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.armed = False
-            self.attached = threading.Event()
-            self.waits: list[bool] = []
-
-        def domains(self) -> list[DomainInfo]:
-            if self.armed and not self.attached.is_set():
-                self.waits.append(self.attached.wait(5))
-            return super().domains()
-
+    class ListsSlowly(ListingHeld):
         def detach(self, guest: str, *args: Any) -> None:
             super().detach(guest, *args)
             time.sleep(0.3)  # returns after the promotion, as on the test bed
             self.armed = True
 
         def attach(self, guest: str, *args: Any) -> None:
-            self.attached.set()
+            self.released.set()
             super().attach(guest, *args)
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=ListsSlowly)
@@ -391,25 +396,14 @@ def test_the_stale_frontends_are_detached_as_the_promotion_returns_not_after_the
     between was 0.4 s of every promotion's outage). Here every listing after the rename waits until a
     detach has been made, at most 5 s: the detach must come first."""
 
-    class ListsSlowly(SimHypervisor):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.renamed = False
-            self.detaching = threading.Event()
-            self.waits: list[bool] = []
-
-        def domains(self) -> list[DomainInfo]:
-            if self.renamed and not self.detaching.is_set():
-                self.waits.append(self.detaching.wait(5))
-            return super().domains()
-
+    class ListsSlowly(ListingHeld):
         def rename(self, old: str, new: str) -> DomainInfo:
             info = super().rename(old, new)
-            self.renamed = True
+            self.armed = True
             return info
 
         def detach(self, guest: str, *args: Any) -> None:
-            self.detaching.set()
+            self.released.set()
             super().detach(guest, *args)
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=ListsSlowly)
