@@ -412,3 +412,37 @@ def test_the_stale_frontends_are_detached_as_the_promotion_returns_not_after_the
     hv = handle.daemon.runtime.hypervisor
     assert isinstance(hv, ListsSlowly)
     assert all(hv.waits), "a listing waited for a detach the pass should have made first"
+
+
+def test_the_stale_frontends_are_detached_while_the_promotion_destroys_the_remains(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """A detach needs only the dead instance's backend of the device gone, not the whole of it: the
+    backends are removed and the detaches made as the promotion is submitted, beside the destroy of
+    the remains (an `xl destroy`, a second under emulation) instead of after it. Here the remains'
+    destroy waits until both stale vifs have been detached, at most 5 s, and notes whether they were."""
+
+    class DestroysSlowly(SimHypervisor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.detached: list[str] = []
+            self.both = threading.Event()
+            self.waits: list[bool] = []
+
+        def destroy(self, name: str, domid: int | None = None) -> None:
+            if name == "domnet" and domid is not None:  # the remains, by domid
+                self.waits.append(self.both.wait(5))
+            super().destroy(name, domid)
+
+        def detach(self, guest: str, *args: Any) -> None:
+            super().detach(guest, *args)
+            self.detached.append(guest)
+            if len(self.detached) >= 2:
+                self.both.set()
+
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=DestroysSlowly)
+    hv = handle.daemon.runtime.hypervisor
+    assert isinstance(hv, DestroysSlowly)
+    standby = crash_and_recover(handle)
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    assert hv.waits == [True], "the remains were destroyed before the stale frontends were detached"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.socket_host import SimulatedHost
+from xenddd.sim.store import XsError
 
 
 def test_a_domain_started_again_before_its_crash_is_cleaned_up_keeps_running(sim_host: SimulatedHost) -> None:
@@ -47,3 +50,24 @@ def test_a_crash_fires_release_domain_at_once_and_libvirts_event_only_after_the_
     assert [what for what, _ in heard] == ["started", "crashed"]
     assert heard[1][1] - crashed_at >= 0.3 and host.dom0.read(f"/local/domain/{domid}/name") is None
     watcher.close()
+
+
+def test_a_detach_from_a_dying_domain_fails_until_its_backend_is_gone_then_cleans_up_the_frontend(
+    sim_host: SimulatedHost,
+) -> None:
+    """libxl's remove waits for the backend to close, which a dead domain's never does; with the backend
+    directory gone it cleans up the frontend only, whether or not the dead domain is still listed."""
+    host = sim_host.host
+    host.kept_on_crash.add("domnet")  # xl's: its remains stay until destroyed
+    host.define("domnet", driver=True)
+    dead = host.start("domnet").domid
+    guest = host.create_guest("web", vif=("domnet",))
+    host.crash("domnet")
+    assert dead in host.dying
+    with pytest.raises(XsError, match="EBUSY"):
+        host.detach("web", "vif", 0)
+    host.dom0.rm(f"/local/domain/{dead}/backend/vif/{guest.domid}/0")
+    host.detach("web", "vif", 0)
+    assert host.dom0.read(f"/local/domain/{guest.domid}/device/vif/0") is None
+    assert host.dom0.read(f"/libxl/{guest.domid}/device/vif/0") is None
+    assert dead in host.dying and host.dom0.read(f"/local/domain/{dead}/name") == b"domnet"

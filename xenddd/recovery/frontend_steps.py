@@ -21,6 +21,7 @@ from functools import partial
 
 from xenddd.adapters.hypervisor_api import DomainState
 from xenddd.config.spec import DriverDomainSpec
+from xenddd.errors import XendddError
 from xenddd.model import Frontend, FrontendKey, XenbusState
 from xenddd.recovery.handshake_window import HandshakeWindow
 from xenddd.recovery.intent import DomainRecord, Incident, PendingFrontend
@@ -129,6 +130,24 @@ class FrontendSteps:
                 partial(self._t.hypervisor.detach, f.guest_name, f.kind, f.devid, f.params),
             )
         return wake
+
+    def detach_from_the_dead(
+        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, dead: int
+    ) -> float | None:
+        """Detach the stale frontends now, while instance `dead` (which can never run again) is still
+        listed: its backends of them are removed first, so that each detach cleans up the frontend only
+        instead of waiting for the remains' destroy. A backend that cannot be removed leaves every
+        detach to wait for that destroy, as ever."""
+        self._t.guests.refresh()
+        try:
+            for pending in incident.frontends:
+                guest = self._t.guests.current_domid(pending.frontend)
+                if guest is not None and not (pending.detached or pending.attached or pending.restore):
+                    self._t.guests.release_dead_backend(dead, guest, pending.frontend)
+        except XendddError as exc:
+            log.warning("%s: the backends of dead domid %s stay until its destroy: %s", spec.name, dead, exc)
+            return None
+        return self.detach_stale(spec, record, incident, dead_present=False)
 
     def reattach(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> float | None:
         """Confirm what is attached, attach what is due; None once nothing is left (or only calls run)."""

@@ -246,7 +246,8 @@ class Recovery:
         """`dead_present`: the toolstack still lists the dead instance (libvirt cleaning up a crash); a
         start now would race that cleanup, so it waits for it — at most CLEANUP_WAIT, after which the
         start destroys the remains itself, as it must for a domain kept with on_crash = "preserve". A
-        promotion does not wait: it destroys the remains first, as it must before the rename."""
+        promotion does not wait: it destroys the remains first, as it must before the rename, and the
+        stale frontends are detached meanwhile (their detach needs the remains' backends gone only)."""
         if started is not None:
             return self._started(spec, record, incident, started)
         if self._t.calls.busy((spec.name, "start")):
@@ -271,7 +272,8 @@ class Recovery:
             what = f"{spec.name}: promote {spec.standby_name}"
             dead = incident.dead_domid
             self._t.calls.submit(start, what, lambda: self._promote(spec, dead, promotable), lane=start)
-            return None
+            # the dead instance's stale frontends need not wait for the promotion's destroy of its remains
+            return None if dead is None else self._steps.detach_from_the_dead(spec, record, incident, dead)
         if now < incident.not_before:
             return incident.not_before - now
         cleanup_ends = incident.detected_at + CLEANUP_WAIT

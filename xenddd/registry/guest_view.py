@@ -151,6 +151,14 @@ class GuestView:
         self._xs.rm(state)
         return True
 
+    def release_dead_backend(self, dead_domid: int, guest_domid: int, frontend: Frontend) -> None:
+        """Remove the backend directory a dead driver domain kept for the device: libxl's detach of a
+        frontend whose backend is gone cleans up the frontend only, at once, where one whose backend is
+        still there waits for it to close (10 s, then forced). The remains' destroy would remove it too,
+        a second or more later under emulation. Only for an instance that can never run again, which
+        the caller checks; the path is dom0's own: domids and the device number, nothing read from it."""
+        self._xs.rm(backend_path(dead_domid, frontend.kind, guest_domid, frontend.devid))
+
     def restore_backend(self, driver_domid: int, guest_domid: int, frontend: Frontend) -> str | None:
         """The device's backend directory written again for `driver_domid` (see backend_restore); None
         once it is there, else why it cannot be."""

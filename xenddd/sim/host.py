@@ -413,8 +413,9 @@ class SimHost:
         return int(listed[-1]) + 1 if listed else 0
 
     def detach(self, guest_name: str, kind: str, devid: int) -> None:
-        """libxl's device remove; with the backend gone it cleans up the frontend only. Absent: no error.
-        A backend whose domain is still dying makes it fail (EBUSY), as libxl's remove does then."""
+        """libxl's device remove; with the backend gone it cleans up the frontend only, whether or not its
+        domain is still listed. Absent: no error. A backend still there in a domain that is dying makes
+        it fail (EBUSY): libxl's remove then waits for a close that never comes."""
         with self._lock:
             guest = self.domains.get(guest_name)
             if guest is None:
@@ -425,7 +426,7 @@ class SimHost:
                 if g is None
                 else (self.dom0.read(f"/libxl/{g}/device/{kind}/{devid}/backend") or b"").decode()
             )
-            if _domid_of_backend(back) in self.dying:
+            if _domid_of_backend(back) in self.dying and self.dom0.read(f"{back}/state") is not None:
                 raise XsError("EBUSY")
             guest.devices = [d for d in guest.devices if not (d.kind == kind and d.devid == devid)]
             if g is None:
