@@ -58,6 +58,18 @@ def test_the_remains_of_a_dead_instance_without_their_name_do_not_hold_it(host: 
     assert rename_domain(host, "domnet-standby", "domnet").domid == 7
 
 
+def test_remains_named_by_domid_are_renamed_only_while_they_have_the_name(host: Xenstore) -> None:
+    """The remains of a dead `domnet` go out of its standby's way by domid: a new instance somebody
+    started under the name meanwhile is never the one renamed."""
+    domain(host, 6, "domnet", "99999999-8888-7777-6666-555555555555")
+    with pytest.raises(XendddError, match='domid 5 is not the domain called "domnet" \\(domid 6 is\\)'):
+        rename_domain(host, "domnet", "domnet-dead-5", 5)
+    assert host.read("/local/domain/6/name") == b"domnet"
+    assert rename_domain(host, "domnet", "domnet-dead-6", 6).domid == 6
+    assert host.read("/local/domain/6/name") == b"domnet-dead-6"
+    assert rename_domain(host, "domnet-standby", "domnet").domid == 7
+
+
 def test_a_name_another_domain_has_is_refused_and_nothing_is_written(host: Xenstore) -> None:
     domain(host, 6, "domnet", "99999999-8888-7777-6666-555555555555")
     before = names(host)
@@ -70,7 +82,7 @@ def test_a_name_another_domain_has_is_refused_and_nothing_is_written(host: Xenst
 
 @pytest.mark.parametrize(
     ("extra", "said"),
-    [(None, 'no running domain is called "domnet-standby"'), (9, "more than one running domain is called")],
+    [(None, 'no domain is called "domnet-standby"'), (9, "more than one domain is called")],
 )
 def test_an_old_name_that_is_not_one_domain_s_is_refused(xs: Xenstore, extra: int | None, said: str) -> None:
     domain(xs, 3, "web", "11111111-2222-3333-4444-555555555555")

@@ -41,7 +41,7 @@ class Recorder:
         self.calls.append(("domains",))
         return [DomainInfo(name, "u", i, DomainState.RUNNING, 1024, 1) for i, name in enumerate(self._listed)]
 
-    def rename(self, old: str, new: str) -> DomainInfo:
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
         self.calls.append(("rename", old, new))
         return DomainInfo(new, "u", self._listed.index(old), DomainState.RUNNING, 1024, 1)
 

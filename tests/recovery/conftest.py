@@ -246,9 +246,9 @@ class FreezingHypervisor(SimHypervisor):
         super().attach(guest, *args)
         self._done("attach", guest)
 
-    def rename(self, old: str, new: str) -> DomainInfo:
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
         self._gate()
-        info = super().rename(old, new)
+        info = super().rename(old, new, domid)
         self._done("rename", new)
         return info
 

@@ -169,17 +169,24 @@ def test_a_standby_that_dies_is_started_again_without_an_incident(
     assert not events(handle, "detected") and domnet_status(handle)["crashes"] == 0
 
 
-@pytest.mark.parametrize("killed_after", ["destroy", "rename"])
+@pytest.mark.parametrize("killed_after", ["remains renamed", "destroy", "rename"])
 def test_a_daemon_killed_right_after_a_step_of_the_promotion_is_finished_by_the_next_one(
     start_daemon: Callable[..., RunningDaemon], killed_after: str
 ) -> None:
-    """After the destroy of the remains, the next daemon promotes the standby itself; after the rename,
-    it finds the driver domain running under a domid it never started, with the dead instance's
-    frontends to recover, and reattaches them there. Either way the standby is the new instance."""
+    """After the remains are renamed out of the way or destroyed, the next daemon promotes the standby
+    itself; after the standby's rename (the remains' destroy beside it not run), it finds the driver
+    domain running under a domid it never started, with the dead instance's frontends to recover,
+    and reattaches them there. Either way the standby is the new instance, and the remains are gone."""
     first = started_with_a_ready_standby(start_daemon)
     sim = first.sim
     standby = standby_ready(first)
-    freezing = freeze(first, lambda step, domain: (step, domain) == (killed_after, "domnet"))
+    dead = domid(sim.host.domains["domnet"])
+    step = (
+        ("rename", f"domnet-dead-{dead}") if killed_after == "remains renamed" else (killed_after, "domnet")
+    )
+    freezing = freeze(first, lambda *done: done == step)
+    if killed_after == "rename":  # the remains' destroy, beside the rename, never ran either
+        freezing.destroy = lambda *_args: freezing.release.wait()  # type: ignore[method-assign]
     sim.host.crash("domnet")
     wait_until(freezing.frozen.is_set, what=f"the first daemon to freeze after the {killed_after}")
 
@@ -190,6 +197,7 @@ def test_a_daemon_killed_right_after_a_step_of_the_promotion_is_finished_by_the_
         assert domid(sim.host.domains["domnet"]) == standby
         assert not events(second, "reattach-failed")
         wait_until(lambda: standby_ready(second) not in (None, standby), what="a new standby")
+        assert dead not in [d.domid for d in sim.host.domains.values()]
     finally:
         second.stop()
         freezing.release.set()
@@ -199,9 +207,10 @@ def test_a_standby_that_dies_as_it_is_promoted_is_followed_by_a_cold_start(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:
     class DiesAtPromotion(SimHypervisor):
-        def rename(self, old: str, new: str) -> DomainInfo:
-            info = super().rename(old, new)
-            self.host.crash(new)
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+            info = super().rename(old, new, domid)
+            if old == "domnet-standby":
+                self.host.crash(new)
             return info
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=DiesAtPromotion, healthy_uptime=0.0)
@@ -215,16 +224,17 @@ def test_a_standby_that_dies_as_it_is_promoted_is_followed_by_a_cold_start(
 def test_an_instance_an_operator_starts_as_the_promotion_begins_is_kept_and_the_standby_stays_one(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:
-    """The promotion destroys the dead instance by its domid: a new one the operator started meanwhile
-    (the remains destroyed, `xl create` run) survives it, the rename refuses its name, and the recovery
-    adopts it; the standby is neither promoted nor destroyed."""
+    """The promotion renames and destroys the dead instance by its domid: a new one the operator started
+    meanwhile (the remains destroyed, `xl create` run) keeps its name and survives, the standby's
+    rename refuses that name, and the recovery adopts it; the standby is neither promoted nor
+    destroyed."""
 
     class OperatorStartsOne(SimHypervisor):
-        def destroy(self, name: str, domid: int | None = None) -> None:
-            if name == "domnet" and self.host.domains[name].state == "crashed":
-                super().destroy(name)  # the operator's `xl destroy domnet; xl create domnet.cfg`
-                self.host.start(name)
-            super().destroy(name, domid)
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+            if old == "domnet" and self.host.domains[old].state == "crashed":
+                super().destroy(old)  # the operator's `xl destroy domnet; xl create domnet.cfg`
+                self.host.start(old)
+            return super().rename(old, new, domid)
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=OperatorStartsOne)
     sim = handle.sim
@@ -257,9 +267,9 @@ def test_a_promotion_renames_and_detaches_once_xenstore_drops_the_remains_not_on
                 detached.wait(10)
                 order.append("destroy returned")
 
-        def rename(self, old: str, new: str) -> DomainInfo:
-            order.append("rename")
-            return super().rename(old, new)
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+            order.append(f"rename {old}")
+            return super().rename(old, new, domid)
 
         def domains(self) -> list[DomainInfo]:
             listed = super().domains()
@@ -281,7 +291,7 @@ def test_a_promotion_renames_and_detaches_once_xenstore_drops_the_remains_not_on
     wait_until(lambda: events(handle, "recovered"), timeout=8, what="the recovery")
     wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
-    assert order == ["rename", "destroy returned"]
+    assert order == ["rename domnet", "rename domnet-standby", "destroy returned"]
 
 
 def test_a_promotion_goes_on_while_the_remains_destroy_ends_and_its_late_failure_is_only_logged(
@@ -345,9 +355,9 @@ def test_a_returned_promotion_is_taken_before_the_pass_lists_the_domains(
                 self.listed_over_a_result.append(time.monotonic())
             return super().domains()
 
-        def rename(self, old: str, new: str) -> DomainInfo:
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
             release.wait(10)
-            return super().rename(old, new)
+            return super().rename(old, new, domid)
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=PromotesLate)
     hv = handle.daemon.runtime.hypervisor
@@ -397,9 +407,9 @@ def test_the_stale_frontends_are_detached_as_the_promotion_returns_not_after_the
     detach has been made, at most 5 s: the detach must come first."""
 
     class ListsSlowly(ListingHeld):
-        def rename(self, old: str, new: str) -> DomainInfo:
-            info = super().rename(old, new)
-            self.armed = True
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+            info = super().rename(old, new, domid)
+            self.armed = old == "domnet-standby"
             return info
 
         def detach(self, guest: str, *args: Any) -> None:
@@ -446,3 +456,37 @@ def test_the_stale_frontends_are_detached_while_the_promotion_destroys_the_remai
     standby = crash_and_recover(handle)
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
     assert hv.waits == [True], "the remains were destroyed before the stale frontends were detached"
+
+
+def test_the_standby_takes_the_name_before_the_remains_destroy_has_freed_it(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The remains give the name up by a rename (two xenstore nodes), not by their destroy, which frees
+    it only once the domain's own devices are torn down. Here the destroy starts only once the standby
+    has the name, at most 5 s later; the remains, renamed by domid, are gone after it all the same."""
+
+    class DestroysLate(SimHypervisor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.named = threading.Event()
+            self.waits: list[bool] = []
+
+        def destroy(self, name: str, domid: int | None = None) -> None:
+            if domid is not None:
+                self.waits.append(self.named.wait(5))
+            super().destroy(name, domid)
+
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+            info = super().rename(old, new, domid)
+            if old == "domnet-standby":
+                self.named.set()
+            return info
+
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=DestroysLate)
+    hv = handle.daemon.runtime.hypervisor
+    assert isinstance(hv, DestroysLate)
+    dead = domid(handle.sim.host.domains["domnet"])
+    standby = crash_and_recover(handle)
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    assert hv.waits == [True], "the standby was renamed only once the remains' destroy had freed the name"
+    wait_until(lambda: dead not in [d.domid for d in handle.sim.host.domains.values()], what="remains gone")

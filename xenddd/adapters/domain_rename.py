@@ -32,15 +32,17 @@ from xenddd.errors import XendddError
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def rename_domain(xenstore: Xenstore, old: str, new: str) -> DomainInfo:
-    """Rename the one running domain called `old` to `new`; refused (and nothing written) while another
-    domain is called `new`, or if no domain or more than one is called `old`. Returns the renamed domain
+def rename_domain(xenstore: Xenstore, old: str, new: str, domid: int | None = None) -> DomainInfo:
+    """Rename the one domain called `old` to `new`; refused (and nothing written) while another domain is
+    called `new`, or if no domain or more than one is called `old`, or (`domid`) if domain `domid` is not
+    the one called `old` (the remains of a dead instance, renamed out of a standby's way, are named by
+    their domid: never another instance started meanwhile under that name). Returns the renamed domain
     as xenstore describes it: its memory is libxl's balloon target, its vCPUs the ones libxl gave it, and
     its state `running` (xenstore does not say paused; the next listing does)."""
     if not new:
         raise XendddError(f"renaming {old}: no new name given")
     try:
-        return xenstore.transaction(lambda tx: _rename(tx, old, new))
+        return xenstore.transaction(lambda tx: _rename(tx, old, new, domid))
     except XendddError as exc:
         raise XendddError(f"renaming {old} to {new} failed: {exc}") from None
 
@@ -61,14 +63,16 @@ def domain_names(reader: _Reader) -> dict[int, bytes | None]:
     return dict(zip(domids, names, strict=True))
 
 
-def _rename(tx: Transaction, old: str, new: str) -> DomainInfo:
+def _rename(tx: Transaction, old: str, new: str, expected: int | None) -> DomainInfo:
     names = domain_names(tx)
     named_old = [d for d, name in names.items() if name == old.encode()]
     if any(name == new.encode() and d not in named_old for d, name in names.items()):
         raise XendddError(f'a domain called "{new}" already exists')
     if len(named_old) != 1:
-        raise XendddError(f'{"no" if not named_old else "more than one"} running domain is called "{old}"')
+        raise XendddError(f'{"no" if not named_old else "more than one"} domain is called "{old}"')
     domid = named_old[0]
+    if expected is not None and domid != expected:
+        raise XendddError(f'domid {expected} is not the domain called "{old}" (domid {domid} is)')
     home = f"/local/domain/{domid}"
     paths = [f"{home}/vm", f"{home}/memory/target", f"{home}/image/device-model-domid"]
     vm, target, stub = tx.read_many(paths)

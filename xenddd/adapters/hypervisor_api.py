@@ -114,8 +114,9 @@ class Hypervisor(Protocol):
         instance (the remains of a dead one) — another instance of the name, started meanwhile, stays."""
         ...
 
-    def rename(self, old: str, new: str) -> DomainInfo:
-        """Rename a running domain (a standby promoted); refused while a domain called `new` exists."""
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+        """Rename a domain (a standby promoted, or the dead instance's remains out of its way); refused
+        while a domain called `new` exists, or (`domid`) if domain `domid` is not the one called `old`."""
         ...
 
     def manages(self, guest: str) -> bool:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from xenddd.adapters.hypervisor_api import DomainInfo, LifecycleKind, running_domid
 from xenddd.config.spec import DriverDomainSpec
@@ -258,6 +259,7 @@ class Recovery:
             # before its call returned): adopt that instance, with the PCI devices it must have.
             self._prepare(spec)
             self._t.hypervisor.ensure_passthrough(spec)
+            self._destroy_parked_remains(spec, incident.dead_domid)
             self._enter_ready_wait(spec, record, incident, running)
             return None
         start = (spec.name, "start")
@@ -323,7 +325,7 @@ class Recovery:
             hv.destroy(spec.name, dead)
             info = hv.rename(spec.standby_name, spec.name)
         else:
-            info = self._rename_as_the_name_frees(spec, dead)
+            info = self._rename_past_the_remains(spec, dead)
         try:
             self._prepare(spec)
             hv.ensure_passthrough(spec, disks=not follow)
@@ -334,33 +336,64 @@ class Recovery:
             self._submit_disks(spec)
         return Promoted(info, disks_follow=follow)
 
+    def _rename_past_the_remains(self, spec: DriverDomainSpec, dead: int) -> DomainInfo:
+        """A name is nothing but two xenstore nodes: the remains of instance `dead` are renamed out of the
+        way (`<name>-dead-<domid>`, by domid, so never a new instance somebody started meanwhile), the
+        standby takes the name at once, and the remains' destroy goes on beside the recovery. Their
+        destroy frees the name only once it has torn down the domain's own devices (dom0's `block`
+        script among them): a second of every promotion's outage under emulation. Nothing the promoted
+        instance or the guests' reattach needs is left in the remains (the backends of the guests'
+        devices in them are removed before the detaches). Remains that cannot be renamed (gone
+        already, or renamed by a promotion the daemon was killed in) leave the rename to wait for the
+        destroy to free the name."""
+        hv = self._t.hypervisor
+        try:
+            hv.rename(spec.name, _parked(spec, dead).decode(), dead)
+        except XendddError as exc:
+            log.info("%s: waiting for the destroy of domid %s to free the name: %s", spec.name, dead, exc)
+            return self._rename_as_the_name_frees(spec, dead)
+        destroy = self._destroy_remains(spec, dead)
+        try:
+            return hv.rename(spec.standby_name, spec.name)
+        finally:
+            destroy.add_done_callback(partial(self._remains_destroyed, spec, dead))
+
+    def _destroy_parked_remains(self, spec: DriverDomainSpec, dead: int | None) -> None:
+        """Remains a promotion renamed out of the way and a daemon killed meanwhile never destroyed: found
+        by their domid and the name the promotion gave them, nothing else."""
+        if dead is not None and self._t.guests.read(f"/local/domain/{dead}/name") == _parked(spec, dead):
+            log.info("%s: destroying the remains of domid %s an interrupted promotion left", spec.name, dead)
+            self._t.hypervisor.destroy(spec.name, dead)
+
     def _rename_as_the_name_frees(self, spec: DriverDomainSpec, dead: int) -> DomainInfo:
         """libxl's rename needs only the name free in xenstore, which the remains' destroy frees first;
         `xl destroy` returns about 0.7 s later under emulation, once the hypervisor is done with the
         domain. So the rename runs as soon as xenstore no longer names the dead instance, and the
-        promotion goes on without waiting for the rest of the destroy: nothing the promoted instance or
-        the guests' reattach needs is left in the remains (their backends went with their xenstore
-        directory). A destroy that fails before the name is free is the promotion's error; one that fails
-        later is logged."""
-        hv = self._t.hypervisor
+        promotion goes on without waiting for the rest of the destroy. A destroy that fails before the
+        name is free is the promotion's error; one that fails later is logged."""
         name = f"/local/domain/{dead}/name"
-
-        def destroyed(future: Future[None]) -> None:
-            error = future.exception()
-            if error is not None:
-                log.error("%s: destroying the remains of domid %s failed: %s", spec.name, dead, error)
-
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xenddd-remains")
-        destroy = pool.submit(hv.destroy, spec.name, dead)
-        pool.shutdown(wait=False)
+        destroy = self._destroy_remains(spec, dead)
         while not destroy.done() and self._t.guests.read(name) is not None:
             time.sleep(NAME_FREE_POLL)
         if destroy.done():
             destroy.result()  # failed before the name was freed: its error says more than the rename's
         try:
-            return hv.rename(spec.standby_name, spec.name)
+            return self._t.hypervisor.rename(spec.standby_name, spec.name)
         finally:
-            destroy.add_done_callback(destroyed)
+            destroy.add_done_callback(partial(self._remains_destroyed, spec, dead))
+
+    def _destroy_remains(self, spec: DriverDomainSpec, dead: int) -> Future[None]:
+        """The destroy of instance `dead`'s remains, by domid, on a thread of its own."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xenddd-remains")
+        destroy = pool.submit(self._t.hypervisor.destroy, spec.name, dead)
+        pool.shutdown(wait=False)
+        return destroy
+
+    @staticmethod
+    def _remains_destroyed(spec: DriverDomainSpec, dead: int, future: Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            log.error("%s: destroying the remains of domid %s failed: %s", spec.name, dead, error)
 
     def _start(self, spec: DriverDomainSpec) -> DomainInfo:
         self._prepare(spec)
@@ -628,6 +661,11 @@ class Recovery:
         record.incident = None
         self._t.save(record)
         log.info("%s: recovered in %.2f s (incident %s)", spec.name, now - incident.detected_at, incident.id)
+
+
+def _parked(spec: DriverDomainSpec, dead: int) -> bytes:
+    """The name a promotion gives the dead instance's remains, out of the standby's way until destroyed."""
+    return f"{spec.name}-dead-{dead}".encode()
 
 
 def _restores(spec: DriverDomainSpec, incident: Incident, frontend: Frontend) -> bool:

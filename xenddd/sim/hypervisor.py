@@ -121,12 +121,17 @@ class SimHypervisor:
             raise XendddError(f"{name}: starting it as domid {domid} failed: {reason}") from None
 
     def destroy(self, name: str, domid: int | None = None) -> None:
+        """By `domid` as `xl destroy <domid>` does it: whatever that domain is called now."""
         self._reachable()
-        if name in self.host.domains and domid in (None, self.host.domains[name].domid):
+        if domid is not None:
+            name = next((n for n, d in self.host.domains.items() if d.domid == domid), "")
+        if name in self.host.domains:
             self.host.destroy(name)
 
-    def rename(self, old: str, new: str) -> DomainInfo:
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
         self._reachable()
+        if domid is not None and old in self.host.domains and self.host.domains[old].domid != domid:
+            raise XendddError(f'renaming {old} to {new} failed: domid {domid} is not called "{old}"')
         try:
             return _info(self.host.rename(old, new))
         except KeyError:

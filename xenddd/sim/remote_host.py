@@ -137,8 +137,8 @@ class RemoteToolstack:
     def destroy(self, name: str, domid: int | None = None) -> None:
         self._calls.call("destroy", name, domid)
 
-    def rename(self, old: str, new: str) -> DomainInfo:
-        return cast(DomainInfo, self._calls.call("rename", old, new))
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+        return cast(DomainInfo, self._calls.call("rename", old, new, domid))
 
     def manages(self, guest: str) -> bool:
         return cast(bool, self._calls.call("manages", guest))
