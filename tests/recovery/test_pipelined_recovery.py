@@ -293,3 +293,44 @@ def test_a_driver_domain_that_gets_through_one_handshake_at_a_time_gets_its_devi
     assert all_connected(sim, 8)
     assert not events(handle, "parked")
     assert events(handle, "reattach-failed")  # the slow driver domain was met
+
+
+def test_the_restart_goes_as_libvirt_ends_its_cleanup_not_on_the_pass_its_event_brings(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The start waits for libvirt's cleanup of the crashed instance on its worker: the pass that the
+    cleanup's lifecycle event brings lists the domains first (and the crash's own pass scans the guests'
+    records and resyncs the registry), seconds under emulation. Here every listing after the crash waits
+    until the start has been made, at most 5 s: the start must not wait for a listing, nor come before
+    libvirt has cleaned up."""
+    started = threading.Event()
+    waits: list[bool] = []
+    started_while_dying: list[str] = []
+
+    class ListsSlowly(SimHypervisor):
+        armed = False
+
+        def domains(self) -> list[Any]:
+            if self.armed and not started.is_set():
+                waits.append(started.wait(5))
+            return super().domains()
+
+        def start(self, name: str) -> Any:
+            if self.host.domains[name].domid in self.host.dying:
+                started_while_dying.append(name)
+            started.set()
+            return super().start(name)
+
+    handle = start_daemon(hypervisor=ListsSlowly)
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    hv = handle.daemon.runtime.hypervisor
+    assert isinstance(hv, ListsSlowly)
+    handle.sim.host.cleanup_delay = 1.0
+    started.clear()  # the daemon's own starts of the driver domains
+    handle.sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "detected"), what="the crash detected")
+    hv.armed = True  # (the listing that saw the crash came before anything could be started)
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES))
+    assert waits and all(waits), "a listing waited for a start that should have gone as the cleanup ended"
+    assert started_while_dying == []
