@@ -70,7 +70,6 @@ class InPlace:
 READY_RECHECK = 5.0  # readiness is watched; this only bounds what a lost watch event can cost
 UPSTREAM_RECHECK = 1.0  # an upstream's progress makes passes anyway; this bounds a missed one
 CLEANUP_WAIT = 10.0  # libvirt cleans up a crashed domain in about a second; beyond this, do it ourselves
-CLEANUP_POLL = 0.1  # a start's look at libvirt's listing of the crashed instance while it cleans up
 NAME_FREE_POLL = 0.05  # a promotion's look at xenstore while the remains' destroy frees the name
 REMAINS_NICENESS = 19  # the remains' destroy yields dom0's CPU to the recovery beside it
 NOT_READY = ", then not ready in time"  # added to an incident's reason when a restart was not ready
@@ -250,9 +249,8 @@ class Recovery:
         standby: DomainInfo | None,
     ) -> float | None:
         """`dead_present`: the toolstack still lists the dead instance (libvirt cleaning up a crash); a
-        start now would race that cleanup, so the start's call waits for it first, on its worker — at
-        most CLEANUP_WAIT, after which the start destroys the remains itself, as it must for a domain
-        kept with on_crash = "preserve". A
+        start now would race that cleanup, so it waits for it — at most CLEANUP_WAIT, after which the
+        start destroys the remains itself, as it must for a domain kept with on_crash = "preserve". A
         promotion does not wait: it destroys the remains first, as it must before the rename, and the
         stale frontends are detached meanwhile (their detach needs the remains' backends gone only)."""
         if started is not None:
@@ -287,7 +285,8 @@ class Recovery:
         cleanup_ends = incident.detected_at + CLEANUP_WAIT
         # only libvirt cleans up after a crash: xl's domains are created with no monitor (adapters/xl_domains)
         cleaned_up_by_libvirt = spec.toolstack == "libvirt" and spec.on_crash != "preserve"
-        awaits_cleanup = dead_present and cleaned_up_by_libvirt and now < cleanup_ends
+        if dead_present and cleaned_up_by_libvirt and now < cleanup_ends:
+            return cleanup_ends - now  # the cleanup's lifecycle event wakes us sooner
         waiting = self._upstreams_waited(spec)
         if waiting:
             # libxl's create of a domain whose vif or disk an absent (or not yet ready) driver domain
@@ -304,12 +303,6 @@ class Recovery:
             domid = incident.dead_domid
             what = f"{spec.name}: start as domid {domid}"
             self._t.calls.submit(start, what, lambda: self._start_in_place(spec, domid), lane=start)
-            return None
-        if awaits_cleanup and incident.dead_domid is not None:
-            dead, wait = incident.dead_domid, cleanup_ends - now
-            what = f"{spec.name}: start once libvirt has cleaned up domid {dead}"
-            call = partial(self._start_once_cleaned_up, spec, dead, wait)
-            self._t.calls.submit(start, what, call, lane=start)
             return None
         self._t.calls.submit(start, f"{spec.name}: start", lambda: self._start(spec), lane=start)
         return None
@@ -415,21 +408,6 @@ class Recovery:
         error = future.exception()
         if error is not None:
             log.error("%s: destroying the remains of domid %s failed: %s", spec.name, dead, error)
-
-    def _start_once_cleaned_up(self, spec: DriverDomainSpec, dead: int, wait: float) -> DomainInfo:
-        """On a worker: the start waits for libvirt to stop listing instance `dead` (its cleanup of the
-        crash, a destroy that takes it about a second) — at most `wait` seconds, after which the start
-        destroys the remains itself. Waited for here, the start goes as the cleanup ends; waited for by
-        the loop, it went on the pass that the cleanup's lifecycle event brought, once the pass before
-        it (the crash's: the guests' records scanned, the registry resynced) and its own listing were
-        done: 0.6 s and more of every cold recovery on the test bed."""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            info = self._t.hypervisor.domain(spec.name)
-            if info is None or info.domid != dead:
-                break
-            time.sleep(CLEANUP_POLL)
-        return self._start(spec)
 
     def _start(self, spec: DriverDomainSpec) -> DomainInfo:
         self._prepare(spec)
