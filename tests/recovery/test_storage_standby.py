@@ -7,8 +7,11 @@ be attached takes the promoted instance down, and the recovery goes on cold."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from tests.recovery.conftest import (
     TOPOLOGY,
@@ -188,3 +191,43 @@ def test_a_daemon_killed_while_the_disk_is_attached_is_followed_by_one_that_atta
     finally:
         second.stop()
         freezing.release.set()
+
+
+@pytest.mark.parametrize("feature", [True, False])
+def test_the_writable_disk_moves_to_the_standby_only_once_the_remains_destroy_has_released_it(
+    start_daemon: Callable[..., RunningDaemon], feature: bool
+) -> None:
+    """The remains hold the disk until their destroy has torn their devices down (dom0's `block` script
+    refuses a disk another domain has: "in use by another guest's disk"), so the standby of a storage
+    domain takes the name only once that destroy has freed it. Here the destroy takes a moment."""
+
+    class DestroysSlowly(MovedDisks):
+        held_by_remains: list[bool] = []
+        dead: int | None = None
+
+        def destroy(self, name: str, domid: int | None = None) -> None:
+            if domid is not None:
+                time.sleep(0.5)
+            super().destroy(name, domid)
+
+        def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
+            if spec.name == "domstore" and disks and self.armed.is_set():
+                alive = [d.domid for d in self.host.domains.values()]
+                self.held_by_remains.append(self.dead in alive)
+            super().ensure_passthrough(spec, disks)
+
+    handle = start_daemon(topology=STORE_STANDBY, hypervisor=DestroysSlowly, healthy_uptime=0.0)
+    wait_until(lambda: handle.settled(FIVE_DEVICES), what="the guests' devices connected")
+    wait_until(lambda: store_standby_ready(handle) is not None, what="the standby ready")
+    standby = store_standby_ready(handle)
+    hv = handle.daemon.runtime.hypervisor
+    assert isinstance(hv, DestroysSlowly)
+    if feature:
+        handle.sim.host.dom0.write(f"/local/domain/{standby}/{BLOCK_WAIT_FEATURE}", b"1")
+    hv.dead = domid(handle.sim.host.domains["domstore"])
+    hv.released.set()
+    hv.armed.set()
+    handle.sim.host.crash("domstore")
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    assert hv.held_by_remains == [False]

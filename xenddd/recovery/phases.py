@@ -328,6 +328,10 @@ class Recovery:
         if dead is None or spec.pci:  # PCI devices are released only at the end of the destroy
             hv.destroy(spec.name, dead)
             info = hv.rename(spec.standby_name, spec.name)
+        elif any(not disk.readonly for disk in spec.disks):
+            # the remains hold the writable disks the standby is to get until their destroy has torn
+            # their devices down, which it does before it frees the name
+            info = self._rename_as_the_name_frees(spec, dead)
         else:
             info = self._rename_past_the_remains(spec, dead)
         try:
@@ -356,7 +360,7 @@ class Recovery:
         except XendddError as exc:
             log.info("%s: waiting for the destroy of domid %s to free the name: %s", spec.name, dead, exc)
             return self._rename_as_the_name_frees(spec, dead)
-        destroy = self._destroy_remains(spec, dead)
+        destroy = self._destroy_remains(spec, dead, niceness=REMAINS_NICENESS)
         try:
             return hv.rename(spec.standby_name, spec.name)
         finally:
@@ -386,16 +390,17 @@ class Recovery:
         finally:
             destroy.add_done_callback(partial(self._remains_destroyed, spec, dead))
 
-    def _destroy_remains(self, spec: DriverDomainSpec, dead: int) -> Future[None]:
-        """The destroy of instance `dead`'s remains, by domid, on a thread of its own, at the lowest CPU
-        priority (the thread's, which the `xl destroy` it starts and that process's hotplug scripts
-        inherit): once the remains no longer hold the name, nothing waits for their destroy, and dom0's
-        CPU is what the guests' detaches and attaches beside it wait for (on the test bed an `xl
-        destroy` started beside them took them from 0.5 s to 1.1 to 1.6 s each)."""
+    def _destroy_remains(self, spec: DriverDomainSpec, dead: int, niceness: int = 0) -> Future[None]:
+        """The destroy of instance `dead`'s remains, by domid, on a thread of its own; `niceness` is the
+        thread's, which the `xl destroy` it starts and that process's hotplug scripts inherit. Once the
+        remains no longer hold the name nothing waits for their destroy, and dom0's CPU is what the
+        guests' detaches and attaches beside it wait for (on the test bed an `xl destroy` started beside
+        them took them from 0.5 s to 1.1 to 1.6 s each): it then yields that CPU."""
 
         def destroy() -> None:
-            with contextlib.suppress(OSError):  # a thread's own id is a process id to setpriority
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REMAINS_NICENESS)
+            if niceness:
+                with contextlib.suppress(OSError):  # a thread's own id is a process id to setpriority
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
             self._t.hypervisor.destroy(spec.name, dead)
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xenddd-remains")
