@@ -5,7 +5,6 @@ the daemon as @releaseDomain only, as on real Xen: libvirt never hears of it."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -491,40 +490,3 @@ def test_the_standby_takes_the_name_before_the_remains_destroy_has_freed_it(
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
     assert hv.waits == [True], "the standby was renamed only once the remains' destroy had freed the name"
     wait_until(lambda: dead not in [d.domid for d in handle.sim.host.domains.values()], what="remains gone")
-
-
-def test_the_remains_are_destroyed_at_the_lowest_cpu_priority_and_the_guests_devices_are_not(
-    start_daemon: Callable[..., RunningDaemon],
-) -> None:
-    """Nothing waits for the remains' destroy once they gave the name up; the guests' detaches and
-    attaches beside it do wait for dom0's CPU. The thread's niceness is what its `xl destroy` and that
-    process's hotplug scripts inherit."""
-
-    class NotesPriorities(SimHypervisor):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.niceness: dict[str, set[int]] = {"destroy": set(), "device": set()}
-
-        def _note(self, call: str) -> None:
-            self.niceness[call].add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-
-        def destroy(self, name: str, domid: int | None = None) -> None:
-            if domid is not None:
-                self._note("destroy")
-            super().destroy(name, domid)
-
-        def detach(self, guest: str, *args: Any) -> None:
-            self._note("device")
-            super().detach(guest, *args)
-
-        def attach(self, guest: str, *args: Any) -> None:
-            self._note("device")
-            super().attach(guest, *args)
-
-    handle = started_with_a_ready_standby(start_daemon, hypervisor=NotesPriorities)
-    hv = handle.daemon.runtime.hypervisor
-    assert isinstance(hv, NotesPriorities)
-    ours = os.getpriority(os.PRIO_PROCESS, 0)
-    crash_and_recover(handle)
-    wait_until(lambda: hv.niceness["destroy"], what="the remains' destroy")
-    assert hv.niceness == {"destroy": {19}, "device": {ours}}

@@ -26,11 +26,8 @@ if the domid cannot be had.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import random
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,7 +68,6 @@ READY_RECHECK = 5.0  # readiness is watched; this only bounds what a lost watch 
 UPSTREAM_RECHECK = 1.0  # an upstream's progress makes passes anyway; this bounds a missed one
 CLEANUP_WAIT = 10.0  # libvirt cleans up a crashed domain in about a second; beyond this, do it ourselves
 NAME_FREE_POLL = 0.05  # a promotion's look at xenstore while the remains' destroy frees the name
-REMAINS_NICENESS = 19  # the remains' destroy yields dom0's CPU to the recovery beside it
 NOT_READY = ", then not ready in time"  # added to an incident's reason when a restart was not ready
 # Written by a driver domain whose `block` script waits for a target that is not there yet (the image's:
 # xenddd/image/block.sh): its guests' disks may be attached while its own disk is still being given to it
@@ -360,7 +356,7 @@ class Recovery:
         except XendddError as exc:
             log.info("%s: waiting for the destroy of domid %s to free the name: %s", spec.name, dead, exc)
             return self._rename_as_the_name_frees(spec, dead)
-        destroy = self._destroy_remains(spec, dead, niceness=REMAINS_NICENESS)
+        destroy = self._destroy_remains(spec, dead)
         try:
             return hv.rename(spec.standby_name, spec.name)
         finally:
@@ -390,23 +386,12 @@ class Recovery:
         finally:
             destroy.add_done_callback(partial(self._remains_destroyed, spec, dead))
 
-    def _destroy_remains(self, spec: DriverDomainSpec, dead: int, niceness: int = 0) -> Future[None]:
-        """The destroy of instance `dead`'s remains, by domid, on a thread of its own; `niceness` is the
-        thread's, which the `xl destroy` it starts and that process's hotplug scripts inherit. Once the
-        remains no longer hold the name nothing waits for their destroy, and dom0's CPU is what the
-        guests' detaches and attaches beside it wait for (on the test bed an `xl destroy` started beside
-        them took them from 0.5 s to 1.1 to 1.6 s each): it then yields that CPU."""
-
-        def destroy() -> None:
-            if niceness:
-                with contextlib.suppress(OSError):  # a thread's own id is a process id to setpriority
-                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-            self._t.hypervisor.destroy(spec.name, dead)
-
+    def _destroy_remains(self, spec: DriverDomainSpec, dead: int) -> Future[None]:
+        """The destroy of instance `dead`'s remains, by domid, on a thread of its own."""
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xenddd-remains")
-        future = pool.submit(destroy)
+        destroy = pool.submit(self._t.hypervisor.destroy, spec.name, dead)
         pool.shutdown(wait=False)
-        return future
+        return destroy
 
     @staticmethod
     def _remains_destroyed(spec: DriverDomainSpec, dead: int, future: Future[None]) -> None:
