@@ -108,11 +108,35 @@ class FrontendSteps:
         if dead_present or _none_stale(incident):
             return None  # the toolstack's cleanup of the dead instance wakes us (a lifecycle event)
         self._t.guests.refresh()
+        return self._submit_detaches(spec, record, incident)
+
+    def detach_from_the_dead(
+        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, dead: int
+    ) -> float | None:
+        """Detach the stale frontends now, while instance `dead` (which can never run again) is still
+        listed: its backends of them are removed first, so that each detach cleans up the frontend only
+        instead of waiting for the remains' destroy. A backend that cannot be removed leaves every
+        detach to wait for that destroy, as ever."""
+        if _none_stale(incident):
+            return None
+        self._t.guests.refresh()
+        try:
+            for pending in _detachable(incident):
+                guest = self._t.guests.current_domid(pending.frontend)
+                if guest is not None:
+                    self._t.guests.release_dead_backend(dead, guest, pending.frontend)
+        except XendddError as exc:
+            log.warning("%s: the backends of dead domid %s stay until its destroy: %s", spec.name, dead, exc)
+            return None
+        return self._submit_detaches(spec, record, incident)
+
+    def _submit_detaches(
+        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident
+    ) -> float | None:
+        """The detaches due, on the guests' view as last refreshed."""
         now = self._t.clock()
         wake: float | None = None
-        for pending in list(incident.frontends):
-            if pending.detached or pending.attached or pending.restore:
-                continue  # a device reconnecting in place is never detached: the guest keeps it
+        for pending in _detachable(incident):
             if self._t.calls.busy(self._key(spec, pending)):
                 continue
             if self._t.guests.current_domid(pending.frontend) is None:
@@ -130,24 +154,6 @@ class FrontendSteps:
                 partial(self._t.hypervisor.detach, f.guest_name, f.kind, f.devid, f.params),
             )
         return wake
-
-    def detach_from_the_dead(
-        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, dead: int
-    ) -> float | None:
-        """Detach the stale frontends now, while instance `dead` (which can never run again) is still
-        listed: its backends of them are removed first, so that each detach cleans up the frontend only
-        instead of waiting for the remains' destroy. A backend that cannot be removed leaves every
-        detach to wait for that destroy, as ever."""
-        self._t.guests.refresh()
-        try:
-            for pending in incident.frontends:
-                guest = self._t.guests.current_domid(pending.frontend)
-                if guest is not None and not (pending.detached or pending.attached or pending.restore):
-                    self._t.guests.release_dead_backend(dead, guest, pending.frontend)
-        except XendddError as exc:
-            log.warning("%s: the backends of dead domid %s stay until its destroy: %s", spec.name, dead, exc)
-            return None
-        return self.detach_stale(spec, record, incident, dead_present=False)
 
     def reattach(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> float | None:
         """Confirm what is attached, attach what is due; None once nothing is left (or only calls run)."""
@@ -633,6 +639,12 @@ def earliest(current: float | None, candidate: float | None) -> float | None:
     if candidate is None:
         return current
     return candidate if current is None else min(current, candidate)
+
+
+def _detachable(incident: Incident) -> list[PendingFrontend]:
+    """The incident's frontends still attached to the dead instance; a device reconnecting in place is
+    never detached: the guest keeps it."""
+    return [p for p in incident.frontends if not (p.detached or p.attached or p.restore)]
 
 
 def _none_stale(incident: Incident) -> bool:
