@@ -35,6 +35,13 @@ INITWAIT_TOPOLOGY = TOPOLOGY.replace(
     'condition = "backend-initwait"\ntimeout = 3\nreattach_timeout = {reattach_timeout}',
 )
 
+# cache with a disk too: libxl's detach of a guest's last device removes its `device` directory, which
+# the guest cannot create again
+CACHE_WITH_A_DISK = INITWAIT_TOPOLOGY.replace(
+    'name = "cache"\nvif = ["domnet"]', 'name = "cache"\nvif = ["domnet"]\nvbd = ["domstore"]'
+)
+SIX_DEVICES = 6
+
 
 def crash_domnet_with_cache_silent(handle: RunningDaemon) -> Kernel:
     """domnet crashes while cache's netfront does not answer: its reattached vif stalls in the handshake
@@ -61,9 +68,9 @@ def test_a_guest_naming_the_next_domid_as_its_backend_is_attached_and_costs_nobo
             starting.wait(20)
             return super().start(name)
 
-    handle = start_daemon(hypervisor=GatedStart, topology=INITWAIT_TOPOLOGY)
+    handle = start_daemon(hypervisor=GatedStart, topology=CACHE_WITH_A_DISK)
     sim = handle.sim
-    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    wait_until(lambda: handle.settled(SIX_DEVICES))
     next_domid = max(domid(d) for d in sim.host.domains.values() if d.domid is not None) + 1
     cache = domid(sim.host.domains["cache"])
 
@@ -76,7 +83,7 @@ def test_a_guest_naming_the_next_domid_as_its_backend_is_attached_and_costs_nobo
     starting.set()
 
     wait_until(lambda: events(handle, "recovered"), what="the recovery")
-    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every vif connected, cache's included")
+    wait_until(lambda: all_connected(sim, SIX_DEVICES), what="every vif connected, cache's included")
     assert sim.host.domains["domnet"].domid == next_domid
     assert not events(handle, "not-ready") and not events(handle, "failed")
     assert {d["backend_id"] for k, d in frontends(sim).items() if k[1] == "vif"} == {str(next_domid)}
@@ -96,9 +103,9 @@ def test_backend_initwait_readiness_passes_over_a_guest_whose_attach_fails(
             starting.wait(20)
             return super().start(name)
 
-    handle = start_daemon(hypervisor=GatedStart, topology=INITWAIT_TOPOLOGY)
+    handle = start_daemon(hypervisor=GatedStart, topology=CACHE_WITH_A_DISK)
     sim = handle.sim
-    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    wait_until(lambda: handle.settled(SIX_DEVICES))
     cache = domid(sim.host.domains["cache"])
 
     starting.clear()
@@ -112,7 +119,7 @@ def test_backend_initwait_readiness_passes_over_a_guest_whose_attach_fails(
     assert not events(handle, "not-ready")
     guest.close()
     wait_until(lambda: events(handle, "recovered"), timeout=30, what="cache's vif too")
-    wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+    wait_until(lambda: all_connected(sim, SIX_DEVICES))
     assert [e["guest"] for e in events(handle, "reattach-failed")] == ["cache"]
 
 

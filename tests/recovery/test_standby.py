@@ -430,7 +430,11 @@ def test_the_stale_frontends_are_detached_while_the_promotion_destroys_the_remai
     """A detach needs only the dead instance's backend of the device gone, not the whole of it: the
     backends are removed and the detaches made as the promotion is submitted, beside the destroy of
     the remains (an `xl destroy`, a second under emulation) instead of after it. Here the remains'
-    destroy waits until both stale vifs have been detached, at most 5 s, and notes whether they were."""
+    destroy waits until both stale vifs have been detached, at most 5 s, and notes whether they were.
+    Each guest's whole directory in the dead instance's `backend/vif` goes, not only the device's: a
+    detach's cleanup (libxl's) then finds the device's backend absent with its parent and stops there,
+    instead of removing the parents it leaves empty — `backend/vif`, which every detach shares, so
+    that on the test bed they conflicted with each other and with the destroy and were redone."""
 
     class DestroysSlowly(SimHypervisor):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -438,10 +442,14 @@ def test_the_stale_frontends_are_detached_while_the_promotion_destroys_the_remai
             self.detached: list[str] = []
             self.both = threading.Event()
             self.waits: list[bool] = []
+            self.shared_kept: list[bool] = []
 
         def destroy(self, name: str, domid: int | None = None) -> None:
             if name == "domnet" and domid is not None:  # the remains, by domid
                 self.waits.append(self.both.wait(5))
+                left = self.host.dom0.directory(f"/local/domain/{domid}/backend/vif")
+                kept = self.host.dom0.read(f"/local/domain/{domid}/backend/vif") is not None
+                self.shared_kept.append(kept and not left)
             super().destroy(name, domid)
 
         def detach(self, guest: str, *args: Any) -> None:
@@ -456,6 +464,7 @@ def test_the_stale_frontends_are_detached_while_the_promotion_destroys_the_remai
     standby = crash_and_recover(handle)
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
     assert hv.waits == [True], "the remains were destroyed before the stale frontends were detached"
+    assert hv.shared_kept == [True], "a detach walked up into the dead instance's backend/vif"
 
 
 def test_the_standby_takes_the_name_before_the_remains_destroy_has_freed_it(

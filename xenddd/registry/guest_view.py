@@ -13,7 +13,14 @@ from xenddd.adapters.xenstore.client import Xenstore
 from xenddd.model import Frontend, FrontendKey, VifParams, XenbusState
 from xenddd.registry.backend_restore import restore_backend
 from xenddd.registry.domain_directory import DomainDirectory
-from xenddd.registry.records import backend_path, frontend_path, parse_domid, parse_state, toolstack_path
+from xenddd.registry.records import (
+    backend_path,
+    frontend_path,
+    guest_backends_path,
+    parse_domid,
+    parse_state,
+    toolstack_path,
+)
 from xenddd.registry.toolstack_records import recorded_frontends
 
 
@@ -152,12 +159,17 @@ class GuestView:
         return True
 
     def release_dead_backend(self, dead_domid: int, guest_domid: int, frontend: Frontend) -> None:
-        """Remove the backend directory a dead driver domain kept for the device: libxl's detach of a
-        frontend whose backend is gone cleans up the frontend only, at once, where one whose backend is
-        still there waits for it to close (10 s, then forced). The remains' destroy would remove it too,
-        a second or more later under emulation. Only for an instance that can never run again, which
-        the caller checks; the path is dom0's own: domids and the device number, nothing read from it."""
-        self._xs.rm(backend_path(dead_domid, frontend.kind, guest_domid, frontend.devid))
+        """Remove the backends a dead driver domain kept for the guest's devices of the frontend's kind:
+        libxl's detach of a frontend whose backend is gone cleans up the frontend only, at once, where
+        one whose backend is still there waits for it to close (10 s, then forced). The remains' destroy
+        would remove them too, a second or more later under emulation. The guest's whole directory
+        goes, not the device's alone: libxl's cleanup of a backend path found absent with its parent
+        stops there, where one found absent under a parent that is there removes each parent it leaves
+        empty (`backend/<kind>`, which every detach from that driver domain shares, and the destroy
+        removes): the detaches' transactions then conflict with one another and with the destroy, and
+        are done again, up to half a second each on the test bed. Only for an instance that can never
+        run again, which the caller checks; the path is dom0's own: domids, nothing read from it."""
+        self._xs.rm(guest_backends_path(dead_domid, frontend.kind, guest_domid))
 
     def restore_backend(self, driver_domid: int, guest_domid: int, frontend: Frontend) -> str | None:
         """The device's backend directory written again for `driver_domid` (see backend_restore); None

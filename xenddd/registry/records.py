@@ -98,7 +98,12 @@ class Judgement:
 
 
 def backend_path(driver_domid: int, kind: DeviceKind, guest_domid: int, devid: int) -> str:
-    return f"/local/domain/{driver_domid}/backend/{kind.value}/{guest_domid}/{devid}"
+    return f"{guest_backends_path(driver_domid, kind, guest_domid)}/{devid}"
+
+
+def guest_backends_path(driver_domid: int, kind: DeviceKind, guest_domid: int) -> str:
+    """Where a driver domain keeps the backends of one guest's devices of a kind."""
+    return f"/local/domain/{driver_domid}/backend/{kind.value}/{guest_domid}"
 
 
 def frontend_path(guest_domid: int, kind: DeviceKind, devid: int) -> str:

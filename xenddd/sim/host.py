@@ -443,9 +443,14 @@ class SimHost:
             if back and self.dom0.read(f"{back}/state") is not None:
                 self.dom0.write(f"{back}/online", b"0")
                 self.dom0.write(f"{back}/state", b"5")
-                self.dom0.rm(back)
-            self.dom0.rm(front)
-            self.dom0.rm(f"/libxl/{g}/device/{kind}/{devid}")
+            toolstack = f"/libxl/{g}/device/{kind}/{devid}"
+
+            def cleanup(tx: int) -> None:  # libxl__device_destroy: one transaction, retried on EAGAIN
+                for path in (front, toolstack, back):
+                    if path:
+                        _path_cleanup(self.dom0, path, tx)
+
+            self.dom0.transaction(cleanup)
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -510,6 +515,24 @@ class SimHost:
                 listener(what, domain)
             except Exception:
                 log.exception("sim lifecycle listener failed")
+
+
+def _path_cleanup(client: DomainClient, path: str, tx: int) -> None:
+    """libxl__xs_path_cleanup: the path, then each parent it leaves empty and valueless. A path absent
+    with its parent (xenstored's ENOENT) ends it at once, parents untouched: so a detach whose backend
+    directory was removed with the guest's whole directory in it never walks up into the driver
+    domain's `backend/<kind>`, which every other detach from that driver domain shares."""
+    try:
+        client.rm(path, tx)
+    except XsError as exc:
+        if exc.errno_name == "ENOENT":
+            return
+        raise
+    while path.count("/") > 1:
+        path = path.rsplit("/", 1)[0]
+        if client.read(path, tx) != b"" or client.directory(path, tx):
+            return
+        client.rm(path, tx)
 
 
 def _domid_of_backend(path: str) -> int | None:
