@@ -125,8 +125,8 @@ class ToolstackCalls:
         except Exception as exc:  # thread boundary: handed to the reconciler's thread by take()
             outcome = exc
         took = self._clock() - started
-        if took >= SLOW_CALL:  # where a recovery's time goes, in the journal
-            log.info("%s took %.1f s", running.what, took)
+        # where a recovery's time goes, in the journal (every call's with debug logging)
+        log.log(logging.INFO if took >= SLOW_CALL else logging.DEBUG, "%s took %.1f s", running.what, took)
         with self._lock:
             self._running.pop(key, None)
             self._done[key] = outcome
