@@ -262,7 +262,7 @@ class FrontendSteps:
 
     def attach_detached(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
         """The attaches `reattach` would submit for frontends detached and not yet attached, without its
-        confirmations of the others (see Recovery.before_listing)."""
+        confirmations of the others (see Recovery.take_returned)."""
         now = self._t.clock()
         due = [
             p

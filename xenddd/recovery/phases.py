@@ -160,15 +160,17 @@ class Recovery:
             self._t.save(record)
         return wake
 
-    def before_listing(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
-        """At the start of a pass, before the domains are listed: a start or promotion that has returned is
-        taken (a promoted standby is ready at once, and its stale frontends' detaches go at once: the
-        promotion destroyed the remains, backends and all, before its rename), and the attaches of the
-        frontends whose detach has returned, to an instance already ready, are submitted. A listing
-        after a domain hint (the dead instance's remains going, which comes while the detaches run) is
-        an `xl list` and a registry resync, a second or more of a busy dom0 under emulation, and nothing
-        in it changes whether these are due; what the pass then sees (an instance that died meanwhile)
-        is judged as ever."""
+    def take_returned(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
+        """At the start of a pass, before the domains are listed, and again once they are: a start or
+        promotion that has returned is taken (a promoted standby is ready at once, and its stale
+        frontends' detaches go at once: the promotion destroyed the remains, backends and all, before
+        its rename), and the attaches of the frontends whose detach has returned, to an instance already
+        ready, are submitted. A listing after a domain hint (the dead instance's remains going, which
+        comes while the detaches run) is an `xl list` and a registry resync, a second or more of a busy
+        dom0 under emulation, and nothing in it changes whether these are due; what the pass then sees
+        (an instance that died meanwhile) is judged as ever. The promotion's own rename of the remains is
+        such a hint, and its pass begins while the promotion still runs: taken again after the listing,
+        the promotion's result does not wait for the registry's resync (0.1 to 0.4 s on the test bed)."""
         incident = record.incident
         if incident is not None and incident.phase is Phase.WAITING_RESTART:
             started = self._t.calls.take((spec.name, "start"))
