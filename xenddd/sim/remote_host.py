@@ -137,8 +137,10 @@ class RemoteToolstack:
     def destroy(self, name: str, domid: int | None = None) -> None:
         self._calls.call("destroy", name, domid)
 
-    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
-        return cast(DomainInfo, self._calls.call("rename", old, new, domid))
+    def rename(
+        self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
+    ) -> DomainInfo:
+        return cast(DomainInfo, self._calls.call("rename", old, new, domid, displacing))
 
     def manages(self, guest: str) -> bool:
         return cast(bool, self._calls.call("manages", guest))
