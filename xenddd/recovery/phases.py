@@ -160,7 +160,9 @@ class Recovery:
             self._t.save(record)
         return wake
 
-    def take_returned(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
+    def take_returned(
+        self, spec: DriverDomainSpec, record: DomainRecord, *, every_attach: bool = True
+    ) -> None:
         """At the start of a pass, before the domains are listed, and again once they are: a start or
         promotion that has returned is taken (a promoted standby is ready at once, and its stale
         frontends' detaches go at once: the promotion destroyed the remains, backends and all, before
@@ -170,16 +172,21 @@ class Recovery:
         dom0 under emulation, and nothing in it changes whether these are due; what the pass then sees
         (an instance that died meanwhile) is judged as ever. Passes also run while the promotion does
         (a rename is a domain hint too): taken again after the listing, its result does not wait for
-        the pass's registry resync (0.1 to 0.4 s on the test bed)."""
+        the pass's registry resync (0.1 to 0.4 s on the test bed). That second look (`every_attach`
+        False) submits attaches only when it took such a result: the others were looked at as the
+        pass began, and each look reads the state of every handshake under way (the handshake window),
+        a quarter more of a large recovery's xenstore requests when made twice a pass."""
         incident = record.incident
+        took = False
         if incident is not None and incident.phase is Phase.WAITING_RESTART:
             started = self._t.calls.take((spec.name, "start"))
+            took = started is not None
             if started is not None:
                 self._started(spec, record, incident, started)
                 self._ready_already(spec, record, incident)
                 if started.error is None and isinstance(started.value, Promoted):
                     self._steps.detach_stale(spec, record, incident, dead_present=False)
-        if incident is not None and incident.phase is Phase.REATTACHING:
+        if incident is not None and incident.phase is Phase.REATTACHING and (every_attach or took):
             self._steps.collect(spec, record, incident)
             self._steps.attach_detached(spec, record, incident)
         if self._t.unsaved:

@@ -111,13 +111,13 @@ class Reconciler:
             self._report_listing_troubles()
             self.last_pass_seconds = time.monotonic() - started
             return wake
-        self._take_returned()
+        self._take_returned(every_attach=True)
         if any(about_domains(h) for h in hints):
             self._hv.domains_may_have_changed()
         taken = time.monotonic()
         observed = self._observe()
         self._detect_crashes(observed)
-        self._take_returned()
+        self._take_returned(every_attach=False)
         listed = time.monotonic()
         wake = self._refresh_registry(hints)
         self._report_listing_troubles()
@@ -144,12 +144,12 @@ class Reconciler:
             )
         return wake
 
-    def _take_returned(self) -> None:
+    def _take_returned(self, *, every_attach: bool) -> None:
         """What the recovery's calls returned, taken as soon as the pass can (see Recovery.take_returned)."""
         for spec in self.config.start_order():
             # (an error here: the pass's own turn for this domain meets it again and reports it)
             with contextlib.suppress(XendddError):
-                self._recovery.take_returned(spec, self._records[spec.name])
+                self._recovery.take_returned(spec, self._records[spec.name], every_attach=every_attach)
 
     def _detect_crashes(self, observed: dict[str, DomainInfo]) -> None:
         """Open the incident of every driver domain whose known instance is gone, before the registry is
