@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
@@ -287,6 +288,10 @@ class RecordingDevices(LibxlDevices):
     def __init__(self) -> None:
         super().__init__()
         self.attached: list[tuple[str, int, VifParams | VbdParams, str]] = []
+        self.detached: list[tuple[str, DeviceKind, int]] = []
+
+    def detach(self, guest: str, kind: DeviceKind, devid: int) -> None:
+        self.detached.append((guest, kind, devid))
 
     def attach(
         self, guest: str, kind: DeviceKind, devid: int, params: VifParams | VbdParams, backend: str
@@ -312,3 +317,25 @@ def test_a_libvirt_guests_vif_is_reattached_with_the_model_only_libvirt_knows() 
     assert first_devid == 0 and isinstance(first, VifParams) and first.model == "e1000"
     # no model in libvirt's definition: libxl's default
     assert isinstance(second, VifParams) and second.model is None
+
+
+def test_a_vif_is_detached_by_libxl_without_asking_libvirt_about_its_guest() -> None:
+    """libvirt has nothing to say about a vif's detach (libxl makes it, whoever owns the guest): no
+    lookup, a libvirtd round trip on a promotion's path, is made for it."""
+    devices = RecordingDevices()
+    adapter = LibvirtHypervisor("test:///default", devices=devices)
+    lookups: list[str] = []
+    lookup = adapter._lookup
+
+    def counted(name: str) -> Any:
+        lookups.append(name)
+        return lookup(name)
+
+    adapter._lookup = counted  # type: ignore[method-assign]
+    try:
+        adapter.detach("web", DeviceKind.VIF, 0, VifParams(mac="00:16:3e:00:00:09"))
+        adapter.detach("absent", DeviceKind.VBD, 51712, VbdParams(vdev="xvda", target="/dev/vg/web"))
+    finally:
+        adapter.close()
+    assert devices.detached == [("web", DeviceKind.VIF, 0), ("absent", DeviceKind.VBD, 51712)]
+    assert lookups == ["absent"]  # a disk libvirt can express: its guest is looked up

@@ -166,9 +166,10 @@ class GuestView:
         goes, not the device's alone: libxl's cleanup of a backend path found absent with its parent
         stops there, where one found absent under a parent that is there removes each parent it leaves
         empty (`backend/<kind>`, which every detach from that driver domain shares, and the destroy
-        removes): the detaches' transactions then conflict with one another and with the destroy, and
-        are done again, up to half a second each on the test bed. Only for an instance that can never
-        run again, which the caller checks; the path is dom0's own: domids, nothing read from it."""
+        removes): oxenstored's replay of a detach's transaction that met another's commit then fails,
+        and libxl does it all again (up to half a second each on the test bed). Only for an instance
+        that can never run again, which the caller checks; the path is dom0's own: domids, nothing read
+        from it."""
         self._xs.rm(guest_backends_path(dead_domid, frontend.kind, guest_domid))
 
     def restore_backend(self, driver_domid: int, guest_domid: int, frontend: Frontend) -> str | None:
