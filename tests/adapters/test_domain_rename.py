@@ -5,7 +5,6 @@ takes a name meanwhile."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
 
@@ -69,54 +68,6 @@ def test_remains_named_by_domid_are_renamed_only_while_they_have_the_name(host: 
     assert rename_domain(host, "domnet", "domnet-dead-6", 6).domid == 6
     assert host.read("/local/domain/6/name") == b"domnet-dead-6"
     assert rename_domain(host, "domnet-standby", "domnet").domid == 7
-
-
-REMAINS_UUID = "99999999-8888-7777-6666-555555555555"
-
-
-def test_a_standby_displaces_its_dead_instance_in_one_transaction(host: Xenstore) -> None:
-    """The remains of domid 6 give the name up and the standby takes it in the same commit: no moment
-    when no domain is called `domnet`, and one transaction's watch events."""
-    domain(host, 6, "domnet", REMAINS_UUID)
-    commits = []
-    transaction = host.transaction
-
-    def counted(body: Any, **kwargs: Any) -> Any:
-        commits.append(body)
-        return transaction(body, **kwargs)
-
-    host.transaction = counted  # type: ignore[method-assign]
-    info = rename_domain(host, "domnet-standby", "domnet", displacing=(6, "domnet-dead-6"))
-    assert info.domid == 7 and len(commits) == 1
-    assert host.read_many(["/local/domain/6/name", f"/vm/{REMAINS_UUID}/name"]) == [b"domnet-dead-6"] * 2
-    assert names(host)["/local/domain/7/name"] == b"domnet"
-
-
-@pytest.mark.parametrize("remains", ["gone", "nameless", "parked"])
-def test_remains_that_no_longer_have_the_name_are_not_displaced(host: Xenstore, remains: str) -> None:
-    """Destroyed already, their name removed first by libxl's destroy, or renamed by a promotion whose
-    daemon was killed: the name is free, and only the standby is renamed."""
-    if remains != "gone":
-        domain(host, 6, None if remains == "nameless" else "domnet-dead-6", REMAINS_UUID)
-    assert rename_domain(host, "domnet-standby", "domnet", displacing=(6, "domnet-dead-6")).domid == 7
-    assert host.read("/local/domain/6/name") == (b"domnet-dead-6" if remains == "parked" else None)
-
-
-def test_a_new_instance_somebody_started_under_the_name_is_never_displaced(host: Xenstore) -> None:
-    domain(host, 8, "domnet", REMAINS_UUID)  # `xl create` meanwhile; the remains (domid 6) are gone
-    before = names(host)
-    with pytest.raises(XendddError, match='a domain called "domnet" already exists'):
-        rename_domain(host, "domnet-standby", "domnet", displacing=(6, "domnet-dead-6"))
-    assert names(host) == before and host.read("/local/domain/8/name") == b"domnet"
-
-
-def test_a_parked_name_another_domain_has_refuses_the_whole(host: Xenstore) -> None:
-    domain(host, 6, "domnet", REMAINS_UUID)
-    domain(host, 9, "domnet-dead-6", "12121212-3434-5656-7878-909090909090")
-    with pytest.raises(XendddError, match='a domain called "domnet-dead-6" already exists'):
-        rename_domain(host, "domnet-standby", "domnet", displacing=(6, "domnet-dead-6"))
-    assert host.read("/local/domain/6/name") == b"domnet"
-    assert names(host)["/local/domain/7/name"] == b"domnet-standby"
 
 
 def test_a_name_another_domain_has_is_refused_and_nothing_is_written(host: Xenstore) -> None:

@@ -41,9 +41,7 @@ class Recorder:
         self.calls.append(("domains",))
         return [DomainInfo(name, "u", i, DomainState.RUNNING, 1024, 1) for i, name in enumerate(self._listed)]
 
-    def rename(
-        self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-    ) -> DomainInfo:
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
         self.calls.append(("rename", old, new))
         return DomainInfo(new, "u", self._listed.index(old), DomainState.RUNNING, 1024, 1)
 
@@ -157,14 +155,12 @@ def test_a_rename_brings_the_kept_listing_up_to_date_instead_of_taking_another()
 def test_a_rename_not_in_the_kept_listing_or_refused_makes_the_next_pass_list_again() -> None:
     stacks, _libvirt, xl = routed()
     stacks.domains()
-    xl.rename = lambda old, new, domid=None, displacing=None: (_ for _ in ()).throw(XendddError("refused"))  # type: ignore[method-assign]
+    xl.rename = lambda old, new, domid=None: (_ for _ in ()).throw(XendddError("refused"))  # type: ignore[method-assign]
     with pytest.raises(XendddError):
         stacks.rename("domnet-standby", "domnet")
     stacks.domains()
     assert xl.calls.count(("domains",)) == 2
-    xl.rename = lambda old, new, domid=None, displacing=None: DomainInfo(
-        new, "u", 99, DomainState.RUNNING, 1024, 1
-    )  # type: ignore[method-assign]
+    xl.rename = lambda old, new, domid=None: DomainInfo(new, "u", 99, DomainState.RUNNING, 1024, 1)  # type: ignore[method-assign]
     stacks.rename("domnet-standby", "domnet")  # a domid the kept listing does not have
     stacks.domains()
     assert xl.calls.count(("domains",)) == 3

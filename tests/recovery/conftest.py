@@ -246,11 +246,9 @@ class FreezingHypervisor(SimHypervisor):
         super().attach(guest, *args)
         self._done("attach", guest)
 
-    def rename(
-        self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-    ) -> DomainInfo:
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
         self._gate()
-        info = super().rename(old, new, domid, displacing)
+        info = super().rename(old, new, domid)
         self._done("rename", new)
         return info
 

@@ -170,20 +170,23 @@ def test_a_standby_that_dies_is_started_again_without_an_incident(
     assert not events(handle, "detected") and domnet_status(handle)["crashes"] == 0
 
 
-@pytest.mark.parametrize("killed_after", ["rename", "destroy"])
+@pytest.mark.parametrize("killed_after", ["remains renamed", "destroy", "rename"])
 def test_a_daemon_killed_right_after_a_step_of_the_promotion_is_finished_by_the_next_one(
     start_daemon: Callable[..., RunningDaemon], killed_after: str
 ) -> None:
-    """After the standby's rename (the remains renamed out of its way in the same transaction, their
-    destroy after it not run) or after the remains' destroy, the next daemon finds the driver domain
-    running under a domid it never started, with the dead instance's frontends to recover, and
-    reattaches them there. Either way the standby is the new instance, and the remains are gone."""
+    """After the remains are renamed out of the way or destroyed, the next daemon promotes the standby
+    itself; after the standby's rename (the remains' destroy beside it not run), it finds the driver
+    domain running under a domid it never started, with the dead instance's frontends to recover,
+    and reattaches them there. Either way the standby is the new instance, and the remains are gone."""
     first = started_with_a_ready_standby(start_daemon)
     sim = first.sim
     standby = standby_ready(first)
     dead = domid(sim.host.domains["domnet"])
-    freezing = freeze(first, lambda *done: done == (killed_after, "domnet"))
-    if killed_after == "rename":  # the remains' destroy, after the rename, never ran either
+    step = (
+        ("rename", f"domnet-dead-{dead}") if killed_after == "remains renamed" else (killed_after, "domnet")
+    )
+    freezing = freeze(first, lambda *done: done == step)
+    if killed_after == "rename":  # the remains' destroy, beside the rename, never ran either
         freezing.destroy = lambda *_args: freezing.release.wait()  # type: ignore[method-assign]
     sim.host.crash("domnet")
     wait_until(freezing.frozen.is_set, what=f"the first daemon to freeze after the {killed_after}")
@@ -205,10 +208,8 @@ def test_a_standby_that_dies_as_it_is_promoted_is_followed_by_a_cold_start(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:
     class DiesAtPromotion(SimHypervisor):
-        def rename(
-            self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-        ) -> DomainInfo:
-            info = super().rename(old, new, domid, displacing)
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+            info = super().rename(old, new, domid)
             if old == "domnet-standby":
                 self.host.crash(new)
             return info
@@ -230,13 +231,11 @@ def test_an_instance_an_operator_starts_as_the_promotion_begins_is_kept_and_the_
     destroyed."""
 
     class OperatorStartsOne(SimHypervisor):
-        def rename(
-            self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-        ) -> DomainInfo:
-            if old == "domnet-standby" and self.host.domains["domnet"].state == "crashed":
-                super().destroy("domnet")  # the operator's `xl destroy domnet; xl create domnet.cfg`
-                self.host.start("domnet")
-            return super().rename(old, new, domid, displacing)
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+            if old == "domnet" and self.host.domains[old].state == "crashed":
+                super().destroy(old)  # the operator's `xl destroy domnet; xl create domnet.cfg`
+                self.host.start(old)
+            return super().rename(old, new, domid)
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=OperatorStartsOne)
     sim = handle.sim
@@ -269,11 +268,9 @@ def test_a_promotion_renames_and_detaches_once_xenstore_drops_the_remains_not_on
                 detached.wait(10)
                 order.append("destroy returned")
 
-        def rename(
-            self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-        ) -> DomainInfo:
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
             order.append(f"rename {old}")
-            return super().rename(old, new, domid, displacing)
+            return super().rename(old, new, domid)
 
         def domains(self) -> list[DomainInfo]:
             listed = super().domains()
@@ -295,7 +292,7 @@ def test_a_promotion_renames_and_detaches_once_xenstore_drops_the_remains_not_on
     wait_until(lambda: events(handle, "recovered"), timeout=8, what="the recovery")
     wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
-    assert order == ["rename domnet-standby", "destroy returned"]
+    assert order == ["rename domnet", "rename domnet-standby", "destroy returned"]
 
 
 def test_a_promotion_goes_on_while_the_remains_destroy_ends_and_its_late_failure_is_only_logged(
@@ -359,11 +356,9 @@ def test_a_returned_promotion_is_taken_before_the_pass_lists_the_domains(
                 self.listed_over_a_result.append(time.monotonic())
             return super().domains()
 
-        def rename(
-            self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-        ) -> DomainInfo:
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
             release.wait(10)
-            return super().rename(old, new, domid, displacing)
+            return super().rename(old, new, domid)
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=PromotesLate)
     hv = handle.daemon.runtime.hypervisor
@@ -413,10 +408,8 @@ def test_the_stale_frontends_are_detached_as_the_promotion_returns_not_after_the
     detach has been made, at most 5 s: the detach must come first."""
 
     class ListsSlowly(ListingHeld):
-        def rename(
-            self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-        ) -> DomainInfo:
-            info = super().rename(old, new, domid, displacing)
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+            info = super().rename(old, new, domid)
             self.armed = old == "domnet-standby"
             return info
 
@@ -475,29 +468,6 @@ def test_the_stale_frontends_are_detached_while_the_promotion_destroys_the_remai
     assert hv.shared_kept == [True], "a detach walked up into the dead instance's backend/vif"
 
 
-def test_the_standby_takes_the_name_as_the_remains_give_it_up_in_one_rename(
-    start_daemon: Callable[..., RunningDaemon],
-) -> None:
-    """One rename, the remains displaced by it (their domid, `<name>-dead-<domid>`): no moment when no
-    domain is called domnet, and one domain hint for the daemon's own watches, whose pass lists the
-    domains and reads the registry again while the promotion runs."""
-
-    class Renames(SimHypervisor):
-        renames: list[tuple[str, str, tuple[int, str] | None]] = []
-
-        def rename(
-            self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-        ) -> DomainInfo:
-            self.renames.append((old, new, displacing))
-            return super().rename(old, new, domid, displacing)
-
-    handle = started_with_a_ready_standby(start_daemon, hypervisor=Renames)
-    dead = domid(handle.sim.host.domains["domnet"])
-    assert dead is not None
-    crash_and_recover(handle)
-    assert Renames.renames == [("domnet-standby", "domnet", (dead, f"domnet-dead-{dead}"))]
-
-
 def test_the_standby_takes_the_name_before_the_remains_destroy_has_freed_it(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:
@@ -516,10 +486,8 @@ def test_the_standby_takes_the_name_before_the_remains_destroy_has_freed_it(
                 self.waits.append(self.named.wait(5))
             super().destroy(name, domid)
 
-        def rename(
-            self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-        ) -> DomainInfo:
-            info = super().rename(old, new, domid, displacing)
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+            info = super().rename(old, new, domid)
             if old == "domnet-standby":
                 self.named.set()
             return info
@@ -537,24 +505,21 @@ def test_the_standby_takes_the_name_before_the_remains_destroy_has_freed_it(
 def test_a_promotion_that_returns_while_a_pass_lists_the_domains_is_taken_before_the_registry_is_read(
     start_daemon: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Passes run while the promotion does (for the dead instance's backends removed, the detaches
-    returning, the remains' rename when it was a step of its own): here the rename waits for a pass to
-    list the domains, and that listing for the promotion to return. Its result is taken once the
-    domains are listed, not after the registry is read again (a resync re-reads every backend: 0.1 to
-    0.4 s of a busy dom0 under emulation, on the path of the guests' attaches): the registry is never
-    read while a returned promotion waits to be taken."""
+    """The remains' rename is a domain hint, and its pass begins while the promotion still runs: here
+    the standby's rename waits for a pass to list the domains, and that listing for the promotion to
+    return. Its result is taken once the domains are listed, not after the registry is read again
+    (a resync re-reads every backend: 0.1 to 0.4 s of a busy dom0 under emulation, on the path of the
+    guests' attaches): the registry is never read while a returned promotion waits to be taken."""
     key = ("domnet", "start")
 
     class ListsAsThePromotionReturns(SimHypervisor):
         calls: ToolstackCalls | None = None
         listing = threading.Event()
 
-        def rename(
-            self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-        ) -> DomainInfo:
+        def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
             if old == "domnet-standby":
                 self.listing.wait(5)
-            return super().rename(old, new, domid, displacing)
+            return super().rename(old, new, domid)
 
         def domains(self) -> list[DomainInfo]:
             calls = self.calls

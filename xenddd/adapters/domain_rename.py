@@ -32,26 +32,17 @@ from xenddd.errors import XendddError
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def rename_domain(
-    xenstore: Xenstore,
-    old: str,
-    new: str,
-    domid: int | None = None,
-    displacing: tuple[int, str] | None = None,
-) -> DomainInfo:
+def rename_domain(xenstore: Xenstore, old: str, new: str, domid: int | None = None) -> DomainInfo:
     """Rename the one domain called `old` to `new`; refused (and nothing written) while another domain is
     called `new`, or if no domain or more than one is called `old`, or (`domid`) if domain `domid` is not
     the one called `old` (the remains of a dead instance, renamed out of a standby's way, are named by
-    their domid: never another instance started meanwhile under that name). `displacing` (domid, name):
-    that domain, if it is the one called `new`, is renamed `name` in the same transaction (refused while
-    another domain has that name) — a standby takes its dead instance's name with no moment when no
-    domain has it, and one transaction's watch events, not two. Returns the renamed domain as xenstore
-    describes it: its memory is libxl's balloon target, its vCPUs the ones libxl gave it, and its state
-    `running` (xenstore does not say paused; the next listing does)."""
-    if not new or (displacing is not None and not displacing[1]):
+    their domid: never another instance started meanwhile under that name). Returns the renamed domain
+    as xenstore describes it: its memory is libxl's balloon target, its vCPUs the ones libxl gave it, and
+    its state `running` (xenstore does not say paused; the next listing does)."""
+    if not new:
         raise XendddError(f"renaming {old}: no new name given")
     try:
-        return xenstore.transaction(lambda tx: _rename(tx, old, new, domid, displacing))
+        return xenstore.transaction(lambda tx: _rename(tx, old, new, domid))
     except XendddError as exc:
         raise XendddError(f"renaming {old} to {new} failed: {exc}") from None
 
@@ -72,16 +63,8 @@ def domain_names(reader: _Reader) -> dict[int, bytes | None]:
     return dict(zip(domids, names, strict=True))
 
 
-def _rename(
-    tx: Transaction, old: str, new: str, expected: int | None, displacing: tuple[int, str] | None
-) -> DomainInfo:
+def _rename(tx: Transaction, old: str, new: str, expected: int | None) -> DomainInfo:
     names = domain_names(tx)
-    if displacing is not None and names.get(displacing[0]) == new.encode():
-        moved, parked = displacing
-        if any(name == parked.encode() for name in names.values()):
-            raise XendddError(f'a domain called "{parked}" already exists')
-        _write_name(tx, moved, parked)
-        names[moved] = parked.encode()
     named_old = [d for d, name in names.items() if name == old.encode()]
     if any(name == new.encode() and d not in named_old for d, name in names.items()):
         raise XendddError(f'a domain called "{new}" already exists')
@@ -95,7 +78,9 @@ def _rename(
     vm, target, stub = tx.read_many(paths)
     if stub is not None:
         raise XendddError(f"domid {domid} has a device-model stub domain, which this rename does not rename")
-    uuid = _uuid(vm, domid)
+    uuid = (vm or b"").decode("ascii", "replace").removeprefix("/vm/")
+    if not _UUID.fullmatch(uuid):
+        raise XendddError(f"domid {domid} has no /vm/<uuid> path in {home}/vm")
     tx.write(f"{home}/name", new)
     tx.write(f"/vm/{uuid}/name", new)
     memory = (target or b"").decode("ascii", "replace")
@@ -107,18 +92,3 @@ def _rename(
         memory_kib=int(memory) if memory.isdigit() else 0,
         vcpus=len(tx.directory(f"{home}/cpu") or []),
     )
-
-
-def _write_name(tx: Transaction, domid: int, name: str) -> None:
-    """A domain's two name nodes (no device-model stub domain checked: the displaced domain is a dead
-    driver domain, PV, whose stub domain libxl would have refused to create)."""
-    (vm,) = tx.read_many([f"/local/domain/{domid}/vm"])
-    tx.write(f"/local/domain/{domid}/name", name)
-    tx.write(f"/vm/{_uuid(vm, domid)}/name", name)
-
-
-def _uuid(vm: bytes | None, domid: int) -> str:
-    uuid = (vm or b"").decode("ascii", "replace").removeprefix("/vm/")
-    if not _UUID.fullmatch(uuid):
-        raise XendddError(f"domid {domid} has no /vm/<uuid> path in /local/domain/{domid}/vm")
-    return uuid

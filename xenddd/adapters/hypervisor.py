@@ -279,9 +279,7 @@ class LibvirtHypervisor:
         place is created by xl (`toolstack = "xl"`)."""
         raise XendddError(f"{name}: libvirt cannot start a domain as a chosen domid ({domid})")
 
-    def rename(
-        self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-    ) -> DomainInfo:
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
         """libvirt's libxl driver has no domainRename, and nothing makes libvirt re-read a name libxl
         changed underneath it: a domain that must be renamed is created by xl (`toolstack = "xl"`)."""
         raise XendddError(f"{old}: libvirt cannot rename a running domain (to {new})")

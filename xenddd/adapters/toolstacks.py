@@ -140,15 +140,13 @@ class Toolstacks:
         finally:
             self.domains_may_have_changed()
 
-    def rename(
-        self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-    ) -> DomainInfo:
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
         """A rename that succeeded is known exactly: a kept listing is brought up to date rather than
         taken again (on a promotion's path, `xl list` would be half a second of dom0's CPU before the
         guests' attaches). What it says of the renamed domain is xl's; the remains that had the name
         lost it in xenstore first, so `xl list` no longer shows them under it either."""
         try:
-            info = self._owner(old).rename(old, new, domid, displacing)
+            info = self._owner(old).rename(old, new, domid)
         except BaseException:
             self.domains_may_have_changed()
             raise

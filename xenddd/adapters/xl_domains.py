@@ -172,10 +172,8 @@ class XlDomains:
         if result.returncode != 0 and not _not_a_domain(result.stderr, target):
             raise _failure(("destroy", target), result.stderr)
 
-    def rename(
-        self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-    ) -> DomainInfo:
-        return rename_domain(self.xenstore, old, new, domid, displacing)
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+        return rename_domain(self.xenstore, old, new, domid)
 
     def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
         """After a rename gave a standby the dead instance's name, it gets that instance's devices: its

@@ -170,12 +170,13 @@ class Recovery:
         ready, are submitted. A listing after a domain hint (the dead instance's remains going, which
         comes while the detaches run) is an `xl list` and a registry resync, a second or more of a busy
         dom0 under emulation, and nothing in it changes whether these are due; what the pass then sees
-        (an instance that died meanwhile) is judged as ever. Passes also run while the promotion does
-        (a rename is a domain hint too): taken again after the listing, its result does not wait for
-        the pass's registry resync (0.1 to 0.4 s on the test bed). That second look (`every_attach`
-        False) submits attaches only when it took such a result: the others were looked at as the
-        pass began, and each look reads the state of every handshake under way (the handshake window),
-        a quarter more of a large recovery's xenstore requests when made twice a pass."""
+        (an instance that died meanwhile) is judged as ever. The promotion's own rename of the remains is
+        such a hint, and its pass begins while the promotion still runs: taken again after the listing,
+        the promotion's result does not wait for the registry's resync (0.1 to 0.4 s on the test bed).
+        That second look (`every_attach` False) submits attaches only when it took such a result: the
+        others were looked at as the pass began, and each look reads the state of every handshake
+        under way (the handshake window), a quarter more of a large recovery's xenstore requests when
+        made twice a pass."""
         incident = record.incident
         took = False
         if incident is not None and incident.phase is Phase.WAITING_RESTART:
@@ -350,29 +351,26 @@ class Recovery:
         return Promoted(info, disks_follow=follow)
 
     def _rename_past_the_remains(self, spec: DriverDomainSpec, dead: int) -> DomainInfo:
-        """A name is nothing but two xenstore nodes: in one transaction the remains of instance `dead`
-        are renamed out of the way (`<name>-dead-<domid>`, by domid, so never a new instance somebody
-        started meanwhile) and the standby takes the name, and the remains' destroy goes on beside the
-        recovery. Their destroy frees the name only once it has torn down the domain's own devices
-        (dom0's `block` script among them): a second of every promotion's outage under emulation. One
-        transaction, not two renames: no moment when no domain has the name (a guest's attach meanwhile
-        would fail), and one rename for the daemon's own watches to see — each is a domain hint, and
-        the pass it brings lists the domains and reads the registry again while the promotion waits to
-        be taken (on the test bed, 0.3 to 1.2 s of a busy dom0, twice). Nothing the promoted instance
-        or the guests' reattach needs is left in the remains (the backends of the guests' devices in
-        them are removed before the detaches). Remains that are gone already, or were renamed by a
-        promotion the daemon was killed in, are displaced by nothing: the name is free. A rename that
-        fails otherwise leaves it to wait for the destroy to free the name."""
+        """A name is nothing but two xenstore nodes: the remains of instance `dead` are renamed out of the
+        way (`<name>-dead-<domid>`, by domid, so never a new instance somebody started meanwhile), the
+        standby takes the name at once, and the remains' destroy goes on beside the recovery. Their
+        destroy frees the name only once it has torn down the domain's own devices (dom0's `block`
+        script among them): a second of every promotion's outage under emulation. Nothing the promoted
+        instance or the guests' reattach needs is left in the remains (the backends of the guests'
+        devices in them are removed before the detaches). Remains that cannot be renamed (gone
+        already, or renamed by a promotion the daemon was killed in) leave the rename to wait for the
+        destroy to free the name."""
+        hv = self._t.hypervisor
         try:
-            info = self._t.hypervisor.rename(
-                spec.standby_name, spec.name, displacing=(dead, _parked(spec, dead).decode())
-            )
+            hv.rename(spec.name, _parked(spec, dead).decode(), dead)
         except XendddError as exc:
             log.info("%s: waiting for the destroy of domid %s to free the name: %s", spec.name, dead, exc)
             return self._rename_as_the_name_frees(spec, dead)
         destroy = self._destroy_remains(spec, dead)
-        destroy.add_done_callback(partial(self._remains_destroyed, spec, dead))
-        return info
+        try:
+            return hv.rename(spec.standby_name, spec.name)
+        finally:
+            destroy.add_done_callback(partial(self._remains_destroyed, spec, dead))
 
     def _destroy_parked_remains(self, spec: DriverDomainSpec, dead: int | None) -> None:
         """Remains a promotion renamed out of the way and a daemon killed meanwhile never destroyed: found

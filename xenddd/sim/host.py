@@ -240,37 +240,22 @@ class SimHost:
             if self.domains[name].domid == domid and domid in self.dying:
                 self.stop(name, "cleaned-up")
 
-    def rename(self, old: str, new: str, displacing: tuple[int, str] | None = None) -> SimDomain:
+    def rename(self, old: str, new: str) -> SimDomain:
         """libxl_domain_rename: both name nodes in one transaction, refused (EEXIST) while a domain of the
         new name exists, dying ones included. A stopped definition of that name (what an xl domain that
-        died leaves in this model) is replaced: xl forgets a destroyed domain. `displacing` (domid,
-        name): that domain, if it is the one called `new`, takes `name` in the same transaction."""
+        died leaves in this model) is replaced: xl forgets a destroyed domain."""
         with self._lock:
             domain = self.domains[old]
             other = self.domains.get(new)
-            moved = other if other is not None and displacing and other.domid == displacing[0] else None
-            if moved is not None and displacing is not None:
-                taken = self.domains.get(displacing[1])
-                if taken is not None and taken.domid is not None:
-                    raise XsError("EEXIST")
-            elif other is not None and other.domid is not None:
+            if domain.domid is None or (other is not None and other.domid is not None):
                 raise XsError("EEXIST" if domain.domid is not None else "ENOENT")
-            if domain.domid is None:
-                raise XsError("ENOENT")
             domid = domain.domid
 
             def write(tx: int) -> None:
-                if moved is not None and displacing is not None:
-                    self.dom0.write(f"/local/domain/{moved.domid}/name", displacing[1].encode(), tx)
-                    self.dom0.write(f"/vm/{moved.uuid}/name", displacing[1].encode(), tx)
                 self.dom0.write(f"/local/domain/{domid}/name", new.encode(), tx)
                 self.dom0.write(f"/vm/{domain.uuid}/name", new.encode(), tx)
 
             self.dom0.transaction(write)
-            if moved is not None and displacing is not None:
-                del self.domains[new]
-                moved.name = displacing[1]
-                self.domains[displacing[1]] = moved
             del self.domains[old]
             domain.name = new
             self.domains[new] = domain

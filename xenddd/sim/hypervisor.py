@@ -128,14 +128,12 @@ class SimHypervisor:
         if name in self.host.domains:
             self.host.destroy(name)
 
-    def rename(
-        self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-    ) -> DomainInfo:
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
         self._reachable()
         if domid is not None and old in self.host.domains and self.host.domains[old].domid != domid:
             raise XendddError(f'renaming {old} to {new} failed: domid {domid} is not called "{old}"')
         try:
-            return _info(self.host.rename(old, new, displacing))
+            return _info(self.host.rename(old, new))
         except KeyError:
             raise XendddError(f"{old}: no such domain") from None
         except XsError as exc:

@@ -137,10 +137,8 @@ class RemoteToolstack:
     def destroy(self, name: str, domid: int | None = None) -> None:
         self._calls.call("destroy", name, domid)
 
-    def rename(
-        self, old: str, new: str, domid: int | None = None, displacing: tuple[int, str] | None = None
-    ) -> DomainInfo:
-        return cast(DomainInfo, self._calls.call("rename", old, new, domid, displacing))
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+        return cast(DomainInfo, self._calls.call("rename", old, new, domid))
 
     def manages(self, guest: str) -> bool:
         return cast(bool, self._calls.call("manages", guest))
