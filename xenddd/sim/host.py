@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from xenddd.sim.domain_client import DomainClient
 from xenddd.sim.kernels import VIF_MTU, BackendKernel, FrontendKernel, Kernel
-from xenddd.sim.store import XsError
+from xenddd.sim.store import XsError, ancestors
 from xenddd.sim.xenstored import Xenstored
 
 log = logging.getLogger(__name__)
@@ -528,11 +528,10 @@ def _path_cleanup(client: DomainClient, path: str, tx: int) -> None:
         if exc.errno_name == "ENOENT":
             return
         raise
-    while path.count("/") > 1:
-        path = path.rsplit("/", 1)[0]
-        if client.read(path, tx) != b"" or client.directory(path, tx):
+    for parent in ancestors(path):
+        if parent == "/" or client.read(parent, tx) != b"" or client.directory(parent, tx):
             return
-        client.rm(path, tx)
+        client.rm(parent, tx)
 
 
 def _domid_of_backend(path: str) -> int | None:
