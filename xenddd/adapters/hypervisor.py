@@ -318,11 +318,9 @@ class LibvirtHypervisor:
         """A vif, or a disk libvirt cannot express, is detached by libxl whoever owns the guest: libvirt
         is not asked about it (a lookup is a libvirtd round trip, on a promotion's path while libvirtd
         answers the pass's listing)."""
-        if not isinstance(params, VbdParams) or not libvirt_can_express(params):
-            self._devices.detach(guest, kind, devid)
-            return
-        dom = self._lookup(guest)
-        if dom is None:
+        by_libvirt = isinstance(params, VbdParams) and libvirt_can_express(params)
+        dom = self._lookup(guest) if by_libvirt else None
+        if dom is None or not isinstance(params, VbdParams):
             self._devices.detach(guest, kind, devid)
             return
         current = [d for d in parse_guest_devices(dom.XMLDesc(0)) if _same_device(d, kind, params)]
