@@ -361,16 +361,26 @@ class Recovery:
         already, or renamed by a promotion the daemon was killed in) leave the rename to wait for the
         destroy to free the name."""
         hv = self._t.hypervisor
+        began = self._t.clock()
         try:
             hv.rename(spec.name, _parked(spec, dead).decode(), dead)
         except XendddError as exc:
             log.info("%s: waiting for the destroy of domid %s to free the name: %s", spec.name, dead, exc)
             return self._rename_as_the_name_frees(spec, dead)
+        parked = self._t.clock()
         destroy = self._destroy_remains(spec, dead)
+        submitted = self._t.clock()
         try:
             return hv.rename(spec.standby_name, spec.name)
         finally:
             destroy.add_done_callback(partial(self._remains_destroyed, spec, dead))
+            log.debug(
+                "%s: promotion: remains renamed in %.3f s, destroy submitted in %.3f s, standby in %.3f s",
+                spec.name,
+                parked - began,
+                submitted - parked,
+                self._t.clock() - submitted,
+            )
 
     def _destroy_parked_remains(self, spec: DriverDomainSpec, dead: int | None) -> None:
         """Remains a promotion renamed out of the way and a daemon killed meanwhile never destroyed: found
