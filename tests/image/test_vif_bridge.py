@@ -1,7 +1,6 @@
 """The image's own `vif-bridge` (xenddd/image/vif-bridge.sh), run by busybox as `xl devd` runs it, against
 a fake sysfs and fake `ip`/`xenstore-*` commands: Xen's contract for a bridged vif, and nothing changed
-when the backend's nodes are not what dom0's toolstack writes; started early by the image's init too,
-once per interface whoever starts it."""
+when the backend's nodes are not what dom0's toolstack writes."""
 
 from __future__ import annotations
 
@@ -72,26 +71,13 @@ class Host:
     log: Path
     nodes: Path
 
-    def interface(
-        self, name: str, bridge: bool = False, mtu: int = 1500, up: bool = False, ifindex: int = 7
-    ) -> None:
+    def interface(self, name: str, bridge: bool = False, mtu: int = 1500, up: bool = False) -> None:
         directory = self.root / "sys/class/net" / name
         directory.mkdir(parents=True)
         (directory / "flags").write_text("0x1003\n" if up else "0x1002\n")
         (directory / "mtu").write_text(f"{mtu}\n")
-        (directory / "ifindex").write_text(f"{ifindex}\n")
         if bridge:
             (directory / "bridge").mkdir()
-        if name.startswith("vif"):  # netback's: under its xenbus device, vif-GUEST-DEVID
-            guest, devid = name[3:].split(".")
-            device = self.root / f"sys/bus/xen-backend/devices/vif-{guest}-{devid}/net"
-            shutil.rmtree(device, ignore_errors=True)
-            device.mkdir(parents=True)
-            (device / name).symlink_to(directory)
-
-    def claims(self) -> list[str]:
-        where = self.root / "run/xenddd-dd/vif-claims"
-        return sorted(p.name for p in where.iterdir()) if where.exists() else []
 
     def backend(self, **nodes: str) -> None:
         every = {"frontend": FRONTEND, "frontend-id": "3", "state": "2", "script": "vif-bridge", **nodes}
@@ -250,74 +236,3 @@ def test_a_device_models_tap_interface_is_left_alone(host: Host) -> None:
     host.backend(bridge="br0")
     assert host.run("add").returncode == 0
     assert host.calls() == []
-
-
-def test_an_early_run_sets_up_a_backend_in_initwait_and_xl_devds_run_then_leaves_it_alone(host: Host) -> None:
-    host.backend(bridge="br0")
-    assert host.run(XENDDD_EARLY="1").returncode == 0, host.hotplug_log()
-    assert host.calls()[-1] == f"write {BACKEND}/hotplug-status connected"
-    assert host.claims() == ["3.0.7"]
-    assert "started by the init's watch" in host.hotplug_log()
-    host.log.unlink()
-    host.interface("vif3.1")  # another device's interface is not this one's claim
-    assert host.run().returncode == 0  # xl devd's run, a second or two later
-    assert host.calls() == []
-
-
-def test_xl_devds_run_claims_the_interface_first_and_an_early_run_then_does_nothing(host: Host) -> None:
-    host.backend(bridge="br0")
-    assert host.run().returncode == 0, host.hotplug_log()
-    assert host.claims() == ["3.0.7"]
-    assert "started by xl devd" in host.hotplug_log()
-    host.log.unlink()
-    assert host.run(XENDDD_EARLY="1").returncode == 0
-    assert host.calls() == []
-
-
-def test_a_claim_of_an_earlier_interface_for_the_same_device_does_not_hold_the_new_one(host: Host) -> None:
-    (host.root / "run/xenddd-dd/vif-claims/3.0.5").mkdir(parents=True)  # its offline run never came
-    host.backend(bridge="br0")
-    assert host.run(XENDDD_EARLY="1").returncode == 0, host.hotplug_log()
-    assert host.calls()[-1] == f"write {BACKEND}/hotplug-status connected"
-    assert host.claims() == ["3.0.5", "3.0.7"]
-
-
-@pytest.mark.parametrize(
-    "nodes",
-    [
-        {"state": "1"},  # netback has not finished its probe
-        {"state": "6"},  # a device going away, its offline run done
-        {"state": "4"},
-        {"script": "/etc/xen/scripts/vif-route"},  # another script's device
-        {"bridge": "br9"},  # wrong: xl devd's run says so where dom0 sees it
-        {"frontend": "/local/domain/../device/vif/0"},
-    ],
-)
-def test_an_early_run_on_a_backend_it_is_not_for_writes_nothing_and_claims_nothing(
-    host: Host, nodes: dict[str, str]
-) -> None:
-    host.backend(**{"bridge": "br0", **nodes})
-    assert host.run(XENDDD_EARLY="1").returncode == 0
-    assert host.calls() == []
-    assert host.claims() == []
-
-
-def test_an_early_run_without_netbacks_interface_does_nothing(host: Host) -> None:
-    shutil.rmtree(host.root / "sys/bus/xen-backend")
-    host.backend(bridge="br0")
-    assert host.run(XENDDD_EARLY="1").returncode == 0
-    assert host.calls() == []
-
-
-def test_an_early_run_finding_the_backend_gone_writes_nothing(host: Host) -> None:
-    host.backend(bridge="br0")
-    assert host.run(XENDDD_EARLY="1", FAKE_NODES=str(host.root / "no-such-file")).returncode == 0
-    assert host.calls() == []
-
-
-def test_offline_drops_the_devices_claims_and_no_other(host: Host) -> None:
-    host.backend(bridge="br0")
-    for claim in ("3.0.5", "3.0.7", "3.1.8", "13.0.9"):
-        (host.root / "run/xenddd-dd/vif-claims" / claim).mkdir(parents=True)
-    assert host.run("offline").returncode == 0, host.hotplug_log()
-    assert host.claims() == ["13.0.9", "3.1.8"]

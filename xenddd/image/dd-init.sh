@@ -104,34 +104,6 @@ port_joins() {  # $joins: "IFACE:BRIDGE" for each interface under $1/class/net a
   done
 }
 
-# A guest's vif is set up by `vif-bridge` as soon as netback has made its interface: this watch on the
-# domain's own vif backends starts it at the backend's InitWait, where xl devd starts it only once its
-# own watch on that state (set when it sees the device) comes round, behind netback's work on every other
-# device in the domain's one queue of watch events — 1 to 2 s under emulation on the test bed, a promoted
-# standby taking two guests' vifs at once, every second of it the guests' outage. The script runs once
-# per interface whoever starts it (its claim); xl devd still does the rest (the offline run, the
-# backend's removal). The claims are checked here too, so a state change of a device already set up
-# starts no process.
-early_vif() {  # $1: an event path of the watch; $2: the sysfs tree; $3: the claims' directory
-  case $1 in backend/vif/*/*/state | /local/domain/*/backend/vif/*/*/state) ;; *) return 0 ;; esac
-  rest=${1#*backend/vif/}; rest=${rest%/state}
-  guest=${rest%/*} devid=${rest#*/}
-  case $guest:$devid in *[!0-9:]* | :* | *:) return 0 ;; esac
-  for net in "$2/bus/xen-backend/devices/vif-$guest-$devid/net"/*; do
-    ifindex=; read -r ifindex < "$net/ifindex" 2> /dev/null || continue
-    [ -d "$3/$guest.$devid.$ifindex" ] || start_vif "backend/vif/$guest/$devid" "vif$guest.$devid"
-  done
-}
-start_vif() {
-  XENDDD_EARLY=1 XENBUS_PATH=$1 XENBUS_TYPE=vif XENBUS_BASE_PATH=backend vif=$2 \
-    /etc/xen/scripts/vif-bridge online type_if=vif &
-}
-
-if [ "${1:-}" = --early-vifs ]; then  # the event paths on stdin, each interface it would start a script for
-  start_vif() { echo "$1 $2"; }
-  while read -r path; do early_vif "$path" "$2/sys" "$2/run/xenddd-dd/vif-claims"; done
-  exit 0
-fi
 if [ "${1:-}" = --print-config ]; then
   parse_words "${XENDDD_DD_CMDLINE:-}"
   if [ -n "$errors" ]; then echo "bad: ${errors%; }"; exit 1; fi
@@ -209,14 +181,6 @@ configure() {  # addresses, routes and bridge ports for the interfaces present n
 configure
 xl devd -p /run/xl-devd.pid || fail "xl devd did not start (see /var/log/xen/xldevd.log)"
 mark xl-devd
-case ,$kinds, in
-  *,network,*)
-    xenstore-watch backend/vif | while read -r path; do
-      early_vif "$path" /sys /run/xenddd-dd/vif-claims
-      jobs > /dev/null  # reaps the scripts it started that have ended (no process, never waits)
-    done &
-    ;;
-esac
 # the backends only now: xl devd runs the hotplug script of a backend whose state it sees change, never
 # of one that reached InitWait before it watched (a guest attached while this domain boots)
 load /etc/xenddd-dd/backends

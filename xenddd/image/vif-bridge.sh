@@ -15,21 +15,12 @@
 # /etc/xen/scripts/vif-post.d run as in Xen's. The backend's nodes are the driver domain's own, written
 # by dom0's toolstack; a name, number or path in them that is not one is refused all the same. Each
 # device brought online is logged with the uptime it took (xen-hotplug.log has no timestamps).
-# Two callers start `online`: xl devd once its watch sees the backend's InitWait, and the image's init
-# (XENDDD_EARLY=1) as soon as netback has made the interface, often a second or two before xl devd's
-# watch event comes round (see dd-init.sh). The run that gets past the checks first claims the
-# interface (a directory named for the guest, the devid and the interface's ifindex, which netback's
-# next interface for the device does not share) and the other leaves it alone. An early run acts only
-# on a backend in InitWait that names this script, and before its claim never writes a node: what it
-# finds wrong, xl devd's run finds again and reports. `offline` drops the device's claims.
-# XENDDD_DD_ROOT (tests only) puts /sys, /run, /var/log/xen, /etc/xen and /usr/bin/busybox under another
+# XENDDD_DD_ROOT (tests only) puts /sys, /var/log/xen, /etc/xen and /usr/bin/busybox under another
 # directory.
 
 read -r started _ < /proc/uptime
 root=${XENDDD_DD_ROOT:-}
 sys=$root/sys
-claims=$root/run/xenddd-dd/vif-claims
-early=${XENDDD_EARLY:-0} claimed=
 ip() {  # busybox's own applet, which Debian's busybox runs in a fork of this shell with no exec
   if [ -z "$root" ]; then command ip "$@"; else "$root/usr/bin/busybox" ip "$@"; fi
 }
@@ -40,7 +31,6 @@ for arg; do case $arg in type_if=*) type_if=${arg#type_if=} ;; esac; done
 type_if=${type_if:-vif}
 
 fatal() {
-  [ "$early" = 1 ] && [ -z "$claimed" ] && exit 0  # unclaimed: xl devd's run finds it and says it
   echo "$0 $command: $*" >&2
   xenstore-write "$XENBUS_PATH/hotplug-error" "$*" "$XENBUS_PATH/hotplug-status" error
   exit 1
@@ -54,21 +44,8 @@ case $command in
 esac
 [ -n "${XENBUS_PATH:-}" ] || { echo "$0: XENBUS_PATH is not set" >&2; exit 1; }
 name_ok "${vif:-}" || fatal "bad vif name: ${vif:-}"
-# the claim of the interface netback made for this backend (none found: a run unclaimed, as before)
-claim= rest=${XENBUS_PATH#*backend/vif/}
-guest=${rest%%/*} devid=${rest#*/}
-case $guest:$devid in
-  *[!0-9:]* | :* | *:) ;;
-  *) for net in "$sys/bus/xen-backend/devices/vif-$guest-$devid/net"/*; do
-    read -r ifindex < "$net/ifindex" 2> /dev/null && claim=$claims/$guest.$devid.$ifindex
-  done ;;
-esac
-if [ "$command" = online ]; then
-  [ -n "$claim" ] && [ -d "$claim" ] && exit 0  # the other caller's run has it
-  [ "$early" = 1 ] && [ -z "$claim" ] && exit 0
-fi
 # the backend's own nodes in one request (-f: whole paths, values never cut at 80 columns)
-bridge=; vifname=; mtu=; frontend=; state=; script=
+bridge=; vifname=; mtu=; frontend=
 nodes=$(xenstore-ls -f "$XENBUS_PATH") || fatal "cannot read $XENBUS_PATH"
 while IFS= read -r line; do
   key=${line%% = \"*}
@@ -79,26 +56,24 @@ while IFS= read -r line; do
     vifname) vifname=$value ;;
     mtu) mtu=$value ;;
     frontend) frontend=$value ;;
-    state) state=$value ;;
-    script) script=$value ;;
   esac
 done << NODES
 $nodes
 NODES
-if [ "$early" = 1 ]; then  # InitWait, and this script's to run: a backend going away, or another script's, is not
-  [ "$state" = 2 ] && [ "${script##*/}" = vif-bridge ] || exit 0
-fi
 if [ "$command" = online ]; then  # where the MTU goes at the end: checked before anything changes
-  fe_guest=${frontend#/local/domain/}; fe_guest=${fe_guest%%/*}; fe_devid=${frontend##*/}
-  case $fe_guest:$fe_devid in *[!0-9:]* | :* | *:) fatal "bad frontend path: $frontend" ;; esac
-  [ "$frontend" = "/local/domain/$fe_guest/device/vif/$fe_devid" ] || fatal "bad frontend path: $frontend"
+  guest=${frontend#/local/domain/}; guest=${guest%%/*}; devid=${frontend##*/}
+  case $guest:$devid in *[!0-9:]* | :* | *:) fatal "bad frontend path: $frontend" ;; esac
+  [ "$frontend" = "/local/domain/$guest/device/vif/$devid" ] || fatal "bad frontend path: $frontend"
 fi
 
 dev=$vif
 if [ -n "$vifname" ]; then
   name_ok "$vifname" || fatal "bad vifname: $vifname"
-  [ "$command" = online ] && [ -e "$sys/class/net/$vifname" ] &&
-    fatal "Cannot rename interface $vif. An interface with name $vifname already exists."
+  if [ "$command" = online ]; then
+    [ -e "$sys/class/net/$vifname" ] &&
+      fatal "Cannot rename interface $vif. An interface with name $vifname already exists."
+    ip link set dev "$vif" name "$vifname" || fatal "cannot rename $vif to $vifname"
+  fi
   dev=$vifname
 fi
 if [ -z "$bridge" ]; then
@@ -114,17 +89,9 @@ name_ok "$bridge" && [ -e "$sys/class/net/$bridge" ] || fatal "Could not find br
 
 if [ "$command" = offline ]; then
   ip link set dev "$dev" down nomaster > /dev/null 2>&1
-  for gone in "$claims/$guest.$devid".*; do [ -d "$gone" ] && rmdir "$gone"; done
 else
   [ -n "$mtu" ] || read -r mtu < "$sys/class/net/$bridge/mtu"
   case $mtu in "" | *[!0-9]*) fatal "bad MTU: $mtu" ;; esac
-  if [ -n "$claim" ]; then  # everything checked: the first run here has the interface
-    [ -d "$claims" ] || mkdir -p "$claims"
-    if mkdir "$claim" 2> /dev/null; then claimed=1; elif [ -d "$claim" ]; then exit 0; fi
-  fi
-  if [ "$dev" != "$vif" ]; then
-    ip link set dev "$vif" name "$dev" || fatal "cannot rename $vif to $dev"
-  fi
   # a MAC, an address flush or an MTU refused is tolerated, as Xen's script tolerates it; what must
   # hold is checked afterwards: the interface up, on the bridge
   # A vif found up (a device brought online again) goes down, and its addresses go; one netback has
@@ -149,5 +116,4 @@ for hook in "$root"/etc/xen/scripts/vif-post.d/*.hook; do [ -x "$hook" ] && . "$
 xenstore-write "$frontend/mtu" "$mtu" "$XENBUS_PATH/hotplug-status" connected ||
   fatal "cannot write $frontend/mtu and hotplug-status"
 read -r ended _ < /proc/uptime
-by="xl devd"; [ "$early" = 1 ] && by="the init's watch"
-echo "$0 online: $dev up on bridge $bridge with MTU $mtu, connected (uptime $started to $ended s, started by $by)" >&2
+echo "$0 online: $dev up on bridge $bridge with MTU $mtu, connected (uptime $started to $ended s)" >&2
