@@ -320,7 +320,7 @@ class LibvirtHypervisor:
         answers the pass's listing)."""
         by_libvirt = isinstance(params, VbdParams) and libvirt_can_express(params)
         dom = self._lookup(guest) if by_libvirt else None
-        if dom is None or not isinstance(params, VbdParams):
+        if dom is None:
             self._devices.detach(guest, kind, devid)
             return
         current = [d for d in parse_guest_devices(dom.XMLDesc(0)) if _same_device(d, kind, params)]
