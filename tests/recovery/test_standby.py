@@ -401,45 +401,50 @@ def test_a_detached_frontend_is_attached_before_the_pass_lists_the_domains(
     assert hv.waits and all(hv.waits), "a listing waited for an attach the pass should have made first"
 
 
+@pytest.mark.parametrize(("lane", "early"), [(8, 3), (2, 1)])
 def test_the_detaches_beside_a_promotion_attach_on_their_worker_once_it_returns(
-    start_daemon: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch
+    start_daemon: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch, lane: int, early: int
 ) -> None:
     """The pass that takes a promotion's result comes a quarter to half a second after it on the test
-    bed; the detaches submitted beside the promotion (half the lane's width of them: all three vifs
-    here) do not wait for it: each attaches on its own worker once the promotion has returned. Here
-    the daemon's thread, as it takes the promotion's result, waits until the three attaches have been
-    made, at most 5 s; each device is attached once, on its first attempt."""
+    bed; the detaches submitted beside the promotion do not wait for it: each attaches on its own
+    worker once the promotion has returned — all of them when the lane runs them all at once (three
+    vifs in a lane of eight), else half the lane's width (one in a lane of two), so that the others'
+    detaches go on beside the promotion. Here the daemon's thread, as it takes the promotion's result,
+    waits until that many attaches have been made, at most 5 s, and notes how many there were; each
+    device is attached once, on its first attempt."""
 
     class NotesAttaches(SimHypervisor):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.attached: list[str] = []
-            self.all_three = threading.Event()
+            self.enough = threading.Event()
 
         def attach(self, guest: str, *args: Any) -> None:
             super().attach(guest, *args)
             self.attached.append(guest)
-            if len(self.attached) == 3:
-                self.all_three.set()
+            if len(self.attached) == early:
+                self.enough.set()
 
-    handle = started_with_a_ready_standby(start_daemon, hypervisor=NotesAttaches)
+    topology = STANDBY_TOPOLOGY.replace("[xenddd]\n", f"[xenddd]\nmax_parallel_reattach = {lane}\n", 1)
+    handle = started_with_a_ready_standby(start_daemon, topology=topology, hypervisor=NotesAttaches)
     hv = handle.daemon.runtime.hypervisor
     assert isinstance(hv, NotesAttaches)
     wiring = handle.daemon._wiring
     assert wiring is not None
     recovery = wiring.reconciler._recovery
-    waits: list[bool] = []
+    before_the_pass: list[tuple[bool, int]] = []
     taking = recovery._started
 
     def held(*args: Any) -> float | None:
-        waits.append(hv.all_three.wait(5))
+        came = hv.enough.wait(5)
+        before_the_pass.append((came, len(hv.attached)))
         return taking(*args)
 
     monkeypatch.setattr(recovery, "_started", held)
     hv.attached.clear()
     standby = crash_and_recover(handle)
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
-    assert waits == [True], "the attaches waited for the pass that took the promotion's result"
+    assert before_the_pass == [(True, early)], "(attaches made before the pass took the promotion)"
     assert sorted(hv.attached) == ["cache", "db", "web"]
     assert [e["attempts"] for e in events(handle, "reattached")] == [1, 1, 1]
     assert not events(handle, "reattach-failed")

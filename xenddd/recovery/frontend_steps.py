@@ -188,46 +188,42 @@ class FrontendSteps:
         to an attach. Their attempts are saved before the calls, as `attach` saves its own."""
         now = self._t.clock()
         wake: float | None = None
-        chained: list[PendingFrontend] = []
-        room = 0 if gate is None else self._chain_room(spec)
+        due: list[PendingFrontend] = []
         for pending in _detachable(incident):
             if self._t.calls.busy(self._key(spec, pending)):
                 continue
             if self._t.guests.current_domid(pending.frontend) is None:
                 self._drop(record, incident, pending, "guest is gone")
-                continue
-            if pending.not_before > now:
+            elif pending.not_before > now:
                 wake = earliest(wake, pending.not_before - now)
-                continue
-            f = pending.frontend
-            if len(chained) < room:
-                pending.attempts += 1
-                chained.append(pending)
-                continue
-            self._submit(
-                spec,
-                pending,
-                "detach",
-                None,
-                partial(self._t.hypervisor.detach, f.guest_name, f.kind, f.devid, f.params),
-            )
-        if chained:
+            else:
+                due.append(pending)
+        room = 0 if gate is None else self._chain_room(spec, len(due))
+        chained, due = due[:room], due[room:]
+        if chained:  # first in the lane: the others' detaches queue behind them, not the other way
             assert gate is not None
+            for pending in chained:
+                pending.attempts += 1
             self._t.save(record)
             for pending in chained:
                 detached = self._chained[self._key(spec, pending)] = threading.Event()
                 chain = partial(self._detach_then_attach, spec, pending.frontend, gate, detached)
                 self._submit(spec, pending, DETACH_THEN_ATTACH, gate.standby, chain)
+        for pending in due:
+            f = pending.frontend
+            detach = partial(self._t.hypervisor.detach, f.guest_name, f.kind, f.devid, f.params)
+            self._submit(spec, pending, "detach", None, detach)
         return wake
 
-    def _chain_room(self, spec: DriverDomainSpec) -> int:
-        """How many detaches may wait on their worker to attach: half the lane, so that the other stale
-        frontends' detaches go on beside the promotion (none in a lane of one); none while the driver
-        domain's attaches are paced (each then waits for room in the handshake window, which only a pass
-        can judge)."""
+    def _chain_room(self, spec: DriverDomainSpec, due: int) -> int:
+        """How many of `due` detaches may wait on their worker to attach: all of them if the lane runs
+        them all at once; otherwise half the lane, so that the other stale frontends' detaches go on
+        beside the promotion (none in a lane of one). None while the driver domain's attaches are paced
+        (each then waits for room in the handshake window, which only a pass can judge)."""
         if self._window.room(spec.name, 0) is not None:
             return 0
-        return self._t.calls.workers // 2
+        workers = self._t.calls.workers
+        return due if due <= workers else workers // 2
 
     def _detach_then_attach(
         self, spec: DriverDomainSpec, f: Frontend, gate: AttachGate, detached: threading.Event
