@@ -379,8 +379,7 @@ def test_a_detached_frontend_is_attached_before_the_pass_lists_the_domains(
     """The promoted instance is ready when a stale frontend's detach returns; the pass it wakes lists
     the domains first (an `xl list` after the remains' @releaseDomain: a second or more under
     emulation). Here every listing after the first detach returns waits until an attach has been made,
-    at most 5 s: the attach must come before the listing, not after it. In a lane of one, where no
-    detach waits on its worker to attach by itself (the next test), the passes make every attach."""
+    at most 5 s: the attach must come before the listing, not after it."""
 
     class ListsSlowly(ListingHeld):
         def detach(self, guest: str, *args: Any) -> None:
@@ -392,92 +391,12 @@ def test_a_detached_frontend_is_attached_before_the_pass_lists_the_domains(
             self.released.set()
             super().attach(guest, *args)
 
-    one_lane = STANDBY_TOPOLOGY.replace("[xenddd]\n", "[xenddd]\nmax_parallel_reattach = 1\n", 1)
-    handle = started_with_a_ready_standby(start_daemon, topology=one_lane, hypervisor=ListsSlowly)
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=ListsSlowly)
     standby = crash_and_recover(handle)
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
     hv = handle.daemon.runtime.hypervisor
     assert isinstance(hv, ListsSlowly)
     assert hv.waits and all(hv.waits), "a listing waited for an attach the pass should have made first"
-
-
-@pytest.mark.parametrize(("lane", "early"), [(8, 3), (2, 1)])
-def test_the_detaches_beside_a_promotion_attach_on_their_worker_once_it_returns(
-    start_daemon: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch, lane: int, early: int
-) -> None:
-    """The pass that takes a promotion's result comes a quarter to half a second after it on the test
-    bed; the detaches submitted beside the promotion do not wait for it: each attaches on its own
-    worker once the promotion has returned — all of them when the lane runs them all at once (three
-    vifs in a lane of eight), else half the lane's width (one in a lane of two), so that the others'
-    detaches go on beside the promotion. Here the daemon's thread, as it takes the promotion's result,
-    waits until that many attaches have been made, at most 5 s, and notes how many there were; each
-    device is attached once, on its first attempt."""
-
-    class NotesAttaches(SimHypervisor):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.attached: list[str] = []
-            self.enough = threading.Event()
-
-        def attach(self, guest: str, *args: Any) -> None:
-            super().attach(guest, *args)
-            self.attached.append(guest)
-            if len(self.attached) == early:
-                self.enough.set()
-
-    topology = STANDBY_TOPOLOGY.replace("[xenddd]\n", f"[xenddd]\nmax_parallel_reattach = {lane}\n", 1)
-    handle = started_with_a_ready_standby(start_daemon, topology=topology, hypervisor=NotesAttaches)
-    hv = handle.daemon.runtime.hypervisor
-    assert isinstance(hv, NotesAttaches)
-    wiring = handle.daemon._wiring
-    assert wiring is not None
-    recovery = wiring.reconciler._recovery
-    before_the_pass: list[tuple[bool, int]] = []
-    taking = recovery._started
-
-    def held(*args: Any) -> float | None:
-        came = hv.enough.wait(5)
-        before_the_pass.append((came, len(hv.attached)))
-        return taking(*args)
-
-    monkeypatch.setattr(recovery, "_started", held)
-    hv.attached.clear()
-    standby = crash_and_recover(handle)
-    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
-    assert before_the_pass == [(True, early)], "(attaches made before the pass took the promotion)"
-    assert sorted(hv.attached) == ["cache", "db", "web"]
-    assert [e["attempts"] for e in events(handle, "reattached")] == [1, 1, 1]
-    assert not events(handle, "reattach-failed")
-
-
-def test_the_detaches_beside_a_promotion_that_fails_leave_their_attaches_to_the_cold_start(
-    start_daemon: Callable[..., RunningDaemon],
-) -> None:
-    """A promoted standby that cannot be given its devices is destroyed and the promotion fails, and
-    the recovery goes cold; the detaches that waited for it attach nothing, and count no attempt: each
-    device is attached once, to the cold instance, on its first attempt."""
-
-    class DevicesRefused(SimHypervisor):
-        refuse = False
-
-        def ensure_passthrough(self, spec: Any, disks: bool = True) -> None:
-            if self.refuse and spec.name == "domnet":
-                self.refuse = False
-                raise XendddError("domnet: its devices refused")
-            super().ensure_passthrough(spec, disks)
-
-    handle = started_with_a_ready_standby(start_daemon, hypervisor=DevicesRefused)
-    sim = handle.sim
-    hv = handle.daemon.runtime.hypervisor
-    assert isinstance(hv, DevicesRefused)
-    hv.refuse = True
-    standby = crash_and_recover(handle)
-    new = domid(sim.host.domains["domnet"])
-    assert not events(handle, "promoted") and events(handle, "restarted")
-    assert new not in (None, standby)
-    assert {d["backend_id"] for k, d in frontends(sim).items() if k[1] == "vif"} == {str(new)}
-    assert [e["attempts"] for e in events(handle, "reattached") if e["driver_domain"] == "domnet"] == [1] * 3
-    assert not events(handle, "reattach-failed")
 
 
 def test_the_stale_frontends_are_detached_as_the_promotion_returns_not_after_the_next_listing(

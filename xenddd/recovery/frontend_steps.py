@@ -8,11 +8,6 @@ instance is ready, and is confirmed only when both ends are Connected — seen t
 frontend's state (the backend's is watched with the driver domain's backend tree), set for the handshake
 and removed after it.
 
-The detaches submitted as a standby's promotion begins attach the device on their own worker once the
-promotion has returned (`AttachGate`), a few of them at a time: the pass that takes the promotion's result
-comes a quarter to half a second after it on the test bed (it is in the middle of the listing the
-promotion's renames set off), and that is on every guest's outage.
-
 A frontend that is still not Connected after `reattach_attempts` attaches (a guest that does not answer)
 is parked: it leaves the incident, which then ends for everybody else, and is retried every PARKED_RETRY
 seconds outside any incident (`retry_parked`) until it connects or its guest is gone.
@@ -21,9 +16,7 @@ seconds outside any incident (`retry_parked`) until it connects or its guest is 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from functools import partial
 
 from xenddd.adapters.hypervisor_api import DomainState
@@ -43,39 +36,6 @@ PARKED_RETRY = 60.0  # a parked frontend's slow schedule
 # A device restored in place is served by the new instance's `xl devd`, whose hotplug script libxl kills
 # after 40 s: one not Connected well after that never will be, and each second more is the guest's outage.
 IN_PLACE_CONFIRM = 60.0
-# How long a detach submitted beside a promotion waits on its worker for the promotion to return before
-# it leaves the attach to the passes (a promotion takes about a second on the test bed; one that waits
-# for the remains' destroy, several): its worker is not free for other detaches meanwhile.
-CHAIN_WAIT = 5.0
-DETACH_THEN_ATTACH = "detach, then attach"
-
-
-class AttachGate:
-    """A promotion's outcome, for the detaches submitted beside it that are to attach once it returns:
-    the standby's domid, and whether it now is the driver domain."""
-
-    def __init__(self, standby: int) -> None:
-        self.standby = standby
-        self._returned = threading.Event()
-        self._promoted = False
-
-    def open(self, promoted: bool) -> None:
-        """Called once, by the promotion's worker, as it returns or fails."""
-        self._promoted = promoted
-        self._returned.set()
-
-    def promoted(self, timeout: float) -> bool:
-        """Wait at most `timeout` for the promotion; True if it returned and succeeded."""
-        return self._returned.wait(timeout) and self._promoted
-
-
-@dataclass(frozen=True)
-class Chained:
-    """What a detach chained to a promotion returns once the detach succeeded: whether it went on to
-    attach the device to the promoted instance, and the attach's error if that failed."""
-
-    attached: bool
-    error: XendddError | None = None
 
 
 def confirm_seconds(spec: DriverDomainSpec, pending: PendingFrontend) -> float:
@@ -91,8 +51,6 @@ class FrontendSteps:
         # frontend → its watched state node: a guest that is gone has no domid left to name the path by
         self._watched: dict[FrontendKey, str] = {}
         self._window = HandshakeWindow(tools.calls.workers)
-        # the chained detaches under way (call key → set once the detach, before the attach, is done)
-        self._chained: dict[Hashable, threading.Event] = {}
 
     # -- results ---------------------------------------------------------------------------------------
 
@@ -107,7 +65,6 @@ class FrontendSteps:
             if result is None:
                 continue
             step, domid = self._what.pop(key, ("", None))
-            self._chained.pop(key, None)
             assert isinstance(key, tuple)
             if step == "reattach-parked":
                 pending = parked.get(key[2])
@@ -123,8 +80,6 @@ class FrontendSteps:
             changed = True
             if step == "detach":
                 self._detached(spec, pending, result)
-            elif step == DETACH_THEN_ATTACH:
-                self._chain_returned(spec, record, incident, pending, domid, result)
             elif domid != incident.new_domid:
                 continue  # about an instance that died since: the next detach covers it
             elif step == "attach":
@@ -156,18 +111,12 @@ class FrontendSteps:
         return self._submit_detaches(spec, record, incident)
 
     def detach_from_the_dead(
-        self,
-        spec: DriverDomainSpec,
-        record: DomainRecord,
-        incident: Incident,
-        dead: int,
-        gate: AttachGate | None = None,
+        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, dead: int
     ) -> float | None:
         """Detach the stale frontends now, while instance `dead` (which can never run again) is still
         listed: its backends of them are removed first, so that each detach cleans up the frontend only
         instead of waiting for the remains' destroy. A backend that cannot be removed leaves every
-        detach to wait for that destroy, as ever. `gate`: a promotion under way, which some of them
-        (`_chain_room`) attach to on their worker once it has returned."""
+        detach to wait for that destroy, as ever."""
         if _none_stale(incident):
             return None
         self._t.guests.refresh()
@@ -179,70 +128,32 @@ class FrontendSteps:
         except XendddError as exc:
             log.warning("%s: the backends of dead domid %s stay until its destroy: %s", spec.name, dead, exc)
             return None
-        return self._submit_detaches(spec, record, incident, gate)
+        return self._submit_detaches(spec, record, incident)
 
     def _submit_detaches(
-        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, gate: AttachGate | None = None
+        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident
     ) -> float | None:
-        """The detaches due, on the guests' view as last refreshed; with a `gate`, the first of them chained
-        to an attach. Their attempts are saved before the calls, as `attach` saves its own."""
+        """The detaches due, on the guests' view as last refreshed."""
         now = self._t.clock()
         wake: float | None = None
-        due: list[PendingFrontend] = []
         for pending in _detachable(incident):
             if self._t.calls.busy(self._key(spec, pending)):
                 continue
             if self._t.guests.current_domid(pending.frontend) is None:
                 self._drop(record, incident, pending, "guest is gone")
-            elif pending.not_before > now:
+                continue
+            if pending.not_before > now:
                 wake = earliest(wake, pending.not_before - now)
-            else:
-                due.append(pending)
-        room = 0 if gate is None else self._chain_room(spec, len(due))
-        chained, due = due[:room], due[room:]
-        if chained:  # first in the lane: the others' detaches queue behind them, not the other way
-            assert gate is not None
-            for pending in chained:
-                pending.attempts += 1
-            self._t.save(record)
-            for pending in chained:
-                detached = self._chained[self._key(spec, pending)] = threading.Event()
-                chain = partial(self._detach_then_attach, spec, pending.frontend, gate, detached)
-                self._submit(spec, pending, DETACH_THEN_ATTACH, gate.standby, chain)
-        for pending in due:
+                continue
             f = pending.frontend
-            detach = partial(self._t.hypervisor.detach, f.guest_name, f.kind, f.devid, f.params)
-            self._submit(spec, pending, "detach", None, detach)
+            self._submit(
+                spec,
+                pending,
+                "detach",
+                None,
+                partial(self._t.hypervisor.detach, f.guest_name, f.kind, f.devid, f.params),
+            )
         return wake
-
-    def _chain_room(self, spec: DriverDomainSpec, due: int) -> int:
-        """How many of `due` detaches may wait on their worker to attach: all of them if the lane runs
-        them all at once; otherwise half the lane, so that the other stale frontends' detaches go on
-        beside the promotion (none in a lane of one). None while the driver domain's attaches are paced
-        (each then waits for room in the handshake window, which only a pass can judge)."""
-        if self._window.room(spec.name, 0) is not None:
-            return 0
-        workers = self._t.calls.workers
-        return due if due <= workers else workers // 2
-
-    def _detach_then_attach(
-        self, spec: DriverDomainSpec, f: Frontend, gate: AttachGate, detached: threading.Event
-    ) -> Chained:
-        """On a worker: the detach, then — once the promotion has returned, and unless the guest is
-        paused (its attach then waits for it to resume, as `attach` makes it) — the attach to the driver
-        domain's name, which the promoted standby now has. A failed detach raises, as a detach's does."""
-        self._t.hypervisor.detach(f.guest_name, f.kind, f.devid, f.params)
-        detached.set()
-        if not gate.promoted(CHAIN_WAIT):
-            return Chained(attached=False)
-        info = self._t.hypervisor.domain(f.guest_name)
-        if info is not None and info.state is DomainState.PAUSED:
-            return Chained(attached=False)
-        try:
-            self._t.hypervisor.attach(f.guest_name, f.kind, f.devid, f.params, spec.name)
-        except XendddError as exc:
-            return Chained(attached=True, error=exc)
-        return Chained(attached=True)
 
     def reattach(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> float | None:
         """Confirm what is attached, attach what is due; None once nothing is left (or only calls run)."""
@@ -259,7 +170,7 @@ class FrontendSteps:
             key = self._key(spec, pending)
             guest = self._t.guests.current_domid(pending.frontend)
             if self._t.calls.busy(key):
-                if self._attaching(key, incident.new_domid) and guest is not None:
+                if self._what.get(key) == ("attach", incident.new_domid) and guest is not None:
                     attaching.append((pending, guest))
             elif guest is None:
                 self._drop(record, incident, pending, "guest is gone")
@@ -436,7 +347,7 @@ class FrontendSteps:
                 if state is not None and XenbusState.INIT_WAIT <= state <= XenbusState.CONNECTED:
                     return True
                 probing = True
-            elif self._attaching(self._key(spec, pending)):
+            elif self._what.get(self._key(spec, pending), ("", None))[0] == "attach":
                 probing = True
             elif pending.detached and pending.not_before <= now and not self._paused(pending):
                 candidates.append(pending)
@@ -513,29 +424,6 @@ class FrontendSteps:
         pending.not_before = self._t.clock() + DETACH_RETRY
         log.warning("%s: detaching stale %s: %s", spec.name, pending.describe(), result.error)
 
-    def _chain_returned(
-        self,
-        spec: DriverDomainSpec,
-        record: DomainRecord,
-        incident: Incident,
-        pending: PendingFrontend,
-        standby: int | None,
-        result: CallResult,
-    ) -> None:
-        """A detach chained to a promotion: detached as any detach, and attached to the promoted standby
-        if it went that far — judged as an attach to it, whether or not the pass has taken the
-        promotion's result yet (the call returns only after the promotion did). Unless that instance died
-        meanwhile: it is then the incident's dead one, and the device is detached from it anew."""
-        value = result.value
-        if result.error is not None or not isinstance(value, Chained) or not value.attached:
-            pending.attempts -= 1  # counted before the call, which made no attach
-            self._detached(spec, pending, result)
-            return
-        if standby is None or incident.dead_domid == standby or incident.new_domid not in (None, standby):
-            return
-        pending.detached = True
-        self._attached(spec, record, incident, pending, CallResult(error=value.error), standby)
-
     def _attached(
         self,
         spec: DriverDomainSpec,
@@ -543,15 +431,13 @@ class FrontendSteps:
         incident: Incident,
         pending: PendingFrontend,
         result: CallResult,
-        new_domid: int | None = None,
     ) -> None:
-        """`new_domid`: the instance it was attached to, if the incident does not name it yet."""
         guest = self._t.guests.current_domid(pending.frontend)
         if result.error is not None:
-            domid = new_domid if new_domid is not None else incident.new_domid
-            assert domid is not None
+            assert incident.new_domid is not None
             recorded = (
-                guest is not None and self._t.guests.attached_to_many(domid, [(guest, pending.frontend)])[0]
+                guest is not None
+                and self._t.guests.attached_to_many(incident.new_domid, [(guest, pending.frontend)])[0]
             )
             if not recorded:
                 self._attach_failed(spec, record, incident, pending, str(result.error))
@@ -713,22 +599,17 @@ class FrontendSteps:
 
     def _in_handshake(self, spec: DriverDomainSpec, incident: Incident) -> int:
         """Devices attached and not yet confirmed, or whose attach call runs."""
-        return sum(p.attached or self._attaching(self._key(spec, p)) for p in incident.frontends)
-
-    def _attaching(self, key: Hashable, domid: int | None = None) -> bool:
-        """The call under `key` attaches the device (to instance `domid`, if given): an attach, or a
-        chained detach whose detach is done."""
-        step, to = self._what.get(key, ("", None))
-        chained = self._chained.get(key)
-        attaching = step == "attach" or (chained is not None and chained.is_set())
-        return attaching and (domid is None or to == domid)
+        return sum(
+            p.attached or self._what.get(self._key(spec, p), ("", None))[0] == "attach"
+            for p in incident.frontends
+        )
 
     def _detaching(self, spec: DriverDomainSpec, incident: Incident) -> bool:
-        """A call that detaches still runs for one of the incident's frontends. The attaches that follow
-        the detaches at once (a promoted standby is ready) do not hold the `detached` report, which
-        would otherwise carry their time into the phase."""
+        """A call other than an attach still runs for one of the incident's frontends. The attaches that
+        follow the detaches at once (a promoted standby is ready) do not hold the `detached` report,
+        which would otherwise carry their time into the phase."""
         keys = [self._key(spec, p) for p in incident.frontends]
-        return any(self._t.calls.busy(k) and not self._attaching(k) for k in keys)
+        return any(self._t.calls.busy(k) and self._what.get(k, ("", None))[0] != "attach" for k in keys)
 
     def _watch(self, pending: PendingFrontend, guest: int) -> None:
         path = _state_path(guest, pending)

@@ -38,7 +38,7 @@ from xenddd.adapters.hypervisor_api import DomainInfo, LifecycleKind, running_do
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import XendddError
 from xenddd.model import Frontend
-from xenddd.recovery.frontend_steps import AttachGate, FrontendSteps, earliest
+from xenddd.recovery.frontend_steps import FrontendSteps, earliest
 from xenddd.recovery.intent import DomainRecord, Incident, PendingFrontend, Phase
 from xenddd.recovery.restart_policy import crash_loop_restarts, decide_restart
 from xenddd.recovery.standby import Standbys
@@ -283,14 +283,9 @@ class Recovery:
             self._t.event("promoting", spec.name, incident, standby=promotable)
             what = f"{spec.name}: promote {spec.standby_name}"
             dead = incident.dead_domid
-            gate = AttachGate(promotable)
-            promote = partial(self._promote_opening, gate, spec, dead, promotable)
-            self._t.calls.submit(start, what, promote, lane=start)
-            # the dead instance's stale frontends need not wait for the promotion's destroy of its remains,
-            # and some need not wait for a pass to take its result either
-            if dead is None:
-                return None
-            return self._steps.detach_from_the_dead(spec, record, incident, dead, gate)
+            self._t.calls.submit(start, what, lambda: self._promote(spec, dead, promotable), lane=start)
+            # the dead instance's stale frontends need not wait for the promotion's destroy of its remains
+            return None if dead is None else self._steps.detach_from_the_dead(spec, record, incident, dead)
         if now < incident.not_before:
             return incident.not_before - now
         cleanup_ends = incident.detected_at + CLEANUP_WAIT
@@ -317,18 +312,6 @@ class Recovery:
             return None
         self._t.calls.submit(start, f"{spec.name}: start", lambda: self._start(spec), lane=start)
         return None
-
-    def _promote_opening(
-        self, gate: AttachGate, spec: DriverDomainSpec, dead: int | None, standby: int
-    ) -> Promoted:
-        """The promotion, then the gate of the detaches chained to it opened, whatever its outcome."""
-        promoted = False
-        try:
-            result = self._promote(spec, dead, standby)
-            promoted = result.info.domid == standby
-            return result
-        finally:
-            gate.open(promoted)
 
     def _promote(self, spec: DriverDomainSpec, dead: int | None, standby: int) -> Promoted:
         """On a worker. The remains of the dead instance (domid `dead`) go first — libxl refuses a name
