@@ -371,6 +371,34 @@ def report_mttr(
         out.write(json.dumps(entry) + "\n")
 
 
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Each domain's name and the CPU time it has used (`xl list`, 0.1 s steps), by domid."""
+    times: dict[int, tuple[str, float]] = {}
+    for line in run("xl", "list", timeout=60).stdout.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1].isdigit():
+            times[int(fields[1])] = (fields[0], float(fields[-1]))
+    return times
+
+
+def report_cpu(
+    what: str, before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float
+) -> None:
+    """Where the processors went during a measured recovery (`seconds` long), to results/<machine>/
+    cpu.jsonl: the CPU time each domain used meanwhile, by its name at the end (one that went: by its
+    name before, with the time it had used then, since a dead domain uses none). On the test bed every
+    domain shares two emulated processors, so a recovery is as quick as the work on them allows."""
+    used: dict[str, float] = {}
+    for domid_, (name, total) in after.items():
+        used[f"{name}({domid_})"] = round(total - before.get(domid_, (name, 0.0))[1], 1)
+    gone = [f"{name}({d})" for d, (name, _t) in before.items() if d not in after]
+    entry = {"what": what, "seconds": round(seconds, 2), "used": used, "gone": gone}
+    entry["total"] = round(sum(used.values()), 1)
+    say(f"CPU {what}: {entry['total']:.1f} s in {seconds:.1f} s: {used}")
+    with open(RESULTS / "cpu.jsonl", "a") as out:
+        out.write(json.dumps(entry) + "\n")
+
+
 def say(text: str) -> None:
     """Progress on the serial console, which the host harness streams."""
     with open("/dev/console", "w") as console:

@@ -21,9 +21,11 @@ from pathlib import Path
 from conftest import (
     HEALTHY,
     Console,
+    cpu_seconds,
     domid,
     instance_phases,
     recovery_phases,
+    report_cpu,
     report_mttr,
     run,
     say,
@@ -111,6 +113,7 @@ def crash_and_measure(method: str, round_no: int, path: str = "cold") -> None:
     time.sleep(max(0.0, BORN.get(dd, 0.0) + HEALTHY - time.monotonic()))  # domnet has run healthy
     seen = len(xenddd_json("events")["items"]) if method == "xenddd" else 0
     console = Console("domnet").mark()
+    cpu = cpu_seconds()
     started = time.monotonic()
     run("xenstore-write", f"/local/domain/{dd}/data/crash", "1")
     new: int = wait_until(
@@ -120,6 +123,7 @@ def crash_and_measure(method: str, round_no: int, path: str = "cold") -> None:
         every=0.5,
     )
     observed = time.monotonic() - started
+    report_cpu(f"{method} {path} round {round_no}", cpu, cpu_seconds(), time.monotonic() - started)
     BORN.setdefault(new, time.monotonic())
     assert domid("domnet") == new
     assert xs_read(f"/local/domain/{guests[0]}/device/vif/0/mac") == MAC
