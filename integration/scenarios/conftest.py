@@ -371,28 +371,46 @@ def report_mttr(
         out.write(json.dumps(entry) + "\n")
 
 
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """Each domain's name and the CPU time it has used (`xl list`, 0.1 s steps), by domid."""
-    times: dict[int, tuple[str, float]] = {}
+CpuSnapshot = tuple[dict[int, tuple[str, float]], dict[int, tuple[str, float]]]
+
+
+def cpu_seconds() -> CpuSnapshot:
+    """Each domain's name and the CPU time it has used (`xl list`, 0.1 s steps), by domid; and each of
+    dom0's processes' name and the CPU time it and its reaped children have used, by pid (/proc)."""
+    domains: dict[int, tuple[str, float]] = {}
     for line in run("xl", "list", timeout=60).stdout.splitlines()[1:]:
         fields = line.split()
         if len(fields) >= 6 and fields[1].isdigit():
-            times[int(fields[1])] = (fields[0], float(fields[-1]))
-    return times
+            domains[int(fields[1])] = (fields[0], float(fields[-1]))
+    tick = os.sysconf("SC_CLK_TCK")
+    processes: dict[int, tuple[str, float]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        processes[int(stat.parent.name)] = (name, sum(int(t) for t in rest[11:15]) / tick)
+    return domains, processes
 
 
-def report_cpu(
-    what: str, before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float
-) -> None:
+def report_cpu(what: str, before: CpuSnapshot, after: CpuSnapshot, seconds: float) -> None:
     """Where the processors went during a measured recovery (`seconds` long), to results/<machine>/
     cpu.jsonl: the CPU time each domain used meanwhile, by its name at the end (one that went: by its
-    name before, with the time it had used then, since a dead domain uses none). On the test bed every
-    domain shares two emulated processors, so a recovery is as quick as the work on them allows."""
+    name before, with the time it had used then, since a dead domain uses none), and dom0's processes
+    that used the most (with the children they reaped; a process that came and went meanwhile and was
+    not reaped by one that stays is not counted). On the test bed every domain shares two emulated
+    processors, so a recovery is as quick as the work on them allows."""
     used: dict[str, float] = {}
-    for domid_, (name, total) in after.items():
-        used[f"{name}({domid_})"] = round(total - before.get(domid_, (name, 0.0))[1], 1)
-    gone = [f"{name}({d})" for d, (name, _t) in before.items() if d not in after]
-    entry = {"what": what, "seconds": round(seconds, 2), "used": used, "gone": gone}
+    for domid_, (name, total) in after[0].items():
+        used[f"{name}({domid_})"] = round(total - before[0].get(domid_, (name, 0.0))[1], 1)
+    gone = [f"{name}({d})" for d, (name, _t) in before[0].items() if d not in after[0]]
+    spent = {
+        f"{name}({pid})": round(total - before[1].get(pid, (name, 0.0))[1], 2)
+        for pid, (name, total) in after[1].items()
+    }
+    dom0 = dict(sorted(((p, t) for p, t in spent.items() if t >= 0.05), key=lambda item: -item[1])[:15])
+    entry = {"what": what, "seconds": round(seconds, 2), "used": used, "gone": gone, "dom0": dom0}
     entry["total"] = round(sum(used.values()), 1)
     say(f"CPU {what}: {entry['total']:.1f} s in {seconds:.1f} s: {used}")
     with open(RESULTS / "cpu.jsonl", "a") as out:
