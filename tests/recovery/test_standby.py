@@ -552,28 +552,3 @@ def test_a_promotion_that_returns_while_a_pass_lists_the_domains_is_taken_before
     assert hv.listing.is_set(), "no pass listed the domains while the promotion ran"
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
     assert untaken and not any(untaken), "the registry was read while a returned promotion waited"
-
-
-def test_a_promotion_s_handshakes_are_left_alone_once_every_device_is_attached(
-    start_daemon: Callable[..., RunningDaemon],
-) -> None:
-    """Once every device of the recovery is attached, the hints of the promoted instance's and the
-    waiting guests' nodes are held for the handshakes' quiet time (HANDSHAKE_QUIET): here cache's
-    netfront does not answer, so its vif is the one left in its handshake, and the daemon's gate holds
-    domnet's and cache's hints; web's and db's vifs were confirmed before. Once cache answers, the
-    recovery ends, its vif confirmed, and nothing is held for it any more."""
-    handle = started_with_a_ready_standby(start_daemon)
-    sim = handle.sim
-    gate = handle.daemon._gate
-    cache = sim.host.domains["cache"]
-    kernel = cache.kernel
-    assert kernel is not None
-    kernel.pause()
-    standby = standby_ready(handle)
-    sim.host.crash("domnet")
-    wait_until(lambda: set(gate._quiet) == {standby, domid(cache)}, what="the handshakes left alone")
-    kernel.unpause()
-    wait_until(lambda: events(handle, "recovered"), what="the recovery")
-    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
-    assert [e["guest"] for e in events(handle, "reattached") if e["driver_domain"] == "domnet"][-1] == "cache"
-    wait_until(lambda: not gate._quiet, what="nothing held once recovered")

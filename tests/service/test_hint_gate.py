@@ -36,21 +36,3 @@ def test_one_domain_held_does_not_hold_another_nor_hints_about_no_domain() -> No
     assert gate.admit([state(7)]) == [state(7)]
     other = [state(8), DomainHint("libvirt", name="domnet"), CallReturned(), XenstoreHint("@releaseDomain")]
     assert gate.admit([state(7), *other]) == [*other[1:], state(8)]
-
-
-def test_the_domains_of_a_recovery_s_handshakes_are_held_until_their_quiet_time_ends() -> None:
-    """Whatever their buckets hold; other domains and hints about no domain pass meanwhile, and a quiet
-    time lifted (the reconciler says no more) releases at once what it held."""
-    clock = Clock()
-    gate = HintGate(rate=4.0, burst=2.0, clock=clock)
-    gate.quiet({7: 2.0, 8: 1.0})
-    returned = CallReturned()
-    assert gate.admit([state(7), state(8), state(9), returned]) == [returned, state(9)]
-    assert gate.next_release() == 1.0
-    clock.now += 1.0
-    assert gate.admit([state(7, 1)]) == [state(8)]
-    assert gate.next_release() == 1.0
-    gate.quiet({})
-    assert gate.next_release() == 0.0
-    assert gate.admit([]) == [state(7), state(7, 1)]
-    assert gate.next_release() is None

@@ -44,10 +44,6 @@ from xenddd.registry.guest_view import GuestView
 log = logging.getLogger(__name__)
 
 REGISTRY_BATCH = 0.5  # seconds between re-reads of hinted backend paths
-# Seconds a recovery's handshakes are left alone once every one of its devices is attached: on the test
-# bed a promoted standby's two vifs connected 2.5-3.5 s after their attaches returned, while the passes
-# their watch events set off took more of dom0's processors than the driver domain itself had (2026-12-06)
-HANDSHAKE_QUIET = 2.0
 
 
 class Reconciler:
@@ -101,7 +97,6 @@ class Reconciler:
         self._hinted: dict[str, None] = {}  # xenstore paths hinted and not yet re-read (in order)
         self._registry_read_at = 0.0
         self._listing_errors: dict[str, str] = {}  # driver domain → why its backend tree is unreadable
-        self._handshakes_since: dict[str, float] = {}  # incident → when every device was first attached
 
     # -- the interface the daemon uses ----------------------------------------------------------------
 
@@ -252,41 +247,6 @@ class Reconciler:
         self._hinted.clear()
         self._registry_read_at = now
         return None
-
-    def handshakes_left_alone(self) -> dict[int, float]:
-        """The domains whose xenstore hints the daemon holds for now (`HintGate.quiet`), and for how many
-        seconds more: for HANDSHAKE_QUIET once every device of a recovery is attached, the new driver
-        domain and the guests of those devices. Nothing is left for a pass to do in their handshakes
-        but confirm them, and their hints come by the hundred (each a pass, each pass dom0's processors
-        taken from the handshakes); the held hints make their pass once the time is up, or with any
-        other hint (a call returning, a domain's death). Takes the view of the guests the last pass
-        read."""
-        now = time.monotonic()
-        left: dict[int, float] = {}
-        open_incidents: set[str] = set()
-        for record in self._records.values():
-            incident = record.incident
-            if incident is None:
-                continue
-            open_incidents.add(incident.id)
-            waiting = [p for p in incident.frontends if p.attached]
-            if (
-                incident.phase is not Phase.REATTACHING
-                or incident.new_domid is None
-                or not waiting
-                or len(waiting) < len(incident.frontends)
-            ):
-                self._handshakes_since.pop(incident.id, None)
-                continue
-            seconds = self._handshakes_since.setdefault(incident.id, now) + HANDSHAKE_QUIET - now
-            if seconds <= 0:
-                continue
-            guests = {self._guests.current_domid(p.frontend) for p in waiting}
-            for domid in {incident.new_domid, *(g for g in guests if g is not None)}:
-                left[domid] = max(left.get(domid, 0.0), seconds)
-        for incident_id in [i for i in self._handshakes_since if i not in open_incidents]:
-            del self._handshakes_since[incident_id]
-        return left
 
     def handle(self, request: ControlRequest) -> None:
         """Planned operations and queries; replies exactly once, with `ok` and either data or an error."""

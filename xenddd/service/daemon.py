@@ -168,7 +168,6 @@ class Daemon:
         assert self._wiring is not None
         try:
             wake = self._wiring.reconciler.reconcile(hints)
-            self._gate.quiet(self._wiring.reconciler.handshakes_left_alone())
             self._apply_watch_changes()
             self.last_error = None
         except XendddError as exc:

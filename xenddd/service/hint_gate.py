@@ -8,11 +8,6 @@ second, with a small burst for a reattach's handshake. Hints beyond it are held,
 let through together when the bucket refills; hints about no domain's nodes (lifecycle events, toolstack
 calls returning, reconnects, operator requests, `@introduceDomain`) always pass at once. Holding a hint
 loses nothing: hints carry no authority, the pass re-reads what they point at.
-
-And while a recovery waits for nothing but its devices' handshakes, the hints of the domains in them
-(the new driver domain's backends, the guests' frontends) are held until the handshakes' quiet time ends
-(`quiet`, from the reconciler): a reattach's handshakes write a hundred nodes or more, and each pass they
-set off takes dom0's processors from those very handshakes, where nothing is left for a pass to do.
 """
 
 from __future__ import annotations
@@ -38,18 +33,10 @@ class HintGate:
         self._clock = clock
         self._buckets: dict[int, tuple[float, float]] = {}  # domid → (tokens, when counted)
         self._held: dict[int, dict[str, XenstoreHint]] = {}
-        self._quiet: dict[int, float] = {}  # domid → until when its hints are held (see `quiet`)
-
-    def quiet(self, seconds: dict[int, float]) -> None:
-        """Hold the hints of each domain in `seconds` for that long from now, whatever its bucket holds;
-        replaces what was said before (a domain left out is no longer held for quiet)."""
-        now = self._clock()
-        self._quiet = {domid: now + left for domid, left in seconds.items()}
 
     def admit(self, hints: Sequence[Hint]) -> list[Hint]:
         """The hints that may make a pass now: those about no domain's nodes, and those of each domain
-        with a pass left in its bucket and no quiet time running (held ones of that domain included);
-        the rest are held."""
+        with a pass left in its bucket (held ones of that domain included); the rest are held."""
         now = self._clock()
         passed: list[Hint] = []
         for hint in hints:
@@ -61,7 +48,7 @@ class HintGate:
                 self._held.setdefault(source, {})[hint.path] = hint
         for source in list(self._held):
             tokens = self._level(source, now)
-            if tokens >= 1.0 and self._quiet.get(source, now) <= now:
+            if tokens >= 1.0:
                 self._buckets[source] = (tokens - 1.0, now)
                 passed.extend(self._held.pop(source).values())
         self._forget_full(now)
@@ -72,13 +59,7 @@ class HintGate:
         if not self._held:
             return None
         now = self._clock()
-        return max(
-            0.0,
-            min(
-                max((1.0 - self._level(s, now)) / self._rate, self._quiet.get(s, now) - now)
-                for s in self._held
-            ),
-        )
+        return max(0.0, min((1.0 - self._level(s, now)) / self._rate for s in self._held))
 
     def _level(self, source: int, now: float) -> float:
         tokens, counted = self._buckets.get(source, (self._burst, now))
