@@ -401,20 +401,26 @@ def report_cpu(what: str, before: CpuSnapshot, after: CpuSnapshot, seconds: floa
     that used the most (with the children they reaped; a process that came and went meanwhile and was
     not reaped by one that stays is not counted). On the test bed every domain shares two emulated
     processors, so a recovery is as quick as the work on them allows."""
-    used: dict[str, float] = {}
-    for domid_, (name, total) in after[0].items():
-        used[f"{name}({domid_})"] = round(total - before[0].get(domid_, (name, 0.0))[1], 1)
+    used = _cpu_used(before[0], after[0], 1)
     gone = [f"{name}({d})" for d, (name, _t) in before[0].items() if d not in after[0]]
-    spent = {
-        f"{name}({pid})": round(total - before[1].get(pid, (name, 0.0))[1], 2)
-        for pid, (name, total) in after[1].items()
-    }
+    spent = _cpu_used(before[1], after[1], 2)
     dom0 = dict(sorted(((p, t) for p, t in spent.items() if t >= 0.05), key=lambda item: -item[1])[:15])
     entry = {"what": what, "seconds": round(seconds, 2), "used": used, "gone": gone, "dom0": dom0}
     entry["total"] = round(sum(used.values()), 1)
     say(f"CPU {what}: {entry['total']:.1f} s in {seconds:.1f} s: {used}")
     with open(RESULTS / "cpu.jsonl", "a") as out:
         out.write(json.dumps(entry) + "\n")
+
+
+def _cpu_used(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], digits: int
+) -> dict[str, float]:
+    """The CPU time each domain or process of `after` used since `before` (all of it if it is new), by
+    its name and number at the end."""
+    return {
+        f"{name}({key})": round(total - before.get(key, (name, 0.0))[1], digits)
+        for key, (name, total) in after.items()
+    }
 
 
 def say(text: str) -> None:
