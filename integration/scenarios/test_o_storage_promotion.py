@@ -102,7 +102,8 @@ def crash_and_promote(round_no: int, token: str) -> float:
     assert old is not None and guest is not None
     console = Console("feblk").mark()
     seen = len(xenddd_json("events")["items"])
-    # one xenstore-read process a look (see xs_read_many): feblk's vbd Connected through the standby
+    # one read a look over the harness's xenstore connection (see xs_read_many): feblk's vbd Connected
+    # through the standby
     frontend = f"/local/domain/{guest}/device/vbd/{DEVID}"
     nodes = [
         f"{frontend}/state",
