@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import pytest
@@ -27,6 +27,7 @@ from tests.recovery.conftest import (
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import XendddError
 from xenddd.recovery.phases import BLOCK_WAIT_FEATURE
+from xenddd.recovery.toolstack_calls import ToolstackCalls
 from xenddd.sim.hypervisor import SimHypervisor
 
 FIVE_DEVICES = 5
@@ -107,6 +108,33 @@ def test_the_disk_of_a_standby_that_waits_for_it_is_attached_beside_the_guests_r
     assert attached["ts"] <= events(handle, "recovered")[0]["ts"]
     assert domid(handle.sim.host.domains["domstore"]) == standby
     assert all_connected(handle.sim, FIVE_DEVICES)
+
+
+def test_a_disks_attach_that_returns_before_the_promotion_is_taken_is_not_made_again(
+    start_daemon: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The promotion submits its disks' attach as it ends, so that attach can return (and wake a pass)
+    before the promotion's own result is taken: that pass must leave the attach's result for the one that
+    knows the disks follow, not drop it and make the attach again."""
+    run = ToolstackCalls._run
+
+    def promotion_returning_late(calls: ToolstackCalls, key: Hashable, call: Callable[[], Any]) -> None:
+        def late() -> Any:
+            value = call()
+            if key == ("domstore", "start"):
+                time.sleep(0.5)
+            return value
+
+        run(calls, key, late)
+
+    monkeypatch.setattr(ToolstackCalls, "_run", promotion_returning_late)
+    handle, hv, standby = started(start_daemon, feature=True)
+    hv.released.set()
+    handle.sim.host.crash("domstore")
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    assert hv.calls == [False, True]
+    assert len(events(handle, "disks-attached")) == 1
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
 
 
 def test_without_the_standby_saying_it_waits_its_disk_is_attached_before_the_guests_disks(

@@ -637,6 +637,8 @@ class Recovery:
         fails leaves the promoted instance serving without its storage: it is destroyed and judged at once
         as an instance that died (cold, unless another standby is ready) — not left to the next pass, since
         this pass would otherwise end the incident if every guest's device had connected to it meanwhile."""
+        if self._t.calls.busy((spec.name, "start")):
+            return  # the promotion submits the disks' attach before it returns: its result comes first
         done = self._t.calls.take((spec.name, "disks"))
         if not incident.disks_pending or incident.new_domid is None:
             return  # (a result for an instance that died meanwhile: nothing to do with it)
