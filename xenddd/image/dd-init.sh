@@ -7,9 +7,12 @@
 # loads the driver of each PCI device that appears (passed through at boot or hot-plugged) and reports
 # the binding on the console, enslaves interfaces to bridges as the words say, and never exits (PID 1).
 # A word it cannot parse, a backend module that does not load or an `xl devd` that does not start is
-# reported on the console and in data/ready-error, and the domain never claims to be ready.
+# reported on the console and in data/ready-error, and the domain never claims to be ready. Restored from
+# a save (a new domid, a new home in xenstore), it restarts `xl devd` and writes data/ready again.
 # `busybox sh dd-init.sh --print-config` with XENDDD_DD_CMDLINE set only parses (the tests compare it with the twin);
-# `--print-port-joins SYS` also says which interfaces of a sysfs tree its port words would enslave.
+# `--print-port-joins SYS` also says which interfaces of a sysfs tree its port words would enslave;
+# `--follow-restores RUN` runs only the answer to restores, with RUN for /run, XENDDD_DD_KINDS for the
+# image's kinds and the console on stdout (the tests give it fake commands).
 
 bridges=; ports=; ips=; gateway=; forward=0; modules=; console_logs=0; errors=
 
@@ -104,6 +107,68 @@ port_joins() {  # $joins: "IFACE:BRIDGE" for each interface under $1/class/net a
   done
 }
 
+# A domain saved and restored (`xl save`/`xl restore`, libvirt's virDomainSave/Restore) runs again as
+# another domid, with a new home in xenstore: its data/ready is gone, and `xl devd` still watches the
+# backends of the domid it read when it started, so the scripts of the guests attached now never run. The
+# kernel sets its watches again at resume, a relative one against the new home, and each fires once when
+# set: a watch on `domid` sees every restore.
+devd_pid=/run/xl-devd.pid
+ready() {  # data/ready = 1 in the domain's home, at boot and after each restore
+  # a storage domain's `block` script (the image's) waits for a target that is not there yet: xenddd may
+  # attach guests' disks to it while dom0 still gives it the disk they are on (a promoted standby)
+  features=
+  case ,$kinds, in *,block,*) features="data/feature-block-wait 1" ;; esac
+  xenstore-write $features data/ready 1
+  read -r up _ < /proc/uptime
+  say "ready domid=$domid uptime=$up"
+}
+refuse() { say "cannot start: $*"; xenstore-write data/ready-error "$*"; }
+
+follow_restores() {  # for the domain's life, in the background: processes per event, none per round
+  xenstore-watch domid | while read -r _; do
+    restored=$(xenstore-read domid) || continue
+    [ "$restored" = "$domid" ] && continue  # the event of the watch being set at boot
+    say "restored as domid $restored (was $domid): restarting xl devd"
+    domid=$restored
+    # xl devd first: xenddd attaches guests once data/ready is there, and xl devd never runs the script
+    # of a backend that reached InitWait before it watched
+    if restart_devd; then
+      ready
+    else  # no data/ready in this home; the next restore tries again
+      refuse "xl devd did not start after a restore as domid $domid (see /var/log/xen/xldevd.log)"
+    fi
+  done
+  say "the watch on domid ended: a restore would not be answered"
+}
+restart_devd() {  # the old one watches a home no longer ours (another domain's once its domid is reused)
+  pid=
+  read -r pid < "$devd_pid" 2> /dev/null
+  if [ -n "$pid" ] && kill "$pid" 2> /dev/null; then
+    rounds=50  # 5 s, then it is killed outright
+    while running "$pid"; do
+      rounds=$((rounds - 1))
+      [ $rounds -gt 0 ] || { kill -9 "$pid" 2> /dev/null; break; }
+      sleep 0.1
+    done
+  fi
+  # xl writes its pid over the file without truncating it, and a start that fails leaves the old pid for
+  # the next restore to signal, maybe another process's by then
+  : > "$devd_pid"
+  xl devd -p "$devd_pid"
+}
+running() {  # $1 (a pid) has not ended. xl devd, a daemon, is PID 1's child, reaped only when PID 1 next
+  # waits for a process of its own: ended, it stays a zombie until then, which `kill -0` still finds
+  state=
+  read -r _ _ state _ < "/proc/$1/stat" 2> /dev/null && [ "$state" != Z ]
+}
+
+if [ "${1:-}" = --follow-restores ]; then  # the same watcher, its console on stdout
+  say() { echo "xenddd-dd: $*"; }
+  devd_pid=$2/xl-devd.pid kinds=${XENDDD_DD_KINDS:-}
+  domid=$(xenstore-read domid)
+  follow_restores
+  exit 0
+fi
 if [ "${1:-}" = --print-config ]; then
   parse_words "${XENDDD_DD_CMDLINE:-}"
   if [ -n "$errors" ]; then echo "bad: ${errors%; }"; exit 1; fi
@@ -136,8 +201,7 @@ ln -sfn /proc/self/fd /dev/fd
 for n in 0:stdin 1:stdout 2:stderr; do ln -sfn "/proc/self/fd/${n%%:*}" "/dev/${n#*:}"; done
 mkdir -p /run/lock /run/xen /run/xen-hotplug /var/log/xen
 fail() {  # PID 1 must not exit: report, and stay up without ever writing data/ready
-  say "cannot start: $*"
-  xenstore-write data/ready-error "$*"
+  refuse "$*"
   while :; do sleep 3600; done
 }
 load() {  # the modules a list of the image's names (by path), in the list's order, in one process
@@ -179,7 +243,7 @@ configure() {  # addresses, routes and bridge ports for the interfaces present n
 }
 
 configure
-xl devd -p /run/xl-devd.pid || fail "xl devd did not start (see /var/log/xen/xldevd.log)"
+xl devd -p "$devd_pid" || fail "xl devd did not start (see /var/log/xen/xldevd.log)"
 mark xl-devd
 # the backends only now: xl devd runs the hotplug script of a backend whose state it sees change, never
 # of one that reached InitWait before it watched (a guest attached while this domain boots)
@@ -190,13 +254,9 @@ if [ "$console_logs" = 1 ]; then
   touch /var/log/xen/xen-hotplug.log /var/log/xen/xldevd.log
   tail -F /var/log/xen/xen-hotplug.log /var/log/xen/xldevd.log > /dev/console 2>&1 &
 fi
-# a storage domain's `block` script (the image's) waits for a target that is not there yet: xenddd may
-# attach guests' disks to it while dom0 still gives it the disk they are on (a promoted standby)
-features=
-case ,$kinds, in *,block,*) features="data/feature-block-wait 1" ;; esac
-xenstore-write $features data/ready 1
-read -r up _ < /proc/uptime
-say "ready domid=$(xenstore-read domid) uptime=$up"
+domid=$(xenstore-read domid)
+ready
+follow_restores &
 # each round waits on a FIFO nothing writes, in this shell (a `sleep` would be a process a round)
 tick=/run/xenddd-dd.tick
 mkfifo "$tick" || say "no $tick: each round waits in a sleep process"
