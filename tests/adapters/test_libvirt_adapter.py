@@ -339,3 +339,28 @@ def test_a_vif_is_detached_by_libxl_without_asking_libvirt_about_its_guest() -> 
         adapter.close()
     assert devices.detached == [("web", DeviceKind.VIF, 0), ("absent", DeviceKind.VBD, 51712)]
     assert lookups == ["absent"]  # a disk libvirt can express: its guest is looked up
+
+
+def test_a_saved_domain_is_gone_and_restored_under_its_name_with_a_new_domid(
+    hypervisor: LibvirtHypervisor, tmp_path: Path
+) -> None:
+    hypervisor.define(SPEC)
+    before = hypervisor.start("domnet")
+    hypervisor.save("domnet", tmp_path / "domnet.save")
+    assert hypervisor.domain("domnet").state is DomainState.SHUTOFF  # type: ignore[union-attr]
+    restored = hypervisor.restore("domnet", tmp_path / "domnet.save")
+    assert restored.state is DomainState.RUNNING and restored.name == "domnet"
+    assert restored.domid is not None and restored.domid != before.domid
+    assert restored.uuid == before.uuid
+    assert hypervisor.restore("domnet", tmp_path / "domnet.save").domid == restored.domid  # runs already
+
+
+def test_a_save_or_restore_that_libvirt_refuses_says_why(
+    hypervisor: LibvirtHypervisor, tmp_path: Path
+) -> None:
+    hypervisor.define(SPEC)
+    with pytest.raises(XendddError, match="domnet: saving it failed"):
+        hypervisor.save("domnet", tmp_path / "domnet.save")  # not running
+    (tmp_path / "junk.save").write_text("not a saved domain\n")
+    with pytest.raises(XendddError, match=r"domnet: restoring .*junk\.save failed"):
+        hypervisor.restore("domnet", tmp_path / "junk.save")

@@ -522,3 +522,37 @@ def test_start_with_domid_refuses_an_instance_running_as_another_domid(
         domains.start_with_domid("domnet", 7)
     xl.answer("list -v domnet", ok(listing(line("domnet", 7, "-b----"))))
     assert domains.start_with_domid("domnet", 7).domid == 7  # the instance asked for: left alone
+
+
+def test_save_hands_the_domain_to_xl_save_which_destroys_it(
+    domains: XlDomains, xl: FakeXl, tmp_path: Path
+) -> None:
+    xl.answer(f"save domnet {tmp_path / 'domnet.save'}", ok())
+    domains.save("domnet", tmp_path / "domnet.save")
+    assert xl.calls == [["save", "domnet", str(tmp_path / "domnet.save")]]
+
+
+def test_a_restore_runs_the_saved_domain_under_its_name(
+    domains: XlDomains, xl: FakeXl, tmp_path: Path
+) -> None:
+    domains.define(spec())
+    saved = str(tmp_path / "domnet.save")
+    xl.answer("list -v domnet", invalid("domnet"), ok(listing(line("domnet", 14, "r-----"))))
+    xl.answer(f"restore -e {saved}", ok())
+    info = domains.restore("domnet", tmp_path / "domnet.save")
+    assert xl.calls == [["list", "-v", "domnet"], ["restore", "-e", saved], ["list", "-v", "domnet"]]
+    assert (info.name, info.domid) == ("domnet", 14)
+
+
+def test_a_failed_save_or_restore_says_why(domains: XlDomains, xl: FakeXl, tmp_path: Path) -> None:
+    domains.define(spec())
+    saved = str(tmp_path / "domnet.save")
+    xl.answer(f"save domnet {saved}", {"stdout": "", "stderr": "libxl: error: suspend failed\n", "rc": 1})
+    with pytest.raises(XendddError, match="domnet: saving it failed.*suspend failed"):
+        domains.save("domnet", tmp_path / "domnet.save")
+    xl.answer("list -v domnet", invalid("domnet"))
+    xl.answer(f"restore -e {saved}", {"stdout": "", "stderr": "xl: cannot open restore file\n", "rc": 1})
+    with pytest.raises(
+        XendddError, match=r"domnet: restoring .*domnet\.save failed.*cannot open restore file"
+    ):
+        domains.restore("domnet", tmp_path / "domnet.save")

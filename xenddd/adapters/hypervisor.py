@@ -26,6 +26,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -211,20 +212,9 @@ class LibvirtHypervisor:
         if dom is None:
             raise XendddError(f"{name}: not defined in libvirt")
         try:
-            if dom.isActive():
-                info = _info(dom)
-                if running_domid(info) is not None:
-                    return info
-                # The instance that just died, which libvirt has not cleaned up yet (listed shut off,
-                # reason crashed, with its domid): "starting" it would hand back the dead domid (and
-                # guests' frontends would be attached to its remains).
-                log.info(
-                    "%s: domid %s is %s, not yet cleaned up: destroying it",
-                    name,
-                    info.domid,
-                    info.state.value,
-                )
-                dom.destroy()
+            running = self._running_or_cleared(name, dom)
+            if running is not None:
+                return running
             dom.create()
         except libvirt.libvirtError as exc:
             message = _message(exc)
@@ -236,6 +226,20 @@ class LibvirtHypervisor:
             raise XendddError(f"{name}: start failed: {message}") from None
         self._pass_through_with_libxl(name, dom)
         return _info(dom)
+
+    @staticmethod
+    def _running_or_cleared(name: str, dom: Any) -> DomainInfo | None:
+        """The running instance, or None once none is active: the instance that just died, which libvirt
+        has not cleaned up yet (listed shut off, reason crashed, with its domid), is destroyed — starting
+        it would hand back the dead domid (and guests' frontends would be attached to its remains)."""
+        if not dom.isActive():
+            return None
+        info = _info(dom)
+        if running_domid(info) is not None:
+            return info
+        log.info("%s: domid %s is %s, not yet cleaned up: destroying it", name, info.domid, info.state.value)
+        dom.destroy()
+        return None
 
     def ensure_passthrough(self, spec: DriverDomainSpec, disks: bool = True) -> None:
         """(A libvirt driver domain has no standby, and so no disks to move.)"""
@@ -263,6 +267,36 @@ class LibvirtHypervisor:
                     f"{name}: destroyed again, passing {pci.bdf} through failed: {exc}"
                 ) from None
             log.info("%s: %s passed through by libxl (reset policy relaxed)", name, pci.bdf)
+
+    def save(self, name: str, path: Path) -> None:
+        """libvirt's file: its own header with the live definition, then libxl's stream; the domain is
+        destroyed once the file is complete."""
+        dom = self._lookup(name)
+        if dom is None:
+            raise XendddError(f"{name}: not defined in libvirt")
+        try:
+            dom.save(str(path))
+        except libvirt.libvirtError as exc:
+            raise XendddError(f"{name}: saving it failed: {_message(exc)}") from None
+
+    def restore(self, name: str, path: Path) -> DomainInfo:
+        """The definition comes from the file (libvirt's libxl driver takes no other): the domain comes
+        back under the name and UUID it was saved with, the persistent definition's. An instance that
+        runs already is returned, as `start` returns it."""
+        dom = self._lookup(name)
+        if dom is None:
+            raise XendddError(f"{name}: not defined in libvirt")
+        try:
+            running = self._running_or_cleared(name, dom)
+            if running is not None:
+                return running
+            self.connection().restore(str(path))
+        except libvirt.libvirtError as exc:
+            raise XendddError(f"{name}: restoring {path} failed: {_message(exc)}") from None
+        dom = self._lookup(name)
+        if dom is None or not dom.isActive():
+            raise XendddError(f"{name}: libvirt restored {path}, but no running domain has that name")
+        return _info(dom)
 
     def destroy(self, name: str, domid: int | None = None) -> None:
         dom = self._lookup(name)

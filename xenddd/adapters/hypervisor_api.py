@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from xenddd.config.spec import DriverDomainSpec
@@ -107,6 +108,15 @@ class Hypervisor(Protocol):
         """Start a driver domain as `domid`, its dead instance's (an in-place reconnect: the guests' rings,
         grants and unbound event channels name that domid). Refused while the domid is in use, and by a
         toolstack that cannot choose one (libvirt)."""
+        ...
+
+    def save(self, name: str, path: Path) -> None:
+        """Save the running domain's memory and state to `path` (a new file), after which it is gone."""
+        ...
+
+    def restore(self, name: str, path: Path) -> DomainInfo:
+        """Bring a domain saved to `path` back, running (with a new domid), under the name it was saved
+        with, which must be `name`; the file stays, to be restored again."""
         ...
 
     def destroy(self, name: str, domid: int | None = None) -> None:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, LifecycleEvent
 from xenddd.adapters.libxl_devices import LibxlDevices
@@ -131,6 +132,18 @@ class Toolstacks:
     def start_with_domid(self, name: str, domid: int) -> DomainInfo:
         try:
             return self._owner(name).start_with_domid(name, domid)
+        finally:
+            self.domains_may_have_changed()
+
+    def save(self, name: str, path: Path) -> None:
+        try:
+            self._owner(name).save(name, path)
+        finally:
+            self.domains_may_have_changed()
+
+    def restore(self, name: str, path: Path) -> DomainInfo:
+        try:
+            return self._owner(name).restore(name, path)
         finally:
             self.domains_may_have_changed()
 

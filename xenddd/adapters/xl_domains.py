@@ -164,6 +164,29 @@ class XlDomains:
             self.destroy(name)
         return None
 
+    def save(self, name: str, path: Path) -> None:
+        """`xl save` writes xl's own header (the config it was created from) before libxl's stream, and
+        destroys the domain once the file is complete."""
+        try:
+            self._run("save", name, str(path))
+        except XendddError as exc:
+            raise XendddError(f"{name}: saving it failed: {exc}") from None
+
+    def restore(self, name: str, path: Path) -> DomainInfo:
+        """Under the config saved in the file, as xenddd created it (`-e`: no xl process stays to watch
+        it, as with `xl create -e`). An instance that runs already is returned, as `start` returns it."""
+        alive = self._alive_or_cleared(name)
+        if alive is not None:
+            return alive
+        try:
+            self._run("restore", "-e", str(path))
+        except XendddError as exc:
+            raise XendddError(f"{name}: restoring {path} failed: {exc}") from None
+        restored = self.domain(name)
+        if restored is None:
+            raise XendddError(f"{name}: xl restore of {path} succeeded, but xl lists no domain of that name")
+        return restored
+
     def destroy(self, name: str, domid: int | None = None) -> None:
         """Idempotent, as the recovery needs: a domain that is already gone is not an error. By `domid`,
         one process and never another instance of the name (Xen does not give a domid out again soon)."""

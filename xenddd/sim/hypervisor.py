@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, LifecycleEvent, LifecycleKind
 from xenddd.config.spec import DOM0_BACKEND, DriverDomainSpec
@@ -119,6 +120,29 @@ class SimHypervisor:
                 "the domid is in use" if exc.errno_name == "EEXIST" else "a device's backend is not running"
             )
             raise XendddError(f"{name}: starting it as domid {domid} failed: {reason}") from None
+
+    def save(self, name: str, path: Path) -> None:
+        self._reachable()
+        if name not in self.host.domains:
+            raise XendddError(f"{name}: not defined")
+        try:
+            self.host.save(name, path)
+        except XsError as exc:
+            reason = {"EBUSY": "it has PCI devices", "ENOENT": "it is not running"}[exc.errno_name]
+            raise XendddError(f"{name}: saving it failed: {reason}") from None
+
+    def restore(self, name: str, path: Path) -> DomainInfo:
+        self._reachable()
+        saved = self.host.saved_name(path) or name
+        if saved != name:
+            raise XendddError(f"{name}: restoring {path} failed: it holds {saved}")
+        try:
+            return _info(self.host.restore(path), self._xl_owned)
+        except XsError as exc:
+            reason = {"ENOENT": "no such saved domain"}.get(
+                exc.errno_name, "a device's backend domain is not running"
+            )
+            raise XendddError(f"{name}: restoring {path} failed: {reason}") from None
 
     def destroy(self, name: str, domid: int | None = None) -> None:
         """By `domid` as `xl destroy <domid>` does it: whatever that domain is called now."""

@@ -134,6 +134,12 @@ class RemoteToolstack:
     def start_with_domid(self, name: str, domid: int) -> DomainInfo:
         return cast(DomainInfo, self._calls.call("start_with_domid", name, domid))
 
+    def save(self, name: str, path: Path) -> None:
+        self._calls.call("save", name, path)
+
+    def restore(self, name: str, path: Path) -> DomainInfo:
+        return cast(DomainInfo, self._calls.call("restore", name, path))
+
     def destroy(self, name: str, domid: int | None = None) -> None:
         self._calls.call("destroy", name, domid)
 
@@ -252,6 +258,8 @@ class _HostInChild:
             "define": toolstack.define,
             "start": toolstack.start,
             "start_with_domid": toolstack.start_with_domid,
+            "save": toolstack.save,
+            "restore": toolstack.restore,
             "destroy": toolstack.destroy,
             "rename": toolstack.rename,
             "manages": toolstack.manages,
