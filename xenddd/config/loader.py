@@ -23,6 +23,7 @@ from xenddd.config.spec import (
     Policy,
     Readiness,
     RestartPolicy,
+    SavedInstance,
     Settings,
     SimGuestSpec,
     Standby,
@@ -151,6 +152,7 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
         on_crash=t.choice("on_crash", ("destroy", "preserve"), "destroy"),  # type: ignore[arg-type]
         toolstack=t.choice("toolstack", ("libvirt", "xl"), "libvirt"),  # type: ignore[arg-type]
         standby=_standby(t.table("standby")),
+        saved_instance=_saved_instance(t.table("saved_instance")),
         reconnect=t.choice("reconnect", ("reattach", "in-place"), "reattach"),  # type: ignore[arg-type]
         reattach_guests=frozenset(t.checked("reattach_guests", _guest_names, default=[])),
     )
@@ -169,6 +171,8 @@ def _driver_domain(t: TableReader) -> DriverDomainSpec:
         raise t.error("disk", 'libvirt\'s libxl driver cannot give a disk a hotplug script: toolstack = "xl"')
     if spec.standby.enabled:
         _check_standby(t, spec)
+    if spec.saved_instance.enabled:
+        _check_saved_instance(t, spec)
     if spec.reconnect == "in-place":
         _check_in_place(t, spec)
     elif spec.reattach_guests:
@@ -219,6 +223,36 @@ def _check_standby(t: TableReader, spec: DriverDomainSpec) -> None:
         raise t.error("name", f"its standby's name {spec.standby_name!r} is longer than {MAX_DOMAIN_NAME}")
 
 
+def _saved_instance(t: TableReader) -> SavedInstance:
+    saved = SavedInstance(enabled=t.boolean("enabled", False))
+    t.finish()
+    return saved
+
+
+def _check_saved_instance(t: TableReader, spec: DriverDomainSpec) -> None:
+    """A restore brings back the memory of the moment it was saved, many times over: whatever would
+    disagree with that memory, or cannot be saved, is refused here rather than found at a crash."""
+    if spec.virt != "pv":
+        raise t.error("saved_instance", 'a saved instance must be type = "pv" (no device model to save)')
+    if spec.pci:
+        raise t.error(
+            "saved_instance",
+            "Xen cannot save a domain with PCI devices, and xenddd does not yet hot-plug them into a "
+            "restored one",
+        )
+    if spec.readiness.condition != "xenstore-key":
+        raise t.error(
+            "saved_instance", 'an instance is saved once its key says it is ready: condition = "xenstore-key"'
+        )
+    writable = [disk.vdev for disk in spec.disks if not disk.readonly]
+    if writable:
+        raise t.error(
+            "disk",
+            f"{writable[0]} is writable: a restored instance's memory would disagree with what the disk "
+            "holds by then; boot from an image, or make the disk read-only",
+        )
+
+
 def _check_in_place(t: TableReader, spec: DriverDomainSpec) -> None:
     """The new instance must have the dead one's domid, which only libxl's own create can give (libvirt
     never sets it), and a promoted standby has another."""
@@ -229,6 +263,10 @@ def _check_in_place(t: TableReader, spec: DriverDomainSpec) -> None:
         )
     if spec.standby.enabled:
         raise t.error("reconnect", '"in-place" keeps the domid, a promoted standby has its own: choose one')
+    if spec.saved_instance.enabled:
+        raise t.error(
+            "reconnect", '"in-place" keeps the domid, a restored instance has a new one: choose one'
+        )
     if spec.readiness.condition == "backend-initwait":
         raise t.error(
             "reconnect", '"in-place" attaches nothing to probe readiness with: use condition = "xenstore-key"'

@@ -129,6 +129,16 @@ STANDBY_SUFFIX = "-standby"
 
 
 @dataclass(frozen=True)
+class SavedInstance:
+    """A ready instance saved to disk once (`<state_dir>/saved/<name>.save`) and restored instead of
+    booted at every later start: a restore of a small domain takes about half its boot. It costs the
+    domain's memory in disk space, not in RAM. Its image must answer a restore (a new domid): xenddd's
+    driver-domain image restarts `xl devd` and writes its readiness key again."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
 class DriverDomainSpec:
     """One driver domain as the operator declared it: the desired state the reconciler converges to."""
 
@@ -152,6 +162,7 @@ class DriverDomainSpec:
     # libxl driver has no call for.
     toolstack: Toolstack = "libvirt"
     standby: Standby = field(default_factory=Standby)
+    saved_instance: SavedInstance = field(default_factory=SavedInstance)
     # How its guests get their devices back after a crash. `reattach`: detached from the dead instance and
     # attached to the new one (new devices in the guests). `in-place`: the new instance is created with the
     # dead one's domid and takes the guests' rings over as they are (their devices never go); only xl can

@@ -35,12 +35,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from xenddd.adapters.hypervisor_api import DomainInfo, LifecycleKind, running_domid
-from xenddd.config.spec import DriverDomainSpec
+from xenddd.config.spec import DriverDomainSpec, Settings
 from xenddd.errors import XendddError
 from xenddd.model import Frontend
 from xenddd.recovery.frontend_steps import FrontendSteps, earliest
 from xenddd.recovery.intent import DomainRecord, Incident, PendingFrontend, Phase
 from xenddd.recovery.restart_policy import crash_loop_restarts, decide_restart
+from xenddd.recovery.saved_instance import SAVED_DIR, SavedInstances
 from xenddd.recovery.standby import Standbys
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import CallResult
@@ -92,10 +93,12 @@ class Recovery:
         served_by: ServedBy,
         upstreams_waited: UpstreamsWaited = lambda _spec: [],
         standbys: Standbys | None = None,
+        saved: SavedInstances | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._t = tools
         self._standbys = standbys or Standbys(tools)
+        self._saved = saved or SavedInstances(tools, Settings().state_dir / SAVED_DIR)
         self._prepare = prepare
         self._served_by = served_by
         self._upstreams_waited = upstreams_waited
@@ -422,6 +425,8 @@ class Recovery:
     def _start(self, spec: DriverDomainSpec) -> DomainInfo:
         self._prepare(spec)
         self._t.hypervisor.define(spec)
+        if spec.saved_instance.enabled:
+            return self._saved.start(spec)
         return self._t.hypervisor.start(spec.name)
 
     def _start_in_place(self, spec: DriverDomainSpec, domid: int) -> InPlace:

@@ -35,6 +35,7 @@ from xenddd.recovery.history import History
 from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend, Phase
 from xenddd.recovery.own_devices import OwnDevices
 from xenddd.recovery.phases import UPSTREAM_RECHECK, PrepareDomain, Recovery
+from xenddd.recovery.saved_instance import SAVED_DIR, SavedInstances
 from xenddd.recovery.standby import Standbys
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import ToolstackCalls
@@ -82,12 +83,14 @@ class Reconciler:
         )
         self._own_devices = OwnDevices(tools)
         self._standbys = Standbys(tools)
+        self._saved = SavedInstances(tools, config.settings.state_dir / SAVED_DIR)
         self._recovery = Recovery(
             tools,
             prepare=prepare,
             served_by=self._served_by,
             upstreams_waited=self._upstreams_waited,
             standbys=self._standbys,
+            saved=self._saved,
             rng=rng,
         )
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
@@ -297,6 +300,7 @@ class Reconciler:
                     "standby": self._standbys.status(spec, observed.get(spec.standby_name))
                     if spec.standby.enabled
                     else None,
+                    "saved_instance": self._saved.status(spec) if spec.saved_instance.enabled else None,
                 }
             )
         return {"driver_domains": domains, "last_reconcile_seconds": self.last_pass_seconds}
@@ -333,6 +337,11 @@ class Reconciler:
     ) -> float | None:
         record = self._records[spec.name]
         running = running_domid(info)
+        if spec.saved_instance.enabled:
+            if self._saved.take(spec, record):
+                return 0.0  # a look at the instance it left, in a pass that lists it
+            if self._saved.saving(spec):
+                return None  # the domain is away for its save, which is no death; its return wakes us
         if record.incident is not None:
             return self._recovery.advance(spec, record, info, self._standby_info(spec))
         if record.stopped_by_request or record.failed:
@@ -343,6 +352,9 @@ class Reconciler:
                 self._hv.ensure_passthrough(spec)
                 record.domid, record.started_at = running, None
                 self._intents.save(record)
+            if spec.saved_instance.enabled:
+                serving = bool(self._registry.served_by(spec.name))
+                self._saved.keep(spec, record, running, serving)
             return self._recovery.idle(spec, record, running)
         if running is None and record.domid is None:
             # No record of an instance (a first start, or a damaged record): a dead instance the
@@ -460,7 +472,7 @@ class Reconciler:
     def _start(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
         self._prepare(spec)
         self._hv.define(spec)
-        info = self._hv.start(spec.name)
+        info = self._saved.start(spec) if spec.saved_instance.enabled else self._hv.start(spec.name)
         record.domid, record.started_at = info.domid, self._clock()
         self._intents.save(record)
         self._history.record("started", driver_domain=spec.name, domid=info.domid)

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from xenddd.adapters.hypervisor_api import DomainInfo, running_domid
-from xenddd.config.spec import DriverDomainSpec, Standby
+from xenddd.config.spec import DriverDomainSpec, SavedInstance, Standby
 from xenddd.recovery.intent import DomainRecord
 from xenddd.recovery.tools import RecoveryTools
 
@@ -37,6 +37,7 @@ def standby_spec(spec: DriverDomainSpec) -> DriverDomainSpec:
         pci_hotplug=bool(spec.pci),
         disks=tuple(disk for disk in spec.disks if disk.readonly),
         standby=Standby(),
+        saved_instance=SavedInstance(),  # booted, as a standby is booted while nothing waits for it
     )
 
 
