@@ -322,7 +322,8 @@ def write_mttr_table(release: str, machine: str) -> None:
 def compare_methods(entries: list[dict[str, object]]) -> str | None:
     """Median MTTR of xenddd and of the peers' method over the same rounds (cold path), their ratio, and
     each one's overhead beyond the driver domain's own restart-to-ready; and, where the same boot also
-    recovered by promoting a standby, its MTTR against that restart-to-ready and the peers' MTTR. The
+    recovered by promoting a standby, its MTTR against that restart-to-ready and the peers' MTTR, and by
+    restoring a saved instance, its MTTR against the peers' and xenddd's cold one. The
     MTTR is the outage in xenstored's log (`mttr_log`: the old instance's death to the last vif
     Connected) where every cold and standby round has it, else the one the scenario observed by
     polling; (l)'s in-place rounds are observed, and set against the peers' observed MTTR. The
@@ -332,7 +333,8 @@ def compare_methods(entries: list[dict[str, object]]) -> str | None:
     cold = [e for e in entries if "dd_ready" in e and e.get("path", "cold") == "cold"]
     promoted = [e for e in entries if e.get("path") == "standby" and e.get("driver_domain") == "domnet"]
     in_place = [e for e in entries if e.get("path") == "inplace" and e.get("driver_domain") == "domnet"]
-    compared = cold + promoted  # (o)'s domstore: not the peers' domain
+    restored = [e for e in entries if e.get("path") == "saved" and e.get("driver_domain") == "domnet"]
+    compared = cold + promoted + restored  # (o)'s domstore: not the peers' domain
     mttr_key = "mttr_log" if compared and all("mttr_log" in e for e in compared) else "observed"
     key = "dd_restart" if cold and all("dd_restart" in e for e in cold) else "dd_ready"
     measure = "creation to readiness key" if key == "dd_restart" else "uptime at ready"
@@ -369,6 +371,14 @@ def compare_methods(entries: list[dict[str, object]]) -> str | None:
             f"{restart_to_ready:.1f} s (goal <= 0.50) and {standby / peer_mttr:.2f} of the peers' MTTR "
             "(goal <= 0.35)"
         )
+    if restored:  # (c)'s rounds restored from domnet's saved instance: its restore-to-ready for a boot's
+        mttr = median(restored)
+        text += (
+            f"; saved-instance MTTR {mttr:.1f} s = {mttr / peer_mttr:.2f} of the peers' MTTR (goal <= 0.70), "
+            f"{mttr / our_mttr:.2f} of xenddd's cold"
+        )
+        if all("dd_restart" in e for e in restored):
+            text += f", its restore-to-ready {median(restored, 'dd_restart'):.1f} s"
     if in_place:  # (l) observes its MTTR by polling: against the peers' observed the same way
         mttr = median(in_place, "observed")
         peers_observed = median([e for e in cold if e.get("method") == "peers"], "observed")

@@ -1,7 +1,8 @@
 """(c, against the peers) The same kernel crashes of domnet, in one boot, recovered first by what an operator
 would run instead of xenddd — libvirt's `<on_crash>restart</on_crash>` and a poller that reattaches the
-stale vifs once the new domnet is ready (peer_poller.py) — and then by xenddd as installed (domnet's
-readiness on its key, as the poller's). Each round's MTTR (crash →
+stale vifs once the new domnet is ready (peer_poller.py) — then by xenddd as installed (domnet's
+readiness on its key, as the poller's), and last by xenddd restoring domnet's saved instance instead of
+booting it (path `saved`). Each round's MTTR (crash →
 both guests' vifs Connected through the new domnet) twice: as polled, the same way for both, and from
 xenstored's access log (the old instance's death to the last vif Connected: no trigger latency, no poll
 lag); the driver domain's own restart-to-ready (from the new instance's creation to its readiness key)
@@ -17,6 +18,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from conftest import (
     HEALTHY,
@@ -41,6 +43,8 @@ from test_c_network_dd import MAC, XL_MAC, vif_connected_to
 ON_DEMAND = True
 
 ROUNDS = 3
+CONFIG = Path("/etc/xenddd/xenddd.toml")
+VIRSH = ("virsh", "-c", "xen:///system")
 POLLER = Path(__file__).with_name("peer_poller.py")
 GUESTS = ("fe", "fe2")
 BORN: dict[int, float] = {}  # domid of domnet → when this scenario first saw it running
@@ -79,6 +83,83 @@ def test_xenddd_recovers_the_same_crashes_in_the_same_boot() -> None:
     wait_for_both_vifs(old, "xenddd's recovery of the peers' domnet")
     for round_no in range(1, ROUNDS + 1):
         crash_and_measure("xenddd", round_no)
+
+
+def test_xenddd_restores_a_saved_domnet_for_the_same_crashes() -> None:
+    """xenddd with domnet's saved instance (`[driver_domain.saved_instance]`): the guests' vifs are
+    detached once, so that domnet serves nothing, as at a host's boot before its guests start; xenddd
+    saves it and restores it at once, the vifs are attached again, and the same crashes are recovered
+    by restoring that file instead of booting."""
+    base = CONFIG.read_text()
+    run("systemctl", "stop", "xenddd")
+    dd = domid("domnet")
+    assert dd is not None
+    guests = {guest: domid(guest) for guest in GUESTS}
+    for guest, tool, mac in zip(GUESTS, ("virsh", "xl"), (MAC, XL_MAC), strict=True):
+        detach_vif(guest, tool, mac)
+    for guest, guest_domid in guests.items():
+        wait_until(
+            lambda g=guest_domid: xs_read(f"/local/domain/{g}/device/vif/0/state") is None,
+            120,
+            f"{guest}'s vif detached",
+        )
+    seen = len(xenddd_json("events")["items"])
+    CONFIG.write_text(with_saved_instance(base))
+    try:
+        run("systemctl", "start", "xenddd")
+        saved = wait_until(lambda: saved_event(seen), 400, "domnet saved and restored by xenddd")
+        say(
+            f"saved instance: {saved['bytes'] / 2**20:.0f} MiB, saved in {saved['save_seconds']:.1f} s "
+            f"(domid {saved['saved_domid']}), restored in {saved['restore_seconds']:.1f} s "
+            f"(domid {saved['domid']})"
+        )
+        for guest, tool, mac in zip(GUESTS, ("virsh", "xl"), (MAC, XL_MAC), strict=True):
+            attach_vif(guest, tool, mac)
+        wait_for_both_vifs(dd, "the guests' vifs attached to the restored domnet")
+        for round_no in range(1, ROUNDS + 1):
+            crash_and_measure("xenddd", round_no, path="saved")
+        status = next(d for d in xenddd_json("status")["driver_domains"] if d["name"] == "domnet")
+        assert status["saved_instance"]["file"]["current"], status
+        assert len([e for e in xenddd_json("events")["items"][seen:] if e["event"] == "saved-instance"]) == 1
+    finally:
+        run("systemctl", "stop", "xenddd")
+        CONFIG.write_text(base)
+        run("systemctl", "start", "xenddd")
+
+
+def with_saved_instance(toml: str) -> str:
+    """domnet's block (one key per line, blocks apart by blank lines) gets a saved_instance table."""
+    blocks = toml.split("\n\n")
+    index = next(i for i, block in enumerate(blocks) if 'name = "domnet"' in block.split("\n"))
+    blocks[index] += "\n\n[driver_domain.saved_instance]\nenabled = true"
+    return "\n\n".join(blocks)
+
+
+def saved_event(seen: int) -> dict[str, Any] | None:
+    events = xenddd_json("events")["items"][seen:]
+    failed = [e for e in events if e["event"] == "saved-instance-failed"]
+    assert not failed, failed
+    return next((e for e in events if e["event"] == "saved-instance"), None)
+
+
+def detach_vif(guest: str, tool: str, mac: str) -> None:
+    if tool == "xl":
+        run("xl", "network-detach", guest, mac)
+    else:
+        run(*VIRSH, "detach-interface", guest, "bridge", "--mac", mac, "--live")
+
+
+def attach_vif(guest: str, tool: str, mac: str) -> None:
+    """As the guest had it: its MAC on br0, served by domnet (devid 0 again: the guest has no other)."""
+    if tool == "xl":
+        run("xl", "network-attach", guest, f"mac={mac}", "bridge=br0", "backend=domnet")
+        return
+    xml = Path(f"/tmp/{guest}-vif.xml")
+    xml.write_text(
+        f"<interface type='bridge'><mac address='{mac}'/><source bridge='br0'/>"
+        "<backenddomain name='domnet'/></interface>"
+    )
+    run(*VIRSH, "attach-device", guest, str(xml), "--live")
 
 
 def set_on_crash(action: str) -> None:
@@ -131,7 +212,7 @@ def crash_and_measure(method: str, round_no: int, path: str = "cold") -> None:
     if path == "cold":
         line = wait_until(lambda: console.find(f"ready domid={new} "), 60, "domnet's readiness line")
         ready_uptime = float(line.rsplit("uptime=", 1)[1].split()[0])
-    instance = instance_phases(dd, new, booted=path == "cold")
+    instance = instance_phases(dd, new, booted=path != "standby")  # a restored one: created at the crash
     phases = recovery_phases("domnet", seen) if method == "xenddd" else {}
     how = f"kernel crash, round {round_no}"
     report_mttr(

@@ -17,15 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
 
 from conftest import domid, run, say, wait_until, xs_read
-from test_c_vs_peers import ROUNDS, crash_and_measure, wait_for_both_vifs
+from test_c_vs_peers import CONFIG, ROUNDS, VIRSH, crash_and_measure, wait_for_both_vifs
 
 ON_DEMAND = True
-
-CONFIG = Path("/etc/xenddd/xenddd.toml")
-VIRSH = ("virsh", "-c", "xen:///system")
 
 
 def with_standby(toml: str, name: str = "domnet") -> str:
