@@ -548,7 +548,7 @@ def test_a_failed_save_or_restore_says_why(domains: XlDomains, xl: FakeXl, tmp_p
     domains.define(spec())
     saved = str(tmp_path / "domnet.save")
     xl.answer(f"save domnet {saved}", {"stdout": "", "stderr": "libxl: error: suspend failed\n", "rc": 1})
-    with pytest.raises(XendddError, match="domnet: saving it failed.*suspend failed"):
+    with pytest.raises(XendddError, match=r"domnet: saving it failed.*suspend failed"):
         domains.save("domnet", tmp_path / "domnet.save")
     xl.answer("list -v domnet", invalid("domnet"))
     xl.answer(f"restore -e {saved}", {"stdout": "", "stderr": "xl: cannot open restore file\n", "rc": 1})

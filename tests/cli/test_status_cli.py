@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from tests.cli.conftest import CONFIG, answering_daemon, wait_for
 from xenddd.cli.main import cli
-from xenddd.cli.service_cmd import in_place_line, standby_line
+from xenddd.cli.service_cmd import in_place_line, saved_instance_line, standby_line
 from xenddd.service.daemon import Daemon
 from xenddd.sim.socket_host import SimulatedHost
 
@@ -166,3 +166,19 @@ def test_status_names_the_guests_an_in_place_driver_domain_reattaches_all_the_sa
         "domnet: reconnects its guests in place (restarted as the same domid, nothing detached)"
     )
     assert in_place_line(domnet | {"reattach_guests": ["db", "raid1"]}).endswith(", but reattaches db, raid1")
+
+
+def test_a_saved_instance_line_says_whether_starts_restore_or_boot() -> None:
+    path = "/var/lib/xenddd/saved/domnet.save"
+    current = {"path": path, "file": {"bytes": 134 << 20, "current": True}, "saving": False, "error": None}
+    assert saved_instance_line("domnet", current) == (
+        f"domnet: saved instance {path} restored at its starts (134 MiB on disk)"
+    )
+    stale = {**current, "file": {"bytes": 1, "current": False}}
+    assert "saved under another definition: booted" in saved_instance_line("domnet", stale)
+    failed = {**current, "file": None, "error": "domnet: saving it failed: no space"}
+    assert saved_instance_line("domnet", failed) == (
+        f"domnet: saved instance {path} not saved yet: booted at its starts until it is saved, once it "
+        "serves nothing; last save failed: domnet: saving it failed: no space"
+    )
+    assert saved_instance_line("domnet", {**current, "saving": True}).endswith("being saved")

@@ -144,6 +144,7 @@ def status(cli: CliContext) -> None:
     lines.append(render_table(_STATUS_COLUMNS, rows))
     lines += [f"{d['name']}: {d['error']}" for d in domains if d.get("error")]
     lines += [standby_line(d["name"], d["standby"]) for d in domains if d.get("standby")]
+    lines += [saved_instance_line(d["name"], d["saved_instance"]) for d in domains if d.get("saved_instance")]
     lines += [in_place_line(d) for d in domains if d.get("reconnect") == "in-place"]
     if daemon_health.get("mode") != "simulated":  # the simulated host's xenstored has its own quotas
         served = {d["name"]: int(d.get("frontends") or 0) for d in domains}
@@ -294,6 +295,21 @@ def in_place_line(domain: dict[str, Any]) -> str:
     line = f"{domain['name']}: reconnects its guests in place (restarted as the same domid, nothing detached)"
     others = domain.get("reattach_guests")
     return f"{line}, but reattaches {', '.join(others)}" if others else line
+
+
+def saved_instance_line(name: str, saved: dict[str, Any]) -> str:
+    """What its starts will do: restore the file, or boot (and save once the domain serves nothing)."""
+    file = saved.get("file")
+    if saved.get("saving"):
+        state = "being saved"
+    elif file is None:
+        state = "not saved yet: booted at its starts until it is saved, once it serves nothing"
+    elif not file["current"]:
+        state = "saved under another definition: booted, saved again once it serves nothing"
+    else:
+        state = f"restored at its starts ({file['bytes'] / 2**20:.0f} MiB on disk)"
+    line = f"{name}: saved instance {saved['path']} {state}"
+    return line + (f"; last save failed: {saved['error']}" if saved.get("error") else "")
 
 
 def standby_line(name: str, standby: dict[str, Any]) -> str:
