@@ -353,12 +353,14 @@ def test_a_saved_domain_is_gone_and_restored_under_its_name_with_a_new_domid(
     assert restored.domid is not None and restored.domid != before.domid
     assert restored.uuid == before.uuid
     assert hypervisor.restore("domnet", tmp_path / "domnet.save").domid == restored.domid  # runs already
+    hypervisor.destroy("domnet")  # test:///default is one host for every test of the process
 
 
 def test_a_save_or_restore_that_libvirt_refuses_says_why(
     hypervisor: LibvirtHypervisor, tmp_path: Path
 ) -> None:
     hypervisor.define(SPEC)
+    hypervisor.destroy("domnet")
     with pytest.raises(XendddError, match="domnet: saving it failed"):
         hypervisor.save("domnet", tmp_path / "domnet.save")  # not running
     (tmp_path / "junk.save").write_text("not a saved domain\n")
