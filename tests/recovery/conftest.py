@@ -257,6 +257,17 @@ class FreezingHypervisor(SimHypervisor):
         super().destroy(name, domid)
         self._done("destroy", name)
 
+    def save(self, name: str, path: Path) -> None:
+        self._gate()
+        super().save(name, path)
+        self._done("save", name)
+
+    def restore(self, name: str, path: Path) -> DomainInfo:
+        self._gate()
+        info = super().restore(name, path)
+        self._done("restore", name)
+        return info
+
 
 def freeze(handle: RunningDaemon, freezes_after: Callable[[str, str], bool]) -> FreezingHypervisor:
     """Put a FreezingHypervisor under a running daemon's reconciler."""

@@ -10,7 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.recovery.conftest import TOPOLOGY, RunningDaemon, all_connected, events, wait_until
+import pytest
+
+from tests.recovery.conftest import (
+    TOPOLOGY,
+    FreezingHypervisor,
+    RunningDaemon,
+    all_connected,
+    events,
+    wait_until,
+)
 from xenddd.adapters.hypervisor_api import DomainInfo
 from xenddd.errors import XendddError
 from xenddd.sim.hypervisor import SimHypervisor
@@ -184,3 +193,42 @@ def test_a_save_that_fails_leaves_the_domain_booted_and_is_not_tried_again(
     assert "save failed (injected)" in failed["error"]
     assert not saved_file(handle).exists()
     assert "save failed (injected)" in domnet_status(handle)["saved_instance"]["error"]
+
+
+@pytest.mark.parametrize("killed_after", ["save", "restore"])
+def test_a_daemon_killed_in_a_save_leaves_the_next_one_no_crash_to_recover(
+    start_daemon: Callable[..., RunningDaemon], killed_after: str
+) -> None:
+    """Killed once the save took domnet away (its file not yet complete under its name), the next daemon
+    boots domnet and saves it again; killed once the restore brought it back, it adopts that instance
+    and its file. Neither sees a crash."""
+    frozen: list[FreezingHypervisor] = []
+
+    def freezing(host: Any) -> FreezingHypervisor:
+        frozen.append(FreezingHypervisor(host, lambda step, name: (step, name) == (killed_after, "domnet")))
+        return frozen[-1]
+
+    first = start_daemon(topology=SAVED_TOPOLOGY, hypervisor=freezing, guests=False)
+    wait_until(frozen[0].frozen.is_set, what=f"the first daemon to freeze after the {killed_after}")
+    toolstack: list[Counted] = []
+
+    def counted(host: Any) -> Counted:
+        toolstack.append(Counted(host))
+        return toolstack[-1]
+
+    second = start_daemon(topology=SAVED_TOPOLOGY, sim=first.sim, guests=False, hypervisor=counted)
+    try:
+        wait_until(lambda: events(second, "saved-instance-resumed"), what="the cut save taken up")
+        if killed_after == "save":
+            wait_until(lambda: events(second, "saved-instance"), what="domnet saved again")
+            assert toolstack[0].calls == ["start", "save", "restore"]
+        else:
+            assert toolstack[0].calls == []
+        wait_until(lambda: domnet_status(second)["saved_instance"]["file"] is not None, what="the file")
+        assert domnet_status(second)["saved_instance"]["file"]["current"]
+        domnet = second.sim.host.domains["domnet"]
+        assert domnet.domid is not None and domnet_status(second)["domid"] == domnet.domid
+        assert domnet_status(second)["crashes"] == 0 and not events(second, "detected")
+    finally:
+        second.stop()
+        frozen[0].release.set()

@@ -140,6 +140,9 @@ class DomainRecord:
     # its own devices an upstream serves, being detached and attached again (see `own_devices`): saved
     # before the detach, so that one whose attach failed is not forgotten with a daemon restart
     own_reattaching: list[PendingFrontend] = field(default_factory=list)
+    # its instance handed to a save (saved_instance): away until the restore, which is no death, and
+    # what a daemon killed meanwhile must finish (see reconciler._finish_a_cut_save)
+    saving: bool = False
 
 
 class IntentLog:
@@ -214,6 +217,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
         },
         "parked": [_pending_to_json(p) for p in record.parked],
         "own_reattaching": [_pending_to_json(p) for p in record.own_reattaching],
+        "saving": record.saving,
     }
 
 
@@ -253,6 +257,7 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         last_incident=last_incident,
         parked=[_pending_from_json(item) for item in _list(doc, "parked")],
         own_reattaching=[_pending_from_json(item) for item in _list(doc, "own_reattaching")],
+        saving=_bool(doc, "saving"),
     )
     for item in _list(doc, "detached_by_destroy"):
         frontend = frontend_from_json(item)

@@ -337,11 +337,14 @@ class Reconciler:
     ) -> float | None:
         record = self._records[spec.name]
         running = running_domid(info)
-        if spec.saved_instance.enabled:
+        if record.saving:  # the domain is away for its save, which is no death
+            if not advance:
+                return None  # (nor is it an incident to open)
             if self._saved.take(spec, record):
                 return 0.0  # a look at the instance it left, in a pass that lists it
-            if self._saved.saving(spec):
-                return None  # the domain is away for its save, which is no death; its return wakes us
+            if not self._saved.saving(spec):
+                self._finish_a_cut_save(spec, record, running)
+            return None  # else the save's return wakes us
         if record.incident is not None:
             return self._recovery.advance(spec, record, info, self._standby_info(spec))
         if record.stopped_by_request or record.failed:
@@ -419,6 +422,21 @@ class Reconciler:
     def _standby_info(self, spec: DriverDomainSpec) -> DomainInfo | None:
         """The pass's listing of the driver domain's standby (None: it has none, or none runs)."""
         return (self._observed or {}).get(spec.standby_name) if spec.standby.enabled else None
+
+    def _finish_a_cut_save(self, spec: DriverDomainSpec, record: DomainRecord, running: int | None) -> None:
+        """A save whose daemon was killed (or whose config then dropped the saved instance): the instance
+        its restore brought back is adopted, or, if the save took the domain away and nothing brought it
+        back, the domain is started — restored if the file was completed. No crash happened."""
+        record.saving = False
+        if running is not None:
+            record.domid, record.started_at = running, self._clock()
+            self._intents.save(record)
+            self._history.record("saved-instance-resumed", driver_domain=spec.name, domid=running)
+            log.info("%s: domid %s, from a save a previous daemon left: adopted", spec.name, running)
+            return
+        self._history.record("saved-instance-resumed", driver_domain=spec.name, domid=None)
+        log.info("%s: away for a save a previous daemon left: starting it", spec.name)
+        self._start(spec, record)
 
     def _adopt_replacement(self, spec: DriverDomainSpec, record: DomainRecord, running: int) -> None:
         """Somebody else restarted it while xenddd was not looking, and it served nobody then: nothing

@@ -96,11 +96,12 @@ class SavedInstances:
         result = self._t.calls.take((spec.name, "save"))
         if result is None:
             return False
+        record.saving = False
         if result.error is not None:  # the domain is gone: a pass recovers it as any instance that died
             log.error("%s: saving it failed, and it did not start again: %s", spec.name, result.error)
-            return True
-        info: DomainInfo = result.value
-        record.domid, record.started_at = info.domid, self._t.clock()
+        else:
+            info: DomainInfo = result.value
+            record.domid, record.started_at = info.domid, self._t.clock()
         self._t.save(record)
         return True
 
@@ -120,6 +121,8 @@ class SavedInstances:
             self._t.watch(key)
             return
         self._t.unwatch(key)
+        record.saving = True  # before the domain goes: its absence is then no death, even to a new daemon
+        self._t.save(record)
         lane = (spec.name, "save")
         what = f"{spec.name}: save domid {running}"
         self._t.calls.submit(lane, what, lambda: self._save_and_restore(spec, running, wanted), lane=lane)
