@@ -23,3 +23,8 @@ def rejection(text: str) -> str:
     assert "\n" not in message
     assert message.startswith("/etc/xenddd/xenddd.toml")
     return message
+
+
+def domnet(table: str = "") -> str:
+    """A network driver domain's config: `{extra}` for keys of its own, then `table`."""
+    return '\n[[driver_domain]]\nname = "domnet"\nkind = "network"\nkernel = "/k"\n{extra}\n' + table

@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.config.parsing import parse, rejection
+from tests.config.parsing import domnet, parse, rejection
 
-DOMNET = """
-[[driver_domain]]
-name = "domnet"
-kind = "network"
-kernel = "/k"
-{extra}
-"""
+DOMNET = domnet()
 
 
 def test_the_default_is_to_reattach() -> None:

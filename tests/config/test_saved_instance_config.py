@@ -5,18 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.config.parsing import parse, rejection
+from tests.config.parsing import domnet, parse, rejection
 from xenddd.recovery.standby import standby_spec
 
-DOMNET = """
-[[driver_domain]]
-name = "domnet"
-kind = "network"
-kernel = "/k"
-{extra}
-[driver_domain.saved_instance]
-enabled = true
-"""
+DOMNET = domnet("[driver_domain.saved_instance]\nenabled = true\n")
 
 
 def test_a_saved_instance_is_off_unless_enabled_and_either_toolstack_may_have_one() -> None:

@@ -5,18 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.config.parsing import parse, rejection
+from tests.config.parsing import domnet, parse, rejection
 from xenddd.recovery.standby import standby_spec
 
-DOMNET = """
-[[driver_domain]]
-name = "domnet"
-kind = "network"
-kernel = "/k"
-{extra}
-[driver_domain.standby]
-enabled = true
-"""
+DOMNET = domnet("[driver_domain.standby]\nenabled = true\n")
 
 
 def test_a_standby_of_an_xl_driver_domain_is_accepted_and_named_after_it() -> None:

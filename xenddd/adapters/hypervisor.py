@@ -208,9 +208,7 @@ class LibvirtHypervisor:
             raise XendddError(f"{spec.name}: defining the domain failed: {_message(exc)}") from None
 
     def start(self, name: str) -> DomainInfo:
-        dom = self._lookup(name)
-        if dom is None:
-            raise XendddError(f"{name}: not defined in libvirt")
+        dom = self._defined(name)
         try:
             running = self._running_or_cleared(name, dom)
             if running is not None:
@@ -271,9 +269,7 @@ class LibvirtHypervisor:
     def save(self, name: str, path: Path) -> None:
         """libvirt's file: its own header with the live definition, then libxl's stream; the domain is
         destroyed once the file is complete."""
-        dom = self._lookup(name)
-        if dom is None:
-            raise XendddError(f"{name}: not defined in libvirt")
+        dom = self._defined(name)
         try:
             dom.save(str(path))
         except libvirt.libvirtError as exc:
@@ -283,9 +279,7 @@ class LibvirtHypervisor:
         """The definition comes from the file (libvirt's libxl driver takes no other): the domain comes
         back under the name and UUID it was saved with, the persistent definition's. An instance that
         runs already is returned, as `start` returns it."""
-        dom = self._lookup(name)
-        if dom is None:
-            raise XendddError(f"{name}: not defined in libvirt")
+        dom = self._defined(name)
         try:
             running = self._running_or_cleared(name, dom)
             if running is not None:
@@ -386,6 +380,12 @@ class LibvirtHypervisor:
             return
         domid = dom.ID()
         self._handler(LifecycleEvent(dom.name(), dom.UUIDString(), kind, domid if domid >= 0 else None))
+
+    def _defined(self, name: str) -> Any:
+        dom = self._lookup(name)
+        if dom is None:
+            raise XendddError(f"{name}: not defined in libvirt")
+        return dom
 
     def _lookup(self, name: str) -> Any:
         try:

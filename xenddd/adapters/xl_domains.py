@@ -112,16 +112,22 @@ class XlDomains:
         self._specs[spec.name] = spec
 
     def start(self, name: str) -> DomainInfo:
+        create = ("create", "-e", str(self.config_path(name)))
+        return self._bring_up(name, create, "start failed", "xl create")
+
+    def _bring_up(self, name: str, args: tuple[str, ...], failed: str, call: str) -> DomainInfo:
+        """The running instance of `name` after `xl args` (a create or a restore), or the one that runs
+        already."""
         alive = self._alive_or_cleared(name)
         if alive is not None:
             return alive
         try:
-            self._run("create", "-e", str(self.config_path(name)))
+            self._run(*args)
         except XendddError as exc:
-            raise XendddError(f"{name}: start failed: {exc}") from None
+            raise XendddError(f"{name}: {failed}: {exc}") from None
         started = self.domain(name)
         if started is None:
-            raise XendddError(f"{name}: xl create succeeded, but xl lists no domain of that name")
+            raise XendddError(f"{name}: {call} succeeded, but xl lists no domain of that name")
         return started
 
     def start_with_domid(self, name: str, domid: int) -> DomainInfo:
@@ -175,17 +181,7 @@ class XlDomains:
     def restore(self, name: str, path: Path) -> DomainInfo:
         """Under the config saved in the file, as xenddd created it (`-e`: no xl process stays to watch
         it, as with `xl create -e`). An instance that runs already is returned, as `start` returns it."""
-        alive = self._alive_or_cleared(name)
-        if alive is not None:
-            return alive
-        try:
-            self._run("restore", "-e", str(path))
-        except XendddError as exc:
-            raise XendddError(f"{name}: restoring {path} failed: {exc}") from None
-        restored = self.domain(name)
-        if restored is None:
-            raise XendddError(f"{name}: xl restore of {path} succeeded, but xl lists no domain of that name")
-        return restored
+        return self._bring_up(name, ("restore", "-e", str(path)), f"restoring {path} failed", "xl restore")
 
     def destroy(self, name: str, domid: int | None = None) -> None:
         """Idempotent, as the recovery needs: a domain that is already gone is not an error. By `domid`,
