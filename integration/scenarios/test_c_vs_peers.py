@@ -118,7 +118,7 @@ def test_xenddd_restores_a_saved_domnet_for_the_same_crashes() -> None:
         wait_for_both_vifs(dd, "the guests' vifs attached to the restored domnet")
         for round_no in range(1, ROUNDS + 1):
             crash_and_measure("xenddd", round_no, path="saved")
-        status = next(d for d in xenddd_json("status")["driver_domains"] if d["name"] == "domnet")
+        status = next(d for d in xenddd_json("status")["items"] if d["name"] == "domnet")
         assert status["saved_instance"]["file"]["current"], status
         assert len([e for e in xenddd_json("events")["items"][seen:] if e["event"] == "saved-instance"]) == 1
     finally:
