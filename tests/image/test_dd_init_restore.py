@@ -58,6 +58,14 @@ import os, subprocess, sys
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write("xl " + " ".join(sys.argv[1:]) + "\\n")
 assert sys.argv[1:3] == ["devd", "-p"], sys.argv
+def alive(pid):
+    try:
+        return open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+earlier = [os.environ["FAKE_BOOT_DEVD"], *open(os.environ["FAKE_DEVDS"]).read().split()]
+with open(os.environ["FAKE_LOG"], "a") as log:  # the xl devd it replaces, still serving meanwhile?
+    log.write(f"devds running: {{sum(alive(p) for p in earlier if p != 'failed')}}\\n")
 failures = int(os.environ.get("FAKE_DEVD_FAILURES", "0"))
 started = open(os.environ["FAKE_DEVDS"]).read().split()
 if len(started) < failures:
@@ -101,6 +109,7 @@ class RestoredDomain:
                     "FAKE_DEVDS": str(self.devds),
                     "FAKE_DEVD_FAILURES": str(failures),
                     "FAKE_SLEEPS": str(self.sleeps),
+                    "FAKE_BOOT_DEVD": str(self.boot_devd.pid),
                 },
                 capture_output=True,
                 text=True,
@@ -170,7 +179,7 @@ def domain(tmp_path: Path) -> Iterator[RestoredDomain]:
         ("network,block", "write data/feature-block-wait 1 data/ready 1"),
     ],
 )
-def test_each_restore_restarts_xl_devd_then_writes_the_readiness_key_with_its_features_in_one_write(
+def test_each_restore_starts_xl_devd_then_writes_the_readiness_key_then_ends_the_old_xl_devd(
     domain: RestoredDomain, kinds: str, ready_write: str
 ) -> None:
     console = domain.follow([3, 3, 7, 9], kinds=kinds)
@@ -181,9 +190,11 @@ def test_each_restore_restarts_xl_devd_then_writes_the_readiness_key_with_its_fe
         "read domid = 3",  # the watch being set: nothing to do
         "read domid = 7",
         devd,
+        "devds running: 1",  # the boot's, ended only once data/ready is written
         ready_write,
         "read domid = 9",  # restored again
         devd,
+        "devds running: 1",
         ready_write,
     ]
     assert [re.sub(r"uptime=[0-9.]+$", "uptime=U", line) for line in console] == [
@@ -230,9 +241,11 @@ def test_an_xl_devd_that_does_not_start_after_a_restore_writes_ready_error_and_n
         "read domid = 3",
         "read domid = 7",
         devd,
+        "devds running: 1",
         f"write data/ready-error {why}",
         "read domid = 9",
         devd,
+        "devds running: 0",  # the boot's ended after the failed start; that start left none
         "write data/ready 1",
     ]
     assert console[:2] == [

@@ -130,31 +130,32 @@ follow_restores() {  # for the domain's life, in the background: processes per e
     [ "$restored" = "$domid" ] && continue  # the event of the watch being set at boot
     say "restored as domid $restored (was $domid): restarting xl devd"
     domid=$restored
-    # xl devd first: xenddd attaches guests once data/ready is there, and xl devd never runs the script
-    # of a backend that reached InitWait before it watched
-    if restart_devd; then
+    old=
+    read -r old < "$devd_pid" 2> /dev/null
+    # xl writes its pid over the file without truncating it, and a start that fails would leave the old
+    # pid for the next restore to signal, maybe another process's by then
+    : > "$devd_pid"
+    # a new xl devd first, beside the old one: xenddd attaches guests once data/ready is there, and xl
+    # devd never runs the script of a backend that reached InitWait before it watched. The old one goes
+    # only then, off the path to data/ready (on the test bed its end took most of a second after resume)
+    if xl devd -p "$devd_pid"; then
       ready
     else  # no data/ready in this home; the next restore tries again
       refuse "xl devd did not start after a restore as domid $domid (see /var/log/xen/xldevd.log)"
     fi
+    stop_devd "$old"
   done
   say "the watch on domid ended: a restore would not be answered"
 }
-restart_devd() {  # the old one watches a home no longer ours (another domain's once its domid is reused)
-  pid=
-  read -r pid < "$devd_pid" 2> /dev/null
-  if [ -n "$pid" ] && kill "$pid" 2> /dev/null; then
-    rounds=50  # 5 s, then it is killed outright
-    while running "$pid"; do
-      rounds=$((rounds - 1))
-      [ $rounds -gt 0 ] || { kill -9 "$pid" 2> /dev/null; break; }
-      sleep 0.1
-    done
-  fi
-  # xl writes its pid over the file without truncating it, and a start that fails leaves the old pid for
-  # the next restore to signal, maybe another process's by then
-  : > "$devd_pid"
-  xl devd -p "$devd_pid"
+stop_devd() {  # $1: the pid of an xl devd that watches a home no longer ours (another domain's once its
+  # domid is given out again), if any
+  [ -n "$1" ] && kill "$1" 2> /dev/null || return 0
+  rounds=50  # 5 s, then it is killed outright
+  while running "$1"; do
+    rounds=$((rounds - 1))
+    [ $rounds -gt 0 ] || { kill -9 "$1" 2> /dev/null; return 0; }
+    sleep 0.1
+  done
 }
 running() {  # $1 (a pid) has not ended. xl devd, a daemon, is PID 1's child, reaped only when PID 1 next
   # waits for a process of its own: ended, it stays a zombie until then, which `kill -0` still finds
