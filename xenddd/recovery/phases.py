@@ -41,7 +41,7 @@ from xenddd.model import Frontend
 from xenddd.recovery.frontend_steps import FrontendSteps, earliest
 from xenddd.recovery.intent import DomainRecord, Incident, PendingFrontend, Phase
 from xenddd.recovery.restart_policy import crash_loop_restarts, decide_restart
-from xenddd.recovery.saved_instance import SAVED_DIR, SavedInstances
+from xenddd.recovery.saved_instance import SavedInstances
 from xenddd.recovery.standby import Standbys
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import CallResult
@@ -98,7 +98,7 @@ class Recovery:
     ) -> None:
         self._t = tools
         self._standbys = standbys or Standbys(tools)
-        self._saved = saved or SavedInstances(tools, Settings().state_dir / SAVED_DIR)
+        self._saved = saved or SavedInstances(tools, Settings().state_dir)
         self._prepare = prepare
         self._served_by = served_by
         self._upstreams_waited = upstreams_waited
@@ -425,9 +425,7 @@ class Recovery:
     def _start(self, spec: DriverDomainSpec) -> DomainInfo:
         self._prepare(spec)
         self._t.hypervisor.define(spec)
-        if spec.saved_instance.enabled:
-            return self._saved.start(spec)
-        return self._t.hypervisor.start(spec.name)
+        return self._saved.start(spec)
 
     def _start_in_place(self, spec: DriverDomainSpec, domid: int) -> InPlace:
         """On a worker: the dead instance's remains go (the toolstack's start destroys them: they hold the

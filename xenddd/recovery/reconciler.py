@@ -35,7 +35,7 @@ from xenddd.recovery.history import History
 from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend, Phase
 from xenddd.recovery.own_devices import OwnDevices
 from xenddd.recovery.phases import UPSTREAM_RECHECK, PrepareDomain, Recovery
-from xenddd.recovery.saved_instance import SAVED_DIR, SavedInstances
+from xenddd.recovery.saved_instance import SavedInstances
 from xenddd.recovery.standby import Standbys
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import ToolstackCalls
@@ -83,7 +83,7 @@ class Reconciler:
         )
         self._own_devices = OwnDevices(tools)
         self._standbys = Standbys(tools)
-        self._saved = SavedInstances(tools, config.settings.state_dir / SAVED_DIR)
+        self._saved = SavedInstances(tools, config.settings.state_dir)
         self._recovery = Recovery(
             tools,
             prepare=prepare,
@@ -490,7 +490,7 @@ class Reconciler:
     def _start(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
         self._prepare(spec)
         self._hv.define(spec)
-        info = self._saved.start(spec) if spec.saved_instance.enabled else self._hv.start(spec.name)
+        info = self._saved.start(spec)
         record.domid, record.started_at = info.domid, self._clock()
         self._intents.save(record)
         self._history.record("started", driver_domain=spec.name, domid=info.domid)

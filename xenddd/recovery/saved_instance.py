@@ -61,9 +61,9 @@ def _plain(value: object) -> object:
 
 
 class SavedInstances:
-    def __init__(self, tools: RecoveryTools, directory: Path) -> None:
+    def __init__(self, tools: RecoveryTools, state_dir: Path) -> None:
         self._t = tools
-        self._dir = directory
+        self._dir = state_dir / SAVED_DIR
         self._failed: dict[str, str] = {}  # driver domain → the definition whose save failed
         self._errors: dict[str, str] = {}
 
@@ -71,9 +71,11 @@ class SavedInstances:
         return self._dir / f"{spec.name}.save"
 
     def start(self, spec: DriverDomainSpec) -> DomainInfo:
-        """For a defined domain that does not run (a worker's or a first pass's start): restored if a
-        file saved under its definition is there, else booted."""
+        """For a defined domain that does not run (a worker's or a first pass's start): restored if it
+        has a saved instance and a file saved under its definition is there, else booted."""
         hv = self._t.hypervisor
+        if not spec.saved_instance.enabled:
+            return hv.start(spec.name)
         path = self.path(spec)
         if path.exists() and self._recorded(spec) == definition(spec):
             try:
