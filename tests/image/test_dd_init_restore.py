@@ -52,6 +52,11 @@ import os, sys
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write("write " + " ".join(sys.argv[1:]) + "\\n")
 """
+FAKE_XENSTORE_RM = """
+import os, sys
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write("rm " + " ".join(sys.argv[1:]) + "\\n")
+"""
 # `xl devd -p PIDFILE` as xl runs it: a daemon left behind, its pid written over the file's first bytes
 FAKE_XL = f"""
 import os, subprocess, sys
@@ -145,6 +150,7 @@ def domain(tmp_path: Path) -> Iterator[RestoredDomain]:
             bin_dir / "xenstore-watch": FAKE_XENSTORE_WATCH,
             bin_dir / "xenstore-read": FAKE_XENSTORE_READ,
             bin_dir / "xenstore-write": FAKE_XENSTORE_WRITE,
+            bin_dir / "xenstore-rm": FAKE_XENSTORE_RM,
             bin_dir / "xl": FAKE_XL,
             bin_dir / "sleep": FAKE_SLEEP,
         }
@@ -179,9 +185,11 @@ def domain(tmp_path: Path) -> Iterator[RestoredDomain]:
         ("network,block", "write data/feature-block-wait 1 data/ready 1"),
     ],
 )
-def test_each_restore_starts_xl_devd_then_writes_the_readiness_key_then_ends_the_old_xl_devd(
+def test_each_restore_writes_the_readiness_key_then_starts_xl_devd_then_ends_the_old_xl_devd(
     domain: RestoredDomain, kinds: str, ready_write: str
 ) -> None:
+    """The key first: xl devd's start is seconds of the outage under emulation, and it serves the
+    backends it finds waiting; the old one ends only once the new one runs."""
     console = domain.follow([3, 3, 7, 9], kinds=kinds)
     devd = f"xl devd -p {domain.run}/xl-devd.pid"
     assert domain.calls() == [
@@ -189,13 +197,13 @@ def test_each_restore_starts_xl_devd_then_writes_the_readiness_key_then_ends_the
         "watch domid",
         "read domid = 3",  # the watch being set: nothing to do
         "read domid = 7",
-        devd,
-        "devds running: 1",  # the boot's, ended only once data/ready is written
         ready_write,
+        devd,
+        "devds running: 1",  # the boot's, ended only once the new one started
         "read domid = 9",  # restored again
+        ready_write,
         devd,
         "devds running: 1",
-        ready_write,
     ]
     assert [re.sub(r"uptime=[0-9.]+$", "uptime=U", line) for line in console] == [
         "xenddd-dd: restored as domid 7 (was 3): restarting xl devd",
@@ -227,10 +235,10 @@ def test_the_watch_being_set_with_the_domid_of_the_boot_changes_nothing(domain: 
     assert domain.boot_devd.poll() is None
 
 
-def test_an_xl_devd_that_does_not_start_after_a_restore_writes_ready_error_and_no_ready(
+def test_an_xl_devd_that_does_not_start_after_a_restore_takes_the_key_back_and_writes_ready_error(
     domain: RestoredDomain,
 ) -> None:
-    """The watcher is not PID 1: it reports, writes no data/ready in that home, and answers the next
+    """The watcher is not PID 1: it reports, leaves no data/ready in that home, and answers the next
     restore (a new home, where another start may succeed)."""
     console = domain.follow([3, 3, 7, 9], failures=1)
     devd = f"xl devd -p {domain.run}/xl-devd.pid"
@@ -240,16 +248,19 @@ def test_an_xl_devd_that_does_not_start_after_a_restore_writes_ready_error_and_n
         "watch domid",
         "read domid = 3",
         "read domid = 7",
+        "write data/ready 1",
         devd,
         "devds running: 1",
+        "rm data/ready",
         f"write data/ready-error {why}",
         "read domid = 9",
+        "write data/ready 1",
         devd,
         "devds running: 0",  # the boot's ended after the failed start; that start left none
-        "write data/ready 1",
     ]
-    assert console[:2] == [
+    assert [re.sub(r"uptime=[0-9.]+$", "uptime=U", line) for line in console[:3]] == [
         "xenddd-dd: restored as domid 7 (was 3): restarting xl devd",
+        "xenddd-dd: ready domid=7 uptime=U",
         f"xenddd-dd: cannot start: {why}",
     ]
     assert domain.boot_devd.wait(timeout=5) == -signal.SIGTERM

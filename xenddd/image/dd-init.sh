@@ -135,14 +135,16 @@ follow_restores() {  # for the domain's life, in the background: processes per e
     # xl writes its pid over the file without truncating it, and a start that fails would leave the old
     # pid for the next restore to signal, maybe another process's by then
     : > "$devd_pid"
-    # a new xl devd first, beside the old one: xenddd attaches guests once data/ready is there, and xl
-    # devd never runs the script of a backend that reached InitWait before it watched. The old one goes
-    # only then, off the path to data/ready (on the test bed its end took most of a second after resume)
-    if xl devd -p "$devd_pid"; then
-      ready
-    else  # no data/ready in this home; the next restore tries again
+    # data/ready before the new xl devd, whose start took seconds of the outage under emulation: the
+    # backends listen already (the kernel set its watches again before it let this process run), and
+    # xl devd runs the script of each backend it finds waiting in InitWait when it starts (libxl's
+    # events handler looks, since Xen 4.8), so a guest attached meanwhile is served once it runs
+    ready
+    if ! xl devd -p "$devd_pid"; then  # the key goes again; the next restore tries again
+      xenstore-rm data/ready
       refuse "xl devd did not start after a restore as domid $domid (see /var/log/xen/xldevd.log)"
     fi
+    # the old one only now, off the path to the new one (on the test bed its end took most of a second)
     stop_devd "$old"
   done
   say "the watch on domid ended: a restore would not be answered"
