@@ -49,6 +49,19 @@ def reattach(guest: str, tool: str, mac: str, bridge: str, driver_domain: str) -
     retried("virsh", "-c", "xen:///system", "attach-device", guest, path, "--live")
 
 
+def ready(domid: int) -> bool:
+    """Waits for the instance's readiness key; False if the instance is gone first (one that crashes as it
+    boots: libvirt restarts it again, under another domid)."""
+    home = f"/local/domain/{domid}"
+    while True:
+        read = sh("xenstore-read", f"{home}/data/ready")
+        if read.stdout.strip() == "1":
+            return True
+        if read.returncode != 0 and sh("xenstore-exists", home).returncode != 0:
+            return False
+        time.sleep(0.2)
+
+
 def main(driver_domain: str, guests: list[str]) -> None:
     last = domid(driver_domain)
     while True:
@@ -56,8 +69,8 @@ def main(driver_domain: str, guests: list[str]) -> None:
         now = domid(driver_domain)
         if now is None or now == last:
             continue
-        while sh("xenstore-read", f"/local/domain/{now}/data/ready").stdout.strip() != "1":
-            time.sleep(0.2)
+        if not ready(now):
+            continue  # it died before it was ready: libvirt starts another, a new domid
         workers = [
             threading.Thread(target=reattach, args=(*spec.split(",", 3), driver_domain)) for spec in guests
         ]
