@@ -236,10 +236,8 @@ def _modules(staging: _Staging, modules: KernelModules, boot: ModuleSet, every: 
     staging.put(Entry(f"{base}/modules.alias", 0o644, aliases.encode()), "generated:depmod")
     builtin = f"{base}/modules.builtin"
     staging.put(Entry(builtin, 0o644, modules.root.read(builtin)), "root")
-    for name, wanted in (("modules", False), ("backends", True)):
-        listed = [m for m in boot.ordered if (m.name in recipe.BACKEND_MODULES) is wanted]
-        text = "".join(f"{base}/{m.path}\n" for m in listed)
-        staging.put(Entry(f"{CONFIG_DIR}/{name}", 0o644, text.encode()), f"generated:boot {name}")
+    text = "".join(f"{base}/{m.path}\n" for m in boot.ordered)
+    staging.put(Entry(f"{CONFIG_DIR}/modules", 0o644, text.encode()), "generated:boot modules")
 
 
 def _facts(staging: _Staging, needs: recipe.Needs, xen: str, version: str) -> None:

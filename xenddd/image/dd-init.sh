@@ -1,13 +1,14 @@
 # (no interpreter line: the builder writes it, naming the image's busybox)
 # /init of a driver domain booted from `xenddd image build`: no root disk, no udev, no systemd. Loads the
 # backends, sets up what the kernel command line asks (xenddd.* words, parsed by parse_words below and
-# by its twin xenddd/image/cmdline.py), starts `xl devd` for Xen's hotplug scripts, runs
-# /etc/xenddd-dd/start.d/*, then writes the readiness key xenddd waits for (data/ready = 1; a storage
-# domain with data/feature-block-wait = 1 beside it, in the same write: see block.sh). Afterwards it
+# by its twin xenddd/image/cmdline.py), runs /etc/xenddd-dd/start.d/*, writes the readiness key xenddd
+# waits for (data/ready = 1; a storage domain with data/feature-block-wait = 1 beside it, in the same
+# write: see block.sh), then starts `xl devd` for Xen's hotplug scripts. Afterwards it
 # loads the driver of each PCI device that appears (passed through at boot or hot-plugged) and reports
 # the binding on the console, enslaves interfaces to bridges as the words say, and never exits (PID 1).
-# A word it cannot parse, a backend module that does not load or an `xl devd` that does not start is
-# reported on the console and in data/ready-error, and the domain never claims to be ready. Restored from
+# A word it cannot parse or a backend module that does not load is reported on the console and in
+# data/ready-error, and the domain never claims to be ready; an `xl devd` that does not start takes
+# data/ready back and is reported the same way. Restored from
 # a save (a new domid, a new home in xenstore), it restarts `xl devd` and writes data/ready again.
 # `busybox sh dd-init.sh --print-config` with XENDDD_DD_CMDLINE set only parses (the tests compare it with the twin);
 # `--print-port-joins SYS` also says which interfaces of a sysfs tree its port words would enslave;
@@ -246,19 +247,22 @@ configure() {  # addresses, routes and bridge ports for the interfaces present n
 }
 
 configure
-xl devd -p "$devd_pid" || fail "xl devd did not start (see /var/log/xen/xldevd.log)"
-mark xl-devd
-# the backends only now: xl devd runs the hotplug script of a backend whose state it sees change, never
-# of one that reached InitWait before it watched (a guest attached while this domain boots)
-load /etc/xenddd-dd/backends
-mark backends
 for hook in /etc/xenddd-dd/start.d/*; do [ -x "$hook" ] && "$hook"; done
 if [ "$console_logs" = 1 ]; then
   touch /var/log/xen/xen-hotplug.log /var/log/xen/xldevd.log
   tail -F /var/log/xen/xen-hotplug.log /var/log/xen/xldevd.log > /dev/console 2>&1 &
 fi
 domid=$(xenstore-read domid)
+# data/ready before xl devd, whose start (a second of this domain's one vCPU under emulation) would
+# otherwise be the guests' wait: the backends, loaded above, listen already, and xl devd runs the script
+# of each backend it finds waiting in InitWait when it starts (libxl's events handler, since Xen 4.8),
+# as it does for those reaching InitWait later
 ready
+if ! xl devd -p "$devd_pid"; then
+  xenstore-rm data/ready
+  fail "xl devd did not start (see /var/log/xen/xldevd.log)"
+fi
+mark xl-devd
 follow_restores &
 # each round waits on a FIFO nothing writes, in this shell (a `sleep` would be a process a round)
 tick=/run/xenddd-dd.tick

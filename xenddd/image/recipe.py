@@ -22,10 +22,6 @@ KIND_MODULES = {
     # storage domain to serve on
     "block": ("xen-blkback", "loop", "xen-blkfront", "xen-pcifront"),
 }
-# Loaded only once `xl devd` runs: a backend that reaches InitWait before xl devd watches the backend tree
-# never gets its hotplug script (xl devd acts on state changes, not on what it finds), so a guest's
-# device attached during that window (a recovery that attaches as the driver domain boots) would stall.
-BACKEND_MODULES = ("xen_netback", "xen_blkback")
 # PCI NIC drivers a network driver domain loads when their device appears (none needs firmware)
 DEFAULT_NICS = ("e1000", "e1000e", "igb", "ixgbe", "r8169", "virtio_net")
 
