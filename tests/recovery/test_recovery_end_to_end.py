@@ -569,3 +569,44 @@ def test_a_reattached_device_whose_identity_differs_is_reported_field_by_field(
     (differs,) = events(handle, "reattach-differs")
     assert (differs["guest"], differs["kind"], differs["devid"]) == ("cache", "vif", 0)
     assert differs["bridge"] == ["xenbr0", "xenbr1"] and "mac" not in differs
+
+
+def test_a_start_that_returns_while_a_pass_lists_the_domains_is_not_taken_for_a_second_crash(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """A pass takes the calls that returned once more after its listing; a start taken then is newer than
+    the listing, which does not show its instance yet: that is no death (on real Xen a restore returned
+    so, and its instance was counted as crashed again, its guests detached a second time)."""
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    calls = handle.daemon._wiring.reconciler._recovery._t.calls  # type: ignore[union-attr]
+    real_start, real_domains = sim.hypervisor.start, sim.hypervisor.domains
+    listing, started = threading.Event(), threading.Event()
+    held: list[str] = []
+
+    def start(name: str) -> DomainInfo:
+        if name == "domnet" and not held:
+            held.append(name)
+            assert listing.wait(10), "no pass listed the domains while the start ran"
+            info = real_start(name)
+            started.set()
+            return info
+        return real_start(name)
+
+    def domains() -> list[DomainInfo]:
+        seen = real_domains()  # before the start returns
+        if held and not listing.is_set():
+            listing.set()
+            assert started.wait(10)
+            wait_until(lambda: ("domnet", "start") in calls._done, what="the start's result kept")
+        return seen
+
+    sim.hypervisor.start = start  # type: ignore[method-assign]
+    sim.hypervisor.domains = domains  # type: ignore[method-assign]
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "recovered")) == 1, timeout=30)
+    assert events(handle, "crashed-again") == []
+    assert len(events(handle, "restarted")) == 1
+    assert len(events(handle, "detached")) == 1
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))

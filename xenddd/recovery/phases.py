@@ -165,7 +165,7 @@ class Recovery:
 
     def take_returned(
         self, spec: DriverDomainSpec, record: DomainRecord, *, every_attach: bool = True
-    ) -> None:
+    ) -> bool:
         """At the start of a pass, before the domains are listed, and again once they are: a start or
         promotion that has returned is taken (a promoted standby is ready at once, and its stale
         frontends' detaches go at once: the promotion destroyed the remains, backends and all, before
@@ -179,9 +179,12 @@ class Recovery:
         That second look (`every_attach` False) submits attaches only when it took such a result: the
         others were looked at as the pass began, and each look reads the state of every handshake
         under way (the handshake window), a quarter more of a large recovery's xenstore requests when
-        made twice a pass."""
+        made twice a pass. True if it took a start that returned an instance: a listing taken before is
+        older than that instance, which it may not show yet (a promoted standby's rename keeps the
+        listing true)."""
         incident = record.incident
         took = False
+        started_anew = False
         if incident is not None and incident.phase is Phase.WAITING_RESTART:
             started = self._t.calls.take((spec.name, "start"))
             took = started is not None
@@ -190,11 +193,13 @@ class Recovery:
                 self._ready_already(spec, record, incident)
                 if started.error is None and isinstance(started.value, Promoted):
                     self._steps.detach_stale(spec, record, incident, dead_present=False)
+                started_anew = started.error is None and not isinstance(started.value, Promoted)
         if incident is not None and incident.phase is Phase.REATTACHING and (every_attach or took):
             self._steps.collect(spec, record, incident)
             self._steps.attach_detached(spec, record, incident)
         if self._t.unsaved:
             self._t.save(record)
+        return started_anew
 
     def _ready_already(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
         """An instance just started or promoted goes on to its reattach if it is ready already (a

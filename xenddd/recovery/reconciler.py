@@ -120,7 +120,8 @@ class Reconciler:
         taken = time.monotonic()
         observed = self._observe()
         self._detect_crashes(observed)
-        self._take_returned(every_attach=False)
+        if self._take_returned(every_attach=False):
+            observed = self._observe()  # a start returned during the listing: its instance is newer
         listed = time.monotonic()
         wake = self._refresh_registry(hints)
         self._report_listing_troubles()
@@ -147,12 +148,17 @@ class Reconciler:
             )
         return wake
 
-    def _take_returned(self, *, every_attach: bool) -> None:
-        """What the recovery's calls returned, taken as soon as the pass can (see Recovery.take_returned)."""
+    def _take_returned(self, *, every_attach: bool) -> bool:
+        """What the recovery's calls returned, taken as soon as the pass can (see Recovery.take_returned).
+        True if a start returned an instance that a listing taken before may not show."""
+        started_anew = False
         for spec in self.config.start_order():
             # (an error here: the pass's own turn for this domain meets it again and reports it)
             with contextlib.suppress(XendddError):
-                self._recovery.take_returned(spec, self._records[spec.name], every_attach=every_attach)
+                record = self._records[spec.name]
+                if self._recovery.take_returned(spec, record, every_attach=every_attach):
+                    started_anew = True
+        return started_anew
 
     def _detect_crashes(self, observed: dict[str, DomainInfo]) -> None:
         """Open the incident of every driver domain whose known instance is gone, before the registry is
