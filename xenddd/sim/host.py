@@ -175,7 +175,7 @@ class SimHost:
                 raise
         if isinstance(kernel, BackendKernel):
             # the image's init: netback and blkback load at the end of the boot, then the readiness key;
-            # restored, it writes the key again once `xl devd` watches the new domid
+            # restored, it writes the key again (then starts an `xl devd` that watches the new domid)
             self._after(self.restore_delay if resumed else self.boot_delay, kernel.load_backends)
         self._emit("started", domain)
         return domain

@@ -87,8 +87,10 @@ class BackendKernel(Kernel):
         self.loaded = threading.Event()  # netback and blkback: until then no backend leaves state 1
 
     def load_backends(self) -> None:
-        """What the driver-domain image does at the end of its boot: `xl devd`, then netback and blkback
-        (which pick up every backend written meanwhile), then the readiness key."""
+        """What the driver-domain image does at the end of its boot: netback and blkback (which pick up
+        every backend written meanwhile), the readiness key, then `xl devd` — which serves the backends
+        it finds waiting in InitWait as it serves those that reach it later, so the simulated kernel
+        runs the hotplug of all of them from the start."""
         if not self.alive:
             return
         self.xs.watch(f"{self.home}/backend", self._guarded)
