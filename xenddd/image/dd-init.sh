@@ -124,6 +124,17 @@ ready() {  # data/ready = 1 in the domain's home, at boot and after each restore
   say "ready domid=$domid uptime=$up"
 }
 refuse() { say "cannot start: $*"; xenstore-write data/ready-error "$*"; }
+serve() {  # data/ready, then xl devd; if xl devd does not start, the key is taken back and 1 returned.
+  # The key first: xl devd's start took seconds of the outage under emulation (a second at boot, 2.3 to
+  # 2.6 s after a restore), and taking up a guest's device does not wait for it: the backends listen
+  # already (loaded at boot; after a restore the kernel set its watches again before it let user space
+  # run), and xl devd runs the script of each backend it finds waiting in InitWait when it starts
+  # (libxl's events handler, since Xen 4.8), as it does for those that reach InitWait later
+  ready
+  xl devd -p "$devd_pid" && return 0
+  xenstore-rm data/ready
+  return 1
+}
 
 follow_restores() {  # for the domain's life, in the background: processes per event, none per round
   xenstore-watch domid | while read -r _; do
@@ -136,15 +147,8 @@ follow_restores() {  # for the domain's life, in the background: processes per e
     # xl writes its pid over the file without truncating it, and a start that fails would leave the old
     # pid for the next restore to signal, maybe another process's by then
     : > "$devd_pid"
-    # data/ready before the new xl devd, whose start took seconds of the outage under emulation: the
-    # backends listen already (the kernel set its watches again before it let this process run), and
-    # xl devd runs the script of each backend it finds waiting in InitWait when it starts (libxl's
-    # events handler looks, since Xen 4.8), so a guest attached meanwhile is served once it runs
-    ready
-    if ! xl devd -p "$devd_pid"; then  # the key goes again; the next restore tries again
-      xenstore-rm data/ready
-      refuse "xl devd did not start after a restore as domid $domid (see /var/log/xen/xldevd.log)"
-    fi
+    # (if it does not start, the next restore tries again)
+    serve || refuse "xl devd did not start after a restore as domid $domid (see /var/log/xen/xldevd.log)"
     # the old one only now, off the path to the new one (on the test bed its end took most of a second)
     stop_devd "$old"
   done
@@ -253,15 +257,7 @@ if [ "$console_logs" = 1 ]; then
   tail -F /var/log/xen/xen-hotplug.log /var/log/xen/xldevd.log > /dev/console 2>&1 &
 fi
 domid=$(xenstore-read domid)
-# data/ready before xl devd, whose start (a second of this domain's one vCPU under emulation) would
-# otherwise be the guests' wait: the backends, loaded above, listen already, and xl devd runs the script
-# of each backend it finds waiting in InitWait when it starts (libxl's events handler, since Xen 4.8),
-# as it does for those reaching InitWait later
-ready
-if ! xl devd -p "$devd_pid"; then
-  xenstore-rm data/ready
-  fail "xl devd did not start (see /var/log/xen/xldevd.log)"
-fi
+serve || fail "xl devd did not start (see /var/log/xen/xldevd.log)"
 mark xl-devd
 follow_restores &
 # each round waits on a FIFO nothing writes, in this shell (a `sleep` would be a process a round)
