@@ -126,6 +126,24 @@ def test_a_crash_restores_the_saved_instance_instead_of_booting(
     assert len(events(handle, "saved-instance")) == 1
 
 
+def test_the_guests_are_reattached_to_a_restored_instance_before_its_readiness_key_is_written_again(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """Restored, the instance saved ready is ready again: the attaches go while its init catches up with
+    the new domid (the simulated one writes the key `restore_delay` after the restore, and its backends
+    reach InitWait only then, as a real one's hotplug waits for the `xl devd` started after the key)."""
+    toolstack: list[Counted] = []
+    handle = started(start_daemon, toolstack)
+    handle.sim.host.restore_delay = 2.0
+    handle.sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "ready"), what="the restored instance ready")
+    [ready] = events(handle, "ready")
+    assert handle.sim.host.dom0.read(f"/local/domain/{ready['domid']}/data/ready") is None
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: all_connected(handle.sim, FIVE_DEVICES), what="every device connected")
+    assert toolstack[0].calls == ["start", "save", "restore", "restore"]
+
+
 def test_a_file_saved_under_another_definition_is_not_restored(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:

@@ -41,7 +41,7 @@ from xenddd.model import Frontend
 from xenddd.recovery.frontend_steps import FrontendSteps, earliest
 from xenddd.recovery.intent import DomainRecord, Incident, PendingFrontend, Phase
 from xenddd.recovery.restart_policy import crash_loop_restarts, decide_restart
-from xenddd.recovery.saved_instance import SavedInstances
+from xenddd.recovery.saved_instance import Restored, SavedInstances
 from xenddd.recovery.standby import Standbys
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import CallResult
@@ -203,7 +203,8 @@ class Recovery:
 
     def _ready_already(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
         """An instance just started or promoted goes on to its reattach if it is ready already (a
-        promoted standby is); otherwise the pass waits for it as ever."""
+        promoted standby is, and a restored saved instance was made so as it returned); otherwise the
+        pass waits for it as ever."""
         if incident.phase is Phase.WAITING_READY:
             self._await_ready(spec, record, incident)
 
@@ -427,7 +428,7 @@ class Recovery:
         if error is not None:
             log.error("%s: destroying the remains of domid %s failed: %s", spec.name, dead, error)
 
-    def _start(self, spec: DriverDomainSpec) -> DomainInfo:
+    def _start(self, spec: DriverDomainSpec) -> DomainInfo | Restored:
         self._prepare(spec)
         self._t.hypervisor.define(spec)
         return self._saved.start(spec)
@@ -461,7 +462,8 @@ class Recovery:
             return 0.0 if incident.phase is Phase.WAITING_RESTART else None
         promoted = isinstance(result.value, Promoted)
         in_place = isinstance(result.value, InPlace)
-        info: DomainInfo = result.value.info if promoted or in_place else result.value
+        restored = isinstance(result.value, Restored)
+        info: DomainInfo = result.value.info if promoted or in_place or restored else result.value
         if promoted:
             self._standbys.promoted(spec, not_before=incident.not_before)
             self._t.guests.renamed(info.uuid)
@@ -485,6 +487,10 @@ class Recovery:
             self._schedule_restart(spec, record, incident, planned=False, uptime=0.0)
             return 0.0
         record.started_at = self._t.clock()
+        if restored:  # ready as it was saved (see Restored): no wait for its key
+            record.domid = incident.new_domid = info.domid
+            self._become_ready(spec, record, incident)
+            return None
         self._enter_ready_wait(spec, record, incident, info.domid)
         return None
 
@@ -502,9 +508,7 @@ class Recovery:
         if ready:
             if readiness.condition == "xenstore-key":
                 self._t.unwatch(key_path)
-            self._t.event("ready", spec.name, incident, domid=incident.new_domid)
-            incident.phase = Phase.REATTACHING
-            self._t.save(record)
+            self._become_ready(spec, record, incident)
             return None
         if now >= incident.ready_deadline:
             self._t.event("not-ready", spec.name, incident, timeout=readiness.timeout_seconds)
@@ -521,6 +525,11 @@ class Recovery:
         return min(incident.ready_deadline - now, READY_RECHECK)
 
     # -- transitions -----------------------------------------------------------------------------------
+
+    def _become_ready(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
+        self._t.event("ready", spec.name, incident, domid=incident.new_domid)
+        incident.phase = Phase.REATTACHING
+        self._t.save(record)
 
     def _schedule_restart(
         self,

@@ -35,7 +35,7 @@ from xenddd.recovery.history import History
 from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFrontend, Phase
 from xenddd.recovery.own_devices import OwnDevices
 from xenddd.recovery.phases import UPSTREAM_RECHECK, PrepareDomain, Recovery
-from xenddd.recovery.saved_instance import SavedInstances
+from xenddd.recovery.saved_instance import Restored, SavedInstances
 from xenddd.recovery.standby import Standbys
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import ToolstackCalls
@@ -496,7 +496,8 @@ class Reconciler:
     def _start(self, spec: DriverDomainSpec, record: DomainRecord) -> None:
         self._prepare(spec)
         self._hv.define(spec)
-        info = self._saved.start(spec)
+        started = self._saved.start(spec)
+        info = started.info if isinstance(started, Restored) else started
         record.domid, record.started_at = info.domid, self._clock()
         self._intents.save(record)
         self._history.record("started", driver_domain=spec.name, domid=info.domid)
