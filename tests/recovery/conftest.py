@@ -14,6 +14,7 @@ import pytest
 from xenddd.adapters.hypervisor_api import DomainInfo
 from xenddd.config.loader import parse_config
 from xenddd.config.spec import Config, DriverDomainSpec
+from xenddd.recovery.intent import DomainRecord
 from xenddd.service.daemon import Daemon
 from xenddd.service.simulated import simulated_runtime
 from xenddd.sim.host import SimDomain, SimHost
@@ -207,7 +208,7 @@ class FreezingHypervisor(SimHypervisor):
         self.frozen, self.release = threading.Event(), threading.Event()
         self._freezes_after = freezes_after
 
-    def _gate(self) -> None:
+    def gate(self) -> None:
         if self.frozen.is_set():
             self.release.wait()
 
@@ -217,62 +218,72 @@ class FreezingHypervisor(SimHypervisor):
             self.release.wait()
 
     def domains(self) -> list[DomainInfo]:
-        self._gate()
+        self.gate()
         return super().domains()
 
     def domain(self, name: str) -> DomainInfo | None:
-        self._gate()
+        self.gate()
         return super().domain(name)
 
     def detach(self, guest: str, *args: Any) -> None:
-        self._gate()
+        self.gate()
         super().detach(guest, *args)
         self._done("detach", guest)
 
     def start(self, name: str) -> DomainInfo:
-        self._gate()
+        self.gate()
         info = super().start(name)
         self._done("start", name)
         return info
 
     def start_with_domid(self, name: str, domid: int) -> DomainInfo:
-        self._gate()
+        self.gate()
         info = super().start_with_domid(name, domid)
         self._done("start_with_domid", name)
         return info
 
     def attach(self, guest: str, *args: Any) -> None:
-        self._gate()
+        self.gate()
         super().attach(guest, *args)
         self._done("attach", guest)
 
     def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
-        self._gate()
+        self.gate()
         info = super().rename(old, new, domid)
         self._done("rename", new)
         return info
 
     def destroy(self, name: str, domid: int | None = None) -> None:
-        self._gate()
+        self.gate()
         super().destroy(name, domid)
         self._done("destroy", name)
 
     def save(self, name: str, path: Path) -> None:
-        self._gate()
+        self.gate()
         super().save(name, path)
         self._done("save", name)
 
     def restore(self, name: str, path: Path) -> DomainInfo:
-        self._gate()
+        self.gate()
         info = super().restore(name, path)
         self._done("restore", name)
         return info
 
 
 def freeze(handle: RunningDaemon, freezes_after: Callable[[str, str], bool]) -> FreezingHypervisor:
-    """Put a FreezingHypervisor under a running daemon's reconciler."""
+    """Put a FreezingHypervisor under a running daemon's reconciler; once frozen, the daemon's intent
+    log writes nothing more either (its loop may still be busy with what the frozen call left it, which
+    a SIGKILL would have stopped too)."""
     freezing = FreezingHypervisor(handle.sim.host, freezes_after)
     reconciler = handle.daemon._wiring.reconciler  # type: ignore[union-attr]
     handle.daemon.runtime.hypervisor = freezing
     reconciler._hv = reconciler._recovery._t.hypervisor = freezing
+    intents = reconciler._intents
+    real_save = intents.save
+
+    def save(record: DomainRecord) -> None:
+        freezing.gate()
+        real_save(record)
+
+    intents.save = save  # type: ignore[method-assign]
     return freezing

@@ -571,6 +571,38 @@ def test_a_reattached_device_whose_identity_differs_is_reported_field_by_field(
     assert differs["bridge"] == ["xenbr0", "xenbr1"] and "mac" not in differs
 
 
+def test_the_restart_is_under_way_before_the_pass_that_saw_the_crash_rereads_the_registry(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The restart needs only what the dead instance served, which the registry knew before the crash:
+    the pass that sees the death submits it first and re-reads the registry after (which took up to half
+    a second of a loaded test bed's pass)."""
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    reconciler = handle.daemon._wiring.reconciler  # type: ignore[union-attr]
+    real_start, real_resync = sim.hypervisor.start, reconciler._registry.resync
+    start_called = threading.Event()
+    under_way: list[bool] = []
+
+    def start(name: str) -> DomainInfo:
+        if name == "domnet":
+            start_called.set()
+        return real_start(name)
+
+    def resync(*, reread_domains: bool = True) -> None:
+        if reconciler._records["domnet"].incident is not None and not under_way:
+            under_way.append(start_called.wait(3))  # a start submitted before this runs on a worker
+        real_resync(reread_domains=reread_domains)
+
+    sim.hypervisor.start = start  # type: ignore[method-assign]
+    reconciler._registry.resync = resync  # type: ignore[method-assign]
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "recovered")) == 1, timeout=30)
+    assert under_way == [True]
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+
+
 def test_a_start_that_returns_while_a_pass_lists_the_domains_is_not_taken_for_a_second_crash(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:

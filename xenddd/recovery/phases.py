@@ -179,9 +179,9 @@ class Recovery:
         That second look (`every_attach` False) submits attaches only when it took such a result: the
         others were looked at as the pass began, and each look reads the state of every handshake
         under way (the handshake window), a quarter more of a large recovery's xenstore requests when
-        made twice a pass. True if it took a start that returned an instance: a listing taken before is
-        older than that instance, which it may not show yet (a promoted standby's rename keeps the
-        listing true)."""
+        made twice a pass. True if it took a start or promotion that returned an instance: a listing
+        taken before may not show it yet (a pass that saw a death submits the restart before the rest of
+        its work, and a quick one returns within that pass)."""
         incident = record.incident
         took = False
         started_anew = False
@@ -193,7 +193,7 @@ class Recovery:
                 self._ready_already(spec, record, incident)
                 if started.error is None and isinstance(started.value, Promoted):
                     self._steps.detach_stale(spec, record, incident, dead_present=False)
-                started_anew = started.error is None and not isinstance(started.value, Promoted)
+                started_anew = started.error is None
         if incident is not None and incident.phase is Phase.REATTACHING and (every_attach or took):
             self._steps.collect(spec, record, incident)
             self._steps.attach_detached(spec, record, incident)
