@@ -123,7 +123,15 @@ class Standbys:
     def promoted(self, spec: DriverDomainSpec, *, not_before: float) -> None:
         """The standby now is the driver domain: the next one is a new instance, not a death. It boots
         no earlier than `not_before`, when a cold restart would have: the promotion skipped the crash
-        loop's backoff, which thus paces the standbys' boots instead of the guests' outage."""
+        loop's backoff, which thus paces the standbys' boots instead of the guests' outage. The start
+        call of the instance just promoted may not have been taken yet (a standby is promotable once it
+        runs ready, whenever its call's return is taken): taken later, it made that instance, now the
+        driver domain, the standby again, found gone, "died", and booted another after 2 s instead of
+        the backoff. It is taken here, before the record of that standby is replaced."""
+        result = self._t.calls.take((spec.standby_name, "start"))
+        if result is not None:
+            kept = self._kept.setdefault(spec.name, _Keeping())
+            self._started(spec, kept, result.value, result.error, self._t.clock())
         self._kept[spec.name] = _Keeping(not_before=not_before)
 
     def status(self, spec: DriverDomainSpec, info: DomainInfo | None) -> dict[str, object]:
