@@ -178,9 +178,7 @@ class Reconciler:
             ):
                 # an error here: the pass's own turn for this domain meets it again and reports it
                 with contextlib.suppress(XendddError):
-                    self._reconcile_domain(spec, info, advance=False)
-                    if self._records[spec.name].incident is not None:  # (opened just now)
-                        self._recovery.advance(spec, record, info, self._standby_info(spec))
+                    self._reconcile_instance(spec, info, opening_only=True)
 
     def _at_rest(self, hints: Sequence[Hint]) -> bool:
         """Nothing under way (no incident, no failed pass to retry, no driver domain's own device waiting
@@ -317,18 +315,15 @@ class Reconciler:
 
     # -- per domain ------------------------------------------------------------------------------------
 
-    def _reconcile_domain(
-        self, spec: DriverDomainSpec, info: DomainInfo | None, *, advance: bool = True
-    ) -> float | None:
-        """`advance=False`: open an incident if there is one to open, and take no step of it yet."""
-        wake = self._reconcile_instance(spec, info, advance=advance)
-        if advance and spec.standby.enabled:
+    def _reconcile_domain(self, spec: DriverDomainSpec, info: DomainInfo | None) -> float | None:
+        wake = self._reconcile_instance(spec, info)
+        if spec.standby.enabled:
             record = self._records[spec.name]
             wake = earliest(wake, self._standbys.keep(spec, record, self._standby_info(spec)))
-        elif advance and spec.toolstack == "xl":
+        elif spec.toolstack == "xl":
             left = (self._observed or {}).get(spec.standby_name)
             wake = earliest(wake, self._standbys.retire(spec, self._records[spec.name], left))
-        if not advance or not spec.upstreams:
+        if not spec.upstreams:
             return wake
         record, running = self._records[spec.name], running_domid(info)
         if running is None or running != record.domid:
@@ -343,12 +338,13 @@ class Reconciler:
         return parked or self.calls.busy((upstream, "frontend", key))
 
     def _reconcile_instance(
-        self, spec: DriverDomainSpec, info: DomainInfo | None, *, advance: bool
+        self, spec: DriverDomainSpec, info: DomainInfo | None, *, opening_only: bool = False
     ) -> float | None:
+        """`opening_only`: open an incident, with its first steps, if there is one to open; nothing else."""
         record = self._records[spec.name]
         running = running_domid(info)
         if record.saving:  # the domain is away for its save, which is no death
-            if not advance:
+            if opening_only:
                 return None  # (nor is it an incident to open)
             if self._saved.take(spec, record):
                 return 0.0  # a look at the instance it left, in a pass that lists it
@@ -427,7 +423,7 @@ class Reconciler:
             spec.name, incident.dead_domid, reason, len(incident.frontends),
             _ignored(self._registry.rejected()),
         )  # fmt: skip
-        return self._recovery.advance(spec, record, info, self._standby_info(spec)) if advance else None
+        return self._recovery.advance(spec, record, info, self._standby_info(spec))
 
     def _standby_info(self, spec: DriverDomainSpec) -> DomainInfo | None:
         """The pass's listing of the driver domain's standby (None: it has none, or none runs)."""

@@ -61,9 +61,7 @@ class Standbys:
         kept = self._kept.setdefault(spec.name, _Keeping())
         lane = (spec.standby_name, "start")
         now = self._t.clock()
-        result = self._t.calls.take(lane)
-        if result is not None:
-            self._started(spec, kept, result.value, result.error, now)
+        self._take_start(spec, kept, now)
         if record.incident is not None or record.failed or record.stopped_by_request:
             return None
         if self._t.calls.busy(lane):
@@ -128,10 +126,7 @@ class Standbys:
         runs ready, whenever its call's return is taken): taken later, it made that instance, now the
         driver domain, the standby again, found gone, "died", and booted another after 2 s instead of
         the backoff. It is taken here, before the record of that standby is replaced."""
-        result = self._t.calls.take((spec.standby_name, "start"))
-        if result is not None:
-            kept = self._kept.setdefault(spec.name, _Keeping())
-            self._started(spec, kept, result.value, result.error, self._t.clock())
+        self._take_start(spec, self._kept.setdefault(spec.name, _Keeping()), self._t.clock())
         self._kept[spec.name] = _Keeping(not_before=not_before)
 
     def status(self, spec: DriverDomainSpec, info: DomainInfo | None) -> dict[str, object]:
@@ -152,6 +147,12 @@ class Standbys:
         standby = standby_spec(spec)
         self._t.hypervisor.define(standby)
         return self._t.hypervisor.start(standby.name)
+
+    def _take_start(self, spec: DriverDomainSpec, kept: _Keeping, now: float) -> None:
+        """The standby's start call, if it has returned and was not taken yet."""
+        result = self._t.calls.take((spec.standby_name, "start"))
+        if result is not None:
+            self._started(spec, kept, result.value, result.error, now)
 
     def _started(
         self,
