@@ -71,8 +71,12 @@ def test_a_crashed_domnet_is_restarted_with_its_nic() -> None:
     console = Console("domnet").mark()
     started = time.monotonic()
     run("xenstore-write", f"/local/domain/{old}/data/crash", "1")
-    new = wait_until(lambda: (d := domid("domnet")) not in (None, old) and d, 300, "a new domnet")
-    wait_until(lambda: xs_read(f"/local/domain/{new}/data/ready") == "1", 300, "the new domnet ready")
+    # the running instance, looked up anew each time (one that dies while it boots is restarted again)
+    wait_until(
+        lambda: (d := domid("domnet")) not in (None, old) and xs_read(f"/local/domain/{d}/data/ready") == "1",
+        600,
+        "a new domnet ready",
+    )
     wait_until(lambda: nic_bound_in_domnet(console), 120, "e1000 bound to the NIC inside the new domnet")
     elapsed = time.monotonic() - started
     assert "00:10.0" in run("xl", "pci-list", "domnet").stdout

@@ -196,7 +196,7 @@ def test_a_new_instance_that_probes_no_attached_device_is_destroyed_and_started_
     assert sorted(str(d) for d in silent["devices"]) == ["cache vif 0", "db vif 0", "web vif 0"]
     wait_until(lambda: len(events(handle, "recovered")) == 1, what="the recovery completed")
     (again,) = events(handle, "crashed-again")
-    assert again["domid"] == silent["domid"]
+    assert again["domid"] == silent["domid"] and again["reason"] == "destroyed"
     wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every frontend connected again")
     newest = sim.host.domains["domnet"].domid
     assert newest != silent["domid"] and len(events(handle, "restarted")) == 2

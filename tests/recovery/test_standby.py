@@ -218,7 +218,8 @@ def test_a_standby_that_dies_as_it_is_promoted_is_followed_by_a_cold_start(
     sim = handle.sim
     standby = crash_and_recover(handle)
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
-    assert events(handle, "crashed-again") and events(handle, "restarted")
+    assert [e["reason"] for e in events(handle, "crashed-again")] == ["crashed"]
+    assert events(handle, "restarted")
     assert domid(sim.host.domains["domnet"]) != standby
 
 

@@ -55,6 +55,12 @@ def running_domid(info: DomainInfo | None) -> int | None:
     return info.domid
 
 
+def how_it_stopped(info: DomainInfo | None) -> str:
+    """crashed, destroyed or shutdown as the toolstack tells it; gone when it no longer knows the domain
+    (undefined behind xenddd's back) or not how it stopped."""
+    return info.stopped.value if info is not None and info.stopped is not None else "gone"
+
+
 class LifecycleKind(enum.Enum):
     DEFINED = "defined"
     UNDEFINED = "undefined"

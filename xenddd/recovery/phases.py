@@ -34,7 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
-from xenddd.adapters.hypervisor_api import DomainInfo, LifecycleKind, running_domid
+from xenddd.adapters.hypervisor_api import DomainInfo, LifecycleKind, how_it_stopped, running_domid
 from xenddd.config.spec import DriverDomainSpec, Settings
 from xenddd.errors import XendddError
 from xenddd.model import Frontend
@@ -124,7 +124,7 @@ class Recovery:
         started = self._t.calls.take((spec.name, "start"))
         self._steps.collect(spec, record, incident)
         if incident.phase in (Phase.WAITING_READY, Phase.REATTACHING) and running != incident.new_domid:
-            self._died_again(spec, record, incident, running)
+            self._died_again(spec, record, incident, running, how_it_stopped(info))
         if incident.phase is Phase.DETECTED:
             self._decide(spec, record, incident)
         # (an instance started in place runs as the dead one's domid, and is not its remains)
@@ -584,10 +584,17 @@ class Recovery:
         self._t.save(record)
 
     def _died_again(
-        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident, running: int | None
+        self,
+        spec: DriverDomainSpec,
+        record: DomainRecord,
+        incident: Incident,
+        running: int | None,
+        reason: str,
     ) -> None:
         """Every frontend of the incident points at the dead instance again, and so do those already
-        confirmed on it (no longer in the incident): all of them are detached and reattached anew."""
+        confirmed on it (no longer in the incident): all of them are detached and reattached anew.
+        `reason` as the first death's: an instance that dies while it boots is told from one xenddd
+        judged dead (destroyed) or one a toolstack no longer lists (gone)."""
         record.crashes += 1
         incident.disks_pending = False
         self._steps.forget_watches(incident)
@@ -605,6 +612,7 @@ class Recovery:
             spec.name,
             incident,
             domid=incident.new_domid,
+            reason=reason,
             frontends=len(incident.frontends),
         )
         now = self._t.clock()
@@ -679,7 +687,7 @@ class Recovery:
         except XendddError as exc:
             log.error("%s: destroying domid %s failed: %s", spec.name, incident.new_domid, exc)
             return False
-        self._died_again(spec, record, incident, None)
+        self._died_again(spec, record, incident, None, "destroyed")
         return True
 
     def _submit_disks(self, spec: DriverDomainSpec) -> None:

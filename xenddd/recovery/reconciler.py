@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, running_domid
+from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, how_it_stopped, running_domid
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
 from xenddd.hints import (
@@ -388,7 +388,7 @@ class Reconciler:
         if running is not None and not frontends:
             self._adopt_replacement(spec, record, running)
             return None
-        reason = _how_it_stopped(info) if running is None else f"replaced by domid {running}"
+        reason = how_it_stopped(info) if running is None else f"replaced by domid {running}"
         uptime = None if record.started_at is None else now - record.started_at
         incident = Incident.new(record.domid, now, reason, frontends, dead_uptime=uptime)
         if running is not None:
@@ -616,12 +616,6 @@ def about_domains(hint: Hint) -> bool:
     lifecycle event, xenstored's @introduceDomain/@releaseDomain), a resync, an operator's request."""
     xenstore_domain = isinstance(hint, XenstoreHint) and hint.path.startswith("@")
     return xenstore_domain or isinstance(hint, DomainHint | ResyncHint | ControlRequest)
-
-
-def _how_it_stopped(info: DomainInfo | None) -> str:
-    """crashed, destroyed or shutdown as the toolstack tells it; gone when it no longer knows the domain
-    (undefined behind xenddd's back) or not how it stopped."""
-    return info.stopped.value if info is not None and info.stopped is not None else "gone"
 
 
 def _unique(frontends: list[Frontend]) -> dict[FrontendKey, Frontend]:
