@@ -111,6 +111,20 @@ def domid(name: str) -> int | None:
     return int(result.stdout) if result.returncode == 0 and result.stdout.strip().isdigit() else None
 
 
+def ready_instance(name: str, timeout: float = 300, old: int | None = None) -> int:
+    """The running instance of driver domain `name` (other than `old`) once its readiness key is written,
+    looked up anew each time: xenddd restarts an instance that dies while it boots (seen under emulation:
+    a PV kernel's general protection fault in text_poke_early, 4 to 6 s into its boot), and a wait on
+    the domid of the one that died would outlast the recovery."""
+
+    def ready() -> int | None:
+        dd = domid(name)
+        return dd if dd not in (None, old) and xs_read(f"/local/domain/{dd}/data/ready") == "1" else None
+
+    found: int = wait_until(ready, timeout, f"{name} ready" if old is None else f"a new {name} ready")
+    return found
+
+
 def xenddd_json(*args: str) -> Any:
     return json.loads(run("xenddd", "--json", *args).stdout)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import run, wait_until, xenddd_json, xs_read
+from conftest import ready_instance, run, xenddd_json, xs_read
 
 XEN_OF_RELEASE = {"bookworm": "4.17", "trixie": "4.20"}
 
@@ -44,7 +44,5 @@ def test_the_daemon_reaches_ready_under_systemd_and_starts_its_driver_domains() 
     assert all(d["domid"] is not None for d in domains.values()), domains
     status = run("xenddd", "status").stdout
     assert "domnet" in status and "domstore" in status
-    for name, domain in domains.items():
-        wait_until(
-            lambda d=domain: xs_read(f"/local/domain/{d['domid']}/data/ready") == "1", 300, f"{name} ready"
-        )
+    for name in domains:
+        ready_instance(name)

@@ -13,6 +13,7 @@ from conftest import (
     busybox_guest,
     create_guest,
     domid,
+    ready_instance,
     recovery_phases,
     recovery_state,
     report_mttr,
@@ -61,9 +62,8 @@ def serving_domnet(old: int) -> int | None:
 
 
 def test_a_guest_vif_served_by_domnet_connects() -> None:
-    dd = domid("domnet")
-    assert dd is not None, "domnet is not running (scenario a starts it)"
-    wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") == "1", 400, "domnet ready")
+    assert domid("domnet") is not None, "domnet is not running (scenario a starts it)"
+    dd = ready_instance("domnet", 400)
     xml = busybox_guest("fe", f"xenddd.ip={FE_IP} xenddd.peer={FE2_IP}", VIF_XML, memory_mib=128)
     create_guest("fe", "virsh", "-c", "xen:///system", "create", str(xml))
     wait_until(lambda: vif_connected_to(dd), 300, "fe's vif Connected through domnet")

@@ -12,6 +12,7 @@ from conftest import (
     create_guest,
     domid,
     instance_phases,
+    ready_instance,
     recovery_phases,
     recovery_state,
     report_mttr,
@@ -49,9 +50,8 @@ def written_token() -> str | None:
 
 
 def test_a_guest_vbd_served_by_domstore_connects_and_takes_data() -> None:
-    dd = domid("domstore")
-    assert dd is not None, "domstore is not running (scenario a starts it)"
-    wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") == "1", 300, "domstore ready")
+    assert domid("domstore") is not None, "domstore is not running (scenario a starts it)"
+    dd = ready_instance("domstore")
     create_guest("feblk", "virsh", "-c", "xen:///system", "create", str(busybox_guest("feblk", "", VBD_XML)))
     wait_until(lambda: vbd_connected_to(dd), 300, "feblk's vbd Connected through domstore")
     token = wait_until(written_token, 120, "feblk writing its token to the vbd")

@@ -10,7 +10,16 @@ import re
 import time
 from pathlib import Path
 
-from conftest import Console, domid, recovery_phases, report_mttr, run, wait_until, xenddd_json, xs_read
+from conftest import (
+    Console,
+    domid,
+    ready_instance,
+    recovery_phases,
+    report_mttr,
+    run,
+    wait_until,
+    xenddd_json,
+)
 
 MACHINE = "vtd"
 NIC = "0000:00:10.0"
@@ -54,8 +63,8 @@ def test_the_relaxed_policy_passes_the_nic_through_to_domnet_and_e1000_binds_the
     console = Console("domnet").mark()
     CONFIG.write_text(CONFIG.read_text().replace('reset = "strict"', 'reset = "relaxed"'))
     run("systemctl", "reload", "xenddd")
-    dd = wait_until(lambda: domid("domnet"), 120, "domnet started")
-    wait_until(lambda: xs_read(f"/local/domain/{dd}/data/ready") == "1", 300, "domnet ready")
+    wait_until(lambda: domid("domnet"), 120, "domnet started")
+    ready_instance("domnet")
     assert driver_of(NIC) == "pciback"
     assert "00:10.0" in run("xl", "pci-list", "domnet").stdout
     wait_until(lambda: nic_bound_in_domnet(console), 120, "e1000 bound to the NIC inside domnet")
@@ -71,12 +80,7 @@ def test_a_crashed_domnet_is_restarted_with_its_nic() -> None:
     console = Console("domnet").mark()
     started = time.monotonic()
     run("xenstore-write", f"/local/domain/{old}/data/crash", "1")
-    # the running instance, looked up anew each time (one that dies while it boots is restarted again)
-    wait_until(
-        lambda: (d := domid("domnet")) not in (None, old) and xs_read(f"/local/domain/{d}/data/ready") == "1",
-        600,
-        "a new domnet ready",
-    )
+    ready_instance("domnet", 600, old)
     wait_until(lambda: nic_bound_in_domnet(console), 120, "e1000 bound to the NIC inside the new domnet")
     elapsed = time.monotonic() - started
     assert "00:10.0" in run("xl", "pci-list", "domnet").stdout
