@@ -553,3 +553,45 @@ def test_a_promotion_that_returns_while_a_pass_lists_the_domains_is_taken_before
     assert hv.listing.is_set(), "no pass listed the domains while the promotion ran"
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
     assert untaken and not any(untaken), "the registry was read while a returned promotion waited"
+
+
+class _SlowRename(SimHypervisor):
+    """The standby's rename takes 0.2 s: a promotion returns during the pass's registry refresh rather
+    than before its second look at the calls, as on a loaded host."""
+
+    def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
+        if old == "domnet-standby":
+            time.sleep(0.2)
+        return super().rename(old, new, domid)
+
+
+def test_a_promotion_taken_after_the_pass_listed_does_not_make_the_promoted_instance_a_dead_standby(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """domnet serves nobody, so its incident ends in the very turn that takes the promotion, in the pass
+    that saw the death and submitted it: that pass's listing, taken before the rename, still names the
+    promoted instance domnet-standby. Taken for the standby, it was found gone on the next pass —
+    `standby-died` with the driver domain's own domid, and the next standby after 2 s rather than the
+    crash loop's backoff."""
+    handle = start_daemon(topology=STANDBY_TOPOLOGY, guests=False, hypervisor=_SlowRename)
+    wait_until(lambda: standby_ready(handle) is not None, what="the standby ready")
+    reconciler = handle.daemon._wiring.reconciler  # type: ignore[union-attr]
+    calls, real_progress = reconciler.calls, reconciler._progress
+    held: list[bool] = []
+
+    def progress(name: str) -> None:  # domnet's turn waits for the promotion to return
+        if name == "domnet" and ("domnet", "start") in calls._running and not held:
+            deadline = time.monotonic() + 5
+            while ("domnet", "start") not in calls._done and time.monotonic() < deadline:
+                time.sleep(0.005)
+            held.append(("domnet", "start") in calls._done)
+        real_progress(name)
+
+    reconciler._progress = progress
+    standby = standby_ready(handle)
+    handle.sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), what="the recovery")
+    wait_until(lambda: len(events(handle, "standby-started")) >= 2, 15, "the next standby")
+    assert held == [True], "the promotion did not return within the pass that submitted it"
+    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    assert events(handle, "standby-died") == []

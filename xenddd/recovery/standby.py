@@ -67,6 +67,11 @@ class Standbys:
         if self._t.calls.busy(lane):
             return None
         running = running_domid(info)
+        if running is not None and running == record.domid:
+            # the driver domain's own instance: a listing taken before the promotion's rename, which the
+            # pass's turn then took, still names it the standby (never the standby: it would be found
+            # gone on the next pass, "died", and the next standby would miss the crash loop's backoff)
+            return 0.0
         if running is not None:
             if kept.domid != running:
                 kept.domid, kept.started_at = running, now
