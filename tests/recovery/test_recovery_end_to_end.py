@@ -21,6 +21,7 @@ from tests.recovery.conftest import (
     wait_until,
 )
 from xenddd.adapters.hypervisor_api import DomainInfo
+from xenddd.adapters.xenstore.errors import XenstoreUnavailable
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import InputError
 from xenddd.hints import ResyncHint
@@ -641,4 +642,55 @@ def test_a_start_that_returns_while_a_pass_lists_the_domains_is_not_taken_for_a_
     assert events(handle, "crashed-again") == []
     assert len(events(handle, "restarted")) == 1
     assert len(events(handle, "detached")) == 1
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES))
+
+
+def test_a_start_taken_before_a_failed_read_still_makes_the_pass_list_again(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The second look at the calls takes a start that returned during the listing, then reads the new
+    instance's readiness key; xenstore failing that once (a connection reset) must not cost the pass its
+    second listing: judged on the first, which predates the instance, it counted a crash that never
+    happened and detached every guest again."""
+    handle = start_daemon()
+    sim = handle.sim
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    reconciler = handle.daemon._wiring.reconciler  # type: ignore[union-attr]
+    calls, guests = reconciler.calls, reconciler._recovery._t.guests
+    real_start, real_domains, real_read = sim.hypervisor.start, sim.hypervisor.domains, guests.read
+    listing, started = threading.Event(), threading.Event()
+    new: list[int] = []
+    failed: list[str] = []
+
+    def start(name: str) -> DomainInfo:
+        if name == "domnet" and not new:
+            assert listing.wait(10)
+            info = real_start(name)
+            assert info.domid is not None
+            new.append(info.domid)
+            started.set()
+            return info
+        return real_start(name)
+
+    def domains() -> list[DomainInfo]:
+        seen = real_domains()  # before the start returns
+        if ("domnet", "start") in calls._running and not listing.is_set():
+            listing.set()
+            assert started.wait(10)
+            wait_until(lambda: ("domnet", "start") in calls._done, what="the start's result kept")
+        return seen
+
+    def read(path: str) -> bytes | None:
+        if new and path == f"/local/domain/{new[0]}/data/ready" and not failed:
+            failed.append(path)
+            raise XenstoreUnavailable("xenstored: connection reset (one read)")
+        return real_read(path)
+
+    sim.hypervisor.start = start  # type: ignore[method-assign]
+    sim.hypervisor.domains = domains  # type: ignore[method-assign]
+    guests.read = read  # type: ignore[method-assign]
+    sim.host.crash("domnet")
+    wait_until(lambda: len(events(handle, "recovered")) == 1, timeout=30)
+    assert failed, "the read never failed"
+    assert events(handle, "crashed-again") == []
     wait_until(lambda: all_connected(sim, FIVE_DEVICES))

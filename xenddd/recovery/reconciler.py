@@ -153,11 +153,13 @@ class Reconciler:
         True if a start returned an instance that a listing taken before may not show."""
         started_anew = False
         for spec in self.config.start_order():
-            # (an error here: the pass's own turn for this domain meets it again and reports it)
-            with contextlib.suppress(XendddError):
-                record = self._records[spec.name]
-                if self._recovery.take_returned(spec, record, every_attach=every_attach):
+            try:
+                if self._recovery.take_returned(spec, self._records[spec.name], every_attach=every_attach):
                     started_anew = True
+            except XendddError:
+                # the pass's own turn for this domain meets the error again and reports it; a start may
+                # have been taken before it (a readiness key's read that failed), so the pass lists again
+                started_anew = True
         return started_anew
 
     def _detect_crashes(self, observed: dict[str, DomainInfo]) -> None:
