@@ -52,6 +52,7 @@ def test_an_incident_round_trips_through_the_state_directory(tmp_path: Path) -> 
     record.incident = Incident.new(1, 30.0, "gone", [VIF, VBD])
     record.incident.phase = Phase.REATTACHING
     record.incident.new_domid = 7
+    record.incident.key_pending, record.incident.ready_deadline = True, 150.0  # a restored instance's
     record.incident.frontends[0].detached = True
     record.incident.frontends[0].attached = True
     log.save(record)
@@ -60,6 +61,7 @@ def test_an_incident_round_trips_through_the_state_directory(tmp_path: Path) -> 
     assert loaded.crashes == 2 and loaded.restart_times == [10.0, 20.0]
     assert loaded.incident is not None
     assert loaded.incident.phase is Phase.REATTACHING and loaded.incident.new_domid == 7
+    assert loaded.incident.key_pending and loaded.incident.ready_deadline == 150.0
     assert [p.frontend.key for p in loaded.incident.frontends] == [VIF.key, VBD.key]
     assert loaded.incident.frontends[0].frontend.params == VIF.params
     assert loaded.incident.frontends[1].frontend.params == VBD.params

@@ -144,6 +144,28 @@ def test_the_guests_are_reattached_to_a_restored_instance_before_its_readiness_k
     assert toolstack[0].calls == ["start", "save", "restore", "restore"]
 
 
+def test_a_restored_instance_whose_init_refuses_is_destroyed_its_file_dropped_and_the_domain_booted(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """Used as its restore returns, the instance must still write its readiness key again: its init
+    could not start `xl devd` for the new domid (it says so in data/ready-error), so the guests' backends
+    wait in InitWait for a hotplug that never comes. Judged as one that died, not left to time out
+    device by device; the next start boots, since the same file would be restored into the same
+    failure."""
+    toolstack: list[Counted] = []
+    handle = started(start_daemon, toolstack)
+    handle.sim.host.devd_fails_next_restore.add("domnet")
+    crash_and_recover(handle)
+    assert toolstack[0].calls == ["start", "save", "restore", "restore", "start"]
+    [refused] = events(handle, "not-ready")
+    assert "xl devd did not start after a restore" in refused["error"]
+    [again] = events(handle, "crashed-again")
+    assert again["domid"] == refused["domid"] and again["reason"] == "destroyed"
+    assert [e["error"] for e in events(handle, "saved-instance-dropped")] == [refused["error"]]
+    assert not saved_file(handle).exists()
+    assert handle.sim.host.domains["domnet"].domid != refused["domid"]
+
+
 def test_a_file_saved_under_another_definition_is_not_restored(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:

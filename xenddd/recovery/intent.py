@@ -98,6 +98,9 @@ class Incident:
     # a promoted standby's writable disks, attached beside the guests' reattach (see phases): the
     # incident is not over until they are Connected in it
     disks_pending: bool = False
+    # a restored saved instance, used as it returned (see phases): its init has not written its readiness
+    # key again yet, and one that does not by `ready_deadline` (or says why in `<key>-error`) is dead
+    key_pending: bool = False
 
     @classmethod
     def new(
@@ -213,6 +216,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
             "detached_reported": incident.detached_reported,
             "in_place": incident.in_place,
             "disks_pending": incident.disks_pending,
+            "key_pending": incident.key_pending,
             "frontends": [_pending_to_json(p) for p in incident.frontends],
         },
         "parked": [_pending_to_json(p) for p in record.parked],
@@ -287,6 +291,7 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         detached_reported=_bool(raw, "detached_reported"),
         in_place=_bool(raw, "in_place"),
         disks_pending=_bool(raw, "disks_pending"),
+        key_pending=_bool(raw, "key_pending"),
     )
     return record
 

@@ -149,6 +149,10 @@ class Recovery:
         self._follow_disks(spec, record, incident)
         if incident.phase is Phase.WAITING_READY:
             wake = earliest(wake, self._await_ready(spec, record, incident))
+        if incident.phase is Phase.REATTACHING and incident.key_pending:
+            if self._refused_after_restore(spec, record, incident):
+                return 0.0
+            wake = earliest(wake, self._key_deadline(incident))
         if incident.phase is Phase.REATTACHING and self._unresponsive(spec, record, incident):
             return 0.0
         if incident.phase is Phase.REATTACHING:
@@ -487,8 +491,10 @@ class Recovery:
             self._schedule_restart(spec, record, incident, planned=False, uptime=0.0)
             return 0.0
         record.started_at = self._t.clock()
-        if restored:  # ready as it was saved (see Restored): no wait for its key
+        if restored:  # ready as it was saved (see Restored): no wait for its key, only a deadline
             record.domid = incident.new_domid = info.domid
+            incident.key_pending = True
+            incident.ready_deadline = self._t.clock() + spec.readiness.timeout_seconds
             self._become_ready(spec, record, incident)
             return None
         self._enter_ready_wait(spec, record, incident, info.domid)
@@ -596,7 +602,7 @@ class Recovery:
         `reason` as the first death's: an instance that dies while it boots is told from one xenddd
         judged dead (destroyed) or one a toolstack no longer lists (gone)."""
         record.crashes += 1
-        incident.disks_pending = False
+        incident.disks_pending = incident.key_pending = False
         self._steps.forget_watches(incident)
         for pending in incident.frontends:
             # in place, a device attached to the instance that died (restored, or attached after a
@@ -647,6 +653,41 @@ class Recovery:
             spec.readiness.reattach_timeout_seconds,
         )
         return self._destroyed_as_dead(spec, record, incident)
+
+    def _refused_after_restore(
+        self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident
+    ) -> bool:
+        """A restored instance's init writes its readiness key again once it has restarted `xl devd` for
+        the new domid, and takes it back, saying why in `<key>-error`, if that failed: its guests'
+        backends then never get their hotplug, and the handshakes would only time out and be parked. So
+        an instance that refused, or has not written the key within the readiness timeout, is destroyed
+        and judged as one that died, as a booted one that never gets ready is; its saved file goes, so
+        that the next start boots. True if it was judged so."""
+        assert incident.new_domid is not None
+        key = f"/local/domain/{incident.new_domid}/{spec.readiness.key}"
+        value = self._t.guests.read(key)
+        if value is not None and value.decode("utf-8", "replace") == spec.readiness.value:
+            incident.key_pending = False
+            self._t.save(record)
+            return False
+        refused = self._t.guests.read(f"{key}-error")
+        if refused is None and self._t.clock() < incident.ready_deadline:
+            return False
+        why = (
+            f"its init refused after the restore: {refused.decode('utf-8', 'replace')}"
+            if refused is not None
+            else f"no readiness key within {spec.readiness.timeout_seconds:g} s of its restore"
+        )
+        self._t.event("not-ready", spec.name, incident, domid=incident.new_domid, error=why)
+        log.error("%s: restored domid %s: %s; destroying it", spec.name, incident.new_domid, why)
+        self._saved.drop(spec, why)
+        return self._destroyed_as_dead(spec, record, incident)  # (if it still runs: judged again)
+
+    def _key_deadline(self, incident: Incident) -> float | None:
+        """When to look again for a restored instance's key (None: it was seen)."""
+        if not incident.key_pending:
+            return None
+        return max(0.0, min(incident.ready_deadline - self._t.clock(), READY_RECHECK))
 
     def _serves(self, spec: DriverDomainSpec, incident: Incident) -> bool:
         """Any device Connected through the incident's new instance, by dom0's record and both ends."""

@@ -214,6 +214,14 @@ class SavedInstances:
     def _record_path(self, spec: DriverDomainSpec) -> Path:
         return self._dir / f"{spec.name}.definition"
 
+    def drop(self, spec: DriverDomainSpec, why: str) -> None:
+        """A restored instance that could not serve (its init refused after the restore): the next start
+        boots, and the domain is saved again once it is idle."""
+        if self.path(spec).exists():
+            log.error("%s: dropping its saved instance: %s", spec.name, why)
+            self._t.history.record("saved-instance-dropped", driver_domain=spec.name, error=why)
+        self._drop(spec)
+
     def _drop(self, spec: DriverDomainSpec) -> None:
         self._record_path(spec).unlink(missing_ok=True)
         self.path(spec).unlink(missing_ok=True)

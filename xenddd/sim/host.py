@@ -84,6 +84,9 @@ class SimHost:
         # driver domains whose next instance never probes a backend (they stay below InitWait): its
         # kernel no longer answers xenstore, as a promoted instance's once stopped on real Xen
         self.unresponsive_next: set[str] = set()
+        # driver domains whose next restored instance's init cannot start `xl devd` again: netback serves
+        # the backends (InitWait), no hotplug script runs, and the init writes data/ready-error, no key
+        self.devd_fails_next_restore: set[str] = set()
         # libxl's LIBXL_INIT_TIMEOUT: a device add waits this long for its backend to reach InitWait and
         # then fails, leaving the device in xenstore and in dom0's record (a driver domain still booting)
         self.init_timeout = 10.0
@@ -160,6 +163,9 @@ class SimHost:
             if isinstance(kernel, BackendKernel):
                 kernel.stall_initwait = name in self.unresponsive_next
                 self.unresponsive_next.discard(name)
+                kernel.devd_failed = resumed and name in self.devd_fails_next_restore
+                if resumed:
+                    self.devd_fails_next_restore.discard(name)
                 kernel.hotplug_slots = self.hotplug_slots.get(name)
             else:
                 kernel.start()  # type: ignore[attr-defined]

@@ -74,13 +74,16 @@ class BackendKernel(Kernel):
     `stalled_hotplug` reaches InitWait but never gets its hotplug-status (its script was killed).
     `hotplug_slots`: how many devices may be in their handshake at once before the next one's script is
     killed and its backend gives up (Closed) — a driver domain too slow to run more scripts at once
-    within libxl's 40 s, as one just booted under emulation is."""
+    within libxl's 40 s, as one just booted under emulation is. `devd_failed`: the image's init could not
+    start `xl devd` (after a restore): the backends reach InitWait, no script runs, and instead of the
+    readiness key the init writes data/ready-error."""
 
     def __init__(self, engine: Xenstored, domid: int) -> None:
         super().__init__(engine, domid)
         self.stall_initwait = False
         self.stalled_hotplug: set[str] = set()
         self.hotplug_slots: int | None = None
+        self.devd_failed = False
         self._handshaking: set[str] = set()
         self._watched: set[str] = set()
         self._by_frontend: dict[str, tuple[str, str]] = {}
@@ -95,6 +98,9 @@ class BackendKernel(Kernel):
             return
         self.xs.watch(f"{self.home}/backend", self._guarded)
         self.loaded.set()
+        if self.devd_failed:
+            self.xs.write(f"{self.home}/data/ready-error", b"xl devd did not start after a restore")
+            return
         self.xs.write(f"{self.home}/data/ready", b"1")
 
     def handle(self, path: str) -> None:
@@ -149,7 +155,7 @@ class BackendKernel(Kernel):
                 self._handshaking.add(path)
             if kind == "vbd":
                 self.xs.write(f"{path}/physical-device", b"fe:0")
-            if path in self.stalled_hotplug:
+            if path in self.stalled_hotplug or self.devd_failed:
                 pass
             elif self.hotplug_slots is None:
                 self._run_script(path)
