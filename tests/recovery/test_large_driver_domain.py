@@ -72,8 +72,11 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -
 
 
 def test_a_driver_domain_of_200_guests_is_recovered_whole_at_a_constant_cost_per_frontend(
-    running: Callable[[QuotaBook], tuple[SimulatedHost, Daemon]],
+    running: Callable[[QuotaBook], tuple[SimulatedHost, Daemon]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The recovery's own requests: the daemon's safety resync (every 30 s, about 18 requests a frontend
+    here) is not the recovery's, and one that fell in its window made a loaded CI run count 60.8."""
+    monkeypatch.setattr("xenddd.service.daemon.SAFETY_RESYNC", 3600.0)
     sim, daemon = running(QuotaBook(defaults=Quotas(nodes=32 * GUESTS, watches=2 * GUESTS)))
     wait_until(lambda: all_connected(daemon), "200 guests connected at start")
     sent = sim.server.requests_served()
