@@ -506,8 +506,7 @@ class Recovery:
         ready = readiness.condition == "running"
         key_path = f"/local/domain/{incident.new_domid}/{readiness.key}"
         if readiness.condition == "xenstore-key":
-            value = self._t.guests.read(key_path)
-            ready = value is not None and value.decode("utf-8", "replace") == readiness.value
+            ready = self._key_written(spec, incident.new_domid)
         elif readiness.condition == "backend-initwait":
             ready = self._steps.backend_waiting(spec, record, incident)
         now = self._t.clock()
@@ -664,13 +663,11 @@ class Recovery:
         and judged as one that died, as a booted one that never gets ready is; its saved file goes, so
         that the next start boots. True if it was judged so."""
         assert incident.new_domid is not None
-        key = f"/local/domain/{incident.new_domid}/{spec.readiness.key}"
-        value = self._t.guests.read(key)
-        if value is not None and value.decode("utf-8", "replace") == spec.readiness.value:
+        if self._key_written(spec, incident.new_domid):
             incident.key_pending = False
             self._t.save(record)
             return False
-        refused = self._t.guests.read(f"{key}-error")
+        refused = self._t.guests.read(f"/local/domain/{incident.new_domid}/{spec.readiness.key}-error")
         if refused is None and self._t.clock() < incident.ready_deadline:
             return False
         why = (
@@ -682,6 +679,11 @@ class Recovery:
         log.error("%s: restored domid %s: %s; destroying it", spec.name, incident.new_domid, why)
         self._saved.drop(spec, why)
         return self._destroyed_as_dead(spec, record, incident)  # (if it still runs: judged again)
+
+    def _key_written(self, spec: DriverDomainSpec, domid: int) -> bool:
+        """The driver domain's readiness key holds its value in instance `domid`'s home."""
+        value = self._t.guests.read(f"/local/domain/{domid}/{spec.readiness.key}")
+        return value is not None and value.decode("utf-8", "replace") == spec.readiness.value
 
     def _key_deadline(self, incident: Incident) -> float | None:
         """When to look again for a restored instance's key (None: it was seen)."""

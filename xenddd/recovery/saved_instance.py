@@ -94,9 +94,7 @@ class SavedInstances:
             try:
                 info = hv.restore(spec.name, path)
             except XendddError as exc:
-                log.error("%s: %s; booting it instead (saved again once it serves nothing)", spec.name, exc)
-                self._t.history.record("saved-instance-dropped", driver_domain=spec.name, error=str(exc))
-                self._drop(spec)
+                self.drop(spec, str(exc))
             else:
                 log.info("%s: restored from %s as domid %s", spec.name, path, info.domid)
                 return Restored(info)
@@ -215,10 +213,10 @@ class SavedInstances:
         return self._dir / f"{spec.name}.definition"
 
     def drop(self, spec: DriverDomainSpec, why: str) -> None:
-        """A restored instance that could not serve (its init refused after the restore): the next start
-        boots, and the domain is saved again once it is idle."""
+        """A file that will not restore, or whose restored instance could not serve (its init refused
+        after the restore): the domain boots instead, and is saved again once it is idle."""
         if self.path(spec).exists():
-            log.error("%s: dropping its saved instance: %s", spec.name, why)
+            log.error("%s: %s; booting it instead (saved again once it serves nothing)", spec.name, why)
             self._t.history.record("saved-instance-dropped", driver_domain=spec.name, error=why)
         self._drop(spec)
 
