@@ -18,6 +18,7 @@ from conftest import (
     recovery_state,
     report_mttr,
     run,
+    through_a_new_backend,
     wait_until,
     xenddd_json,
     xs_read,
@@ -50,15 +51,6 @@ def vif_connected_to(dd: int, name: str = "fe") -> bool:
         and xs_read(f"/local/domain/{guest}/device/vif/0/backend-id") == str(dd)
         and xs_read(f"/local/domain/{dd}/backend/vif/{guest}/0/state") == "4"
     )
-
-
-def serving_domnet(old: int) -> int | None:
-    """The running domnet if it is not `old` and both guests' vifs are Connected through it: looked up
-    anew each time, as xenddd restarts an instance that itself dies while it boots (seen under emulation:
-    a PV kernel's general protection fault in text_poke_early, 4 to 6 s into its boot) and the guests
-    then come back through the one after it."""
-    dd = domid("domnet")
-    return dd if dd not in (None, old) and all(vif_connected_to(dd, n) for n in ("fe", "fe2")) else None
 
 
 def test_a_guest_vif_served_by_domnet_connects() -> None:
@@ -99,16 +91,22 @@ def recover_from(kill: Callable[[int], object], how: str) -> None:
     assert old is not None
     seen = len(xenddd_json("events")["items"])
     consoles = {guest: Console(guest).mark() for guest in ("fe", "fe2")}
+    found = [domid(guest) for guest in ("fe", "fe2")]
+    guests = [guest for guest in found if guest is not None]
+    assert len(guests) == len(found), found
     started = time.monotonic()
     kill(old)
-    wait_until(
-        lambda: serving_domnet(old),
+    # whichever new instance serves them: xenddd restarts one that itself dies while it boots (seen under
+    # emulation: a PV kernel's general protection fault in text_poke_early, 4 to 6 s into its boot)
+    new = wait_until(
+        lambda: through_a_new_backend(old, guests, "vif", 0),
         600,
         "fe's and fe2's vifs Connected through the new domnet",
         every=2,
         explain=lambda: recovery_state(seen, {"fe": "vif/0", "fe2": "vif/0"}),
     )
     elapsed = time.monotonic() - started
+    assert domid("domnet") == new
     again = [e for e in xenddd_json("events")["items"][seen:] if e["event"] == "crashed-again"]
     if again:  # the recovery then includes another boot, and its line says so
         how += f", the new instance crashed again {len(again)}x during the recovery"
