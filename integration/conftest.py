@@ -10,16 +10,19 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import queue
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -29,6 +32,12 @@ TOP = Path(__file__).resolve().parents[1]
 RESULTS = TOP / "integration/results"
 HISTORY = RESULTS / "mttr-history.tsv"
 BOOT_TIMEOUT = float(os.environ.get("XENDDD_IT_TIMEOUT", "2700"))
+# a test bed whose serial console says nothing this long has hung (the longest quiet stretch of a good boot
+# is under a minute here): killed then, not at BOOT_TIMEOUT — a silent QEMU once held CI past its limit
+SILENCE = float(os.environ.get("XENDDD_IT_SILENCE", "600"))
+# when the whole suite must have ended (seconds since the epoch; .ci/run sets it below CI's own limit): no
+# boot runs past it, none starts after it, so CI reports which scenarios did not run instead of timing out
+SUITE_DEADLINE = float(os.environ.get("XENDDD_IT_DEADLINE", "inf"))
 # a pytest -k expression over the scenarios' names, applied inside dom0 (a shorter boot for one change)
 SELECT = os.environ.get("XENDDD_IT_SELECT", "")
 # how many times scenario (g) crashes domnet in a row (the re-add race hunt); 0, the default, skips it
@@ -46,6 +55,7 @@ XEN_ARGS = (
 )
 DOM0_ARGS = "root=/dev/vda rw console=hvc0 xenddd.it=dom0"
 STORE_DISK_MIB = 64
+SCENARIO_STARTED = "XENDDD-IT: scenario "  # the dom0 runner's marker as each scenario starts
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,8 @@ class XenRun:
     messages: dict[str, str] = field(default_factory=dict)
     markers: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    timed_out: bool = False  # killed at XENDDD_IT_TIMEOUT: the scenarios it had not finished fail
+    timed_out: bool = False  # killed at XENDDD_IT_TIMEOUT (or the suite's deadline): the rest fail
+    hung: bool = False  # killed after XENDDD_IT_SILENCE of silence on its serial console
     dom0_crashed: bool = False  # Xen said so on the serial console: nothing more would come
 
 
@@ -137,13 +148,13 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
         "-netdev", "user,id=pt0,restrict=on", "-device", "e1000,netdev=pt0,addr=0x10",
     ]  # fmt: skip
     run = run_qemu(qemu, results, (store, *extra))
-    if run.dom0_crashed and not run.markers:
-        # before the runner in dom0 said a word, so before anything under test ran: a fault of the emulated
-        # CPU (an int3 in the kernel's own text patching under TCG was seen), worth one boot more
-        print(
-            "dom0 crashed while booting, before any scenario: booting once more", file=sys.stderr, flush=True
-        )
-        (results / "serial.log").rename(results / "serial-dom0-crashed.log")
+    if (run.dom0_crashed or run.hung) and not any(SCENARIO_STARTED in m for m in run.markers):
+        # before any scenario ran, so before anything under test but the package's install: a fault of the
+        # emulated CPU (an int3 in the kernel's own text patching under TCG was seen) or a silent QEMU,
+        # worth one boot more; its serial log is kept
+        what = "crashed" if run.dom0_crashed else "hung"
+        print(f"the test bed {what} before any scenario: booting once more", file=sys.stderr, flush=True)
+        (results / "serial.log").rename(results / f"serial-dom0-{what}.log")
         run = run_qemu(qemu, results, (store, *extra))
     store.unlink()
     for path in extra:
@@ -164,11 +175,14 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
 
 
 def run_qemu(qemu: list[str], results: Path, disks: tuple[Path, ...]) -> XenRun:
-    """One boot of the test bed, its serial console in results/serial.log, its data disks fresh."""
+    """One boot of the test bed, its serial console in results/serial.log, its data disks fresh. The
+    console is read by a thread of its own, so that a QEMU that says nothing more is still killed at its
+    deadline or after XENDDD_IT_SILENCE."""
     for path, mib in zip(disks, (STORE_DISK_MIB, 8, 8), strict=True):
         with open(path, "wb") as disk:
             disk.truncate(mib << 20)
     started = time.monotonic()
+    deadline = min(started + BOOT_TIMEOUT, started + SUITE_DEADLINE - time.time())
     run = XenRun(returncode=None)
     with (
         open(results / "serial.log", "w") as serial,
@@ -182,29 +196,53 @@ def run_qemu(qemu: list[str], results: Path, disks: tuple[Path, ...]) -> XenRun:
         ) as process,
     ):
         assert process.stdout is not None
-        deadline = started + BOOT_TIMEOUT
-        for line in process.stdout:
-            elapsed = time.monotonic() - started
-            serial.write(f"[{elapsed:8.2f}] {line}")
-            serial.flush()
-            if "XENDDD-IT" in line:
-                marker = line.strip()
-                run.markers.append(f"[{elapsed:7.1f}s] {marker}")
-                print(f"[{elapsed:7.1f}s] {marker}", file=sys.stderr, flush=True)
-                done = re.search(r"DONE rc=(\S+)", line)
-                if done:
-                    run.returncode = done.group(1)
-            if "Hardware Dom0 crashed" in line:  # Xen runs on: QEMU would wait for the deadline
-                process.kill()
-                run.dom0_crashed = True
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=pump, args=(process.stdout, lines), daemon=True).start()
+        heard = started
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, min(deadline, heard + SILENCE) - time.monotonic()))
+            except queue.Empty:
+                line = ""
+            if line is None:  # QEMU closed its console: it ended
                 break
-            if time.monotonic() > deadline:  # recorded, not raised: a second boot would wipe the results
+            if line:
+                heard = time.monotonic()
+                elapsed = heard - started
+                serial.write(f"[{elapsed:8.2f}] {line}")
+                serial.flush()
+                if "XENDDD-IT" in line:
+                    marker = line.strip()
+                    run.markers.append(f"[{elapsed:7.1f}s] {marker}")
+                    print(f"[{elapsed:7.1f}s] {marker}", file=sys.stderr, flush=True)
+                    done = re.search(r"DONE rc=(\S+)", line)
+                    if done:
+                        run.returncode = done.group(1)
+                if "Hardware Dom0 crashed" in line:  # Xen runs on: QEMU would wait for the deadline
+                    process.kill()
+                    run.dom0_crashed = True
+                    break
+            # recorded, not raised: a second boot would wipe the results
+            if time.monotonic() >= deadline:
                 process.kill()
                 run.timed_out = True
+                break
+            if time.monotonic() >= heard + SILENCE:
+                at = time.monotonic() - started
+                serial.write(f"[{at:8.2f}] (host: nothing for {SILENCE:.0f} s; QEMU killed)\n")
+                process.kill()
+                run.hung = True
                 break
         process.wait(60)
     run.seconds = time.monotonic() - started
     return run
+
+
+def pump(console: IO[str], lines: queue.Queue[str | None]) -> None:
+    """Hands QEMU's console to run_qemu line by line, then None when QEMU closed it."""
+    for line in console:
+        lines.put(line)
+    lines.put(None)
 
 
 def selection(scenarios: tuple[str, ...] | None) -> str:
@@ -241,11 +279,15 @@ class TestBed:
                         ["apt-get", "install", "-y", "-qq", "qemu-system-x86"], check=False, timeout=900
                     )
                 self._images[release] = build("build-integration-image", "--release", release)
+            if time.time() >= SUITE_DEADLINE:  # not booted: its scenarios fail as not finished in time
+                self._runs[key] = XenRun(returncode=None, timed_out=True)
+                return self._runs[key]
             run = boot(self._images[release], MACHINES[machine], release, selection(scenarios))
             (RESULTS / f"{machine}-{release}" / "summary.txt").write_text(
                 f"{release} {machine}: boot+suite {run.seconds:.0f} s, dom0 rc={run.returncode}"
-                + (" (killed at XENDDD_IT_TIMEOUT)" if run.timed_out else "")
+                + (" (killed at XENDDD_IT_TIMEOUT or XENDDD_IT_DEADLINE)" if run.timed_out else "")
                 + (" (dom0 crashed)" if run.dom0_crashed else "")
+                + (f" (hung: silent for {SILENCE:.0f} s)" if run.hung else "")
                 + "\n"
                 + "\n".join(run.markers)
                 + "\n"

@@ -92,8 +92,15 @@ def test_scenario_on_real_xen(test_bed: Any, release: str, machine: str, scenari
         )
     if outcome is None and run.timed_out:
         pytest.fail(
-            f"the {release} {machine} test bed was killed after XENDDD_IT_TIMEOUT before {scenario} "
-            f"finished (if it was selected); see integration/results/{machine}-{release}/serial.log"
+            f"the {release} {machine} test bed ran out of time (XENDDD_IT_TIMEOUT, or the suite's "
+            f"XENDDD_IT_DEADLINE) before {scenario} finished (if it was selected); see "
+            f"integration/results/{machine}-{release}/serial.log"
+        )
+    if outcome is None and run.hung:
+        pytest.fail(
+            f"the {release} {machine} test bed hung (its console silent for XENDDD_IT_SILENCE) before "
+            f"{scenario} finished (if it was selected); see "
+            f"integration/results/{machine}-{release}/serial.log"
         )
     if outcome is None and run.returncode is None:  # QEMU ended (or was killed) before the runner said DONE
         pytest.fail(

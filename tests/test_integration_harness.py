@@ -1,0 +1,77 @@
+"""The real-Xen suite's host side (integration/conftest.py) ends a test bed that goes silent or runs past
+its deadline: CI's own limit once passed while a silent QEMU kept the console reader waiting. Checked with
+a shell standing in for QEMU."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+HOST = Path(__file__).resolve().parents[1] / "integration/conftest.py"
+
+
+@pytest.fixture
+def host(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("xenddd_integration_host", HOST)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "SILENCE", 1.0)
+    return module
+
+
+def qemu(script: str) -> list[str]:
+    """A stand-in for QEMU; its scripts `exec` their last command, so that what run_qemu kills is what
+    holds the console, as QEMU does."""
+    return ["sh", "-c", script]
+
+
+def run(host: ModuleType, script: str, tmp_path: Path) -> tuple[object, float]:
+    disks = tuple(tmp_path / name for name in ("a.img", "b.img", "c.img"))
+    started = time.monotonic()
+    result = host.run_qemu(qemu(script), tmp_path, disks)
+    return result, time.monotonic() - started
+
+
+def test_a_silent_test_bed_is_killed_as_hung(host: ModuleType, tmp_path: Path) -> None:
+    result, took = run(host, "echo 'XENDDD-IT: runner start'; exec sleep 60", tmp_path)
+    assert result.hung and not result.timed_out  # type: ignore[attr-defined]
+    assert took < 30
+    assert result.markers and "runner start" in result.markers[0]  # type: ignore[attr-defined]
+    assert "QEMU killed" in (tmp_path / "serial.log").read_text()
+
+
+def test_a_chatty_test_bed_is_killed_at_its_deadline(
+    host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(host, "BOOT_TIMEOUT", 2.0)
+    result, took = run(host, "while :; do echo tick; sleep 0.2; done", tmp_path)
+    assert result.timed_out and not result.hung  # type: ignore[attr-defined]
+    assert took < 30
+
+
+def test_the_suite_deadline_bounds_a_boot_too(
+    host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(host, "SUITE_DEADLINE", time.time() + 2.0)
+    result, took = run(host, "while :; do echo tick; sleep 0.2; done", tmp_path)
+    assert result.timed_out  # type: ignore[attr-defined]
+    assert took < 30
+
+
+def test_a_test_bed_that_ends_is_read_to_its_last_line(host: ModuleType, tmp_path: Path) -> None:
+    result, _ = run(host, "sleep 0.5; echo 'XENDDD-IT: DONE rc=0 uptime=1'", tmp_path)
+    assert not (result.hung or result.timed_out or result.dom0_crashed)  # type: ignore[attr-defined]
+    assert result.returncode == "0"  # type: ignore[attr-defined]
+
+
+def test_a_dom0_crash_ends_the_boot_at_once(host: ModuleType, tmp_path: Path) -> None:
+    result, took = run(host, "echo '(XEN) Hardware Dom0 crashed'; exec sleep 60", tmp_path)
+    assert result.dom0_crashed and not result.hung  # type: ignore[attr-defined]
+    assert took < 30
