@@ -32,8 +32,9 @@ TOP = Path(__file__).resolve().parents[1]
 RESULTS = TOP / "integration/results"
 HISTORY = RESULTS / "mttr-history.tsv"
 BOOT_TIMEOUT = float(os.environ.get("XENDDD_IT_TIMEOUT", "2700"))
-# a test bed whose serial console says nothing this long has hung (the longest quiet stretch of a good boot
-# is under a minute here): killed then, not at BOOT_TIMEOUT — a silent QEMU once held CI past its limit
+# a test bed whose serial console says nothing this long has hung (the dom0 runner says it is alive once a
+# minute, and a good boot's longest quiet stretch before it starts is under a minute here): killed then,
+# not at BOOT_TIMEOUT — a silent QEMU once held CI past its limit
 SILENCE = float(os.environ.get("XENDDD_IT_SILENCE", "600"))
 # when the whole suite must have ended (seconds since the epoch; .ci/run sets it below CI's own limit): no
 # boot runs past it, none starts after it, so CI reports which scenarios did not run instead of timing out
@@ -87,6 +88,7 @@ class XenRun:
     seconds: float = 0.0
     timed_out: bool = False  # killed at XENDDD_IT_TIMEOUT (or the suite's deadline): the rest fail
     hung: bool = False  # killed after XENDDD_IT_SILENCE of silence on its serial console
+    first_boot: str = ""  # "hung" or "crashed": this is the second boot, after the first did so
     dom0_crashed: bool = False  # Xen said so on the serial console: nothing more would come
 
 
@@ -148,14 +150,16 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
         "-netdev", "user,id=pt0,restrict=on", "-device", "e1000,netdev=pt0,addr=0x10",
     ]  # fmt: skip
     run = run_qemu(qemu, results, (store, *extra))
-    if (run.dom0_crashed or run.hung) and not any(SCENARIO_STARTED in m for m in run.markers):
-        # before any scenario ran, so before anything under test but the package's install: a fault of the
-        # emulated CPU (an int3 in the kernel's own text patching under TCG was seen) or a silent QEMU,
-        # worth one boot more; its serial log is kept
-        what = "crashed" if run.dom0_crashed else "hung"
-        print(f"the test bed {what} before any scenario: booting once more", file=sys.stderr, flush=True)
+    if run.hung or (run.dom0_crashed and not any(SCENARIO_STARTED in m for m in run.markers)):
+        # a test bed gone silent (not even the runner's heartbeat: QEMU, Xen or the whole of dom0 stuck),
+        # or a dom0 that crashed before any scenario ran, so before anything under test but the package's
+        # install (an int3 in the kernel's own text patching under TCG was seen): worth one boot more;
+        # the first one's serial log is kept, and the summary says so
+        what = "hung" if run.hung else "crashed"
+        print(f"the test bed {what}: booting once more", file=sys.stderr, flush=True)
         (results / "serial.log").rename(results / f"serial-dom0-{what}.log")
         run = run_qemu(qemu, results, (store, *extra))
+        run.first_boot = what
     store.unlink()
     for path in extra:
         path.unlink()
@@ -288,6 +292,7 @@ class TestBed:
                 + (" (killed at XENDDD_IT_TIMEOUT or XENDDD_IT_DEADLINE)" if run.timed_out else "")
                 + (" (dom0 crashed)" if run.dom0_crashed else "")
                 + (f" (hung: silent for {SILENCE:.0f} s)" if run.hung else "")
+                + (f" (booted twice: the first boot {run.first_boot})" if run.first_boot else "")
                 + "\n"
                 + "\n".join(run.markers)
                 + "\n"

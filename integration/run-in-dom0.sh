@@ -10,6 +10,11 @@ M=${XENDDD_IT_MACHINE:-pc}
 R=${XENDDD_IT_RESULTS:-$H/integration/results/$M}
 export XENDDD_IT_MACHINE=$M XENDDD_IT_RESULTS=$R PYTHONDONTWRITEBYTECODE=1
 say() { echo "XENDDD-IT: $*" > /dev/console; }
+# a line a minute on the console while this runs, so that a silent one means a test bed that hung (the
+# host kills it after XENDDD_IT_SILENCE), not a scenario waiting long; not a marker (lower case)
+( while sleep 60; do read -r up _ < /proc/uptime; echo "xenddd-it: alive uptime=$up" > /dev/console; done ) &
+heartbeat=$!
+trap 'kill "$heartbeat"' EXIT
 mkdir -p "$R"
 deb=$(ls "$H"/dist/xenddd_*_all.deb)
 DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb" || { say "apt could not install $deb"; exit 1; }

@@ -75,3 +75,40 @@ def test_a_dom0_crash_ends_the_boot_at_once(host: ModuleType, tmp_path: Path) ->
     result, took = run(host, "echo '(XEN) Hardware Dom0 crashed'; exec sleep 60", tmp_path)
     assert result.dom0_crashed and not result.hung  # type: ignore[attr-defined]
     assert took < 30
+
+
+def booted_with(host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *firsts: object) -> object:
+    """boot_alone with run_qemu answering `firsts`, then a good run: the run it returns, and how many
+    boots it made."""
+    monkeypatch.setattr(host, "RESULTS", tmp_path)
+    answers = [*firsts, host.XenRun(returncode="0")]
+    boots: list[int] = []
+
+    def run_qemu(qemu: list[str], results: Path, disks: tuple[Path, ...]) -> object:
+        for disk in disks:
+            disk.write_bytes(b"")
+        (results / "serial.log").write_text(f"boot {len(boots)}\n")
+        boots.append(1)
+        return answers[len(boots) - 1]
+
+    monkeypatch.setattr(host, "run_qemu", run_qemu)
+    run = host.boot_alone(tmp_path / "images", host.MACHINES["pc"], "trixie", "")
+    run.boots = len(boots)
+    return run
+
+
+def test_a_hung_test_bed_is_booted_once_more_and_its_serial_log_kept(
+    host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hung = host.XenRun(returncode=None, hung=True, markers=["XENDDD-IT: scenario test_x"])
+    run = booted_with(host, tmp_path, monkeypatch, hung)
+    assert run.boots == 2 and run.first_boot == "hung" and run.returncode == "0"  # type: ignore[attr-defined]
+    assert (tmp_path / "pc-trixie/serial-dom0-hung.log").read_text() == "boot 0\n"
+
+
+def test_a_dom0_that_crashed_during_a_scenario_is_not_booted_again(
+    host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashed = host.XenRun(returncode=None, dom0_crashed=True, markers=["XENDDD-IT: scenario test_x"])
+    run = booted_with(host, tmp_path, monkeypatch, crashed)
+    assert run.boots == 1 and run.dom0_crashed  # type: ignore[attr-defined]
