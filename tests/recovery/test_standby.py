@@ -595,3 +595,49 @@ def test_a_promotion_taken_after_the_pass_listed_does_not_make_the_promoted_inst
     assert held == [True], "the promotion did not return within the pass that submitted it"
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
     assert events(handle, "standby-died") == []
+
+
+def test_a_promotion_that_fails_while_a_pass_lists_is_judged_on_a_listing_taken_after_it(
+    start_daemon: Callable[..., RunningDaemon],
+) -> None:
+    """The promotion renames the standby, then fails (its devices refused) and destroys it; it returns
+    while a pass lists the domains, and that listing, taken before the destroy, shows the promoted
+    standby running as domnet. The pass takes the failure at its second look; judged on that listing,
+    what it saw of domnet and of its standby predates the failure."""
+    key = ("domnet", "start")
+
+    class FailsAsAPassLists(SimHypervisor):
+        calls: ToolstackCalls | None = None
+        armed = False
+        listing = threading.Event()
+
+        def ensure_passthrough(self, spec: Any, disks: bool = True) -> None:
+            if self.armed and spec.name == "domnet":
+                self.armed = False
+                self.listing.wait(5)
+                raise XendddError("domnet: pci-attach refused (one promotion)")
+            super().ensure_passthrough(spec, disks)
+
+        def domains(self) -> list[DomainInfo]:
+            seen = super().domains()
+            calls = self.calls
+            if calls is not None and key in calls._running and not self.listing.is_set():
+                self.listing.set()  # the promotion fails now, after this listing
+                deadline = time.monotonic() + 5
+                while key not in calls._done and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            return seen
+
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=FailsAsAPassLists, healthy_uptime=0.0)
+    hv = handle.daemon.runtime.hypervisor
+    assert isinstance(hv, FailsAsAPassLists)
+    hv.calls = handle.daemon._wiring.reconciler._recovery._t.calls  # type: ignore[union-attr]
+    hv.armed = True
+    sim = handle.sim
+    sim.host.crash("domnet")
+    wait_until(lambda: events(handle, "recovered"), 20, "the recovery")
+    wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
+    assert hv.listing.is_set(), "no pass listed the domains while the promotion ran"
+    assert len(events(handle, "restart-failed")) == 1
+    assert events(handle, "crashed-again") == []
+    assert len(events(handle, "restarted")) == 1

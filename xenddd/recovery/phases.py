@@ -183,12 +183,12 @@ class Recovery:
         That second look (`every_attach` False) submits attaches only when it took such a result: the
         others were looked at as the pass began, and each look reads the state of every handshake
         under way (the handshake window), a quarter more of a large recovery's xenstore requests when
-        made twice a pass. True if it took a start or promotion that returned an instance: a listing
-        taken before may not show it yet (a pass that saw a death submits the restart before the rest of
-        its work, and a quick one returns within that pass)."""
+        made twice a pass. True if it took a start or promotion that returned, with an instance or an
+        error: a listing taken before may not show what it did (a pass that saw a death submits the
+        restart before the rest of its work, and a quick one returns within that pass; a promotion that
+        failed had renamed the standby before it destroyed it)."""
         incident = record.incident
         took = False
-        started_anew = False
         if incident is not None and incident.phase is Phase.WAITING_RESTART:
             started = self._t.calls.take((spec.name, "start"))
             took = started is not None
@@ -197,13 +197,12 @@ class Recovery:
                 self._ready_already(spec, record, incident)
                 if started.error is None and isinstance(started.value, Promoted):
                     self._steps.detach_stale(spec, record, incident, dead_present=False)
-                started_anew = started.error is None
         if incident is not None and incident.phase is Phase.REATTACHING and (every_attach or took):
             self._steps.collect(spec, record, incident)
             self._steps.attach_detached(spec, record, incident)
         if self._t.unsaved:
             self._t.save(record)
-        return started_anew
+        return took
 
     def _ready_already(self, spec: DriverDomainSpec, record: DomainRecord, incident: Incident) -> None:
         """An instance just started or promoted goes on to its reattach if it is ready already (a

@@ -150,7 +150,8 @@ class Reconciler:
 
     def _take_returned(self, *, every_attach: bool) -> bool:
         """What the recovery's calls returned, taken as soon as the pass can (see Recovery.take_returned).
-        True if a start returned an instance that a listing taken before may not show."""
+        True if a start or promotion returned (an instance or an error): a listing taken before may not
+        show what it did."""
         started_anew = False
         for spec in self.config.start_order():
             try:
