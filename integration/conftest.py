@@ -201,7 +201,8 @@ def run_qemu(qemu: list[str], results: Path, disks: tuple[Path, ...]) -> XenRun:
     ):
         assert process.stdout is not None
         lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=pump, args=(process.stdout, lines), daemon=True).start()
+        reader = threading.Thread(target=pump, args=(process.stdout, lines), daemon=True)
+        reader.start()
         heard = started
         while True:
             try:
@@ -238,6 +239,7 @@ def run_qemu(qemu: list[str], results: Path, disks: tuple[Path, ...]) -> XenRun:
                 run.hung = True
                 break
         process.wait(60)
+        reader.join(10)  # at QEMU's end of the console, before the pipe is closed under it
     run.seconds = time.monotonic() - started
     return run
 
