@@ -13,9 +13,11 @@ import os
 import queue
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -128,9 +130,13 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
     # and the two it serves to scenario (g)'s guests: one read-only to both, one read-write to one
     extra = [results / "store-ro-disk.img", results / "store-rw-disk.img"]
     rootfs = images / "rootfs.img"
+    sockets = Path(tempfile.mkdtemp(prefix="xenddd-it-"))  # a short path: a unix socket's is at most 107
+    monitor = sockets / "qmp.sock"
     qemu = [
         "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "Westmere", *machine.first,
         "-m", "4096", "-smp", "2", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+        # asked where the vCPUs stand if the test bed goes silent
+        "-qmp", f"unix:{monitor},server=on,wait=off",
         "-kernel", str(images / "xen"), "-append", f"{XEN_ARGS} {machine.xen_args}".strip(),
         "-initrd", f"{images / 'vmlinuz'} {DOM0_ARGS} xenddd.machine={machine.name},{images / 'initrd.img'}",
         # dom0's root (vda), then the root disks of domnet (vdb) and domstore (vdc): one cached image,
@@ -149,7 +155,7 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
         # on an isolated user network
         "-netdev", "user,id=pt0,restrict=on", "-device", "e1000,netdev=pt0,addr=0x10",
     ]  # fmt: skip
-    run = run_qemu(qemu, results, (store, *extra))
+    run = run_qemu(qemu, results, (store, *extra), monitor)
     if run.hung or (run.dom0_crashed and not any(SCENARIO_STARTED in m for m in run.markers)):
         # a test bed gone silent (not even the runner's heartbeat: QEMU, Xen or the whole of dom0 stuck),
         # or a dom0 that crashed before any scenario ran, so before anything under test but the package's
@@ -158,8 +164,9 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
         what = "hung" if run.hung else "crashed"
         print(f"the test bed {what}: booting once more", file=sys.stderr, flush=True)
         (results / "serial.log").rename(results / f"serial-dom0-{what}.log")
-        run = run_qemu(qemu, results, (store, *extra))
+        run = run_qemu(qemu, results, (store, *extra), monitor)
         run.first_boot = what
+    shutil.rmtree(sockets, ignore_errors=True)
     store.unlink()
     for path in extra:
         path.unlink()
@@ -178,10 +185,11 @@ def boot_alone(images: Path, machine: Machine, release: str, select: str) -> Xen
     return run
 
 
-def run_qemu(qemu: list[str], results: Path, disks: tuple[Path, ...]) -> XenRun:
+def run_qemu(qemu: list[str], results: Path, disks: tuple[Path, ...], monitor: Path | None = None) -> XenRun:
     """One boot of the test bed, its serial console in results/serial.log, its data disks fresh. The
     console is read by a thread of its own, so that a QEMU that says nothing more is still killed at its
-    deadline or after XENDDD_IT_SILENCE."""
+    deadline or after XENDDD_IT_SILENCE; before that kill, QEMU's QMP `monitor` (if any) is asked where
+    the vCPUs stand (results/hung-cpus.txt)."""
     for path, mib in zip(disks, (STORE_DISK_MIB, 8, 8), strict=True):
         with open(path, "wb") as disk:
             disk.truncate(mib << 20)
@@ -235,6 +243,8 @@ def run_qemu(qemu: list[str], results: Path, disks: tuple[Path, ...]) -> XenRun:
             if time.monotonic() >= heard + SILENCE:
                 at = time.monotonic() - started
                 serial.write(f"[{at:8.2f}] (host: nothing for {SILENCE:.0f} s; QEMU killed)\n")
+                if monitor is not None:
+                    (results / "hung-cpus.txt").write_text(cpu_state(monitor))
                 process.kill()
                 run.hung = True
                 break
@@ -242,6 +252,32 @@ def run_qemu(qemu: list[str], results: Path, disks: tuple[Path, ...]) -> XenRun:
         reader.join(10)  # at QEMU's end of the console, before the pipe is closed under it
     run.seconds = time.monotonic() - started
     return run
+
+
+def cpu_state(monitor: Path) -> str:
+    """What QEMU's monitor says of a silent test bed's vCPUs: their registers (whether Xen's code or
+    dom0's runs, and where), or that QEMU itself no longer answers — a stuck emulator, not a guest."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(str(monitor))
+            stream = sock.makefile("rw")
+            stream.readline()  # QMP's greeting
+            said = []
+            for command in ("", "info cpus", "info registers -a"):
+                request: dict[str, object] = {"execute": "qmp_capabilities"}
+                if command:
+                    request = {"execute": "human-monitor-command", "arguments": {"command-line": command}}
+                stream.write(json.dumps(request) + "\n")
+                stream.flush()
+                reply = json.loads(stream.readline())
+                while "return" not in reply and "error" not in reply:  # an event came first
+                    reply = json.loads(stream.readline())
+                if command:
+                    said.append(f"(qemu) {command}\n{reply.get('return', reply)}")
+            return "\n".join(said) + "\n"
+    except (OSError, ValueError) as exc:
+        return f"QEMU's monitor did not answer ({exc}): QEMU itself is stuck, not only its guest\n"
 
 
 def pump(console: IO[str], lines: queue.Queue[str | None]) -> None:

@@ -5,7 +5,11 @@ a shell standing in for QEMU."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import socket
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -84,7 +88,7 @@ def booted_with(host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     answers = [*firsts, host.XenRun(returncode="0")]
     boots: list[int] = []
 
-    def run_qemu(qemu: list[str], results: Path, disks: tuple[Path, ...]) -> object:
+    def run_qemu(qemu: list[str], results: Path, disks: tuple[Path, ...], monitor: Path) -> object:
         for disk in disks:
             disk.write_bytes(b"")
         (results / "serial.log").write_text(f"boot {len(boots)}\n")
@@ -112,3 +116,46 @@ def test_a_dom0_that_crashed_during_a_scenario_is_not_booted_again(
     crashed = host.XenRun(returncode=None, dom0_crashed=True, markers=["XENDDD-IT: scenario test_x"])
     run = booted_with(host, tmp_path, monkeypatch, crashed)
     assert run.boots == 1 and run.dom0_crashed  # type: ignore[attr-defined]
+
+
+def fake_monitor(path: Path) -> threading.Thread:
+    """A QMP server that answers as QEMU's does: a greeting, then a return for each command."""
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        with connection, server, connection.makefile("rw") as stream:
+            stream.write('{"QMP": {"version": {}}}\n')
+            stream.flush()
+            for line in stream:
+                request = json.loads(line)
+                if request["execute"] == "qmp_capabilities":
+                    stream.write('{"return": {}}\n')
+                else:
+                    stream.write('{"event": "RTC_CHANGE"}\n')  # an event may come before the answer
+                    command = request["arguments"]["command-line"]
+                    stream.write(json.dumps({"return": f"answer to {command}: RIP=ffff82d040212345"}) + "\n")
+                stream.flush()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_silent_test_bed_is_asked_where_its_vcpus_stand(host: ModuleType, tmp_path: Path) -> None:
+    monitor = Path(tempfile.mkdtemp()) / "qmp.sock"
+    fake_monitor(monitor)
+    disks = tuple(tmp_path / name for name in ("a.img", "b.img", "c.img"))
+    result = host.run_qemu(qemu("exec sleep 60"), tmp_path, disks, monitor)
+    assert result.hung
+    said = (tmp_path / "hung-cpus.txt").read_text()
+    assert "(qemu) info registers -a\nanswer to info registers -a: RIP=ffff82d040212345" in said
+
+
+def test_a_monitor_that_does_not_answer_says_qemu_itself_is_stuck(host: ModuleType, tmp_path: Path) -> None:
+    disks = tuple(tmp_path / name for name in ("a.img", "b.img", "c.img"))
+    result = host.run_qemu(qemu("exec sleep 60"), tmp_path, disks, tmp_path / "no-such.sock")
+    assert result.hung
+    assert "QEMU itself is stuck" in (tmp_path / "hung-cpus.txt").read_text()
