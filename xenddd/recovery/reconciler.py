@@ -152,16 +152,16 @@ class Reconciler:
         """What the recovery's calls returned, taken as soon as the pass can (see Recovery.take_returned).
         True if a start or promotion returned (an instance or an error): a listing taken before may not
         show what it did."""
-        started_anew = False
+        took = False
         for spec in self.config.start_order():
             try:
                 if self._recovery.take_returned(spec, self._records[spec.name], every_attach=every_attach):
-                    started_anew = True
+                    took = True
             except XendddError:
                 # the pass's own turn for this domain meets the error again and reports it; a start may
                 # have been taken before it (a readiness key's read that failed), so the pass lists again
-                started_anew = True
-        return started_anew
+                took = True
+        return took
 
     def _detect_crashes(self, observed: dict[str, DomainInfo]) -> None:
         """Open the incident of every driver domain whose known instance is gone, and take its first steps
