@@ -36,10 +36,10 @@ def qemu(script: str) -> list[str]:
     return ["sh", "-c", script]
 
 
-def run(host: ModuleType, script: str, tmp_path: Path) -> tuple[object, float]:
+def run(host: ModuleType, script: str, tmp_path: Path, monitor: Path | None = None) -> tuple[object, float]:
     disks = tuple(tmp_path / name for name in ("a.img", "b.img", "c.img"))
     started = time.monotonic()
-    result = host.run_qemu(qemu(script), tmp_path, disks)
+    result = host.run_qemu(qemu(script), tmp_path, disks, monitor)
     return result, time.monotonic() - started
 
 
@@ -147,15 +147,13 @@ def fake_monitor(path: Path) -> threading.Thread:
 def test_a_silent_test_bed_is_asked_where_its_vcpus_stand(host: ModuleType, tmp_path: Path) -> None:
     monitor = Path(tempfile.mkdtemp()) / "qmp.sock"
     fake_monitor(monitor)
-    disks = tuple(tmp_path / name for name in ("a.img", "b.img", "c.img"))
-    result = host.run_qemu(qemu("exec sleep 60"), tmp_path, disks, monitor)
-    assert result.hung
+    result, _ = run(host, "exec sleep 60", tmp_path, monitor)
+    assert result.hung  # type: ignore[attr-defined]
     said = (tmp_path / "hung-cpus.txt").read_text()
     assert "(qemu) info registers -a\nanswer to info registers -a: RIP=ffff82d040212345" in said
 
 
 def test_a_monitor_that_does_not_answer_says_qemu_itself_is_stuck(host: ModuleType, tmp_path: Path) -> None:
-    disks = tuple(tmp_path / name for name in ("a.img", "b.img", "c.img"))
-    result = host.run_qemu(qemu("exec sleep 60"), tmp_path, disks, tmp_path / "no-such.sock")
-    assert result.hung
+    result, _ = run(host, "exec sleep 60", tmp_path, tmp_path / "no-such.sock")
+    assert result.hung  # type: ignore[attr-defined]
     assert "QEMU itself is stuck" in (tmp_path / "hung-cpus.txt").read_text()

@@ -68,6 +68,14 @@ def started_with_a_ready_standby(
     return handle
 
 
+def returned(calls: ToolstackCalls, key: tuple[str, str] = ("domnet", "start")) -> bool:
+    """Waits (at most 5 s) for the call `key` under way to return: whether it did."""
+    deadline = time.monotonic() + 5
+    while key not in calls._done and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return key in calls._done
+
+
 def crash_and_recover(handle: RunningDaemon, timeout: float = 20.0) -> int | None:
     """Crash the active domnet and wait for the recovery and every device connected; the domid of the
     standby that was ready before the crash."""
@@ -526,9 +534,7 @@ def test_a_promotion_that_returns_while_a_pass_lists_the_domains_is_taken_before
             calls = self.calls
             if calls is not None and key in calls._running:  # a promotion under way
                 self.listing.set()
-                deadline = time.monotonic() + 5
-                while key not in calls._done and time.monotonic() < deadline:
-                    time.sleep(0.01)
+                returned(calls, key)
             return super().domains()
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=ListsAsThePromotionReturns)
@@ -581,10 +587,7 @@ def test_a_promotion_taken_after_the_pass_listed_does_not_make_the_promoted_inst
 
     def progress(name: str) -> None:  # domnet's turn waits for the promotion to return
         if name == "domnet" and ("domnet", "start") in calls._running and not held:
-            deadline = time.monotonic() + 5
-            while ("domnet", "start") not in calls._done and time.monotonic() < deadline:
-                time.sleep(0.005)
-            held.append(("domnet", "start") in calls._done)
+            held.append(returned(calls))
         real_progress(name)
 
     reconciler._progress = progress
@@ -623,9 +626,7 @@ def test_a_promotion_that_fails_while_a_pass_lists_is_judged_on_a_listing_taken_
             calls = self.calls
             if calls is not None and key in calls._running and not self.listing.is_set():
                 self.listing.set()  # the promotion fails now, after this listing
-                deadline = time.monotonic() + 5
-                while key not in calls._done and time.monotonic() < deadline:
-                    time.sleep(0.01)
+                returned(calls, key)
             return seen
 
     handle = started_with_a_ready_standby(start_daemon, hypervisor=FailsAsAPassLists, healthy_uptime=0.0)
