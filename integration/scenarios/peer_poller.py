@@ -32,16 +32,18 @@ URI = "xen:///system"
 
 def retried(call: Callable[[], object], attempts: int = 5) -> None:
     """What a careful operator's script does with a toolstack that refuses now and then: try again."""
-    for _ in range(attempts):
+    for attempt in range(1, attempts + 1):
         try:
             call()
             return
-        except (libvirt.libvirtError, subprocess.CalledProcessError):
+        except (libvirt.libvirtError, subprocess.CalledProcessError) as exc:
+            said = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else exc
+            print(f"peer-poller: attempt {attempt} of {attempts} failed: {said}", flush=True)
             time.sleep(1.0)
 
 
 def xl(*args: str) -> None:
-    subprocess.run(["xl", *args], capture_output=True, timeout=120, check=True)
+    subprocess.run(["xl", *args], capture_output=True, text=True, timeout=120, check=True)
 
 
 def reattach(conn: libvirt.virConnect, guest: str, tool: str, mac: str, bridge: str, dd: str) -> None:
@@ -50,13 +52,12 @@ def reattach(conn: libvirt.virConnect, guest: str, tool: str, mac: str, bridge: 
         retried(lambda: xl("network-attach", guest, f"mac={mac}", f"bridge={bridge}", f"backend={dd}"))
         return
     live = libvirt.VIR_DOMAIN_AFFECT_LIVE
-    stale = f"<interface type='bridge'><mac address='{mac}'/></interface>"
-    fresh = (
+    xml = (  # libvirt finds the stale interface by its MAC; its XML needs the bridge all the same
         f"<interface type='bridge'><mac address='{mac}'/><source bridge='{bridge}'/>"
         f"<backenddomain name='{dd}'/></interface>"
     )
-    retried(lambda: conn.lookupByName(guest).detachDeviceFlags(stale, live))
-    retried(lambda: conn.lookupByName(guest).attachDeviceFlags(fresh, live))
+    retried(lambda: conn.lookupByName(guest).detachDeviceFlags(xml, live))
+    retried(lambda: conn.lookupByName(guest).attachDeviceFlags(xml, live))
 
 
 def domid(conn: libvirt.virConnect, name: str) -> int | None:

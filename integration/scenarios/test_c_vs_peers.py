@@ -22,6 +22,7 @@ from typing import Any
 
 from conftest import (
     HEALTHY,
+    RESULTS,
     Console,
     cpu_seconds,
     domid,
@@ -55,7 +56,7 @@ def test_the_peers_method_recovers_domnet_three_times() -> None:
     set_on_crash("restart")
     poller = subprocess.Popen(
         ["python3", str(POLLER), "domnet", f"fe,virsh,{MAC},br0", f"fe2,xl,{XL_MAC},br0"],
-        stdout=open("/tmp/peer-poller.log", "w"),  # noqa: SIM115 (lives as long as the poller)
+        stdout=open(RESULTS / "peer-poller.log", "w"),  # noqa: SIM115 (lives as long as the poller)
         stderr=subprocess.STDOUT,
     )
     try:
