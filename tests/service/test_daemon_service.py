@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,8 @@ kernel = "/boot/dd"
 
 
 class Notifications:
-    """A real datagram socket standing in for systemd's NOTIFY_SOCKET."""
+    """A real datagram socket standing in for systemd's NOTIFY_SOCKET, read all the time as systemd reads
+    it (the daemon drops what a full socket queue would hold it for)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -51,21 +53,35 @@ class Notifications:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.received: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def wait_for(self, key: str, value: str | None = None, timeout: float = 30.0) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in self.received:
-                if key in message and (value is None or message[key] == value):
-                    self.received.remove(message)
-                    return message
+    def _read(self) -> None:
+        while not self._closed.is_set():
             try:
                 data = self.sock.recv(4096)
             except TimeoutError:
                 continue
-            self.received.append(
-                dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-            )
+            message = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            with self._lock:
+                self.received.append(message)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._reader.join(5)
+        self.sock.close()
+
+    def wait_for(self, key: str, value: str | None = None, timeout: float = 30.0) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for message in self.received:
+                    if key in message and (value is None or message[key] == value):
+                        self.received.remove(message)
+                        return message
+            time.sleep(0.02)
         raise AssertionError(f"no {key}={value or '*'} notification within {timeout} s; got {self.received}")
 
 
@@ -87,6 +103,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Notification
     if process.poll() is None:
         process.kill()
     process.communicate(timeout=10)
+    notifications.close()
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

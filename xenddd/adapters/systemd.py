@@ -7,7 +7,10 @@ plain lines on stderr with a `<N>` priority prefix, which journald understands, 
 
 The notify protocol is one AF_UNIX datagram of `KEY=VALUE` lines; a socket name starting with `@` is in the
 abstract namespace. Errors are logged once, never raised: a lost status line must not stop the daemon, but
-silently swallowing them (as the `sdnotify` package does) would hide a broken unit.
+silently swallowing them (as the `sdnotify` package does) would hide a broken unit. A datagram is sent
+without waiting: a manager that stops reading lets its socket's queue fill (ten datagrams by default,
+`net.unix.max_dgram_qlen`), and a blocking send would then hold the daemon's loop — and with it SIGTERM —
+for as long as the manager does not read; the message is dropped instead, as a full queue drops it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class Notifier:
         target = "\0" + self._address[1:] if self._address.startswith("@") else self._address
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(payload, target)
+                sock.sendto(payload, socket.MSG_DONTWAIT, target)
         except OSError as exc:
             if not self._warned:
                 log.warning("cannot notify systemd at %s: %s", self._address, exc)
