@@ -10,7 +10,7 @@ abstract namespace. Errors are logged once, never raised: a lost status line mus
 silently swallowing them (as the `sdnotify` package does) would hide a broken unit. A datagram is sent
 without waiting: a manager that stops reading lets its socket's queue fill (ten datagrams by default,
 `net.unix.max_dgram_qlen`), and a blocking send would then hold the daemon's loop — and with it SIGTERM —
-for as long as the manager does not read; the message is dropped instead, as a full queue drops it.
+for as long as the manager does not read; the message is dropped instead.
 """
 
 from __future__ import annotations
