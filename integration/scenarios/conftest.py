@@ -432,7 +432,30 @@ def cpu_seconds() -> CpuSnapshot:
     return domains, processes
 
 
-def report_cpu(what: str, before: CpuSnapshot, after: CpuSnapshot, seconds: float) -> None:
+def daemon_load(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What xenddd's own work cost between two of its `status` answers (the daemon's passes, their
+    time, its CPU and each thread's, a pool's workers summed under their pool's name): the first
+    answer's own pass is among those counted, the second's is not."""
+    threads: dict[str, float] = {}
+    for name, seconds in after["threads_cpu_seconds"].items():
+        pool = re.sub(r"_\d+$", "", name)
+        used = seconds - before["threads_cpu_seconds"].get(name, 0.0)
+        threads[pool] = round(threads.get(pool, 0.0) + used, 2)
+    return {
+        "passes": after["passes"] - before["passes"],
+        "pass_seconds": round(after["pass_seconds"] - before["pass_seconds"], 2),
+        "cpu_seconds": round(after["cpu_seconds"] - before["cpu_seconds"], 2),
+        "threads": dict(sorted(threads.items(), key=lambda item: -item[1])),
+    }
+
+
+def report_cpu(
+    what: str,
+    before: CpuSnapshot,
+    after: CpuSnapshot,
+    seconds: float,
+    daemon: dict[str, Any] | None = None,
+) -> None:
     """Where the processors went during a measured recovery (`seconds` long), to results/<machine>/
     cpu.jsonl: the CPU time each domain used meanwhile, by its name at the end (one that went: by its
     name before, with the time it had used then, since a dead domain uses none), and dom0's processes
@@ -445,7 +468,11 @@ def report_cpu(what: str, before: CpuSnapshot, after: CpuSnapshot, seconds: floa
     dom0 = dict(sorted(((p, t) for p, t in spent.items() if t >= 0.05), key=lambda item: -item[1])[:15])
     entry = {"what": what, "seconds": round(seconds, 2), "used": used, "gone": gone, "dom0": dom0}
     entry["total"] = round(sum(used.values()), 1)
+    if daemon is not None:
+        entry["xenddd"] = daemon
     say(f"CPU {what}: {entry['total']:.1f} s in {seconds:.1f} s: {used}")
+    if daemon is not None:
+        say(f"xenddd's work in {what}: {daemon}")
     with open(RESULTS / "cpu.jsonl", "a") as out:
         out.write(json.dumps(entry) + "\n")
 

@@ -25,6 +25,7 @@ from conftest import (
     RESULTS,
     Console,
     cpu_seconds,
+    daemon_load,
     domid,
     instance_phases,
     recovery_phases,
@@ -195,6 +196,7 @@ def crash_and_measure(method: str, round_no: int, path: str = "cold") -> None:
     time.sleep(max(0.0, BORN.get(dd, 0.0) + HEALTHY - time.monotonic()))  # domnet has run healthy
     seen = len(xenddd_json("events")["items"]) if method == "xenddd" else 0
     console = Console("domnet").mark()
+    load = xenddd_json("status")["daemon"] if method == "xenddd" else None
     cpu = cpu_seconds()
     started = time.monotonic()
     run("xenstore-write", f"/local/domain/{dd}/data/crash", "1")
@@ -205,7 +207,9 @@ def crash_and_measure(method: str, round_no: int, path: str = "cold") -> None:
         every=0.5,
     )
     observed = time.monotonic() - started
-    report_cpu(f"{method} {path} round {round_no}", cpu, cpu_seconds(), time.monotonic() - started)
+    after, seconds = cpu_seconds(), time.monotonic() - started
+    daemon = daemon_load(load, xenddd_json("status")["daemon"]) if load is not None else None
+    report_cpu(f"{method} {path} round {round_no}", cpu, after, seconds, daemon)
     BORN.setdefault(new, time.monotonic())
     assert domid("domnet") == new
     assert xs_read(f"/local/domain/{guests[0]}/device/vif/0/mac") == MAC

@@ -182,3 +182,27 @@ def test_a_saved_instance_line_says_whether_starts_restore_or_boot() -> None:
         "serves nothing; last save failed: domnet: saving it failed: no space"
     )
     assert saved_instance_line("domnet", {**current, "saving": True}).endswith("being saved")
+
+
+def test_status_counts_the_passes_and_names_the_threads_that_spent_the_cpu(
+    running: tuple[Path, SimulatedHost, Daemon],
+) -> None:
+    config, sim, daemon = running
+
+    def health() -> dict[str, object]:
+        document = json.loads(CliRunner().invoke(cli, ["--json", "--config", str(config), "status"]).stdout)
+        daemon_health: dict[str, object] = document["daemon"]
+        return daemon_health
+
+    before = health()
+    sim.host.crash("domnet")
+    wait_for(daemon, "recovered")
+    after = health()
+    assert isinstance(before["passes"], int) and isinstance(after["passes"], int)
+    assert after["passes"] > before["passes"] >= 1  # each status request is a pass, the recovery more
+    assert isinstance(after["pass_seconds"], float) and after["pass_seconds"] > 0
+    threads = after["threads_cpu_seconds"]
+    assert isinstance(threads, dict) and "xenddd-backend-watcher" in threads
+    assert all(isinstance(seconds, float) and seconds >= 0 for seconds in threads.values())
+    text = CliRunner().invoke(cli, ["--config", str(config), "status"]).stdout
+    assert "work: " in text and " passes in " in text and " s of CPU" in text

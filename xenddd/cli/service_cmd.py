@@ -123,6 +123,11 @@ def status(cli: CliContext) -> None:
         f"daemon: pid {daemon_health.get('pid')}, {daemon_health.get('mode')} host, "
         f"up {daemon_health.get('uptime_seconds')} s, xenstore {daemon_health.get('xenstore')}"
     ]
+    if "passes" in daemon_health:
+        lines.append(
+            f"work: {daemon_health['passes']} passes in {daemon_health['pass_seconds']} s, "
+            f"{daemon_health['cpu_seconds']} s of CPU"
+        )
     slow = daemon_health.get("slow_call")
     if slow:
         lines.append(f"toolstack call running for {slow['seconds']} s: {slow['what']}")

@@ -37,6 +37,7 @@ from xenddd.registry.backend_watcher import BackendWatcher
 from xenddd.registry.frontends import FrontendRegistry
 from xenddd.registry.guest_view import GuestView
 from xenddd.service.control import ControlServer
+from xenddd.service.daemon_load import PassCount, threads_cpu_seconds
 from xenddd.service.hint_gate import HintGate
 from xenddd.service.metrics import write_metrics
 from xenddd.state import Damage
@@ -97,6 +98,7 @@ class Daemon:
         self._last_ping = 0.0
         self._watch_changes: dict[str, bool] = {}  # path → watch (True) or unwatch, for the pass's end
         self._gate = HintGate()
+        self._passes = PassCount()
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -166,6 +168,7 @@ class Daemon:
 
     def _reconcile(self, hints: list[Hint]) -> float | None:
         assert self._wiring is not None
+        started = time.monotonic()
         try:
             wake = self._wiring.reconciler.reconcile(hints)
             self._apply_watch_changes()
@@ -178,6 +181,7 @@ class Daemon:
                 if isinstance(hint, ControlRequest):
                     hint.reply({"ok": False, "error": str(exc), "exit_code": 1})
             wake = 2.0
+        self._passes.add(time.monotonic() - started)
         self._write_metrics()
         return wake
 
@@ -401,6 +405,10 @@ class Daemon:
             "reload_error": self.reload_error,
             "xenstore_socket": str(self.config.settings.xenstore_socket),
             "state_dir": str(self.config.settings.state_dir),
+            "passes": self._passes.passes,
+            "pass_seconds": round(self._passes.seconds, 3),
+            "cpu_seconds": round(time.process_time(), 3),
+            "threads_cpu_seconds": threads_cpu_seconds(),
         }
 
     def _status_line(self) -> str:
