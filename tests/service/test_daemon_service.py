@@ -92,17 +92,19 @@ def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Notification
     notifications = Notifications(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(notifications.path), "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "xenddd", "--config", str(config), "daemon", "--simulate"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # its log to a file, which nothing has to read for the daemon to go on (a pipe holds 64 KiB)
+    with open(tmp_path / "daemon.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "xenddd", "--config", str(config), "daemon", "--simulate"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     yield process, notifications, config
     if process.poll() is None:
         process.kill()
-    process.communicate(timeout=10)
+    process.wait(timeout=10)
     notifications.close()
 
 
