@@ -108,8 +108,9 @@ def test_each_driver_domain_of_a_pass_extends_the_start_timeout_then_pings_the_w
     sent: list[dict[str, str | int]] = []
 
     class Recording(Notifier):
-        def notify(self, **fields: str | int) -> None:
+        def notify(self, **fields: str | int) -> bool:
             sent.append(fields)
+            return True
 
     config = parse_config(
         f'[xenddd]\nstate_dir = "{tmp_path}/state"\n[[driver_domain]]\nname = "domnet"\nkind = "network"\n'
@@ -180,4 +181,59 @@ def test_a_domain_event_ends_the_wait_for_more_hints_and_takes_what_is_queued_al
         assert time.monotonic() - started < 30.0  # not the 60 s window
         daemon.runtime.close()
     finally:
+        sim.stop()
+
+
+def test_the_status_line_goes_to_systemd_when_it_changes_not_after_every_pass(tmp_path: Path) -> None:
+    """A recovery's watch events make passes many times a second; each used to send systemd the same
+    line again."""
+    from xenddd.service.control import request
+
+    statuses: list[str] = []
+
+    class Recording(Notifier):
+        def notify(self, **fields: str | int) -> bool:
+            if "status" in fields and "ready" not in fields:
+                statuses.append(str(fields["status"]))
+            return True
+
+    config = parse_config(
+        f"""
+[xenddd]
+state_dir = "{tmp_path}/state"
+control_socket = "{tmp_path}/control.sock"
+[[driver_domain]]
+name = "domnet"
+kind = "network"
+kernel = "/k"
+[driver_domain.restart]
+backoff_base = 0
+[driver_domain.readiness]
+condition = "xenstore-key"
+key = "data/ready"
+""",
+        tmp_path / "x.toml",
+    )
+    sim = SimulatedHost.start(tmp_path / "xs.sock", boot_delay=0.3)  # the recovery spans passes
+    daemon = Daemon(config, simulated_runtime(sim, config), notifier=Recording(""))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not any(r["event"] == "daemon-started" for r in daemon.history.since()):
+            assert time.monotonic() < deadline, "the daemon never started"
+            time.sleep(0.02)
+        before = len(statuses)
+        for _ in range(5):  # a pass each
+            assert request(tmp_path / "control.sock", "status")["ok"]
+        assert len(statuses) == before  # nothing changed: nothing sent
+        sim.host.crash("domnet")
+        while not any(r["event"] == "recovered" for r in daemon.history.since()):
+            assert time.monotonic() < deadline, "never recovered"
+            time.sleep(0.02)
+        assert request(tmp_path / "control.sock", "status")["ok"]
+        assert statuses[before:] == ["1 driver domain(s), recovering domnet", "1 driver domain(s)"]
+    finally:
+        daemon.stop()
+        thread.join(20)
         sim.stop()

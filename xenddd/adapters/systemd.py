@@ -38,9 +38,10 @@ class Notifier:
     def enabled(self) -> bool:
         return bool(self._address)
 
-    def notify(self, **fields: str | int) -> None:
+    def notify(self, **fields: str | int) -> bool:
+        """True once the message is on the manager's socket (never outside systemd)."""
         if not self._address:
-            return
+            return False
         payload = "\n".join(f"{key.upper()}={value}" for key, value in fields.items()).encode()
         target = "\0" + self._address[1:] if self._address.startswith("@") else self._address
         try:
@@ -50,12 +51,14 @@ class Notifier:
             if not self._warned:
                 log.warning("cannot notify systemd at %s: %s", self._address, exc)
                 self._warned = True
+            return False
+        return True
 
     def ready(self, status: str) -> None:
         self.notify(ready=1, status=status)
 
-    def status(self, text: str) -> None:
-        self.notify(status=text)
+    def status(self, text: str) -> bool:
+        return self.notify(status=text)
 
     def watchdog(self) -> None:
         self.notify(watchdog=1)

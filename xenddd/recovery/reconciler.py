@@ -271,6 +271,13 @@ class Reconciler:
             return
         request.reply({"ok": True, **reply})
 
+    def summary(self) -> tuple[int, list[str], list[str]]:
+        """How many driver domains are configured, which of them are being recovered and which have
+        failed, from the records alone (no toolstack, no xenstore): the daemon's status line."""
+        records = [self._records[spec.name] for spec in self.config.driver_domains]
+        recovering = [r.name for r in records if r.incident is not None]
+        return len(records), recovering, [r.name for r in records if r.failed]
+
     def snapshot(self, *, fresh: bool = True) -> dict[str, Any]:
         """What `status` and `list` show; `fresh=False` (the daemon's status line and metrics after each
         pass) reuses the last pass's listing of the domains instead of asking libvirt again."""

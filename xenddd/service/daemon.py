@@ -99,6 +99,7 @@ class Daemon:
         self._watch_changes: dict[str, bool] = {}  # path → watch (True) or unwatch, for the pass's end
         self._gate = HintGate()
         self._passes = PassCount()
+        self._status_sent: str | None = None  # the last status line systemd received
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -164,7 +165,7 @@ class Daemon:
             wake = self._reconcile(hints)
             wake_at = None if wake is None else time.monotonic() + wake
             self._ping_watchdog()
-            self.notifier.status(self._status_line())
+            self._report_status()
 
     def _reconcile(self, hints: list[Hint]) -> float | None:
         assert self._wiring is not None
@@ -312,6 +313,7 @@ class Daemon:
             self._apply_new_config(self.config_path)
         finally:
             self.notifier.ready(self._status_line())
+            self._status_sent = None  # RELOADING's own status line came between
 
     def _apply_new_config(self, path: Path) -> None:
         try:
@@ -411,18 +413,20 @@ class Daemon:
             "threads_cpu_seconds": threads_cpu_seconds(),
         }
 
+    def _report_status(self) -> None:
+        """systemd's status line, sent when it changes: after every pass it would be the same line many
+        times a second while a recovery's watch events come in, each a datagram for PID 1 to parse."""
+        line = self._status_line()
+        if line != self._status_sent and self.notifier.status(line):
+            self._status_sent = line
+
     def _status_line(self) -> str:
+        """From the records alone: `status`'s snapshot would read each standby's readiness key in
+        xenstore, on every pass."""
         if self._wiring is None:
             return "starting"
-        try:
-            snapshot = self._wiring.reconciler.snapshot(fresh=False)
-        except XendddError as exc:
-            # e.g. libxl failing to describe a domain that is dying: a status line must not stop the daemon
-            return f"status unavailable: {exc}"
-        domains = snapshot["driver_domains"]
-        failed = [d["name"] for d in domains if d["failed"]]
-        recovering = [d["name"] for d in domains if d["incident"]]
-        text = f"{len(domains)} driver domain(s)"
+        configured, recovering, failed = self._wiring.reconciler.summary()
+        text = f"{configured} driver domain(s)"
         if recovering:
             text += f", recovering {','.join(recovering)}"
         if failed:
