@@ -48,7 +48,7 @@ def test_parked_frontends_survive_a_daemon_restart_outside_any_incident(tmp_path
 
 def test_an_incident_round_trips_through_the_state_directory(tmp_path: Path) -> None:
     log = IntentLog(tmp_path)
-    record = DomainRecord("domnet", domid=None, crashes=2, restart_times=[10.0, 20.0])
+    record = DomainRecord("domnet", domid=None, crashes=2, restart_times=[10.0, 20.0], remains=1)
     record.incident = Incident.new(1, 30.0, "gone", [VIF, VBD])
     record.incident.phase = Phase.REATTACHING
     record.incident.new_domid = 7
@@ -58,7 +58,7 @@ def test_an_incident_round_trips_through_the_state_directory(tmp_path: Path) -> 
     log.save(record)
 
     loaded = IntentLog(tmp_path).load("domnet")
-    assert loaded.crashes == 2 and loaded.restart_times == [10.0, 20.0]
+    assert loaded.crashes == 2 and loaded.restart_times == [10.0, 20.0] and loaded.remains == 1
     assert loaded.incident is not None
     assert loaded.incident.phase is Phase.REATTACHING and loaded.incident.new_domid == 7
     assert loaded.incident.key_pending and loaded.incident.ready_deadline == 150.0

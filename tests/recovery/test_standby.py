@@ -26,6 +26,7 @@ from tests.recovery.conftest import (
 )
 from xenddd.adapters.hypervisor_api import DomainInfo, DomainState, LifecycleKind
 from xenddd.errors import XendddError
+from xenddd.recovery.intent import DomainRecord
 from xenddd.recovery.toolstack_calls import ToolstackCalls
 from xenddd.sim.hypervisor import SimHypervisor
 
@@ -36,6 +37,10 @@ STANDBY_TOPOLOGY = TOPOLOGY.replace(
     "[driver_domain.standby]\nenabled = true\n",
     1,
 )
+
+
+def domnet_record(handle: RunningDaemon) -> DomainRecord:
+    return handle.daemon._wiring.reconciler._records["domnet"]  # type: ignore[union-attr]
 
 
 def domnet_status(handle: RunningDaemon) -> dict[str, Any]:
@@ -304,28 +309,38 @@ def test_a_promotion_renames_and_detaches_once_xenstore_drops_the_remains_not_on
     assert order == ["rename domnet", "rename domnet-standby", "destroy returned"]
 
 
-def test_a_promotion_goes_on_while_the_remains_destroy_ends_and_its_late_failure_is_only_logged(
+def test_remains_whose_destroy_fails_are_said_and_destroyed_by_the_next_daemon(
     start_daemon: Callable[..., RunningDaemon], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The remains' destroy frees their name first and returns later (`xl destroy`: 0.7 s under
-    emulation, once the hypervisor is done). Here it returns only once the promotion is recorded, and
-    then fails: the promotion, the attaches and the recovery did not wait for it, and its failure, after
-    the rename, is said in the log and changes nothing else."""
-    promoted = threading.Event()
+    """The remains' destroy comes once the recovery is over; one that fails is said in the log and
+    changes nothing else (the next standby boots), and the record keeps the remains until they are gone:
+    the next daemon (after a restart, or a SIGKILL before the destroy returned) destroys them."""
 
-    class SlowToolstack(SimHypervisor):
+    class FailingDestroy(SimHypervisor):
         def destroy(self, name: str, domid: int | None = None) -> None:
-            super().destroy(name, domid)
             if domid is not None:
-                promoted.wait(10)
                 raise XendddError(f"xl destroy {domid}: libxl__destroy_domid: xc_domain_destroy failed")
+            super().destroy(name, domid)
 
-    handle = started_with_a_ready_standby(start_daemon, hypervisor=SlowToolstack)
-    handle.daemon.history.subscribe(lambda record: promoted.set() if record["event"] == "promoted" else None)
-    standby = crash_and_recover(handle, timeout=8)
-    assert [e["domid"] for e in events(handle, "promoted")] == [standby]
-    assert not events(handle, "restart-failed")
+    first = started_with_a_ready_standby(start_daemon, hypervisor=FailingDestroy)
+    sim = first.sim
+    dead = domid(sim.host.domains["domnet"])
+    standby = crash_and_recover(first, timeout=8)
+    assert [e["domid"] for e in events(first, "promoted")] == [standby]
     wait_until(lambda: "destroying the remains of domid" in caplog.text, what="the destroy's failure logged")
+    wait_until(lambda: standby_ready(first) not in (None, standby), what="the next standby all the same")
+    assert dead in [d.domid for d in sim.host.domains.values()]
+    first.stop()
+
+    second = start_daemon(sim=sim, topology=STANDBY_TOPOLOGY)
+    try:
+        wait_until(
+            lambda: dead not in [d.domid for d in sim.host.domains.values()], what="the remains destroyed"
+        )
+        wait_until(lambda: domnet_record(second).remains is None, what="the record without them")
+        assert len(events(second, "detected")) == 1  # (the history is the first daemon's too)
+    finally:
+        second.stop()
 
 
 def test_a_standby_the_config_no_longer_enables_is_destroyed_by_the_next_daemon(
@@ -438,9 +453,10 @@ def test_the_stale_frontends_are_detached_while_the_promotion_destroys_the_remai
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:
     """A detach needs only the dead instance's backend of the device gone, not the whole of it: the
-    backends are removed and the detaches made as the promotion is submitted, beside the destroy of
-    the remains (an `xl destroy`, a second under emulation) instead of after it. Here the remains'
-    destroy waits until both stale vifs have been detached, at most 5 s, and notes whether they were.
+    backends are removed and the detaches made as the promotion is submitted, long before the destroy
+    of the remains (an `xl destroy`, a second under emulation, once the recovery is over). Here the
+    remains' destroy waits until both stale vifs have been detached, at most 5 s, and notes whether
+    they were.
     Each guest's whole directory in the dead instance's `backend/vif` goes, not only the device's: a
     detach's cleanup (libxl's) then finds the device's backend absent with its parent and stops there,
     instead of removing the parents it leaves empty — `backend/vif`, which every detach shares, so
@@ -473,42 +489,57 @@ def test_the_stale_frontends_are_detached_while_the_promotion_destroys_the_remai
     assert isinstance(hv, DestroysSlowly)
     standby = crash_and_recover(handle)
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    wait_until(lambda: hv.waits, what="the remains' destroy")
     assert hv.waits == [True], "the remains were destroyed before the stale frontends were detached"
     assert hv.shared_kept == [True], "a detach walked up into the dead instance's backend/vif"
 
 
-def test_the_standby_takes_the_name_before_the_remains_destroy_has_freed_it(
+def test_the_standby_takes_the_name_at_once_and_the_remains_go_once_the_recovery_is_over(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:
     """The remains give the name up by a rename (two xenstore nodes), not by their destroy, which frees
-    it only once the domain's own devices are torn down. Here the destroy starts only once the standby
-    has the name, at most 5 s later; the remains, renamed by domid, are gone after it all the same."""
+    it only once the domain's own devices are torn down; and their destroy waits for the recovery to be
+    over: beside it, it took dom0's processors from the guests' attaches (an `xl destroy` and the
+    hypervisor freeing the domain's memory, a second and more under emulation). The remains, renamed by
+    domid, are gone after it all the same, and the next standby boots only then (their memory)."""
 
-    class DestroysLate(SimHypervisor):
+    class Destroys(SimHypervisor):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.named = threading.Event()
-            self.waits: list[bool] = []
+            self.order: list[str] = []
 
         def destroy(self, name: str, domid: int | None = None) -> None:
             if domid is not None:
-                self.waits.append(self.named.wait(5))
+                self.order.append("remains destroyed")
             super().destroy(name, domid)
 
         def rename(self, old: str, new: str, domid: int | None = None) -> DomainInfo:
-            info = super().rename(old, new, domid)
-            if old == "domnet-standby":
-                self.named.set()
-            return info
+            self.order.append(f"rename {old}")
+            return super().rename(old, new, domid)
 
-    handle = started_with_a_ready_standby(start_daemon, hypervisor=DestroysLate)
+        def start(self, name: str) -> DomainInfo:
+            self.order.append(f"start {name}")
+            return super().start(name)
+
+    handle = started_with_a_ready_standby(start_daemon, hypervisor=Destroys)
     hv = handle.daemon.runtime.hypervisor
-    assert isinstance(hv, DestroysLate)
+    assert isinstance(hv, Destroys)
+    handle.daemon.history.subscribe(
+        lambda record: hv.order.append("recovered") if record["event"] == "recovered" else None
+    )
     dead = domid(handle.sim.host.domains["domnet"])
+    hv.order.clear()
     standby = crash_and_recover(handle)
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
-    assert hv.waits == [True], "the standby was renamed only once the remains' destroy had freed the name"
-    wait_until(lambda: dead not in [d.domid for d in handle.sim.host.domains.values()], what="remains gone")
+    wait_until(lambda: standby_ready(handle) not in (None, standby), what="the next standby")
+    assert dead not in [d.domid for d in handle.sim.host.domains.values()]
+    assert hv.order == [
+        "rename domnet",
+        "rename domnet-standby",
+        "recovered",
+        "remains destroyed",
+        "start domnet-standby",
+    ]
 
 
 def test_a_promotion_that_returns_while_a_pass_lists_the_domains_is_taken_before_the_registry_is_read(

@@ -146,6 +146,11 @@ class DomainRecord:
     # its instance handed to a save (saved_instance): away until the restore, which is no death, and
     # what a daemon killed meanwhile must finish (see reconciler._finish_a_cut_save)
     saving: bool = False
+    # the domid of a dead instance whose remains a promotion renamed out of the standby's way: destroyed
+    # once the recovery is over (phases.Recovery.idle), not during it, where their destroy takes dom0's
+    # processors from the guests' handshakes; kept until then, so that a daemon killed meanwhile is
+    # followed by one that destroys them
+    remains: int | None = None
 
 
 class IntentLog:
@@ -198,6 +203,7 @@ def _record_to_json(record: DomainRecord) -> dict[str, Any]:
         "reattach_failures": record.reattach_failures,
         "last_incident": record.last_incident,
         "detached_by_destroy": [frontend_to_json(f) for f in record.detached_by_destroy],
+        "remains": record.remains,
         "incident": None
         if incident is None
         else {
@@ -262,6 +268,7 @@ def _record_from_json(name: str, doc: object) -> DomainRecord:
         parked=[_pending_from_json(item) for item in _list(doc, "parked")],
         own_reattaching=[_pending_from_json(item) for item in _list(doc, "own_reattaching")],
         saving=_bool(doc, "saving"),
+        remains=_opt_int(doc, "remains"),
     )
     for item in _list(doc, "detached_by_destroy"):
         frontend = frontend_from_json(item)

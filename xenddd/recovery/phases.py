@@ -4,8 +4,10 @@ detected → waiting-restart → waiting-ready → reattaching → (recovered)  
     └── stale frontends detached beside the restart ──┘
 
 The restart is a promotion when the driver domain has a ready standby (standby.py): the dead instance's
-remains are destroyed, the standby is renamed to the driver domain's name and given its PCI devices, and
-its readiness holds already — no build, no boot. Without a ready standby it is a cold start.
+remains are renamed out of the way (or destroyed first, where they hold PCI devices or writable disks the
+standby is to get; else once the recovery is over), the standby is renamed to the driver domain's name and
+given those devices, and its readiness holds already — no build, no boot. Without a ready standby it is a
+cold start.
 
 Each call to `advance` looks at the real state, takes the steps that are due, saves the record (intent)
 before anything destructive, and returns when it wants to be called again. Nothing blocks: toolstack calls
@@ -42,7 +44,7 @@ from xenddd.recovery.frontend_steps import FrontendSteps, earliest
 from xenddd.recovery.intent import DomainRecord, Incident, PendingFrontend, Phase
 from xenddd.recovery.restart_policy import crash_loop_restarts, decide_restart
 from xenddd.recovery.saved_instance import Restored, SavedInstances
-from xenddd.recovery.standby import Standbys
+from xenddd.recovery.standby import Standbys, remains_lane
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import CallResult
 
@@ -69,6 +71,7 @@ READY_RECHECK = 5.0  # readiness is watched; this only bounds what a lost watch 
 UPSTREAM_RECHECK = 1.0  # an upstream's progress makes passes anyway; this bounds a missed one
 CLEANUP_WAIT = 10.0  # libvirt cleans up a crashed domain in about a second; beyond this, do it ourselves
 NAME_FREE_POLL = 0.05  # a promotion's look at xenstore while the remains' destroy frees the name
+REMAINS_RETRY = 30.0  # seconds before a failed destroy of a promotion's remains is tried again
 NOT_READY = ", then not ready in time"  # added to an incident's reason when a restart was not ready
 # Written by a driver domain whose `block` script waits for a target that is not there yet (the image's:
 # xenddd/image/block.sh): its guests' disks may be attached while its own disk is still being given to it
@@ -104,6 +107,7 @@ class Recovery:
         self._upstreams_waited = upstreams_waited
         self._upstream_reported: set[str] = set()  # incidents whose wait for an upstream was said
         self._rng = rng or random.Random()
+        self._remains_retry_at: dict[str, float] = {}  # driver domain → when its remains' destroy may retry
         self._steps = FrontendSteps(tools)
 
     # -- public ----------------------------------------------------------------------------------------
@@ -213,10 +217,49 @@ class Recovery:
 
     def idle(self, spec: DriverDomainSpec, record: DomainRecord, domid: int) -> float | None:
         """Outside any incident: what device calls an ended incident left running return (a device
-        confirmed before its attach returned), and the parked frontends' slow retries on the running
-        instance `domid`."""
+        confirmed before its attach returned), the remains a promotion left, and the parked frontends'
+        slow retries on the running instance `domid`."""
         self._steps.collect(spec, record, None)
-        return self._steps.retry_parked(spec, record, domid) if record.parked else None
+        wake = self.destroy_remains(spec, record)
+        return earliest(wake, self._steps.retry_parked(spec, record, domid) if record.parked else None)
+
+    def destroy_remains(self, spec: DriverDomainSpec, record: DomainRecord) -> float | None:
+        """Outside any incident: the dead instance's remains a promotion renamed out of the way
+        (`record.remains`), destroyed by domid on a worker — only if xenstore still names them as the
+        promotion did, so never another domain that has their domid since. Under emulation their
+        destroy (an `xl destroy`, the hypervisor freeing their memory) took dom0 a second and more, and
+        beside the promotion it came just as the guests' attaches were prepared. One that fails is said
+        and tried again after REMAINS_RETRY. Returns when to look again."""
+        lane = remains_lane(spec.name)
+        now = self._t.clock()
+        result = self._t.calls.take(lane)
+        if result is not None and result.error is not None:
+            log.error(
+                "%s: destroying the remains of domid %s failed: %s", spec.name, record.remains, result.error
+            )
+            self._remains_retry_at[spec.name] = now + REMAINS_RETRY
+        elif result is not None:
+            log.info("%s: the remains of domid %s destroyed", spec.name, record.remains)
+            record.remains = None
+            self._t.save(record)
+            return None
+        dead = record.remains
+        if dead is None or self._t.calls.busy(lane):
+            return None
+        retry_at = self._remains_retry_at.get(spec.name, 0.0)
+        if now < retry_at:
+            return retry_at - now
+        if self._t.guests.read(f"/local/domain/{dead}/name") != _parked(spec, dead):
+            record.remains = None  # destroyed already (by an interrupted promotion's next daemon), or gone
+            self._t.save(record)
+            return None
+        self._t.calls.submit(
+            lane,
+            f"{spec.name}: destroy the remains of domid {dead}",
+            partial(self._t.hypervisor.destroy, spec.name, dead),
+            lane=lane,
+        )
+        return None
 
     def abandon(self, spec: DriverDomainSpec, incident: Incident) -> None:
         """An incident replaced by another (a planned restart): its watches go with it."""
@@ -291,10 +334,12 @@ class Recovery:
         promotable = self._standbys.ready_domid(spec, standby) if spec.standby.enabled else None
         if promotable is not None:
             record.restart_times.append(now)
+            dead = incident.dead_domid
+            if dead is not None and not spec.pci and all(disk.readonly for disk in spec.disks):
+                record.remains = dead  # renamed out of the way by the promotion (_rename_past_the_remains)
             self._t.save(record)
             self._t.event("promoting", spec.name, incident, standby=promotable)
             what = f"{spec.name}: promote {spec.standby_name}"
-            dead = incident.dead_domid
             self._t.calls.submit(start, what, lambda: self._promote(spec, dead, promotable), lane=start)
             # the dead instance's stale frontends need not wait for the promotion's destroy of its remains
             return None if dead is None else self._steps.detach_from_the_dead(spec, record, incident, dead)
@@ -364,14 +409,14 @@ class Recovery:
 
     def _rename_past_the_remains(self, spec: DriverDomainSpec, dead: int) -> DomainInfo:
         """A name is nothing but two xenstore nodes: the remains of instance `dead` are renamed out of the
-        way (`<name>-dead-<domid>`, by domid, so never a new instance somebody started meanwhile), the
-        standby takes the name at once, and the remains' destroy goes on beside the recovery. Their
-        destroy frees the name only once it has torn down the domain's own devices (dom0's `block`
-        script among them): a second of every promotion's outage under emulation. Nothing the promoted
-        instance or the guests' reattach needs is left in the remains (the backends of the guests'
-        devices in them are removed before the detaches). Remains that cannot be renamed (gone
-        already, or renamed by a promotion the daemon was killed in) leave the rename to wait for the
-        destroy to free the name."""
+        way (`<name>-dead-<domid>`, by domid, so never a new instance somebody started meanwhile) and
+        the standby takes the name at once. The remains are destroyed once the recovery is over
+        (`destroy_remains`): their destroy frees the name only once it has torn down the domain's own
+        devices, a second of every promotion's outage under emulation, and beside the recovery it takes
+        dom0's processors from the guests' attaches. Nothing the promoted instance or the guests'
+        reattach needs is left in the remains (the backends of the guests' devices in them are removed
+        before the detaches). Remains that cannot be renamed (gone already, or renamed by a promotion
+        the daemon was killed in) leave the rename to wait for the destroy to free the name."""
         hv = self._t.hypervisor
         began = self._t.clock()
         try:
@@ -380,18 +425,14 @@ class Recovery:
             log.info("%s: waiting for the destroy of domid %s to free the name: %s", spec.name, dead, exc)
             return self._rename_as_the_name_frees(spec, dead)
         parked = self._t.clock()
-        destroy = self._destroy_remains(spec, dead)
-        submitted = self._t.clock()
         try:
             return hv.rename(spec.standby_name, spec.name)
         finally:
-            destroy.add_done_callback(partial(self._remains_destroyed, spec, dead))
             log.debug(
-                "%s: promotion: remains renamed in %.3f s, destroy submitted in %.3f s, standby in %.3f s",
+                "%s: promotion: remains renamed in %.3f s, standby in %.3f s",
                 spec.name,
                 parked - began,
-                submitted - parked,
-                self._t.clock() - submitted,
+                self._t.clock() - parked,
             )
 
     def _destroy_parked_remains(self, spec: DriverDomainSpec, dead: int | None) -> None:

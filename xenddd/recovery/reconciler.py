@@ -364,7 +364,7 @@ class Reconciler:
         if record.incident is not None:
             return self._recovery.advance(spec, record, info, self._standby_info(spec))
         if record.stopped_by_request or record.failed:
-            return None
+            return self._recovery.destroy_remains(spec, record)
         if running is not None and record.domid in (None, running):
             if record.domid is None:  # running, but not started by xenddd as far as its records go
                 self._prepare(spec)

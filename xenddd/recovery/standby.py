@@ -41,6 +41,11 @@ def standby_spec(spec: DriverDomainSpec) -> DriverDomainSpec:
     )
 
 
+def remains_lane(name: str) -> tuple[str, str]:
+    """The calls lane of the destroy of driver domain `name`'s remains a promotion left (phases.py)."""
+    return (name, "remains")
+
+
 @dataclass
 class _Keeping:
     domid: int | None = None  # the instance last seen running
@@ -64,8 +69,8 @@ class Standbys:
         self._take_start(spec, kept, now)
         if record.incident is not None or record.failed or record.stopped_by_request:
             return None
-        if self._t.calls.busy(lane):
-            return None
+        if self._t.calls.busy(lane) or self._t.calls.busy(remains_lane(spec.name)):
+            return None  # (the remains hold a domain's memory until their destroy returns)
         running = running_domid(info)
         if running is not None and running == record.domid:
             # the driver domain's own instance: a listing taken before the promotion's rename, which the
