@@ -441,7 +441,14 @@ def daemon_load(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
         pool = re.sub(r"_\d+$", "", name)
         used = seconds - before["threads_cpu_seconds"].get(name, 0.0)
         threads[pool] = round(threads.get(pool, 0.0) + used, 2)
+    stages = {
+        name: round(seconds - before["pass_cpu_seconds"].get(name, 0.0), 2)
+        for name, seconds in after["pass_cpu_seconds"].items()
+    }
     return {
+        "xenstore_requests": after["xenstore_requests"] - before["xenstore_requests"],
+        "watch_events": after["watch_events"] - before["watch_events"],
+        "pass_cpu": dict(sorted(stages.items(), key=lambda item: -item[1])),
         "passes": after["passes"] - before["passes"],
         "pass_seconds": round(after["pass_seconds"] - before["pass_seconds"], 2),
         "cpu_seconds": round(after["cpu_seconds"] - before["cpu_seconds"], 2),

@@ -201,6 +201,11 @@ def test_status_counts_the_passes_and_names_the_threads_that_spent_the_cpu(
     assert isinstance(before["passes"], int) and isinstance(after["passes"], int)
     assert after["passes"] > before["passes"] >= 1  # each status request is a pass, the recovery more
     assert isinstance(after["pass_seconds"], float) and after["pass_seconds"] > 0
+    assert isinstance(before["xenstore_requests"], int) and isinstance(after["xenstore_requests"], int)
+    assert after["xenstore_requests"] > before["xenstore_requests"]  # the recovery read and wrote
+    assert isinstance(after["watch_events"], int) and after["watch_events"] > 0
+    stages = after["pass_cpu_seconds"]
+    assert isinstance(stages, dict) and {"listing", "registry", "domains"} <= set(stages)
     threads = after["threads_cpu_seconds"]
     assert isinstance(threads, dict) and "xenddd-backend-watcher" in threads
     assert all(isinstance(seconds, float) and seconds >= 0 for seconds in threads.values())

@@ -36,6 +36,7 @@ from xenddd.recovery.intent import DomainRecord, Incident, IntentLog, PendingFro
 from xenddd.recovery.own_devices import OwnDevices
 from xenddd.recovery.phases import UPSTREAM_RECHECK, PrepareDomain, Recovery
 from xenddd.recovery.saved_instance import Restored, SavedInstances
+from xenddd.recovery.stage_clock import StageClock
 from xenddd.recovery.standby import Standbys
 from xenddd.recovery.tools import RecoveryTools
 from xenddd.recovery.toolstack_calls import ToolstackCalls
@@ -95,6 +96,7 @@ class Reconciler:
         )
         self._records: dict[str, DomainRecord] = {s.name: intents.load(s.name) for s in config.driver_domains}
         self.last_pass_seconds: float | None = None
+        self.pass_cpu = StageClock()
         self._observed: dict[str, DomainInfo] | None = None
         self._errors: dict[str, str] = {}  # driver domain → the error its last failed pass ended with
         self._hinted: dict[str, None] = {}  # xenstore paths hinted and not yet re-read (in order)
@@ -106,26 +108,34 @@ class Reconciler:
     def reconcile(self, hints: Sequence[Hint] = ()) -> float | None:
         """One level-triggered pass over every configured driver domain, in dependency order."""
         started = time.monotonic()
+        stage = self.pass_cpu.stage
+        stage("")
         for hint in hints:
             if isinstance(hint, ControlRequest):
                 self.handle(hint)
+        stage("requests")
         if hints and all(isinstance(h, XenstoreHint) for h in hints) and self._at_rest(hints):
             wake = self._refresh_registry(hints)
             self._report_listing_troubles()
+            stage("registry at rest")
             self.last_pass_seconds = time.monotonic() - started
             return wake
         self._take_returned(every_attach=True)
         if any(about_domains(h) for h in hints):
             self._hv.domains_may_have_changed()
         taken = time.monotonic()
+        stage("results")
         observed = self._observe()
+        stage("listing")
         self._detect_crashes(observed)
         if self._take_returned(every_attach=False):
             observed = self._observe()  # a start returned during the listing: its instance is newer
         listed = time.monotonic()
+        stage("detection")
         wake = self._refresh_registry(hints)
         self._report_listing_troubles()
         refreshed = time.monotonic()
+        stage("registry")
         for spec in self.config.start_order():
             self._progress(spec.name)
             try:
@@ -136,6 +146,7 @@ class Reconciler:
             else:
                 self._errors.pop(spec.name, None)
             wake = earliest(wake, delay)
+        stage("domains")
         self.last_pass_seconds = time.monotonic() - started
         if log.isEnabledFor(logging.DEBUG):  # where a pass's time goes: its hints, then each stage's
             log.debug(

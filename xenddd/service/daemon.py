@@ -411,6 +411,11 @@ class Daemon:
             "pass_seconds": round(self._passes.seconds, 3),
             "cpu_seconds": round(time.process_time(), 3),
             "threads_cpu_seconds": threads_cpu_seconds(),
+            "pass_cpu_seconds": {}
+            if self._wiring is None
+            else {k: round(v, 3) for k, v in self._wiring.reconciler.pass_cpu.seconds.items()},
+            "xenstore_requests": self.runtime.xenstore.requests_sent,
+            "watch_events": self.runtime.xenstore.events_received,
         }
 
     def _report_status(self) -> None:

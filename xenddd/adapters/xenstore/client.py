@@ -91,6 +91,7 @@ class Xenstore:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.requests_sent = 0
+        self.events_received = 0  # watch events taken (for `status`: what the daemon's watches cost it)
         self._lock = threading.RLock()
         self._router: XenstoreRouter | None = None
         self._generation = 0
@@ -427,6 +428,7 @@ class Xenstore:
             if isinstance(item, Event):
                 path = item.path.decode("ascii", "replace")
                 watched = self._watches.get(item.token.decode("ascii", "replace"))
+                self.events_received += 1
                 if watched is not None:
                     return WatchEvent(path, watched)
             elif isinstance(item, Reconnected):
