@@ -67,6 +67,7 @@ class BackendWatcher:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._xs.wake()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -92,7 +93,7 @@ class BackendWatcher:
         self._ready.set()
         while not self._stop.is_set():
             try:
-                self._step(0.5)
+                self._step(None)  # (stop() wakes it)
             except XenstoreError as exc:
                 # The adapter reconnects from next_event and reports Reconnected; re-arming happens then.
                 log.warning("xenstore watch handling failed: %s", exc)
@@ -105,7 +106,7 @@ class BackendWatcher:
             self._xs.watch(path)
         self._rearm()
 
-    def _step(self, timeout: float) -> None:
+    def _step(self, timeout: float | None) -> None:
         first = self._xs.next_event(timeout)
         if first is None:
             return

@@ -62,14 +62,18 @@ class ControlServer:
             os.umask(old_umask)
         if self._gid is not None:
             os.chown(self.path, -1, self._gid)
-        sock.listen(16)
-        sock.settimeout(0.5)
+        sock.listen(
+            16
+        )  # accept() blocks: stop() ends it by shutting the socket down, not by a polling timeout
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="xenddd-control", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # a blocked accept() returns (EINVAL)
         if self._thread is not None:
             self._thread.join(2.0)
         if self._sock is not None:
@@ -81,8 +85,6 @@ class ControlServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
             except OSError:
                 return
             if not self._slots.acquire(blocking=False):

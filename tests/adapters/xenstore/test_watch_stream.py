@@ -3,6 +3,9 @@ when xenstored restarts under a watching client."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from xenddd.adapters.xenstore.client import Reconnected, WatchEvent, Xenstore
@@ -42,6 +45,18 @@ def test_a_watch_fires_once_when_set_and_again_on_each_change_below_it(xs: Xenst
     assert (
         next_watch_event(xs, "/local/domain/3/backend/vif/7/0/state").watched == "/local/domain/3/backend/vif"
     )
+
+
+def test_a_wait_for_events_ends_at_once_when_woken_and_the_events_still_come_after(xs: Xenstore) -> None:
+    returned: list[object] = []
+    waiting = threading.Thread(target=lambda: returned.append(xs.next_event(timeout=None)))
+    started = time.monotonic()
+    waiting.start()
+    xs.wake()
+    waiting.join(5)
+    assert returned == [None] and time.monotonic() - started < 5
+    xs.watch("/local/domain/3/data")
+    assert next_watch_event(xs, "/local/domain/3/data").watched == "/local/domain/3/data"
 
 
 def test_a_transaction_commits_what_its_body_wrote(xs: Xenstore) -> None:

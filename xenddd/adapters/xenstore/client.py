@@ -49,6 +49,7 @@ from xenddd.adapters.xenstore.wire import (
 )
 
 log = logging.getLogger(__name__)
+_WAKE = object()  # put on the event queue by `wake`
 
 T = TypeVar("T")
 
@@ -412,8 +413,14 @@ class Xenstore:
         with self._lock:
             return sorted(self._watches.values())
 
+    def wake(self) -> None:
+        """End a `next_event` wait at once (it returns None): a watcher being stopped need not wake
+        periodically to notice, which on a loaded dom0 costs a thread switch under the GIL each time."""
+        self._events.put(_WAKE)
+
     def next_event(self, timeout: float | None = None) -> WatchEvent | Reconnected | None:
-        """The next watch event, `Reconnected` after a lost connection came back, or None on timeout.
+        """The next watch event, `Reconnected` after a lost connection came back, or None on timeout
+        (or when `wake` was called).
 
         When the connection is found dead, this reconnects with exponential backoff (bounded by
         `backoff_max`) for as long as `timeout` allows; close() interrupts the wait.
@@ -424,6 +431,8 @@ class Xenstore:
             try:
                 item = self._events.get(timeout=remaining)
             except queue.Empty:
+                return None
+            if item is _WAKE:
                 return None
             if isinstance(item, Event):
                 path = item.path.decode("ascii", "replace")
