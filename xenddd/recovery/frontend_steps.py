@@ -624,12 +624,8 @@ class FrontendSteps:
             self._t.unwatch(path)
 
     def _paused(self, pending: PendingFrontend) -> bool:
-        """From the toolstacks' listing, which the pass keeps up to date (a guest paused or resumed is a
-        lifecycle event, and the listing is taken again after it), not by asking for the guest: a libvirt
-        lookup before each attach, on the outage's path, costs libvirtd's round trips — and for a guest
-        that only `xl` knows, a "domain not found" in its log."""
-        name = pending.frontend.guest_name
-        return any(d.name == name and d.state is DomainState.PAUSED for d in self._t.hypervisor.domains())
+        info = self._t.hypervisor.domain(pending.frontend.guest_name)
+        return info is not None and info.state is DomainState.PAUSED
 
     def _drop(self, record: DomainRecord, incident: Incident, pending: PendingFrontend, why: str) -> None:
         incident.frontends.remove(pending)
