@@ -66,7 +66,8 @@ class Standbys:
         kept = self._kept.setdefault(spec.name, _Keeping())
         lane = (spec.standby_name, "start")
         now = self._t.clock()
-        self._take_start(spec, kept, now)
+        if self._take_start(spec, kept, now) and running_domid(info) is None:
+            return 0.0  # started since the pass's listing, which cannot show it yet: the next one will
         if record.incident is not None or record.failed or record.stopped_by_request:
             return None
         if self._t.calls.busy(lane) or self._t.calls.busy(remains_lane(spec.name)):
@@ -158,11 +159,12 @@ class Standbys:
         self._t.hypervisor.define(standby)
         return self._t.hypervisor.start(standby.name)
 
-    def _take_start(self, spec: DriverDomainSpec, kept: _Keeping, now: float) -> None:
-        """The standby's start call, if it has returned and was not taken yet."""
+    def _take_start(self, spec: DriverDomainSpec, kept: _Keeping, now: float) -> bool:
+        """The standby's start call, if it has returned and was not taken yet: whether it had."""
         result = self._t.calls.take((spec.standby_name, "start"))
         if result is not None:
             self._started(spec, kept, result.value, result.error, now)
+        return result is not None
 
     def _started(
         self,
