@@ -306,6 +306,7 @@ def test_a_promotion_renames_and_detaches_once_xenstore_drops_the_remains_not_on
     wait_until(lambda: events(handle, "recovered"), timeout=8, what="the recovery")
     wait_until(lambda: all_connected(sim, FIVE_DEVICES), what="every device connected")
     assert [e["domid"] for e in events(handle, "promoted")] == [standby]
+    wait_until(lambda: "destroy returned" in order, what="the remains' destroy (once the recovery is over)")
     assert order == ["rename domnet", "rename domnet-standby", "destroy returned"]
 
 
