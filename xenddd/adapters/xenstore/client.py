@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from pyxs._internal import Event, Op
 from pyxs.exceptions import PyXSError
 
+from xenddd.adapters.xenstore.direct import DirectConnection
 from xenddd.adapters.xenstore.errors import (
     XenstoreConflict,
     XenstoreError,
@@ -103,6 +104,10 @@ class Xenstore:
         self._tokens = itertools.count(1)
         self._closed = threading.Event()
         self._backoff = backoff_initial
+        # requests and replies, on the caller's thread (direct.py says why); the router's connection
+        # carries the watches
+        self._direct = DirectConnection(self.socket_path)
+        self._direct_lock = threading.Lock()
 
     # -- connection ------------------------------------------------------------------------------------
 
@@ -116,6 +121,7 @@ class Xenstore:
             router, self._router = self._router, None
         if router is not None:
             router.shutdown()
+        self._direct.close()
 
     def __enter__(self) -> Xenstore:
         self.connect()
@@ -217,16 +223,61 @@ class Xenstore:
         return payload
 
     def _call(self, op: int, payload: bytes, tx_id: int = 0) -> bytes:
-        router = self._connected_router()
-        rvar = self._send(router, op, payload, tx_id)
-        return self._wait(router, rvar, op, time.monotonic() + self.call_timeout)
+        result = self._exchange([(op, payload)], tx_id, time.monotonic() + self.call_timeout)[0]
+        if isinstance(result, XenstoreError):
+            raise result
+        return result
+
+    def _exchange(
+        self, requests: Sequence[tuple[int, bytes]], tx_id: int, deadline: float
+    ) -> list[bytes | XenstoreError]:
+        """Requests on the direct connection, sent as one batch; each reply's payload, or the error
+        xenstored answered it with. A reply out of order or of another op ends the connection."""
+        for _op, payload in requests:
+            if len(payload) > MAX_PAYLOAD:
+                raise XenstoreError(f"xenstore request of {len(payload)} bytes exceeds {MAX_PAYLOAD} bytes")
+        if self._closed.is_set():
+            raise XenstoreUnavailable("the xenstore connection is closed")
+        with self._direct_lock:
+            with self._lock:
+                rq_ids = [next(self._rq_ids) & 0xFFFFFFFF for _ in requests]
+            data = b"".join(
+                HEADER.pack(op, rq_id, tx_id, len(payload)) + payload
+                for (op, payload), rq_id in zip(requests, rq_ids, strict=True)
+            )
+            replies = self._direct.exchange(data, len(requests), deadline)
+            self.requests_sent += len(requests)
+            if any(r.rq_id != rq_id for r, rq_id in zip(replies, rq_ids, strict=True)):
+                self._direct.close()
+                raise XenstoreUnavailable("xenstored's replies came out of order")
+        results: list[bytes | XenstoreError] = []
+        for (op, _payload), reply in zip(requests, replies, strict=True):
+            if reply.op == Op.ERROR:
+                name = reply.payload.rstrip(NUL).decode("ascii", "replace")
+                results.append(XenstoreError(f"xenstored: {name}", ERRNO_BY_NAME.get(name, 0)))
+            elif reply.op != op:
+                with self._direct_lock:
+                    self._direct.close()
+                raise XenstoreUnavailable(f"xenstored answered op {reply.op} to op {op}")
+            else:
+                results.append(reply.payload)
+        return results
 
     def _ack(self, router: XenstoreRouter, op: int, payload: bytes, tx_id: int) -> None:
         rvar = self._send(router, op, payload, tx_id)
         self._wait(router, rvar, op, time.monotonic() + self.call_timeout)
 
     def _pipeline(self, requests: Sequence[tuple[int, bytes]], tx_id: int = 0) -> list[bytes | XenstoreError]:
-        """Send many requests before waiting for the first reply: a scan costs one latency, not N."""
+        """Send many requests before reading the first reply: a scan costs one latency, not N."""
+        deadline = time.monotonic() + self.call_timeout
+        results: list[bytes | XenstoreError] = []
+        for start in range(0, len(requests), _PIPELINE_WINDOW):
+            results += self._exchange(requests[start : start + _PIPELINE_WINDOW], tx_id, deadline)
+        return results
+
+    def _router_pipeline(self, requests: Sequence[tuple[int, bytes]]) -> list[bytes | XenstoreError]:
+        """Requests on the router's connection: the watches' own, which xenstored keeps per connection."""
+        tx_id = 0
         router = self._connected_router()
         deadline = time.monotonic() + self.call_timeout
         results: list[bytes | XenstoreError] = []
@@ -377,7 +428,7 @@ class Xenstore:
                 return {}
             requests = [(Op.WATCH, path.encode() + NUL + token.encode() + NUL) for token, path in new]
             try:
-                results = self._pipeline(requests)
+                results = self._router_pipeline(requests)
             except XenstoreUnavailable:
                 return {}  # kept: the reconnect registers them
             failed = {}
@@ -401,7 +452,7 @@ class Xenstore:
             return
         requests = [(Op.UNWATCH, path.encode() + NUL + token.encode() + NUL) for token, path in gone]
         try:
-            results = self._pipeline(requests)
+            results = self._router_pipeline(requests)
         except XenstoreUnavailable:
             return  # the server forgot them with the connection; nothing is re-registered for them
         for (_token, path), result in zip(gone, results, strict=True):
