@@ -62,8 +62,9 @@ class ControlServer:
             os.umask(old_umask)
         if self._gid is not None:
             os.chown(self.path, -1, self._gid)
-        # accept() blocks: stop() ends it by shutting the socket down, not by a polling timeout
-        sock.listen(16)
+        sock.listen(
+            16
+        )  # accept() blocks: stop() ends it by shutting the socket down, not by a polling timeout
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="xenddd-control", daemon=True)
         self._thread.start()
