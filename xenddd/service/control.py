@@ -62,9 +62,8 @@ class ControlServer:
             os.umask(old_umask)
         if self._gid is not None:
             os.chown(self.path, -1, self._gid)
-        sock.listen(
-            16
-        )  # accept() blocks: stop() ends it by shutting the socket down, not by a polling timeout
+        # accept() blocks: stop() ends it by shutting the socket down, not by a polling timeout
+        sock.listen(16)
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="xenddd-control", daemon=True)
         self._thread.start()

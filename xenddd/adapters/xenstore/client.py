@@ -44,7 +44,6 @@ from xenddd.adapters.xenstore.wire import (
     NUL,
     EventSink,
     Lost,
-    Reply,
     ReplyConnection,
     XenstoreRouter,
 )
@@ -190,21 +189,27 @@ class Xenstore:
         self, router: XenstoreRouter, requests: Sequence[tuple[int, bytes]], tx_id: int
     ) -> list[Any]:
         """Number the requests on this connection and send them as one batch (`XenstoreRouter.send_batch`)."""
+        rq_ids, data = self._framed(requests, tx_id)
+        try:
+            rvars = router.send_batch(rq_ids, data)
+        except (PyXSError, OSError) as exc:
+            self._drop(router)
+            raise XenstoreUnavailable(f"lost the connection to xenstored: {exc}") from None
+        self.requests_sent += len(rq_ids)
+        return rvars
+
+    def _framed(self, requests: Sequence[tuple[int, bytes]], tx_id: int) -> tuple[list[int], bytes]:
+        """The requests numbered (one count for both connections) and framed as one batch."""
         for _op, payload in requests:
             if len(payload) > MAX_PAYLOAD:
                 raise XenstoreError(f"xenstore request of {len(payload)} bytes exceeds {MAX_PAYLOAD} bytes")
         with self._lock:
             rq_ids = [next(self._rq_ids) & 0xFFFFFFFF for _ in requests]
-        pairs = zip(requests, rq_ids, strict=True)
-        packets = [Reply(op, rq_id, tx_id, len(payload), payload) for (op, payload), rq_id in pairs]
-        data = b"".join(HEADER.pack(p.op, p.rq_id, p.tx_id, p.size) + p.payload for p in packets)
-        try:
-            rvars = router.send_batch([p.rq_id for p in packets], data)
-        except (PyXSError, OSError) as exc:
-            self._drop(router)
-            raise XenstoreUnavailable(f"lost the connection to xenstored: {exc}") from None
-        self.requests_sent += len(packets)
-        return rvars
+        data = b"".join(
+            HEADER.pack(op, rq_id, tx_id, len(payload)) + payload
+            for (op, payload), rq_id in zip(requests, rq_ids, strict=True)
+        )
+        return rq_ids, data
 
     def _wait(self, router: XenstoreRouter, rvar: Any, op: int, deadline: float) -> bytes:
         reply = router.wait(rvar, deadline)
@@ -215,8 +220,7 @@ class Xenstore:
             raise XenstoreUnavailable("lost the connection to xenstored during a request")
         payload: bytes = reply.payload
         if reply.op == Op.ERROR:
-            name = payload.rstrip(NUL).decode("ascii", "replace")
-            raise XenstoreError(f"xenstored: {name}", ERRNO_BY_NAME.get(name, 0))
+            raise _refusal(payload)
         if reply.op != op:
             self._drop(router)
             raise XenstoreUnavailable(f"xenstored answered op {reply.op} to op {op}")
@@ -233,18 +237,10 @@ class Xenstore:
     ) -> list[bytes | XenstoreError]:
         """Requests on the direct connection, sent as one batch; each reply's payload, or the error
         xenstored answered it with. A reply out of order or of another op ends the connection."""
-        for _op, payload in requests:
-            if len(payload) > MAX_PAYLOAD:
-                raise XenstoreError(f"xenstore request of {len(payload)} bytes exceeds {MAX_PAYLOAD} bytes")
         if self._closed.is_set():
             raise XenstoreUnavailable("the xenstore connection is closed")
         with self._direct_lock:
-            with self._lock:
-                rq_ids = [next(self._rq_ids) & 0xFFFFFFFF for _ in requests]
-            data = b"".join(
-                HEADER.pack(op, rq_id, tx_id, len(payload)) + payload
-                for (op, payload), rq_id in zip(requests, rq_ids, strict=True)
-            )
+            rq_ids, data = self._framed(requests, tx_id)
             replies = self._direct.exchange(data, len(requests), deadline)
             self.requests_sent += len(requests)
             if any(r.rq_id != rq_id for r, rq_id in zip(replies, rq_ids, strict=True)):
@@ -253,8 +249,7 @@ class Xenstore:
         results: list[bytes | XenstoreError] = []
         for (op, _payload), reply in zip(requests, replies, strict=True):
             if reply.op == Op.ERROR:
-                name = reply.payload.rstrip(NUL).decode("ascii", "replace")
-                results.append(XenstoreError(f"xenstored: {name}", ERRNO_BY_NAME.get(name, 0)))
+                results.append(_refusal(reply.payload))
             elif reply.op != op:
                 with self._direct_lock:
                     self._direct.close()
@@ -277,13 +272,12 @@ class Xenstore:
 
     def _router_pipeline(self, requests: Sequence[tuple[int, bytes]]) -> list[bytes | XenstoreError]:
         """Requests on the router's connection: the watches' own, which xenstored keeps per connection."""
-        tx_id = 0
         router = self._connected_router()
         deadline = time.monotonic() + self.call_timeout
         results: list[bytes | XenstoreError] = []
         for start in range(0, len(requests), _PIPELINE_WINDOW):
             window = requests[start : start + _PIPELINE_WINDOW]
-            rvars = self._send_many(router, window, tx_id)
+            rvars = self._send_many(router, window, 0)
             for (op, _payload), rvar in zip(window, rvars, strict=True):
                 try:
                     results.append(self._wait(router, rvar, op, deadline))
@@ -514,3 +508,9 @@ class Xenstore:
                 return False
             self._closed.wait(delay)
         return False
+
+
+def _refusal(payload: bytes) -> XenstoreError:
+    """xenstored's error reply (its errno's name) as the error to raise or return."""
+    name = payload.rstrip(NUL).decode("ascii", "replace")
+    return XenstoreError(f"xenstored: {name}", ERRNO_BY_NAME.get(name, 0))

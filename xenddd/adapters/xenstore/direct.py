@@ -9,9 +9,10 @@ simulated xenstored, a lone request costs 174 µs of CPU through the router and 
 
 So requests and their replies use a second connection of their own, with no watches on it (a watch's
 events are sent on the connection that registered it, so `watch`/`unwatch` stay on the router's). One
-batch at a time (the client holds a lock around `exchange`); a deadline is the socket's timeout. After a
-timeout or a broken connection the socket is closed and the next call connects again: a connection whose
-reply may still come cannot be reused, since replies are matched by their order.
+batch at a time (the client holds a lock around `exchange`); the socket is non-blocking and each wait is
+a `select` bounded by the call's deadline. After a timeout or a broken connection the socket is closed
+and the next call connects again: a connection whose reply may still come cannot be reused, since
+replies are matched by their order.
 """
 
 from __future__ import annotations
