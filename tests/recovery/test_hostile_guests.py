@@ -146,9 +146,9 @@ def test_a_guest_writing_its_state_node_in_a_loop_gets_a_few_passes_a_second_and
     resyncs = {"count": 0}
     resync = registry.resync
 
-    def counted_resync(*, reread_domains: bool = True) -> None:
+    def counted_resync() -> None:
         resyncs["count"] += 1
-        resync(reread_domains=reread_domains)
+        resync()
 
     monkeypatch.setattr(registry, "resync", counted_resync)
     cache = domid(sim.host.domains["cache"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +15,7 @@ from tests.recovery.conftest import (
     TOPOLOGY,
     RunningDaemon,
     all_connected,
+    domid,
     events,
     freeze,
     frontends,
@@ -24,7 +25,7 @@ from xenddd.adapters.hypervisor_api import DomainInfo
 from xenddd.adapters.xenstore.errors import XenstoreUnavailable
 from xenddd.config.spec import DriverDomainSpec
 from xenddd.errors import InputError
-from xenddd.hints import ResyncHint
+from xenddd.hints import DomainHint, Hint, ResyncHint
 from xenddd.model import DeviceKind
 from xenddd.sim.host import SimHost
 from xenddd.sim.hypervisor import SimHypervisor
@@ -572,6 +573,28 @@ def test_a_reattached_device_whose_identity_differs_is_reported_field_by_field(
     assert differs["bridge"] == ["xenbr0", "xenbr1"] and "mac" not in differs
 
 
+def test_a_domain_event_rereads_who_runs_and_no_backend_tree(
+    start_daemon: Callable[..., RunningDaemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a domain's coming or going changes in a backend tree is a watch event of its own; a
+    lifecycle event re-read every driver domain's trees besides (about sixty requests on the test bed,
+    several times in each recovery)."""
+    monkeypatch.setattr("xenddd.service.daemon.SAFETY_RESYNC", 3600.0)  # no timer's resync in the pass
+    handle = start_daemon()
+    wait_until(lambda: handle.settled(FIVE_DEVICES))
+    registry = handle.daemon._wiring.registry  # type: ignore[union-attr]
+    scans: list[object] = []
+    refreshes: list[object] = []
+    real_scan, real_refresh = registry._scan, registry.domains.refresh
+    monkeypatch.setattr(registry, "_scan", lambda *a: (scans.append(a), real_scan(*a))[1])
+    monkeypatch.setattr(registry.domains, "refresh", lambda **k: (refreshes.append(k), real_refresh(**k))[1])
+    passes = handle.daemon._passes.passes
+    web = domid(handle.sim.host.domains["web"])
+    handle.daemon.hints.put(DomainHint("libvirt", name="web", domid=web))
+    wait_until(lambda: handle.daemon._passes.passes > passes, what="the pass for the event")
+    assert refreshes and not scans
+
+
 def test_the_restart_is_under_way_before_the_pass_that_saw_the_crash_rereads_the_registry(
     start_daemon: Callable[..., RunningDaemon],
 ) -> None:
@@ -582,7 +605,7 @@ def test_the_restart_is_under_way_before_the_pass_that_saw_the_crash_rereads_the
     sim = handle.sim
     wait_until(lambda: handle.settled(FIVE_DEVICES))
     reconciler = handle.daemon._wiring.reconciler  # type: ignore[union-attr]
-    real_start, real_resync = sim.hypervisor.start, reconciler._registry.resync
+    real_start, real_refresh = sim.hypervisor.start, reconciler._refresh_registry
     start_called = threading.Event()
     under_way: list[bool] = []
 
@@ -591,13 +614,13 @@ def test_the_restart_is_under_way_before_the_pass_that_saw_the_crash_rereads_the
             start_called.set()
         return real_start(name)
 
-    def resync(*, reread_domains: bool = True) -> None:
+    def refresh(hints: Sequence[Hint]) -> float | None:
         if reconciler._records["domnet"].incident is not None and not under_way:
             under_way.append(start_called.wait(3))  # a start submitted before this runs on a worker
-        real_resync(reread_domains=reread_domains)
+        return real_refresh(hints)
 
     sim.hypervisor.start = start  # type: ignore[method-assign]
-    reconciler._registry.resync = resync  # type: ignore[method-assign]
+    reconciler._refresh_registry = refresh  # type: ignore[method-assign]
     sim.host.crash("domnet")
     wait_until(lambda: len(events(handle, "recovered")) == 1, timeout=30)
     assert under_way == [True]

@@ -20,11 +20,9 @@ from xenddd.adapters.hypervisor_api import DomainInfo, Hypervisor, how_it_stoppe
 from xenddd.config.spec import Config, DriverDomainSpec
 from xenddd.errors import InputError, XendddError
 from xenddd.hints import (
-    CallReturned,
     ControlRequest,
     DomainHint,
     Hint,
-    Recheck,
     ResyncHint,
     XenstoreHint,
     domain_gone,
@@ -248,27 +246,32 @@ class Reconciler:
             log.info("%s: its backend tree reads again", name)
 
     def _refresh_registry(self, hints: Sequence[Hint]) -> float | None:
-        """Re-read only what xenstore hints point at; everything on a resync or a domain event (cheap
-        enough then, and what makes a missed watch event harmless).
+        """Re-read only what xenstore hints point at; everything on a resync (the daemon's start, a
+        reconnect, SIGHUP, the safety timer: what makes a missed watch event harmless).
+
+        A domain's hint (a lifecycle event, a driver domain's watches re-armed) re-reads who runs, at once
+        — gone guests are forgotten, a dead instance's entries orphaned — but no backend tree: whatever a
+        domain's coming or going changes there is a watch event of its own (a new instance's watches fire
+        when armed), and re-reading every tree on each of a recovery's several lifecycle events was the
+        registry's largest cost in a recovery.
 
         Hinted paths are re-read in batches at most every REGISTRY_BATCH seconds: while a recovery's calls
         return one by one (each a pass), every new backend goes through several states, and re-reading
         each device on every pass would cost many times the devices. Returns when the batch is due."""
-        paths = [h.path for h in hints if isinstance(h, XenstoreHint)]
-        quiet = sum(isinstance(h, ControlRequest | CallReturned | Recheck) for h in hints)
         now = time.monotonic()
-        if not hints or len(paths) < len(hints) - quiet:
-            self._registry.resync(reread_domains=not hints or any(isinstance(h, ResyncHint) for h in hints))
+        if not hints or any(isinstance(h, ResyncHint) for h in hints):
+            self._registry.resync()
             self._hinted.clear()
             self._registry_read_at = now
             return None
-        self._hinted.update(dict.fromkeys(paths))
-        if not self._hinted:
+        self._hinted.update(dict.fromkeys(h.path for h in hints if isinstance(h, XenstoreHint)))
+        domains_changed = any(isinstance(h, DomainHint) for h in hints)
+        if not self._hinted and not domains_changed:
             return None
         due = self._registry_read_at + REGISTRY_BATCH
-        if now < due:
+        if now < due and not domains_changed:
             return due - now
-        self._registry.refresh_many(list(self._hinted))
+        self._registry.refresh_many(list(self._hinted), domains_changed=domains_changed)
         self._hinted.clear()
         self._registry_read_at = now
         return None

@@ -163,16 +163,14 @@ class FrontendRegistry:
             self._settled_version = -1
             self._changed()
 
-    def resync(self, *, reread_domains: bool = True) -> None:
-        """Re-read everything: at start, after a reconnect to xenstored, and whenever in doubt.
-        `reread_domains=False` trusts the names and UUIDs already read of domids still running (a
-        domain's lifecycle event does not rename the others: a resync for one need not re-read every
-        guest's two nodes).
+    def resync(self) -> None:
+        """Re-read everything: at start, after a reconnect to xenstored, and whenever in doubt — the names
+        and UUIDs of every running domain included.
 
         Rejections and warnings remembered for backend paths this pass did not find are forgotten: the
         nodes are gone, and a domain must not fill dom0's memory by creating and deleting them.
         """
-        self.domains.refresh(reread=reread_domains)
+        self.domains.refresh(reread=True)
         with self._lock:
             self._seen = set()
         try:
@@ -201,13 +199,14 @@ class FrontendRegistry:
         """Re-read what a xenstore hint points at: a backend subtree, or `@introduceDomain` and the like."""
         self.refresh_many([path])
 
-    def refresh_many(self, paths: Iterable[str]) -> None:
+    def refresh_many(self, paths: Iterable[str], *, domains_changed: bool = False) -> None:
         """`refresh` for a pass's batch of hints: what each driver domain's hints name — whole kinds,
         guests' directories, devices — is read in one pipelined scan, and the result is settled (and
         persisted) once. During a recovery every backend that comes up is several hints; one by one
-        they would cost O(n²)."""
+        they would cost O(n²). `domains_changed` (a domain's hint) re-reads who runs, as a hinted
+        `@introduceDomain` does."""
         domain_events, batches = group_hinted_paths(paths)
-        if domain_events:
+        if domain_events or domains_changed:
             self.domains.refresh()
         for (dd_domid, kind), batch in batches.items():
             name = self._driver_name(dd_domid)
