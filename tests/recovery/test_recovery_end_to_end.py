@@ -3,6 +3,7 @@ frontend reattached with the same identity, and nothing is lost or duplicated wh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -582,17 +583,43 @@ def test_a_domain_event_rereads_who_runs_and_no_backend_tree(
     monkeypatch.setattr("xenddd.service.daemon.SAFETY_RESYNC", 3600.0)  # no timer's resync in the pass
     handle = start_daemon()
     wait_until(lambda: handle.settled(FIVE_DEVICES))
-    registry = handle.daemon._wiring.registry  # type: ignore[union-attr]
-    scans: list[object] = []
-    refreshes: list[object] = []
+    wiring = handle.daemon._wiring
+    assert wiring is not None
+    registry, reconciler = wiring.registry, wiring.reconciler
     real_scan, real_refresh = registry._scan, registry.domains.refresh
-    monkeypatch.setattr(registry, "_scan", lambda *a: (scans.append(a), real_scan(*a))[1])
-    monkeypatch.setattr(registry.domains, "refresh", lambda **k: (refreshes.append(k), real_refresh(**k))[1])
-    passes = handle.daemon._passes.passes
-    web = domid(handle.sim.host.domains["web"])
-    handle.daemon.hints.put(DomainHint("libvirt", name="web", domid=web))
-    wait_until(lambda: handle.daemon._passes.passes > passes, what="the pass for the event")
-    assert refreshes and not scans
+    real_pass = reconciler._refresh_registry
+    trees: list[object] = []  # whole backend trees read
+    refreshes: list[object] = []  # the domains listed (the watcher's thread may list them too)
+    alone: list[tuple[list[object], list[object]]] = []  # each pass of the event alone: what it read
+
+    def scan(name: str, dd_domid: int, kind: DeviceKind, devices: object, **kwargs: Any) -> None:
+        if devices is None:
+            trees.append((name, kind))
+        real_scan(name, dd_domid, kind, devices, **kwargs)  # type: ignore[arg-type]
+
+    def refresh(**kwargs: Any) -> None:
+        refreshes.append(kwargs)
+        real_refresh(**kwargs)
+
+    def registry_pass(hints: Sequence[Hint]) -> float | None:
+        trees.clear()
+        refreshes.clear()
+        wake = real_pass(hints)
+        if hints and all(h == event for h in hints):  # not a pass that also took the start's watch events
+            alone.append((list(refreshes), list(trees)))
+        return wake
+
+    monkeypatch.setattr(registry, "_scan", scan)
+    monkeypatch.setattr(registry.domains, "refresh", refresh)
+    monkeypatch.setattr(reconciler, "_refresh_registry", registry_pass)
+    event = DomainHint("libvirt", name="web", domid=domid(handle.sim.host.domains["web"]))
+    for _ in range(20):
+        handle.daemon.hints.put(event)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: bool(alone), timeout=1.0)
+            break
+    assert alone, "no pass took the event alone"
+    assert all(listed and not read for listed, read in alone)
 
 
 def test_the_restart_is_under_way_before_the_pass_that_saw_the_crash_rereads_the_registry(
