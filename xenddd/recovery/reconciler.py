@@ -252,8 +252,8 @@ class Reconciler:
         A domain's hint (a lifecycle event, a driver domain's watches re-armed) re-reads who runs, at once
         — gone guests are forgotten, a dead instance's entries orphaned — but no backend tree: whatever a
         domain's coming or going changes there is a watch event of its own (a new instance's watches fire
-        when armed), and re-reading every tree on each of a recovery's several lifecycle events was the
-        registry's largest cost in a recovery.
+        when armed), and re-reading every tree on each of a recovery's several lifecycle events was most
+        of the registry's requests in a recovery of the simulated host's two driver domains.
 
         Hinted paths are re-read in batches at most every REGISTRY_BATCH seconds: while a recovery's calls
         return one by one (each a pass), every new backend goes through several states, and re-reading
